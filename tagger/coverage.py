@@ -1,0 +1,248 @@
+"""The coverage report: how every node got its tag, told honestly.
+
+Direct evidence, inheritance and fallback are counted apart (a root fallback is a guess, not
+coverage); every fallback node and every evidence conflict is listed. Renders as JSON for
+scripts and as Markdown or terminal text for people; names from the model are escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+from tagger.display import TagFormatter
+from tagger.keys import DIRECT_SOURCES
+from tagger.paths import ancestors
+from tagger.tagging import TaggingResult
+
+__all__ = ["ConflictRecord", "NodeRef", "Report", "build_report"]
+
+_LIST_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """Where a node is: its graph, its position there, its op and name."""
+
+    graph: str
+    position: int
+    op_type: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ConflictRecord:
+    """Two evidence sources named different modules for one node."""
+
+    node: NodeRef
+    chosen_module: str
+    chosen_source: str
+    rejected_module: str
+    rejected_source: str
+
+
+@dataclass
+class Report:
+    """Coverage of one tagging run (or of an analysis without writing)."""
+
+    model: str
+    nodes: int
+    direct: int
+    inherited: int
+    fallback: int
+    by_source: dict[str, int]
+    by_op: dict[str, dict[str, int]]
+    modules: dict[str, int]
+    tags: dict[str, str]
+    fallback_nodes: list[NodeRef]
+    conflicts: list[ConflictRecord]
+    graphs: int = 1
+    output: str | None = None
+    changed_nodes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_evidence(self) -> bool:
+        return self.direct > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def summary(self) -> str:
+        """A few lines for the terminal after a retag."""
+        lines = [
+            f"{_safe(self.model)}: {self.nodes} nodes tagged — direct {self.direct} ({_pct(self.direct, self.nodes)}), "
+            f"inherited {self.inherited} ({_pct(self.inherited, self.nodes)}), "
+            f"fallback {self.fallback} ({_pct(self.fallback, self.nodes)}); conflicts {len(self.conflicts)}",
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.output:
+            lines.append(f"wrote {_safe(self.output)}")
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        """The full report for a terminal."""
+        parts = [self.summary(), "", "by source:"]
+        parts += [f"  {source:<12} {count}" for source, count in sorted(self.by_source.items())]
+        parts += ["", "by op type (direct / inherited / fallback):"]
+        for op, counts in sorted(self.by_op.items()):
+            parts.append(f"  {_safe(op):<24} {counts['direct']:>6} {counts['inherited']:>6} {counts['fallback']:>6}")
+        parts += ["", "module tree:", self.tree()]
+        parts += _listing("fallback nodes", [_ref_text(r) for r in self.fallback_nodes])
+        parts += _listing("evidence conflicts", [_conflict_text(c) for c in self.conflicts])
+        return "\n".join(parts)
+
+    def to_markdown(self) -> str:
+        """The full report as Markdown."""
+        rows = [
+            f"# Hierarchy coverage: `{_md(self.model)}`",
+            "",
+            "| nodes | direct | inherited | fallback | conflicts |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {self.nodes} | {self.direct} ({_pct(self.direct, self.nodes)}) | {self.inherited} "
+            f"({_pct(self.inherited, self.nodes)}) | {self.fallback} ({_pct(self.fallback, self.nodes)}) | {len(self.conflicts)} |",
+            "",
+        ]
+        rows += [f"> {_md(n)}" for n in self.notes]
+        rows += ["## By source", "", "| source | nodes |", "|---|---:|"]
+        rows += [f"| {s} | {c} |" for s, c in sorted(self.by_source.items())]
+        rows += ["", "## By op type", "", "| op | direct | inherited | fallback |", "|---|---:|---:|---:|"]
+        rows += [f"| {_md(op)} | {c['direct']} | {c['inherited']} | {c['fallback']} |" for op, c in sorted(self.by_op.items())]
+        rows += ["", "## Module tree", "", "```", self.tree().replace("```", "'''"), "```"]
+        rows += ["", f"## Fallback nodes ({len(self.fallback_nodes)})", ""]
+        rows += [f"- {_md(_ref_text(r))}" for r in self.fallback_nodes] or ["none"]
+        rows += ["", f"## Evidence conflicts ({len(self.conflicts)})", ""]
+        rows += [f"- {_md(_conflict_text(c))}" for c in self.conflicts] or ["none"]
+        return "\n".join(rows) + "\n"
+
+    def tree(self, depth: int | None = None) -> str:
+        """The module tree with node counts: `total (own)` per module, to `depth` levels."""
+        totals: Counter[str] = Counter()
+        for module, count in self.modules.items():
+            for path in [*ancestors(module), module]:
+                totals[path] += count
+        children: dict[str, list[str]] = defaultdict(list)
+        for path in totals:
+            if path:
+                children[path.rpartition(".")[0]].append(path)
+        lines: list[str] = []
+        self._tree_lines("", 0, depth, totals, children, lines)
+        return "\n".join(lines)
+
+    def _tree_lines(self, path, level, depth, totals, children, lines) -> None:
+        label = path.rpartition(".")[2] if path else "(root)"
+        tag = self.tags.get(path, "")
+        segment = tag.rsplit("/", 1)[-1] if tag else ""
+        cls = f"  {segment}" if segment and segment != label else ""
+        lines.append(f"{'  ' * level}{_safe(label)}{_safe(cls)}  {totals[path]} ({self.modules.get(path, 0)} own)")
+        if depth is not None and level >= depth:
+            return
+        for child in sorted(children.get(path, []), key=_natural):
+            self._tree_lines(child, level + 1, depth, totals, children, lines)
+
+
+def build_report(result: TaggingResult, model_name: str) -> Report:
+    """Count a tagging result by category, source, op type and module."""
+    index = result.index
+    by_source: Counter[str] = Counter()
+    by_op: dict[str, Counter[str]] = defaultdict(Counter)
+    modules: Counter[str] = Counter()
+    tags: dict[str, str] = {}
+    fallback_nodes: list[NodeRef] = []
+    positions = _positions(result)
+    for node_id, assignment in enumerate(result.assignments):
+        node = index.nodes[node_id]
+        category = _category(assignment.source)
+        by_source[assignment.source] += 1
+        by_op[node.op_type][category] += 1
+        modules[assignment.module] += 1
+        tags[assignment.module] = assignment.tag
+        if category == "fallback":
+            fallback_nodes.append(positions[node_id])
+    formatter = TagFormatter(result.context.classes)
+    for module in list(modules):
+        for path in ancestors(module):
+            tags.setdefault(path, formatter(path))
+    totals = Counter(_category(a.source) for a in result.assignments)
+    report = Report(
+        model=model_name,
+        nodes=len(result.assignments),
+        direct=totals["direct"],
+        inherited=totals["inherited"],
+        fallback=totals["fallback"],
+        by_source=dict(by_source),
+        by_op={op: {k: c[k] for k in ("direct", "inherited", "fallback")} for op, c in by_op.items()},
+        modules=dict(modules),
+        tags=tags,
+        fallback_nodes=fallback_nodes,
+        conflicts=[
+            ConflictRecord(positions[c.node], c.chosen.module, c.chosen.source, c.rejected.module, c.rejected.source)
+            for c in result.conflicts
+        ],
+        graphs=len(index.graphs),
+    )
+    if report.nodes and not report.has_evidence:
+        report.notes.append("no scope evidence found in this model: every node fell back to the root module")
+    return report
+
+
+def _positions(result: TaggingResult) -> list[NodeRef]:
+    index = result.index
+    refs: list[NodeRef] = [None] * len(index.nodes)  # type: ignore[list-item]
+    for graph_id, scope in enumerate(index.graphs):
+        label = index.graph_label(graph_id)
+        for position, node_id in enumerate(scope.node_ids):
+            node = index.nodes[node_id]
+            refs[node_id] = NodeRef(label, position, node.op_type, node.name)
+    return refs
+
+
+def _category(source: str) -> str:
+    if source in DIRECT_SOURCES:
+        return "direct"
+    return source if source in ("inherited", "fallback") else "direct"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
+
+
+def _natural(path: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _safe(text: str) -> str:
+    """Terminal-safe: control characters (escape sequences, bidi overrides) become visible escapes."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _md(text: str) -> str:
+    """Markdown-safe: terminal-safe, and characters with Markdown meaning escaped."""
+    return re.sub(r"([\\`*_{}\[\]()<>#|!])", r"\\\1", _safe(text))
+
+
+def _ref_text(ref: NodeRef) -> str:
+    return f"{ref.graph} #{ref.position} {ref.op_type} {_safe(ref.name) or '(unnamed)'}"
+
+
+def _conflict_text(conflict: ConflictRecord) -> str:
+    return (
+        f"{_ref_text(conflict.node)}: {conflict.chosen_source} says {conflict.chosen_module or '(root)'}, "
+        f"{conflict.rejected_source} says {conflict.rejected_module or '(root)'}"
+    )
+
+
+def _listing(title: str, items: list[str]) -> list[str]:
+    lines = ["", f"{title} ({len(items)}):"]
+    lines += [f"  {item}" for item in items[:_LIST_LIMIT]]
+    if len(items) > _LIST_LIMIT:
+        lines.append(f"  … {len(items) - _LIST_LIMIT} more (full list in --json)")
+    return lines

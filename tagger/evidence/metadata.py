@@ -1,0 +1,57 @@
+"""The dynamo exporter's per-node metadata: `pkg.torch.onnx.name_scopes` / `class_hierarchy`.
+
+`name_scopes` is a Python list literal of cumulative module paths ending with the fx node name
+(`['', 'm', 'm.encoder', ..., 'linear']`); the item before the last is the node's module.
+`class_hierarchy` is aligned with it and names each module's class.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from tagger.evidence import Context, Evidence
+from tagger.index import ModelIndex
+
+__all__ = ["propose", "NAME_SCOPES_KEY", "CLASS_HIERARCHY_KEY"]
+
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
+
+
+def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+    cache: dict[str, list[str] | None] = {}
+    for node_id, node in enumerate(index.nodes):
+        scopes_text = classes_text = None
+        for prop in node.metadata_props:
+            if prop.key == NAME_SCOPES_KEY:
+                scopes_text = prop.value
+            elif prop.key == CLASS_HIERARCHY_KEY:
+                classes_text = prop.value
+        if scopes_text is None:
+            continue
+        scopes = _parse_list(scopes_text, cache)
+        if not scopes:
+            continue
+        module = scopes[-2] if len(scopes) >= 2 else ""
+        context.modules.add(module)
+        if classes_text is not None:
+            _learn_classes(scopes[:-1], _parse_list(classes_text, cache) or [], context)
+        yield Evidence(node_id, module, "metadata")
+
+
+def _parse_list(text: str, cache: dict[str, list[str] | None]) -> list[str] | None:
+    if text not in cache:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = None
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        cache[text] = value if ok else None
+    return cache[text]
+
+
+def _learn_classes(paths: list[str], classes: list[str], context: Context) -> None:
+    for path, qualified in zip(paths, classes):
+        if path not in context.classes and not qualified.startswith("aten."):
+            context.classes[path] = qualified.rsplit(".", 1)[-1]

@@ -1,0 +1,31 @@
+"""Existing `hierarchy.*` tags from an earlier retag, so retagging is idempotent.
+
+A tag decided by direct evidence is kept as it is, with its original source, so a second retag
+writes identical bytes. Tags that were only inferred (`inherited`, `fallback`) are not evidence:
+they are derived again from the same direct evidence, which gives the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tagger.evidence import Context, Evidence
+from tagger.index import ModelIndex
+from tagger.keys import MODULE_KEY, SOURCE_KEY
+
+__all__ = ["propose"]
+
+_REDERIVED = frozenset({"inherited", "fallback"})
+
+
+def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+    for node_id, node in enumerate(index.nodes):
+        props = {p.key: p.value for p in node.metadata_props if p.key in (MODULE_KEY, SOURCE_KEY)}
+        if MODULE_KEY not in props:
+            continue
+        source = props.get(SOURCE_KEY) or "tag"
+        if source in _REDERIVED:
+            continue
+        module = props[MODULE_KEY]
+        context.modules.add(module)
+        yield Evidence(node_id, module, source)

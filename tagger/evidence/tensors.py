@@ -1,0 +1,23 @@
+"""Scoped output tensor names (`/encoder/…/Mul_output_0`): they outlive node names, since
+onnxslim renames nodes after their outputs and keeps tensor names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tagger.evidence import Context, Evidence
+from tagger.evidence.names import module_of_name
+from tagger.index import ModelIndex
+
+__all__ = ["propose"]
+
+
+def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+    cache: dict[str, str | None] = {}
+    for node_id, node in enumerate(index.nodes):
+        for output in node.output:
+            module = module_of_name(output, context.modules, cache) if output else None
+            if module is not None:
+                yield Evidence(node_id, module, "tensor")
+                break

@@ -1,0 +1,91 @@
+"""A flat, positional index of every node in a model: main graph, control-flow bodies, functions.
+
+Tags are addressed by position, never by name (names may be empty or duplicated). The index keeps
+references to the original `NodeProto`s so the writer can put tags back on the very same objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+__all__ = ["GraphScope", "ModelIndex", "build_index"]
+
+
+@dataclass
+class GraphScope:
+    """One graph whose nodes share a namespace of tensors.
+
+    `kind` is `main`, `subgraph` (an If/Loop/Scan body, owned by node `owner`) or `function`
+    (a model-local function body, identified by `function_key`).
+    """
+
+    kind: str
+    node_ids: list[int] = field(default_factory=list)
+    owner: int | None = None
+    function_key: tuple[str, str, str] | None = None
+    initializers: frozenset[str] = frozenset()
+    inputs: frozenset[str] = frozenset()
+
+
+@dataclass
+class ModelIndex:
+    """Every node of the model with its graph; `nodes[i]` is the original NodeProto."""
+
+    model: onnx.ModelProto
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    graph_of: list[int] = field(default_factory=list)
+    graphs: list[GraphScope] = field(default_factory=list)
+
+    def graph_label(self, graph_id: int) -> str:
+        """A readable address for a graph, used in reports."""
+        scope = self.graphs[graph_id]
+        if scope.kind == "main":
+            return "main"
+        if scope.kind == "function":
+            domain, name, overload = scope.function_key or ("", "", "")
+            return f"function {domain}::{name}" + (f":{overload}" if overload else "")
+        owner = self.nodes[scope.owner] if scope.owner is not None else None
+        label = owner.name or owner.op_type if owner is not None else "?"
+        return f"body of {label}"
+
+
+def build_index(model: onnx.ModelProto) -> ModelIndex:
+    """Index the main graph, every nested body, and every model-local function."""
+    index = ModelIndex(model=model)
+    _add_graph(index, model.graph, GraphScope(kind="main"))
+    for function in model.functions:
+        key = (function.domain, function.name, getattr(function, "overload", ""))
+        scope = GraphScope(kind="function", function_key=key, inputs=frozenset(function.input))
+        _add_nodes(index, function.node, scope)
+    return index
+
+
+def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope) -> None:
+    scope.initializers = frozenset(t.name for t in graph.initializer) | frozenset(
+        t.values.name for t in graph.sparse_initializer
+    )
+    scope.inputs = frozenset(i.name for i in graph.input)
+    _add_nodes(index, graph.node, scope)
+
+
+def _add_nodes(index: ModelIndex, nodes, scope: GraphScope) -> None:
+    graph_id = len(index.graphs)
+    index.graphs.append(scope)
+    for node in nodes:
+        node_id = len(index.nodes)
+        index.nodes.append(node)
+        index.graph_of.append(graph_id)
+        scope.node_ids.append(node_id)
+        for attribute in node.attribute:
+            for body in _bodies(attribute):
+                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id))
+
+
+def _bodies(attribute: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    if attribute.type == onnx.AttributeProto.GRAPH:
+        return [attribute.g]
+    if attribute.type == onnx.AttributeProto.GRAPHS:
+        return list(attribute.graphs)
+    return []

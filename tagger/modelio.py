@@ -1,0 +1,142 @@
+"""Reading models without their weights and writing results atomically.
+
+Structure is read with the weights left where they are (external data is never loaded). The
+output is written to a temporary file in the destination directory and renamed into place, so
+a failure never leaves a half-written file and the input is never modified unless `--inplace`
+asked for it (and then only by the final rename).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from tagger.errors import InputError, OutputError
+
+__all__ = ["default_output", "external_locations", "load_model", "save_model", "save_text"]
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse an ONNX file's structure; one clear `InputError` for anything unusable."""
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"no such file: {file}")
+    if file.is_dir():
+        raise InputError(f"is a directory, not an ONNX file: {file}")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InputError(f"not an ONNX model (protobuf parse failed: {exc}): {file}") from None
+    if not model.HasField("graph") or model.ir_version <= 0:
+        raise InputError(f"not an ONNX model (no graph or no IR version): {file}")
+    _check_external_data(model, file.parent.resolve(), file)
+    return model
+
+
+def external_locations(model: onnx.ModelProto) -> set[str]:
+    """Every external data `location` the model refers to, as written in the file."""
+    locations: set[str] = set()
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return locations
+
+
+def _all_tensors(model: onnx.ModelProto):
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR:
+                    yield attribute.t
+                elif attribute.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attribute.g)
+                elif attribute.type == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(attribute.graphs)
+
+
+def _check_external_data(model: onnx.ModelProto, base: Path, file: Path) -> None:
+    """Refuse locations outside the model's directory and report missing data files."""
+    for location in sorted(external_locations(model)):
+        target = (base / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(base):
+            raise InputError(f"unsafe external data location {location!r} (outside the model's directory): {file}")
+        if not target.is_file():
+            raise InputError(f"external data file {location!r} is missing: {file}")
+
+
+def default_output(model_path: Path) -> Path:
+    """`model.onnx` -> `model.tagged.onnx` beside it."""
+    return model_path.with_name(f"{model_path.stem}.tagged{model_path.suffix or '.onnx'}")
+
+
+def save_model(model: onnx.ModelProto, source: Path, destination: Path) -> None:
+    """Write `model` atomically; make its external data reachable from `destination`."""
+    directory = destination.parent
+    if not directory.is_dir():
+        raise OutputError(f"output directory does not exist: {directory}")
+    _share_external_data(model, source.parent.resolve(), directory.resolve())
+    try:
+        payload = model.SerializeToString()
+    except ValueError as exc:
+        raise OutputError(f"cannot serialise the tagged model: {exc}") from None
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, destination)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {destination}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _share_external_data(model: onnx.ModelProto, source_dir: Path, target_dir: Path) -> None:
+    """Beside the input the data file is shared; elsewhere it is hard-linked (or copied)."""
+    if source_dir == target_dir:
+        return
+    for location in sorted(external_locations(model)):
+        source = source_dir / location
+        target = target_dir / location
+        if target.exists():
+            if target.resolve() == source.resolve() or os.path.samefile(source, target):
+                continue
+            raise OutputError(f"{target} exists and is not the model's external data; remove it or choose another output")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
+def save_text(text: str, destination: Path) -> None:
+    """Write a report file atomically (same rules as models)."""
+    directory = destination.parent
+    if not directory.is_dir():
+        raise OutputError(f"report directory does not exist: {directory}")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, destination)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {destination}: {exc.strerror or exc}") from None

@@ -1,0 +1,136 @@
+"""Module paths: normalising exporter scopes into `named_modules()` paths, LCA, display tags.
+
+A module path is a dotted string as `nn.Module.named_modules()` spells it; `""` is the root.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "ModuleSet",
+    "ancestors",
+    "is_within",
+    "lca",
+    "lca_all",
+    "parent",
+    "scope_segments",
+]
+
+_CALL_SUFFIX = re.compile(r"_\d+$")
+
+
+def parent(path: str) -> str:
+    """The enclosing module of `path` (the root's parent is the root)."""
+    return path.rpartition(".")[0]
+
+
+def is_within(path: str, module: str) -> bool:
+    """True when `path` is `module` or lies below it."""
+    return module == "" or path == module or path.startswith(module + ".")
+
+
+def lca(a: str | None, b: str | None) -> str | None:
+    """Lowest common ancestor of two module paths; `None` means "no information"."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    common: list[str] = []
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        common.append(x)
+    return ".".join(common)
+
+
+def lca_all(paths: Iterable[str | None]) -> str | None:
+    """LCA of many paths, ignoring `None`."""
+    result: str | None = None
+    for path in paths:
+        result = lca(result, path)
+    return result
+
+
+def ancestors(path: str) -> list[str]:
+    """Every strict ancestor of `path`, root first."""
+    if not path:
+        return []
+    parts = path.split(".")
+    return [""] + [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def scope_segments(name: str) -> list[str] | None:
+    """The scope part of a `/a/b/Op`-style name, or None when the name carries no scope.
+
+    `/m/encoder/layer.0/MatMul` -> `["m", "encoder", "layer.0"]`; `/Shape` -> `[]` (root);
+    `Conv_124`, `onnx::MatMul_3`, `val_9` -> None.
+    """
+    if "/" not in name:
+        return None
+    segments = [s for s in name.split("/") if s]
+    return segments[:-1]
+
+
+class ModuleSet:
+    """The module paths known to exist, used to undo exporter naming quirks.
+
+    Known paths come from the shim's `hierarchy.modules` map (authoritative: it is the full
+    `named_modules()` list), dynamo metadata and parameter names (partial: only modules that
+    own parameters or appear in metadata).
+    """
+
+    def __init__(self) -> None:
+        self._known: set[str] = {""}
+        self.authoritative = False
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._known
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def add(self, path: str) -> None:
+        """Record `path` and all its ancestors as existing modules."""
+        if path in self._known:
+            return
+        self._known.add(path)
+        self._known.update(ancestors(path))
+
+    def resolve(self, segments: Sequence[str]) -> str:
+        """Turn exporter scope segments into a module path.
+
+        Undoes two TorchScript quirks: a Sequential's child repeats its parent's segment
+        (`layer/layer.0` is `layer.0`), and a module called again gets `_N` (`attention_1`).
+        Membership in the known set decides between readings, so a real attribute named
+        `fc_1` stays `fc_1`.
+        """
+        parts: list[str] = []
+        previous = ""
+        for segment in segments:
+            parts = self._extend(parts, previous, segment)
+            previous = segment
+        path = ".".join(parts)
+        if self.authoritative and path not in self._known:
+            path = self._longest_known_prefix(parts)
+        return path
+
+    def _extend(self, parts: list[str], previous: str, segment: str) -> list[str]:
+        plain = segment.split(".")
+        stripped = [_CALL_SUFFIX.sub("", p) or p for p in plain]
+        base = parts
+        if previous and segment.startswith(previous + "."):
+            base = parts[: len(parts) - len(previous.split("."))]
+        candidates = [parts + plain, base + plain, parts + stripped, base + stripped]
+        for candidate in candidates:
+            if ".".join(candidate) in self._known:
+                return candidate
+        return base + plain
+
+    def _longest_known_prefix(self, parts: list[str]) -> str:
+        for end in range(len(parts), 0, -1):
+            path = ".".join(parts[:end])
+            if path in self._known:
+                return path
+        return ""

@@ -1,0 +1,108 @@
+"""The tagging pipeline: index -> evidence -> inference -> structure -> fallback.
+
+Produces one `Assignment` per node (by position) without touching the model; the writer and
+the report consume the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from tagger.display import TagFormatter
+from tagger.evidence import Conflict, Context, build_context, collect
+from tagger.index import GraphScope, ModelIndex, build_index
+from tagger.infer import infer_graph
+from tagger.paths import lca_all
+
+__all__ = ["Assignment", "TaggingResult", "tag_model"]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The decided tag of one node."""
+
+    module: str
+    tag: str
+    source: str
+
+
+@dataclass
+class TaggingResult:
+    """Everything the writer and the report need."""
+
+    index: ModelIndex
+    context: Context
+    assignments: list[Assignment]
+    conflicts: list[Conflict]
+
+
+def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResult:
+    """Decide a module, display tag and source for every node of `model` (model untouched)."""
+    index = build_index(model)
+    context = build_context(index)
+    evidence, conflicts = collect(index, context)
+    modules: list[str | None] = [None] * len(index.nodes)
+    sources: list[str] = ["fallback"] * len(index.nodes)
+    for node_id, claim in evidence.items():
+        modules[node_id], sources[node_id] = claim.module, claim.source
+    callers = _function_callers(index)
+    for scope in index.graphs:
+        _resolve_graph(index, scope, modules, sources, strategy, callers)
+    formatter = TagFormatter(context.classes)
+    assignments = []
+    for module, source in zip(modules, sources):
+        final = module if module is not None else ""
+        assignments.append(Assignment(final, formatter(final), source))
+    return TaggingResult(index, context, assignments, conflicts)
+
+
+def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:
+    """Nodes that call a model-local function, by (domain, name)."""
+    keys = {(s.function_key[0], s.function_key[1]) for s in index.graphs if s.function_key}
+    callers: dict[tuple[str, str], list[int]] = {key: [] for key in keys}
+    if keys:
+        for node_id, node in enumerate(index.nodes):
+            key = (node.domain, node.op_type)
+            if key in callers:
+                callers[key].append(node_id)
+    return callers
+
+
+def _resolve_graph(
+    index: ModelIndex,
+    scope: GraphScope,
+    modules: list[str | None],
+    sources: list[str],
+    strategy: str,
+    callers: dict[tuple[str, str], list[int]],
+) -> None:
+    """Inherit inside one graph, then let structure decide what is still unknown."""
+    ids = scope.node_ids
+    labels = [modules[i] for i in ids]
+    inferred = infer_graph([index.nodes[i] for i in ids], labels, strategy)
+    for node_id, before, after in zip(ids, labels, inferred):
+        if before is None and after is not None:
+            modules[node_id], sources[node_id] = after, "inherited"
+    structural = _structural_module(scope, modules, callers)
+    if structural is None:
+        return
+    module, source = structural
+    for node_id in ids:
+        if modules[node_id] is None:
+            modules[node_id], sources[node_id] = module, source
+
+
+def _structural_module(
+    scope: GraphScope, modules: list[str | None], callers: dict[tuple[str, str], list[int]]
+) -> tuple[str, str] | None:
+    """A body runs inside its owner node; a function body inside its call sites' module."""
+    if scope.kind == "subgraph" and scope.owner is not None and modules[scope.owner] is not None:
+        return modules[scope.owner], "subgraph"
+    if scope.kind == "function" and scope.function_key is not None:
+        calls = callers.get(scope.function_key[:2], [])
+        known = [modules[i] for i in calls if modules[i] is not None]
+        if known:
+            return lca_all(known) or "", "function"
+    return None

@@ -1,0 +1,41 @@
+"""Module-path normalisation: exporter scopes become real named_modules() paths."""
+
+from tagger.paths import ModuleSet, is_within, lca, scope_segments
+
+
+def test_scope_segments_split_scoped_names_and_ignore_flat_ones():
+    assert scope_segments("/m/encoder/layer.0/attention/self/MatMul") == ["m", "encoder", "layer.0", "attention", "self"]
+    assert scope_segments("/Shape") == []
+    assert scope_segments("model/dense/MatMul") == ["model", "dense"]
+    assert scope_segments("Conv_124") is None
+    assert scope_segments("onnx::MatMul_352") is None
+
+
+def test_sequential_child_repeating_its_parent_segment_is_undone_without_a_module_map():
+    assert ModuleSet().resolve(["layer", "layer.0", "convolution"]) == "layer.0.convolution"
+
+
+def test_second_call_suffix_is_stripped_only_when_the_stripped_path_exists():
+    modules = ModuleSet()
+    modules.add("albert_layers.0.attention")
+    modules.add("fc_1")
+    assert modules.resolve(["albert_layers.0_1", "attention_1"]) == "albert_layers.0.attention"
+    assert modules.resolve(["fc_1"]) == "fc_1"
+
+
+def test_unknown_suffix_is_kept_literally_when_nothing_says_otherwise():
+    assert ModuleSet().resolve(["block_2", "conv"]) == "block_2.conv"
+
+
+def test_authoritative_module_map_clamps_to_the_longest_existing_prefix():
+    modules = ModuleSet()
+    modules.add("encoder.layer.0")
+    modules.authoritative = True
+    assert modules.resolve(["encoder", "layer.0", "functional_scope"]) == "encoder.layer.0"
+
+
+def test_lca_and_within():
+    assert lca("a.b.c", "a.b.d") == "a.b"
+    assert lca("a.b", "x") == ""
+    assert lca(None, "a") == "a"
+    assert is_within("a.b.c", "a.b") and is_within("a", "") and not is_within("a.bc", "a.b")

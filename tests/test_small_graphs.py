@@ -1,0 +1,98 @@
+"""Evidence sources, inference, structure and fallback on hand-built graphs."""
+
+import onnx
+import pytest
+
+from tagger import tag_proto
+from tagger.tagging import tag_model
+from tests.graphs import chain_model, function_model, if_model, tags_of
+
+
+def test_scoped_node_names_are_direct_evidence():
+    model = chain_model(["/enc/a/Relu", "/enc/b/Relu"])
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["enc.a", "enc.b"]
+    assert {t["hierarchy.source"] for t in tags_of(model)} == {"name"}
+
+
+def test_scoped_output_tensor_names_tag_nodes_whose_names_are_gone():
+    model = chain_model(["", ""])
+    model.graph.node[0].output[0] = "/enc/a/Relu_output_0"
+    model.graph.node[1].input[0] = "/enc/a/Relu_output_0"
+    tag_proto(model)
+    assert tags_of(model)[0] == {"hierarchy.module": "enc.a", "hierarchy.tag": "/enc/a", "hierarchy.source": "tensor"}
+
+
+def test_parameter_names_tag_the_nodes_that_consume_them():
+    model = chain_model(["", ""], {1: "encoder.layer.0.dense.bias"})
+    tag_proto(model)
+    assert tags_of(model)[1]["hierarchy.module"] == "encoder.layer.0.dense"
+    assert tags_of(model)[1]["hierarchy.source"] == "initializer"
+
+
+def test_exporter_temporaries_are_not_parameter_evidence():
+    model = chain_model(["", ""], {1: "onnx::Add_352"})
+    report = tag_proto(model)
+    assert report.fallback == 2 and report.direct == 0
+
+
+def test_dynamo_metadata_beats_names_and_the_conflict_is_reported():
+    model = chain_model(["/wrong/Relu", "/enc/b/Relu"])
+    model.graph.node[0].metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'enc', 'enc.a', 'relu']")
+    report = tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.module"] == "enc.a"
+    assert tags_of(model)[0]["hierarchy.source"] == "metadata"
+    assert len(report.conflicts) == 1
+    assert report.conflicts[0].rejected_module == "wrong"
+
+
+def test_untagged_node_between_two_children_inherits_their_parent():
+    model = chain_model(["/enc/a/Relu", "", "/enc/b/Relu"])
+    report = tag_proto(model)
+    assert tags_of(model)[1]["hierarchy.module"] == "enc"
+    assert tags_of(model)[1]["hierarchy.source"] == "inherited"
+    assert report.inherited == 1 and report.fallback == 0
+
+
+def test_model_without_any_evidence_falls_back_to_root_and_says_so():
+    model = chain_model(["Relu_1", "Relu_2"])
+    report = tag_proto(model)
+    assert {t["hierarchy.module"] for t in tags_of(model)} == {""}
+    assert report.fallback == 2 and len(report.fallback_nodes) == 2
+    assert "no scope evidence" in report.summary()
+
+
+def test_nodes_inside_if_bodies_are_tagged_from_their_own_names_or_their_owner():
+    model = if_model()
+    tag_proto(model)
+    if_node = model.graph.node[3]
+    bodies = {a.name: a.g for a in if_node.attribute}
+    then_tags = tags_of(model, bodies["then_branch"].node)
+    else_tags = tags_of(model, bodies["else_branch"].node)
+    assert then_tags[0]["hierarchy.module"] == "block.then"
+    assert else_tags[0]["hierarchy.source"] == "subgraph"
+    assert else_tags[0]["hierarchy.module"] == tags_of(model)[3]["hierarchy.module"] == "block"
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_function_bodies_take_the_common_module_of_their_call_sites():
+    model = function_model()
+    tag_proto(model)
+    body = tags_of(model, model.functions[0].node)
+    assert {t["hierarchy.module"] for t in body} == {"encoder.layer"}
+    assert {t["hierarchy.source"] for t in body} == {"function"}
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_duplicate_and_empty_names_do_not_confuse_positions():
+    model = chain_model(["/a/Relu", "/a/Relu", "", "/b/Relu"])
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["a", "a", "", "b"]
+
+
+@pytest.mark.parametrize("strategy", ["context", "producer", "lca", "root"])
+def test_every_strategy_tags_every_node(strategy):
+    model = chain_model(["/enc/a/Relu", "", "", "/enc/b/Relu", ""])
+    result = tag_model(model, strategy)
+    assert len(result.assignments) == 5
+    assert all(a.source for a in result.assignments)
