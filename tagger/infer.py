@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from tagger.paths import ancestors, is_within, lca, parent
+from tagger.paths import is_within, lca, parent
 
 __all__ = ["Flow", "STRATEGIES", "infer_graph"]
 
@@ -102,11 +102,10 @@ def _neighbours(labels: list[str | None]) -> tuple[list[str | None], list[str | 
     return before, after
 
 
-def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[str | None]:
+def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
     producers = _producer_flows(nodes, labels)
     consumers = _consumer_flows(nodes, labels)
     before, after = _neighbours(labels)
-    inner = {a for label in set(labels) if label is not None for a in ancestors(label)}
 
     def lift(module: str) -> str:
         return module if module in inner else parent(module)
@@ -145,29 +144,30 @@ def _choose(
     return bound
 
 
-def _producer_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[str | None]:
+def _producer_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
     """Baseline: one-directional inheritance from the nearest tagged producers."""
     flows = _producer_flows(nodes, labels)
-    return [label if label is not None else (f.module if f else None) for label, f in zip(labels, flows)]
+    return [label if label is not None else (f.module if f else None) for label, f in zip(labels, flows, strict=False)]
 
 
-def _two_sided_lca_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[str | None]:
+def _two_sided_lca_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
     """Baseline: LCA of the nearest tagged producers and consumers."""
     ups = _producer_flows(nodes, labels)
     downs = _consumer_flows(nodes, labels)
     result: list[str | None] = []
-    for label, up, down in zip(labels, ups, downs):
+    for label, up, down in zip(labels, ups, downs, strict=False):
         merged = _merge(up, down)
         result.append(label if label is not None else (merged.module if merged else None))
     return result
 
 
-def _no_inference(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[str | None]:
+def _no_inference(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
     """Baseline: nothing inherited, every untagged node falls back to the root."""
     return list(labels)
 
 
-STRATEGIES: dict[str, Callable[[Sequence[onnx.NodeProto], list[str | None]], list[str | None]]] = {
+Rule = Callable[[Sequence[onnx.NodeProto], list[str | None], set[str]], list[str | None]]
+STRATEGIES: dict[str, Rule] = {
     "context": _context_rule,
     "producer": _producer_rule,
     "lca": _two_sided_lca_rule,
@@ -176,7 +176,10 @@ STRATEGIES: dict[str, Callable[[Sequence[onnx.NodeProto], list[str | None]], lis
 
 
 def infer_graph(
-    nodes: Sequence[onnx.NodeProto], labels: list[str | None], strategy: str = "context"
+    nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str], strategy: str = "context"
 ) -> list[str | None]:
-    """Fill the `None` labels of one graph's nodes (in graph order); None stays where nothing is known."""
-    return STRATEGIES[strategy](nodes, labels)
+    """Fill the `None` labels of one graph's nodes (in graph order); None stays where nothing is known.
+
+    `inner` holds the modules known to have child modules; every other module is a leaf.
+    """
+    return STRATEGIES[strategy](nodes, labels, inner)

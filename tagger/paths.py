@@ -38,7 +38,7 @@ def lca(a: str | None, b: str | None) -> str | None:
     if b is None or a == b:
         return a
     common: list[str] = []
-    for x, y in zip(a.split("."), b.split(".")):
+    for x, y in zip(a.split("."), b.split("."), strict=False):
         if x != y:
             break
         common.append(x)
@@ -90,6 +90,10 @@ class ModuleSet:
 
     def __len__(self) -> int:
         return len(self._known)
+
+    def containers(self) -> set[str]:
+        """Known modules that have known children (everything else is a leaf)."""
+        return {parent(path) for path in self._known if path}
 
     def add(self, path: str) -> None:
         """Record `path` and all its ancestors as existing modules."""

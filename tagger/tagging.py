@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import onnx
 
 from tagger.display import TagFormatter
-from tagger.evidence import Conflict, Context, build_context, collect
+from tagger.evidence import Conflict, Context, Evidence, build_context, collect
 from tagger.index import GraphScope, ModelIndex, build_index
 from tagger.infer import infer_graph
 from tagger.paths import lca_all
@@ -48,14 +48,22 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     for node_id, claim in evidence.items():
         modules[node_id], sources[node_id] = claim.module, claim.source
     callers = _function_callers(index)
+    for module in evidence_modules(evidence):
+        context.modules.add(module)
+    inner = context.modules.containers()
     for scope in index.graphs:
-        _resolve_graph(index, scope, modules, sources, strategy, callers)
+        _resolve_graph(index, scope, modules, sources, (strategy, inner), callers)
     formatter = TagFormatter(context.classes)
     assignments = []
-    for module, source in zip(modules, sources):
+    for module, source in zip(modules, sources, strict=False):
         final = module if module is not None else ""
         assignments.append(Assignment(final, formatter(final), source))
     return TaggingResult(index, context, assignments, conflicts)
+
+
+def evidence_modules(evidence: dict[int, Evidence]) -> set[str]:
+    """The distinct modules named by direct evidence."""
+    return {claim.module for claim in evidence.values()}
 
 
 def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:
@@ -75,14 +83,15 @@ def _resolve_graph(
     scope: GraphScope,
     modules: list[str | None],
     sources: list[str],
-    strategy: str,
+    rule: tuple[str, set[str]],
     callers: dict[tuple[str, str], list[int]],
 ) -> None:
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
     labels = [modules[i] for i in ids]
-    inferred = infer_graph([index.nodes[i] for i in ids], labels, strategy)
-    for node_id, before, after in zip(ids, labels, inferred):
+    strategy, inner = rule
+    inferred = infer_graph([index.nodes[i] for i in ids], labels, inner, strategy)
+    for node_id, before, after in zip(ids, labels, inferred, strict=False):
         if before is None and after is not None:
             modules[node_id], sources[node_id] = after, "inherited"
     structural = _structural_module(scope, modules, callers)

@@ -52,6 +52,6 @@ def _parse_list(text: str, cache: dict[str, list[str] | None]) -> list[str] | No
 
 
 def _learn_classes(paths: list[str], classes: list[str], context: Context) -> None:
-    for path, qualified in zip(paths, classes):
+    for path, qualified in zip(paths, classes, strict=False):
         if path not in context.classes and not qualified.startswith("aten."):
             context.classes[path] = qualified.rsplit(".", 1)[-1]
