@@ -34,7 +34,8 @@ import torch
 
 ARCHS: tuple[str, ...] = ("bert", "albert", "vit", "resnet", "gpt2")
 """bert: encoder; albert: one shared layer called repeatedly (TorchScript ``_N`` suffix quirk);
-vit: vision transformer; resnet: CNN (TorchScript Sequential ``layer/layer.0`` quirk);
+vit: vision transformer; resnet: CNN classifier (TorchScript Sequential ``layer/layer.0`` quirk,
+Conv+BatchNorm folded by both exporters);
 gpt2: decoder-only (Conv1D projections, causal mask plumbing)."""
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -540,6 +541,7 @@ def _ort_optimizer(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
     ``opt_level`` (1 for bert/gpt2/vit) yields, for BERT and ALBERT, a model that onnxruntime
     cannot load ("AddInitializedOrtValue Attempt to replace the existing tensor": the Gemm fusion
     reuses initializer names), so then the Python fusions alone (``opt_level=0``) are used.
+    ResNet goes through as model_type "bert": no transformer fusion matches, only ORT's basic pass.
     """
     import onnxruntime as ort
     from onnxruntime.transformers.optimizer import optimize_model
@@ -683,9 +685,8 @@ def score(tagged: onnx.ModelProto, case: Case) -> Score:
     """
     nodes = tagged.graph.node
     if len(nodes) != case.nodes:
-        raise ValueError(
-            f"tagged model has {len(nodes)} main-graph nodes, case has {case.nodes}: the tagger must not add, drop or reorder nodes"
-        )
+        found = f"tagged model has {len(nodes)} main-graph nodes, case has {case.nodes}"
+        raise ValueError(f"{found}: the tagger must not add, drop or reorder nodes")
     n_tagged = with_truth = correct = 0
     by_source: Counter[str] = Counter()
     correct_by_source: Counter[str] = Counter()

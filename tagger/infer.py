@@ -2,16 +2,23 @@
 
 Exporters emit nodes in execution order, and a module's forward runs as one stretch of that
 order with its children's stretches nested inside. For an untagged node between the nearest
-tagged nodes before it (`P`) and after it (`N`), the module it ran in lies in `U = lca(P, N)`.
-Dataflow then says where inside `U`:
+tagged nodes before it (`P`) and after it (`N`), the module it ran in lies within
+`bound = lca(P, N)`. Dataflow then says where inside the bound. The context rule works in two
+passes; the first takes only confident decisions, which then serve as context for the second:
 
-1. The nearest tagged producers converge on several modules (`spread`), or on a module that
-   has tagged children: the node combines their results, so it runs in their LCA.
-2. A single producer that is a leaf module (a `Linear`, a `LayerNorm`): the node runs in the
-   leaf's parent, as long as that parent is still open (`N` lies inside it).
-3. Otherwise the nearest tagged consumers, when they sit in one module: the node prepares
-   their input inside that module (its parent if it is a leaf).
-4. Otherwise `U` itself (values a caller computes and passes down, like attention masks).
+Confident (repeated until nothing changes):
+  1. The node's nearest tagged producers lie in several modules, or in a module that has
+     children: it combines their results, so it runs in their LCA.
+  2. Two or more of its inputs come from the same leaf module (a `Linear`, a `LayerNorm`) and
+     nothing else: it joins that leaf's own branches (a quantized MatMul's rescale).
+  3. It multiplies by a weight-like constant (an unnamed initializer of rank >= 2, a folded or
+     transposed parameter) and feeds a tagged leaf directly: it is that leaf's head.
+Then, for what is left:
+  4. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
+     (the next tagged node lies inside it).
+  5. The nearest tagged consumers sit in one module: the node prepares their input inside
+     it (its parent, if it is a leaf).
+  6. Otherwise the bound itself (values a caller computes and passes down, like masks).
 
 Nothing here knows a model or a layer name. `STRATEGIES` also holds the baselines the
 accuracy benchmark compares against.
@@ -20,21 +27,33 @@ accuracy benchmark compares against.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 
 from tagger.paths import is_within, lca, parent
 
-__all__ = ["Flow", "STRATEGIES", "infer_graph"]
+__all__ = ["Flow", "GraphFacts", "STRATEGIES", "infer_graph"]
+
+_CONFIDENT_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What inference may know beyond labels: modules with children, weight-like constants."""
+
+    containers: set[str] = field(default_factory=set)
+    weights: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """The LCA of the nearest tagged nodes on one side, and whether they disagreed."""
+    """The LCA of the nearest tagged nodes on one side, whether they disagreed, and how many
+    direct inputs (or outputs) contributed."""
 
     module: str
     spread: bool
+    branches: int = 1
 
 
 def _merge(a: Flow | None, b: Flow | None) -> Flow | None:
@@ -43,7 +62,7 @@ def _merge(a: Flow | None, b: Flow | None) -> Flow | None:
     if b is None:
         return a
     module = lca(a.module, b.module)
-    return Flow(module, a.spread or b.spread or a.module != b.module)
+    return Flow(module, a.spread or b.spread or a.module != b.module, a.branches + b.branches)
 
 
 def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[Flow | None]:
@@ -57,7 +76,9 @@ def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -
             if j is None:
                 continue
             label = labels[j]
-            flow = _merge(flow, Flow(label, False) if label is not None else flows[j])
+            upstream = Flow(label, False) if label is not None else flows[j]
+            if upstream is not None:
+                flow = _merge(flow, Flow(upstream.module, upstream.spread))
         flows[i] = flow
         for name in node.output:
             if name:
@@ -65,22 +86,24 @@ def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -
     return flows
 
 
-def _consumer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[Flow | None]:
-    """For each position, the nearest tagged consumers (through untagged chains)."""
-    consumers: dict[str, list[int]] = {}
+def _consumers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
+    """For each position, the later positions that read one of its outputs."""
+    readers: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
         for name in node.input:
             if name:
-                consumers.setdefault(name, []).append(i)
-    flows: list[Flow | None] = [None] * len(nodes)
-    for i in range(len(nodes) - 1, -1, -1):
+                readers.setdefault(name, []).append(i)
+    return [[k for name in node.output for k in readers.get(name, ()) if k > i] for i, node in enumerate(nodes)]
+
+
+def _consumer_flows(consumers: list[list[int]], labels: list[str | None]) -> list[Flow | None]:
+    """For each position, the nearest tagged consumers (through untagged chains)."""
+    flows: list[Flow | None] = [None] * len(labels)
+    for i in range(len(labels) - 1, -1, -1):
         flow: Flow | None = None
-        for name in nodes[i].output:
-            for k in consumers.get(name, ()):
-                if k <= i:
-                    continue
-                label = labels[k]
-                flow = _merge(flow, Flow(label, False) if label is not None else flows[k])
+        for k in consumers[i]:
+            label = labels[k]
+            flow = _merge(flow, Flow(label, False) if label is not None else flows[k])
         flows[i] = flow
     return flows
 
@@ -102,71 +125,106 @@ def _neighbours(labels: list[str | None]) -> tuple[list[str | None], list[str | 
     return before, after
 
 
-def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
-    producers = _producer_flows(nodes, labels)
-    consumers = _consumer_flows(nodes, labels)
-    before, after = _neighbours(labels)
+def _bound(before: str | None, after: str | None) -> str:
+    return lca(before, after) if before is not None and after is not None else ""
 
-    def lift(module: str) -> str:
-        return module if module in inner else parent(module)
 
-    result: list[str | None] = list(labels)
-    for i, label in enumerate(labels):
-        if label is not None or (before[i] is None and after[i] is None):
-            continue
-        nxt = after[i]
-        bound = lca(before[i], nxt) if before[i] is not None and nxt is not None else ""
-        result[i] = _choose(producers[i], consumers[i], nxt, bound, lift, inner)
+def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
+    consumers = _consumers(nodes)
+    current = list(labels)
+    for _ in range(_CONFIDENT_ROUNDS):
+        if not _confident_pass(nodes, current, consumers, facts):
+            break
+    if all(label is None for label in current):
+        return current
+    producers = _producer_flows(nodes, current)
+    downstream = _consumer_flows(consumers, current)
+    before, after = _neighbours(current)
+    result = list(current)
+    for i, label in enumerate(current):
+        if label is None:
+            bound = _bound(before[i], after[i])
+            result[i] = _contextual(producers[i], downstream[i], after[i], bound, facts.containers)
     return result
 
 
-def _choose(
+def _confident_pass(
+    nodes: Sequence[onnx.NodeProto], labels: list[str | None], consumers: list[list[int]], facts: GraphFacts
+) -> bool:
+    """Rules 1-3, applied in place; returns whether anything was decided."""
+    producers = _producer_flows(nodes, labels)
+    before, after = _neighbours(labels)
+    decided: dict[int, str] = {}
+    for i, label in enumerate(labels):
+        if label is not None or (before[i] is None and after[i] is None):
+            continue
+        choice = _confident(nodes[i], producers[i], consumers[i], labels, _bound(before[i], after[i]), facts)
+        if choice is not None:
+            decided[i] = choice
+    for i, module in decided.items():
+        labels[i] = module
+    return bool(decided)
+
+
+def _confident(
+    node: onnx.NodeProto,
     produced: Flow | None,
-    consumed: Flow | None,
-    nxt: str | None,
+    readers: list[int],
+    labels: list[str | None],
     bound: str,
-    lift: Callable[[str], str],
-    inner: set[str],
-) -> str:
-    if produced is not None:
-        if produced.spread or produced.module in inner:
-            candidate: str | None = produced.module
-        else:
-            candidate = parent(produced.module)
-            if nxt is not None and not is_within(nxt, candidate):
-                candidate = None
-        if candidate is not None and is_within(candidate, bound):
+    facts: GraphFacts,
+) -> str | None:
+    if produced is not None and is_within(produced.module, bound):
+        if produced.spread or produced.module in facts.containers:
+            return produced.module
+        if produced.branches >= 2:
+            return produced.module
+    if facts.weights and any(name in facts.weights for name in node.input):
+        leaves = {labels[k] for k in readers}
+        if len(leaves) == 1:
+            (leaf,) = leaves
+            if leaf is not None and leaf not in facts.containers:
+                return leaf
+    return None
+
+
+def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, bound: str, containers: set[str]) -> str:
+    """Rules 4-6."""
+    if produced is not None and produced.module not in containers:
+        candidate = parent(produced.module)
+        still_open = nxt is None or is_within(nxt, candidate)
+        if still_open and is_within(candidate, bound):
             return candidate
     if consumed is not None and not consumed.spread:
-        candidate = lift(consumed.module)
+        candidate = consumed.module if consumed.module in containers else parent(consumed.module)
         if is_within(candidate, bound):
             return candidate
     return bound
 
 
-def _producer_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
+def _producer_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     """Baseline: one-directional inheritance from the nearest tagged producers."""
     flows = _producer_flows(nodes, labels)
-    return [label if label is not None else (f.module if f else None) for label, f in zip(labels, flows, strict=False)]
+    return [label if label is not None else (f.module if f else None) for label, f in zip(labels, flows, strict=True)]
 
 
-def _two_sided_lca_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
+def _two_sided_lca_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     """Baseline: LCA of the nearest tagged producers and consumers."""
     ups = _producer_flows(nodes, labels)
-    downs = _consumer_flows(nodes, labels)
+    downs = _consumer_flows(_consumers(nodes), labels)
     result: list[str | None] = []
-    for label, up, down in zip(labels, ups, downs, strict=False):
+    for label, up, down in zip(labels, ups, downs, strict=True):
         merged = _merge(up, down)
         result.append(label if label is not None else (merged.module if merged else None))
     return result
 
 
-def _no_inference(nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str]) -> list[str | None]:
+def _no_inference(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     """Baseline: nothing inherited, every untagged node falls back to the root."""
     return list(labels)
 
 
-Rule = Callable[[Sequence[onnx.NodeProto], list[str | None], set[str]], list[str | None]]
+Rule = Callable[[Sequence[onnx.NodeProto], list[str | None], GraphFacts], list[str | None]]
 STRATEGIES: dict[str, Rule] = {
     "context": _context_rule,
     "producer": _producer_rule,
@@ -176,10 +234,7 @@ STRATEGIES: dict[str, Rule] = {
 
 
 def infer_graph(
-    nodes: Sequence[onnx.NodeProto], labels: list[str | None], inner: set[str], strategy: str = "context"
+    nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts, strategy: str = "context"
 ) -> list[str | None]:
-    """Fill the `None` labels of one graph's nodes (in graph order); None stays where nothing is known.
-
-    `inner` holds the modules known to have child modules; every other module is a leaf.
-    """
-    return STRATEGIES[strategy](nodes, labels, inner)
+    """Fill the `None` labels of one graph's nodes (in graph order); None stays where nothing is known."""
+    return STRATEGIES[strategy](nodes, labels, facts)

@@ -13,7 +13,8 @@ import onnx
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, Evidence, build_context, collect
 from tagger.index import GraphScope, ModelIndex, build_index
-from tagger.infer import infer_graph
+from tagger.evidence.initializers import module_of_parameter
+from tagger.infer import GraphFacts, infer_graph
 from tagger.paths import lca_all
 
 __all__ = ["Assignment", "TaggingResult", "tag_model"]
@@ -50,15 +51,36 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     callers = _function_callers(index)
     for module in evidence_modules(evidence):
         context.modules.add(module)
-    inner = context.modules.containers()
+    facts = GraphFacts(context.modules.containers(), _weight_like(index))
     for scope in index.graphs:
-        _resolve_graph(index, scope, modules, sources, (strategy, inner), callers)
+        _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
     formatter = TagFormatter(context.classes)
     assignments = []
     for module, source in zip(modules, sources, strict=False):
         final = module if module is not None else ""
         assignments.append(Assignment(final, formatter(final), source))
     return TaggingResult(index, context, assignments, conflicts)
+
+
+def _weight_like(index: ModelIndex) -> frozenset[str]:
+    """Unnamed initializers of rank >= 2: folded or transposed parameters (`val_103`)."""
+    names = set()
+    for graph in _graphs(index.model.graph):
+        for tensor in graph.initializer:
+            if len(tensor.dims) >= 2 and module_of_parameter(tensor.name) is None:
+                names.add(tensor.name)
+    return frozenset(names)
+
+
+def _graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for body in attribute.graphs:
+                    yield from _graphs(body)
 
 
 def evidence_modules(evidence: dict[int, Evidence]) -> set[str]:
@@ -83,14 +105,14 @@ def _resolve_graph(
     scope: GraphScope,
     modules: list[str | None],
     sources: list[str],
-    rule: tuple[str, set[str]],
+    rule: tuple[str, GraphFacts],
     callers: dict[tuple[str, str], list[int]],
 ) -> None:
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
     labels = [modules[i] for i in ids]
-    strategy, inner = rule
-    inferred = infer_graph([index.nodes[i] for i in ids], labels, inner, strategy)
+    strategy, facts = rule
+    inferred = infer_graph([index.nodes[i] for i in ids], labels, facts, strategy)
     for node_id, before, after in zip(ids, labels, inferred, strict=False):
         if before is None and after is not None:
             modules[node_id], sources[node_id] = after, "inherited"

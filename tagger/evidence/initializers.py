@@ -4,17 +4,19 @@
 Only names that look like parameter paths count (dotted identifiers); exporter temporaries such
 as `val_17` or `onnx::MatMul_352` carry no module. Tool-derived names (`…weight_quantized`,
 `…weight_scale`) still end in one attribute, so they resolve the same way. When a node consumes
-parameters of several modules, their lowest common ancestor is proposed.
+parameters of several modules (a fused op), the module owning most of them wins, and their
+lowest common ancestor on a tie.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 
 from tagger.evidence import Context, Evidence
 from tagger.index import ModelIndex
-from tagger.paths import lca
+from tagger.paths import lca_all
 
 __all__ = ["propose", "module_of_parameter"]
 
@@ -39,10 +41,13 @@ def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
     if not any(owners.values()):
         return
     for node_id, node in enumerate(index.nodes):
-        module: str | None = None
-        for name in node.input:
-            owner = owners.get(name)
-            if owner is not None:
-                module = lca(module, owner)
-        if module is not None:
-            yield Evidence(node_id, module, "initializer")
+        found = [owners[name] for name in node.input if owners.get(name) is not None]
+        if found:
+            yield Evidence(node_id, _majority(found), "initializer")
+
+
+def _majority(owners: list[str]) -> str:
+    counts = Counter(owners).most_common()
+    if len(counts) == 1 or counts[0][1] > counts[1][1]:
+        return counts[0][0]
+    return lca_all(owners) or ""

@@ -25,8 +25,8 @@ def module_of_name(name: str, modules: ModuleSet, cache: dict[str, str | None]) 
 def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
     cache: dict[str, str | None] = {}
     for node_id, node in enumerate(index.nodes):
-        if not node.name:
-            continue
+        if not node.name or node.name in node.input:
+            continue  # a tool named this node after its input tensor: that scope is the producer's
         module = module_of_name(node.name, context.modules, cache)
         if module is not None:
             yield Evidence(node_id, module, "name")
