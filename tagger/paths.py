@@ -83,6 +83,7 @@ class ModuleSet:
 
     def __init__(self) -> None:
         self._known: set[str] = {""}
+        self._observed: set[str] = set()
         self.authoritative = False
 
     def __contains__(self, path: str) -> bool:
@@ -94,6 +95,19 @@ class ModuleSet:
     def containers(self) -> set[str]:
         """Known modules that have known children (everything else is a leaf)."""
         return {parent(path) for path in self._known if path}
+
+    def observe(self, segments: Sequence[str]) -> None:
+        """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
+        parts: list[str] = []
+        for segment in segments:
+            parts = parts + segment.split(".")
+            self._observed.add(".".join(parts))
+
+    def has_top_level(self, path: str) -> bool:
+        """Whether the first component of `path` is a known child of the root (or nothing is known)."""
+        if len(self._known) == 1 or not path:
+            return True
+        return path.split(".", 1)[0] in self._known
 
     def add(self, path: str) -> None:
         """Record `path` and all its ancestors as existing modules."""
@@ -108,7 +122,8 @@ class ModuleSet:
         Undoes two TorchScript quirks: a Sequential's child repeats its parent's segment
         (`layer/layer.0` is `layer.0`), and a module called again gets `_N` (`attention_1`).
         Membership in the known set decides between readings, so a real attribute named
-        `fc_1` stays `fc_1`.
+        `fc_1` stays `fc_1`; for modules without parameters, a base scope seen elsewhere in the
+        model's names (`activation` beside `activation_1`) marks the suffix as a second call.
         """
         parts: list[str] = []
         previous = ""
@@ -130,6 +145,8 @@ class ModuleSet:
         for candidate in candidates:
             if ".".join(candidate) in self._known:
                 return candidate
+        if stripped != plain and ".".join(base + stripped) in self._observed:
+            return base + stripped
         return base + plain
 
     def _longest_known_prefix(self, parts: list[str]) -> str:

@@ -37,13 +37,13 @@ def test_exporter_temporaries_are_not_parameter_evidence():
 
 
 def test_dynamo_metadata_beats_names_and_the_conflict_is_reported():
-    model = chain_model(["/wrong/Relu", "/enc/b/Relu"])
+    model = chain_model(["/enc/wrong/Relu", "/enc/b/Relu"])
     model.graph.node[0].metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'enc', 'enc.a', 'relu']")
     report = tag_proto(model)
     assert tags_of(model)[0]["hierarchy.module"] == "enc.a"
     assert tags_of(model)[0]["hierarchy.source"] == "metadata"
     assert len(report.conflicts) == 1
-    assert report.conflicts[0].rejected_module == "wrong"
+    assert report.conflicts[0].rejected_module == "enc.wrong"
 
 
 def test_untagged_node_between_two_children_inherits_their_parent():
@@ -96,3 +96,23 @@ def test_every_strategy_tags_every_node(strategy):
     result = tag_model(model, strategy)
     assert len(result.assignments) == 5
     assert all(a.source for a in result.assignments)
+
+
+def test_names_whose_first_scope_is_no_known_module_are_not_evidence():
+    model = chain_model(["node_MatMul_34/MatMulAddFusion", "/enc/b/Add"], {1: "enc.b.bias"})
+    tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.source"] != "name"
+
+
+def test_a_name_borrowed_from_another_tensor_defers_to_the_output_name():
+    model = chain_model(["/enc/a/Add_output_0", ""])
+    model.graph.node[0].output[0] = "/enc/b/Reshape_output_0"
+    model.graph.node[1].input[0] = "/enc/b/Reshape_output_0"
+    tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.module"] == "enc.b"
+
+
+def test_second_call_suffix_on_a_parameterless_module_merges_with_the_first_call():
+    model = chain_model(["/enc/act/Relu", "/enc/act_1/Relu"])
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["enc.act", "enc.act"]

@@ -5,28 +5,51 @@ of other converters. Everything before the last `/` is the scope.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from tagger.evidence import Context, Evidence
 from tagger.index import ModelIndex
 from tagger.paths import ModuleSet, scope_segments
 
-__all__ = ["propose", "module_of_name"]
+__all__ = ["propose", "module_of_name", "observe_names"]
+
+_TENSOR_LIKE = re.compile(r"_output_\d+$")
 
 
 def module_of_name(name: str, modules: ModuleSet, cache: dict[str, str | None]) -> str | None:
     """The module path a scoped name points at, or None for unscoped names."""
     if name not in cache:
         segments = scope_segments(name)
-        cache[name] = None if segments is None else modules.resolve(segments)
+        module = None if segments is None else modules.resolve(segments)
+        cache[name] = module if module is not None and modules.has_top_level(module) else None
     return cache[name]
+
+
+def observe_names(index: ModelIndex, context: Context) -> None:
+    """Let the module set see every literal scope in node and tensor names first."""
+    seen: set[str] = set()
+    for node in index.nodes:
+        for name in (node.name, *node.output):
+            if name and name not in seen:
+                seen.add(name)
+                segments = scope_segments(name)
+                if segments:
+                    context.modules.observe(segments)
+
+
+def _borrowed(node) -> bool:
+    """A tool named this node after some tensor (onnxslim's `…/Add_output_0`) that is not its own
+    output: that scope belongs to whoever produced the tensor, so the output names decide."""
+    return node.name in node.input or (_TENSOR_LIKE.search(node.name) is not None and node.name not in node.output)
 
 
 def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
     cache: dict[str, str | None] = {}
+    observe_names(index, context)
     for node_id, node in enumerate(index.nodes):
-        if not node.name or node.name in node.input:
-            continue  # a tool named this node after its input tensor: that scope is the producer's
+        if not node.name or _borrowed(node):
+            continue
         module = module_of_name(node.name, context.modules, cache)
         if module is not None:
             yield Evidence(node_id, module, "name")
