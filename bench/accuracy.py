@@ -12,7 +12,6 @@ Writes the table to docs/accuracy.md and into README.md between the accuracy mar
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import fire
 import onnx

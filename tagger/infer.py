@@ -9,16 +9,22 @@ passes; the first takes only confident decisions, which then serve as context fo
 Confident (repeated until nothing changes):
   1. The node's nearest tagged producers lie in several modules, or in a module that has
      children: it combines their results, so it runs in their LCA.
-  2. Two or more of its inputs come from the same leaf module (a `Linear`, a `LayerNorm`) and
-     nothing else: it joins that leaf's own branches (a quantized MatMul's rescale).
-  3. It multiplies by a weight-like constant (an unnamed initializer of rank >= 2, a folded or
-     transposed parameter) and feeds a tagged leaf directly: it is that leaf's head.
+  2. Two or more tagged nodes of the same leaf module (a `Linear`, a `LayerNorm`) and nothing
+     else inside the bound feed it: it joins that leaf's own branches (a quantized MatMul's
+     rescale). Producers outside the bound (a residual input) are ignored by rules 1-2.
+  3. It is a matrix product or convolution with a weight-like constant (an unnamed initializer
+     of rank >= 2, a folded or transposed parameter) and feeds a leaf tagged by evidence
+     directly: it is that leaf's head (a Linear's MatMul before its bias Add).
+  4. A Reshape or Flatten directly before or after a tagged `Gemm` (a 2-D-only op that
+     exporters and tools wrap in reshapes to apply a Linear to N-D input) belongs to it.
 Then, for what is left:
-  4. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
+  5. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
      (the next tagged node lies inside it).
-  5. The nearest tagged consumers sit in one module: the node prepares their input inside
+  6. The nearest tagged consumers sit in one module: the node prepares their input inside
      it (its parent, if it is a leaf).
-  6. Otherwise the bound itself (values a caller computes and passes down, like masks).
+  7. Otherwise the bound itself (values a caller computes and passes down, like masks) — widened
+     to include the consumers when the node depends on nothing tagged and feeds something
+     outside the bound (a tool moved a mask computation into another module's stretch).
 
 Nothing here knows a model or a layer name. `STRATEGIES` also holds the baselines the
 accuracy benchmark compares against.
@@ -31,11 +37,13 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from tagger.paths import is_within, lca, parent
+from tagger.paths import is_within, lca, lca_all, parent
 
 __all__ = ["Flow", "GraphFacts", "STRATEGIES", "infer_graph"]
 
 _CONFIDENT_ROUNDS = 4
+_GEMM_RESHAPES = frozenset({"Reshape", "Flatten"})
+_WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
 
 
 @dataclass(frozen=True)
@@ -48,21 +56,45 @@ class GraphFacts:
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """The LCA of the nearest tagged nodes on one side, whether they disagreed, and how many
-    direct inputs (or outputs) contributed."""
+    """The nearest tagged nodes on one side: their modules (a few, then their LCA) and which
+    tagged nodes they are (a few), so rules can tell one source from several."""
 
-    module: str
-    spread: bool
-    branches: int = 1
+    modules: frozenset[str]
+    origins: frozenset[int]
+
+    @property
+    def module(self) -> str:
+        return lca_all(self.modules) or ""
+
+    @property
+    def spread(self) -> bool:
+        return len(self.modules) > 1
+
+    def inside(self, bound: str) -> frozenset[str]:
+        """The modules that lie within `bound` (the others came in from outside)."""
+        return frozenset(m for m in self.modules if is_within(m, bound))
+
+
+_MAX_MODULES = 8
+_MAX_ORIGINS = 3
+
+
+def _origin(label: str, node: int) -> Flow:
+    return Flow(frozenset((label,)), frozenset((node,)))
 
 
 def _merge(a: Flow | None, b: Flow | None) -> Flow | None:
     if a is None:
         return b
-    if b is None:
+    if b is None or a == b:
         return a
-    module = lca(a.module, b.module)
-    return Flow(module, a.spread or b.spread or a.module != b.module, a.branches + b.branches)
+    modules = a.modules | b.modules
+    if len(modules) > _MAX_MODULES:
+        modules = frozenset((lca_all(modules) or "",))
+    origins = a.origins | b.origins
+    if len(origins) > _MAX_ORIGINS:
+        origins = frozenset(sorted(origins)[:_MAX_ORIGINS])
+    return Flow(modules, origins)
 
 
 def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[Flow | None]:
@@ -76,14 +108,24 @@ def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -
             if j is None:
                 continue
             label = labels[j]
-            upstream = Flow(label, False) if label is not None else flows[j]
-            if upstream is not None:
-                flow = _merge(flow, Flow(upstream.module, upstream.spread))
+            flow = _merge(flow, _origin(label, j) if label is not None else flows[j])
         flows[i] = flow
         for name in node.output:
             if name:
                 producer[name] = i
     return flows
+
+
+def _producers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
+    """For each position, the earlier positions whose outputs it reads."""
+    producer: dict[str, int] = {}
+    result: list[list[int]] = []
+    for i, node in enumerate(nodes):
+        result.append([producer[name] for name in node.input if name in producer])
+        for name in node.output:
+            if name:
+                producer[name] = i
+    return result
 
 
 def _consumers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
@@ -103,7 +145,7 @@ def _consumer_flows(consumers: list[list[int]], labels: list[str | None]) -> lis
         flow: Flow | None = None
         for k in consumers[i]:
             label = labels[k]
-            flow = _merge(flow, Flow(label, False) if label is not None else flows[k])
+            flow = _merge(flow, _origin(label, k) if label is not None else flows[k])
         flows[i] = flow
     return flows
 
@@ -130,10 +172,12 @@ def _bound(before: str | None, after: str | None) -> str:
 
 
 def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
-    consumers = _consumers(nodes)
+    gemms = frozenset(i for i, node in enumerate(nodes) if node.op_type == "Gemm")
+    edges = _Edges(_producers(nodes), _consumers(nodes), gemms)
+    consumers = edges.readers
     current = list(labels)
     for _ in range(_CONFIDENT_ROUNDS):
-        if not _confident_pass(nodes, current, consumers, facts):
+        if not _confident_pass(nodes, current, labels, edges, facts):
             break
     if all(label is None for label in current):
         return current
@@ -149,16 +193,21 @@ def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], fac
 
 
 def _confident_pass(
-    nodes: Sequence[onnx.NodeProto], labels: list[str | None], consumers: list[list[int]], facts: GraphFacts
+    nodes: Sequence[onnx.NodeProto],
+    labels: list[str | None],
+    evidence: list[str | None],
+    edges: _Edges,
+    facts: GraphFacts,
 ) -> bool:
-    """Rules 1-3, applied in place; returns whether anything was decided."""
+    """Rules 1-3, applied to `labels` in place; returns whether anything was decided."""
     producers = _producer_flows(nodes, labels)
     before, after = _neighbours(labels)
     decided: dict[int, str] = {}
     for i, label in enumerate(labels):
         if label is not None or (before[i] is None and after[i] is None):
             continue
-        choice = _confident(nodes[i], producers[i], consumers[i], labels, _bound(before[i], after[i]), facts)
+        neighbours = [nodes[k] for k in edges.writers[i] + edges.readers[i]]
+        choice = _confident(nodes[i], producers[i], edges, i, neighbours, evidence, _bound(before[i], after[i]), facts)
         if choice is not None:
             decided[i] = choice
     for i, module in decided.items():
@@ -169,29 +218,56 @@ def _confident_pass(
 def _confident(
     node: onnx.NodeProto,
     produced: Flow | None,
-    readers: list[int],
-    labels: list[str | None],
+    edges: _Edges,
+    position: int,
+    neighbours: list[onnx.NodeProto],
+    evidence: list[str | None],
     bound: str,
     facts: GraphFacts,
 ) -> str | None:
-    if produced is not None and is_within(produced.module, bound):
-        if produced.spread or produced.module in facts.containers:
-            return produced.module
-        if produced.branches >= 2:
-            return produced.module
-    if facts.weights and any(name in facts.weights for name in node.input):
-        leaves = {labels[k] for k in readers}
-        if len(leaves) == 1:
-            (leaf,) = leaves
-            if leaf is not None and leaf not in facts.containers:
-                return leaf
+    if produced is not None:
+        inside = produced.inside(bound)
+        if len(inside) > 1 or (inside and next(iter(inside)) in facts.containers):
+            return lca_all(inside)
+        if len(inside) == 1 and len(produced.origins) >= 2 and not produced.spread:
+            return next(iter(inside))
+    readers = edges.readers[position]
+    if node.op_type in _WEIGHTED_OPS and any(name in facts.weights for name in node.input):
+        return _single_leaf({evidence[k] for k in readers}, facts.containers)
+    if node.op_type in _GEMM_RESHAPES:
+        gemms = [k for k in edges.writers[position] + readers if neighbours and _is_gemm(k, edges, evidence)]
+        if gemms:
+            return _single_leaf({evidence[k] for k in gemms}, facts.containers)
+    return None
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """Direct dataflow neighbours by position."""
+
+    writers: list[list[int]]
+    readers: list[list[int]]
+    gemm: frozenset[int] = frozenset()
+
+
+def _is_gemm(k: int, edges: _Edges, evidence: list[str | None]) -> bool:
+    return k in edges.gemm and evidence[k] is not None
+
+
+def _single_leaf(modules: set[str | None], containers: set[str]) -> str | None:
+    if len(modules) == 1:
+        (module,) = modules
+        if module is not None and module not in containers:
+            return module
     return None
 
 
 def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, bound: str, containers: set[str]) -> str:
     """Rules 4-6."""
-    if produced is not None and produced.module not in containers:
-        candidate = parent(produced.module)
+    inside = produced.inside(bound) if produced is not None else frozenset()
+    if len(inside) == 1:
+        (module,) = inside
+        candidate = module if module in containers else parent(module)
         still_open = nxt is None or is_within(nxt, candidate)
         if still_open and is_within(candidate, bound):
             return candidate
@@ -199,6 +275,8 @@ def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, b
         candidate = consumed.module if consumed.module in containers else parent(consumed.module)
         if is_within(candidate, bound):
             return candidate
+    if produced is None and consumed is not None and not is_within(consumed.module, bound):
+        return lca(bound, consumed.module) or ""
     return bound
 
 

@@ -12,8 +12,8 @@ import onnx
 
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, Evidence, build_context, collect
-from tagger.index import GraphScope, ModelIndex, build_index
 from tagger.evidence.initializers import module_of_parameter
+from tagger.index import GraphScope, ModelIndex, build_index
 from tagger.infer import GraphFacts, infer_graph
 from tagger.paths import lca_all
 
