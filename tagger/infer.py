@@ -13,8 +13,9 @@ Confident (repeated until nothing changes):
      else inside the bound feed it: it joins that leaf's own branches (a quantized MatMul's
      rescale). Producers outside the bound (a residual input) are ignored by rules 1-2.
   3. It is a matrix product or convolution with a weight-like constant (an unnamed initializer
-     of rank >= 2, a folded or transposed parameter) and feeds a leaf tagged by evidence
-     directly: it is that leaf's head (a Linear's MatMul before its bias Add).
+     of rank >= 2, a folded or transposed parameter) and feeds one node of a leaf tagged by
+     evidence (through untagged nodes): it is that leaf's head (a Linear's MatMul before its
+     bias Add). A node fed by a leaf and feeding only that same leaf lies inside it.
   4. A Reshape or Flatten directly before or after a tagged `Gemm` (a 2-D-only op that
      exporters and tools wrap in reshapes to apply a Linear to N-D input) belongs to it.
 Then, for what is left:
@@ -199,15 +200,16 @@ def _confident_pass(
     edges: _Edges,
     facts: GraphFacts,
 ) -> bool:
-    """Rules 1-3, applied to `labels` in place; returns whether anything was decided."""
+    """Rules 1-4, applied to `labels` in place; returns whether anything was decided."""
     producers = _producer_flows(nodes, labels)
+    consumers = _consumer_flows(edges.readers, evidence)
     before, after = _neighbours(labels)
     decided: dict[int, str] = {}
     for i, label in enumerate(labels):
         if label is not None or (before[i] is None and after[i] is None):
             continue
-        neighbours = [nodes[k] for k in edges.writers[i] + edges.readers[i]]
-        choice = _confident(nodes[i], producers[i], edges, i, neighbours, evidence, _bound(before[i], after[i]), facts)
+        bound = _bound(before[i], after[i])
+        choice = _confident(nodes[i], i, producers[i], consumers[i], edges, evidence, bound, facts)
         if choice is not None:
             decided[i] = choice
     for i, module in decided.items():
@@ -217,25 +219,28 @@ def _confident_pass(
 
 def _confident(
     node: onnx.NodeProto,
-    produced: Flow | None,
-    edges: _Edges,
     position: int,
-    neighbours: list[onnx.NodeProto],
+    produced: Flow | None,
+    consumed: Flow | None,
+    edges: _Edges,
     evidence: list[str | None],
     bound: str,
     facts: GraphFacts,
 ) -> str | None:
+    consumer_leaf = _single_leaf(set(consumed.modules), facts.containers) if consumed is not None else None
     if produced is not None:
         inside = produced.inside(bound)
+        if consumer_leaf is not None and consumer_leaf in produced.modules:
+            return consumer_leaf
         if len(inside) > 1 or (inside and next(iter(inside)) in facts.containers):
             return lca_all(inside)
         if len(inside) == 1 and len(produced.origins) >= 2 and not produced.spread:
             return next(iter(inside))
-    readers = edges.readers[position]
     if node.op_type in _WEIGHTED_OPS and any(name in facts.weights for name in node.input):
-        return _single_leaf({evidence[k] for k in readers}, facts.containers)
+        if consumed is not None and len(consumed.origins) == 1:
+            return consumer_leaf
     if node.op_type in _GEMM_RESHAPES:
-        gemms = [k for k in edges.writers[position] + readers if neighbours and _is_gemm(k, edges, evidence)]
+        gemms = [k for k in edges.writers[position] + edges.readers[position] if k in edges.gemm and evidence[k] is not None]
         if gemms:
             return _single_leaf({evidence[k] for k in gemms}, facts.containers)
     return None
@@ -248,10 +253,6 @@ class _Edges:
     writers: list[list[int]]
     readers: list[list[int]]
     gemm: frozenset[int] = frozenset()
-
-
-def _is_gemm(k: int, edges: _Edges, evidence: list[str | None]) -> bool:
-    return k in edges.gemm and evidence[k] is not None
 
 
 def _single_leaf(modules: set[str | None], containers: set[str]) -> str | None:
