@@ -20,7 +20,8 @@ Confident (repeated until nothing changes):
      exporters and tools wrap in reshapes to apply a Linear to N-D input) belongs to it.
 Then, for what is left:
   5. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
-     (the next tagged node lies inside it).
+     (the next tagged node lies inside it, or the node's result goes no further than the
+     parent's parent — the parent's own output).
   6. The nearest tagged consumers sit in one module: the node prepares their input inside
      it (its parent, if it is a leaf).
   7. Otherwise the bound itself (values a caller computes and passes down, like masks) — widened
@@ -269,8 +270,7 @@ def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, b
     if len(inside) == 1:
         (module,) = inside
         candidate = module if module in containers else parent(module)
-        still_open = nxt is None or is_within(nxt, candidate)
-        if still_open and is_within(candidate, bound):
+        if _still_open(candidate, nxt, consumed) and is_within(candidate, bound):
             return candidate
     if consumed is not None and not consumed.spread:
         candidate = consumed.module if consumed.module in containers else parent(consumed.module)
@@ -279,6 +279,15 @@ def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, b
     if produced is None and consumed is not None and not is_within(consumed.module, bound):
         return lca(bound, consumed.module) or ""
     return bound
+
+
+def _still_open(module: str, nxt: str | None, consumed: Flow | None) -> bool:
+    """Whether `module` may still be running: the next tagged node is inside it, or the node's
+    consumers are inside its parent (its result leaves it as its output, not a later sibling's
+    input computed elsewhere)."""
+    if nxt is None or is_within(nxt, module):
+        return True
+    return consumed is not None and bool(module) and is_within(consumed.module, parent(module))
 
 
 def _producer_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
