@@ -74,7 +74,8 @@ AUX_OPS: frozenset[str] = frozenset(
 )  # fmt: skip
 """Op types a tagger that only names "compute" ops would leave untagged: the plumbing between
 parametrised ops. Arithmetic (Mul, Div, Sub, Pow, Sqrt, ...) is compute, not plumbing: it is
-the body of parameter-free modules (activations) and stays named. ``strip_aux`` removes every trace of scope from exactly these nodes."""
+the body of parameter-free modules (activations) and stays named. ``strip_aux`` removes every
+trace of scope from exactly these nodes."""
 
 INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "bert": ("input_ids", "attention_mask"),
