@@ -16,15 +16,17 @@ Confident (repeated until nothing changes):
      of rank >= 2, a folded or transposed parameter) and feeds one node of a leaf tagged by
      evidence (through untagged nodes): it is that leaf's head (a Linear's MatMul before its
      bias Add). A node fed by a leaf and feeding only that same leaf lies inside it.
-  4. A Reshape or Flatten directly before or after a tagged `Gemm` (a 2-D-only op that
+  4. A node with no inputs (a Constant) is made where it is used: in the module of its direct
+     consumers, once they agree.
+  5. A Reshape or Flatten directly before or after a tagged `Gemm` (a 2-D-only op that
      exporters and tools wrap in reshapes to apply a Linear to N-D input) belongs to it.
 Then, for what is left:
-  5. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
+  6. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
      (the next tagged node lies inside it, or the node's result goes no further than the
      parent's parent — the parent's own output).
-  6. The nearest tagged consumers sit in one module: the node prepares their input inside
+  7. The nearest tagged consumers sit in one module: the node prepares their input inside
      it (its parent, if it is a leaf).
-  7. Otherwise the bound itself (values a caller computes and passes down, like masks) — widened
+  8. Otherwise the bound itself (values a caller computes and passes down, like masks) — widened
      to include the consumers when the node depends on nothing tagged and feeds something
      outside the bound (a tool moved a mask computation into another module's stretch).
 
@@ -201,7 +203,7 @@ def _confident_pass(
     edges: _Edges,
     facts: GraphFacts,
 ) -> bool:
-    """Rules 1-4, applied to `labels` in place; returns whether anything was decided."""
+    """Rules 1-5, applied to `labels` in place; returns whether anything was decided."""
     producers = _producer_flows(nodes, labels)
     consumers = _consumer_flows(edges.readers, evidence)
     before, after = _neighbours(labels)
@@ -210,7 +212,7 @@ def _confident_pass(
         if label is not None or (before[i] is None and after[i] is None):
             continue
         bound = _bound(before[i], after[i])
-        choice = _confident(nodes[i], i, producers[i], consumers[i], edges, evidence, bound, facts)
+        choice = _confident(nodes[i], i, producers[i], consumers[i], edges, (labels, evidence), bound, facts)
         if choice is not None:
             decided[i] = choice
     for i, module in decided.items():
@@ -224,11 +226,17 @@ def _confident(
     produced: Flow | None,
     consumed: Flow | None,
     edges: _Edges,
-    evidence: list[str | None],
+    known: tuple[list[str | None], list[str | None]],
     bound: str,
     facts: GraphFacts,
 ) -> str | None:
+    labels, evidence = known
     consumer_leaf = _single_leaf(set(consumed.modules), facts.containers) if consumed is not None else None
+    if not node.input:
+        users = {labels[k] for k in edges.readers[position]}
+        if len(users) == 1 and None not in users:
+            (user,) = users
+            return user if is_within(user, bound) else None
     if produced is not None:
         inside = produced.inside(bound)
         if consumer_leaf is not None and consumer_leaf in produced.modules:
@@ -265,7 +273,7 @@ def _single_leaf(modules: set[str | None], containers: set[str]) -> str | None:
 
 
 def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, bound: str, containers: set[str]) -> str:
-    """Rules 4-6."""
+    """Rules 6-8."""
     inside = produced.inside(bound) if produced is not None else frozenset()
     if len(inside) == 1:
         (module,) = inside
