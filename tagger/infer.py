@@ -24,8 +24,8 @@ Then, for what is left:
   6. A single producer leaf: the node runs in the leaf's parent, if that parent is still open
      (the next tagged node lies inside it, or the node's result goes no further than the
      parent's parent — the parent's own output).
-  7. The nearest tagged consumers sit in one module: the node prepares their input inside
-     it (its parent, if it is a leaf).
+  7. The nearest tagged consumers sit in one module that has already started (the next tagged
+     node is inside it): the node prepares their input inside it (its parent, if a leaf).
   8. Otherwise the bound itself (values a caller computes and passes down, like masks) — widened
      to include the consumers when the node depends on nothing tagged and feeds something
      outside the bound (a tool moved a mask computation into another module's stretch).
@@ -282,7 +282,8 @@ def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, b
             return candidate
     if consumed is not None and not consumed.spread:
         candidate = consumed.module if consumed.module in containers else parent(consumed.module)
-        if is_within(candidate, bound):
+        already_open = nxt is None or is_within(nxt, candidate)
+        if already_open and is_within(candidate, bound):
             return candidate
     if produced is None and consumed is not None and not is_within(consumed.module, bound):
         return lca(bound, consumed.module) or ""
