@@ -678,6 +678,11 @@ class Score:
     """``hierarchy.source`` value -> number of tagged nodes carrying it."""
     correct_by_source: dict[str, int] = field(default_factory=dict)
     """``hierarchy.source`` value -> number of nodes with truth tagged correctly from it."""
+    reachable: int = 0
+    """Nodes with truth whose true module (or a descendant) carries direct evidence somewhere in
+    the model: the only modules any inference can name (a parameter-free activation module
+    whose names were stripped is not reachable)."""
+    reachable_correct: int = 0
 
 
 def score(tagged: onnx.ModelProto, case: Case) -> Score:
@@ -689,9 +694,10 @@ def score(tagged: onnx.ModelProto, case: Case) -> Score:
     if len(nodes) != case.nodes:
         found = f"tagged model has {len(nodes)} main-graph nodes, case has {case.nodes}"
         raise ValueError(f"{found}: the tagger must not add, drop or reorder nodes")
-    n_tagged = with_truth = correct = 0
+    n_tagged = with_truth = correct = reachable = reachable_correct = 0
     by_source: Counter[str] = Counter()
     correct_by_source: Counter[str] = Counter()
+    evidenced = _evidenced_modules(nodes)
     for i, node in enumerate(nodes):
         props: dict[str, str] = {}
         for prop in node.metadata_props:
@@ -704,10 +710,14 @@ def score(tagged: onnx.ModelProto, case: Case) -> Score:
                 by_source[source] += 1
         if i in case.truth:
             with_truth += 1
-            if module is not None and module == case.truth[i]:
+            hit = module is not None and module == case.truth[i]
+            if hit:
                 correct += 1
                 if source is not None:
                     correct_by_source[source] += 1
+            if case.truth[i] in evidenced:
+                reachable += 1
+                reachable_correct += hit
     return Score(
         nodes=len(nodes),
         tagged=n_tagged,
@@ -716,4 +726,18 @@ def score(tagged: onnx.ModelProto, case: Case) -> Score:
         accuracy=correct / with_truth if with_truth else 0.0,
         by_source=dict(by_source),
         correct_by_source=dict(correct_by_source),
+        reachable=reachable,
+        reachable_correct=reachable_correct,
     )
+
+
+def _evidenced_modules(nodes) -> set[str]:
+    """Modules named by direct evidence in a tagged graph, with all their ancestors."""
+    found: set[str] = {""}
+    for node in nodes:
+        props = {p.key: p.value for p in node.metadata_props}
+        if props.get(SOURCE_KEY) in (None, "inherited", "fallback") or MODULE_KEY not in props:
+            continue
+        parts = props[MODULE_KEY].split(".") if props[MODULE_KEY] else []
+        found.update(".".join(parts[:k]) for k in range(len(parts) + 1))
+    return found
