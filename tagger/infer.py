@@ -52,10 +52,12 @@ _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInt
 
 @dataclass(frozen=True)
 class GraphFacts:
-    """What inference may know beyond labels: modules with children, weight-like constants."""
+    """What inference may know beyond labels: modules with children, weight-like constants,
+    and module lists (which own no op: an inferred list becomes its parent)."""
 
     containers: set[str] = field(default_factory=set)
     weights: frozenset[str] = frozenset()
+    sequences: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

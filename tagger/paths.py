@@ -92,6 +92,16 @@ class ModuleSet:
     def __len__(self) -> int:
         return len(self._known)
 
+    def sequences(self) -> set[str]:
+        """Known modules whose children are all numbered (ModuleList, Sequential): they run no
+        op of their own, so no node can belong to them."""
+        children: dict[str, list[str]] = {}
+        for path in self._known:
+            if path:
+                head, _, last = path.rpartition(".")
+                children.setdefault(head, []).append(last)
+        return {p for p, names in children.items() if names and all(n.isdigit() for n in names)}
+
     def containers(self) -> set[str]:
         """Known modules that have known children (everything else is a leaf)."""
         return {parent(path) for path in self._known if path}

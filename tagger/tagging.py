@@ -15,7 +15,7 @@ from tagger.evidence import Conflict, Context, Evidence, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
 from tagger.index import GraphScope, ModelIndex, build_index
 from tagger.infer import GraphFacts, infer_graph
-from tagger.paths import lca_all
+from tagger.paths import lca_all, parent
 
 __all__ = ["Assignment", "TaggingResult", "tag_model"]
 
@@ -51,7 +51,7 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     callers = _function_callers(index)
     for module in evidence_modules(evidence):
         context.modules.add(module)
-    facts = GraphFacts(context.modules.containers(), _weight_like(index))
+    facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences())
     for scope in index.graphs:
         _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
     formatter = TagFormatter(context.classes)
@@ -115,6 +115,8 @@ def _resolve_graph(
     inferred = infer_graph([index.nodes[i] for i in ids], labels, facts, strategy)
     for node_id, before, after in zip(ids, labels, inferred, strict=False):
         if before is None and after is not None:
+            while after in facts.sequences:
+                after = parent(after)
             modules[node_id], sources[node_id] = after, "inherited"
     structural = _structural_module(scope, modules, callers)
     if structural is None:
