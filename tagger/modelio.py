@@ -110,21 +110,42 @@ def save_model(model: onnx.ModelProto, source: Path, destination: Path) -> None:
 
 
 def _share_external_data(model: onnx.ModelProto, source_dir: Path, target_dir: Path) -> None:
-    """Beside the input the data file is shared; elsewhere it is hard-linked (or copied)."""
+    """Beside the input the data file is shared; elsewhere it is copied beside the output.
+
+    Not linked: onnx refuses external data files with several hard links or behind a symlink
+    (its guard against link attacks), and a hard link would make the user's original model
+    fail that check too. The copy goes through a temporary name, so a failure leaves nothing.
+    """
     if source_dir == target_dir:
         return
     for location in sorted(external_locations(model)):
         source = source_dir / location
         target = target_dir / location
         if target.exists():
-            if target.resolve() == source.resolve() or os.path.samefile(source, target):
+            if os.path.samefile(source, target) or _same_content(source, target):
                 continue
             raise OutputError(f"{target} exists and is not the model's external data; remove it or choose another output")
         target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(handle)
         try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        except OSError as exc:
+            Path(temporary).unlink(missing_ok=True)
+            raise OutputError(f"cannot copy external data to {target}: {exc.strerror or exc}") from None
+
+
+def _same_content(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def save_text(text: str, destination: Path) -> None:

@@ -126,26 +126,28 @@ class ModuleSet:
         self._known.add(path)
         self._known.update(ancestors(path))
 
-    def resolve(self, segments: Sequence[str]) -> str:
+    def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str:
         """Turn exporter scope segments into a module path.
 
         Undoes two TorchScript quirks: a Sequential's child repeats its parent's segment
         (`layer/layer.0` is `layer.0`), and a module called again gets `_N` (`attention_1`).
         Membership in the known set decides between readings, so a real attribute named
         `fc_1` stays `fc_1`; for modules without parameters, a base scope seen elsewhere in the
-        model's names (`activation` beside `activation_1`) marks the suffix as a second call.
+        model's names (`activation` beside `activation_1`) marks the suffix as a second call —
+        only for TorchScript-style names (`/a/b/Op`): in Keras-style `model/dense_1/Relu`,
+        `dense_1` is a layer of its own.
         """
         parts: list[str] = []
         previous = ""
         for segment in segments:
-            parts = self._extend(parts, previous, segment)
+            parts = self._extend(parts, previous, segment, torchscript)
             previous = segment
         path = ".".join(parts)
         if self.authoritative and path not in self._known:
             path = self._longest_known_prefix(parts)
         return path
 
-    def _extend(self, parts: list[str], previous: str, segment: str) -> list[str]:
+    def _extend(self, parts: list[str], previous: str, segment: str, torchscript: bool) -> list[str]:
         plain = segment.split(".")
         stripped = [_CALL_SUFFIX.sub("", p) or p for p in plain]
         base = parts
@@ -155,7 +157,7 @@ class ModuleSet:
         for candidate in candidates:
             if ".".join(candidate) in self._known:
                 return candidate
-        if stripped != plain and ".".join(base + stripped) in self._observed:
+        if torchscript and stripped != plain and ".".join(base + stripped) in self._observed:
             return base + stripped
         return base + plain
 

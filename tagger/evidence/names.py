@@ -21,7 +21,7 @@ def module_of_name(name: str, modules: ModuleSet, cache: dict[str, str | None]) 
     """The module path a scoped name points at, or None for unscoped names."""
     if name not in cache:
         segments = scope_segments(name)
-        module = None if segments is None else modules.resolve(segments)
+        module = None if segments is None else modules.resolve(segments, torchscript=name.startswith("/"))
         cache[name] = module if module is not None and modules.has_top_level(module) else None
     return cache[name]
 
