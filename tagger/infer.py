@@ -85,8 +85,12 @@ _MAX_MODULES = 8
 _MAX_ORIGINS = 3
 
 
-def _origin(label: str, node: int) -> Flow:
-    return Flow(frozenset((label,)), frozenset((node,)))
+def _origin(label: str, node: int, memo: dict[int, Flow]) -> Flow:
+    """The flow of one tagged node, memoised per pass (the same origins are met again and again)."""
+    flow = memo.get(node)
+    if flow is None:
+        flow = memo[node] = Flow(frozenset((label,)), frozenset((node,)))
+    return flow
 
 
 def _merge(a: Flow | None, b: Flow | None) -> Flow | None:
@@ -107,6 +111,7 @@ def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -
     """For each position, the nearest tagged producers (through untagged chains)."""
     producer: dict[str, int] = {}
     flows: list[Flow | None] = [None] * len(nodes)
+    memo: dict[int, Flow] = {}
     for i, node in enumerate(nodes):
         flow: Flow | None = None
         for name in node.input:
@@ -114,7 +119,7 @@ def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -
             if j is None:
                 continue
             label = labels[j]
-            flow = _merge(flow, _origin(label, j) if label is not None else flows[j])
+            flow = _merge(flow, _origin(label, j, memo) if label is not None else flows[j])
         flows[i] = flow
         for name in node.output:
             if name:
@@ -147,11 +152,12 @@ def _consumers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
 def _consumer_flows(consumers: list[list[int]], labels: list[str | None]) -> list[Flow | None]:
     """For each position, the nearest tagged consumers (through untagged chains)."""
     flows: list[Flow | None] = [None] * len(labels)
+    memo: dict[int, Flow] = {}
     for i in range(len(labels) - 1, -1, -1):
         flow: Flow | None = None
         for k in consumers[i]:
             label = labels[k]
-            flow = _merge(flow, _origin(label, k) if label is not None else flows[k])
+            flow = _merge(flow, _origin(label, k, memo) if label is not None else flows[k])
         flows[i] = flow
     return flows
 

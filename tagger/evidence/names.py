@@ -18,12 +18,18 @@ _TENSOR_LIKE = re.compile(r"_output_\d+$")
 
 
 def module_of_name(name: str, modules: ModuleSet, cache: dict[str, str | None]) -> str | None:
-    """The module path a scoped name points at, or None for unscoped names."""
-    if name not in cache:
-        segments = scope_segments(name)
+    """The module path a scoped name points at, or None for unscoped names.
+
+    Cached by the scope part (everything before the last `/`): names are unique, scopes repeat.
+    """
+    if "/" not in name:
+        return None
+    scope = name[: name.rindex("/") + 1]
+    if scope not in cache:
+        segments = scope_segments(scope + "_")
         module = None if segments is None else modules.resolve(segments, torchscript=name.startswith("/"))
-        cache[name] = module if module is not None and modules.has_top_level(module) else None
-    return cache[name]
+        cache[scope] = module if module is not None and modules.has_top_level(module) else None
+    return cache[scope]
 
 
 def observe_names(index: ModelIndex, context: Context) -> None:
@@ -31,9 +37,12 @@ def observe_names(index: ModelIndex, context: Context) -> None:
     seen: set[str] = set()
     for node in index.nodes:
         for name in (node.name, *node.output):
-            if name and name not in seen:
-                seen.add(name)
-                segments = scope_segments(name)
+            if "/" not in name:
+                continue
+            scope = name[: name.rindex("/") + 1]
+            if scope not in seen:
+                seen.add(scope)
+                segments = scope_segments(scope + "_")
                 if segments:
                     context.modules.observe(segments)
 
