@@ -201,7 +201,19 @@ def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], fac
         if label is None:
             bound = _bound(before[i], after[i])
             result[i] = _contextual(producers[i], downstream[i], after[i], bound, facts.containers)
+    _follow_users(nodes, labels, result, edges.readers)
     return result
+
+
+def _follow_users(
+    nodes: Sequence[onnx.NodeProto], evidence: list[str | None], result: list[str | None], readers: list[list[int]]
+) -> None:
+    """Constants decided by context move to the module of their (now known) direct consumers."""
+    for i in range(len(nodes) - 1, -1, -1):
+        if evidence[i] is None and not nodes[i].input:
+            users = {result[k] for k in readers[i]}
+            if len(users) == 1 and None not in users:
+                result[i] = next(iter(users))
 
 
 def _confident_pass(
@@ -238,28 +250,32 @@ def _confident(
     bound: str,
     facts: GraphFacts,
 ) -> str | None:
+    """Rules 1-5, most specific first: a structural fact about the node beats its neighbourhood."""
     labels, evidence = known
-    consumer_leaf = _single_leaf(set(consumed.modules), facts.containers) if consumed is not None else None
     if not node.input:
         users = {labels[k] for k in edges.readers[position]}
         if len(users) == 1 and None not in users:
             (user,) = users
             return user if is_within(user, bound) else None
-    if produced is not None:
-        inside = produced.inside(bound)
-        if consumer_leaf is not None and consumer_leaf in produced.modules:
-            return consumer_leaf
-        if len(inside) > 1 or (inside and next(iter(inside)) in facts.containers):
-            return lca_all(inside)
-        if len(inside) == 1 and len(produced.origins) >= 2 and not produced.spread:
-            return next(iter(inside))
+        return None
+    if node.op_type in _GEMM_RESHAPES:
+        gemms = {evidence[k] for k in edges.writers[position] + edges.readers[position] if k in edges.gemm}
+        leaf = _single_leaf(gemms - {None}, facts.containers)
+        if leaf is not None:
+            return leaf
+    consumer_leaf = _single_leaf(set(consumed.modules), facts.containers) if consumed is not None else None
     if node.op_type in _WEIGHTED_OPS and any(name in facts.weights for name in node.input):
         if consumed is not None and len(consumed.origins) == 1:
             return consumer_leaf
-    if node.op_type in _GEMM_RESHAPES:
-        gemms = [k for k in edges.writers[position] + edges.readers[position] if k in edges.gemm and evidence[k] is not None]
-        if gemms:
-            return _single_leaf({evidence[k] for k in gemms}, facts.containers)
+    if produced is None:
+        return None
+    if consumer_leaf is not None and consumer_leaf in produced.modules:
+        return consumer_leaf
+    inside = produced.inside(bound)
+    if len(inside) > 1 or (inside and next(iter(inside)) in facts.containers):
+        return lca_all(inside)
+    if len(inside) == 1 and len(produced.origins) >= 2 and not produced.spread:
+        return next(iter(inside))
     return None
 
 
