@@ -1,0 +1,106 @@
+"""Accuracy against the exporter's own scopes: regression floors and the baselines beaten.
+
+The floors are measured figures (`python -m bench.accuracy`, docs/accuracy.md) less half a
+point, rounded down: they guard against regressions; they are not the targets (see the docs).
+"""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from bench import cases
+from tagger import tag_proto
+
+FLOORS: dict[tuple[str, str, str], float] = {
+    ("bert", "torchscript", "none"): 0.99,  # measured 100.0%
+    ("bert", "torchscript", "strip_aux"): 0.98,  # measured 99.3%
+    ("bert", "torchscript", "strip_all"): 0.97,  # measured 98.0%
+    ("bert", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
+    ("bert", "torchscript", "ort_optimizer"): 0.99,  # measured 100.0%
+    ("bert", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("bert", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
+    ("bert", "dynamo", "none"): 0.99,  # measured 100.0%
+    ("bert", "dynamo", "strip_aux"): 0.98,  # measured 98.8%
+    ("bert", "dynamo", "strip_all"): 0.95,  # measured 96.3%
+    ("bert", "dynamo", "onnxslim"): 0.84,  # measured 85.0%
+    ("bert", "dynamo", "ort_optimizer"): 0.96,  # measured 97.2%
+    ("bert", "dynamo", "quantize_dynamic"): 0.97,  # measured 97.6%
+    ("bert", "dynamo", "gs_roundtrip"): 0.95,  # measured 96.3%
+    ("albert", "torchscript", "none"): 0.99,  # measured 100.0%
+    ("albert", "torchscript", "strip_aux"): 0.98,  # measured 99.4%
+    ("albert", "torchscript", "strip_all"): 0.80,  # measured 80.9%
+    ("albert", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
+    ("albert", "torchscript", "ort_optimizer"): 0.99,  # measured 100.0%
+    ("albert", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("albert", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
+    ("albert", "dynamo", "none"): 0.99,  # measured 100.0%
+    ("albert", "dynamo", "strip_aux"): 0.99,  # measured 100.0%
+    ("albert", "dynamo", "strip_all"): 0.83,  # measured 83.7%
+    ("albert", "dynamo", "onnxslim"): 0.68,  # measured 69.3%
+    ("albert", "dynamo", "ort_optimizer"): 0.96,  # measured 97.3%
+    ("albert", "dynamo", "quantize_dynamic"): 0.97,  # measured 98.0%
+    ("albert", "dynamo", "gs_roundtrip"): 0.83,  # measured 83.7%
+    ("vit", "torchscript", "none"): 0.99,  # measured 100.0%
+    ("vit", "torchscript", "strip_aux"): 0.99,  # measured 100.0%
+    ("vit", "torchscript", "strip_all"): 0.95,  # measured 95.9%
+    ("vit", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
+    ("vit", "torchscript", "ort_optimizer"): 0.99,  # measured 100.0%
+    ("vit", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("vit", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
+    ("vit", "dynamo", "none"): 0.99,  # measured 100.0%
+    ("vit", "dynamo", "strip_aux"): 0.98,  # measured 98.7%
+    ("vit", "dynamo", "strip_all"): 0.93,  # measured 93.6%
+    ("vit", "dynamo", "onnxslim"): 0.79,  # measured 80.4%
+    ("vit", "dynamo", "ort_optimizer"): 0.94,  # measured 94.8%
+    ("vit", "dynamo", "quantize_dynamic"): 0.96,  # measured 97.4%
+    ("vit", "dynamo", "gs_roundtrip"): 0.93,  # measured 93.6%
+    ("resnet", "torchscript", "none"): 0.99,  # measured 100.0%
+    ("resnet", "torchscript", "strip_aux"): 0.95,  # measured 96.3%
+    ("resnet", "torchscript", "strip_all"): 0.03,  # measured 3.7%
+    ("resnet", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
+    ("resnet", "torchscript", "ort_optimizer"): 0.99,  # measured 100.0%
+    ("resnet", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("resnet", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
+    ("resnet", "dynamo", "none"): 0.99,  # measured 100.0%
+    ("resnet", "dynamo", "strip_aux"): 0.92,  # measured 92.6%
+    ("resnet", "dynamo", "strip_all"): 0.06,  # measured 7.4%
+    ("resnet", "dynamo", "onnxslim"): 0.06,  # measured 7.4%
+    ("resnet", "dynamo", "ort_optimizer"): 0.99,  # measured 100.0%
+    ("resnet", "dynamo", "quantize_dynamic"): 0.62,  # measured 63.0%
+    ("resnet", "dynamo", "gs_roundtrip"): 0.06,  # measured 7.4%
+    ("gpt2", "torchscript", "none"): 0.99,  # measured 100.0%
+    ("gpt2", "torchscript", "strip_aux"): 0.98,  # measured 99.4%
+    ("gpt2", "torchscript", "strip_all"): 0.83,  # measured 83.7%
+    ("gpt2", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
+    ("gpt2", "torchscript", "ort_optimizer"): 0.93,  # measured 94.2%
+    ("gpt2", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("gpt2", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
+    ("gpt2", "dynamo", "none"): 0.99,  # measured 100.0%
+    ("gpt2", "dynamo", "strip_aux"): 0.98,  # measured 98.9%
+    ("gpt2", "dynamo", "strip_all"): 0.79,  # measured 79.8%
+    ("gpt2", "dynamo", "onnxslim"): 0.78,  # measured 79.1%
+    ("gpt2", "dynamo", "ort_optimizer"): 0.89,  # measured 89.8%
+    ("gpt2", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("gpt2", "dynamo", "gs_roundtrip"): 0.79,  # measured 79.8%
+}
+
+
+def _accuracy(case, strategy: str = "context") -> cases.Score:
+    model = onnx.load(case.path, load_external_data=False)
+    tag_proto(model, case.path.name, strategy)
+    return cases.score(model, case)
+
+
+def test_accuracy_stays_above_its_measured_floor(case, tagged):
+    score = cases.score(onnx.load(tagged.path, load_external_data=False), case)
+    floor = FLOORS[(case.arch, case.exporter, case.degradation)]
+    assert score.accuracy >= floor, f"{score.correct}/{score.with_truth} correct, floor {floor:.2f}"
+
+
+def test_inference_beats_both_baselines_where_evidence_was_removed(case):
+    if case.degradation == "none":
+        pytest.skip("an undegraded export has evidence on (nearly) every node: nothing to infer")
+    ours = _accuracy(case).accuracy
+    assert ours >= _accuracy(case, "root").accuracy
+    assert ours >= _accuracy(case, "producer").accuracy
