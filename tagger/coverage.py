@@ -149,29 +149,26 @@ class Report:
 def build_report(result: TaggingResult, model_name: str) -> Report:
     """Count a tagging result by category, source, op type and module."""
     index = result.index
-    by_source: Counter[str] = Counter()
+    assignments = result.assignments
+    by_source = Counter(a.source for a in assignments)
     by_op: dict[str, Counter[str]] = defaultdict(Counter)
-    modules: Counter[str] = Counter()
-    tags: dict[str, str] = {}
-    fallback_nodes: list[NodeRef] = []
-    positions = _positions(result)
-    for node_id, assignment in enumerate(result.assignments):
-        node = index.nodes[node_id]
-        category = _category(assignment.source)
-        by_source[assignment.source] += 1
-        by_op[node.op_type][category] += 1
-        modules[assignment.module] += 1
-        tags[assignment.module] = assignment.tag
-        if category == "fallback":
-            fallback_nodes.append(positions[node_id])
+    for (op, source), count in Counter((n.op_type, a.source) for n, a in zip(index.nodes, assignments, strict=True)).items():
+        by_op[op][_category(source)] += count
+    modules = Counter(a.module for a in assignments)
+    tags = {a.module: a.tag for a in assignments}
     formatter = TagFormatter(result.context.classes)
     for module in list(modules):
         for path in ancestors(module):
-            tags.setdefault(path, formatter(path))
-    totals = Counter(_category(a.source) for a in result.assignments)
+            if path not in tags:
+                tags[path] = formatter(path)
+    totals: Counter[str] = Counter()
+    for source, count in by_source.items():
+        totals[_category(source)] += count
+    fallback_ids = [i for i, a in enumerate(assignments) if a.source == "fallback"]
+    refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts])
     report = Report(
         model=model_name,
-        nodes=len(result.assignments),
+        nodes=len(assignments),
         direct=totals["direct"],
         inherited=totals["inherited"],
         fallback=totals["fallback"],
@@ -179,9 +176,9 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
         by_op={op: {k: c[k] for k in ("direct", "inherited", "fallback")} for op, c in by_op.items()},
         modules=dict(modules),
         tags=tags,
-        fallback_nodes=fallback_nodes,
+        fallback_nodes=[refs[i] for i in fallback_ids],
         conflicts=[
-            ConflictRecord(positions[c.node], c.chosen.module, c.chosen.source, c.rejected.module, c.rejected.source)
+            ConflictRecord(refs[c.node], c.chosen.module, c.chosen.source, c.rejected.module, c.rejected.source)
             for c in result.conflicts
         ],
         graphs=len(index.graphs),
@@ -191,14 +188,19 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
     return report
 
 
-def _positions(result: TaggingResult) -> list[NodeRef]:
-    index = result.index
-    refs: list[NodeRef] = [None] * len(index.nodes)  # type: ignore[list-item]
+def _node_refs(index, node_ids: list[int]) -> dict[int, NodeRef]:
+    """Readable addresses of the few nodes a report lists (fallbacks, conflicts)."""
+    wanted = set(node_ids)
+    refs: dict[int, NodeRef] = {}
+    if not wanted:
+        return refs
     for graph_id, scope in enumerate(index.graphs):
-        label = index.graph_label(graph_id)
+        label = None
         for position, node_id in enumerate(scope.node_ids):
-            node = index.nodes[node_id]
-            refs[node_id] = NodeRef(label, position, node.op_type, node.name)
+            if node_id in wanted:
+                label = label or index.graph_label(graph_id)
+                node = index.nodes[node_id]
+                refs[node_id] = NodeRef(label, position, node.op_type, node.name)
     return refs
 
 

@@ -25,6 +25,7 @@ class TagFormatter:
     def __init__(self, classes: dict[str, str]) -> None:
         self._classes = {path: qualname.rsplit(".", 1)[-1] for path, qualname in classes.items()}
         self._shared = self._shared_classes(self._classes)
+        self._numbered_parents = {parent(p) for p in classes if p.rpartition(".")[2].isdigit()}
         self._cache: dict[str, str] = {}
 
     @staticmethod
@@ -44,24 +45,35 @@ class TagFormatter:
         return tag
 
     def _format(self, module: str) -> str:
-        segments = [self._classes.get("", "")]
-        parts = module.split(".") if module else []
-        after_container = False
-        for i, attribute in enumerate(parts):
-            path = ".".join(parts[: i + 1])
-            cls = self._classes.get(path)
-            uncalled_list = cls is None and i + 1 < len(parts) and parts[i + 1].isdigit()
-            if cls in _TRANSPARENT or uncalled_list:
-                after_container = True
-                continue
-            if cls is None:
-                segments.append(attribute)
-            elif after_container or (parent(path), cls) in self._shared:
-                segments.append(f"{cls}.{attribute}")
-            else:
-                segments.append(cls)
-            after_container = False
-        return "/" + "/".join(s for s in segments if s)
+        """Parent's tag plus this module's segment (memoised through `__call__`)."""
+        if not module:
+            root = self._classes.get("", "")
+            return f"/{root}" if root else "/"
+        head, _, attribute = module.rpartition(".")
+        prefix = self(head)
+        segment = self._segment(module, head, attribute)
+        if not segment:
+            return prefix
+        return f"{prefix.rstrip('/')}/{segment}"
+
+    def _segment(self, path: str, head: str, attribute: str) -> str:
+        """This module's own part of the tag; "" for a transparent container."""
+        cls = self._classes.get(path)
+        if self._transparent(path):
+            return ""
+        if cls is None:
+            return attribute
+        if self._transparent(head) or (head, cls) in self._shared:
+            return f"{cls}.{attribute}"
+        return cls
+
+    def _transparent(self, path: str) -> bool:
+        """ModuleList/ModuleDict, or a container the exporter never saw called (no class of its
+        own, numbered children)."""
+        if not path:
+            return False
+        cls = self._classes.get(path)
+        return cls in _TRANSPARENT or (cls is None and path in self._numbered_parents)
 
 
 def _plain(module: str) -> str:

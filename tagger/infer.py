@@ -358,4 +358,6 @@ def infer_graph(
     nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts, strategy: str = "context"
 ) -> list[str | None]:
     """Fill the `None` labels of one graph's nodes (in graph order); None stays where nothing is known."""
+    if None not in labels or all(label is None for label in labels):
+        return list(labels)  # nothing to infer, or nothing to infer from
     return STRATEGIES[strategy](nodes, labels, facts)

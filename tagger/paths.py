@@ -84,6 +84,7 @@ class ModuleSet:
     def __init__(self) -> None:
         self._known: set[str] = {""}
         self._observed: set[str] = set()
+        self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
         self.authoritative = False
 
     def __contains__(self, path: str) -> bool:
@@ -109,6 +110,7 @@ class ModuleSet:
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
         parts: list[str] = []
+        self._memo.clear()
         for segment in segments:
             parts = parts + segment.split(".")
             self._observed.add(".".join(parts))
@@ -123,6 +125,7 @@ class ModuleSet:
         """Record `path` and all its ancestors as existing modules."""
         if path in self._known:
             return
+        self._memo.clear()
         self._known.add(path)
         self._known.update(ancestors(path))
 
@@ -137,15 +140,25 @@ class ModuleSet:
         only for TorchScript-style names (`/a/b/Op`): in Keras-style `model/dense_1/Relu`,
         `dense_1` is a layer of its own.
         """
-        parts: list[str] = []
-        previous = ""
-        for segment in segments:
-            parts = self._extend(parts, previous, segment, torchscript)
-            previous = segment
+        parts = list(self._resolve_prefix(tuple(segments), torchscript))
         path = ".".join(parts)
         if self.authoritative and path not in self._known:
             path = self._longest_known_prefix(parts)
         return path
+
+    def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...]:
+        """Resolve scope by scope, memoised: sibling names share every prefix."""
+        key = (segments, torchscript)
+        parts = self._memo.get(key)
+        if parts is None:
+            if not segments:
+                parts = ()
+            else:
+                head = self._resolve_prefix(segments[:-1], torchscript)
+                previous = segments[-2] if len(segments) > 1 else ""
+                parts = tuple(self._extend(list(head), previous, segments[-1], torchscript))
+            self._memo[key] = parts
+        return parts
 
     def _extend(self, parts: list[str], previous: str, segment: str, torchscript: bool) -> list[str]:
         plain = segment.split(".")

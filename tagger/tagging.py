@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import onnx
 
 from tagger.display import TagFormatter
-from tagger.evidence import Conflict, Context, Evidence, build_context, collect
+from tagger.evidence import Conflict, Context, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
 from tagger.index import GraphScope, ModelIndex, build_index
 from tagger.infer import GraphFacts, infer_graph
@@ -46,8 +46,8 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     evidence, conflicts = collect(index, context)
     modules: list[str | None] = [None] * len(index.nodes)
     sources: list[str] = ["fallback"] * len(index.nodes)
-    for node_id, claim in evidence.items():
-        modules[node_id], sources[node_id] = claim.module, claim.source
+    for node_id, (module, source) in evidence.items():
+        modules[node_id], sources[node_id] = module, source
     callers = _function_callers(index)
     for module in evidence_modules(evidence):
         context.modules.add(module)
@@ -83,9 +83,9 @@ def _graphs(graph: onnx.GraphProto):
                     yield from _graphs(body)
 
 
-def evidence_modules(evidence: dict[int, Evidence]) -> set[str]:
+def evidence_modules(evidence: dict[int, tuple[str, str]]) -> set[str]:
     """The distinct modules named by direct evidence."""
-    return {claim.module for claim in evidence.values()}
+    return {module for module, _ in evidence.values()}
 
 
 def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:

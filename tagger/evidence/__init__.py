@@ -1,4 +1,4 @@
-"""Evidence sources: each proposes `(node, module path)` for the nodes it knows about.
+"""Evidence sources: each proposes `{node: module path}` for the nodes it knows about.
 
 Sources are evaluated in an order that lets the ones naming real module paths (tags, dynamo
 metadata, parameter names) teach the `ModuleSet` before the name-based sources resolve
@@ -51,6 +51,8 @@ class Context:
 
     modules: ModuleSet = field(default_factory=ModuleSet)
     classes: dict[str, str] = field(default_factory=dict)
+    kept_sources: dict[int, str] = field(default_factory=dict)
+    """Original `hierarchy.source` of tags kept from an earlier retag (written back unchanged)."""
 
 
 def build_context(index: ModelIndex) -> Context:
@@ -76,21 +78,18 @@ def _read_module_map(text: str, context: Context) -> None:
     context.modules.authoritative = True
 
 
-def collect(index: ModelIndex, context: Context) -> tuple[dict[int, Evidence], list[Conflict]]:
-    """Run every source and merge: the highest-precedence claim per node wins."""
+def collect(index: ModelIndex, context: Context) -> tuple[dict[int, tuple[str, str]], list[Conflict]]:
+    """Run every source and merge: node -> (module, source) of the highest-precedence claim."""
     from tagger.evidence import initializers, metadata, names, tags, tensors
 
-    claims: list[Evidence] = []
-    for source in (tags, metadata, initializers, names, tensors):
-        claims.extend(source.propose(index, context))
-    rank = {name: i for i, name in enumerate(PRECEDENCE)}
-    claims.sort(key=lambda e: rank.get(e.source, 0))
-    chosen: dict[int, Evidence] = {}
+    proposals = {source.SOURCE: source.propose(index, context) for source in (tags, metadata, initializers, names, tensors)}
+    chosen: dict[int, tuple[str, str]] = {}
     conflicts: list[Conflict] = []
-    for claim in claims:
-        winner = chosen.get(claim.node)
-        if winner is None:
-            chosen[claim.node] = claim
-        elif winner.module != claim.module:
-            conflicts.append(Conflict(claim.node, winner, claim))
+    for source in PRECEDENCE:
+        for node, module in proposals[source].items():
+            winner = chosen.get(node)
+            if winner is None:
+                chosen[node] = (module, context.kept_sources.get(node, source) if source == "tag" else source)
+            elif winner[0] != module:
+                conflicts.append(Conflict(node, Evidence(node, *winner), Evidence(node, module, source)))
     return chosen, conflicts

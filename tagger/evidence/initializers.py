@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 
-from tagger.evidence import Context, Evidence
+from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.paths import lca_all
 
-__all__ = ["propose", "module_of_parameter"]
+SOURCE = "initializer"
+__all__ = ["SOURCE", "propose", "module_of_parameter"]
 
 _PARAMETER = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)+$")
 
@@ -30,7 +30,8 @@ def module_of_parameter(name: str) -> str | None:
     return name.rpartition(".")[0]
 
 
-def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
     owners: dict[str, str | None] = {}
     for scope in index.graphs:
         for name in scope.initializers:
@@ -39,11 +40,12 @@ def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
             if owner is not None:
                 context.modules.add(owner)
     if not any(owners.values()):
-        return
+        return found
     for node_id, node in enumerate(index.nodes):
-        found = [owners[name] for name in node.input if owners.get(name) is not None]
-        if found:
-            yield Evidence(node_id, _majority(found), "initializer")
+        owned = [owners[name] for name in node.input if owners.get(name) is not None]
+        if owned:
+            found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)
+    return found
 
 
 def _majority(owners: list[str]) -> str:

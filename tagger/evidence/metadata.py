@@ -8,19 +8,21 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 
-from tagger.evidence import Context, Evidence
+from tagger.evidence import Context
 from tagger.index import ModelIndex
 
-__all__ = ["propose", "NAME_SCOPES_KEY", "CLASS_HIERARCHY_KEY"]
+SOURCE = "metadata"
+__all__ = ["SOURCE", "propose", "NAME_SCOPES_KEY", "CLASS_HIERARCHY_KEY"]
 
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 
 
-def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
     cache: dict[str, list[str] | None] = {}
+    learned: set[tuple[str, str]] = set()
     for node_id, node in enumerate(index.nodes):
         scopes_text = classes_text = None
         for prop in node.metadata_props:
@@ -35,20 +37,34 @@ def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
             continue
         module = scopes[-2] if len(scopes) >= 2 else ""
         context.modules.add(module)
-        if classes_text is not None:
+        if classes_text is not None and (scopes_text, classes_text) not in learned:
+            learned.add((scopes_text, classes_text))
             _learn_classes(scopes[:-1], _parse_list(classes_text, cache) or [], context)
-        yield Evidence(node_id, module, "metadata")
+        found[node_id] = module
+    return found
 
 
 def _parse_list(text: str, cache: dict[str, list[str] | None]) -> list[str] | None:
+    """Parse a list literal of strings; a fast path for the plain `['a', 'b']` the exporter writes."""
     if text not in cache:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            value = None
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        cache[text] = value if ok else None
+        fast = _fast_list(text)
+        cache[text] = fast if fast is not None else _literal_list(text)
     return cache[text]
+
+
+def _fast_list(text: str) -> list[str] | None:
+    if not (text.startswith("['") and text.endswith("']")) or "\\" in text or '"' in text:
+        return None
+    items = text[2:-2].split("', '")
+    return None if any("'" in item for item in items) else items
+
+
+def _literal_list(text: str) -> list[str] | None:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
 
 
 def _learn_classes(paths: list[str], classes: list[str], context: Context) -> None:

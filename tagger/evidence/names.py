@@ -6,13 +6,13 @@ of other converters. Everything before the last `/` is the scope.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-from tagger.evidence import Context, Evidence
+from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.paths import ModuleSet, scope_segments
 
-__all__ = ["propose", "module_of_name", "observe_names"]
+SOURCE = "name"
+__all__ = ["SOURCE", "propose", "module_of_name", "observe_names"]
 
 _TENSOR_LIKE = re.compile(r"_output_\d+$")
 
@@ -53,7 +53,8 @@ def _borrowed(node) -> bool:
     return node.name in node.input or (_TENSOR_LIKE.search(node.name) is not None and node.name not in node.output)
 
 
-def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
     cache: dict[str, str | None] = {}
     observe_names(index, context)
     for node_id, node in enumerate(index.nodes):
@@ -61,4 +62,5 @@ def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
             continue
         module = module_of_name(node.name, context.modules, cache)
         if module is not None:
-            yield Evidence(node_id, module, "name")
+            found[node_id] = module
+    return found

@@ -7,18 +7,18 @@ they are derived again from the same direct evidence, which gives the same answe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from tagger.evidence import Context, Evidence
+from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.keys import MODULE_KEY, SOURCE_KEY
 
-__all__ = ["propose"]
+SOURCE = "tag"
+__all__ = ["SOURCE", "propose"]
 
 _REDERIVED = frozenset({"inherited", "fallback"})
 
 
-def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
     for node_id, node in enumerate(index.nodes):
         props = {p.key: p.value for p in node.metadata_props if p.key in (MODULE_KEY, SOURCE_KEY)}
         if MODULE_KEY not in props:
@@ -28,4 +28,7 @@ def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
             continue
         module = props[MODULE_KEY]
         context.modules.add(module)
-        yield Evidence(node_id, module, source)
+        found[node_id] = module
+        if source != SOURCE:
+            context.kept_sources[node_id] = source
+    return found

@@ -4,20 +4,21 @@ onnxslim renames nodes after their outputs and keeps tensor names.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from tagger.evidence import Context, Evidence
+from tagger.evidence import Context
 from tagger.evidence.names import module_of_name
 from tagger.index import ModelIndex
 
-__all__ = ["propose"]
+SOURCE = "tensor"
+__all__ = ["SOURCE", "propose"]
 
 
-def propose(index: ModelIndex, context: Context) -> Iterator[Evidence]:
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
     cache: dict[str, str | None] = {}
     for node_id, node in enumerate(index.nodes):
         for output in node.output:
             module = module_of_name(output, context.modules, cache) if output else None
             if module is not None:
-                yield Evidence(node_id, module, "tensor")
+                found[node_id] = module
                 break
+    return found

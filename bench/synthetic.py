@@ -1,0 +1,145 @@
+"""Deterministic, realistic large models for the scale benchmark.
+
+A stack of BERT-like encoder layers built with onnx.helper: per layer ~50 nodes with the
+auxiliary-op density of a real export (43 nodes a layer) (Shape/Gather/Unsqueeze/Concat/Reshape/Transpose around
+attention), TorchScript-style scoped node and tensor names, and dynamo-style
+`pkg.torch.onnx.name_scopes` / `class_hierarchy` metadata on every node. It runs in
+onnxruntime. `big_weights` adds one large MatMul whose weights live in external data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+__all__ = ["build", "LAYER_NODES"]
+
+HIDDEN = 8
+HEADS = 2
+SEQ = 4
+LAYER_NODES = 43
+
+
+@dataclass
+class _Builder:
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    inits: list[onnx.TensorProto] = field(default_factory=list)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], scope: str, classes: list[str], label: str, **attrs) -> str:
+        """Add a node named like TorchScript, carrying dynamo-like metadata; returns its output."""
+        name = f"{_slashed(scope)}/{op}_{len(self.nodes)}"
+        output = f"{name}_output_0"
+        node = helper.make_node(op, inputs, [output], name=name, **attrs)
+        parts = scope.split(".") if scope else []
+        scopes = [""] + [".".join(parts[: i + 1]) for i in range(len(parts))] + [label]
+        node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr(scopes))
+        node.metadata_props.add(key="pkg.torch.onnx.class_hierarchy", value=repr(classes + [f"aten.{label}.default"]))
+        self.nodes.append(node)
+        return output
+
+
+def _slashed(scope: str) -> str:
+    out: list[str] = []
+    for part in scope.split(".") if scope else []:
+        if part.isdigit() and out:
+            out[-1] += f".{part}"
+        else:
+            out.append(part)
+    return "/" + "/".join(out) if out else ""
+
+
+_BERT = ["transformers.BertModel", "transformers.BertEncoder"]
+
+
+def _linear(b: _Builder, x: str, scope: str, classes: list[str]) -> str:
+    w = b.init(f"{scope}.weight", b.rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.1)
+    bias = b.init(f"{scope}.bias", b.rng.standard_normal(HIDDEN).astype(np.float32) * 0.1)
+    lin = classes + ["torch.nn.Linear"]
+    return b.node("Add", [b.node("MatMul", [x, w], scope, lin, "linear"), bias], scope, lin, "linear")
+
+
+def _heads(b: _Builder, x: str, scope: str, classes: list[str], shape: str) -> str:
+    """The view/transpose of one projection, with the Shape/Gather/Concat chain a real export has."""
+    shp = b.node("Shape", [x], scope, classes, "sym_size")
+    idx = b.node("Gather", [shp, "const.zero"], scope, classes, "select", axis=0)
+    unsq = b.node("Unsqueeze", [idx, "const.axes0"], scope, classes, "unsqueeze")
+    b.node("Concat", [unsq, "const.shape_tail"], scope, classes, "cat", axis=0)
+    view = b.node("Reshape", [x, shape], scope, classes, "view")
+    return b.node("Transpose", [view], scope, classes, "transpose", perm=[0, 2, 1, 3])
+
+
+def _layer(b: _Builder, x: str, mask: str, layer: int) -> str:
+    root = f"encoder.layer.{layer}"
+    layer_cls = _BERT + ["transformers.BertLayer"]
+    att = layer_cls + ["transformers.BertAttention"]
+    self_cls = att + ["transformers.BertSelfAttention"]
+    sa = f"{root}.attention.self"
+    q = _heads(b, _linear(b, x, f"{sa}.query", self_cls), sa, self_cls, "const.heads_shape")
+    k = _heads(b, _linear(b, x, f"{sa}.key", self_cls), sa, self_cls, "const.heads_shape")
+    v = _heads(b, _linear(b, x, f"{sa}.value", self_cls), sa, self_cls, "const.heads_shape")
+    kt = b.node("Transpose", [k], sa, self_cls, "transpose", perm=[0, 1, 3, 2])
+    scores = b.node("Div", [b.node("MatMul", [q, kt], sa, self_cls, "matmul"), "const.scale"], sa, self_cls, "div")
+    probs = b.node("Softmax", [b.node("Add", [scores, mask], sa, self_cls, "add")], sa, self_cls, "softmax", axis=-1)
+    ctx = b.node("Transpose", [b.node("MatMul", [probs, v], sa, self_cls, "matmul")], sa, self_cls, "transpose", perm=[0, 2, 1, 3])
+    ctx = b.node("Reshape", [ctx, "const.hidden_shape"], sa, self_cls, "view")
+    out_cls = att + ["transformers.BertSelfOutput"]
+    so = f"{root}.attention.output"
+    h = b.node("Add", [_linear(b, ctx, f"{so}.dense", out_cls), x], so, out_cls, "add")
+    h = _layer_norm(b, h, f"{so}.LayerNorm", out_cls)
+    inter_cls = layer_cls + ["transformers.BertIntermediate"]
+    it = f"{root}.intermediate"
+    act = b.node("Gelu", [_linear(b, h, f"{it}.dense", inter_cls)], f"{it}.intermediate_act_fn", inter_cls + ["GELUActivation"], "gelu")
+    o_cls = layer_cls + ["transformers.BertOutput"]
+    out = b.node("Add", [_linear(b, act, f"{root}.output.dense", o_cls), h], f"{root}.output", o_cls, "add")
+    return _layer_norm(b, out, f"{root}.output.LayerNorm", o_cls)
+
+
+def _layer_norm(b: _Builder, x: str, scope: str, classes: list[str]) -> str:
+    gamma = b.init(f"{scope}.weight", np.ones(HIDDEN, dtype=np.float32))
+    beta = b.init(f"{scope}.bias", np.zeros(HIDDEN, dtype=np.float32))
+    return b.node("LayerNormalization", [x, gamma, beta], scope, classes + ["torch.nn.LayerNorm"], "layer_norm", axis=-1)
+
+
+def _constants(b: _Builder) -> None:
+    b.init("const.zero", np.array(0, dtype=np.int64))
+    b.init("const.axes0", np.array([0], dtype=np.int64))
+    b.init("const.shape_tail", np.array([SEQ, HEADS, HIDDEN // HEADS], dtype=np.int64))
+    b.init("const.heads_shape", np.array([1, SEQ, HEADS, HIDDEN // HEADS], dtype=np.int64))
+    b.init("const.hidden_shape", np.array([1, SEQ, HIDDEN], dtype=np.int64))
+    b.init("const.scale", np.array(np.sqrt(HIDDEN // HEADS), dtype=np.float32))
+
+
+def build(layers: int, big_weights: int = 0) -> onnx.ModelProto:
+    """A model with `layers` encoder layers (~LAYER_NODES nodes each). With `big_weights` > 0,
+    a final projection of that many float32 weights (stored as external data when saved with
+    `onnx.save(..., save_as_external_data=True)`)."""
+    b = _Builder()
+    _constants(b)
+    mask = b.node("Cast", ["mask"], "", ["transformers.BertModel"], "_to_copy", to=TensorProto.FLOAT)
+    h = "x"
+    for layer in range(layers):
+        h = _layer(b, h, mask, layer)
+    outputs, columns = [h], HIDDEN
+    if big_weights:
+        columns = max(1, big_weights // HIDDEN)
+        w = b.init("head.weight", np.zeros((HIDDEN, columns), dtype=np.float32))
+        outputs = [b.node("MatMul", [h, w], "head", ["transformers.BertModel", "torch.nn.Linear"], "linear")]
+    graph = helper.make_graph(
+        b.nodes,
+        f"bert_{layers}",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ, HIDDEN]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, [1, 1, 1, SEQ]),
+        ],
+        [helper.make_tensor_value_info(outputs[0], TensorProto.FLOAT, [1, SEQ, columns])],
+        b.inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)

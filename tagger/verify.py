@@ -1,0 +1,126 @@
+"""Proving an extracted model right: it must reproduce the full model's own tensors.
+
+An extracted model is right when, fed the values its boundary tensors take inside the full
+model, it computes the values its outputs take there. So:
+
+1. the full model runs once in onnxruntime with the boundary tensors exposed as extra graph
+   outputs (feeds from `tagger.feeds.make_feeds` unless given), its weights read from the data
+   file in place;
+2. the extracted model runs from its own file (its external data resolved as a user's would be),
+   fed those values by name;
+3. every output is compared with the full model's value of the same tensor: same dtype and
+   shape, and equal, or within `TOLERANCE` (absolute, relative above magnitude 1) where
+   onnxruntime fuses the smaller graph differently. Integer and boolean tensors must be equal.
+
+onnxruntime is imported only here, and only when a verification runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tagger.errors import TaggerError
+
+__all__ = ["TOLERANCE", "Verification", "compare_outputs", "full_model_values"]
+
+TOLERANCE = 1e-6
+
+
+@dataclass
+class Verification:
+    """How an extracted model's outputs compare with the full model's tensors of the same names."""
+
+    passed: bool
+    compared: int
+    exact: int
+    max_abs_diff: float
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        detail = f"{self.exact} of {self.compared} outputs bit-identical, max |diff| {self.max_abs_diff:.3g}"
+        problems = f"; {'; '.join(self.failures[:3])}" if self.failures else ""
+        return f"verify {verdict}: {detail}{problems}"
+
+
+def full_model_values(
+    model: onnx.ModelProto,
+    base_dir: Path,
+    names: Iterable[str],
+    types: Mapping[str, onnx.TypeProto],
+    feeds: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Run the full model (structure in memory, weights from `base_dir`) exposing `names`.
+
+    Returns the feeds plus the value of every requested tensor that is not a feed.
+    """
+    wanted = [name for name in dict.fromkeys(names) if name not in feeds]
+    instrumented = onnx.ModelProto()
+    instrumented.CopyFrom(model)
+    present = {output.name for output in instrumented.graph.output}
+    for name in wanted:
+        if name in present:
+            continue
+        exposed = instrumented.graph.output.add(name=name)
+        if name in types:
+            exposed.type.CopyFrom(types[name])
+    session = _session(instrumented.SerializeToString(), base_dir)
+    values = session.run(wanted, dict(feeds)) if wanted else []
+    return {**feeds, **dict(zip(wanted, values, strict=True))}
+
+
+def compare_outputs(
+    path: Path, inputs: list[str], outputs: list[str], values: Mapping[str, np.ndarray]
+) -> Verification:
+    """Run the model at `path` on `values[inputs]`; compare its outputs with `values[outputs]`."""
+    session = _session(str(path), None)
+    results = session.run(outputs, {name: values[name] for name in inputs})
+    exact = 0
+    worst = 0.0
+    failures: list[str] = []
+    for name, got in zip(outputs, results, strict=True):
+        want = values[name]
+        if got.dtype != want.dtype or got.shape != want.shape:
+            failures.append(f"{name}: {got.dtype}{list(got.shape)} instead of {want.dtype}{list(want.shape)}")
+            continue
+        if np.array_equal(got, want, equal_nan=_has_nan(want)):
+            exact += 1
+            continue
+        if not (np.issubdtype(want.dtype, np.floating) or np.issubdtype(want.dtype, np.complexfloating)):
+            failures.append(f"{name}: values differ")
+            continue
+        diff = float(np.nanmax(np.abs(got.astype(np.float64) - want.astype(np.float64)), initial=0.0))
+        worst = max(worst, diff)
+        if not np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True):
+            failures.append(f"{name}: max |diff| {diff:.3g}")
+    return Verification(not failures, len(outputs), exact, worst, failures)
+
+
+def _has_nan(array: np.ndarray) -> bool:
+    return (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating)) and bool(
+        np.isnan(array).any()
+    )
+
+
+def _session(model: str | bytes, base_dir: Path | None):
+    """A deterministic CPU session; a model given as bytes reads its external data from `base_dir`."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise TaggerError("verification needs onnxruntime (pip install onnxruntime)") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    if base_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        where = model if isinstance(model, str) else "the full model"
+        raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
