@@ -96,7 +96,8 @@ def _layer(b: _Builder, x: str, mask: str, layer: int) -> str:
     h = _layer_norm(b, h, f"{so}.LayerNorm", out_cls)
     inter_cls = layer_cls + ["transformers.BertIntermediate"]
     it = f"{root}.intermediate"
-    act = b.node("Gelu", [_linear(b, h, f"{it}.dense", inter_cls)], f"{it}.intermediate_act_fn", inter_cls + ["GELUActivation"], "gelu")
+    act_cls = inter_cls + ["GELUActivation"]
+    act = b.node("Gelu", [_linear(b, h, f"{it}.dense", inter_cls)], f"{it}.intermediate_act_fn", act_cls, "gelu")
     o_cls = layer_cls + ["transformers.BertOutput"]
     out = b.node("Add", [_linear(b, act, f"{root}.output.dense", o_cls), h], f"{root}.output", o_cls, "add")
     return _layer_norm(b, out, f"{root}.output.LayerNorm", o_cls)
