@@ -595,6 +595,12 @@ _TOOLS: dict[str, Callable[[onnx.ModelProto, str], onnx.ModelProto]] = {
 }
 
 
+def degrade(model: onnx.ModelProto, degradation: str, arch: str) -> onnx.ModelProto:
+    """Apply one degradation (a strip or a real tool) to a fully loaded model, quietly."""
+    with _quiet():
+        return _TOOLS[degradation](model, arch)
+
+
 def supported(arch: str, exporter: str, degradation: str) -> bool:
     """Whether ``make_case`` can build this combination into a model onnxruntime runs."""
     return (

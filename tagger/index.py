@@ -26,6 +26,8 @@ class GraphScope:
     owner: int | None = None
     function_key: tuple[str, str, str] | None = None
     initializers: frozenset[str] = frozenset()
+    matrices: frozenset[str] = frozenset()
+    """Initializers of rank >= 2 (weights, as opposed to shapes, axes and scalars)."""
     inputs: frozenset[str] = frozenset()
 
 
@@ -66,6 +68,7 @@ def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope) -> 
     scope.initializers = frozenset(t.name for t in graph.initializer) | frozenset(
         t.values.name for t in graph.sparse_initializer
     )
+    scope.matrices = frozenset(t.name for t in graph.initializer if len(t.dims) >= 2)
     scope.inputs = frozenset(i.name for i in graph.input)
     _add_nodes(index, graph.node, scope)
 

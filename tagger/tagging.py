@@ -64,23 +64,7 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
 
 def _weight_like(index: ModelIndex) -> frozenset[str]:
     """Unnamed initializers of rank >= 2: folded or transposed parameters (`val_103`)."""
-    names = set()
-    for graph in _graphs(index.model.graph):
-        for tensor in graph.initializer:
-            if len(tensor.dims) >= 2 and module_of_parameter(tensor.name) is None:
-                names.add(tensor.name)
-    return frozenset(names)
-
-
-def _graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for body in attribute.graphs:
-                    yield from _graphs(body)
+    return frozenset(name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None)
 
 
 def evidence_modules(evidence: dict[int, tuple[str, str]]) -> set[str]:
