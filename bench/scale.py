@@ -1,7 +1,7 @@
 """Scale benchmark: retag and report on 1k-300k-node models and a model with > 3 GB of
 external weights, against the protobuf floor (`onnx.load` + `onnx.save` of the same file)
 measured in the same run. Each operation runs in a fresh child process, which reports its
-wall time and peak RSS (`resource.getrusage`).
+wall time and peak RSS (VmHWM).
 
     python -m bench.scale [--sizes 1000,10000,100000,300000] [--external_gb 3.2]
 
@@ -48,8 +48,19 @@ def measure(operation: str, path: str) -> None:
     else:
         raise SystemExit(f"unknown operation {operation}")
     seconds = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rss_mb": rss_mb}))
+    print(json.dumps({"seconds": seconds, "rss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not `ru_maxrss`: Linux carries `ru_maxrss` over from the
+    forking parent across exec, so a child of a big benchmark process would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(operation: str, path: Path) -> dict:
