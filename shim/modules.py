@@ -1,0 +1,45 @@
+"""The model-level `hierarchy.modules` entry: every module path of the exported model -> class.
+
+The tagger reads it as the authoritative module list (it undoes TorchScript naming quirks against
+it) and for class names in display tags. Written as `json.dumps` of an object in
+`named_modules()` order: `{"": "Wrapper", "m": "BertModel", "m.embeddings": "BertEmbeddings", ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import torch
+
+__all__ = ["MODULES_KEY", "module_classes", "write_module_map"]
+
+MODULES_KEY = "hierarchy.modules"
+
+
+def module_classes(model: object) -> dict[str, str] | None:
+    """`named_modules()` path -> class `__qualname__`; None for what has no modules (ExportedProgram).
+
+    A scripted module reports the class it was scripted from, not `RecursiveScriptModule`.
+    """
+    named_modules = getattr(model, "named_modules", None)
+    if named_modules is None:
+        return None
+    return {path: _class_name(module) for path, module in named_modules()}
+
+
+def _class_name(module: torch.nn.Module) -> str:
+    if isinstance(module, torch.jit.ScriptModule) and isinstance(getattr(module, "original_name", None), str):
+        return module.original_name
+    return type(module).__qualname__
+
+
+def write_module_map(model: onnx.ModelProto, classes: dict[str, str]) -> None:
+    """Set the `hierarchy.modules` entry of `model` (replacing an earlier one, others untouched)."""
+    text = json.dumps(classes, sort_keys=False)
+    for prop in model.metadata_props:
+        if prop.key == MODULES_KEY:
+            prop.value = text
+            return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = MODULES_KEY, text
