@@ -8,13 +8,14 @@ the truth torch itself reported for the export (dynamo `name_scopes`; TorchScrip
 carried to each tool's output by node name or output tensor name. Export overhead is the median
 of several timed runs of each exporter path.
 
-    python -m bench.pipeline [--archs bert,vit] [--repeats 3]
+    python -m bench.pipeline [--archs bert,vit] [--repeats 7]
 
 Writes docs/pipeline.md and the README section between the pipeline markers.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tempfile
 import time
@@ -67,8 +68,14 @@ def _score(path: Path, truth: dict[int, str], tool: str, arch: str, exporter: st
 
 
 def _overhead(arch: str, exporter: str, work: Path, repeats: int) -> tuple[float, float]:
-    plain = [_export(arch, exporter, work / f"t-plain-{i}.onnx", False) for i in range(repeats)]
-    shimmed = [_timed_shim(arch, exporter, work / f"t-shim-{i}.onnx") for i in range(repeats)]
+    """Median export time, plain vs shim, interleaved and after a GC so neither pays the other's garbage."""
+    plain: list[float] = []
+    shimmed: list[float] = []
+    for i in range(repeats):
+        gc.collect()
+        plain.append(_export(arch, exporter, work / f"t-plain-{i}.onnx", False))
+        gc.collect()
+        shimmed.append(_timed_shim(arch, exporter, work / f"t-shim-{i}.onnx"))
     return statistics.median(plain), statistics.median(shimmed)
 
 
@@ -86,7 +93,7 @@ def _pct(score: cases.Score) -> str:
     return f"{100 * score.accuracy:.1f}%" if score.with_truth else "n/a"
 
 
-def run(archs: str | None = None, repeats: int = 3, publish_docs: bool = True) -> None:
+def run(archs: str | None = None, repeats: int = 7, publish_docs: bool = True) -> None:
     """Run every arch x exporter x tool for shim and plain exports; print and publish."""
     selected = tuple(archs.split(",")) if isinstance(archs, str) else tuple(archs or cases.ARCHS)
     rows = [
