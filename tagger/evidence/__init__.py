@@ -23,7 +23,7 @@ __all__ = [
     "collect",
 ]
 
-PRECEDENCE = ("tag", "metadata", "name", "tensor", "initializer")
+PRECEDENCE = ("tag", "metadata", "tensor", "name", "initializer")
 MODULE_MAP_KEY = "hierarchy.modules"
 
 
