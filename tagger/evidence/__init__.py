@@ -23,7 +23,7 @@ __all__ = [
     "collect",
 ]
 
-PRECEDENCE = ("tag", "metadata", "tensor", "name", "initializer")
+PRECEDENCE = ("tag", "metadata", "name", "tensor", "initializer")
 MODULE_MAP_KEY = "hierarchy.modules"
 
 
