@@ -11,7 +11,8 @@ import sys
 import fire
 
 from tagger import api
-from tagger.errors import TaggerError
+from tagger.errors import InputError, TaggerError
+from tagger.extraction import extract, extract_all
 
 __all__ = ["main", "Commands"]
 
@@ -42,6 +43,48 @@ class Commands:
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
             raise TaggerError(f"--depth must be a non-negative integer, got {depth!r}")
         print(api.report(str(model)).tree(depth))
+
+    def extract(
+        self,
+        model: str,
+        module: str | None = None,
+        tag: str | None = None,
+        output: str | None = None,
+        verify: bool = False,
+        all: bool = False,
+        depth: int | None = None,
+        out_dir: str | None = None,
+        pull_producers: bool = True,
+    ) -> None:
+        """Cut a module out of MODEL as a runnable ONNX model (boundary tensors keep their names).
+
+        --module PATH   dotted module path ("" = the whole model); --tag PATTERN  glob on hierarchy.tag
+        --output OUT    default: MODEL stem + .PATH.onnx beside MODEL
+        --all --depth N --out_dir DIR   one model per module at depth N, plus DIR/index.json
+        --verify        run both models in onnxruntime and compare the boundary tensors
+        --nopull_producers   keep input-independent producers (constants) outside: they become inputs
+        A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
+        """
+        for name, value in (("module", module), ("tag", tag), ("output", output), ("out_dir", out_dir)):
+            if isinstance(value, bool | list | tuple | dict):
+                raise InputError(f"--{name} needs one value, got {value!r}")
+        module = None if module is None else str(module)  # fire reads `--module 0` as an int
+        tag = None if tag is None else str(tag)
+        if not all:
+            if depth is not None or out_dir is not None:
+                raise InputError("--depth and --out_dir go with --all")
+            report = extract(str(model), module, tag, _optional_path(output), bool(pull_producers), bool(verify))
+            print(report.summary())
+            if report.verification is not None and not report.verification.passed:
+                raise TaggerError(f"verification failed for {report.selection}")
+            return
+        if depth is None or out_dir is None or output is not None or module is not None or tag is not None:
+            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
+        result = extract_all(str(model), depth, str(out_dir), bool(pull_producers), bool(verify))
+        print(result.summary())
+        failed = len(result.failures) + sum(not r.verification.passed for r in result.reports if r.verification)
+        if failed:
+            raise TaggerError(f"{failed} modules failed extraction or verification; see {result.index}")
 
 
 def _optional_path(value: object) -> str | None:

@@ -25,9 +25,7 @@ def make_feeds(model: onnx.ModelProto, symbolic: int = 1, seed: int = 0) -> dict
     """One array per graph input that is not an initializer, keyed by input name."""
     initializers = {t.name for t in model.graph.initializer}
     rng = np.random.default_rng(seed)
-    return {
-        value.name: _random_array(value, symbolic, rng) for value in model.graph.input if value.name not in initializers
-    }
+    return {value.name: _random_array(value, symbolic, rng) for value in model.graph.input if value.name not in initializers}
 
 
 def _random_array(value: onnx.ValueInfoProto, symbolic: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,197 @@
+"""Element types and shapes of a model's tensors, for the inputs and outputs of extracted models.
+
+A boundary tensor of an extracted model must be declared with its true type; a guessed float
+with an empty shape would make a valid-looking model that computes nonsense. The type of a
+tensor is looked up, in order:
+
+1. declared in the model (graph inputs, outputs, value_info) with a shape;
+2. inferred by `onnx.shape_inference` on the structure (weights are not needed: their dims are),
+   run on the *upstream cone* of the wanted tensors only: the nodes that compute them, back to
+   tensors whose types are declared. Cutting layer 3 out of a 1000-layer model infers 4
+   layers, not 1000; `resolve` takes many names at once, so `extract_all` runs it once;
+3. inferred by onnxruntime's symbolic shape inference, which knows the `com.microsoft` ops that
+   onnxruntime's transformer optimizer emits (`SkipLayerNormalization`, `FastGelu`, ...) and
+   after which onnx's inference knows nothing. Used only when onnxruntime is installed and only
+   for tensors the first two leave untyped; external initializers are handed to it as typed
+   graph inputs, so no weight is read;
+4. declared without a shape;
+
+and a tensor whose element type is still unknown is an error for the caller to report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import onnx
+
+__all__ = ["TensorTypes"]
+
+_WHOLE_MODEL_SHARE = 0.5
+"""A cone larger than this share of the nodes is inferred on the model itself (no copy)."""
+
+
+class TensorTypes:
+    """Types of the tensors of one model's main graph, inferred on demand and cached.
+
+    `producer` maps a tensor to the position of the node computing it, `reads[i]` lists the
+    tensors node i reads (outer-scope reads of its bodies included), `initializer_at` maps an
+    initializer's name to its position.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        producer: Mapping[str, int],
+        reads: Sequence[Sequence[str]],
+        initializer_at: Mapping[str, int],
+    ) -> None:
+        self._model = model
+        self._producer = producer
+        self._reads = reads
+        self._initializer_at = initializer_at
+        graph = model.graph
+        self._declared = {info.name: info.type for info in (*graph.value_info, *graph.output, *graph.input)}
+        self._inferred: dict[str, onnx.TypeProto] = {}
+        self._tried: set[str] = set()
+
+    def get(self, name: str) -> onnx.TypeProto | None:
+        """The best known type of `name`, or None when its element type is unknown."""
+        declared = self._declared.get(name)
+        if _has_shape(declared):
+            return declared
+        self.resolve([name])
+        inferred = self._inferred.get(name)
+        chosen = inferred if _typed(inferred) else declared
+        return chosen if _typed(chosen) else None
+
+    def resolve(self, names: Iterable[str]) -> None:
+        """Infer, in one run, every tensor of `names` not declared with a shape."""
+        missing = [n for n in dict.fromkeys(names) if n not in self._tried and not _has_shape(self._declared.get(n))]
+        if not missing:
+            return
+        wanted = set(missing)
+        part = self._part(self._cone(missing), missing)
+        found = _onnx_inference(part, wanted)
+        if any(not _typed(found.get(n)) and not _typed(self._declared.get(n)) for n in missing):
+            for name, tp in _onnxruntime_inference(part, wanted).items():
+                if not _typed(found.get(name)):
+                    found[name] = tp
+        self._inferred.update(found)
+        self._tried.update(missing)
+
+    def _cone(self, names: list[str]) -> list[int]:
+        """Positions of the nodes computing `names`, back to tensors with declared types."""
+        nodes: set[int] = set()
+        stack = list(names)
+        while stack:
+            producer = self._producer.get(stack.pop())
+            if producer is None or producer in nodes:
+                continue
+            nodes.add(producer)
+            stack.extend(name for name in self._reads[producer] if not _has_shape(self._declared.get(name)))
+        return sorted(nodes)
+
+    def _part(self, nodes: list[int], wanted: list[str]) -> onnx.ModelProto:
+        """The model restricted to `nodes`: outside tensors typed inputs, `wanted` outputs.
+
+        onnxruntime's symbolic inference visits only nodes that lead to a graph output. A cone
+        covering most of the model is inferred on the model itself, saving the copy.
+        """
+        source = self._model
+        if len(nodes) > _WHOLE_MODEL_SHARE * len(source.graph.node):
+            return source
+        part = onnx.ModelProto(ir_version=source.ir_version)
+        part.opset_import.extend(source.opset_import)
+        part.functions.extend(source.functions)
+        graph = part.graph
+        graph.node.extend(source.graph.node[i] for i in nodes)
+        produced = {name for i in nodes for name in source.graph.node[i].output}
+        read = [name for name in dict.fromkeys(n for i in nodes for n in self._reads[i]) if name not in produced]
+        graph.initializer.extend(
+            source.graph.initializer[i] for i in sorted(self._initializer_at[n] for n in read if n in self._initializer_at)
+        )
+        for name in read:
+            if name not in self._initializer_at and name in self._declared:
+                graph.input.add(name=name).type.CopyFrom(self._declared[name])
+        graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name in produced)
+        return part
+
+
+def _onnx_inference(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
+        return {}
+    return _typed_values(inferred.graph, wanted)
+
+
+def _typed(tp: onnx.TypeProto | None) -> bool:
+    if tp is None:
+        return False
+    kind = tp.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return getattr(tp, kind).elem_type != onnx.TensorProto.UNDEFINED
+    return kind is not None
+
+
+def _has_shape(tp: onnx.TypeProto | None) -> bool:
+    """Typed, and with a shape when it is a tensor (else inference may know more)."""
+    if not _typed(tp):
+        return False
+    kind = tp.WhichOneof("value")
+    return kind not in ("tensor_type", "sparse_tensor_type") or getattr(tp, kind).HasField("shape")
+
+
+def _typed_values(graph: onnx.GraphProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
+    """Name -> type of the `wanted` values the graph gives an element type."""
+    return {
+        info.name: info.type
+        for infos in (graph.value_info, graph.output)
+        for info in infos
+        if info.name in wanted and _typed(info.type)
+    }
+
+
+def _onnxruntime_inference(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
+    """onnxruntime's symbolic shape inference, or nothing when it is missing or fails.
+
+    Its public `infer_shapes` writes `sym_shape_infer_temp.onnx` into the working directory when
+    inference is incomplete, so its steps are run directly and a partial result is kept.
+    """
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return {}
+    weightless = _weights_as_inputs(model)
+    logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        engine = SymbolicShapeInference(2**31 - 1, True, False, 0)
+        engine._preprocess(weightless)
+        with contextlib.suppress(Exception):  # a partial result still types what it reached
+            while engine.run_:
+                engine._infer_impl()
+        return _typed_values(engine.out_mp_.graph, wanted)
+    except Exception:  # noqa: BLE001 - a fallback: any failure means "no further types"
+        return {}
+    finally:
+        logger.setLevel(previous)
+
+
+def _weights_as_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose external initializers are typed graph inputs (their data is never read)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = []
+    for tensor in copy.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        else:
+            kept.append(tensor)
+    del copy.graph.initializer[:]
+    copy.graph.initializer.extend(kept)
+    return copy
