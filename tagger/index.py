@@ -10,7 +10,27 @@ from dataclasses import dataclass, field
 
 import onnx
 
-__all__ = ["GraphScope", "ModelIndex", "build_index"]
+__all__ = ["GraphScope", "ModelIndex", "NodeView", "build_index"]
+
+
+@dataclass(slots=True)
+class NodeView:
+    """A node's fields read once into plain Python: every source and rule reads these many
+    times, and protobuf field access costs far more than a tuple's."""
+
+    name: str
+    op_type: str
+    domain: str
+    input: tuple[str, ...]
+    output: tuple[str, ...]
+    metadata: dict[str, str] | None
+    """The node's `metadata_props` as a dict (None when it has none)."""
+
+    @classmethod
+    def of(cls, node: onnx.NodeProto) -> NodeView:
+        props = node.metadata_props
+        metadata = {p.key: p.value for p in props} if len(props) else None
+        return cls(node.name, node.op_type, node.domain, tuple(node.input), tuple(node.output), metadata)
 
 
 @dataclass
@@ -33,10 +53,12 @@ class GraphScope:
 
 @dataclass
 class ModelIndex:
-    """Every node of the model with its graph; `nodes[i]` is the original NodeProto."""
+    """Every node of the model with its graph; `nodes[i]` is the original NodeProto (for the
+    writer), `views[i]` the same node's fields as plain Python (for everything else)."""
 
     model: onnx.ModelProto
     nodes: list[onnx.NodeProto] = field(default_factory=list)
+    views: list[NodeView] = field(default_factory=list)
     graph_of: list[int] = field(default_factory=list)
     graphs: list[GraphScope] = field(default_factory=list)
 
@@ -79,6 +101,7 @@ def _add_nodes(index: ModelIndex, nodes, scope: GraphScope) -> None:
     for node in nodes:
         node_id = len(index.nodes)
         index.nodes.append(node)
+        index.views.append(NodeView.of(node))
         index.graph_of.append(graph_id)
         scope.node_ids.append(node_id)
         for attribute in node.attribute:

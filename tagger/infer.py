@@ -39,8 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import onnx
-
+from tagger.index import NodeView
 from tagger.paths import is_within, lca, lca_all, parent
 
 __all__ = ["Flow", "GraphFacts", "STRATEGIES", "infer_graph"]
@@ -107,7 +106,7 @@ def _merge(a: Flow | None, b: Flow | None) -> Flow | None:
     return Flow(modules, origins)
 
 
-def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -> list[Flow | None]:
+def _producer_flows(nodes: Sequence[NodeView], labels: list[str | None]) -> list[Flow | None]:
     """For each position, the nearest tagged producers (through untagged chains)."""
     producer: dict[str, int] = {}
     flows: list[Flow | None] = [None] * len(nodes)
@@ -127,7 +126,7 @@ def _producer_flows(nodes: Sequence[onnx.NodeProto], labels: list[str | None]) -
     return flows
 
 
-def _producers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
+def _producers(nodes: Sequence[NodeView]) -> list[list[int]]:
     """For each position, the earlier positions whose outputs it reads."""
     producer: dict[str, int] = {}
     result: list[list[int]] = []
@@ -139,7 +138,7 @@ def _producers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
     return result
 
 
-def _consumers(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
+def _consumers(nodes: Sequence[NodeView]) -> list[list[int]]:
     """For each position, the later positions that read one of its outputs."""
     readers: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
@@ -183,7 +182,7 @@ def _bound(before: str | None, after: str | None) -> str:
     return lca(before, after) if before is not None and after is not None else ""
 
 
-def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
+def _context_rule(nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     gemms = frozenset(i for i, node in enumerate(nodes) if node.op_type == "Gemm")
     edges = _Edges(_producers(nodes), _consumers(nodes), gemms)
     consumers = edges.readers
@@ -206,7 +205,7 @@ def _context_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], fac
 
 
 def _follow_users(
-    nodes: Sequence[onnx.NodeProto], evidence: list[str | None], result: list[str | None], readers: list[list[int]]
+    nodes: Sequence[NodeView], evidence: list[str | None], result: list[str | None], readers: list[list[int]]
 ) -> None:
     """Constants decided by context move to the module of their (now known) direct consumers."""
     for i in range(len(nodes) - 1, -1, -1):
@@ -217,7 +216,7 @@ def _follow_users(
 
 
 def _confident_pass(
-    nodes: Sequence[onnx.NodeProto],
+    nodes: Sequence[NodeView],
     labels: list[str | None],
     evidence: list[str | None],
     edges: _Edges,
@@ -241,7 +240,7 @@ def _confident_pass(
 
 
 def _confident(
-    node: onnx.NodeProto,
+    node: NodeView,
     position: int,
     produced: Flow | None,
     consumed: Flow | None,
@@ -323,13 +322,13 @@ def _still_open(module: str, nxt: str | None, consumed: Flow | None) -> bool:
     return consumed is not None and bool(module) and is_within(consumed.module, parent(module))
 
 
-def _producer_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
+def _producer_rule(nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     """Baseline: one-directional inheritance from the nearest tagged producers."""
     flows = _producer_flows(nodes, labels)
     return [label if label is not None else (f.module if f else None) for label, f in zip(labels, flows, strict=True)]
 
 
-def _two_sided_lca_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
+def _two_sided_lca_rule(nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     """Baseline: LCA of the nearest tagged producers and consumers."""
     ups = _producer_flows(nodes, labels)
     downs = _consumer_flows(_consumers(nodes), labels)
@@ -340,12 +339,12 @@ def _two_sided_lca_rule(nodes: Sequence[onnx.NodeProto], labels: list[str | None
     return result
 
 
-def _no_inference(nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
+def _no_inference(nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts) -> list[str | None]:
     """Baseline: nothing inherited, every untagged node falls back to the root."""
     return list(labels)
 
 
-Rule = Callable[[Sequence[onnx.NodeProto], list[str | None], GraphFacts], list[str | None]]
+Rule = Callable[[Sequence[NodeView], list[str | None], GraphFacts], list[str | None]]
 STRATEGIES: dict[str, Rule] = {
     "context": _context_rule,
     "producer": _producer_rule,
@@ -355,7 +354,7 @@ STRATEGIES: dict[str, Rule] = {
 
 
 def infer_graph(
-    nodes: Sequence[onnx.NodeProto], labels: list[str | None], facts: GraphFacts, strategy: str = "context"
+    nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts, strategy: str = "context"
 ) -> list[str | None]:
     """Fill the `None` labels of one graph's nodes (in graph order); None stays where nothing is known."""
     if None not in labels or all(label is None for label in labels):

@@ -77,7 +77,7 @@ def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:
     keys = {(s.function_key[0], s.function_key[1]) for s in index.graphs if s.function_key}
     callers: dict[tuple[str, str], list[int]] = {key: [] for key in keys}
     if keys:
-        for node_id, node in enumerate(index.nodes):
+        for node_id, node in enumerate(index.views):
             key = (node.domain, node.op_type)
             if key in callers:
                 callers[key].append(node_id)
@@ -96,7 +96,7 @@ def _resolve_graph(
     ids = scope.node_ids
     labels = [modules[i] for i in ids]
     strategy, facts = rule
-    inferred = infer_graph([index.nodes[i] for i in ids], labels, facts, strategy)
+    inferred = infer_graph([index.views[i] for i in ids], labels, facts, strategy)
     for node_id, before, after in zip(ids, labels, inferred, strict=False):
         if before is None and after is not None:
             while after in facts.sequences:

@@ -41,7 +41,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
                 context.modules.add(owner)
     if not any(owners.values()):
         return found
-    for node_id, node in enumerate(index.nodes):
+    for node_id, node in enumerate(index.views):
         owned = [owners[name] for name in node.input if owners.get(name) is not None]
         if owned:
             found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)

@@ -23,15 +23,13 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     cache: dict[str, list[str] | None] = {}
     learned: set[tuple[str, str]] = set()
-    for node_id, node in enumerate(index.nodes):
-        scopes_text = classes_text = None
-        for prop in node.metadata_props:
-            if prop.key == NAME_SCOPES_KEY:
-                scopes_text = prop.value
-            elif prop.key == CLASS_HIERARCHY_KEY:
-                classes_text = prop.value
+    for node_id, node in enumerate(index.views):
+        if node.metadata is None:
+            continue
+        scopes_text = node.metadata.get(NAME_SCOPES_KEY)
         if scopes_text is None:
             continue
+        classes_text = node.metadata.get(CLASS_HIERARCHY_KEY)
         scopes = _parse_list(scopes_text, cache)
         if not scopes:
             continue

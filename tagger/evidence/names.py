@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex
+from tagger.index import ModelIndex, NodeView
 from tagger.paths import ModuleSet, scope_segments
 
 SOURCE = "name"
@@ -35,7 +35,7 @@ def module_of_name(name: str, modules: ModuleSet, cache: dict[str, str | None]) 
 def observe_names(index: ModelIndex, context: Context) -> None:
     """Let the module set see every literal scope in node and tensor names first."""
     seen: set[str] = set()
-    for node in index.nodes:
+    for node in index.views:
         for name in (node.name, *node.output):
             if "/" not in name:
                 continue
@@ -47,7 +47,7 @@ def observe_names(index: ModelIndex, context: Context) -> None:
                     context.modules.observe(segments)
 
 
-def _borrowed(node) -> bool:
+def _borrowed(node: NodeView) -> bool:
     """A tool named this node after some tensor (onnxslim's `…/Add_output_0`) that is not its own
     output: that scope belongs to whoever produced the tensor, so the output names decide."""
     return node.name in node.input or (_TENSOR_LIKE.search(node.name) is not None and node.name not in node.output)
@@ -57,7 +57,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     cache: dict[str, str | None] = {}
     observe_names(index, context)
-    for node_id, node in enumerate(index.nodes):
+    for node_id, node in enumerate(index.views):
         if not node.name or _borrowed(node):
             continue
         module = module_of_name(node.name, context.modules, cache)

@@ -19,9 +19,9 @@ _REDERIVED = frozenset({"inherited", "fallback"})
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
-    for node_id, node in enumerate(index.nodes):
-        props = {p.key: p.value for p in node.metadata_props if p.key in (MODULE_KEY, SOURCE_KEY)}
-        if MODULE_KEY not in props:
+    for node_id, node in enumerate(index.views):
+        props = node.metadata
+        if props is None or MODULE_KEY not in props:
             continue
         source = props.get(SOURCE_KEY) or "tag"
         if source in _REDERIVED:

@@ -15,7 +15,7 @@ __all__ = ["SOURCE", "propose"]
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     cache: dict[str, str | None] = {}
-    for node_id, node in enumerate(index.nodes):
+    for node_id, node in enumerate(index.views):
         for output in node.output:
             module = module_of_name(output, context.modules, cache) if output else None
             if module is not None:
