@@ -152,7 +152,7 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
     assignments = result.assignments
     by_source = Counter(a.source for a in assignments)
     by_op: dict[str, Counter[str]] = defaultdict(Counter)
-    for (op, source), count in Counter((n.op_type, a.source) for n, a in zip(index.nodes, assignments, strict=True)).items():
+    for (op, source), count in Counter((n.op_type, a.source) for n, a in zip(index.views, assignments, strict=True)).items():
         by_op[op][_category(source)] += count
     modules = Counter(a.module for a in assignments)
     tags = {a.module: a.tag for a in assignments}
