@@ -27,8 +27,8 @@ Then, for what is left:
   7. The nearest tagged consumers sit in one module that has already started (the next tagged
      node is inside it): the node prepares their input inside it (its parent, if a leaf).
   8. Otherwise the bound itself (values a caller computes and passes down, like masks) — widened
-     to include the consumers when the node depends on nothing tagged and feeds something
-     outside the bound (a tool moved a mask computation into another module's stretch).
+     to include the consumers when the node depends on nothing tagged and feeds nothing inside
+     the bound (a tool moved a mask computation into another module's stretch).
 
 Nothing here knows a model or a layer name. `STRATEGIES` also holds the baselines the
 accuracy benchmark compares against.
@@ -308,7 +308,7 @@ def _contextual(produced: Flow | None, consumed: Flow | None, nxt: str | None, b
         already_open = nxt is None or is_within(nxt, candidate)
         if already_open and is_within(candidate, bound):
             return candidate
-    if produced is None and consumed is not None and not is_within(consumed.module, bound):
+    if produced is None and consumed is not None and not consumed.inside(bound):
         return lca(bound, consumed.module) or ""
     return bound
 
