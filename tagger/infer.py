@@ -207,12 +207,13 @@ def _context_rule(nodes: Sequence[NodeView], labels: list[str | None], facts: Gr
 def _follow_users(
     nodes: Sequence[NodeView], evidence: list[str | None], result: list[str | None], readers: list[list[int]]
 ) -> None:
-    """Constants decided by context move to the module of their (now known) direct consumers."""
+    """Constants decided by context move to the module of their (now known) direct consumers;
+    a constant shared by several modules stays with its first user, where it was made."""
     for i in range(len(nodes) - 1, -1, -1):
-        if evidence[i] is None and not nodes[i].input:
-            users = {result[k] for k in readers[i]}
-            if len(users) == 1 and None not in users:
-                result[i] = next(iter(users))
+        if evidence[i] is None and not nodes[i].input and readers[i]:
+            first = result[min(readers[i])]
+            if first is not None:
+                result[i] = first
 
 
 def _confident_pass(
