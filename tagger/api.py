@@ -16,17 +16,23 @@ import onnx
 
 from tagger.coverage import Report, build_report
 from tagger.errors import InputError, OutputError
-from tagger.modelio import default_output, load_model, save_model, save_text
-from tagger.tagging import tag_model
+from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
+from tagger.namespace import write_namespaces
+from tagger.tagging import TaggingResult, tag_model
+from tagger.validate import check_index, diagnose
 from tagger.write import write_tags
 
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context") -> Report:
-    """Tag an in-memory model in place (every node, subgraphs and functions included)."""
+def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> Report:
+    """Tag an in-memory model in place (every node, subgraphs and functions included).
+
+    `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
+    (`tagger.namespace`).
+    """
     with _gc_paused():
-        return _tag_proto(model, name, strategy)
+        return _tag_proto(model, name, strategy, namespace)
 
 
 @contextlib.contextmanager
@@ -41,11 +47,26 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, strategy: str) -> Report:
-    result = tag_model(model, strategy)
+def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, list[str]]:
+    """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
+    is written; returns the report notes for what is only unusual."""
+    try:
+        result = tag_model(model, strategy)
+    except Exception:
+        diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
+        raise
+    return result, check_index(result.index)
+
+
+def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False) -> Report:
+    result, notes = _tag_checked(model, strategy)
+    namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.assignments)
     summary = build_report(result, name)
+    summary.notes += notes
     summary.changed_nodes = changed
+    if namespaced:
+        summary.notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
     return summary
 
 
@@ -55,17 +76,22 @@ def retag(
     report: str | os.PathLike | None = None,
     inplace: bool = False,
     strategy: str = "context",
+    namespace: bool = False,
+    force: bool = False,
 ) -> Report:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
     Output goes to `output`, or `<stem>.tagged.onnx` beside the input, or over the input with
     `inplace=True`. `report` (a `.json` or `.md` path) also writes the coverage report.
+    `namespace=True` also writes Model Explorer's `namespace` entry on nodes that have none.
+    An output or report path that is a symbolic link is refused unless `force=True`, which
+    replaces the link itself (a file a link points to is never written).
     """
     source = Path(model)
-    destination = _destination(source, output, inplace)
-    report_path = _report_path(report)
+    destination = _destination(source, output, inplace, force)
+    report_path = _report_path(report, force)
     proto = load_model(source)
-    summary = tag_proto(proto, source.name, strategy)
+    summary = tag_proto(proto, source.name, strategy, namespace)
     save_model(proto, source, destination)
     summary.output = str(destination)
     if report_path is not None:
@@ -78,25 +104,30 @@ def report(model: str | os.PathLike, strategy: str = "context") -> Report:
     """Analyse `model` and return its coverage report; nothing is written."""
     source = Path(model)
     with _gc_paused():
-        result = tag_model(load_model(source), strategy)
-        return build_report(result, source.name)
+        result, notes = _tag_checked(load_model(source), strategy)
+        summary = build_report(result, source.name)
+        summary.notes += notes
+        return summary
 
 
-def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:
+def _destination(source: Path, output: str | os.PathLike | None, inplace: bool, force: bool = False) -> Path:
     if inplace and output is not None:
         raise InputError("--inplace and --output exclude each other")
     if inplace:
+        check_output_path(source, force)
         return source
     destination = Path(output) if output is not None else default_output(source)
     if destination.exists() and source.exists() and os.path.samefile(destination, source):
         raise OutputError(f"output {destination} is the input; use --inplace to overwrite it")
+    check_output_path(destination, force)
     return destination
 
 
-def _report_path(report: str | os.PathLike | None) -> Path | None:
+def _report_path(report: str | os.PathLike | None, force: bool = False) -> Path | None:
     if report is None:
         return None
     path = Path(report)
     if path.suffix not in (".json", ".md"):
         raise InputError(f"--report must end in .json or .md: {path}")
+    check_output_path(path, force, "report")
     return path

@@ -1,6 +1,7 @@
 """`tagger` on the command line, through fire: thin wrappers that print and return nothing.
 
-Exit codes: 0 success, 1 internal error, 2 bad input, 3 output not writable.
+Exit codes: 0 success, 1 internal error, 2 bad input, 3 output not writable; `audit` also
+4 (a model missed a threshold) and 5 (a file could not be audited).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import sys
 import fire
 
 from tagger import api
-from tagger.errors import InputError, TaggerError
+from tagger.auditing import audit
+from tagger.comparison import diff
+from tagger.errors import InputError, TaggerError, one_line
 from tagger.extraction import extract, extract_all
+from tagger.profiling import profile
 
 __all__ = ["main", "Commands"]
 
@@ -20,18 +24,32 @@ __all__ = ["main", "Commands"]
 class Commands:
     """Tag every node of an ONNX model with the nn.Module it came from."""
 
-    def retag(self, model: str, output: str | None = None, report: str | None = None, inplace: bool = False) -> None:
+    def retag(
+        self,
+        model: str,
+        output: str | None = None,
+        report: str | None = None,
+        inplace: bool = False,
+        namespace: bool = False,
+        force: bool = False,
+    ) -> None:
         """Tag MODEL and write MODEL stem + .tagged.onnx (or --output PATH, or --inplace).
 
         --report PATH also writes the coverage report (.json or .md).
+        --namespace also writes Model Explorer's `namespace` entry (the tag's path) on nodes without one.
+        --force replaces an output (or report) path that is a symbolic link; without it that is refused.
         """
-        summary = api.retag(str(model), _optional_path(output), _optional_path(report), bool(inplace))
+        summary = api.retag(
+            str(model), _optional_path(output), _optional_path(report), bool(inplace), namespace=bool(namespace), force=bool(force)
+        )
         print(summary.summary())
 
-    def report(self, model: str, json: bool = False, markdown: bool = False) -> None:
-        """Print MODEL's coverage report (text; --json or --markdown); writes nothing."""
+    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False) -> None:
+        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree)."""
         result = api.report(str(model))
-        if json:
+        if html:
+            print(result.to_html(), end="")
+        elif json:
             print(result.to_json())
         elif markdown:
             print(result.to_markdown(), end="")
@@ -86,6 +104,81 @@ class Commands:
         if failed:
             raise TaggerError(f"{failed} modules failed extraction or verification; see {result.index}")
 
+    def audit(
+        self,
+        *paths: str,
+        min_direct: float | None = None,
+        max_fallback: float | None = None,
+        workers: int | None = None,
+        json: bool = False,
+        markdown: bool = False,
+    ) -> None:
+        """Audit the coverage of every model in PATHS (files; directories: their *.onnx, recursively).
+
+        One line per model and a total (--json: JSON lines, one per model, then the total).
+        --min_direct P   fail when a model's direct share is below P percent
+        --max_fallback P fail when a model's fallback share is above P percent
+        --workers N      parallel processes (default: one per CPU)
+        Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
+        """
+        for name, value in (("json", json), ("markdown", markdown)):
+            if not isinstance(value, bool):
+                raise InputError(f"--{name} takes no value, got {value!r}: put the flags after the paths")
+        result = audit(*[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers)
+        if json:
+            print(result.to_json())
+        elif markdown:
+            print(result.to_markdown(), end="")
+        else:
+            print(result.to_text())
+        result.check()
+
+    def diff(self, a: str, b: str, json: bool = False, markdown: bool = False) -> None:
+        """Compare the module tags of two versions of a model (A before, B after a tool), by module.
+
+        Nodes are matched by name, then by output tensor; untagged models are tagged in memory.
+        """
+        result = diff(str(a), str(b))
+        if json:
+            print(result.to_json())
+        elif markdown:
+            print(result.to_markdown(), end="")
+        else:
+            print(result.to_text())
+
+    def profile(
+        self,
+        model: str,
+        inputs: str | None = None,
+        runs: int = 10,
+        warmup: int = 1,
+        dim: int = 1,
+        optimize: bool = False,
+        threads: int = 0,
+        trace: str | None = None,
+        depth: int | None = None,
+        json: bool = False,
+        markdown: bool = False,
+    ) -> None:
+        """Run MODEL in onnxruntime with profiling on and print its latency per module as a tree.
+
+        --inputs NPZ   arrays named after the graph inputs (default: random, every dynamic dim = --dim N)
+        --runs N       measured runs (after --warmup N); --threads N intra-op threads (0: onnxruntime's default)
+        --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
+        --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
+        """
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
+        result = profile(
+            str(model), _optional_path(inputs), runs, warmup, dim, bool(optimize), threads, _optional_path(trace)
+        )
+        if json:
+            print(result.to_json())
+        elif markdown:
+            print(result.to_markdown(), end="")
+        else:
+            print(result.to_text(depth))
+
 
 def _optional_path(value: object) -> str | None:
     return None if value is None else str(value)
@@ -96,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fire.Fire(Commands, command=argv, name="tagger")
     except TaggerError as exc:
-        print(f"tagger: error: {exc}", file=sys.stderr)
+        print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
@@ -105,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tagger: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a user gets one line, never a traceback
-        print(f"tagger: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"tagger: internal error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

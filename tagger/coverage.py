@@ -8,7 +8,6 @@ scripts and as Markdown or terminal text for people; names from the model are es
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
@@ -16,6 +15,10 @@ from tagger.display import TagFormatter
 from tagger.keys import DIRECT_SOURCES
 from tagger.paths import ancestors
 from tagger.tagging import TaggingResult
+from tagger.text import markdown as _md
+from tagger.text import natural as _natural
+from tagger.text import pct as _pct
+from tagger.text import terminal as _safe
 
 __all__ = ["ConflictRecord", "NodeRef", "Report", "build_report"]
 
@@ -62,6 +65,8 @@ class Report:
     output: str | None = None
     changed_nodes: int = 0
     notes: list[str] = field(default_factory=list)
+    module_sources: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Module -> its own nodes by category (`direct`, `inherited`, `fallback`)."""
 
     @property
     def has_evidence(self) -> bool:
@@ -80,7 +85,7 @@ class Report:
             f"inherited {self.inherited} ({_pct(self.inherited, self.nodes)}), "
             f"fallback {self.fallback} ({_pct(self.fallback, self.nodes)}); conflicts {len(self.conflicts)}",
         ]
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note: {_safe(n)}" for n in self.notes]
         if self.output:
             lines.append(f"wrote {_safe(self.output)}")
         return "\n".join(lines)
@@ -120,6 +125,12 @@ class Report:
         rows += [f"- {_md(_conflict_text(c))}" for c in self.conflicts] or ["none"]
         return "\n".join(rows) + "\n"
 
+    def to_html(self) -> str:
+        """A static HTML page of the module tree (`tagger.html_tree`)."""
+        from tagger.html_tree import render_html
+
+        return render_html(self)
+
     def tree(self, depth: int | None = None) -> str:
         """The module tree with node counts: `total (own)` per module, to `depth` levels."""
         totals: Counter[str] = Counter()
@@ -155,6 +166,9 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
     for (op, source), count in Counter((n.op_type, a.source) for n, a in zip(index.views, assignments, strict=True)).items():
         by_op[op][_category(source)] += count
     modules = Counter(a.module for a in assignments)
+    module_sources: dict[str, Counter[str]] = defaultdict(Counter)
+    for (module, source), count in Counter((a.module, a.source) for a in assignments).items():
+        module_sources[module][_category(source)] += count
     tags = {a.module: a.tag for a in assignments}
     formatter = TagFormatter(result.context.classes)
     for module in list(modules):
@@ -182,6 +196,7 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
             for c in result.conflicts
         ],
         graphs=len(index.graphs),
+        module_sources={m: {k: c[k] for k in ("direct", "inherited", "fallback")} for m, c in module_sources.items()},
     )
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
@@ -210,35 +225,14 @@ def _category(source: str) -> str:
     return source if source in ("inherited", "fallback") else "direct"
 
 
-def _pct(part: int, whole: int) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
-
-
-def _natural(path: str) -> list:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
-
-
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _safe(text: str) -> str:
-    """Terminal-safe: control characters (escape sequences, bidi overrides) become visible escapes."""
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def _md(text: str) -> str:
-    """Markdown-safe: terminal-safe, and characters with Markdown meaning escaped."""
-    return re.sub(r"([\\`*_{}\[\]()<>#|!])", r"\\\1", _safe(text))
-
-
 def _ref_text(ref: NodeRef) -> str:
-    return f"{ref.graph} #{ref.position} {ref.op_type} {_safe(ref.name) or '(unnamed)'}"
+    return _safe(f"{ref.graph} #{ref.position} {ref.op_type} {ref.name or '(unnamed)'}")
 
 
 def _conflict_text(conflict: ConflictRecord) -> str:
     return (
-        f"{_ref_text(conflict.node)}: {conflict.chosen_source} says {conflict.chosen_module or '(root)'}, "
-        f"{conflict.rejected_source} says {conflict.rejected_module or '(root)'}"
+        f"{_ref_text(conflict.node)}: {conflict.chosen_source} says {_safe(conflict.chosen_module) or '(root)'}, "
+        f"{conflict.rejected_source} says {_safe(conflict.rejected_module) or '(root)'}"
     )
 
 

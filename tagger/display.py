@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from tagger.paths import parent
+from tagger.paths import MAX_DEPTH, parent
 
 __all__ = ["TagFormatter"]
 
@@ -40,7 +40,13 @@ class TagFormatter:
     def __call__(self, module: str) -> str:
         tag = self._cache.get(module)
         if tag is None:
-            tag = self._format(module) if self._classes else _plain(module)
+            if not self._classes:
+                tag = _plain(module)
+            elif module.count(".") >= MAX_DEPTH:  # no classes that deep: the rest is plain
+                parts = module.split(".", MAX_DEPTH)
+                tag = self(".".join(parts[:MAX_DEPTH])).rstrip("/") + _plain(parts[MAX_DEPTH])
+            else:
+                tag = self._format(module)
             self._cache[module] = tag
         return tag
 

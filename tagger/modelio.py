@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 
 from tagger.errors import InputError, OutputError
 
-__all__ = ["default_output", "external_locations", "load_model", "save_model", "save_text"]
+__all__ = ["check_output_path", "default_output", "external_locations", "load_model", "save_model", "save_text"]
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -39,6 +39,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"not an ONNX model (protobuf parse failed: {exc}): {file}") from None
     if not model.HasField("graph") or model.ir_version <= 0:
         raise InputError(f"not an ONNX model (no graph or no IR version): {file}")
+    if model.ir_version >= 3 and not model.opset_import:  # the fields after the graph are gone
+        raise InputError(f"not a complete ONNX model (no opset_import; truncated?): {file}")
     _check_external_data(model, file.parent.resolve(), file)
     return model
 
@@ -77,6 +79,22 @@ def _check_external_data(model: onnx.ModelProto, base: Path, file: Path) -> None
             raise InputError(f"unsafe external data location {location!r} (outside the model's directory): {file}")
         if not target.is_file():
             raise InputError(f"external data file {location!r} is missing: {file}")
+
+
+def check_output_path(path: Path, force: bool = False, what: str = "output") -> None:
+    """Refuse, before any work, an output path that cannot or should not be replaced.
+
+    A symbolic link is refused unless `force`, and then the link itself is replaced: the rename
+    that puts an output in place never writes through a link. A directory, or a path whose
+    directory does not exist, is refused.
+    """
+    if path.is_symlink():
+        if not force:
+            raise OutputError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); use --force to replace the link")
+    elif path.is_dir():
+        raise OutputError(f"{what} {path} is a directory")
+    if not path.parent.is_dir():
+        raise OutputError(f"{what} directory does not exist: {path.parent}")
 
 
 def default_output(model_path: Path) -> Path:

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "MAX_DEPTH",
     "ModuleSet",
     "ancestors",
     "is_within",
@@ -19,6 +20,12 @@ __all__ = [
 ]
 
 _CALL_SUFFIX = re.compile(r"_\d+$")
+
+MAX_DEPTH = 128
+"""Deeper than any module hierarchy anyone builds (real models nest ~10-20 levels). Names with
+more scope levels are not evidence, and a deeper path from other evidence keeps only its first
+`MAX_DEPTH` levels of ancestors: hostile names then cost linear time, not quadratic, and no
+recursion runs deeper than this."""
 
 
 def parent(path: str) -> str:
@@ -54,10 +61,10 @@ def lca_all(paths: Iterable[str | None]) -> str | None:
 
 
 def ancestors(path: str) -> list[str]:
-    """Every strict ancestor of `path`, root first."""
+    """Every strict ancestor of `path`, root first (at most `MAX_DEPTH` of them)."""
     if not path:
         return []
-    parts = path.split(".")
+    parts = path.split(".", MAX_DEPTH)
     return [""] + [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
@@ -65,11 +72,13 @@ def scope_segments(name: str) -> list[str] | None:
     """The scope part of a `/a/b/Op`-style name, or None when the name carries no scope.
 
     `/m/encoder/layer.0/MatMul` -> `["m", "encoder", "layer.0"]`; `/Shape` -> `[]` (root);
-    `Conv_124`, `onnx::MatMul_3`, `val_9` -> None.
+    `Conv_124`, `onnx::MatMul_3`, `val_9` -> None; so is a name nested deeper than `MAX_DEPTH`.
     """
     if "/" not in name:
         return None
     segments = [s for s in name.split("/") if s]
+    if len(segments) > MAX_DEPTH or sum(s.count(".") for s in segments) > MAX_DEPTH:
+        return None
     return segments[:-1]
 
 

@@ -1,0 +1,83 @@
+"""The tag of every node of a model: read from the file, or decided in memory when missing.
+
+The commands that look at tags (`diff`, `profile`) accept tagged and untagged models alike:
+
+1. when every node (main graph, control-flow bodies, functions) carries `hierarchy.module`,
+   the tags in the file are used as they are;
+2. otherwise the model is tagged in memory (`tagger.tagging.tag_model`; existing direct tags are
+   kept as evidence) and `retagged` says so. The model object is never modified.
+
+Nodes are addressed by position in `tagger.index` order, with their graph's label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from tagger.index import ModelIndex, build_index
+from tagger.keys import MODULE_KEY, SOURCE_KEY, TAG_KEY
+from tagger.tagging import tag_model
+
+__all__ = ["NodeTag", "ModelTags", "model_tags"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTag:
+    """One node and its tag."""
+
+    graph: str
+    position: int
+    name: str
+    op_type: str
+    outputs: tuple[str, ...]
+    module: str
+    tag: str
+    source: str
+
+
+@dataclass
+class ModelTags:
+    """Every node's tag, in index order; `retagged` when the tags were decided in memory."""
+
+    nodes: list[NodeTag]
+    retagged: bool
+    index: ModelIndex
+
+
+def model_tags(model: onnx.ModelProto) -> ModelTags:
+    """Read the tags of `model`, or decide them in memory if any node has none."""
+    index = build_index(model)
+    found = [_read(node) for node in index.nodes]
+    retagged = any(entry is None for entry in found)
+    if retagged:
+        result = tag_model(model)
+        index = result.index
+        found = [(a.module, a.tag, a.source) for a in result.assignments]
+    labels: dict[int, str] = {}
+    positions: list[int] = []
+    counters: dict[int, int] = {}
+    for graph_id in index.graph_of:
+        positions.append(counters.get(graph_id, 0))
+        counters[graph_id] = positions[-1] + 1
+    nodes = []
+    for node_id, (node, entry) in enumerate(zip(index.nodes, found, strict=True)):
+        graph_id = index.graph_of[node_id]
+        if graph_id not in labels:
+            labels[graph_id] = index.graph_label(graph_id)
+        module, tag, source = entry  # type: ignore[misc] - every entry is set once retagged
+        nodes.append(
+            NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source)
+        )
+    return ModelTags(nodes, retagged, index)
+
+
+def _read(node: onnx.NodeProto) -> tuple[str, str, str] | None:
+    props = {}
+    for prop in node.metadata_props:
+        props.setdefault(prop.key, prop.value)
+    module = props.get(MODULE_KEY)
+    if module is None:
+        return None
+    return module, props.get(TAG_KEY, ""), props.get(SOURCE_KEY, "")

@@ -1,0 +1,366 @@
+"""`tagger profile MODEL`: latency per module, from onnxruntime's own profiler.
+
+How the numbers are made:
+
+1. The model runs in onnxruntime (CPU) with `SessionOptions.enable_profiling`; its JSON trace
+   holds one `cat == "Node"` event per executed kernel, named `<node name>_kernel_time`, with
+   its duration in microseconds. Only events inside the measured `model_run`s count (the first
+   `warmup` runs allocate memory and are left out); times are means per run.
+2. Graph optimizations are off by default (`ORT_DISABLE_ALL`), so every kernel is one node of
+   the file under its own name. With `optimize=True` onnxruntime fuses and renames nodes; a
+   kernel whose name is no node's is counted under `unmatched`, never guessed.
+3. Nodes without a name, or sharing one, run under a unique stand-in name in an in-memory copy
+   (onnxruntime would call them `<op>_<index>`, which can collide with real names); weights
+   stay in their external data file.
+4. Tags come from the file, or are decided in memory when a node has none (`tagger.nodetags`).
+5. Per module: `self` is the time of its own nodes, `total` that of its nodes and everything
+   below it; `share` is `total` over the summed kernel time of the run, so the top-level modules'
+   shares and the unmatched share add up to 100%. `run_us` is the wall time of a run, which also
+   holds the executor's own work between kernels.
+6. Inputs: an `.npz` file whose arrays are named after the graph inputs, or random feeds from the
+   inputs' types and shapes (`tagger.feeds.make_feeds`; every dynamic dimension becomes `dim`).
+
+onnxruntime is imported only when a profile runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tagger.errors import InputError, TaggerError
+from tagger.feeds import make_feeds
+from tagger.index import build_index
+from tagger.modelio import load_model, save_text
+from tagger.nodetags import model_tags
+from tagger.paths import ancestors
+from tagger.text import markdown, natural, pct, terminal
+
+__all__ = ["ModuleTime", "NodeTime", "ProfileReport", "profile"]
+
+_KERNEL_SUFFIX = "_kernel_time"
+_STAND_IN = "_tagger_profile_node_"
+_LIST_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    """Mean kernel time of one node per run."""
+
+    name: str
+    op_type: str
+    module: str
+    us: float
+
+
+@dataclass(frozen=True)
+class ModuleTime:
+    """Mean time per run of a module's own nodes (`self_us`) and of its whole subtree (`total_us`)."""
+
+    module: str
+    tag: str
+    nodes: int
+    self_us: float
+    total_us: float
+    share: float
+    """`total_us` as a fraction of the run's summed kernel time."""
+
+
+@dataclass
+class ProfileReport:
+    """Where the time of one model's runs went, by module."""
+
+    model: str
+    runs: int
+    warmup: int
+    optimization: str
+    retagged: bool
+    kernel_us: float
+    """Mean summed kernel time per run (every node event in the measured runs)."""
+    run_us: float
+    """Mean wall time per run (`model_run` events)."""
+    unmatched_us: float
+    modules: list[ModuleTime]
+    """Depth-first, children in natural order."""
+    nodes: list[NodeTime]
+    """Slowest first."""
+    unmatched: dict[str, float] = field(default_factory=dict)
+    """Kernel names that match no node, with their mean time."""
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    trace: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def summary(self) -> str:
+        lines = [
+            f"{terminal(self.model)}: {self.runs} runs (+{self.warmup} warm-up), graph optimizations {self.optimization}; "
+            f"mean run {self.run_us:.1f} µs, kernels {self.kernel_us:.1f} µs, unmatched {self.unmatched_us:.1f} µs "
+            f"({pct(self.unmatched_us, self.kernel_us)})"
+        ]
+        if self.retagged:
+            lines.append("note: the model has untagged nodes; tags were decided in memory")
+        lines += [f"note: {terminal(n)}" for n in self.notes]
+        return "\n".join(lines)
+
+    def tree(self, depth: int | None = None) -> str:
+        """The module tree with self and total time and share, down to `depth` levels."""
+        shown = [m for m in self.modules if depth is None or _depth(m.module) <= depth]
+        labels = [("  " * _depth(m.module)) + terminal(_label(m.module)) for m in shown]
+        width = max([len(label) for label in labels] + [6])
+        lines = [f"{'module':<{width}}  {'self µs':>10}  {'total µs':>10}  {'share':>6}  {'nodes':>5}"]
+        for label, m in zip(labels, shown, strict=True):
+            lines.append(f"{label:<{width}}  {m.self_us:>10.1f}  {m.total_us:>10.1f}  {100 * m.share:>5.1f}%  {m.nodes:>5}")
+        if self.unmatched_us:
+            share = 100 * self.unmatched_us / self.kernel_us
+            label = "(unmatched kernels)"
+            time = f"{self.unmatched_us:>10.1f}"
+            lines.append(f"{label:<{width}}  {time}  {time}  {share:>5.1f}%  {len(self.unmatched):>5}")
+        return "\n".join(lines)
+
+    def to_text(self, depth: int | None = None) -> str:
+        parts = [self.summary(), "", self.tree(depth), "", "slowest nodes:"]
+        for node in self.nodes[:10]:
+            parts.append(
+                f"  {node.us:>10.1f} µs  {terminal(node.op_type):<20} {terminal(node.name) or '(unnamed)'}  "
+                f"[{terminal(node.module) or '(root)'}]"
+            )
+        return "\n".join(parts)
+
+    def to_markdown(self) -> str:
+        rows = [
+            f"# Latency by module: `{markdown(self.model)}`",
+            "",
+            f"{self.runs} runs after {self.warmup} warm-up, graph optimizations {self.optimization}: mean run "
+            f"{self.run_us:.1f} µs, kernels {self.kernel_us:.1f} µs, unmatched kernels {self.unmatched_us:.1f} µs.",
+            "",
+        ]
+        if self.retagged:
+            rows += ["> the model has untagged nodes; tags were decided in memory", ""]
+        rows += ["| module | self µs | total µs | share | nodes |", "|---|---:|---:|---:|---:|"]
+        for m in self.modules:
+            indent = "&nbsp;&nbsp;" * _depth(m.module)
+            rows.append(
+                f"| {indent}{markdown(_label(m.module))} | {m.self_us:.1f} | {m.total_us:.1f} | {100 * m.share:.1f}% | {m.nodes} |"
+            )
+        rows += ["", "## Slowest nodes", "", "| µs | op | node | module |", "|---:|---|---|---|"]
+        rows += [
+            f"| {n.us:.1f} | {markdown(n.op_type)} | {markdown(n.name) or '(unnamed)'} | {markdown(n.module) or '(root)'} |"
+            for n in self.nodes[:_LIST_LIMIT]
+        ]
+        return "\n".join(rows) + "\n"
+
+
+def profile(
+    model: str | os.PathLike,
+    inputs: str | os.PathLike | None = None,
+    runs: int = 10,
+    warmup: int = 1,
+    dim: int = 1,
+    optimize: bool = False,
+    threads: int = 0,
+    trace: str | os.PathLike | None = None,
+) -> ProfileReport:
+    """Run `model` `warmup + runs` times in onnxruntime with profiling on; time per module.
+
+    `inputs`: an `.npz` of arrays named after the graph inputs (default: random feeds, every
+    dynamic dimension `dim`). `optimize=True` lets onnxruntime fuse nodes (kernels then may not
+    match nodes). `threads`: intra-op threads (0: onnxruntime's default). `trace` keeps the raw
+    onnxruntime trace at that path.
+    """
+    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("dim", dim, 1), ("threads", threads, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InputError(f"--{name} must be an integer >= {least}, got {value!r}")
+    source = Path(model)
+    proto = load_model(source)
+    tags = model_tags(proto)
+    run_names, renamed = _run_names(proto)
+    feeds = _load_feeds(inputs, proto) if inputs is not None else make_feeds(proto, symbolic=dim)
+    events = _profiled_events(source, proto, run_names if renamed else None, feeds, runs + warmup, optimize, threads, trace)
+    kernels, run_us = _measured(events, warmup)
+
+    node_of = {name: i for i, name in enumerate(run_names)}
+    self_us: Counter[str] = Counter()
+    own_nodes: Counter[str] = Counter(t.module for t in tags.nodes)
+    node_times: list[NodeTime] = []
+    unmatched: dict[str, float] = {}
+    for name, total in kernels.items():
+        mean = total / runs
+        node_id = node_of.get(name)
+        if node_id is None:
+            unmatched[name] = mean
+            continue
+        tag = tags.nodes[node_id]
+        self_us[tag.module] += mean
+        node_times.append(NodeTime(tag.name, tag.op_type, tag.module, mean))
+    kernel_us = sum(kernels.values()) / runs
+    tag_of = {t.module: t.tag for t in tags.nodes}
+    report = ProfileReport(
+        model=source.name,
+        runs=runs,
+        warmup=warmup,
+        optimization="on (ORT_ENABLE_ALL)" if optimize else "off (ORT_DISABLE_ALL)",
+        retagged=tags.retagged,
+        kernel_us=kernel_us,
+        run_us=run_us,
+        unmatched_us=sum(unmatched.values()),
+        modules=_module_times(self_us, own_nodes, tag_of, kernel_us),
+        nodes=sorted(node_times, key=lambda n: -n.us),
+        unmatched=dict(sorted(unmatched.items(), key=lambda item: -item[1])),
+        inputs={name: list(array.shape) for name, array in feeds.items()},
+        trace=None if trace is None else str(trace),
+    )
+    if renamed:
+        report.notes.append(f"{renamed} unnamed or duplicate-named nodes ran under stand-in names")
+    if unmatched:
+        report.notes.append(f"{len(unmatched)} kernels match no node of the file (fused or renamed by onnxruntime)")
+    return report
+
+
+def _run_names(model: onnx.ModelProto) -> tuple[list[str], int]:
+    """A unique name per indexed node: its own where it is unique, else a stand-in."""
+    names = [node.name for node in build_index(model).nodes]
+    counts = Counter(names)
+    run_names = []
+    renamed = 0
+    for node_id, name in enumerate(names):
+        if name and counts[name] == 1 and not name.startswith(_STAND_IN):
+            run_names.append(name)
+        else:
+            run_names.append(f"{_STAND_IN}{node_id}")
+            renamed += 1
+    return run_names, renamed
+
+
+def _load_feeds(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            feeds = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read inputs {path}: {exc}") from None
+    initializers = {t.name for t in model.graph.initializer}
+    wanted = [v.name for v in model.graph.input if v.name not in initializers]
+    missing = [name for name in wanted if name not in feeds]
+    if missing:
+        raise InputError(f"{path} lacks model inputs {missing} (it has {sorted(feeds)})")
+    return {name: feeds[name] for name in wanted}
+
+
+def _profiled_events(
+    source: Path,
+    model: onnx.ModelProto,
+    run_names: list[str] | None,
+    feeds: dict[str, np.ndarray],
+    runs: int,
+    optimize: bool,
+    threads: int,
+    trace: str | os.PathLike | None,
+) -> list[dict]:
+    """Run the model with profiling on and return the trace's events."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise TaggerError("profiling needs onnxruntime (pip install onnxruntime)") from None
+    workdir = Path(tempfile.mkdtemp(prefix="tagger-profile-"))
+    try:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(workdir / "trace")
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        payload: str | bytes = str(source)
+        if run_names is not None:
+            payload = _renamed(model, run_names)
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
+        try:
+            session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+            for _ in range(runs):
+                session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise TaggerError(f"onnxruntime cannot run {source}: {first}") from None
+        trace_file = Path(session.end_profiling())
+        text = trace_file.read_text(encoding="utf-8")
+        if trace is not None:
+            save_text(text, Path(trace))
+        return json.loads(text)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _renamed(model: onnx.ModelProto, run_names: list[str]) -> bytes:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node, name in zip(build_index(copy).nodes, run_names, strict=True):
+        node.name = name
+    return copy.SerializeToString()
+
+
+def _measured(events: list[dict], warmup: int) -> tuple[dict[str, float], float]:
+    """Summed kernel µs per node name inside the measured runs, and the mean run µs."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    measured = runs[warmup:]
+    if not measured:
+        raise TaggerError("the onnxruntime trace holds no measured model_run")
+    starts = [start for start, _ in measured]
+    kernels: dict[str, float] = defaultdict(float)
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith(_KERNEL_SUFFIX):
+            continue
+        if _inside(event["ts"], starts, measured):
+            kernels[name[: -len(_KERNEL_SUFFIX)]] += float(event["dur"])
+    return dict(kernels), sum(end - start for start, end in measured) / len(measured)
+
+
+def _inside(ts: float, starts: list[float], runs: list[tuple[float, float]]) -> bool:
+    position = bisect_right(starts, ts) - 1
+    return position >= 0 and ts <= runs[position][1]
+
+
+def _module_times(self_us: Counter[str], own_nodes: Counter[str], tag_of: dict[str, str], kernel_us: float) -> list[ModuleTime]:
+    total_us: Counter[str] = Counter()
+    total_nodes: Counter[str] = Counter()
+    for module in set(own_nodes) | set(self_us):
+        for path in [*ancestors(module), module]:
+            total_us[path] += self_us.get(module, 0.0)
+            total_nodes[path] += own_nodes.get(module, 0)
+    children: dict[str, list[str]] = defaultdict(list)
+    for path in total_nodes:
+        if path:
+            children[path.rpartition(".")[0]].append(path)
+    ordered: list[ModuleTime] = []
+
+    def visit(path: str) -> None:
+        share = total_us[path] / kernel_us if kernel_us else 0.0
+        ordered.append(ModuleTime(path, tag_of.get(path, ""), total_nodes[path], self_us.get(path, 0.0), total_us[path], share))
+        for child in sorted(children.get(path, []), key=natural):
+            visit(child)
+
+    if total_nodes:
+        visit("")
+    return ordered
+
+
+def _depth(module: str) -> int:
+    return module.count(".") + 1 if module else 0
+
+
+def _label(module: str) -> str:
+    return module.rpartition(".")[2] if module else "(root)"

@@ -1,0 +1,40 @@
+"""Putting text from a model in front of people: terminal, Markdown and HTML escaping, sort keys.
+
+Everything a model names (node, tensor and module names, tags, file names) is untrusted: it may
+hold escape sequences, bidi overrides, Markdown syntax or HTML. The same rules as the coverage
+report: control characters become visible `\\xNN` escapes, then the target's syntax is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+__all__ = ["html_text", "markdown", "natural", "pct", "terminal"]
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#|!])")
+
+
+def terminal(text: str) -> str:
+    """Control characters (escape sequences, bidi overrides) become visible escapes."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def markdown(text: str) -> str:
+    """Terminal-safe, and characters with Markdown meaning escaped."""
+    return _MARKDOWN.sub(r"\\\1", terminal(text))
+
+
+def html_text(text: str) -> str:
+    """Terminal-safe, and `& < > " '` as HTML entities (safe in text and in quoted attributes)."""
+    return html.escape(terminal(text), quote=True)
+
+
+def natural(path: str) -> list:
+    """Sort key that puts `layer.2` before `layer.10`."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", path)]
+
+
+def pct(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
