@@ -88,9 +88,12 @@ def retag(
     replaces the link itself (a file a link points to is never written).
     """
     source = Path(model)
-    destination = _destination(source, output, inplace, force)
-    report_path = _report_path(report, force)
+    destination = _destination(source, output, inplace)
+    report_path = _report_path(report)
     proto = load_model(source)
+    check_output_path(destination, force)  # after the input's own errors, before the work
+    if report_path is not None:
+        check_output_path(report_path, force, "report")
     summary = tag_proto(proto, source.name, strategy, namespace)
     save_model(proto, source, destination)
     summary.output = str(destination)
@@ -110,24 +113,21 @@ def report(model: str | os.PathLike, strategy: str = "context") -> Report:
         return summary
 
 
-def _destination(source: Path, output: str | os.PathLike | None, inplace: bool, force: bool = False) -> Path:
+def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:
     if inplace and output is not None:
         raise InputError("--inplace and --output exclude each other")
     if inplace:
-        check_output_path(source, force)
         return source
     destination = Path(output) if output is not None else default_output(source)
     if destination.exists() and source.exists() and os.path.samefile(destination, source):
         raise OutputError(f"output {destination} is the input; use --inplace to overwrite it")
-    check_output_path(destination, force)
     return destination
 
 
-def _report_path(report: str | os.PathLike | None, force: bool = False) -> Path | None:
+def _report_path(report: str | os.PathLike | None) -> Path | None:
     if report is None:
         return None
     path = Path(report)
     if path.suffix not in (".json", ".md"):
         raise InputError(f"--report must end in .json or .md: {path}")
-    check_output_path(path, force, "report")
     return path

@@ -52,8 +52,13 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     for module in evidence_modules(evidence):
         context.modules.add(module)
     facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences())
+    functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
-        _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+        if scope.kind != "function":
+            _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+    for _ in range(len(functions)):  # callers first: a function may be listed before the one calling it
+        for scope in functions:
+            _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
     formatter = TagFormatter(context.classes)
     assignments = []
     for module, source in zip(modules, sources, strict=False):

@@ -54,7 +54,8 @@ def check_index(index: ModelIndex) -> list[str]:
     notes = []
     if dangling:
         notes.append(
-            f"{len(dangling)} node inputs read tensors that nothing produces (no graph input, initializer or node output): "
+            f"{_count(len(dangling), 'node input reads a tensor', 'node inputs read tensors')} that nothing produces "
+            "(no graph input, initializer or node output): "
             f"{', '.join(dangling[:_EXAMPLES])}{', …' if len(dangling) > _EXAMPLES else ''}; "
             "those nodes are tagged from their other evidence"
         )
@@ -64,8 +65,12 @@ def check_index(index: ModelIndex) -> list[str]:
             "inference assumes execution order, so tags there are less certain"
         )
     if twice:
-        notes.append(f"{twice} tensors are produced more than once (the graph is not in SSA form)")
+        notes.append(f"{_count(twice, 'tensor is', 'tensors are')} produced more than once (the graph is not in SSA form)")
     return notes
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _check_op_types(index: ModelIndex) -> None:

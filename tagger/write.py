@@ -4,7 +4,8 @@ Guarantees:
 1. Only `hierarchy.module`, `hierarchy.tag` and `hierarchy.source` entries of node
    `metadata_props` change; removing them from the output gives the input back byte for byte.
 2. Existing tag entries are updated where they stand, missing ones appended in a fixed order,
-   so retagging a tagged model gives identical bytes.
+   so retagging a tagged model gives identical bytes; a second entry of one key (another tool
+   appended it) is removed, so every node carries each key exactly once.
 3. Tags are addressed by position (the index holds the very NodeProto objects), never by name.
 """
 
@@ -33,12 +34,18 @@ def write_tags(nodes: Sequence[onnx.NodeProto], assignments: Sequence[Assignment
 def _set_entries(node: onnx.NodeProto, values: dict[str, str]) -> bool:
     pending = dict(values)
     changed = False
-    for prop in node.metadata_props:
+    duplicates: list[int] = []
+    for position, prop in enumerate(node.metadata_props):
         if prop.key in pending:
             value = pending.pop(prop.key)
             if prop.value != value:
                 prop.value = value
                 changed = True
+        elif prop.key in values:  # a second entry of an owned key (left by some other tool)
+            duplicates.append(position)
+    for position in reversed(duplicates):
+        del node.metadata_props[position]
+        changed = True
     for key in OWNED_KEYS:
         if key in pending:
             node.metadata_props.add(key=key, value=pending[key])

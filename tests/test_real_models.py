@@ -8,11 +8,9 @@ exact on undegraded exports. No mocks: every check reads the files the tagger wr
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from collections import Counter
@@ -27,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bench import cases
 from tagger import report, retag
 from tests.graphs import chain_model, function_model, if_model
+from tests.guards import OpenWatch
 
 OWNED_KEYS = ("hierarchy.module", "hierarchy.tag", "hierarchy.source")
 VALID_SOURCES = frozenset({"tag", "metadata", "name", "tensor", "initializer", "function", "subgraph", "inherited", "fallback"})
@@ -226,37 +225,6 @@ def test_retag_into_another_directory_keeps_both_models_loadable_by_onnx(arch, b
     retag(source, target / "tagged.onnx")
     assert {t.name: t.raw_data for t in onnx.load(target / "tagged.onnx").graph.initializer} == weights
     assert {t.name: t.raw_data for t in onnx.load(source).graph.initializer} == weights
-
-
-class OpenWatch:
-    """Kernel-level record of every open/read of one file, by any code (Python or C++), via inotify."""
-
-    IN_ACCESS, IN_OPEN, IN_NONBLOCK = 0x1, 0x20, 0o4000
-
-    def __init__(self, path: Path) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "inotify_init1"):
-            pytest.skip("inotify is Linux-only")
-        self.fd = libc.inotify_init1(self.IN_NONBLOCK)
-        if self.fd < 0 or libc.inotify_add_watch(self.fd, os.fsencode(path), self.IN_ACCESS | self.IN_OPEN) < 0:
-            pytest.skip(f"inotify unavailable: errno {ctypes.get_errno()}")
-
-    def events(self) -> int:
-        """How many open/access events happened since the last call."""
-        count = 0
-        while True:
-            try:
-                buffer = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return count
-            offset = 0
-            while offset < len(buffer):
-                name_length = struct.unpack_from("iIII", buffer, offset)[3]
-                offset += 16 + name_length
-                count += 1
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @pytest.mark.parametrize("arch", DYNAMO_ARCHS)
