@@ -451,7 +451,7 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from _graphs(g)
 
 
-def _rename_tensors(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+def rename_tensors(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
     """Rename tensors consistently in every graph: node ios, subgraph ios, value_info."""
     for g in _graphs(graph):
         for node in g.node:
@@ -497,7 +497,7 @@ def strip_aux(model: onnx.ModelProto) -> onnx.ModelProto:
             for name in node.output:
                 if name and name not in protected and name not in mapping:
                     mapping[name] = f"aux_t{len(mapping)}"
-    _rename_tensors(out.graph, mapping)
+    rename_tensors(out.graph, mapping)
     return out
 
 
@@ -523,7 +523,7 @@ def strip_all(model: onnx.ModelProto) -> onnx.ModelProto:
         for vi in (*g.input, *g.output, *g.value_info):
             vi.doc_string = ""
             del vi.metadata_props[:]
-    _rename_tensors(out.graph, mapping)
+    rename_tensors(out.graph, mapping)
     del out.metadata_props[:]
     out.doc_string = ""
     return out

@@ -117,17 +117,9 @@ def _protected(model: onnx.ModelProto) -> set[str]:
 
 def _rename(model: onnx.ModelProto, mapping: dict[str, str], types: dict[str, int]) -> None:
     """Rename tensors everywhere in the main graph and its bodies (node ios, value_info)."""
-    for graph in _graphs(model.graph):
-        for node in graph.node:
-            for k, name in enumerate(node.input):
-                if name in mapping:
-                    node.input[k] = mapping[name]
-            for k, name in enumerate(node.output):
-                if name in mapping:
-                    node.output[k] = mapping[name]
-        for value in (*graph.input, *graph.output, *graph.value_info):
-            if value.name in mapping:
-                value.name = mapping[value.name]
+    from bench.cases import rename_tensors  # imports torch: only when a case renames
+
+    rename_tensors(model.graph, mapping)
     for old, new in mapping.items():
         if old in types:
             types[new] = types.pop(old)

@@ -49,12 +49,8 @@ class Commands:
         result = api.report(str(model))
         if html:
             print(result.to_html(), end="")
-        elif json:
-            print(result.to_json())
-        elif markdown:
-            print(result.to_markdown(), end="")
         else:
-            print(result.to_text())
+            _show(result, json, markdown)
 
     def tree(self, model: str, depth: int | None = None) -> None:
         """Print MODEL's module tree with node counts, down to --depth N levels."""
@@ -125,12 +121,7 @@ class Commands:
             if not isinstance(value, bool):
                 raise InputError(f"--{name} takes no value, got {value!r}: put the flags after the paths")
         result = audit(*[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers)
-        if json:
-            print(result.to_json())
-        elif markdown:
-            print(result.to_markdown(), end="")
-        else:
-            print(result.to_text())
+        _show(result, json, markdown)
         result.check()
 
     def diff(self, a: str, b: str, json: bool = False, markdown: bool = False) -> None:
@@ -139,12 +130,7 @@ class Commands:
         Nodes are matched by name, then by output tensor; untagged models are tagged in memory.
         """
         result = diff(str(a), str(b))
-        if json:
-            print(result.to_json())
-        elif markdown:
-            print(result.to_markdown(), end="")
-        else:
-            print(result.to_text())
+        _show(result, json, markdown)
 
     def profile(
         self,
@@ -178,6 +164,16 @@ class Commands:
             print(result.to_markdown(), end="")
         else:
             print(result.to_text(depth))
+
+
+def _show(result, json: bool, markdown: bool) -> None:
+    """Print a report object as JSON, Markdown or terminal text."""
+    if json:
+        print(result.to_json())
+    elif markdown:
+        print(result.to_markdown(), end="")
+    else:
+        print(result.to_text())
 
 
 def _optional_path(value: object) -> str | None:
