@@ -148,7 +148,8 @@ class Report:
     def _tree_lines(self, path, level, depth, totals, children, lines) -> None:
         label = path.rpartition(".")[2] if path else "(root)"
         tag = self.tags.get(path, "")
-        segment = tag.rsplit("/", 1)[-1] if tag else ""
+        transparent = bool(path) and tag == self.tags.get(path.rpartition(".")[0])  # a module list: no segment of its own
+        segment = tag.rsplit("/", 1)[-1] if tag and not transparent else ""
         cls = f"  {segment}" if segment and segment != label else ""
         lines.append(f"{'  ' * level}{_safe(label)}{_safe(cls)}  {totals[path]} ({self.modules.get(path, 0)} own)")
         if depth is not None and level >= depth:
