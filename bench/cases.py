@@ -32,6 +32,8 @@ import numpy as np
 import onnx
 import torch
 
+from tagger.index import graphs_within
+
 ARCHS: tuple[str, ...] = ("bert", "albert", "vit", "resnet", "gpt2")
 """bert: encoder; albert: one shared layer called repeatedly (TorchScript ``_N`` suffix quirk);
 vit: vision transformer; resnet: CNN classifier (TorchScript Sequential ``layer/layer.0`` quirk,
@@ -439,21 +441,9 @@ def carry_truth(original: onnx.ModelProto, truth: dict[int, str], result: onnx.M
 # degradations
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and all nested subgraphs (If/Loop/Scan bodies)."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
-
-
 def rename_tensors(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
     """Rename tensors consistently in every graph: node ios, subgraph ios, value_info."""
-    for g in _graphs(graph):
+    for g in graphs_within(graph):
         for node in g.node:
             for k, name in enumerate(node.input):
                 if name in mapping:
@@ -468,7 +458,7 @@ def rename_tensors(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
 
 def _protected_names(graph: onnx.GraphProto) -> set[str]:
     names = {v.name for v in (*graph.input, *graph.output)}
-    for g in _graphs(graph):
+    for g in graphs_within(graph):
         names.update(t.name for t in g.initializer)
         names.update(t.values.name for t in g.sparse_initializer)
     return names
@@ -489,7 +479,7 @@ def strip_aux(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     protected = _protected_names(out.graph)
     mapping: dict[str, str] = {}
-    for g in _graphs(out.graph):
+    for g in graphs_within(out.graph):
         for node in g.node:
             if node.op_type not in AUX_OPS:
                 continue
@@ -511,7 +501,7 @@ def strip_all(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     protected = _protected_names(out.graph)
     mapping: dict[str, str] = {}
-    for g in _graphs(out.graph):
+    for g in graphs_within(out.graph):
         names = [v.name for v in g.input] if g is not out.graph else []
         for node in g.node:
             _clear_node(node)

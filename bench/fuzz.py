@@ -35,6 +35,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tagger.index import graphs_within, subgraphs
+
 __all__ = ["MUTATIONS", "Base", "CaseResult", "bases_from", "check", "fuzz_case", "mutate", "every_node", "run"]
 
 OWNED_KEYS = ("hierarchy.module", "hierarchy.tag", "hierarchy.source")
@@ -68,25 +70,13 @@ class CaseResult:
 # graph helpers
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for body in attribute.graphs:
-                    yield from _graphs(body)
-
-
 def _all_graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto | onnx.FunctionProto]:
-    yield from _graphs(model.graph)
+    yield from graphs_within(model.graph)
     for function in model.functions:
         yield function
         for node in function.node:
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    yield from _graphs(attribute.g)
+            for body in subgraphs(node):
+                yield from graphs_within(body)
 
 
 def every_node(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -105,7 +95,7 @@ def _strip_owned(model: onnx.ModelProto) -> None:
 def _protected(model: onnx.ModelProto) -> set[str]:
     """Names a rename must keep: graph inputs/outputs, initializers, function interfaces."""
     names = {v.name for v in (*model.graph.input, *model.graph.output)}
-    for graph in _graphs(model.graph):
+    for graph in graphs_within(model.graph):
         names.update(t.name for t in graph.initializer)
         names.update(t.values.name for t in graph.sparse_initializer)
         names.update(v.name for v in (*graph.input, *graph.output))
@@ -156,12 +146,10 @@ def _depth(graph: onnx.GraphProto) -> int:
 def _reads(node: onnx.NodeProto) -> set[str]:
     """What a node reads: its inputs and every name its bodies read (outer-scope references)."""
     names = set(node.input)
-    for attribute in node.attribute:
-        bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
-        for body in bodies:
-            for graph in _graphs(body):
-                for inner in graph.node:
-                    names.update(inner.input)
+    for body in subgraphs(node):
+        for graph in graphs_within(body):
+            for inner in graph.node:
+                names.update(inner.input)
     return names
 
 

@@ -19,12 +19,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx
 
 from shim.scopes import Origin, graph_origins
+from tagger.index import graphs_within, subgraphs
 
 __all__ = ["RenameResult", "scope_names"]
 
@@ -45,7 +45,7 @@ def scope_names(model: onnx.ModelProto, exporter: str) -> RenameResult:
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
     state = _State(exporter, model.graph)
     state.visit(model.graph, default="")
-    for graph in _graphs(model.graph):
+    for graph in graphs_within(model.graph):
         _apply(graph, state.tensors)
     return RenameResult(state.nodes, state.renamed_nodes, len(state.tensors))
 
@@ -59,7 +59,7 @@ class _State:
         self.cache: dict[str, tuple[str, str] | None] = {}
         self.tensors: dict[str, str] = {}
         self.protected: set[str] = set()
-        for graph in _graphs(main):
+        for graph in graphs_within(main):
             self.protected.update(v.name for v in (*graph.input, *graph.output))
             self.protected.update(t.name for t in graph.initializer)
             self.protected.update(t.values.name for t in graph.sparse_initializer)
@@ -72,7 +72,7 @@ class _State:
         """Every tensor name in use (built on first need: a TorchScript export may need none)."""
         if self._taken_tensors is None:
             taken = set(self.protected)
-            for graph in _graphs(self.main):
+            for graph in graphs_within(self.main):
                 taken.update(v.name for v in graph.value_info)
                 for node in graph.node:
                     taken.update(node.input)
@@ -86,7 +86,7 @@ class _State:
         if self._taken_nodes is None:
             self._taken_nodes = set()
             if self.exporter == "torchscript":
-                for graph in _graphs(self.main):
+                for graph in graphs_within(self.main):
                     self._taken_nodes.update(node.name for node in graph.node if node.name.startswith("/"))
         return self._taken_nodes
 
@@ -98,7 +98,7 @@ class _State:
             for name in node.output:
                 if name and (rename_all or not name.startswith("/")) and name not in self.protected and name not in self.tensors:
                     self.tensors[name] = _unique(f"{origin.scope}/{name}", self.taken_tensors)
-            for body in _bodies(node):
+            for body in subgraphs(node):
                 self.visit(body, default=origin.scope or "")
 
     def _name_nodes(self, graph: onnx.GraphProto, origins: list[Origin]) -> None:
@@ -120,22 +120,6 @@ def _unique(name: str, taken: set[str]) -> str:
         candidate = f"{name}_{k}"
     taken.add(candidate)
     return candidate
-
-
-def _bodies(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """`graph` and every nested body, depth first."""
-    yield graph
-    for node in graph.node:
-        for body in _bodies(node):
-            yield from _graphs(body)
 
 
 def _apply(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:

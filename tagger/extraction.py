@@ -56,6 +56,7 @@ import onnx
 from tagger.api import tag_proto
 from tagger.errors import InputError, OutputError, TaggerError
 from tagger.feeds import make_feeds
+from tagger.index import subgraphs
 from tagger.keys import MODULE_KEY, TAG_KEY
 from tagger.modelio import external_locations, load_model, save_model, save_text
 from tagger.paths import is_within
@@ -277,18 +278,10 @@ def _may_have_bodies(node: onnx.NodeProto) -> bool:
     return any(a.type in _BODY_TYPES for a in node.attribute)
 
 
-def _bodies(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
-
-
 def _body_reads(node: onnx.NodeProto) -> list[str]:
     """Names the node's bodies read from enclosing graphs (outer-scope references)."""
     names: list[str] = []
-    for body in _bodies(node):
+    for body in subgraphs(node):
         names.extend(_outer_refs(body))
     return names
 
@@ -534,7 +527,7 @@ def _restore(model: onnx.ModelProto, src: _Source, cut: _Cut, kept: list[int], l
 def _all_nodes(nodes) -> Iterator[onnx.NodeProto]:
     for node in nodes:
         yield node
-        for body in _bodies(node):
+        for body in subgraphs(node):
             yield from _all_nodes(body.node)
 
 

@@ -6,11 +6,12 @@ references to the original `NodeProto`s so the writer can put tags back on the v
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import onnx
 
-__all__ = ["GraphScope", "ModelIndex", "NodeView", "build_index"]
+__all__ = ["GraphScope", "ModelIndex", "NodeView", "build_index", "graphs_within", "subgraphs"]
 
 
 @dataclass(slots=True)
@@ -104,14 +105,22 @@ def _add_nodes(index: ModelIndex, nodes, scope: GraphScope) -> None:
         index.views.append(NodeView.of(node))
         index.graph_of.append(graph_id)
         scope.node_ids.append(node_id)
-        for attribute in node.attribute:
-            for body in _bodies(attribute):
-                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id))
+        for body in subgraphs(node):
+            _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id))
 
 
-def _bodies(attribute: onnx.AttributeProto) -> list[onnx.GraphProto]:
-    if attribute.type == onnx.AttributeProto.GRAPH:
-        return [attribute.g]
-    if attribute.type == onnx.AttributeProto.GRAPHS:
-        return list(attribute.graphs)
-    return []
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The bodies a node owns (If branches, Loop/Scan bodies, any graph-valued attribute)."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
+
+
+def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every body nested in it, depth first."""
+    yield graph
+    for node in graph.node:
+        for body in subgraphs(node):
+            yield from graphs_within(body)

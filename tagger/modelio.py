@@ -17,6 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from tagger.errors import InputError, OutputError
+from tagger.index import graphs_within
 
 __all__ = ["check_output_path", "default_output", "external_locations", "load_model", "save_model", "save_text"]
 
@@ -57,18 +58,12 @@ def external_locations(model: onnx.ModelProto) -> set[str]:
 
 
 def _all_tensors(model: onnx.ModelProto):
-    graphs = [model.graph]
-    while graphs:
-        graph = graphs.pop()
+    for graph in graphs_within(model.graph):
         yield from graph.initializer
         for node in graph.node:
             for attribute in node.attribute:
                 if attribute.type == onnx.AttributeProto.TENSOR:
                     yield attribute.t
-                elif attribute.type == onnx.AttributeProto.GRAPH:
-                    graphs.append(attribute.g)
-                elif attribute.type == onnx.AttributeProto.GRAPHS:
-                    graphs.extend(attribute.graphs)
 
 
 def _check_external_data(model: onnx.ModelProto, base: Path, file: Path) -> None:
