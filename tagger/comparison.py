@@ -27,13 +27,13 @@ from pathlib import Path
 
 from tagger.modelio import load_model
 from tagger.nodetags import NodeTag, model_tags
+from tagger.text import LIST_LIMIT, listing
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
 from tagger.text import terminal as _safe
 
 __all__ = ["DiffReport", "ModuleDiff", "NodeChange", "diff"]
 
-_LIST_LIMIT = 20
 
 
 @dataclass(frozen=True)
@@ -121,18 +121,18 @@ class DiffReport:
     def to_text(self) -> str:
         parts = [self.summary(), "", "modules with differences (A -> B: kept, -removed, +added, >moved out, <moved in):"]
         changed = [m for m in self.modules if m.changed]
-        for m in changed[:_LIST_LIMIT]:
+        for m in changed[:LIST_LIMIT]:
             parts.append(
                 f"  {_safe(m.module) or '(root)':<40} {m.a:>5} -> {m.b:<5} kept {m.kept}, -{m.removed}, +{m.added}, "
                 f">{m.moved_out}, <{m.moved_in}"
             )
-        if len(changed) > _LIST_LIMIT:
-            parts.append(f"  … {len(changed) - _LIST_LIMIT} more (full list in --json)")
+        if len(changed) > LIST_LIMIT:
+            parts.append(f"  … {len(changed) - LIST_LIMIT} more (full list in --json)")
         if not changed:
             parts.append("  none")
-        parts += _section("disappeared modules", [_safe(m) or "(root)" for m in self.disappeared])
-        parts += _section("appeared modules", [_safe(m) or "(root)" for m in self.appeared])
-        parts += _section("nodes whose module changed", [_change_text(c, _safe) for c in self.changes])
+        parts += listing("disappeared modules", [_safe(m) or "(root)" for m in self.disappeared])
+        parts += listing("appeared modules", [_safe(m) or "(root)" for m in self.appeared])
+        parts += listing("nodes whose module changed", [_change_text(c, _safe) for c in self.changes])
         return "\n".join(parts)
 
     def to_markdown(self) -> str:
@@ -262,10 +262,3 @@ def _change_text(change: NodeChange, escape) -> str:
         f"{escape(change.module_a) or '(root)'} -> {escape(change.module_b) or '(root)'}"
     )
 
-
-def _section(title: str, items: list[str]) -> list[str]:
-    lines = ["", f"{title} ({len(items)}):"]
-    lines += [f"  {item}" for item in items[:_LIST_LIMIT]]
-    if len(items) > _LIST_LIMIT:
-        lines.append(f"  … {len(items) - _LIST_LIMIT} more (full list in --json)")
-    return lines

@@ -15,6 +15,7 @@ from tagger.display import TagFormatter
 from tagger.keys import DIRECT_SOURCES
 from tagger.paths import ancestors
 from tagger.tagging import TaggingResult
+from tagger.text import listing
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
 from tagger.text import pct as _pct
@@ -22,7 +23,6 @@ from tagger.text import terminal as _safe
 
 __all__ = ["ConflictRecord", "NodeRef", "Report", "build_report"]
 
-_LIST_LIMIT = 20
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,8 @@ class Report:
         for op, counts in sorted(self.by_op.items()):
             parts.append(f"  {_safe(op):<24} {counts['direct']:>6} {counts['inherited']:>6} {counts['fallback']:>6}")
         parts += ["", "module tree:", self.tree()]
-        parts += _listing("fallback nodes", [_ref_text(r) for r in self.fallback_nodes])
-        parts += _listing("evidence conflicts", [_conflict_text(c) for c in self.conflicts])
+        parts += listing("fallback nodes", [_ref_text(r) for r in self.fallback_nodes])
+        parts += listing("evidence conflicts", [_conflict_text(c) for c in self.conflicts])
         return "\n".join(parts)
 
     def to_markdown(self) -> str:
@@ -236,10 +236,3 @@ def _conflict_text(conflict: ConflictRecord) -> str:
         f"{conflict.rejected_source} says {_safe(conflict.rejected_module) or '(root)'}"
     )
 
-
-def _listing(title: str, items: list[str]) -> list[str]:
-    lines = ["", f"{title} ({len(items)}):"]
-    lines += [f"  {item}" for item in items[:_LIST_LIMIT]]
-    if len(items) > _LIST_LIMIT:
-        lines.append(f"  … {len(items) - _LIST_LIMIT} more (full list in --json)")
-    return lines

@@ -43,13 +43,12 @@ from tagger.index import build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
 from tagger.paths import ancestors
-from tagger.text import markdown, natural, pct, terminal
+from tagger.text import LIST_LIMIT, markdown, natural, pct, terminal
 
 __all__ = ["ModuleTime", "NodeTime", "ProfileReport", "profile"]
 
 _KERNEL_SUFFIX = "_kernel_time"
 _STAND_IN = "_tagger_profile_node_"
-_LIST_LIMIT = 20
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ class ProfileReport:
         rows += ["", "## Slowest nodes", "", "| µs | op | node | module |", "|---:|---|---|---|"]
         rows += [
             f"| {n.us:.1f} | {markdown(n.op_type)} | {markdown(n.name) or '(unnamed)'} | {markdown(n.module) or '(root)'} |"
-            for n in self.nodes[:_LIST_LIMIT]
+            for n in self.nodes[:LIST_LIMIT]
         ]
         return "\n".join(rows) + "\n"
 

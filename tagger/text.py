@@ -10,7 +10,10 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["html_text", "markdown", "natural", "pct", "terminal"]
+__all__ = ["LIST_LIMIT", "html_text", "listing", "markdown", "natural", "pct", "terminal"]
+
+LIST_LIMIT = 20
+"""How many items a terminal listing shows before it points at --json."""
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#|!])")
@@ -38,3 +41,12 @@ def natural(path: str) -> list:
 
 def pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
+
+
+def listing(title: str, items: list[str]) -> list[str]:
+    """A titled terminal listing of already-escaped items, cut at LIST_LIMIT."""
+    lines = ["", f"{title} ({len(items)}):"]
+    lines += [f"  {item}" for item in items[:LIST_LIMIT]]
+    if len(items) > LIST_LIMIT:
+        lines.append(f"  … {len(items) - LIST_LIMIT} more (full list in --json)")
+    return lines
