@@ -22,6 +22,14 @@ HEADS = 2
 SEQ = 4
 LAYER_NODES = 43
 
+# Shared constants, named as TorchScript names folded constants (no module path in them).
+ZERO = "onnx::Gather_1"
+AXES0 = "onnx::Unsqueeze_2"
+SHAPE_TAIL = "onnx::Concat_3"
+HEADS_SHAPE = "onnx::Reshape_4"
+HIDDEN_SHAPE = "onnx::Reshape_5"
+SCALE = "onnx::Div_6"
+
 
 @dataclass
 class _Builder:
@@ -69,9 +77,9 @@ def _linear(b: _Builder, x: str, scope: str, classes: list[str]) -> str:
 def _heads(b: _Builder, x: str, scope: str, classes: list[str], shape: str) -> str:
     """The view/transpose of one projection, with the Shape/Gather/Concat chain a real export has."""
     shp = b.node("Shape", [x], scope, classes, "sym_size")
-    idx = b.node("Gather", [shp, "const.zero"], scope, classes, "select", axis=0)
-    unsq = b.node("Unsqueeze", [idx, "const.axes0"], scope, classes, "unsqueeze")
-    b.node("Concat", [unsq, "const.shape_tail"], scope, classes, "cat", axis=0)
+    idx = b.node("Gather", [shp, ZERO], scope, classes, "select", axis=0)
+    unsq = b.node("Unsqueeze", [idx, AXES0], scope, classes, "unsqueeze")
+    b.node("Concat", [unsq, SHAPE_TAIL], scope, classes, "cat", axis=0)
     view = b.node("Reshape", [x, shape], scope, classes, "view")
     return b.node("Transpose", [view], scope, classes, "transpose", perm=[0, 2, 1, 3])
 
@@ -82,14 +90,14 @@ def _layer(b: _Builder, x: str, mask: str, layer: int) -> str:
     att = layer_cls + ["transformers.BertAttention"]
     self_cls = att + ["transformers.BertSelfAttention"]
     sa = f"{root}.attention.self"
-    q = _heads(b, _linear(b, x, f"{sa}.query", self_cls), sa, self_cls, "const.heads_shape")
-    k = _heads(b, _linear(b, x, f"{sa}.key", self_cls), sa, self_cls, "const.heads_shape")
-    v = _heads(b, _linear(b, x, f"{sa}.value", self_cls), sa, self_cls, "const.heads_shape")
+    q = _heads(b, _linear(b, x, f"{sa}.query", self_cls), sa, self_cls, HEADS_SHAPE)
+    k = _heads(b, _linear(b, x, f"{sa}.key", self_cls), sa, self_cls, HEADS_SHAPE)
+    v = _heads(b, _linear(b, x, f"{sa}.value", self_cls), sa, self_cls, HEADS_SHAPE)
     kt = b.node("Transpose", [k], sa, self_cls, "transpose", perm=[0, 1, 3, 2])
-    scores = b.node("Div", [b.node("MatMul", [q, kt], sa, self_cls, "matmul"), "const.scale"], sa, self_cls, "div")
+    scores = b.node("Div", [b.node("MatMul", [q, kt], sa, self_cls, "matmul"), SCALE], sa, self_cls, "div")
     probs = b.node("Softmax", [b.node("Add", [scores, mask], sa, self_cls, "add")], sa, self_cls, "softmax", axis=-1)
     ctx = b.node("Transpose", [b.node("MatMul", [probs, v], sa, self_cls, "matmul")], sa, self_cls, "transpose", perm=[0, 2, 1, 3])
-    ctx = b.node("Reshape", [ctx, "const.hidden_shape"], sa, self_cls, "view")
+    ctx = b.node("Reshape", [ctx, HIDDEN_SHAPE], sa, self_cls, "view")
     out_cls = att + ["transformers.BertSelfOutput"]
     so = f"{root}.attention.output"
     h = b.node("Add", [_linear(b, ctx, f"{so}.dense", out_cls), x], so, out_cls, "add")
@@ -110,12 +118,12 @@ def _layer_norm(b: _Builder, x: str, scope: str, classes: list[str]) -> str:
 
 
 def _constants(b: _Builder) -> None:
-    b.init("const.zero", np.array(0, dtype=np.int64))
-    b.init("const.axes0", np.array([0], dtype=np.int64))
-    b.init("const.shape_tail", np.array([SEQ, HEADS, HIDDEN // HEADS], dtype=np.int64))
-    b.init("const.heads_shape", np.array([1, SEQ, HEADS, HIDDEN // HEADS], dtype=np.int64))
-    b.init("const.hidden_shape", np.array([1, SEQ, HIDDEN], dtype=np.int64))
-    b.init("const.scale", np.array(np.sqrt(HIDDEN // HEADS), dtype=np.float32))
+    b.init(ZERO, np.array(0, dtype=np.int64))
+    b.init(AXES0, np.array([0], dtype=np.int64))
+    b.init(SHAPE_TAIL, np.array([SEQ, HEADS, HIDDEN // HEADS], dtype=np.int64))
+    b.init(HEADS_SHAPE, np.array([1, SEQ, HEADS, HIDDEN // HEADS], dtype=np.int64))
+    b.init(HIDDEN_SHAPE, np.array([1, SEQ, HIDDEN], dtype=np.int64))
+    b.init(SCALE, np.array(np.sqrt(HIDDEN // HEADS), dtype=np.float32))
 
 
 def build(layers: int, big_weights: int = 0) -> onnx.ModelProto:

@@ -61,7 +61,7 @@ def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, 
 def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False) -> Report:
     result, notes = _tag_checked(model, strategy)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
-    changed = write_tags(result.index.nodes, result.assignments)
+    changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     summary = build_report(result, name)
     summary.notes += notes
     summary.changed_nodes = changed

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 
 from tagger.display import TagFormatter
-from tagger.keys import DIRECT_SOURCES
-from tagger.paths import ancestors
-from tagger.tagging import TaggingResult
+from tagger.paths import MAX_DEPTH, ancestors
+from tagger.tagging import Assignment, TaggingResult
 from tagger.text import listing
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
@@ -22,6 +22,10 @@ from tagger.text import pct as _pct
 from tagger.text import terminal as _safe
 
 __all__ = ["ConflictRecord", "NodeRef", "Report", "build_report"]
+
+CATEGORIES = ("direct", "inherited", "fallback")
+_CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
+"""The category of a source that is not direct evidence (any other source is)."""
 
 
 
@@ -159,37 +163,48 @@ class Report:
 
 
 def build_report(result: TaggingResult, model_name: str) -> Report:
-    """Count a tagging result by category, source, op type and module."""
+    """Count a tagging result by category, source, op type and module.
+
+    Counted by assignment identity (`tag_model` shares one `Assignment` per distinct tag), so
+    the per-node work is C-level counting and everything else runs once per distinct tag.
+    """
     index = result.index
-    assignments = result.assignments
-    by_source = Counter(a.source for a in assignments)
-    by_op: dict[str, Counter[str]] = defaultdict(Counter)
-    for (op, source), count in Counter((n.op_type, a.source) for n, a in zip(index.views, assignments, strict=True)).items():
-        by_op[op][_category(source)] += count
-    modules = Counter(a.module for a in assignments)
-    module_sources: dict[str, Counter[str]] = defaultdict(Counter)
-    for (module, source), count in Counter((a.module, a.source) for a in assignments).items():
-        module_sources[module][_category(source)] += count
-    tags = {a.module: a.tag for a in assignments}
-    formatter = TagFormatter(result.context.classes)
-    for module in list(modules):
-        for path in ancestors(module):
-            if path not in tags:
-                tags[path] = formatter(path)
-    totals: Counter[str] = Counter()
+    keys = list(map(id, result.assignments))
+    distinct = dict(zip(keys, result.assignments, strict=True))
+    by_source: dict[str, int] = {}
+    modules: dict[str, int] = {}
+    module_sources: dict[str, dict[str, int]] = {}
+    for key, count in Counter(keys).items():
+        assignment = distinct[key]
+        module, source = assignment.module, assignment.source
+        by_source[source] = by_source.get(source, 0) + count
+        modules[module] = modules.get(module, 0) + count
+        own = module_sources.get(module)
+        if own is None:
+            own = module_sources[module] = dict.fromkeys(CATEGORIES, 0)
+        own[_CATEGORY.get(source, "direct")] += count
+    by_op: dict[str, dict[str, int]] = {}
+    for (op, key), count in Counter(zip(map(attrgetter("op_type"), index.views), keys, strict=True)).items():
+        row = by_op.get(op)
+        if row is None:
+            row = by_op[op] = dict.fromkeys(CATEGORIES, 0)
+        row[_CATEGORY.get(distinct[key].source, "direct")] += count
+    tags = {a.module: a.tag for a in distinct.values()}
+    _add_ancestor_tags(tags, result.formatter)
+    totals = dict.fromkeys(CATEGORIES, 0)
     for source, count in by_source.items():
-        totals[_category(source)] += count
-    fallback_ids = [i for i, a in enumerate(assignments) if a.source == "fallback"]
+        totals[_CATEGORY.get(source, "direct")] += count
+    fallback_ids = _fallback_ids(keys, distinct) if "fallback" in by_source else []
     refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts])
     report = Report(
         model=model_name,
-        nodes=len(assignments),
+        nodes=len(keys),
         direct=totals["direct"],
         inherited=totals["inherited"],
         fallback=totals["fallback"],
-        by_source=dict(by_source),
-        by_op={op: {k: c[k] for k in ("direct", "inherited", "fallback")} for op, c in by_op.items()},
-        modules=dict(modules),
+        by_source=by_source,
+        by_op=by_op,
+        modules=modules,
         tags=tags,
         fallback_nodes=[refs[i] for i in fallback_ids],
         conflicts=[
@@ -197,11 +212,34 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
             for c in result.conflicts
         ],
         graphs=len(index.graphs),
-        module_sources={m: {k: c[k] for k in ("direct", "inherited", "fallback")} for m, c in module_sources.items()},
+        module_sources=module_sources,
     )
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
     return report
+
+
+def _add_ancestor_tags(tags: dict[str, str], formatter: TagFormatter) -> None:
+    """Tags of every ancestor of a tagged module (the tree shows them), root first."""
+    for module in list(tags):
+        missing = []
+        for path in reversed(ancestors(module)) if module.count(".") > MAX_DEPTH else _parents(module):
+            if path in tags:
+                break
+            missing.append(path)
+        for path in reversed(missing):
+            tags[path] = formatter(path)
+
+
+def _parents(path: str):
+    while path:
+        path = path.rpartition(".")[0]
+        yield path
+
+
+def _fallback_ids(keys: list[int], distinct: dict[int, Assignment]) -> list[int]:
+    fallback = {key for key, assignment in distinct.items() if assignment.source == "fallback"}
+    return [node_id for node_id, key in enumerate(keys) if key in fallback]
 
 
 def _node_refs(index, node_ids: list[int]) -> dict[int, NodeRef]:
@@ -220,10 +258,6 @@ def _node_refs(index, node_ids: list[int]) -> dict[int, NodeRef]:
     return refs
 
 
-def _category(source: str) -> str:
-    if source in DIRECT_SOURCES:
-        return "direct"
-    return source if source in ("inherited", "fallback") else "direct"
 
 
 def _ref_text(ref: NodeRef) -> str:

@@ -96,17 +96,24 @@ def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope) -> 
     _add_nodes(index, graph.node, scope)
 
 
+_GRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+"""The operators of the standard domain with graph-valued attributes (the spec allows no others)."""
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+
+
 def _add_nodes(index: ModelIndex, nodes, scope: GraphScope) -> None:
     graph_id = len(index.graphs)
     index.graphs.append(scope)
-    for node in nodes:
-        node_id = len(index.nodes)
-        index.nodes.append(node)
-        index.views.append(NodeView.of(node))
-        index.graph_of.append(graph_id)
-        scope.node_ids.append(node_id)
-        for body in subgraphs(node):
-            _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id))
+    first = len(index.nodes)
+    index.nodes.extend(nodes)
+    views = [NodeView.of(node) for node in nodes]
+    index.views.extend(views)
+    index.graph_of.extend([graph_id] * len(views))
+    scope.node_ids.extend(range(first, first + len(views)))
+    for node_id, view in enumerate(views, first):
+        if view.op_type in _GRAPH_OPS or view.domain not in _STANDARD_DOMAINS:
+            for body in subgraphs(index.nodes[node_id]):
+                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id))
 
 
 def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:

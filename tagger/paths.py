@@ -77,7 +77,7 @@ def scope_segments(name: str) -> list[str] | None:
     if "/" not in name:
         return None
     segments = [s for s in name.split("/") if s]
-    if len(segments) > MAX_DEPTH or sum(s.count(".") for s in segments) > MAX_DEPTH:
+    if len(segments) > MAX_DEPTH or name.count(".") > MAX_DEPTH:
         return None
     return segments[:-1]
 
@@ -118,11 +118,11 @@ class ModuleSet:
 
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
-        parts: list[str] = []
         self._memo.clear()
+        path = ""
         for segment in segments:
-            parts = parts + segment.split(".")
-            self._observed.add(".".join(parts))
+            path = f"{path}.{segment}" if path else segment
+            self._observed.add(path)
 
     def has_top_level(self, path: str) -> bool:
         """Whether the first component of `path` is a known child of the root (or nothing is known)."""
@@ -132,11 +132,17 @@ class ModuleSet:
 
     def add(self, path: str) -> None:
         """Record `path` and all its ancestors as existing modules."""
-        if path in self._known:
+        known = self._known
+        if path in known:
             return
         self._memo.clear()
-        self._known.add(path)
-        self._known.update(ancestors(path))
+        if path.count(".") > MAX_DEPTH:
+            known.add(path)
+            known.update(ancestors(path))
+            return
+        while path not in known:  # up to the first known ancestor (the root always is)
+            known.add(path)
+            path = path.rpartition(".")[0]
 
     def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str:
         """Turn exporter scope segments into a module path.

@@ -7,6 +7,7 @@ the report consume the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import onnx
 
@@ -37,19 +38,20 @@ class TaggingResult:
     context: Context
     assignments: list[Assignment]
     conflicts: list[Conflict]
+    formatter: TagFormatter
+    """Display tags of module paths (memoised; the report formats ancestors with it)."""
 
 
 def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResult:
     """Decide a module, display tag and source for every node of `model` (model untouched)."""
     index = build_index(model)
     context = build_context(index)
-    evidence, conflicts = collect(index, context)
-    modules: list[str | None] = [None] * len(index.nodes)
-    sources: list[str] = ["fallback"] * len(index.nodes)
-    for node_id, (module, source) in evidence.items():
-        modules[node_id], sources[node_id] = module, source
+    decision = collect(index, context)
+    count = len(index.nodes)
+    modules: list[str | None] = list(map(decision.modules.get, range(count)))
+    sources: list[str] = list(map(decision.sources.get, range(count), repeat("fallback", count)))
     callers = _function_callers(index)
-    for module in evidence_modules(evidence):
+    for module in set(decision.modules.values()):
         context.modules.add(module)
     facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences())
     functions = [scope for scope in index.graphs if scope.kind == "function"]
@@ -65,21 +67,23 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
     formatter = TagFormatter(context.classes)
-    assignments = []
-    for module, source in zip(modules, sources, strict=False):
+    return TaggingResult(index, context, _assignments(modules, sources, formatter), decision.conflicts, formatter)
+
+
+def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
+    """One shared `Assignment` per distinct (module, source): a model has far fewer of those
+    than nodes, and the writer and the report handle each distinct one once."""
+    keys = list(zip(modules, sources, strict=True))
+    shared = {}
+    for module, source in set(keys):
         final = module if module is not None else ""
-        assignments.append(Assignment(final, formatter(final), source))
-    return TaggingResult(index, context, assignments, conflicts)
+        shared[module, source] = Assignment(final, formatter(final), source)
+    return list(map(shared.__getitem__, keys))
 
 
 def _weight_like(index: ModelIndex) -> frozenset[str]:
     """Unnamed initializers of rank >= 2: folded or transposed parameters (`val_103`)."""
     return frozenset(name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None)
-
-
-def evidence_modules(evidence: dict[int, tuple[str, str]]) -> set[str]:
-    """The distinct modules named by direct evidence."""
-    return {module for module, _ in evidence.values()}
 
 
 def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:

@@ -17,6 +17,7 @@ from tagger.paths import ModuleSet
 __all__ = [
     "Conflict",
     "Context",
+    "Decision",
     "Evidence",
     "PRECEDENCE",
     "build_context",
@@ -53,6 +54,9 @@ class Context:
     classes: dict[str, str] = field(default_factory=dict)
     kept_sources: dict[int, str] = field(default_factory=dict)
     """Original `hierarchy.source` of tags kept from an earlier retag (written back unchanged)."""
+    scope_modules: dict[str, str | None] = field(default_factory=dict)
+    """Module of each scoped-name prefix (`/encoder/layer.0/`), shared by the name and tensor
+    sources: node and tensor names repeat the same scopes."""
 
 
 def build_context(index: ModelIndex) -> Context:
@@ -78,18 +82,32 @@ def _read_module_map(text: str, context: Context) -> None:
     context.modules.authoritative = True
 
 
-def collect(index: ModelIndex, context: Context) -> tuple[dict[int, tuple[str, str]], list[Conflict]]:
-    """Run every source and merge: node -> (module, source) of the highest-precedence claim."""
+@dataclass
+class Decision:
+    """The merged direct evidence: each claimed node's module and the source that won."""
+
+    modules: dict[int, str]
+    sources: dict[int, str]
+    conflicts: list[Conflict]
+
+
+def collect(index: ModelIndex, context: Context) -> Decision:
+    """Run every source and merge: the highest-precedence claim wins, every disagreement with it
+    is a conflict. The merge is dict updates from the lowest precedence up (C-level: a 100k-node
+    model has several claims on every node)."""
     from tagger.evidence import initializers, metadata, names, tags, tensors
 
     proposals = {source.SOURCE: source.propose(index, context) for source in (tags, metadata, initializers, names, tensors)}
-    chosen: dict[int, tuple[str, str]] = {}
-    conflicts: list[Conflict] = []
-    for source in PRECEDENCE:
-        for node, module in proposals[source].items():
-            winner = chosen.get(node)
-            if winner is None:
-                chosen[node] = (module, context.kept_sources.get(node, source) if source == "tag" else source)
-            elif winner[0] != module:
-                conflicts.append(Conflict(node, Evidence(node, *winner), Evidence(node, module, source)))
-    return chosen, conflicts
+    modules: dict[int, str] = {}
+    sources: dict[int, str] = {}
+    for source in reversed(PRECEDENCE):
+        modules.update(proposals[source])
+        sources.update(dict.fromkeys(proposals[source], source))
+    sources.update(context.kept_sources)  # tags keep the source they were decided by
+    conflicts = [
+        Conflict(node, Evidence(node, modules[node], sources[node]), Evidence(node, module, source))
+        for source in PRECEDENCE[1:]
+        for node, module in proposals[source].items()
+        if modules[node] != module
+    ]
+    return Decision(modules, sources, conflicts)

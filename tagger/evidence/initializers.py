@@ -32,19 +32,20 @@ def module_of_parameter(name: str) -> str | None:
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
-    owners: dict[str, str | None] = {}
+    owners: dict[str, str] = {}
     for scope in index.graphs:
         for name in scope.initializers:
             owner = module_of_parameter(name)
-            owners[name] = owner
             if owner is not None:
+                owners[name] = owner
                 context.modules.add(owner)
-    if not any(owners.values()):
+    if not owners:
         return found
     for node_id, node in enumerate(index.views):
-        owned = [owners[name] for name in node.input if owners.get(name) is not None]
-        if owned:
-            found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)
+        if owners.keys().isdisjoint(node.input):
+            continue
+        owned = [owners[name] for name in node.input if name in owners]
+        found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)
     return found
 
 

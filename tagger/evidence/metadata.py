@@ -21,25 +21,39 @@ CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
-    cache: dict[str, list[str] | None] = {}
-    learned: set[tuple[str, str]] = set()
+    parsed: dict[str, list[str] | None] = {}
+    module_of: dict[str, str | None] = {}  # per distinct `name_scopes` text: a module's nodes repeat it
+    learned: dict[str, str] = {}  # the `class_hierarchy` text last learned with each `name_scopes` text
     for node_id, node in enumerate(index.views):
-        if node.metadata is None:
+        metadata = node.metadata
+        if metadata is None:
             continue
-        scopes_text = node.metadata.get(NAME_SCOPES_KEY)
+        scopes_text = metadata.get(NAME_SCOPES_KEY)
         if scopes_text is None:
             continue
-        classes_text = node.metadata.get(CLASS_HIERARCHY_KEY)
-        scopes = _parse_list(scopes_text, cache)
-        if not scopes:
+        if scopes_text in module_of:
+            module = module_of[scopes_text]
+        else:
+            module = module_of[scopes_text] = _module_of(scopes_text, parsed, context)
+        if module is None:
             continue
-        module = scopes[-2] if len(scopes) >= 2 else ""
-        context.modules.add(module)
-        if classes_text is not None and (scopes_text, classes_text) not in learned:
-            learned.add((scopes_text, classes_text))
-            _learn_classes(scopes[:-1], _parse_list(classes_text, cache) or [], context)
         found[node_id] = module
+        classes_text = metadata.get(CLASS_HIERARCHY_KEY)
+        if classes_text is not None and learned.get(scopes_text) != classes_text:
+            learned[scopes_text] = classes_text  # learning again is harmless: known classes stay
+            scopes = parsed[scopes_text] or []
+            _learn_classes(scopes[:-1], _parse_list(classes_text, parsed) or [], context)
     return found
+
+
+def _module_of(scopes_text: str, parsed: dict[str, list[str] | None], context: Context) -> str | None:
+    """The item before the fx node name; the module set learns it."""
+    scopes = _parse_list(scopes_text, parsed)
+    if not scopes:
+        return None
+    module = scopes[-2] if len(scopes) >= 2 else ""
+    context.modules.add(module)
+    return module
 
 
 def _parse_list(text: str, cache: dict[str, list[str] | None]) -> list[str] | None:
@@ -54,7 +68,7 @@ def _fast_list(text: str) -> list[str] | None:
     if not (text.startswith("['") and text.endswith("']")) or "\\" in text or '"' in text:
         return None
     items = text[2:-2].split("', '")
-    return None if any("'" in item for item in items) else items
+    return items if text.count("'") == 2 * len(items) else None
 
 
 def _literal_list(text: str) -> list[str] | None:

@@ -8,59 +8,58 @@ from __future__ import annotations
 import re
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex, NodeView
+from tagger.index import ModelIndex
 from tagger.paths import ModuleSet, scope_segments
 
 SOURCE = "name"
-__all__ = ["SOURCE", "propose", "module_of_name", "observe_names"]
+__all__ = ["SOURCE", "propose", "module_of_scope"]
 
 _TENSOR_LIKE = re.compile(r"_output_\d+$")
 
 
-def module_of_name(name: str, modules: ModuleSet, cache: dict[str, str | None]) -> str | None:
-    """The module path a scoped name points at, or None for unscoped names.
+def module_of_scope(scope: str, modules: ModuleSet, cache: dict[str, str | None]) -> str | None:
+    """The module path a scope prefix (`/encoder/layer.0/`) points at, or None.
 
-    Cached by the scope part (everything before the last `/`): names are unique, scopes repeat.
+    Cached by the scope: names are unique, scopes repeat.
     """
-    if "/" not in name:
-        return None
-    scope = name[: name.rindex("/") + 1]
-    if scope not in cache:
-        segments = scope_segments(scope + "_")
-        module = None if segments is None else modules.resolve(segments, torchscript=name.startswith("/"))
-        cache[scope] = module if module is not None and modules.has_top_level(module) else None
-    return cache[scope]
+    if scope in cache:
+        return cache[scope]
+    segments = scope_segments(scope + "_")
+    module = None if segments is None else modules.resolve(segments, torchscript=scope.startswith("/"))
+    cache[scope] = module = module if module is not None and modules.has_top_level(module) else None
+    return module
 
 
-def observe_names(index: ModelIndex, context: Context) -> None:
-    """Let the module set see every literal scope in node and tensor names first."""
-    seen: set[str] = set()
-    for node in index.views:
-        for name in (node.name, *node.output):
-            if "/" not in name:
-                continue
-            scope = name[: name.rindex("/") + 1]
-            if scope not in seen:
-                seen.add(scope)
-                segments = scope_segments(scope + "_")
-                if segments:
-                    context.modules.observe(segments)
-
-
-def _borrowed(node: NodeView) -> bool:
+def _borrowed(name: str, outputs: tuple[str, ...]) -> bool:
     """A tool named this node after some tensor (onnxslim's `…/Add_output_0`) that is not its own
-    output: that scope belongs to whoever produced the tensor, so the output names decide."""
-    return node.name in node.input or (_TENSOR_LIKE.search(node.name) is not None and node.name not in node.output)
+    output: that scope belongs to whoever produced the tensor, so the output names decide.
+    (A name equal to one of the node's inputs is borrowed too; `propose` tests that first.)"""
+    return _TENSOR_LIKE.search(name) is not None and name not in outputs
 
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
-    found: dict[int, str] = {}
-    cache: dict[str, str | None] = {}
-    observe_names(index, context)
+    """Read every scope first (the module set learns `_N` call suffixes from all of them), then
+    resolve each node's own name scope."""
+    seen: set[str] = set()
+    named: list[tuple[int, str]] = []
     for node_id, node in enumerate(index.views):
-        if not node.name or _borrowed(node):
-            continue
-        module = module_of_name(node.name, context.modules, cache)
+        for output in node.output:
+            if "/" in output:
+                seen.add(output[: output.rfind("/") + 1])
+        name = node.name
+        if "/" in name:
+            scope = name[: name.rfind("/") + 1]
+            seen.add(scope)
+            if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
+                named.append((node_id, scope))
+    for scope in seen:
+        segments = scope_segments(scope + "_")
+        if segments:
+            context.modules.observe(segments)
+    found: dict[int, str] = {}
+    cache, modules = context.scope_modules, context.modules
+    for node_id, scope in named:
+        module = cache[scope] if scope in cache else module_of_scope(scope, modules, cache)
         if module is not None:
             found[node_id] = module
     return found

@@ -5,7 +5,7 @@ onnxslim renames nodes after their outputs and keeps tensor names.
 from __future__ import annotations
 
 from tagger.evidence import Context
-from tagger.evidence.names import module_of_name
+from tagger.evidence.names import module_of_scope
 from tagger.index import ModelIndex
 
 SOURCE = "tensor"
@@ -13,11 +13,17 @@ __all__ = ["SOURCE", "propose"]
 
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    """The module of a node's first output with a resolvable scope. Runs after the name source
+    (which let the module set observe every scope), sharing its scope cache."""
     found: dict[int, str] = {}
-    cache: dict[str, str | None] = {}
+    cache, modules = context.scope_modules, context.modules
     for node_id, node in enumerate(index.views):
         for output in node.output:
-            module = module_of_name(output, context.modules, cache) if output else None
+            end = output.rfind("/")
+            if end < 0:
+                continue
+            scope = output[: end + 1]
+            module = cache[scope] if scope in cache else module_of_scope(scope, modules, cache)
             if module is not None:
                 found[node_id] = module
                 break
