@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from tagger.keys import READ_KEYS
+
 __all__ = ["GraphScope", "ModelIndex", "NodeView", "build_index", "graphs_within", "subgraphs"]
 
 
@@ -25,12 +27,17 @@ class NodeView:
     input: tuple[str, ...]
     output: tuple[str, ...]
     metadata: dict[str, str] | None
-    """The node's `metadata_props` as a dict (None when it has none)."""
+    """The node's `metadata_props` entries the tagger reads (`READ_KEYS`), None without any."""
 
     @classmethod
     def of(cls, node: onnx.NodeProto) -> NodeView:
-        props = node.metadata_props
-        metadata = {p.key: p.value for p in props} if len(props) else None
+        metadata = None
+        for prop in node.metadata_props:
+            key = prop.key
+            if key in READ_KEYS:
+                if metadata is None:
+                    metadata = {}
+                metadata[key] = prop.value
         return cls(node.name, node.op_type, node.domain, tuple(node.input), tuple(node.output), metadata)
 
 

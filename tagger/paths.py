@@ -119,10 +119,12 @@ class ModuleSet:
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
         self._memo.clear()
-        path = ""
-        for segment in segments:
-            path = f"{path}.{segment}" if path else segment
+        path = ".".join(segments)
+        for segment in reversed(segments):  # deepest first: a seen scope's prefixes are seen too
+            if path in self._observed:
+                return
             self._observed.add(path)
+            path = path[: len(path) - len(segment) - 1]
 
     def has_top_level(self, path: str) -> bool:
         """Whether the first component of `path` is a known child of the root (or nothing is known)."""

@@ -11,48 +11,63 @@ import ast
 
 from tagger.evidence import Context
 from tagger.index import ModelIndex
+from tagger.keys import CLASS_HIERARCHY_KEY, NAME_SCOPES_KEY
 
 SOURCE = "metadata"
 __all__ = ["SOURCE", "propose", "NAME_SCOPES_KEY", "CLASS_HIERARCHY_KEY"]
 
-NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
-CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
+
+
+_SEPARATOR = "', '"
 
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    """Every node's module from its `name_scopes`, the classes of its modules learnt on the way.
+
+    The exporter ends each list with the fx node's own name (`'linear_3'`), so the texts are
+    unique per node; everything before that last item (the *head*) is shared by all nodes of one
+    module. Work is done once per head; a node whose last item is a plain string (no quotes or
+    backslashes) is resolved by its head alone.
+    """
     found: dict[int, str] = {}
     parsed: dict[str, list[str] | None] = {}
-    module_of: dict[str, str | None] = {}  # per distinct `name_scopes` text: a module's nodes repeat it
-    learned: dict[str, str] = {}  # the `class_hierarchy` text last learned with each `name_scopes` text
+    by_head: dict[str, str] = {}
     for node_id, node in enumerate(index.views):
         metadata = node.metadata
         if metadata is None:
             continue
-        scopes_text = metadata.get(NAME_SCOPES_KEY)
-        if scopes_text is None:
+        text = metadata.get(NAME_SCOPES_KEY)
+        if text is None:
             continue
-        if scopes_text in module_of:
-            module = module_of[scopes_text]
-        else:
-            module = module_of[scopes_text] = _module_of(scopes_text, parsed, context)
+        cut = text.rfind(_SEPARATOR)
+        head = text[:cut]
+        module = by_head.get(head) if cut > 0 and _plain_last_item(text, cut) else None
         if module is None:
-            continue
+            classes_text = metadata.get(CLASS_HIERARCHY_KEY)
+            module = _module_of(text, classes_text, parsed, context)
+            if module is None:
+                continue
+            if classes_text is not None and cut > 0 and _plain_last_item(text, cut) and _fast_list(text) is not None:
+                by_head[head] = module  # its classes are learnt: the head's other nodes teach no more
         found[node_id] = module
-        classes_text = metadata.get(CLASS_HIERARCHY_KEY)
-        if classes_text is not None and learned.get(scopes_text) != classes_text:
-            learned[scopes_text] = classes_text  # learning again is harmless: known classes stay
-            scopes = parsed[scopes_text] or []
-            _learn_classes(scopes[:-1], _parse_list(classes_text, parsed) or [], context)
     return found
 
 
-def _module_of(scopes_text: str, parsed: dict[str, list[str] | None], context: Context) -> str | None:
-    """The item before the fx node name; the module set learns it."""
-    scopes = _parse_list(scopes_text, parsed)
+def _plain_last_item(text: str, cut: int) -> bool:
+    """Whether `text` ends `', 'item']` with a plain item, so the head alone decides the module."""
+    tail = text[cut + len(_SEPARATOR) :]
+    return tail.endswith("']") and tail.count("'") == 1 and '"' not in tail and "\\" not in tail
+
+
+def _module_of(text: str, classes_text: str | None, parsed: dict[str, list[str] | None], context: Context) -> str | None:
+    """The item before the fx node name; the module set learns it, the classes learn its chain."""
+    scopes = _parse_list(text, parsed)
     if not scopes:
         return None
     module = scopes[-2] if len(scopes) >= 2 else ""
     context.modules.add(module)
+    if classes_text is not None:
+        _learn_classes(scopes[:-1], _parse_list(classes_text, parsed) or [], context)
     return module
 
 
@@ -80,6 +95,11 @@ def _literal_list(text: str) -> list[str] | None:
 
 
 def _learn_classes(paths: list[str], classes: list[str], context: Context) -> None:
-    for path, qualified in zip(paths, classes, strict=False):
-        if path not in context.classes and not qualified.startswith("aten."):
-            context.classes[path] = qualified.rsplit(".", 1)[-1]
+    """Deepest first, up to the first module whose class is known (its ancestors are too: they
+    were learnt from the same chain)."""
+    known = context.classes
+    for path, qualified in reversed(list(zip(paths, classes, strict=False))):
+        if path in known:
+            return
+        if not qualified.startswith("aten."):
+            known[path] = qualified.rsplit(".", 1)[-1]

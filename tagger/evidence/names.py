@@ -17,14 +17,18 @@ __all__ = ["SOURCE", "propose", "module_of_scope"]
 _TENSOR_LIKE = re.compile(r"_output_\d+$")
 
 
-def module_of_scope(scope: str, modules: ModuleSet, cache: dict[str, str | None]) -> str | None:
+def module_of_scope(
+    scope: str, modules: ModuleSet, cache: dict[str, str | None], segments: list[str] | None = None
+) -> str | None:
     """The module path a scope prefix (`/encoder/layer.0/`) points at, or None.
 
-    Cached by the scope: names are unique, scopes repeat.
+    Cached by the scope: names are unique, scopes repeat. `segments`: the scope's
+    `scope_segments`, when the caller has them already.
     """
     if scope in cache:
         return cache[scope]
-    segments = scope_segments(scope + "_")
+    if segments is None:
+        segments = scope_segments(scope + "_")
     module = None if segments is None else modules.resolve(segments, torchscript=scope.startswith("/"))
     cache[scope] = module = module if module is not None and modules.has_top_level(module) else None
     return module
@@ -52,14 +56,14 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
             seen.add(scope)
             if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
                 named.append((node_id, scope))
-    for scope in seen:
-        segments = scope_segments(scope + "_")
+    segments_of = {scope: scope_segments(scope + "_") for scope in seen}
+    for segments in segments_of.values():
         if segments:
             context.modules.observe(segments)
     found: dict[int, str] = {}
     cache, modules = context.scope_modules, context.modules
     for node_id, scope in named:
-        module = cache[scope] if scope in cache else module_of_scope(scope, modules, cache)
+        module = cache[scope] if scope in cache else module_of_scope(scope, modules, cache, segments_of[scope])
         if module is not None:
             found[node_id] = module
     return found
