@@ -13,7 +13,16 @@ import onnx
 
 from tagger.keys import READ_KEYS
 
-__all__ = ["GraphScope", "ModelIndex", "NodeView", "build_index", "graphs_within", "subgraphs"]
+__all__ = [
+    "GraphScope",
+    "ModelIndex",
+    "NodeView",
+    "build_index",
+    "graphs_within",
+    "may_hold_tensors",
+    "may_own_bodies",
+    "subgraphs",
+]
 
 
 @dataclass(slots=True)
@@ -105,7 +114,20 @@ def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope) -> 
 
 _GRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 """The operators of the standard domain with graph-valued attributes (the spec allows no others)."""
+_TENSOR_OPS = _GRAPH_OPS | {"Constant", "ConstantOfShape"}
+"""... and those with tensor-valued attributes, or bodies that may hold some."""
 _STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+
+
+def may_own_bodies(op_type: str, domain: str) -> bool:
+    """Whether a node can have graph attributes: by the spec, only If, Loop, Scan and SequenceMap
+    of the standard domain; any operator of another domain (onnxruntime's contrib ops do)."""
+    return op_type in _GRAPH_OPS or domain not in _STANDARD_DOMAINS
+
+
+def may_hold_tensors(op_type: str, domain: str) -> bool:
+    """Whether a node can have tensor attributes, directly or in its bodies (same rule)."""
+    return op_type in _TENSOR_OPS or domain not in _STANDARD_DOMAINS
 
 
 def _add_nodes(index: ModelIndex, nodes, scope: GraphScope) -> None:
@@ -118,7 +140,7 @@ def _add_nodes(index: ModelIndex, nodes, scope: GraphScope) -> None:
     index.graph_of.extend([graph_id] * len(views))
     scope.node_ids.extend(range(first, first + len(views)))
     for node_id, view in enumerate(views, first):
-        if view.op_type in _GRAPH_OPS or view.domain not in _STANDARD_DOMAINS:
+        if may_own_bodies(view.op_type, view.domain):
             for body in subgraphs(index.nodes[node_id]):
                 _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id))
 

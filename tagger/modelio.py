@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from tagger.errors import InputError, OutputError
-from tagger.index import graphs_within
+from tagger.index import may_hold_tensors
 
 __all__ = ["check_output_path", "default_output", "external_locations", "load_model", "save_model", "save_text"]
 
@@ -42,15 +42,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"not an ONNX model (no graph or no IR version): {file}")
     if model.ir_version >= 3 and not model.opset_import:  # the fields after the graph are gone
         raise InputError(f"not a complete ONNX model (no opset_import; truncated?): {file}")
-    if _EXTERNAL_MARK in data:
-        _check_external_data(model, file.parent.resolve(), file)
+    _check_external_data(model, file.parent.resolve(), file)
     return model
-
-
-_EXTERNAL_MARK = b"location"
-"""An external tensor names its file in an entry keyed `location`; protobuf stores strings as
-their raw bytes, so a file without these bytes has no external data to check (and a 100k-node
-model is spared a walk over every node's attributes)."""
 
 
 def external_locations(model: onnx.ModelProto) -> set[str]:
@@ -65,12 +58,30 @@ def external_locations(model: onnx.ModelProto) -> set[str]:
 
 
 def _all_tensors(model: onnx.ModelProto):
-    for graph in graphs_within(model.graph):
+    """Every tensor that may hold external data: initializers (sparse ones too) and tensor
+    attributes, in the main graph and every body. Attributes are read only on the operators
+    that can have tensor or graph attributes (`may_hold_tensors`), which spares a 100k-node
+    model a walk over every node's attributes."""
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
         yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
         for node in graph.node:
+            if not may_hold_tensors(node.op_type, node.domain):
+                continue
             for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.TENSOR:
+                kind = attribute.type
+                if kind == onnx.AttributeProto.TENSOR:
                     yield attribute.t
+                elif kind == onnx.AttributeProto.TENSORS:
+                    yield from attribute.tensors
+                elif kind == onnx.AttributeProto.GRAPH:
+                    graphs.append(attribute.g)
+                elif kind == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(attribute.graphs)
 
 
 def _check_external_data(model: onnx.ModelProto, base: Path, file: Path) -> None:

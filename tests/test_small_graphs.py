@@ -116,3 +116,47 @@ def test_second_call_suffix_on_a_parameterless_module_merges_with_the_first_call
     model = chain_model(["/enc/act/Relu", "/enc/act_1/Relu"])
     tag_proto(model)
     assert [t["hierarchy.module"] for t in tags_of(model)] == ["enc.act", "enc.act"]
+
+
+def _with_scopes(model: onnx.ModelProto, texts: list[str], classes: list[str] | None = None) -> onnx.ModelProto:
+    for node, text in zip(model.graph.node, texts, strict=True):
+        node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=text)
+        if classes is not None:
+            node.metadata_props.add(key="pkg.torch.onnx.class_hierarchy", value=classes[0])
+    return model
+
+
+def test_nodes_sharing_a_scopes_head_are_resolved_by_their_own_last_item():
+    """The metadata source resolves once per module head; a last item that is no plain string
+    (here a quoted item that parses to one more list element) is parsed in full, not assumed."""
+    classes = ["['m.Model', 'm.Encoder', 'm.Block', 'aten.relu.default']"]
+    texts = [
+        "['', 'enc', 'enc.a', 'relu']",
+        "['', 'enc', 'enc.a', 'relu_1']",
+        "['', 'enc', 'enc.a', 'x', \"y\"]",  # the others' head, then two items: its module is 'x'
+        "['', 'enc', 'enc.a', 'relu_3']",
+    ]
+    model = _with_scopes(chain_model([""] * 4), texts, classes)
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["enc.a", "enc.a", "x", "enc.a"]
+    assert {t["hierarchy.source"] for t in tags_of(model)} == {"metadata"}
+    assert tags_of(model)[0]["hierarchy.tag"] == "/Model/Encoder/Block"
+
+
+def test_classes_are_learnt_from_a_later_node_when_the_first_of_a_module_has_none():
+    model = _with_scopes(chain_model([""] * 2), ["['', 'enc', 'relu']", "['', 'enc', 'relu_1']"])
+    model.graph.node[1].metadata_props.add(key="pkg.torch.onnx.class_hierarchy", value="['m.Model', 'm.Encoder', 'aten.relu']")
+    tag_proto(model)
+    assert [t["hierarchy.tag"] for t in tags_of(model)] == ["/Model/Encoder", "/Model/Encoder"]
+
+
+def test_a_partly_tagged_model_is_written_like_a_fresh_one():
+    """The writer's two paths (append to untagged nodes in one pass, update tagged ones in place)
+    give the same bytes as tagging from scratch."""
+    fresh = chain_model(["/enc/a/Relu", "/enc/b/Relu", "/enc/c/Relu"])
+    partly = onnx.ModelProto()
+    partly.CopyFrom(fresh)
+    tag_proto(fresh)
+    partly.graph.node[1].CopyFrom(fresh.graph.node[1])  # one node tagged already
+    tag_proto(partly)
+    assert partly.SerializeToString() == fresh.SerializeToString()

@@ -280,3 +280,25 @@ def test_a_dangling_input_is_tagged_and_noted(tmp_path):
 def test_a_body_reading_its_outer_scope_is_not_dangling(tmp_path):
     _, summary = retag_file(loop_if_scan_model(), tmp_path)  # the If branches read the Loop body's v_in
     assert not any("nothing produces" in note for note in summary.notes)
+
+
+def test_a_graph_attribute_of_a_custom_domain_op_is_indexed_and_tagged(tmp_path):
+    """Outside the standard domain any op may own bodies (onnxruntime's contrib ops do)."""
+    body = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["b"], name="/block/inner/Relu")],
+        "body",
+        [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])],
+    )
+    node = helper.make_node("Custom", ["x"], ["y"], name="/block/Custom", domain="my.domain", body=body)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.domain", 1)])
+    report = tag_proto(model)
+    inner = model.graph.node[0].attribute[0].g.node[0]
+    assert report.nodes == 2 and report.graphs == 2
+    assert {p.key: p.value for p in inner.metadata_props}["hierarchy.module"] == "block.inner"

@@ -40,14 +40,14 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if text is None:
             continue
         cut = text.rfind(_SEPARATOR)
-        head = text[:cut]
-        module = by_head.get(head) if cut > 0 and _plain_last_item(text, cut) else None
-        if module is None:
+        head = text[:cut] if cut > 0 else None
+        module = by_head.get(head) if head is not None else None
+        if module is None or not _plain_last_item(text, cut):
             classes_text = metadata.get(CLASS_HIERARCHY_KEY)
             module = _module_of(text, classes_text, parsed, context)
             if module is None:
                 continue
-            if classes_text is not None and cut > 0 and _plain_last_item(text, cut) and _fast_list(text) is not None:
+            if head is not None and classes_text is not None and _plain_last_item(text, cut) and _fast_list(text):
                 by_head[head] = module  # its classes are learnt: the head's other nodes teach no more
         found[node_id] = module
     return found
@@ -55,8 +55,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
 
 def _plain_last_item(text: str, cut: int) -> bool:
     """Whether `text` ends `', 'item']` with a plain item, so the head alone decides the module."""
-    tail = text[cut + len(_SEPARATOR) :]
-    return tail.endswith("']") and tail.count("'") == 1 and '"' not in tail and "\\" not in tail
+    start = cut + len(_SEPARATOR)
+    return text.endswith("']") and text.count("'", start) == 1 and text.find('"', start) < 0 and text.find("\\", start) < 0
 
 
 def _module_of(text: str, classes_text: str | None, parsed: dict[str, list[str] | None], context: Context) -> str | None:
