@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import fire
@@ -83,7 +84,27 @@ def _timed(operations: tuple[str, ...], path: Path, repeats: int) -> dict[str, d
     }
 
 
-def _scale_rows(sizes: list[int], work: Path, repeats: int) -> list[str]:
+@dataclass(frozen=True)
+class ScaleRow:
+    """Medians for one model size."""
+
+    nodes: int
+    floor: dict
+    retag: dict
+    report: dict
+
+    def per_node_us(self, operation: str) -> float:
+        return 1e6 * getattr(self, operation)["seconds"] / self.nodes
+
+    def markdown(self) -> str:
+        floor, retag, report = (self.floor["seconds"], self.retag["seconds"], self.report["seconds"])
+        return (
+            f"| {self.nodes:,} | {floor:.2f} s | {retag:.2f} s | **{retag / floor:.1f}×** | {self.per_node_us('floor'):.1f} µs "
+            f"| {self.per_node_us('retag'):.1f} µs | {report:.2f} s | {report / floor:.1f}× | {self.retag['rss_mb']:.0f} MB |"
+        )
+
+
+def _scale_rows(sizes: list[int], work: Path, repeats: int) -> list[ScaleRow]:
     rows = []
     for size in sizes:
         layers = max(1, round(size / synthetic.LAYER_NODES))
@@ -92,14 +113,23 @@ def _scale_rows(sizes: list[int], work: Path, repeats: int) -> list[str]:
         nodes = len(model.graph.node)
         onnx.save(model, path)
         timed = _timed(OPERATIONS, path, repeats)
-        floor, retag, report = timed["floor"], timed["retag"], timed["report"]
-        rows.append(
-            f"| {nodes:,} | {floor['seconds']:.2f} s | {retag['seconds']:.2f} s | **{retag['seconds'] / floor['seconds']:.1f}×** "
-            f"| {1e6 * retag['seconds'] / nodes:.1f} µs | {report['seconds']:.2f} s | {report['seconds'] / floor['seconds']:.1f}× "
-            f"| {retag['rss_mb']:.0f} MB |"
-        )
-        print(rows[-1], flush=True)
+        rows.append(ScaleRow(nodes, timed["floor"], timed["retag"], timed["report"]))
+        print(rows[-1].markdown(), flush=True)
     return rows
+
+
+def _growth(rows: list[ScaleRow]) -> str:
+    """Per-node time of the largest model over the one nearest 10k nodes, for retag and the floor."""
+    base = min(rows, key=lambda r: abs(r.nodes - 10_000))
+    top = max(rows, key=lambda r: r.nodes)
+    if top is base:
+        return ""
+    retag = top.per_node_us("retag") / base.per_node_us("retag")
+    floor = top.per_node_us("floor") / base.per_node_us("floor")
+    return (
+        f"\nGrowth from {base.nodes:,} to {top.nodes:,} nodes, time per node: retag **{retag:.2f}×**, "
+        f"the floor itself {floor:.2f}× (the same file read and written: what the machine's memory and disk add).\n"
+    )
 
 
 def _external_model(work: Path, gigabytes: float) -> Path:
@@ -159,14 +189,14 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
         rows = _scale_rows(size_list, work, repeats)
         external = _external_row(work, external_gb) if external_gb else ""
     header = (
-        "| nodes | floor: load + save | retag | retag / floor | retag per node | report | report / floor | retag peak RSS |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| nodes | floor: load + save | retag | retag / floor | floor per node | retag per node | report | report / floor "
+        "| retag peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     text = (
         "Command: `python -m bench.scale` (`bench/synthetic.py`: BERT-like layers of 43 nodes, TorchScript-style "
         "scoped names and the five metadata entries of a torch 2.13 dynamo export on every node, about 2.2 kB a "
         f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's).\n\n"
-        f"{header}\n" + "\n".join(rows) + "\n"
+        f"{header}\n" + "\n".join(row.markdown() for row in rows) + "\n" + _growth(rows)
     )
     if external:
         text += (
