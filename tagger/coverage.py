@@ -223,18 +223,17 @@ def _add_ancestor_tags(tags: dict[str, str], formatter: TagFormatter) -> None:
     """Tags of every ancestor of a tagged module (the tree shows them), root first."""
     for module in list(tags):
         missing = []
-        for path in reversed(ancestors(module)) if module.count(".") > MAX_DEPTH else _parents(module):
-            if path in tags:
-                break
-            missing.append(path)
+        if module.count(".") > MAX_DEPTH:  # a hostile depth: the bounded list of ancestors
+            missing = [path for path in reversed(ancestors(module)) if path not in tags]
+        else:
+            path = module
+            while path:  # up to the first ancestor already there
+                path = path.rpartition(".")[0]
+                if path in tags:
+                    break
+                missing.append(path)
         for path in reversed(missing):
             tags[path] = formatter(path)
-
-
-def _parents(path: str):
-    while path:
-        path = path.rpartition(".")[0]
-        yield path
 
 
 def _fallback_ids(keys: list[int], distinct: dict[int, Assignment]) -> list[int]:

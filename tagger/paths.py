@@ -105,16 +105,17 @@ class ModuleSet:
     def sequences(self) -> set[str]:
         """Known modules whose children are all numbered (ModuleList, Sequential): they run no
         op of their own, so no node can belong to them."""
-        children: dict[str, list[str]] = {}
+        numbered: set[str] = set()
+        named: set[str] = set()
         for path in self._known:
             if path:
                 head, _, last = path.rpartition(".")
-                children.setdefault(head, []).append(last)
-        return {p for p, names in children.items() if names and all(n.isdigit() for n in names)}
+                (numbered if last.isdigit() else named).add(head)
+        return numbered - named
 
     def containers(self) -> set[str]:
         """Known modules that have known children (everything else is a leaf)."""
-        return {parent(path) for path in self._known if path}
+        return {path.rpartition(".")[0] for path in self._known if path}
 
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
@@ -179,6 +180,8 @@ class ModuleSet:
 
     def _extend(self, parts: list[str], previous: str, segment: str, torchscript: bool) -> list[str]:
         plain = segment.split(".")
+        if ".".join(parts + plain) in self._known:  # the common case, before any other reading is built
+            return parts + plain
         stripped = [_CALL_SUFFIX.sub("", p) or p for p in plain]
         base = parts
         if previous and segment.startswith(previous + "."):
