@@ -139,11 +139,7 @@ def run(archs: str | None = None, repeats: int = 7, publish_docs: bool = True) -
     text = (
         f"Command: `python -m bench.pipeline` (median of {repeats} exports for the overhead).\n\n"
         f"Shim exports: **{perfect} of {total}** arch x exporter x tool rows tagged 100% right; "
-        f"worst row **{100 * worst:.1f}%**.\n\n"
-        + "\n".join(rows)
-        + "\n\nExport time:\n\n"
-        + "\n".join(overhead_rows)
-        + "\n"
+        f"worst row **{100 * worst:.1f}%**.\n\n" + "\n".join(rows) + "\n\nExport time:\n\n" + "\n".join(overhead_rows) + "\n"
     )
     print(text)
     if publish_docs and set(selected) == set(cases.ARCHS):

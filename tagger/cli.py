@@ -155,9 +155,7 @@ class Commands:
         """
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
             raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
-        result = profile(
-            str(model), _optional_path(inputs), runs, warmup, dim, bool(optimize), threads, _optional_path(trace)
-        )
+        result = profile(str(model), _optional_path(inputs), runs, warmup, dim, bool(optimize), threads, _optional_path(trace))
         if json:
             print(result.to_json())
         elif markdown:

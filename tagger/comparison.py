@@ -35,7 +35,6 @@ from tagger.text import terminal as _safe
 __all__ = ["DiffReport", "ModuleDiff", "NodeChange", "diff"]
 
 
-
 @dataclass(frozen=True)
 class ModuleDiff:
     """One module's own nodes in A and in B, split by what happened to them."""
@@ -261,4 +260,3 @@ def _change_text(change: NodeChange, escape) -> str:
         f"{escape(name) or '(unnamed)'} ({escape(op)}, by {change.matched_by}): "
         f"{escape(change.module_a) or '(root)'} -> {escape(change.module_b) or '(root)'}"
     )
-

@@ -28,7 +28,6 @@ _CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
 """The category of a source that is not direct evidence (any other source is)."""
 
 
-
 @dataclass(frozen=True)
 class NodeRef:
     """Where a node is: its graph, its position there, its op and name."""
@@ -171,24 +170,9 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
     index = result.index
     keys = list(map(id, result.assignments))
     distinct = dict(zip(keys, result.assignments, strict=True))
-    by_source: dict[str, int] = {}
-    modules: dict[str, int] = {}
-    module_sources: dict[str, dict[str, int]] = {}
-    for key, count in Counter(keys).items():
-        assignment = distinct[key]
-        module, source = assignment.module, assignment.source
-        by_source[source] = by_source.get(source, 0) + count
-        modules[module] = modules.get(module, 0) + count
-        own = module_sources.get(module)
-        if own is None:
-            own = module_sources[module] = dict.fromkeys(CATEGORIES, 0)
-        own[_CATEGORY.get(source, "direct")] += count
-    by_op: dict[str, dict[str, int]] = {}
-    for (op, key), count in Counter(zip(map(attrgetter("op_type"), index.views), keys, strict=True)).items():
-        row = by_op.get(op)
-        if row is None:
-            row = by_op[op] = dict.fromkeys(CATEGORIES, 0)
-        row[_CATEGORY.get(distinct[key].source, "direct")] += count
+    per_assignment = Counter(keys)
+    by_source, modules, module_sources = _by_source_and_module(per_assignment, distinct)
+    by_op = _by_op(Counter(zip(map(attrgetter("op_type"), index.views), keys, strict=True)), distinct)
     tags = {a.module: a.tag for a in distinct.values()}
     _add_ancestor_tags(tags, result.formatter)
     totals = dict.fromkeys(CATEGORIES, 0)
@@ -217,6 +201,36 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
     return report
+
+
+def _by_source_and_module(
+    per_assignment: Counter[int], distinct: dict[int, Assignment]
+) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, int]]]:
+    """Node counts by source, by module, and by module and category."""
+    by_source: dict[str, int] = {}
+    modules: dict[str, int] = {}
+    module_sources: dict[str, dict[str, int]] = {}
+    for key, count in per_assignment.items():
+        assignment = distinct[key]
+        module, source = assignment.module, assignment.source
+        by_source[source] = by_source.get(source, 0) + count
+        modules[module] = modules.get(module, 0) + count
+        own = module_sources.get(module)
+        if own is None:
+            own = module_sources[module] = dict.fromkeys(CATEGORIES, 0)
+        own[_CATEGORY.get(source, "direct")] += count
+    return by_source, modules, module_sources
+
+
+def _by_op(per_op_and_assignment: Counter[tuple[str, int]], distinct: dict[int, Assignment]) -> dict[str, dict[str, int]]:
+    """Node counts by op type and category."""
+    by_op: dict[str, dict[str, int]] = {}
+    for (op, key), count in per_op_and_assignment.items():
+        row = by_op.get(op)
+        if row is None:
+            row = by_op[op] = dict.fromkeys(CATEGORIES, 0)
+        row[_CATEGORY.get(distinct[key].source, "direct")] += count
+    return by_op
 
 
 def _add_ancestor_tags(tags: dict[str, str], formatter: TagFormatter) -> None:
@@ -257,8 +271,6 @@ def _node_refs(index, node_ids: list[int]) -> dict[int, NodeRef]:
     return refs
 
 
-
-
 def _ref_text(ref: NodeRef) -> str:
     return _safe(f"{ref.graph} #{ref.position} {ref.op_type} {ref.name or '(unnamed)'}")
 
@@ -268,4 +280,3 @@ def _conflict_text(conflict: ConflictRecord) -> str:
         f"{_ref_text(conflict.node)}: {conflict.chosen_source} says {_safe(conflict.chosen_module) or '(root)'}, "
         f"{conflict.rejected_source} says {_safe(conflict.rejected_module) or '(root)'}"
     )
-

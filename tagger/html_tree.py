@@ -69,7 +69,7 @@ def render_html(report: Report) -> str:
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Module tree: <code>{html_text(report.model)}</code></h1>",
         _totals_table(report),
-        *[f"<p class=\"note\">{html_text(note)}</p>" for note in report.notes],
+        *[f'<p class="note">{html_text(note)}</p>' for note in report.notes],
         '<p class="legend">Bars: share of the subtree\'s nodes tagged from'
         + "".join(f'<span class="sw {c}"></span>{c}' for c in _CATEGORIES)
         + ". Counts: subtree nodes (own nodes).</p>",

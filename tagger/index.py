@@ -104,9 +104,7 @@ def build_index(model: onnx.ModelProto) -> ModelIndex:
 
 
 def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope) -> None:
-    scope.initializers = frozenset(t.name for t in graph.initializer) | frozenset(
-        t.values.name for t in graph.sparse_initializer
-    )
+    scope.initializers = frozenset(t.name for t in graph.initializer) | frozenset(t.values.name for t in graph.sparse_initializer)
     scope.matrices = frozenset(t.name for t in graph.initializer if len(t.dims) >= 2)
     scope.inputs = frozenset(i.name for i in graph.input)
     _add_nodes(index, graph.node, scope)

@@ -35,11 +35,19 @@ def write_tags(nodes: Sequence[onnx.NodeProto], views: Sequence[NodeView], assig
     if tagged:
         fresh = [i for i in range(len(nodes)) if i not in tagged]
         nodes, assignments = [nodes[i] for i in fresh], [assignments[i] for i in fresh]
-    encode = _EntryEncoder()
-    encoded = {key: encode(a) for key, a in dict(zip(map(id, assignments), assignments, strict=True)).items()}
-    # one C-level pass: `tag_model` shares one Assignment per distinct tag, encoded once above
-    deque(map(onnx.NodeProto.MergeFromString, nodes, map(encoded.__getitem__, map(id, assignments))), maxlen=0)
+    _append_entries(nodes, assignments)
     return changed + len(nodes)
+
+
+def _append_entries(nodes: Sequence[onnx.NodeProto], assignments: Sequence[Assignment]) -> None:
+    """Append the three entries to nodes that have none, in one C-level pass. `tag_model`
+    shares one Assignment object per distinct tag, so each is encoded once (keyed by identity)."""
+    encode = _EntryEncoder()
+    encoded: dict[int, bytes] = {}
+    for assignment in {id(a): a for a in assignments}.values():
+        encoded[id(assignment)] = encode(assignment)
+    entries = map(encoded.__getitem__, map(id, assignments))
+    deque(map(onnx.NodeProto.MergeFromString, nodes, entries), maxlen=0)  # consume the lazy map
 
 
 def _values(assignment: Assignment) -> dict[str, str]:

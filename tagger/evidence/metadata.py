@@ -16,9 +16,8 @@ from tagger.keys import CLASS_HIERARCHY_KEY, NAME_SCOPES_KEY
 SOURCE = "metadata"
 __all__ = ["SOURCE", "propose", "NAME_SCOPES_KEY", "CLASS_HIERARCHY_KEY"]
 
-
-
 _SEPARATOR = "', '"
+"""Between two items of a list literal as the exporter writes it (`repr` of a list of str)."""
 
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:

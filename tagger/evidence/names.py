@@ -17,9 +17,7 @@ __all__ = ["SOURCE", "propose", "module_of_scope"]
 _TENSOR_LIKE = re.compile(r"_output_\d+$")
 
 
-def module_of_scope(
-    scope: str, modules: ModuleSet, cache: dict[str, str | None], segments: list[str] | None = None
-) -> str | None:
+def module_of_scope(scope: str, modules: ModuleSet, cache: dict[str, str | None], segments: list[str] | None = None) -> str | None:
     """The module path a scope prefix (`/encoder/layer.0/`) points at, or None.
 
     Cached by the scope: names are unique, scopes repeat. `segments`: the scope's
