@@ -30,6 +30,8 @@ from bench import synthetic
 from bench.docs import ROOT, publish
 
 OPERATIONS = ("floor", "retag", "report")
+PHASES_AT = 100_000
+"""The model size whose retag is also timed step by step."""
 
 
 def measure(operation: str, path: str) -> None:
@@ -49,6 +51,54 @@ def measure(operation: str, path: str) -> None:
         raise SystemExit(f"unknown operation {operation}")
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "rss_mb": _peak_rss_mb()}))
+
+
+def measure_phases(path: str) -> None:
+    """Child-process entry: retag's steps one by one (the same calls `tagger.retag` makes),
+    then the floor's two, each timed; prints {step: seconds} as JSON."""
+    import contextlib
+    import gc
+
+    from tagger.coverage import build_report
+    from tagger.index import build_index
+    from tagger.modelio import load_model, save_model
+    from tagger.tagging import tag_model
+    from tagger.validate import check_index
+    from tagger.write import write_tags
+
+    source = Path(path)
+    steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(name: str):
+        started = time.perf_counter()
+        yield
+        steps[name] = time.perf_counter() - started
+
+    gc.disable()  # as `tagger.api` does while it tags
+    with step("read and parse (load_model)"):
+        model = load_model(source)
+    with step("index, evidence, inference (tag_model)"):
+        result = tag_model(model)
+    with step("… of which reading every node's fields (build_index, timed again apart)"):
+        build_index(model)
+    with step("structural checks (check_index)"):
+        check_index(result.index)
+    with step("write tags (write_tags)"):
+        write_tags(result.index.nodes, result.index.views, result.assignments)
+    with step("coverage report (build_report)"):
+        build_report(result, source.name)
+    with step("free the analysis"):
+        del result
+    gc.enable()
+    with step("serialise and write (save_model)"):
+        save_model(model, source, Path(path + ".tagged.onnx"))
+    del model
+    with step("floor: onnx.load"):
+        floor = onnx.load(path, load_external_data=False)
+    with step("floor: onnx.save"):
+        onnx.save(floor, path + ".floor.onnx")
+    print(json.dumps(steps))
 
 
 def _peak_rss_mb() -> float:
@@ -84,7 +134,7 @@ def _timed(operations: tuple[str, ...], path: Path, repeats: int) -> dict[str, d
     }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ScaleRow:
     """Medians for one model size."""
 
@@ -92,6 +142,8 @@ class ScaleRow:
     floor: dict
     retag: dict
     report: dict
+    phases: str = ""
+    """Markdown table of retag's steps (only for the `PHASES_AT` size)."""
 
     def per_node_us(self, operation: str) -> float:
         return 1e6 * getattr(self, operation)["seconds"] / self.nodes
@@ -115,7 +167,26 @@ def _scale_rows(sizes: list[int], work: Path, repeats: int) -> list[ScaleRow]:
         timed = _timed(OPERATIONS, path, repeats)
         rows.append(ScaleRow(nodes, timed["floor"], timed["retag"], timed["report"]))
         print(rows[-1].markdown(), flush=True)
+        if size == PHASES_AT:
+            rows[-1].phases = _phases(path, repeats)
     return rows
+
+
+def _phases(path: Path, repeats: int) -> str:
+    """Where retag's time goes on one model: median seconds of each step over `repeats` children."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.scale", "phases", str(path)], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    median = {step: statistics.median(run[step] for run in runs) for step in runs[0]}
+    floor = sum(seconds for step, seconds in median.items() if step.startswith("floor"))
+    ours = sum(seconds for step, seconds in median.items() if not step.startswith(("floor", "…")))
+    rows = [f"| {step} | {seconds:.2f} s | {seconds / floor:.2f}× |" for step, seconds in median.items()]
+    rows.insert(len(rows) - 2, f"| **retag, all steps** | **{ours:.2f} s** | **{ours / floor:.2f}×** |")
+    rows.append(f"| **floor** | **{floor:.2f} s** | 1× |")
+    return "| step | median | in floors |\n|---|---:|---:|\n" + "\n".join(rows) + "\n"
 
 
 def _growth(rows: list[ScaleRow]) -> str:
@@ -198,6 +269,10 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
         f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's).\n\n"
         f"{header}\n" + "\n".join(row.markdown() for row in rows) + "\n" + _growth(rows)
     )
+    for row in rows:
+        if row.phases:
+            text += f"\nWhere retag's time goes at {row.nodes:,} nodes (steps timed in one child process, median of {repeats}):\n\n"
+            text += row.phases
     if external:
         text += (
             "\nExternal data (weights never loaded; output beside the input shares the data file):\n\n"
@@ -214,5 +289,7 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "measure":
         measure(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "phases":
+        measure_phases(sys.argv[2])
     else:
         fire.Fire(run)
