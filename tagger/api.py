@@ -95,7 +95,7 @@ def retag(
     if report_path is not None:
         check_output_path(report_path, force, "report")
     summary = tag_proto(proto, source.name, strategy, namespace)
-    save_model(proto, source, destination)
+    save_model(proto, source, destination, durable=inplace)
     summary.output = str(destination)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()

@@ -20,7 +20,8 @@ import onnx
 import pytest
 
 from bench.docs import ROOT
-from tests.graphs import chain_model
+from tagger import retag
+from tests.graphs import chain_model, tags_of
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -135,3 +136,20 @@ def test_a_process_killed_mid_write_leaves_no_partial_output(situation, tmp_path
     assert (tmp_path / leftovers[0]).stat().st_size == payload // 2  # it died in the middle of the write
     assert _files(tmp_path).items() >= before.items()  # the input and any previous output: untouched
     assert output.exists() == (situation != "new-output")
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_only_an_output_that_replaces_the_input_waits_for_the_disk(inplace, tmp_path, monkeypatch):
+    """`--inplace` is the one write that could lose the user's model on a power loss: it is
+    flushed (fsync) before the rename; other outputs can be made again and are not."""
+    source = tmp_path / "m.onnx"
+    onnx.save(chain_model(["/enc/a/Relu", "/enc/b/Relu"]), source)
+    flushed: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(fd), real_fsync(fd))[1])
+    if inplace:
+        retag(source, inplace=True)
+    else:
+        retag(source)
+    assert len(flushed) == (1 if inplace else 0)
+    assert tags_of(onnx.load(source if inplace else tmp_path / "m.tagged.onnx"))[0]["hierarchy.module"] == "enc.a"
