@@ -26,11 +26,12 @@ module computes inside the full model, from the same tensors, under the same nam
    still point into the same data file, shared beside the input or copied beside the output as
    `retag` does, and never loaded); the opset imports, plus one for any domain a node uses
    without an import; the model-local functions the nodes call; model metadata.
-5. **Nodes verbatim.** onnx-graphsurgeon builds the graph (node subset, boundary, `cleanup`,
-   export) from a structure-only copy holding just the candidate nodes, so one layer of a huge
-   model costs the layer. Its export drops node `metadata_props` (the tags), `doc_string` and
-   the value types inside bodies, so every exported node is replaced by its source NodeProto,
-   matched by identity.
+5. **Nodes verbatim.** onnx-graphsurgeon builds the graph (node subset, boundary, `cleanup`)
+   from a structure-only copy holding just the candidate nodes, so one layer of a huge model
+   costs the layer, and decides which nodes the outputs need. The model is then assembled from
+   the source's own protos, matched by identity: a graphsurgeon export would drop node
+   `metadata_props` (the tags), `doc_string` and the value types inside bodies, so it is not
+   made at all (everything it wrote would be replaced).
 6. **Validated.** The model is written beside the output under a temporary name, must pass
    `onnx.checker.check_model(full_check=True)`, and only then takes the output's name.
 
@@ -46,7 +47,6 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -447,9 +447,9 @@ def _build(src: _Source, cut: _Cut) -> tuple[onnx.ModelProto, list[int]]:
         graph.outputs = [tensors[name] for name in cut.outputs]
         graph.cleanup(recurse_subgraphs=False, recurse_functions=False)
         kept = [position[id(node)] for node in graph.nodes]
-        exported = gs.export_onnx(graph)
-    _restore(exported, src, cut, kept, lean)
-    return exported, kept
+    model = onnx.ModelProto()  # everything in it comes from the source (`_restore`): no export needed
+    _restore(model, src, cut, kept, lean)
+    return model, kept
 
 
 def _lean_copy(src: _Source, cut: _Cut, candidates: list[int]) -> onnx.ModelProto:
@@ -569,28 +569,18 @@ def _opset_imports(source: onnx.ModelProto, model: onnx.ModelProto) -> list[onnx
 
 
 def _write_checked(model: onnx.ModelProto, data_source: Path, destination: Path) -> None:
-    """Save beside `destination` under a temporary name, run the full checker, then rename."""
-    directory = destination.parent
-    if not directory.is_dir():
-        raise OutputError(f"output directory does not exist: {directory}")
+    """Save under a temporary name beside `destination`, run the full checker, then rename."""
     if destination.is_dir():
         raise OutputError(f"output is a directory: {destination}")
-    handle, name = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".check.onnx")
-    os.close(handle)
-    temporary = Path(name)
+    save_model(model, data_source, destination, check=_full_check)
+
+
+def _full_check(path: Path) -> None:
     try:
-        save_model(model, data_source, temporary)
-        try:
-            onnx.checker.check_model(str(temporary), full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise TaggerError(f"the extracted model fails the ONNX checker: {first}") from None
-        try:
-            os.replace(temporary, destination)
-        except OSError as exc:
-            raise OutputError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise TaggerError(f"the extracted model fails the ONNX checker: {first}") from None
 
 
 def _refuse_source_files(src: _Source, destination: Path) -> None:

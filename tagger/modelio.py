@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -118,9 +119,17 @@ def default_output(model_path: Path) -> Path:
     return model_path.with_name(f"{model_path.stem}.tagged{model_path.suffix or '.onnx'}")
 
 
-def save_model(model: onnx.ModelProto, source: Path, destination: Path, durable: bool = False) -> None:
+def save_model(
+    model: onnx.ModelProto,
+    source: Path,
+    destination: Path,
+    durable: bool = False,
+    check: Callable[[Path], None] | None = None,
+) -> None:
     """Write `model` atomically; make its external data reachable from `destination`.
-    `durable`: flush to the disk before the rename (for an output that replaces the input)."""
+    `durable`: flush to the disk before the rename (for an output that replaces the input).
+    `check`: run on the written temporary file before the rename; if it raises, nothing is
+    left behind and the destination is untouched."""
     directory = destination.parent
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist: {directory}")
@@ -136,6 +145,8 @@ def save_model(model: onnx.ModelProto, source: Path, destination: Path, durable:
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
+        if check is not None:
+            check(Path(temporary))
         os.replace(temporary, destination)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
