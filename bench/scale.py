@@ -75,6 +75,7 @@ def measure_phases(path: str) -> None:
         yield
         steps[name] = time.perf_counter() - started
 
+    _fresh_start(source)
     gc.disable()  # as `tagger.api` does while it tags
     with step("read and parse (load_model)"):
         model = load_model(source)
@@ -94,6 +95,7 @@ def measure_phases(path: str) -> None:
     with step("serialise and write (save_model)"):
         save_model(model, source, Path(path + ".tagged.onnx"))
     del model
+    _fresh_start(source)
     with step("floor: onnx.load"):
         floor = onnx.load(path, load_external_data=False)
     with step("floor: onnx.save"):
@@ -113,7 +115,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _fresh_start(path: Path) -> None:
+    """Before each timed run (untimed): remove the previous run's outputs and flush the page
+    cache's dirty pages, so no run pays for freeing or writing back another run's file."""
+    for suffix in (".floor.onnx", ".tagged.onnx"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    os.sync()
+
+
 def _child(operation: str, path: Path) -> dict:
+    _fresh_start(path)
     out = subprocess.run(
         [sys.executable, "-m", "bench.scale", "measure", operation, str(path)],
         capture_output=True, text=True, check=True, cwd=ROOT,
@@ -266,7 +277,8 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
     text = (
         "Command: `python -m bench.scale` (`bench/synthetic.py`: BERT-like layers of 43 nodes, TorchScript-style "
         "scoped names and the five metadata entries of a torch 2.13 dynamo export on every node, about 2.2 kB a "
-        f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's).\n\n"
+        f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's, each run "
+        "writing a fresh output after the page cache's dirty pages were flushed).\n\n"
         f"{header}\n" + "\n".join(row.markdown() for row in rows) + "\n" + _growth(rows)
     )
     for row in rows:
