@@ -29,16 +29,19 @@ from onnx import TensorProto, helper
 from bench import synthetic
 from bench.docs import ROOT, publish
 
-OPERATIONS = ("floor", "retag", "report")
+OPERATIONS = ("floor", "retag", "report", "extract")
 PHASES_AT = 100_000
 """The model size whose retag is also timed step by step."""
 
 
-def measure(operation: str, path: str) -> None:
-    """Child-process entry: run one operation on `path`, print seconds and peak RSS as JSON.
-    Imports happen before the clock starts, as `import onnx` does for the floor."""
-    from tagger import report, retag
+def measure(operation: str, path: str, module: str = "") -> None:
+    """Child-process entry: run one operation on `path`, print wall seconds, CPU seconds (user +
+    system: what the work costs without the disk's waits) and peak RSS as JSON. Imports happen
+    before the clock starts, as `import onnx` does for the floor. `extract` cuts out `module`
+    from the untagged model (so it tags it in memory first, as a user's first extract does)."""
+    from tagger import extract, report, retag
 
+    cpu = _cpu_seconds()
     started = time.perf_counter()
     if operation == "floor":
         model = onnx.load(path, load_external_data=False)
@@ -47,10 +50,17 @@ def measure(operation: str, path: str) -> None:
         retag(path, path + ".tagged.onnx")
     elif operation == "report":
         report(path).to_json()
+    elif operation == "extract":
+        extract(path, module=module, output=path + ".layer.onnx")
     else:
         raise SystemExit(f"unknown operation {operation}")
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rss_mb": _peak_rss_mb()}))
+    print(json.dumps({"seconds": seconds, "cpu": _cpu_seconds() - cpu, "rss_mb": _peak_rss_mb()}))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_phases(path: str) -> None:
@@ -118,29 +128,34 @@ def _peak_rss_mb() -> float:
 def _fresh_start(path: Path) -> None:
     """Before each timed run (untimed): remove the previous run's outputs and flush the page
     cache's dirty pages, so no run pays for freeing or writing back another run's file."""
-    for suffix in (".floor.onnx", ".tagged.onnx"):
+    for suffix in (".floor.onnx", ".tagged.onnx", ".layer.onnx"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     os.sync()
+    time.sleep(0.5)  # let the writeback the sync started settle before the clock runs
 
 
-def _child(operation: str, path: Path) -> dict:
+def _child(operation: str, path: Path, module: str) -> dict:
     _fresh_start(path)
     out = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "measure", operation, str(path)],
+        [sys.executable, "-m", "bench.scale", "measure", operation, str(path), module],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _timed(operations: tuple[str, ...], path: Path, repeats: int) -> dict[str, dict]:
-    """Median seconds and peak RSS of each operation, runs interleaved (floor, retag, report,
-    floor, ...) so that drifts of the machine's disk and CPU hit all of them alike."""
+def _timed(operations: tuple[str, ...], path: Path, repeats: int, module: str = "") -> dict[str, dict]:
+    """Median wall and CPU seconds and peak RSS of each operation, runs interleaved (floor,
+    retag, report, ..., floor, ...) so that drifts of the machine's disk and CPU hit all alike."""
     runs: dict[str, list[dict]] = {operation: [] for operation in operations}
     for _ in range(repeats):
         for operation in operations:
-            runs[operation].append(_child(operation, path))
+            runs[operation].append(_child(operation, path, module))
     return {
-        operation: {"seconds": statistics.median(r["seconds"] for r in done), "rss_mb": max(r["rss_mb"] for r in done)}
+        operation: {
+            "seconds": statistics.median(r["seconds"] for r in done),
+            "cpu": statistics.median(r["cpu"] for r in done),
+            "rss_mb": max(r["rss_mb"] for r in done),
+        }
         for operation, done in runs.items()
     }
 
@@ -153,17 +168,22 @@ class ScaleRow:
     floor: dict
     retag: dict
     report: dict
+    extract: dict
     phases: str = ""
     """Markdown table of retag's steps (only for the `PHASES_AT` size)."""
 
     def per_node_us(self, operation: str) -> float:
         return 1e6 * getattr(self, operation)["seconds"] / self.nodes
 
+    def ratio(self, operation: str, measure: str = "seconds") -> float:
+        return getattr(self, operation)[measure] / self.floor[measure]
+
     def markdown(self) -> str:
-        floor, retag, report = (self.floor["seconds"], self.retag["seconds"], self.report["seconds"])
+        rss = " / ".join(f"{getattr(self, op)['rss_mb']:.0f}" for op in ("retag", "report", "extract"))
         return (
-            f"| {self.nodes:,} | {floor:.2f} s | {retag:.2f} s | **{retag / floor:.1f}×** | {self.per_node_us('floor'):.1f} µs "
-            f"| {self.per_node_us('retag'):.1f} µs | {report:.2f} s | {report / floor:.1f}× | {self.retag['rss_mb']:.0f} MB |"
+            f"| {self.nodes:,} | {self.floor['seconds']:.2f} s | {self.retag['seconds']:.2f} s | **{self.ratio('retag'):.1f}×** "
+            f"| {self.ratio('retag', 'cpu'):.1f}× | {self.per_node_us('floor'):.1f} µs | {self.per_node_us('retag'):.1f} µs "
+            f"| {self.ratio('report'):.1f}× | {self.ratio('extract'):.1f}× | {rss} MB |"
         )
 
 
@@ -175,8 +195,8 @@ def _scale_rows(sizes: list[int], work: Path, repeats: int) -> list[ScaleRow]:
         model = synthetic.build(layers)
         nodes = len(model.graph.node)
         onnx.save(model, path)
-        timed = _timed(OPERATIONS, path, repeats)
-        rows.append(ScaleRow(nodes, timed["floor"], timed["retag"], timed["report"]))
+        timed = _timed(OPERATIONS, path, repeats, module=f"encoder.layer.{layers // 2}")
+        rows.append(ScaleRow(nodes, timed["floor"], timed["retag"], timed["report"], timed["extract"]))
         print(rows[-1].markdown(), flush=True)
         if size == PHASES_AT:
             rows[-1].phases = _phases(path, repeats)
@@ -271,8 +291,9 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
         rows = _scale_rows(size_list, work, repeats)
         external = _external_row(work, external_gb) if external_gb else ""
     header = (
-        "| nodes | floor: load + save | retag | retag / floor | floor per node | retag per node | report | report / floor "
-        "| retag peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| nodes | floor: load + save | retag | retag / floor | same in CPU time | floor per node | retag per node "
+        "| report / floor | extract one layer / floor | peak RSS: retag / report / extract |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     text = (
         "Command: `python -m bench.scale` (`bench/synthetic.py`: BERT-like layers of 43 nodes, TorchScript-style "
@@ -300,7 +321,7 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "measure":
-        measure(sys.argv[2], sys.argv[3])
+        measure(*sys.argv[2:5])
     elif len(sys.argv) > 1 and sys.argv[1] == "phases":
         measure_phases(sys.argv[2])
     else:
