@@ -1,9 +1,11 @@
-"""Scale benchmark: retag and report on 1k-300k-node models and a model with > 3 GB of
-external weights, against the protobuf floor (`onnx.load` + `onnx.save` of the same file)
-measured in the same run. Each operation runs in a fresh child process, which reports its
-wall time and peak RSS (VmHWM).
+"""Scale benchmark: retag, report and extract (one layer) on 1k-300k-node models and a model
+with > 3 GB of external weights, against the protobuf floor (`onnx.load` + `onnx.save` of the
+same file) measured in the same run. Each operation runs in a fresh child process, which reports
+its wall time, CPU time and peak RSS (VmHWM); runs are interleaved and each starts from a fresh
+output path with the page cache's dirty pages flushed (untimed). At 100k nodes retag is also
+timed step by step.
 
-    python -m bench.scale [--sizes 1000,10000,100000,300000] [--external_gb 3.2]
+    python -m bench.scale [--sizes 1000,10000,100000,300000] [--external_gb 3.2] [--repeats 3]
 
 Writes the table to docs/scale.md and into README.md between the scale markers.
 """
