@@ -274,3 +274,20 @@ def test_cli_extract_all_writes_one_model_per_module_and_an_index(built_cases, t
 def test_cli_rejects_module_and_tag_together(built_cases):
     result = run_cli("extract", built_cases[("bert", "dynamo", "none")].path, "--module", "m", "--tag", "*")
     assert result.returncode == 2 and "exactly one of --module PATH or --tag PATTERN" in result.stderr
+
+
+def test_an_extract_that_fails_the_checker_leaves_nothing_behind(tmp_path):
+    """The checker runs on the written temporary file before it takes the output's name: a
+    failing model (here a node carries an attribute its operator does not have, which the
+    source model had already) is refused and neither the output nor a temporary file remains."""
+    from tagger.errors import TaggerError
+    from tests.graphs import chain_model
+
+    model = chain_model(["/enc/a/Relu", "/enc/b/Relu", "/enc/c/Relu"])
+    model.graph.node[1].attribute.append(helper.make_attribute("not_a_relu_attribute", 1))
+    source = tmp_path / "m.onnx"
+    onnx.save(model, source)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(TaggerError, match="fails the ONNX checker"):
+        extract(source, module="enc.b", output=tmp_path / "b.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
