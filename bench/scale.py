@@ -147,16 +147,20 @@ def _child(operation: str, path: Path, module: str) -> dict:
 
 def _timed(operations: tuple[str, ...], path: Path, repeats: int, module: str = "") -> dict[str, dict]:
     """Median wall and CPU seconds and peak RSS of each operation, runs interleaved (floor,
-    retag, report, ..., floor, ...) so that drifts of the machine's disk and CPU hit all alike."""
+    retag, report, ..., floor, ...) so that drifts of the machine's disk and CPU hit all alike;
+    and each run's ratio to the floor run just before it (adjacent runs share the machine's state)."""
     runs: dict[str, list[dict]] = {operation: [] for operation in operations}
     for _ in range(repeats):
         for operation in operations:
             runs[operation].append(_child(operation, path, module))
+    floors = runs["floor"]
     return {
         operation: {
             "seconds": statistics.median(r["seconds"] for r in done),
             "cpu": statistics.median(r["cpu"] for r in done),
             "rss_mb": max(r["rss_mb"] for r in done),
+            "ratios": [r["seconds"] / f["seconds"] for r, f in zip(done, floors, strict=True)],
+            "cpu_ratios": [r["cpu"] / f["cpu"] for r, f in zip(done, floors, strict=True)],
         }
         for operation, done in runs.items()
     }
@@ -164,7 +168,7 @@ def _timed(operations: tuple[str, ...], path: Path, repeats: int, module: str = 
 
 @dataclass
 class ScaleRow:
-    """Medians for one model size."""
+    """Medians (and per-run ratios to the floor) for one model size."""
 
     nodes: int
     floor: dict
@@ -177,15 +181,20 @@ class ScaleRow:
     def per_node_us(self, operation: str) -> float:
         return 1e6 * getattr(self, operation)["seconds"] / self.nodes
 
-    def ratio(self, operation: str, measure: str = "seconds") -> float:
-        return getattr(self, operation)[measure] / self.floor[measure]
+    def ratio(self, operation: str, kind: str = "ratios") -> float:
+        """Median over runs of the run's time / the adjacent floor run's time."""
+        return statistics.median(getattr(self, operation)[kind])
+
+    def spread(self, operation: str) -> str:
+        ratios = getattr(self, operation)["ratios"]
+        return f"{min(ratios):.1f}–{max(ratios):.1f}"
 
     def markdown(self) -> str:
         rss = " / ".join(f"{getattr(self, op)['rss_mb']:.0f}" for op in ("retag", "report", "extract"))
         return (
             f"| {self.nodes:,} | {self.floor['seconds']:.2f} s | {self.retag['seconds']:.2f} s | **{self.ratio('retag'):.1f}×** "
-            f"| {self.ratio('retag', 'cpu'):.1f}× | {self.per_node_us('floor'):.1f} µs | {self.per_node_us('retag'):.1f} µs "
-            f"| {self.ratio('report'):.1f}× | {self.ratio('extract'):.1f}× | {rss} MB |"
+            f"({self.spread('retag')}) | {self.ratio('retag', 'cpu_ratios'):.1f}× | {self.per_node_us('floor'):.1f} µs "
+            f"| {self.per_node_us('retag'):.1f} µs | {self.ratio('report'):.1f}× | {self.ratio('extract'):.1f}× | {rss} MB |"
         )
 
 
@@ -293,14 +302,15 @@ def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repea
         rows = _scale_rows(size_list, work, repeats)
         external = _external_row(work, external_gb) if external_gb else ""
     header = (
-        "| nodes | floor: load + save | retag | retag / floor | same in CPU time | floor per node | retag per node "
+        "| nodes | floor: load + save | retag | retag / floor (runs' range) | same in CPU time | floor per node | retag per node "
         "| report / floor | extract one layer / floor | peak RSS: retag / report / extract |\n"
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     text = (
         "Command: `python -m bench.scale` (`bench/synthetic.py`: BERT-like layers of 43 nodes, TorchScript-style "
         "scoped names and the five metadata entries of a torch 2.13 dynamo export on every node, about 2.2 kB a "
-        f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's, each run "
+        f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's (a ratio is "
+        "the median of each run's ratio to the floor run just before it), each run "
         "writing a fresh output after the page cache's dirty pages were flushed).\n\n"
         f"{header}\n" + "\n".join(row.markdown() for row in rows) + "\n" + _growth(rows)
     )
