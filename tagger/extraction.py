@@ -453,14 +453,17 @@ def _build(src: _Source, cut: _Cut) -> tuple[onnx.ModelProto, list[int]]:
 
 
 def _lean_copy(src: _Source, cut: _Cut, candidates: list[int]) -> onnx.ModelProto:
-    """A structure-only model holding just the candidates, their initializers and boundary types."""
+    """A structure-only model holding just the candidates and the boundary types.
+
+    No initializers: graphsurgeon would turn each into a numpy array (a copy of every weight of
+    the layer) only for `cleanup` to ignore it; a name nothing produces is all it needs, and the
+    extracted model takes its initializers from the source (`_restore`)."""
     source = src.model
     lean = onnx.ModelProto(ir_version=source.ir_version)
     lean.opset_import.extend(source.opset_import)
     graph = lean.graph
     graph.name = source.graph.name
     graph.node.extend(src.nodes[i] for i in candidates)
-    _copy_initializers(graph, src, candidates)
     src.types.resolve([*cut.inputs, *cut.outputs])
     graph.input.extend(_value_info(src, name, cut.label) for name in cut.inputs)
     graph.output.extend(_value_info(src, name, cut.label) for name in cut.outputs)
@@ -507,7 +510,7 @@ def _restore(model: onnx.ModelProto, src: _Source, cut: _Cut, kept: list[int], l
     graph.output.extend(lean.graph.output)
     del graph.value_info[:]
     graph.value_info.extend(lean.graph.value_info)
-    _copy_initializers(graph, src, kept)  # graphsurgeon misses those read only inside bodies
+    _copy_initializers(graph, src, kept)  # those the kept nodes and their bodies read, in source order
     graph.name = source.graph.name
     graph.doc_string = source.graph.doc_string
     model.ir_version = source.ir_version
