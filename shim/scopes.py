@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import onnx
 
-__all__ = ["NAME_SCOPES_KEY", "Origin", "graph_origins", "scope_of_path"]
+from tagger.keys import NAME_SCOPES_KEY
 
-NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+__all__ = ["Origin", "graph_origins", "scope_of_path"]
 
 
 @dataclass(slots=True)

@@ -19,15 +19,14 @@ are compared by module. The rules:
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagger.modelio import load_model
 from tagger.nodetags import NodeTag, model_tags
-from tagger.text import LIST_LIMIT, listing
+from tagger.text import LIST_LIMIT, JsonReport, listing
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
 from tagger.text import terminal as _safe
@@ -71,7 +70,7 @@ class NodeChange:
 
 
 @dataclass
-class DiffReport:
+class DiffReport(JsonReport):
     """The comparison of the tags of model `a` with model `b`."""
 
     a: str
@@ -98,13 +97,7 @@ class DiffReport:
         return not (self.changes or self.removed or self.added)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["matched"] = self.matched
-        data["identical"] = self.identical
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        return {**super().to_dict(), "matched": self.matched, "identical": self.identical}
 
     def summary(self) -> str:
         lines = [

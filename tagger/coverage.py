@@ -7,15 +7,14 @@ scripts and as Markdown or terminal text for people; names from the model are es
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from operator import attrgetter
 
 from tagger.display import TagFormatter
 from tagger.paths import MAX_DEPTH, ancestors
 from tagger.tagging import Assignment, TaggingResult
-from tagger.text import listing
+from tagger.text import JsonReport, listing
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
 from tagger.text import pct as _pct
@@ -50,7 +49,7 @@ class ConflictRecord:
 
 
 @dataclass
-class Report:
+class Report(JsonReport):
     """Coverage of one tagging run (or of an analysis without writing)."""
 
     model: str
@@ -74,12 +73,6 @@ class Report:
     @property
     def has_evidence(self) -> bool:
         return self.direct > 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     def summary(self) -> str:
         """A few lines for the terminal after a retag."""

@@ -58,7 +58,7 @@ from tagger.errors import InputError, OutputError, TaggerError
 from tagger.feeds import make_feeds
 from tagger.index import subgraphs
 from tagger.keys import MODULE_KEY, TAG_KEY
-from tagger.modelio import external_locations, load_model, save_model, save_text
+from tagger.modelio import external_locations, load_model_and_locations, save_model, save_text
 from tagger.paths import is_within
 from tagger.tensor_types import TensorTypes
 from tagger.verify import Verification, compare_outputs, full_model_values
@@ -199,7 +199,7 @@ class _Source:
 
 def _load_source(path: str | os.PathLike) -> _Source:
     source = Path(path)
-    model = load_model(source)
+    model, locations = load_model_and_locations(source)
     graph = model.graph
     modules, tags = _tags(graph)
     retagged = None in modules
@@ -219,7 +219,7 @@ def _load_source(path: str | os.PathLike) -> _Source:
         initializer_at=initializer_at,
         sparse_at={t.values.name: i for i, t in enumerate(graph.sparse_initializer)},
         value_info_at={v.name: i for i, v in enumerate(graph.value_info)},
-        locations=external_locations(model),
+        locations=locations,
     )
 
 

@@ -23,11 +23,25 @@ from google.protobuf.message import DecodeError
 from tagger.errors import InputError, OutputError
 from tagger.index import may_hold_tensors
 
-__all__ = ["check_output_path", "default_output", "external_locations", "load_model", "save_model", "save_text"]
+__all__ = [
+    "check_output_path",
+    "default_output",
+    "external_locations",
+    "load_model",
+    "load_model_and_locations",
+    "save_model",
+    "save_text",
+]
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Parse an ONNX file's structure; one clear `InputError` for anything unusable."""
+    return load_model_and_locations(path)[0]
+
+
+def load_model_and_locations(path: str | os.PathLike) -> tuple[onnx.ModelProto, set[str]]:
+    """`load_model`, plus the external data locations its check found (`external_locations`),
+    for callers that need them: one walk over the model instead of two."""
     file = Path(path)
     if not file.exists():
         raise InputError(f"no such file: {file}")
@@ -46,8 +60,9 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"not an ONNX model (no graph or no IR version): {file}")
     if model.ir_version >= 3 and not model.opset_import:  # the fields after the graph are gone
         raise InputError(f"not a complete ONNX model (no opset_import; truncated?): {file}")
-    _check_external_data(model, file.parent.resolve(), file)
-    return model
+    locations = external_locations(model)
+    _check_external_data(locations, file.parent.resolve(), file)
+    return model, locations
 
 
 def external_locations(model: onnx.ModelProto) -> set[str]:
@@ -88,9 +103,9 @@ def _all_tensors(model: onnx.ModelProto):
                     graphs.extend(attribute.graphs)
 
 
-def _check_external_data(model: onnx.ModelProto, base: Path, file: Path) -> None:
+def _check_external_data(locations: set[str], base: Path, file: Path) -> None:
     """Refuse locations outside the model's directory and report missing data files."""
-    for location in sorted(external_locations(model)):
+    for location in sorted(locations):
         target = (base / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(base):
             raise InputError(f"unsafe external data location {location!r} (outside the model's directory): {file}")

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from tagger.index import build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
 from tagger.paths import ancestors
-from tagger.text import LIST_LIMIT, markdown, natural, pct, terminal
+from tagger.text import LIST_LIMIT, JsonReport, markdown, natural, pct, terminal
 
 __all__ = ["ModuleTime", "NodeTime", "ProfileReport", "profile"]
 
@@ -75,7 +75,7 @@ class ModuleTime:
 
 
 @dataclass
-class ProfileReport:
+class ProfileReport(JsonReport):
     """Where the time of one model's runs went, by module."""
 
     model: str
@@ -97,12 +97,6 @@ class ProfileReport:
     inputs: dict[str, list[int]] = field(default_factory=dict)
     trace: str | None = None
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     def summary(self) -> str:
         lines = [

@@ -8,9 +8,11 @@ report: control characters become visible `\\xNN` escapes, then the target's syn
 from __future__ import annotations
 
 import html
+import json
 import re
+from dataclasses import asdict
 
-__all__ = ["LIST_LIMIT", "html_text", "listing", "markdown", "natural", "pct", "terminal"]
+__all__ = ["LIST_LIMIT", "JsonReport", "html_text", "listing", "markdown", "natural", "pct", "terminal"]
 
 LIST_LIMIT = 20
 """How many items a terminal listing shows before it points at --json."""
@@ -50,3 +52,14 @@ def listing(title: str, items: list[str]) -> list[str]:
     if len(items) > LIST_LIMIT:
         lines.append(f"  … {len(items) - LIST_LIMIT} more (full list in --json)")
     return lines
+
+
+class JsonReport:
+    """`to_dict` (the dataclass's fields) and `to_json` (indented, non-ASCII kept) shared by the
+    report records the CLI prints with `--json`; a record adds derived fields by extending `to_dict`."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)

@@ -14,7 +14,7 @@ from tagger.index import ModelIndex
 from tagger.keys import CLASS_HIERARCHY_KEY, NAME_SCOPES_KEY
 
 SOURCE = "metadata"
-__all__ = ["SOURCE", "propose", "NAME_SCOPES_KEY", "CLASS_HIERARCHY_KEY"]
+__all__ = ["SOURCE", "propose"]
 
 _SEPARATOR = "', '"
 """Between two items of a list literal as the exporter writes it (`repr` of a list of str)."""
