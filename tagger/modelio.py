@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from tagger.errors import InputError, OutputError
 from tagger.index import may_hold_tensors
+from tagger.serialize import PROTOBUF_LIMIT, encoded_pieces
 
 __all__ = [
     "check_output_path",
@@ -32,6 +33,9 @@ __all__ = [
     "save_model",
     "save_text",
 ]
+
+_WRITE_BUFFER = 1 << 20
+"""The serialised pieces are small (a node each): gathered into writes of this size."""
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -149,14 +153,14 @@ def save_model(
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist: {directory}")
     _share_external_data(model, source.parent.resolve(), directory.resolve())
-    try:
-        payload = model.SerializeToString()
-    except ValueError as exc:
-        raise OutputError(f"cannot serialise the tagged model: {exc}") from None
+    pieces = encoded_pieces(model)
+    size = sum(map(len, pieces))
+    if size > PROTOBUF_LIMIT:
+        raise OutputError(f"cannot write {destination}: its structure ({size:,} bytes) is over protobuf's 2 GB limit")
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
+        with os.fdopen(handle, "wb", buffering=_WRITE_BUFFER) as stream:
+            stream.writelines(pieces)
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
