@@ -10,6 +10,7 @@ __all__ = [
     "OWNED_KEYS",
     "READ_KEYS",
     "SOURCE_KEY",
+    "SHARED_VALUE_KEYS",
     "SOURCES",
     "TAG_KEY",
 ]
@@ -26,6 +27,10 @@ CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 READ_KEYS = frozenset((*OWNED_KEYS, NAME_SCOPES_KEY, CLASS_HIERARCHY_KEY))
 """The node entries the tagger reads; others (a dynamo node's stack trace, `fx_node`,
 `namespace`: most of its bytes) are never copied out of the protobuf."""
+
+SHARED_VALUE_KEYS = frozenset((*OWNED_KEYS, CLASS_HIERARCHY_KEY))
+"""Entries whose values repeat across the nodes of a module (`name_scopes` ends with each
+node's own fx name, so it does not)."""
 
 DIRECT_SOURCES = ("tag", "metadata", "name", "tensor", "initializer", "function", "subgraph")
 SOURCES = DIRECT_SOURCES + ("inherited", "fallback")
