@@ -224,17 +224,26 @@ def _load_source(path: str | os.PathLike) -> _Source:
 
 
 def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
-    """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing)."""
+    """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing).
+
+    Read from the last entry back (the last of a repeated key counts, as in `tagger.index`): the
+    writer appends the tag entries after the exporter's, so this stops after two or three."""
     modules: list[str | None] = []
     tags: list[str | None] = []
     for node in graph.node:
         module = tag = None
-        for entry in node.metadata_props:
+        entries = node.metadata_props
+        for position in range(len(entries) - 1, -1, -1):
+            entry = entries[position]
             key = entry.key
-            if key == MODULE_KEY:
+            if key == MODULE_KEY and module is None:
                 module = entry.value
-            elif key == TAG_KEY:
+                if tag is not None:
+                    break
+            elif key == TAG_KEY and tag is None:
                 tag = entry.value
+                if module is not None:
+                    break
         modules.append(module)
         tags.append(tag)
     return modules, tags
@@ -438,39 +447,50 @@ def _build(src: _Source, cut: _Cut) -> tuple[onnx.ModelProto, list[int]]:
     from onnx_graphsurgeon.logger import G_LOGGER
 
     candidates = sorted(set(cut.selected) | set(cut.pulled))
-    lean = _lean_copy(src, cut, candidates)
+    declarations = _declarations(src, cut, candidates)  # before graphsurgeon: an untyped boundary is an error
     with G_LOGGER.suppress(G_LOGGER.CRITICAL):
-        graph = gs.import_onnx(lean)
+        graph = gs.import_onnx(_lean_copy(src, candidates))
         position = {id(node): candidates[k] for k, node in enumerate(graph.nodes)}
         tensors = graph.tensors()
-        graph.inputs = [tensors[name] for name in cut.inputs]
-        graph.outputs = [tensors[name] for name in cut.outputs]
+        graph.outputs = [tensors[name] for name in cut.outputs]  # cleanup keeps what they need
         graph.cleanup(recurse_subgraphs=False, recurse_functions=False)
         kept = [position[id(node)] for node in graph.nodes]
-    model = onnx.ModelProto()  # everything in it comes from the source (`_restore`): no export needed
-    _restore(model, src, cut, kept, lean)
+    model = onnx.ModelProto()  # everything in it comes from the source: no graphsurgeon export needed
+    _fill_from_source(model, src, kept, declarations)
     return model, kept
 
 
-def _lean_copy(src: _Source, cut: _Cut, candidates: list[int]) -> onnx.ModelProto:
-    """A structure-only model holding just the candidates and the boundary types.
+@dataclass
+class _Declarations:
+    """The extracted graph's typed inputs and outputs and the value_info of its inner tensors."""
 
-    No initializers: graphsurgeon would turn each into a numpy array (a copy of every weight of
-    the layer) only for `cleanup` to ignore it; a name nothing produces is all it needs, and the
-    extracted model takes its initializers from the source (`_restore`)."""
-    source = src.model
-    lean = onnx.ModelProto(ir_version=source.ir_version)
-    lean.opset_import.extend(source.opset_import)
-    graph = lean.graph
-    graph.name = source.graph.name
-    graph.node.extend(src.nodes[i] for i in candidates)
+    inputs: list[onnx.ValueInfoProto]
+    outputs: list[onnx.ValueInfoProto]
+    value_info: list[onnx.ValueInfoProto]
+
+
+def _declarations(src: _Source, cut: _Cut, candidates: list[int]) -> _Declarations:
     src.types.resolve([*cut.inputs, *cut.outputs])
-    graph.input.extend(_value_info(src, name, cut.label) for name in cut.inputs)
-    graph.output.extend(_value_info(src, name, cut.label) for name in cut.outputs)
     boundary = set(cut.inputs) | set(cut.outputs)
     produced = {name for i in candidates for name in src.nodes[i].output if name not in boundary}
     kept = sorted(src.value_info_at[name] for name in produced if name in src.value_info_at)
-    graph.value_info.extend(source.graph.value_info[i] for i in kept)
+    return _Declarations(
+        inputs=[_value_info(src, name, cut.label) for name in cut.inputs],
+        outputs=[_value_info(src, name, cut.label) for name in cut.outputs],
+        value_info=[src.model.graph.value_info[i] for i in kept],
+    )
+
+
+def _lean_copy(src: _Source, candidates: list[int]) -> onnx.ModelProto:
+    """What graphsurgeon's `cleanup` needs to decide the nodes: the candidates, nothing else.
+
+    No initializers (graphsurgeon would turn each into a numpy array, a copy of every weight of
+    the layer, only for `cleanup` to ignore it) and no types (it would build an object for each);
+    the extracted model takes both from the source (`_fill_from_source`)."""
+    source = src.model
+    lean = onnx.ModelProto(ir_version=source.ir_version)
+    lean.opset_import.extend(source.opset_import)
+    lean.graph.node.extend(src.nodes[i] for i in candidates)
     return lean
 
 
@@ -479,9 +499,7 @@ def _copy_initializers(graph: onnx.GraphProto, src: _Source, nodes: list[int]) -
     needed = {name for i in nodes for name in src.flow.reads[i]}
     dense = sorted(src.initializer_at[name] for name in needed if name in src.initializer_at)
     sparse = sorted(src.sparse_at[name] for name in needed if name in src.sparse_at)
-    del graph.initializer[:]
     graph.initializer.extend(src.model.graph.initializer[i] for i in dense)
-    del graph.sparse_initializer[:]
     graph.sparse_initializer.extend(src.model.graph.sparse_initializer[i] for i in sparse)
 
 
@@ -498,18 +516,15 @@ def _value_info(src: _Source, name: str, context: str) -> onnx.ValueInfoProto:
     return info
 
 
-def _restore(model: onnx.ModelProto, src: _Source, cut: _Cut, kept: list[int], lean: onnx.ModelProto) -> None:
-    """Put back what the graphsurgeon export does not carry, exactly as in the source."""
+def _fill_from_source(model: onnx.ModelProto, src: _Source, kept: list[int], declarations: _Declarations) -> None:
+    """Fill the extracted model from the source: the kept nodes and what they need, exactly as
+    they are there, and the boundary declarations."""
     source = src.model
     graph = model.graph
-    del graph.node[:]
     graph.node.extend(src.nodes[i] for i in kept)
-    del graph.input[:]
-    graph.input.extend(lean.graph.input)
-    del graph.output[:]
-    graph.output.extend(lean.graph.output)
-    del graph.value_info[:]
-    graph.value_info.extend(lean.graph.value_info)
+    graph.input.extend(declarations.inputs)
+    graph.output.extend(declarations.outputs)
+    graph.value_info.extend(declarations.value_info)
     _copy_initializers(graph, src, kept)  # those the kept nodes and their bodies read, in source order
     graph.name = source.graph.name
     graph.doc_string = source.graph.doc_string
@@ -519,11 +534,8 @@ def _restore(model: onnx.ModelProto, src: _Source, cut: _Cut, kept: list[int], l
     model.domain = source.domain
     model.model_version = source.model_version
     model.doc_string = source.doc_string
-    del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)
-    del model.functions[:]
     model.functions.extend(_called_functions(source, graph.node))
-    del model.opset_import[:]
     model.opset_import.extend(_opset_imports(source, model))
 
 

@@ -65,7 +65,8 @@ def load_model_and_locations(path: str | os.PathLike) -> tuple[onnx.ModelProto, 
     if model.ir_version >= 3 and not model.opset_import:  # the fields after the graph are gone
         raise InputError(f"not a complete ONNX model (no opset_import; truncated?): {file}")
     locations = external_locations(model)
-    _check_external_data(locations, file.parent.resolve(), file)
+    if locations:
+        _check_external_data(locations, file.parent.resolve(), file)
     return model, locations
 
 
@@ -152,7 +153,7 @@ def save_model(
     directory = destination.parent
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist: {directory}")
-    _share_external_data(model, source.parent.resolve(), directory.resolve())
+    _share_external_data(model, source.parent, directory)
     pieces = encoded_pieces(model)
     size = sum(map(len, pieces))
     if size > PROTOBUF_LIMIT:
@@ -182,9 +183,13 @@ def _share_external_data(model: onnx.ModelProto, source_dir: Path, target_dir: P
     (its guard against link attacks), and a hard link would make the user's original model
     fail that check too. The copy goes through a temporary name, so a failure leaves nothing.
     """
+    locations = external_locations(model)
+    if not locations:
+        return
+    source_dir, target_dir = source_dir.resolve(), target_dir.resolve()
     if source_dir == target_dir:
         return
-    for location in sorted(external_locations(model)):
+    for location in sorted(locations):
         source = source_dir / location
         target = target_dir / location
         if target.exists():

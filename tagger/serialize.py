@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import onnx
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["PROTOBUF_LIMIT", "encoded_pieces"]
+__all__ = ["PROTOBUF_LIMIT", "SMALL_GRAPH", "encoded_pieces"]
 
 PROTOBUF_LIMIT = 2**31 - 1
 """Protobuf refuses to parse (or serialise) a message larger than this."""
@@ -29,10 +30,18 @@ _SPLIT = frozenset({"onnx.ModelProto", "onnx.GraphProto"})
 _LENGTH_DELIMITED = 2
 
 
-def encoded_pieces(message: Message) -> list[bytes]:
-    """`message`'s wire encoding as a list of pieces whose concatenation is `SerializeToString()`."""
+SMALL_GRAPH = 5_000
+"""Below this many main-graph nodes a model is encoded in one call: its buffer is small, and
+splitting would cost more calls than the copies it saves."""
+
+
+def encoded_pieces(model: onnx.ModelProto, small_graph: int = SMALL_GRAPH) -> list[bytes]:
+    """`model`'s wire encoding as a list of pieces whose concatenation is `SerializeToString()`;
+    one piece when its main graph has fewer than `small_graph` nodes."""
+    if len(model.graph.node) < small_graph:
+        return [model.SerializeToString()]
     pieces: list[bytes] = []
-    _encode(message, pieces)
+    _encode(model, pieces)
     return pieces
 
 

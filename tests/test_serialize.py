@@ -13,14 +13,15 @@ from onnx import TensorProto, helper
 
 import tagger.modelio
 from tagger import retag
-from tagger.serialize import encoded_pieces
+from tagger.serialize import SMALL_GRAPH, encoded_pieces
 from tests.graphs import chain_model, function_model, if_model
 
 FUTURE_FIELD = b"\xf8\x06\x2a"  # field 111, varint 42: a field no onnx version defines
 
 
 def _joined(model: onnx.ModelProto) -> bytes:
-    return b"".join(encoded_pieces(model))
+    """Split however small the model (a real large model is split the same way)."""
+    return b"".join(encoded_pieces(model, small_graph=0))
 
 
 def test_real_exports_serialise_identically_before_and_after_retag(case, tagged):
@@ -33,7 +34,7 @@ def test_real_exports_serialise_identically_before_and_after_retag(case, tagged)
 @pytest.mark.parametrize("build", [if_model, function_model, lambda: chain_model(["a", "b", "c"])])
 def test_control_flow_and_functions_serialise_identically(build):
     model = build()
-    assert len(encoded_pieces(model)) > 3, "the model was not split into pieces"
+    assert len(encoded_pieces(model, small_graph=0)) > 3, "the model was not split into pieces"
     assert _joined(model) == model.SerializeToString()
 
 
@@ -93,6 +94,15 @@ def test_a_structure_over_protobufs_limit_is_one_error_line_and_no_file(tmp_path
     with pytest.raises(tagger.OutputError, match="over protobuf's 2 GB limit"):
         retag(source, output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def test_a_large_model_is_written_in_pieces_with_the_same_bytes(tmp_path):
+    model = chain_model([f"/layer.{i}/Relu" for i in range(SMALL_GRAPH + 1)])
+    assert len(encoded_pieces(model)) > SMALL_GRAPH
+    source, output = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(model, source)
+    retag(source, output)
+    assert output.read_bytes() == onnx.load(output).SerializeToString()
 
 
 def test_the_cli_writes_the_same_bytes_as_onnx_save(tmp_path):
