@@ -69,7 +69,7 @@ class Tally:
         self.failures.extend(other.failures)
 
     def row(self, label: str) -> str:
-        ratio = f"{self.theirs_seconds_made / self.both_seconds:.1f}×" if self.both_seconds else "–"
+        ratio = f"{self.theirs_seconds_made / self.both_seconds:.2f}×" if self.both_seconds else "–"
         return (
             f"| {label} | {self.tried} | {self.checker} | {self.loads} | **{self.verified}** | {self.exact} "
             f"| {self.seconds:.2f} s | {self.all_seconds:.2f} s | {self.theirs_made} | {self.theirs_checker} "
