@@ -154,7 +154,10 @@ def save_model(
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist: {directory}")
     _share_external_data(model, source.parent, directory)
-    pieces = encoded_pieces(model)
+    try:
+        pieces = encoded_pieces(model)
+    except ValueError as exc:
+        raise OutputError(f"cannot serialise the model for {destination}: {exc}") from None
     size = sum(map(len, pieces))
     if size > PROTOBUF_LIMIT:
         raise OutputError(f"cannot write {destination}: its structure ({size:,} bytes) is over protobuf's 2 GB limit")
