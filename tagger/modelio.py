@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from tagger.errors import InputError, OutputError
 from tagger.index import may_hold_tensors
-from tagger.serialize import PROTOBUF_LIMIT, encoded_pieces
+from tagger.serialize import PROTOBUF_LIMIT, plan_encoding
 
 __all__ = [
     "check_output_path",
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 _WRITE_BUFFER = 1 << 20
-"""The serialised pieces are small (a node each): gathered into writes of this size."""
+"""The encoded pieces are small (a node each): gathered into writes of this size."""
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -155,16 +155,17 @@ def save_model(
         raise OutputError(f"output directory does not exist: {directory}")
     _share_external_data(model, source.parent, directory)
     try:
-        pieces = encoded_pieces(model)
+        plan = plan_encoding(model)
     except ValueError as exc:
         raise OutputError(f"cannot serialise the model for {destination}: {exc}") from None
-    size = sum(map(len, pieces))
-    if size > PROTOBUF_LIMIT:
-        raise OutputError(f"cannot write {destination}: its structure ({size:,} bytes) is over protobuf's 2 GB limit")
+    if plan.size > PROTOBUF_LIMIT:
+        raise OutputError(f"cannot write {destination}: its structure ({plan.size:,} bytes) is over protobuf's 2 GB limit")
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb", buffering=_WRITE_BUFFER) as stream:
-            stream.writelines(pieces)
+            written = plan.write(stream)
+            if written != plan.size:
+                raise OutputError(f"cannot write {destination}: {written:,} bytes encoded where {plan.size:,} were planned")
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())

@@ -1,28 +1,35 @@
-"""Serialise a model piece by piece: the bytes `SerializeToString` gives, without its buffer.
+"""Write a model's wire encoding as it is made: the bytes `SerializeToString` gives, no buffer.
 
 `SerializeToString` encodes a 700 MB model into one buffer that it grows by copying, then copies
 the result into a Python `bytes`: three to four times the output's size in fresh pages, which on
 a large model costs more in page faults than the encoding itself (measured by `bench.scale`:
-at 300k nodes, 597k page faults against 180k here). Protobuf's encoding of a message is the
-concatenation of its fields' encodings, so the model and its graph are split into fields and
-each node, initializer or function is encoded on its own by protobuf itself; only the tag and
-length in front of each piece are written here. Fields come out in protobuf's order (by field
-number), so the result is byte for byte what `SerializeToString` writes (tested).
+at 300k nodes, 597k page faults for the output alone). Protobuf's encoding of a message is the
+concatenation of its fields' encodings, so the model and its graph are split into fields, and
+each node, initializer or function is encoded on its own by protobuf, while it is written; its
+size (`ByteSize`, no allocation) is known beforehand for the length in front of it and of the
+graph. Fields come out in protobuf's order (by field number), so the file holds byte for byte
+what `SerializeToString` writes (tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import onnx
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["PROTOBUF_LIMIT", "SMALL_GRAPH", "encoded_pieces"]
+__all__ = ["PROTOBUF_LIMIT", "SMALL_GRAPH", "EncodingPlan", "plan_encoding"]
 
 PROTOBUF_LIMIT = 2**31 - 1
 """Protobuf refuses to parse (or serialise) a message larger than this."""
+
+SMALL_GRAPH = 5_000
+"""Below this many main-graph nodes a model is encoded in one call: its buffer is small, and
+splitting would cost more calls than the copies it saves."""
 
 _SPLIT = frozenset({"onnx.ModelProto", "onnx.GraphProto"})
 """Messages encoded field by field: the ones that hold a large model's bulk."""
@@ -30,67 +37,92 @@ _SPLIT = frozenset({"onnx.ModelProto", "onnx.GraphProto"})
 _LENGTH_DELIMITED = 2
 
 
-SMALL_GRAPH = 5_000
-"""Below this many main-graph nodes a model is encoded in one call: its buffer is small, and
-splitting would cost more calls than the copies it saves."""
+@dataclass
+class EncodingPlan:
+    """A model's encoding in order: bytes already encoded, and messages protobuf encodes when
+    they are written. `size` is the total in bytes."""
+
+    pieces: list[bytes | Message] = field(default_factory=list)
+    size: int = 0
+
+    def add_bytes(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self.size += len(data)
+
+    def add_message(self, message: Message, size: int) -> None:
+        self.pieces.append(message)
+        self.size += size
+
+    def extend(self, other: EncodingPlan) -> None:
+        self.pieces.extend(other.pieces)
+        self.size += other.size
+
+    def write(self, stream: BinaryIO) -> int:
+        """Write every piece to `stream`; the number of bytes written."""
+        write = stream.write
+        written = 0
+        for piece in self.pieces:
+            written += write(piece if piece.__class__ is bytes else piece.SerializeToString())
+        return written
 
 
-def encoded_pieces(model: onnx.ModelProto, small_graph: int = SMALL_GRAPH) -> list[bytes]:
-    """`model`'s wire encoding as a list of pieces whose concatenation is `SerializeToString()`;
-    one piece when its main graph has fewer than `small_graph` nodes."""
+def plan_encoding(model: onnx.ModelProto, small_graph: int = SMALL_GRAPH) -> EncodingPlan:
+    """How to write `model` piece by piece; one piece when its main graph has fewer than
+    `small_graph` nodes."""
+    plan = EncodingPlan()
     if len(model.graph.node) < small_graph:
-        return [model.SerializeToString()]
-    pieces: list[bytes] = []
-    _encode(model, pieces)
-    return pieces
+        plan.add_bytes(model.SerializeToString())
+    else:
+        _plan(model, plan)
+    return plan
 
 
-def _encode(message: Message, pieces: list[bytes]) -> None:
+def _plan(message: Message, plan: EncodingPlan) -> None:
     if message.DESCRIPTOR.full_name not in _SPLIT or len(unknown_fields.UnknownFieldSet(message)):
-        pieces.append(message.SerializeToString())  # unknown fields: protobuf knows where they go
+        plan.add_bytes(message.SerializeToString())  # unknown fields: protobuf knows where they go
         return
-    own: list[bytes] = []
+    own = EncodingPlan()
     try:
-        _encode_fields(message, own)
+        _plan_fields(message, own)
     except ValueError:  # a string field that is not UTF-8 cannot be set alone: protobuf encodes it all
-        own = [message.SerializeToString()]
-    pieces.extend(own)
+        own = EncodingPlan()
+        own.add_bytes(message.SerializeToString())
+    plan.extend(own)
 
 
-def _encode_fields(message: Message, pieces: list[bytes]) -> None:
-    for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
-            pieces.append(_single_field(message, field, value))
-        elif field.is_repeated:
-            _encode_items(field.number, value, pieces)
-        elif field.message_type.full_name in _SPLIT:
-            inner: list[bytes] = []
-            _encode(value, inner)
-            pieces.append(_key(field.number) + _varint(sum(map(len, inner))))
-            pieces.extend(inner)
+def _plan_fields(message: Message, plan: EncodingPlan) -> None:
+    for descriptor, value in message.ListFields():
+        if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
+            plan.add_bytes(_single_field(message, descriptor, value))
+        elif descriptor.is_repeated:
+            _plan_items(descriptor.number, value, plan)
+        elif descriptor.message_type.full_name in _SPLIT:
+            inner = EncodingPlan()
+            _plan(value, inner)
+            plan.add_bytes(_key(descriptor.number) + _varint(inner.size))
+            plan.extend(inner)
         else:
-            pieces.append(_single_field(message, field, value))
+            plan.add_bytes(_single_field(message, descriptor, value))
 
 
-def _encode_items(number: int, items: Iterable[Message], pieces: list[bytes]) -> None:
-    """A repeated message field: each item encoded by protobuf, behind its key and length."""
+def _plan_items(number: int, items: Iterable[Message], plan: EncodingPlan) -> None:
+    """A repeated message field: each item behind its key and length, encoded when written."""
     key = _key(number)
-    append = pieces.append
     for item in items:
-        data = item.SerializeToString()
-        append(key + _varint(len(data)))
-        append(data)
+        size = item.ByteSize()
+        plan.add_bytes(key + _varint(size))
+        plan.add_message(item, size)
 
 
-def _single_field(message: Message, field: FieldDescriptor, value: object) -> bytes:
+def _single_field(message: Message, descriptor: FieldDescriptor, value: object) -> bytes:
     """One field's encoding, by protobuf: a message of the same type holding only that field."""
     alone = type(message)()
-    if field.is_repeated:
-        getattr(alone, field.name).extend(value)
-    elif field.type == FieldDescriptor.TYPE_MESSAGE:
-        getattr(alone, field.name).CopyFrom(value)
+    if descriptor.is_repeated:
+        getattr(alone, descriptor.name).extend(value)
+    elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+        getattr(alone, descriptor.name).CopyFrom(value)
     else:
-        setattr(alone, field.name, value)
+        setattr(alone, descriptor.name, value)
     return alone.SerializeToString()
 
 

@@ -107,8 +107,6 @@ _DIES_MID_WRITE = textwrap.dedent(
             os.fsync(self.stream.fileno())
             print(len(data), file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-        def writelines(self, pieces):
-            self.write(b"".join(pieces))
 
     def fdopen(fd, mode="r", *args, **kwargs):
         stream = real_fdopen(fd, mode, *args, **kwargs)

@@ -4,6 +4,7 @@ on fields this onnx does not know (which must survive a retag byte for byte)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from onnx import TensorProto, helper
 
 import tagger.modelio
 from tagger import retag
-from tagger.serialize import SMALL_GRAPH, encoded_pieces
+from tagger.serialize import SMALL_GRAPH, plan_encoding
 from tests.graphs import chain_model, function_model, if_model
 
 FUTURE_FIELD = b"\xf8\x06\x2a"  # field 111, varint 42: a field no onnx version defines
@@ -21,7 +22,10 @@ FUTURE_FIELD = b"\xf8\x06\x2a"  # field 111, varint 42: a field no onnx version 
 
 def _joined(model: onnx.ModelProto) -> bytes:
     """Split however small the model (a real large model is split the same way)."""
-    return b"".join(encoded_pieces(model, small_graph=0))
+    plan = plan_encoding(model, small_graph=0)
+    stream = io.BytesIO()
+    assert plan.write(stream) == plan.size
+    return stream.getvalue()
 
 
 def test_real_exports_serialise_identically_before_and_after_retag(case, tagged):
@@ -34,7 +38,7 @@ def test_real_exports_serialise_identically_before_and_after_retag(case, tagged)
 @pytest.mark.parametrize("build", [if_model, function_model, lambda: chain_model(["a", "b", "c"])])
 def test_control_flow_and_functions_serialise_identically(build):
     model = build()
-    assert len(encoded_pieces(model, small_graph=0)) > 3, "the model was not split into pieces"
+    assert len(plan_encoding(model, small_graph=0).pieces) > 3, "the model was not split into pieces"
     assert _joined(model) == model.SerializeToString()
 
 
@@ -98,7 +102,7 @@ def test_a_structure_over_protobufs_limit_is_one_error_line_and_no_file(tmp_path
 
 def test_a_large_model_is_written_in_pieces_with_the_same_bytes(tmp_path):
     model = chain_model([f"/layer.{i}/Relu" for i in range(SMALL_GRAPH + 1)])
-    assert len(encoded_pieces(model)) > SMALL_GRAPH
+    assert len(plan_encoding(model).pieces) > SMALL_GRAPH
     source, output = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(model, source)
     retag(source, output)
