@@ -73,12 +73,18 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
     """One shared `Assignment` per distinct (module, source): a model has far fewer of those
     than nodes, and the writer and the report handle each distinct one once."""
-    keys = list(zip(modules, sources, strict=True))
-    shared = {}
-    for module, source in set(keys):
-        final = module if module is not None else ""
-        shared[module, source] = Assignment(final, formatter(final), source)
-    return list(map(shared.__getitem__, keys))
+    shared: dict[tuple[str | None, str], Assignment] = {}
+    known = shared.get
+    assignments = []
+    append = assignments.append
+    for key in zip(modules, sources, strict=True):
+        assignment = known(key)
+        if assignment is None:
+            module, source = key
+            final = module if module is not None else ""
+            assignment = shared[key] = Assignment(final, formatter(final), source)
+        append(assignment)
+    return assignments
 
 
 def _weight_like(index: ModelIndex) -> frozenset[str]:
