@@ -8,6 +8,7 @@ scripts and as Markdown or terminal text for people; names from the model are es
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -161,21 +162,20 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
     the per-node work is C-level counting and everything else runs once per distinct tag.
     """
     index = result.index
-    keys = list(map(id, result.assignments))
-    distinct = dict(zip(keys, result.assignments, strict=True))
-    per_assignment = Counter(keys)
-    by_source, modules, module_sources = _by_source_and_module(per_assignment, distinct)
-    by_op = _by_op(Counter(zip(map(attrgetter("op_type"), index.views), keys, strict=True)), distinct)
-    tags = {a.module: a.tag for a in distinct.values()}
+    assignments = result.assignments
+    per_assignment = Counter(assignments)
+    by_source, modules, module_sources = _by_source_and_module(per_assignment)
+    by_op = _by_op(Counter(zip(map(attrgetter("op_type"), index.views), assignments, strict=True)))
+    tags = {a.module: a.tag for a in per_assignment}
     _add_ancestor_tags(tags, result.formatter)
     totals = dict.fromkeys(CATEGORIES, 0)
     for source, count in by_source.items():
         totals[_CATEGORY.get(source, "direct")] += count
-    fallback_ids = _fallback_ids(keys, distinct) if "fallback" in by_source else []
+    fallback_ids = _fallback_ids(assignments, per_assignment) if "fallback" in by_source else []
     refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts])
     report = Report(
         model=model_name,
-        nodes=len(keys),
+        nodes=len(assignments),
         direct=totals["direct"],
         inherited=totals["inherited"],
         fallback=totals["fallback"],
@@ -197,14 +197,13 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
 
 
 def _by_source_and_module(
-    per_assignment: Counter[int], distinct: dict[int, Assignment]
+    per_assignment: Counter[Assignment],
 ) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, int]]]:
     """Node counts by source, by module, and by module and category."""
     by_source: dict[str, int] = {}
     modules: dict[str, int] = {}
     module_sources: dict[str, dict[str, int]] = {}
-    for key, count in per_assignment.items():
-        assignment = distinct[key]
+    for assignment, count in per_assignment.items():
         module, source = assignment.module, assignment.source
         by_source[source] = by_source.get(source, 0) + count
         modules[module] = modules.get(module, 0) + count
@@ -215,14 +214,14 @@ def _by_source_and_module(
     return by_source, modules, module_sources
 
 
-def _by_op(per_op_and_assignment: Counter[tuple[str, int]], distinct: dict[int, Assignment]) -> dict[str, dict[str, int]]:
+def _by_op(per_op_and_assignment: Counter[tuple[str, Assignment]]) -> dict[str, dict[str, int]]:
     """Node counts by op type and category."""
     by_op: dict[str, dict[str, int]] = {}
-    for (op, key), count in per_op_and_assignment.items():
+    for (op, assignment), count in per_op_and_assignment.items():
         row = by_op.get(op)
         if row is None:
             row = by_op[op] = dict.fromkeys(CATEGORIES, 0)
-        row[_CATEGORY.get(distinct[key].source, "direct")] += count
+        row[_CATEGORY.get(assignment.source, "direct")] += count
     return by_op
 
 
@@ -243,9 +242,9 @@ def _add_ancestor_tags(tags: dict[str, str], formatter: TagFormatter) -> None:
             tags[path] = formatter(path)
 
 
-def _fallback_ids(keys: list[int], distinct: dict[int, Assignment]) -> list[int]:
-    fallback = {key for key, assignment in distinct.items() if assignment.source == "fallback"}
-    return [node_id for node_id, key in enumerate(keys) if key in fallback]
+def _fallback_ids(assignments: list[Assignment], distinct: Iterable[Assignment]) -> list[int]:
+    fallback = {assignment for assignment in distinct if assignment.source == "fallback"}
+    return [node_id for node_id, assignment in enumerate(assignments) if assignment in fallback]
 
 
 def _node_refs(index, node_ids: list[int]) -> dict[int, NodeRef]:

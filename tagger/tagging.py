@@ -21,9 +21,10 @@ from tagger.paths import lca_all, parent
 __all__ = ["Assignment", "TaggingResult", "tag_model"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Assignment:
-    """The decided tag of one node."""
+    """The decided tag of one node. Nodes with the same tag share one object (`tag_model`), so
+    it hashes and compares by identity: counting a model's nodes by tag is C-level work."""
 
     module: str
     tag: str

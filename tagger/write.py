@@ -41,12 +41,10 @@ def write_tags(nodes: Sequence[onnx.NodeProto], views: Sequence[NodeView], assig
 
 def _append_entries(nodes: Sequence[onnx.NodeProto], assignments: Sequence[Assignment]) -> None:
     """Append the three entries to nodes that have none, in one C-level pass. `tag_model`
-    shares one Assignment object per distinct tag, so each is encoded once (keyed by identity)."""
+    shares one Assignment object per distinct tag (hashed by identity), so each is encoded once."""
     encode = _EntryEncoder()
-    encoded: dict[int, bytes] = {}
-    for assignment in {id(a): a for a in assignments}.values():
-        encoded[id(assignment)] = encode(assignment)
-    entries = map(encoded.__getitem__, map(id, assignments))
+    encoded = {assignment: encode(assignment) for assignment in set(assignments)}
+    entries = map(encoded.__getitem__, assignments)
     deque(map(onnx.NodeProto.MergeFromString, nodes, entries), maxlen=0)  # consume the lazy map
 
 
