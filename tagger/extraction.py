@@ -56,7 +56,7 @@ import onnx
 from tagger.api import tag_proto
 from tagger.errors import InputError, OutputError, TaggerError
 from tagger.feeds import make_feeds
-from tagger.index import subgraphs
+from tagger.index import may_own_bodies, subgraphs
 from tagger.keys import MODULE_KEY, TAG_KEY
 from tagger.modelio import external_locations, load_model_and_locations, save_model, save_text
 from tagger.paths import is_within
@@ -67,8 +67,6 @@ __all__ = ["ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extrac
 
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 _STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
-_BODY_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-_BODY_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 _NEARBY_LIMIT = 6
 
 
@@ -256,8 +254,8 @@ def _dataflow(graph: onnx.GraphProto) -> _Dataflow:
     readers: dict[str, list[int]] = {}
     for i, node in enumerate(graph.node):
         names = [name for name in node.input if name]
-        if _may_have_bodies(node):
-            names = list(dict.fromkeys(names + _body_reads(node)))
+        if may_own_bodies(node.op_type, node.domain) and (outer := _body_reads(node)):
+            names = list(dict.fromkeys(names + outer))
         reads.append(names)
         for name in names:
             if name in readers:
@@ -278,13 +276,6 @@ def _dataflow(graph: onnx.GraphProto) -> _Dataflow:
     )
     flow.independent = _input_independent(graph.node, flow)
     return flow
-
-
-def _may_have_bodies(node: onnx.NodeProto) -> bool:
-    """Standard ops with graph attributes are few; any other domain's op is looked at."""
-    if node.domain in _STANDARD_DOMAINS and node.op_type not in _BODY_OPS:
-        return False
-    return any(a.type in _BODY_TYPES for a in node.attribute)
 
 
 def _body_reads(node: onnx.NodeProto) -> list[str]:
@@ -447,7 +438,7 @@ def _build(src: _Source, cut: _Cut) -> tuple[onnx.ModelProto, list[int]]:
     from onnx_graphsurgeon.logger import G_LOGGER
 
     candidates = sorted(set(cut.selected) | set(cut.pulled))
-    declarations = _declarations(src, cut, candidates)  # before graphsurgeon: an untyped boundary is an error
+    declarations = _declarations(src, cut)  # before graphsurgeon: an untyped boundary is an error
     with G_LOGGER.suppress(G_LOGGER.CRITICAL):
         graph = gs.import_onnx(_lean_copy(src, candidates))
         position = {id(node): candidates[k] for k, node in enumerate(graph.nodes)}
@@ -456,29 +447,31 @@ def _build(src: _Source, cut: _Cut) -> tuple[onnx.ModelProto, list[int]]:
         graph.cleanup(recurse_subgraphs=False, recurse_functions=False)
         kept = [position[id(node)] for node in graph.nodes]
     model = onnx.ModelProto()  # everything in it comes from the source: no graphsurgeon export needed
-    _fill_from_source(model, src, kept, declarations)
+    _fill_from_source(model, src, cut, kept, declarations)
     return model, kept
 
 
 @dataclass
 class _Declarations:
-    """The extracted graph's typed inputs and outputs and the value_info of its inner tensors."""
+    """The extracted graph's typed inputs and outputs."""
 
     inputs: list[onnx.ValueInfoProto]
     outputs: list[onnx.ValueInfoProto]
-    value_info: list[onnx.ValueInfoProto]
 
 
-def _declarations(src: _Source, cut: _Cut, candidates: list[int]) -> _Declarations:
+def _declarations(src: _Source, cut: _Cut) -> _Declarations:
     src.types.resolve([*cut.inputs, *cut.outputs])
-    boundary = set(cut.inputs) | set(cut.outputs)
-    produced = {name for i in candidates for name in src.nodes[i].output if name not in boundary}
-    kept = sorted(src.value_info_at[name] for name in produced if name in src.value_info_at)
     return _Declarations(
         inputs=[_value_info(src, name, cut.label) for name in cut.inputs],
         outputs=[_value_info(src, name, cut.label) for name in cut.outputs],
-        value_info=[src.model.graph.value_info[i] for i in kept],
     )
+
+
+def _inner_value_info(src: _Source, cut: _Cut, kept: list[int]) -> list[onnx.ValueInfoProto]:
+    """The source's value_info of the tensors the kept nodes compute inside the cut, in source order."""
+    boundary = set(cut.inputs) | set(cut.outputs)
+    produced = {name for i in kept for name in src.nodes[i].output if name not in boundary}
+    return [src.model.graph.value_info[i] for i in sorted(src.value_info_at[n] for n in produced if n in src.value_info_at)]
 
 
 def _lean_copy(src: _Source, candidates: list[int]) -> onnx.ModelProto:
@@ -516,7 +509,7 @@ def _value_info(src: _Source, name: str, context: str) -> onnx.ValueInfoProto:
     return info
 
 
-def _fill_from_source(model: onnx.ModelProto, src: _Source, kept: list[int], declarations: _Declarations) -> None:
+def _fill_from_source(model: onnx.ModelProto, src: _Source, cut: _Cut, kept: list[int], declarations: _Declarations) -> None:
     """Fill the extracted model from the source: the kept nodes and what they need, exactly as
     they are there, and the boundary declarations."""
     source = src.model
@@ -524,7 +517,7 @@ def _fill_from_source(model: onnx.ModelProto, src: _Source, kept: list[int], dec
     graph.node.extend(src.nodes[i] for i in kept)
     graph.input.extend(declarations.inputs)
     graph.output.extend(declarations.outputs)
-    graph.value_info.extend(declarations.value_info)
+    graph.value_info.extend(_inner_value_info(src, cut, kept))
     _copy_initializers(graph, src, kept)  # those the kept nodes and their bodies read, in source order
     graph.name = source.graph.name
     graph.doc_string = source.graph.doc_string

@@ -165,8 +165,9 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
 
 
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """`graph` and every body nested in it, depth first."""
+    """`graph` and every body nested in it, depth first (bodies looked for where `may_own_bodies`)."""
     yield graph
     for node in graph.node:
-        for body in subgraphs(node):
-            yield from graphs_within(body)
+        if may_own_bodies(node.op_type, node.domain):
+            for body in subgraphs(node):
+                yield from graphs_within(body)
