@@ -13,7 +13,7 @@ from tagger.auditing import AuditReport, audit
 from tagger.comparison import DiffReport, diff
 from tagger.coverage import Report
 from tagger.errors import InputError, OutputError, TaggerError
-from tagger.extraction import ExtractReport, extract, extract_all
+from tagger.extract import ExtractReport, extract, extract_all
 from tagger.profiling import ProfileReport, profile
 
 __all__ = [

@@ -15,7 +15,7 @@ from tagger import api
 from tagger.auditing import audit
 from tagger.comparison import diff
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.extraction import extract, extract_all
+from tagger.extract import extract, extract_all
 from tagger.profiling import profile
 
 __all__ = ["main", "Commands"]
