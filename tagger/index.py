@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from tagger.keys import READ_KEYS, SHARED_VALUE_KEYS
+from tagger.keys import read_entries
 
 __all__ = [
     "GraphScope",
@@ -42,14 +42,7 @@ class NodeView:
     def of(cls, node: onnx.NodeProto, shared: dict[str, str]) -> NodeView:
         """`shared` keeps one copy of the strings many nodes repeat (op types, domains, and
         the values of `SHARED_VALUE_KEYS`): a quarter fewer page faults indexing a large model."""
-        metadata = None
-        for prop in node.metadata_props:
-            key = prop.key
-            if key in READ_KEYS:
-                if metadata is None:
-                    metadata = {}
-                value = prop.value
-                metadata[key] = shared.setdefault(value, value) if key in SHARED_VALUE_KEYS else value
+        metadata = read_entries(node.metadata_props, shared)
         op_type, domain = node.op_type, node.domain
         return cls(
             node.name,

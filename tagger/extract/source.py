@@ -11,7 +11,7 @@ import onnx
 from tagger.api import tag_proto
 from tagger.extract.types import TensorTypes
 from tagger.index import may_own_bodies, subgraphs
-from tagger.keys import MODULE_KEY, TAG_KEY
+from tagger.keys import read_tags
 from tagger.modelio import load_model_and_locations
 
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
@@ -84,28 +84,14 @@ def _load_source(path: str | os.PathLike) -> _Source:
 
 
 def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
-    """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing).
-
-    Read from the last entry back (the last of a repeated key counts, as in `tagger.index`): the
-    writer appends the tag entries after the exporter's, so this stops after two or three."""
+    """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing), read
+    by `tagger.keys.read_tags` (the last entry of a repeated key counts)."""
     modules: list[str | None] = []
     tags: list[str | None] = []
     for node in graph.node:
-        module = tag = None
-        entries = node.metadata_props
-        for position in range(len(entries) - 1, -1, -1):
-            entry = entries[position]
-            key = entry.key
-            if key == MODULE_KEY and module is None:
-                module = entry.value
-                if tag is not None:
-                    break
-            elif key == TAG_KEY and tag is None:
-                tag = entry.value
-                if module is not None:
-                    break
-        modules.append(module)
-        tags.append(tag)
+        found = read_tags(node.metadata_props)
+        modules.append(found[0] if found else None)
+        tags.append(found[1] if found else None)
     return modules, tags
 
 
