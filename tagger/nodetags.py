@@ -71,4 +71,3 @@ def model_tags(model: onnx.ModelProto) -> ModelTags:
             NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source)
         )
     return ModelTags(nodes, retagged, index)
-
