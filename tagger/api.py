@@ -16,8 +16,10 @@ import onnx
 
 from tagger.coverage import Report, build_report
 from tagger.errors import InputError, OutputError
+from tagger.infer import STRATEGIES
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
 from tagger.namespace import write_namespaces
+from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
 from tagger.validate import check_index, diagnose
 from tagger.write import write_tags
@@ -50,6 +52,7 @@ def _gc_paused():
 def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual."""
+    check_choice("strategy", strategy, STRATEGIES)
     try:
         result = tag_model(model, strategy)
     except Exception:

@@ -17,6 +17,7 @@ __all__ = [
     "GraphScope",
     "ModelIndex",
     "NodeView",
+    "STANDARD_DOMAINS",
     "build_index",
     "graphs_within",
     "may_hold_tensors",
@@ -119,18 +120,19 @@ _GRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 """The operators of the standard domain with graph-valued attributes (the spec allows no others)."""
 _TENSOR_OPS = _GRAPH_OPS | {"Constant", "ConstantOfShape"}
 """... and those with tensor-valued attributes, or bodies that may hold some."""
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+"""The names of the ONNX standard domain (an empty domain is `ai.onnx`)."""
 
 
 def may_own_bodies(op_type: str, domain: str) -> bool:
     """Whether a node can have graph attributes: by the spec, only If, Loop, Scan and SequenceMap
     of the standard domain; any operator of another domain (onnxruntime's contrib ops do)."""
-    return op_type in _GRAPH_OPS or domain not in _STANDARD_DOMAINS
+    return op_type in _GRAPH_OPS or domain not in STANDARD_DOMAINS
 
 
 def may_hold_tensors(op_type: str, domain: str) -> bool:
     """Whether a node can have tensor attributes, directly or in its bodies (same rule)."""
-    return op_type in _TENSOR_OPS or domain not in _STANDARD_DOMAINS
+    return op_type in _TENSOR_OPS or domain not in STANDARD_DOMAINS
 
 
 def _add_nodes(index: ModelIndex, nodes, scope: GraphScope, shared: dict[str, str]) -> None:

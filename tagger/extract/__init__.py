@@ -54,6 +54,7 @@ from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, _
 from tagger.extract.source import _load_source, _Source
 from tagger.extract.verify import _verify, _verify_all
 from tagger.modelio import save_text
+from tagger.options import check_integer
 
 __all__ = ["ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"]
 
@@ -109,8 +110,9 @@ def extract_all(
     A module that cannot be extracted is listed in `failures` (and in the index); the others are
     still written. With external data the data file is placed in `out_dir` once and shared.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
+    check_integer("depth", depth)
+    if depth is None:
+        raise InputError("--all needs --depth N")
     src = _load_source(model)
     groups = _groups_at(src, depth)
     if not groups:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 
+from tagger.errors import ModelsFailed, VerificationFailed
 from tagger.extract.cut import _Cut
 from tagger.extract.source import _Source
 from tagger.extract.verify import Verification
@@ -69,6 +70,11 @@ class ExtractReport:
         data.pop("model")
         return data
 
+    def check(self) -> None:
+        """Raise `VerificationFailed` when a verification ran and failed."""
+        if self.verification is not None and not self.verification.passed:
+            raise VerificationFailed(f"verification failed for {self.selection}")
+
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -92,6 +98,15 @@ class ExtractAllReport:
         listed = "; ".join(f"{module or '(root)'}: {error}" for module, error in list(self.failures.items())[:3])
         failed = f", {len(self.failures)} failed: {listed}" if self.failures else ""
         return f"depth {self.depth}: {len(self.reports)} modules extracted{proof}{failed} -> {self.index}"
+
+    def check(self) -> None:
+        """Raise `VerificationFailed` when a module failed its verification, else `ModelsFailed`
+        when a module could not be extracted."""
+        unverified = sum(not r.verification.passed for r in self.reports if r.verification)
+        if unverified:
+            raise VerificationFailed(f"{_plural(unverified, 'module')} failed verification; see {self.index}")
+        if self.failures:
+            raise ModelsFailed(f"{_plural(len(self.failures), 'module')} could not be extracted; see {self.index}")
 
 
 def _spec(info: onnx.ValueInfoProto) -> TensorSpec:

@@ -10,12 +10,11 @@ import onnx
 
 from tagger.api import tag_proto
 from tagger.extract.types import TensorTypes
-from tagger.index import may_own_bodies, subgraphs
+from tagger.index import STANDARD_DOMAINS, may_own_bodies, subgraphs
 from tagger.keys import read_tags
 from tagger.modelio import load_model_and_locations
 
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
 
 @dataclass
@@ -155,6 +154,6 @@ def _input_independent(nodes, flow: _Dataflow) -> set[int]:
                 break
         else:
             node = nodes[i]
-            if node.op_type not in _RANDOM_OPS or node.domain not in _STANDARD_DOMAINS:
+            if node.op_type not in _RANDOM_OPS or node.domain not in STANDARD_DOMAINS:
                 independent.add(i)
     return independent

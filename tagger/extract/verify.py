@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from tagger.errors import TaggerError
+from tagger.errors import MissingDependency, TaggerError
 from tagger.feeds import make_feeds
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def _session(model: str | bytes, base_dir: Path | None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TaggerError("verification needs onnxruntime (pip install onnxruntime)") from None
+        raise MissingDependency("verification", "onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
