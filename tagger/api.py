@@ -61,16 +61,13 @@ def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, 
     return result, check_index(result.index)
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False) -> Report:
+def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, output: str | None = None) -> Report:
     result, notes = _tag_checked(model, strategy)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
-    summary = build_report(result, name)
-    summary.notes += notes
-    summary.changed_nodes = changed
     if namespaced:
-        summary.notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return summary
+        notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
+    return build_report(result, name, notes, changed, output)
 
 
 def retag(
@@ -97,9 +94,9 @@ def retag(
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
         check_output_path(report_path, force, "report")
-    summary = tag_proto(proto, source.name, strategy, namespace)
+    with _gc_paused():
+        summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination))
     save_model(proto, source, destination, durable=inplace)
-    summary.output = str(destination)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
         save_text(text, report_path)
@@ -111,9 +108,7 @@ def report(model: str | os.PathLike, strategy: str = "context") -> Report:
     source = Path(model)
     with _gc_paused():
         result, notes = _tag_checked(load_model(source), strategy)
-        summary = build_report(result, source.name)
-        summary.notes += notes
-        return summary
+        return build_report(result, source.name, notes)
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

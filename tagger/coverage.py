@@ -155,8 +155,11 @@ class Report(JsonReport):
             self._tree_lines(child, level + 1, depth, totals, children, lines)
 
 
-def build_report(result: TaggingResult, model_name: str) -> Report:
-    """Count a tagging result by category, source, op type and module.
+def build_report(
+    result: TaggingResult, model_name: str, notes: Iterable[str] = (), changed_nodes: int = 0, output: str | None = None
+) -> Report:
+    """Count a tagging result by category, source, op type and module; `notes`, `changed_nodes`
+    and `output` are what the caller knows beside it (validation notes, what a retag wrote).
 
     Counted by assignment identity (`tag_model` shares one `Assignment` per distinct tag), so
     the per-node work is C-level counting and everything else runs once per distinct tag.
@@ -189,10 +192,13 @@ def build_report(result: TaggingResult, model_name: str) -> Report:
             for c in result.conflicts
         ],
         graphs=len(index.graphs),
+        output=output,
+        changed_nodes=changed_nodes,
         module_sources=module_sources,
     )
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
+    report.notes += notes
     return report
 
 
