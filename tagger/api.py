@@ -1,7 +1,7 @@
 """The Python API; the CLI calls exactly these functions.
 
 >>> from tagger import retag, report
->>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a Report
+>>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a CoverageReport
 >>> print(report("model.onnx").to_markdown())
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.coverage import Report, build_report
+from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError
 from tagger.infer import STRATEGIES
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
@@ -27,7 +27,7 @@ from tagger.write import write_tags
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> Report:
+def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
@@ -61,7 +61,9 @@ def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, 
     return result, check_index(result.index)
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, output: str | None = None) -> Report:
+def _tag_proto(
+    model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, output: str | None = None
+) -> CoverageReport:
     result, notes = _tag_checked(model, strategy)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
@@ -78,7 +80,7 @@ def retag(
     strategy: str = "context",
     namespace: bool = False,
     force: bool = False,
-) -> Report:
+) -> CoverageReport:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
     Output goes to `output`, or `<stem>.tagged.onnx` beside the input, or over the input with
@@ -103,7 +105,7 @@ def retag(
     return summary
 
 
-def report(model: str | os.PathLike, strategy: str = "context") -> Report:
+def report(model: str | os.PathLike, strategy: str = "context") -> CoverageReport:
     """Analyse `model` and return its coverage report; nothing is written."""
     source = Path(model)
     with _gc_paused():

@@ -14,7 +14,7 @@ import fire
 
 from tagger import api
 from tagger.auditing import audit
-from tagger.comparison import diff
+from tagger.diffing import diff
 from tagger.errors import InputError, TaggerError, one_line
 from tagger.extract import extract, extract_all
 from tagger.options import check_flag, check_integer, check_text

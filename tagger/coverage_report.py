@@ -21,7 +21,7 @@ from tagger.text import natural as _natural
 from tagger.text import pct as _pct
 from tagger.text import terminal as _safe
 
-__all__ = ["ConflictRecord", "NodeRef", "Report", "build_report"]
+__all__ = ["ConflictRecord", "CoverageReport", "NodeRef", "Report", "build_report"]
 
 CATEGORIES = ("direct", "inherited", "fallback")
 _CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
@@ -50,7 +50,7 @@ class ConflictRecord:
 
 
 @dataclass
-class Report(JsonReport):
+class CoverageReport(JsonReport):
     """Coverage of one tagging run (or of an analysis without writing)."""
 
     model: str
@@ -155,9 +155,13 @@ class Report(JsonReport):
             self._tree_lines(child, level + 1, depth, totals, children, lines)
 
 
+Report = CoverageReport
+"""The name this report had before the other commands' reports (`AuditReport`, `DiffReport`, ...)."""
+
+
 def build_report(
     result: TaggingResult, model_name: str, notes: Iterable[str] = (), changed_nodes: int = 0, output: str | None = None
-) -> Report:
+) -> CoverageReport:
     """Count a tagging result by category, source, op type and module; `notes`, `changed_nodes`
     and `output` are what the caller knows beside it (validation notes, what a retag wrote).
 
@@ -176,7 +180,7 @@ def build_report(
         totals[_CATEGORY.get(source, "direct")] += count
     fallback_ids = _fallback_ids(assignments, per_assignment) if "fallback" in by_source else []
     refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts])
-    report = Report(
+    report = CoverageReport(
         model=model_name,
         nodes=len(assignments),
         direct=totals["direct"],
