@@ -67,3 +67,20 @@ def test_a_missing_dependency_is_bad_input_with_the_install_line():
     error = MissingDependency("profiling", "onnxruntime")
     assert error.exit_code == 2
     assert str(error) == "profiling needs onnxruntime (pip install onnxruntime)"
+
+
+def test_a_failed_verification_has_its_own_documented_exit_code(tmp_path):
+    from tagger import ExtractAllReport, ExtractReport, ModelsFailed, Verification, VerificationFailed
+    from tagger.errors import EXIT_CODES
+
+    failed = Verification(False, 1, 0, 0.5, ["y: max |diff| 0.5"])
+    one = ExtractReport("m.onnx", "o.onnx", "enc", None, 2, 0, [], [], 0, [], False, failed)
+    with pytest.raises(VerificationFailed, match="verification failed for module enc"):
+        one.check()
+    assert VerificationFailed.exit_code == 6 and 6 in EXIT_CODES
+    every = ExtractAllReport("m.onnx", 1, "out", "out/index.json", [one], {"dec": "no boundary outputs"})
+    with pytest.raises(VerificationFailed):  # a wrong model outweighs a missing one
+        every.check()
+    one.verification = Verification(True, 1, 1, 0.0)
+    with pytest.raises(ModelsFailed, match="1 module could not be extracted"):
+        every.check()
