@@ -48,22 +48,22 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tagger.errors import InputError, OutputError, TaggerError
-from tagger.extract.build import _build, _refuse_source_files, _write_checked
-from tagger.extract.cut import _all_modules, _Cut, _cut, _groups_at, modules_at_depth
-from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, _index_json, _report
-from tagger.extract.source import _load_source, _Source
-from tagger.extract.verify import _verify, _verify_all
+from tagger.extract.build import build_model, refuse_source_files, write_checked
+from tagger.extract.cut import Cut, all_modules, groups_at, make_cut, modules_at_depth
+from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, extract_report, index_json
+from tagger.extract.source import Source, load_source
+from tagger.extract.verify import boundary_values, record_verification
 from tagger.modelio import save_text
 from tagger.options import check_integer
 
 __all__ = ["ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"]
 
 
-def _extract_cut(src: _Source, cut: _Cut, destination: Path, data_source: Path) -> ExtractReport:
-    _refuse_source_files(src, destination)
-    model, kept = _build(src, cut)
-    _write_checked(model, data_source, destination)
-    return _report(src, cut, model, kept, destination)
+def _extract_cut(src: Source, cut: Cut, destination: Path, data_source: Path) -> ExtractReport:
+    refuse_source_files(src, destination)
+    model, kept = build_model(src, cut)
+    write_checked(model, data_source, destination)
+    return extract_report(src, cut, model, kept, destination)
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,12 +89,12 @@ def extract(
     for name, value in (("module", module), ("tag", tag)):
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
-    src = _load_source(model)
-    cut = _cut(src, module, tag, pull_producers)
+    src = load_source(model)
+    cut = make_cut(src, module, tag, pull_producers)
     destination = Path(output) if output is not None else _default_output(src.path, module, tag)
     report = _extract_cut(src, cut, destination, src.path)
     if verify:
-        _verify(report, cut, _verify_all(src, [cut]))
+        record_verification(report, cut, boundary_values(src, [cut]))
     return report
 
 
@@ -113,8 +113,8 @@ def extract_all(
     check_integer("depth", depth)
     if depth is None:
         raise InputError("--all needs --depth N")
-    src = _load_source(model)
-    groups = _groups_at(src, depth)
+    src = load_source(model)
+    groups = groups_at(src, depth)
     if not groups:
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(src)} components")
     directory = Path(out_dir)
@@ -122,12 +122,12 @@ def extract_all(
         raise OutputError(f"--out_dir is not a directory: {directory}")
     directory.mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
-    cuts: list[_Cut] = []
+    cuts: list[Cut] = []
     for module, selected in groups.items():
         with _recorded(failures, module):
-            cuts.append(_cut(src, module, None, pull_producers, selected))
+            cuts.append(make_cut(src, module, None, pull_producers, selected))
     src.types.resolve(name for cut in cuts for name in (*cut.inputs, *cut.outputs))  # one inference for all
-    values = _verify_all(src, cuts) if verify and cuts else {}
+    values = boundary_values(src, cuts) if verify and cuts else {}
     reports: list[ExtractReport] = []
     data_source = src.path
     for cut, file_name in zip(cuts, _file_names((cut.module or "" for cut in cuts), {src.path.name}), strict=True):
@@ -138,9 +138,9 @@ def extract_all(
                 # every data file now lies in out_dir: later models share it instead of re-comparing it
                 data_source = directory / src.path.name
             if verify:
-                _verify(report, cut, values)
+                record_verification(report, cut, values)
     index = directory / "index.json"
-    save_text(_index_json(src, depth, reports, failures), index)
+    save_text(index_json(src, depth, reports, failures), index)
     return ExtractAllReport(str(src.path), depth, str(directory), str(index), reports, failures)
 
 
@@ -152,8 +152,8 @@ def _recorded(failures: dict[str, str], module: str) -> Iterator[None]:
         failures[module] = str(exc)
 
 
-def _max_depth(src: _Source) -> int:
-    return max((m.count(".") + 1 for m in _all_modules(src)), default=0)
+def _max_depth(src: Source) -> int:
+    return max((m.count(".") + 1 for m in all_modules(src)), default=0)
 
 
 def _default_output(source: Path, module: str | None, tag: str | None) -> Path:

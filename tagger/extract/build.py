@@ -10,13 +10,15 @@ from pathlib import Path
 import onnx
 
 from tagger.errors import InputError, OutputError, TaggerError
-from tagger.extract.cut import _Cut
-from tagger.extract.source import _Source
+from tagger.extract.cut import Cut
+from tagger.extract.source import Source
 from tagger.index import subgraphs
 from tagger.modelio import save_model
 
+__all__ = ["build_model", "refuse_source_files", "write_checked"]
 
-def _build(src: _Source, cut: _Cut) -> tuple[onnx.ModelProto, list[int]]:
+
+def build_model(src: Source, cut: Cut) -> tuple[onnx.ModelProto, list[int]]:
     """The extracted model and the source positions of the nodes it kept, in order."""
     import onnx_graphsurgeon as gs
     from onnx_graphsurgeon.logger import G_LOGGER
@@ -43,7 +45,7 @@ class _Declarations:
     outputs: list[onnx.ValueInfoProto]
 
 
-def _declarations(src: _Source, cut: _Cut) -> _Declarations:
+def _declarations(src: Source, cut: Cut) -> _Declarations:
     src.types.resolve([*cut.inputs, *cut.outputs])
     return _Declarations(
         inputs=[_value_info(src, name, cut.label) for name in cut.inputs],
@@ -51,14 +53,14 @@ def _declarations(src: _Source, cut: _Cut) -> _Declarations:
     )
 
 
-def _inner_value_info(src: _Source, cut: _Cut, kept: list[int]) -> list[onnx.ValueInfoProto]:
+def _inner_value_info(src: Source, cut: Cut, kept: list[int]) -> list[onnx.ValueInfoProto]:
     """The source's value_info of the tensors the kept nodes compute inside the cut, in source order."""
     boundary = set(cut.inputs) | set(cut.outputs)
     produced = {name for i in kept for name in src.nodes[i].output if name not in boundary}
     return [src.model.graph.value_info[i] for i in sorted(src.value_info_at[n] for n in produced if n in src.value_info_at)]
 
 
-def _lean_copy(src: _Source, candidates: list[int]) -> onnx.ModelProto:
+def _lean_copy(src: Source, candidates: list[int]) -> onnx.ModelProto:
     """What graphsurgeon's `cleanup` needs to decide the nodes: the candidates, nothing else.
 
     No initializers (graphsurgeon would turn each into a numpy array, a copy of every weight of
@@ -71,7 +73,7 @@ def _lean_copy(src: _Source, candidates: list[int]) -> onnx.ModelProto:
     return lean
 
 
-def _copy_initializers(graph: onnx.GraphProto, src: _Source, nodes: list[int]) -> None:
+def _copy_initializers(graph: onnx.GraphProto, src: Source, nodes: list[int]) -> None:
     """The initializers `nodes` read (bodies included), in source order, external entries as they are."""
     needed = {name for i in nodes for name in src.flow.reads[i]}
     dense = sorted(src.initializer_at[name] for name in needed if name in src.initializer_at)
@@ -80,7 +82,7 @@ def _copy_initializers(graph: onnx.GraphProto, src: _Source, nodes: list[int]) -
     graph.sparse_initializer.extend(src.model.graph.sparse_initializer[i] for i in sparse)
 
 
-def _value_info(src: _Source, name: str, context: str) -> onnx.ValueInfoProto:
+def _value_info(src: Source, name: str, context: str) -> onnx.ValueInfoProto:
     """A boundary tensor's declaration; an unknown element type is an error, never a guess."""
     tp = src.types.get(name)
     if tp is None:
@@ -93,7 +95,7 @@ def _value_info(src: _Source, name: str, context: str) -> onnx.ValueInfoProto:
     return info
 
 
-def _fill_from_source(model: onnx.ModelProto, src: _Source, cut: _Cut, kept: list[int], declarations: _Declarations) -> None:
+def _fill_from_source(model: onnx.ModelProto, src: Source, cut: Cut, kept: list[int], declarations: _Declarations) -> None:
     """Fill the extracted model from the source: the kept nodes and what they need, exactly as
     they are there, and the boundary declarations."""
     source = src.model
@@ -156,7 +158,7 @@ def _opset_imports(source: onnx.ModelProto, model: onnx.ModelProto) -> list[onnx
     return imports
 
 
-def _write_checked(model: onnx.ModelProto, data_source: Path, destination: Path) -> None:
+def write_checked(model: onnx.ModelProto, data_source: Path, destination: Path) -> None:
     """Save under a temporary name beside `destination`, run the full checker, then rename."""
     if destination.is_dir():
         raise OutputError(f"output is a directory: {destination}")
@@ -171,7 +173,7 @@ def _full_check(path: Path) -> None:
         raise TaggerError(f"the extracted model fails the ONNX checker: {first}") from None
 
 
-def _refuse_source_files(src: _Source, destination: Path) -> None:
+def refuse_source_files(src: Source, destination: Path) -> None:
     """Never write over the input model or one of its external data files."""
     protected = [src.path, *(src.path.parent / location for location in src.locations)]
     for path in protected:

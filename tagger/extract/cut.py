@@ -8,14 +8,16 @@ import os
 from dataclasses import dataclass
 
 from tagger.errors import InputError
-from tagger.extract.source import _Dataflow, _load_source, _Source
+from tagger.extract.source import Dataflow, Source, load_source
 from tagger.paths import is_within
+
+__all__ = ["Cut", "all_modules", "groups_at", "make_cut", "modules_at_depth"]
 
 _NEARBY_LIMIT = 6
 
 
 @dataclass
-class _Cut:
+class Cut:
     """The nodes of one extraction and its boundary, by position and name in the full model."""
 
     label: str
@@ -27,7 +29,7 @@ class _Cut:
     outputs: list[str]
 
 
-def _select(src: _Source, module: str | None, tag: str | None) -> list[int]:
+def _select(src: Source, module: str | None, tag: str | None) -> list[int]:
     if module is not None:
         chosen = [i for i, path in enumerate(src.modules) if is_within(path, module)]
         if not chosen:
@@ -41,7 +43,7 @@ def _select(src: _Source, module: str | None, tag: str | None) -> list[int]:
     return chosen
 
 
-def _all_modules(src: _Source) -> list[str]:
+def all_modules(src: Source) -> list[str]:
     """Every module path named by a tag, with its ancestors, in order of first appearance."""
     found: dict[str, None] = {}
     for path in dict.fromkeys(src.modules):
@@ -52,9 +54,9 @@ def _all_modules(src: _Source) -> list[str]:
     return list(found)
 
 
-def _nearby_modules(src: _Source, module: str) -> str:
+def _nearby_modules(src: Source, module: str) -> str:
     """Paths ending in it and siblings under its deepest existing ancestor, else close spellings."""
-    modules = _all_modules(src)
+    modules = all_modules(src)
     known = set(modules)
     parts = module.split(".")
     ancestor = next((".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1) if ".".join(parts[:k]) in known), None)
@@ -70,14 +72,14 @@ def _nearby_modules(src: _Source, module: str) -> str:
 
 def modules_at_depth(model: str | os.PathLike, depth: int) -> list[str]:
     """The module paths with `depth` dotted components that own nodes of `model` (0: the root)."""
-    return _modules_at(_load_source(model), depth)
+    return _modules_at(load_source(model), depth)
 
 
-def _modules_at(src: _Source, depth: int) -> list[str]:
-    return list(_groups_at(src, depth))
+def _modules_at(src: Source, depth: int) -> list[str]:
+    return list(groups_at(src, depth))
 
 
-def _groups_at(src: _Source, depth: int) -> dict[str, list[int]]:
+def groups_at(src: Source, depth: int) -> dict[str, list[int]]:
     """Module path at `depth` -> the nodes within it, in one pass over the nodes."""
     groups: dict[str, list[int]] = {}
     for i, path in enumerate(src.modules):
@@ -87,7 +89,7 @@ def _groups_at(src: _Source, depth: int) -> dict[str, list[int]]:
     return groups
 
 
-def _cut(src: _Source, module: str | None, tag: str | None, pull_producers: bool, selected: list[int] | None = None) -> _Cut:
+def make_cut(src: Source, module: str | None, tag: str | None, pull_producers: bool, selected: list[int] | None = None) -> Cut:
     label = f"tag {tag}" if module is None else (f"module {module}" if module else "module (root)")
     selected = _select(src, module, tag) if selected is None else selected
     flow = src.flow
@@ -109,10 +111,10 @@ def _cut(src: _Source, module: str | None, tag: str | None, pull_producers: bool
     ]
     if not outputs:
         raise InputError(f"{label} computes nothing the rest of the model reads (no boundary outputs)")
-    return _Cut(label, module, tag, selected, sorted(pulled), inputs, list(dict.fromkeys(outputs)))
+    return Cut(label, module, tag, selected, sorted(pulled), inputs, list(dict.fromkeys(outputs)))
 
 
-def _pulled_producers(flow: _Dataflow, chosen: set[int]) -> set[int]:
+def _pulled_producers(flow: Dataflow, chosen: set[int]) -> set[int]:
     """The input-independent producers (transitively) of the tensors `chosen` reads from outside."""
     pulled: set[int] = set()
     stack = list(chosen)

@@ -9,12 +9,12 @@ from pathlib import Path
 import onnx
 
 from tagger.errors import ModelsFailed, VerificationFailed
-from tagger.extract.cut import _Cut
-from tagger.extract.source import _Source
+from tagger.extract.cut import Cut
+from tagger.extract.source import Source
 from tagger.extract.verify import Verification
 from tagger.modelio import external_locations
 
-__all__ = ["ExtractAllReport", "ExtractReport", "TensorSpec"]
+__all__ = ["ExtractAllReport", "ExtractReport", "TensorSpec", "extract_report", "index_json"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _spec(info: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(info.name, dtype, dims)
 
 
-def _report(src: _Source, cut: _Cut, model: onnx.ModelProto, kept: list[int], output: Path) -> ExtractReport:
+def extract_report(src: Source, cut: Cut, model: onnx.ModelProto, kept: list[int], output: Path) -> ExtractReport:
     selected = set(cut.selected)
     return ExtractReport(
         source=str(src.path),
@@ -139,7 +139,7 @@ def _report(src: _Source, cut: _Cut, model: onnx.ModelProto, kept: list[int], ou
     )
 
 
-def _index_json(src: _Source, depth: int, reports: list[ExtractReport], failures: dict[str, str]) -> str:
+def index_json(src: Source, depth: int, reports: list[ExtractReport], failures: dict[str, str]) -> str:
     entries = [
         {
             "module": report.module,

@@ -14,11 +14,13 @@ from tagger.index import STANDARD_DOMAINS, may_own_bodies, subgraphs
 from tagger.keys import read_tags
 from tagger.modelio import load_model_and_locations
 
+__all__ = ["Dataflow", "Source", "load_source"]
+
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
 
 @dataclass
-class _Dataflow:
+class Dataflow:
     """Who produces and who reads each tensor of the main graph (body reads count for the owner)."""
 
     reads: list[list[str]]
@@ -31,7 +33,7 @@ class _Dataflow:
 
 
 @dataclass
-class _Source:
+class Source:
     """The full model as loaded once: structure only, tagged, with its dataflow facts.
 
     Everything a single extraction looks up is indexed here once, so that `extract_all` costs
@@ -40,7 +42,7 @@ class _Source:
 
     path: Path
     model: onnx.ModelProto
-    flow: _Dataflow
+    flow: Dataflow
     types: TensorTypes
     retagged: bool
     modules: list[str]
@@ -56,7 +58,7 @@ class _Source:
         return self.model.graph.node
 
 
-def _load_source(path: str | os.PathLike) -> _Source:
+def load_source(path: str | os.PathLike) -> Source:
     source = Path(path)
     model, locations = load_model_and_locations(source)
     graph = model.graph
@@ -67,7 +69,7 @@ def _load_source(path: str | os.PathLike) -> _Source:
         modules, tags = _tags(graph)
     flow = _dataflow(graph)
     initializer_at = {t.name: i for i, t in enumerate(graph.initializer)}
-    return _Source(
+    return Source(
         path=source,
         model=model,
         flow=flow,
@@ -94,7 +96,7 @@ def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
     return modules, tags
 
 
-def _dataflow(graph: onnx.GraphProto) -> _Dataflow:
+def _dataflow(graph: onnx.GraphProto) -> Dataflow:
     initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
     reads: list[list[str]] = []
     producer: dict[str, int] = {}
@@ -112,7 +114,7 @@ def _dataflow(graph: onnx.GraphProto) -> _Dataflow:
         for name in node.output:
             producer[name] = i
     producer.pop("", None)
-    flow = _Dataflow(
+    flow = Dataflow(
         reads=reads,
         producer=producer,
         readers=readers,
@@ -144,7 +146,7 @@ def _outer_refs(graph: onnx.GraphProto) -> list[str]:
     return list(dict.fromkeys(refs))
 
 
-def _input_independent(nodes, flow: _Dataflow) -> set[int]:
+def _input_independent(nodes, flow: Dataflow) -> set[int]:
     """Nodes whose every transitive input is an initializer or a constant: same values anywhere."""
     independent: set[int] = set()
     initializers, producer = flow.initializers, flow.producer

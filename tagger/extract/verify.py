@@ -34,11 +34,11 @@ from tagger.errors import MissingDependency, TaggerError
 from tagger.feeds import make_feeds
 
 if TYPE_CHECKING:
-    from tagger.extract.cut import _Cut
+    from tagger.extract.cut import Cut
     from tagger.extract.report import ExtractReport
-    from tagger.extract.source import _Source
+    from tagger.extract.source import Source
 
-__all__ = ["TOLERANCE", "Verification", "compare_outputs", "full_model_values"]
+__all__ = ["TOLERANCE", "Verification", "boundary_values", "compare_outputs", "full_model_values", "record_verification"]
 
 TOLERANCE = 1e-6
 
@@ -137,7 +137,7 @@ def _session(model: str | bytes, base_dir: Path | None):
         raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
 
 
-def _verify_all(src: _Source, cuts: list[_Cut]) -> dict:
+def boundary_values(src: Source, cuts: list[Cut]) -> dict:
     """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run."""
     names = [name for cut in cuts for name in (*cut.inputs, *cut.outputs)]
     src.types.resolve(names)
@@ -145,7 +145,7 @@ def _verify_all(src: _Source, cuts: list[_Cut]) -> dict:
     return full_model_values(src.model, src.path.parent.resolve(), names, types, make_feeds(src.model))
 
 
-def _verify(report: ExtractReport, cut: _Cut, values: dict) -> None:
+def record_verification(report: ExtractReport, cut: Cut, values: dict) -> None:
     """Record the comparison; an extracted model onnxruntime cannot even load fails it."""
     try:
         report.verification = compare_outputs(Path(report.output), cut.inputs, cut.outputs, values)
