@@ -1,358 +1,350 @@
-"""Scale benchmark: retag, report and extract (one layer) on 1k-300k-node models and a model
-with > 3 GB of external weights, against the protobuf floor (`onnx.load` + `onnx.save` of the
-same file) measured in the same run. Each operation runs in a fresh child process, which reports
-its wall time, CPU time and peak RSS (VmHWM); runs are interleaved and each starts from a fresh
-output path with the page cache's dirty pages flushed (untimed). The models are built in a child
-process too, so this process holds none of them while the timed children run. At 100k nodes
-retag is also timed step by step.
+"""Scale benchmark: what a user waits for. `tagger retag`, `report` and `extract` of one layer
+as whole processes (interpreter start and imports included), against the floor, a
+`python -c "onnx.save(onnx.load(...))"` child on the same file, and against what a user would
+otherwise run on it (onnx-ir load + save, a graphsurgeon round trip).
 
-    python -m bench.scale [--sizes 1000,10000,100000,300000] [--external_gb 3.2] [--repeats 3]
+Four model kinds (`bench/scale_models.py`: lean graph, the synthetic, a real TorchScript and a
+real dynamo export of a deep BERT), each with weights inline and in a `.onnx.data` file, at each
+size. With a data file the floor does what a user does: `onnx.load(p, load_external_data=False)`
+and save (the weights stay where they are, as retag leaves them). Every command runs under
+`/usr/bin/time`, which reports its CPU time and peak RSS; runs are interleaved (floor, retag,
+report, extract, floor, ...) so that the shared machine's drifts hit all alike; each starts from a
+fresh output with the page cache's dirty pages flushed (untimed). A ratio is the median over runs
+of a run's time over the floor run just before it. The anchors run once per file (they take
+many floors) and, by default, only up to 100k nodes.
 
-Writes the table to docs/scale.md and into README.md between the scale markers.
+    python -m bench.scale [--sizes 10000,100000,300000] [--kinds lean,synthetic,torchscript,dynamo]
+                          [--repeats 3] [--anchors_up_to 100000] [--quick]
+
+Writes the tables to docs/scale.md and into README.md between the scale markers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fire
-import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
-from bench import synthetic
+from bench import scale_models
 from bench.docs import ROOT, publish
+from bench.scale_models import KINDS, PLACEMENTS
 
-OPERATIONS = ("floor", "retag", "report", "extract")
 PHASES_AT = 100_000
-"""The model size whose retag is also timed step by step."""
+"""The model size whose retag is also timed step by step (on the lean graph, data file)."""
+
+_TIME = "/usr/bin/time"
+_OUTPUT_SUFFIXES = (".floor.onnx", ".tagged.onnx", ".layer.onnx", ".ir.onnx", ".gs.onnx")
 
 
-def measure(operation: str, path: str, module: str = "") -> None:
-    """Child-process entry: run one operation on `path`, print wall seconds, CPU seconds (user +
-    system: what the work costs without the disk's waits) and peak RSS as JSON. Imports happen
-    before the clock starts, as `import onnx` does for the floor. `extract` cuts out `module`
-    from the untagged model (so it tags it in memory first, as a user's first extract does)."""
-    from tagger import extract, report, retag
-
-    cpu = _cpu_seconds()
-    started = time.perf_counter()
-    if operation == "floor":
-        model = onnx.load(path, load_external_data=False)
-        onnx.save(model, path + ".floor.onnx")
-    elif operation == "retag":
-        retag(path, path + ".tagged.onnx")
-    elif operation == "report":
-        report(path).to_json()
-    elif operation == "extract":
-        extract(path, module=module, output=path + ".layer.onnx")
-    else:
-        raise SystemExit(f"unknown operation {operation}")
-    seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "cpu": _cpu_seconds() - cpu, "rss_mb": _peak_rss_mb()}))
+def _floor_code(placement: str) -> str:
+    load = "onnx.load(p, load_external_data=False)" if placement == "data" else "onnx.load(p)"
+    return f"import onnx, sys; p = sys.argv[1]; onnx.save({load}, p + '.floor.onnx')"
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+_ONNX_IR = "import onnx_ir as ir, sys; p = sys.argv[1]; ir.save(ir.load(p), p + '.ir.onnx')"
+_GRAPHSURGEON = (
+    "import onnx, onnx_graphsurgeon as gs, sys; p = sys.argv[1]; "
+    "onnx.save(gs.export_onnx(gs.import_onnx(onnx.load(p, load_external_data=False))), p + '.gs.onnx')"
+)
 
 
-def measure_phases(path: str) -> None:
-    """Child-process entry: retag's steps one by one (the same calls `tagger.retag` makes), each
-    timed; prints {step: seconds} as JSON. Nothing else runs in the process: a floor timed after
-    them would find its memory already faulted in and look cheaper than in a process of its own."""
-    import contextlib
-    import gc
-
-    from tagger.coverage_report import build_report
-    from tagger.index import build_index
-    from tagger.modelio import load_model, save_model
-    from tagger.tagging import tag_model
-    from tagger.validate import check_index
-    from tagger.write import write_tags
-
-    source = Path(path)
-    steps: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(name: str):
-        started = time.perf_counter()
-        yield
-        steps[name] = time.perf_counter() - started
-
-    gc.disable()  # as `tagger.api` does while it tags
-    with step("read and parse (load_model)"):
-        model = load_model(source)
-    with step("index, evidence, inference (tag_model)"):
-        result = tag_model(model)
-    with step("… of which reading every node's fields (build_index, timed again apart)"):
-        build_index(model)
-    with step("structural checks (check_index)"):
-        check_index(result.index)
-    with step("write tags (write_tags)"):
-        write_tags(result.index.nodes, result.index.views, result.assignments)
-    with step("coverage report (build_report)"):
-        build_report(result, source.name)
-    with step("free the analysis"):
-        del result
-    gc.enable()
-    with step("serialise and write (save_model)"):
-        save_model(model, source, Path(path + ".tagged.onnx"))
-    print(json.dumps(steps))
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not `ru_maxrss`: Linux carries `ru_maxrss` over from the
-    forking parent across exec, so a child of a big benchmark process would report the parent's."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _fresh_start(path: Path) -> None:
-    """Before each timed run (untimed): remove the previous run's outputs and flush the page
-    cache's dirty pages, so no run pays for freeing or writing back another run's file."""
-    for suffix in (".floor.onnx", ".tagged.onnx", ".layer.onnx"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    os.sync()
-    time.sleep(0.5)  # let the writeback the sync started settle before the clock runs
-
-
-def _child(operation: str, path: Path, module: str) -> dict:
-    _fresh_start(path)
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "measure", operation, str(path), module],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _timed(operations: tuple[str, ...], path: Path, repeats: int, module: str = "") -> dict[str, dict]:
-    """Median wall and CPU seconds and peak RSS of each operation, runs interleaved (floor,
-    retag, report, ..., floor, ...) so that drifts of the machine's disk and CPU hit all alike;
-    and each run's ratio to the floor run just before it (adjacent runs share the machine's state)."""
-    runs: dict[str, list[dict]] = {operation: [] for operation in operations}
-    for _ in range(repeats):
-        for operation in operations:
-            runs[operation].append(_child(operation, path, module))
-    floors = runs["floor"]
+def _command(operation: str, path: Path, placement: str, module: str) -> list[str]:
+    """The command line a user would type for `operation` on `path`."""
+    python, p = sys.executable, str(path)
     return {
-        operation: {
-            "seconds": statistics.median(r["seconds"] for r in done),
-            "cpu": statistics.median(r["cpu"] for r in done),
-            "rss_mb": max(r["rss_mb"] for r in done),
-            "ratios": [r["seconds"] / f["seconds"] for r, f in zip(done, floors, strict=True)],
-            "cpu_ratios": [r["cpu"] / f["cpu"] for r, f in zip(done, floors, strict=True)],
-        }
-        for operation, done in runs.items()
-    }
+        "floor": [python, "-c", _floor_code(placement), p],
+        "retag": [python, "-m", "tagger", "retag", p, "--output", p + ".tagged.onnx"],
+        "report": [python, "-m", "tagger", "report", p],
+        "extract": [python, "-m", "tagger", "extract", p, "--module", module, "--output", p + ".layer.onnx"],
+        "onnx-ir": [python, "-c", _ONNX_IR, p],
+        "graphsurgeon": [python, "-c", _GRAPHSURGEON, p],
+    }[operation]
 
 
 @dataclass
-class ScaleRow:
-    """Medians (and per-run ratios to the floor) for one model size."""
+class Run:
+    """One process: wall seconds (as the user waits), CPU seconds (user + system), peak RSS."""
 
+    seconds: float
+    cpu: float
+    rss_mb: float
+
+
+def _fresh_start(path: Path) -> None:
+    """Before each timed run (untimed): remove earlier outputs, flush the page cache's dirty
+    pages, so no run pays for freeing or writing back another run's file."""
+    for suffix in _OUTPUT_SUFFIXES:
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    os.sync()
+    time.sleep(0.3)
+
+
+def _run(command: list[str], path: Path, timeout: float | None = None) -> Run | None:
+    """Run `command` under /usr/bin/time; None when it took longer than `timeout`."""
+    _fresh_start(path)
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as usage:
+        started = time.perf_counter()
+        try:
+            subprocess.run(
+                [_TIME, "-f", "%U %S %M", "-o", usage.name, *command],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=timeout,
+                env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return None
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(f"{' '.join(command)} failed:\n{exc.stderr.decode(errors='replace')[-2000:]}") from None
+        seconds = time.perf_counter() - started
+        user, system, rss_kb = usage.read().split()[-3:]
+    return Run(seconds, float(user) + float(system), int(rss_kb) / 1024)
+
+
+@dataclass
+class Measured:
+    """All runs of one operation on one file, with the floor run just before each."""
+
+    runs: list[Run] = field(default_factory=list)
+    floors: list[Run] = field(default_factory=list)
+    timed_out: float | None = None
+    """The timeout, when the operation did not finish within it."""
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def rss_mb(self) -> float:
+        return max(r.rss_mb for r in self.runs)
+
+    def ratios(self, cpu: bool = False) -> list[float]:
+        if cpu:
+            return [r.cpu / f.cpu for r, f in zip(self.runs, self.floors, strict=True)]
+        return [r.seconds / f.seconds for r, f in zip(self.runs, self.floors, strict=True)]
+
+    def ratio(self, cpu: bool = False) -> float:
+        return statistics.median(self.ratios(cpu))
+
+    def cell(self, spread: bool = False, bold: bool = False) -> str:
+        """`2.1×` (the median ratio), with the runs' range when `spread`; `> N s` after a timeout; `–` not run."""
+        if self.timed_out is not None:
+            return f"> {self.timed_out:.0f} s"
+        if not self.runs:
+            return "–"
+        text = f"**{self.ratio():.1f}×**" if bold else f"{self.ratio():.1f}×"
+        if spread and len(self.runs) > 1:
+            ratios = self.ratios()
+            text += f" ({min(ratios):.1f}–{max(ratios):.1f})"
+        return text
+
+
+OPERATIONS = ("floor", "retag", "report", "extract")
+ANCHORS = ("onnx-ir", "graphsurgeon")
+
+
+@dataclass
+class Row:
+    """One file: a kind at a size with one weight placement."""
+
+    kind: str
+    placement: str
     nodes: int
-    floor: dict
-    retag: dict
-    report: dict
-    extract: dict
-    phases: str = ""
-    """Markdown table of retag's steps (only for the `PHASES_AT` size)."""
+    megabytes: float
+    measured: dict[str, Measured]
 
     def per_node_us(self, operation: str) -> float:
-        return 1e6 * getattr(self, operation)["seconds"] / self.nodes
-
-    def ratio(self, operation: str, kind: str = "ratios") -> float:
-        """Median over runs of the run's time / the adjacent floor run's time."""
-        return statistics.median(getattr(self, operation)[kind])
-
-    def spread(self, operation: str) -> str:
-        ratios = getattr(self, operation)["ratios"]
-        return f"{min(ratios):.1f}–{max(ratios):.1f}"
+        return 1e6 * self.measured[operation].seconds / self.nodes
 
     def markdown(self) -> str:
-        rss = " / ".join(f"{getattr(self, op)['rss_mb']:.0f}" for op in ("retag", "report", "extract"))
+        m = self.measured
+        rss = " / ".join(f"{m[op].rss_mb:.0f}" for op in OPERATIONS)
         return (
-            f"| {self.nodes:,} | {self.floor['seconds']:.2f} s | {self.retag['seconds']:.2f} s | **{self.ratio('retag'):.1f}×** "
-            f"({self.spread('retag')}) | {self.ratio('retag', 'cpu_ratios'):.1f}× | {self.per_node_us('floor'):.1f} µs "
-            f"| {self.per_node_us('retag'):.1f} µs | {self.ratio('report'):.1f}× | {self.ratio('extract'):.1f}× | {rss} MB |"
+            f"| {self.kind} | {self.placement} | {self.nodes:,} | {self.megabytes:.0f} MB | {m['floor'].seconds:.2f} s "
+            f"| {m['retag'].seconds:.2f} s | {m['retag'].cell(spread=True, bold=True)} | {m['retag'].ratio(cpu=True):.1f}× "
+            f"| {self.per_node_us('retag'):.1f} µs | {m['report'].cell()} | {m['extract'].cell()} | {rss} MB "
+            f"| {m['retag'].rss_mb / m['floor'].rss_mb:.1f}× | {m['onnx-ir'].cell()} | {m['graphsurgeon'].cell()} |"
         )
 
 
-def _scale_rows(sizes: list[int], work: Path, repeats: int) -> list[ScaleRow]:
+HEADER = (
+    "| model | weights | nodes | file | floor: load + save | retag | retag / floor (runs' range) | same in CPU time "
+    "| retag per node | report / floor | extract one layer / floor | peak RSS: floor / retag / report / extract "
+    "| retag RSS / floor's | onnx-ir load + save / floor | graphsurgeon round trip / floor |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _measure_file(path: Path, placement: str, module: str, repeats: int, anchors: bool) -> dict[str, Measured]:
+    """Interleaved runs of every operation; anchors once each, after, with a timeout of 40 floors."""
+    measured = {operation: Measured() for operation in (*OPERATIONS, *ANCHORS)}
+    for _ in range(repeats):
+        floor = None
+        for operation in OPERATIONS:
+            run = _run(_command(operation, path, placement, module), path)
+            if operation == "floor":
+                floor = run
+            measured[operation].runs.append(run)
+            measured[operation].floors.append(floor)
+    if anchors:
+        limit = max(60.0, 40 * measured["floor"].seconds)
+        for operation in ANCHORS:
+            floor = _run(_command("floor", path, placement, module), path)
+            run = _run(_command(operation, path, placement, module), path, timeout=limit)
+            if run is None:
+                measured[operation].timed_out = limit
+            else:
+                measured[operation].runs.append(run)
+                measured[operation].floors.append(floor)
+    return measured
+
+
+def _rows(kinds: list[str], sizes: list[int], repeats: int, anchors_up_to: int) -> list[Row]:
     rows = []
     for size in sizes:
-        layers = max(1, round(size / synthetic.LAYER_NODES))
-        path = work / f"synthetic-{size}.onnx"
-        nodes = _build_in_child(layers, path)
-        timed = _timed(OPERATIONS, path, repeats, module=f"encoder.layer.{layers // 2}")
-        rows.append(ScaleRow(nodes, timed["floor"], timed["retag"], timed["report"], timed["extract"]))
-        print(rows[-1].markdown(), flush=True)
-        if size == PHASES_AT:
-            rows[-1].phases = _phases(path, repeats, rows[-1].floor["seconds"])
+        for kind in kinds:
+            scale_models.ensure(kind, size)
+            info = scale_models.info(kind, size)
+            module = scale_models.middle_layer(kind, info["layers"])
+            for placement in PLACEMENTS:
+                path = scale_models.model_path(kind, size, placement)
+                measured = _measure_file(path, placement, module, repeats, anchors=size <= anchors_up_to)
+                megabytes = path.stat().st_size / 1e6
+                rows.append(Row(kind, placement, info["nodes"], megabytes, measured))
+                print(rows[-1].markdown(), flush=True)
+                _fresh_start(path)
     return rows
 
 
-def build_model(layers: str, path: str) -> None:
-    """Child-process entry: write the synthetic model of `layers` layers; print its node count."""
-    model = synthetic.build(int(layers))
-    onnx.save(model, path)
-    print(len(model.graph.node))
-
-
-def _build_in_child(layers: int, path: Path) -> int:
-    """The model is built in a child of its own: a parent holding gigabytes of it while the timed
-    children run would slow their page faults (measured: a 300k-node retag took 9 s beside an
-    idle process and 10-11 s beside one holding 4 GB)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "build", str(layers), str(path)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
-    return int(out.stdout.strip().splitlines()[-1])
+def _growth(rows: list[Row]) -> str:
+    """Per kind and placement: retag's time per node at the largest size over the one nearest 10k,
+    and the floor's (what the machine's memory and disk add on the same file read and written)."""
+    lines = []
+    for kind in dict.fromkeys(r.kind for r in rows):
+        for placement in PLACEMENTS:
+            mine = [r for r in rows if r.kind == kind and r.placement == placement]
+            if len(mine) < 2:
+                continue
+            base = min(mine, key=lambda r: abs(r.nodes - 10_000))
+            top = max(mine, key=lambda r: r.nodes)
+            retag = top.per_node_us("retag") / base.per_node_us("retag")
+            floor = top.per_node_us("floor") / base.per_node_us("floor")
+            lines.append(f"| {kind} | {placement} | {base.nodes:,} → {top.nodes:,} | **{retag:.2f}×** | {floor:.2f}× |")
+    if not lines:
+        return ""
+    return (
+        "\nGrowth of the time per node (retag's, the floor's on the same files):\n\n"
+        "| model | weights | nodes | retag | floor |\n|---|---|---|---:|---:|\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _phases(path: Path, repeats: int, floor: float) -> str:
-    """Where retag's time goes on one model: median seconds of each step over `repeats` children,
-    in units of the floor measured for the same file in children of its own (`floor` seconds)."""
+    """Where retag's time goes on one model: median seconds of each step over `repeats` children
+    (in-process, imports excluded), in units of the floor process measured on the same file."""
     runs = []
     for _ in range(repeats):
         _fresh_start(path)
         out = subprocess.run(
-            [sys.executable, "-m", "bench.scale", "phases", str(path)], capture_output=True, text=True, check=True, cwd=ROOT
-        )
+            [sys.executable, "-m", "bench.scale_phases", str(path)],
+            capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     median = {step: statistics.median(run[step] for run in runs) for step in runs[0]}
     ours = sum(seconds for step, seconds in median.items() if not step.startswith("…"))
     rows = [f"| {step} | {seconds:.2f} s | {seconds / floor:.2f}× |" for step, seconds in median.items()]
-    rows.append(f"| **retag, all steps** | **{ours:.2f} s** | **{ours / floor:.2f}×** |")
-    rows.append(f"| floor: `onnx.load` + `onnx.save` (its own children, table above) | {floor:.2f} s | 1× |")
+    rows.append(f"| **retag's work, all steps** | **{ours:.2f} s** | **{ours / floor:.2f}×** |")
+    rows.append(f"| floor process: `onnx.load` + `onnx.save` (table above) | {floor:.2f} s | 1× |")
     return "| step | median | in floors |\n|---|---:|---:|\n" + "\n".join(rows) + "\n"
 
 
-def _growth(rows: list[ScaleRow]) -> str:
-    """Per-node time of the largest model over the one nearest 10k nodes: retag's, the floor's,
-    and that of retag's own work (its time minus the floor's, per node)."""
-    base = min(rows, key=lambda r: abs(r.nodes - 10_000))
-    top = max(rows, key=lambda r: r.nodes)
-    if top is base:
-        return ""
-    retag = top.per_node_us("retag") / base.per_node_us("retag")
-    floor = top.per_node_us("floor") / base.per_node_us("floor")
-    own = (top.per_node_us("retag") - top.per_node_us("floor")) / (base.per_node_us("retag") - base.per_node_us("floor"))
+def _external_row(gigabytes: float) -> str:
+    """A 2-layer synthetic model plus an embedding table of `gigabytes` in a sparse data file."""
+    path = scale_models.big_model(gigabytes)
+    measured = {"floor": Measured(), "retag": Measured()}
+    for _ in range(3):
+        floor = _run(_command("floor", path, "data", ""), path)
+        for operation, run in (("floor", floor), ("retag", _run(_command("retag", path, "data", ""), path))):
+            measured[operation].runs.append(run)
+            measured[operation].floors.append(floor)
+    same = scale_models.same_outputs(path, Path(str(path) + ".tagged.onnx"))
+    data_size = Path(str(path) + ".data").stat().st_size
     return (
-        f"\nGrowth from {base.nodes:,} to {top.nodes:,} nodes, time per node: retag **{retag:.2f}×**, "
-        f"the floor itself {floor:.2f}× (the same file read and written: what the machine's memory and disk add), "
-        f"retag's own work (retag − floor) {own:.2f}×.\n"
+        f"| {data_size / 1e9:.1f} GB external | {measured['floor'].seconds:.2f} s | {measured['retag'].seconds:.2f} s "
+        f"| {measured['floor'].rss_mb:.0f} / {measured['retag'].rss_mb:.0f} MB | {'identical' if same else 'DIFFERENT'} |"
     )
 
 
-def _external_model(work: Path, gigabytes: float) -> Path:
-    """A 2-layer model plus an embedding table of `gigabytes` in a sparse external data file."""
-    model = synthetic.build(2)
-    rows = int(gigabytes * 1e9 / (4 * synthetic.HIDDEN))
-    table = onnx.TensorProto(name="big.embedding.weight", data_type=TensorProto.FLOAT, dims=[rows, synthetic.HIDDEN])
-    table.data_location = TensorProto.EXTERNAL
-    size = rows * synthetic.HIDDEN * 4
-    for key, value in (("location", "big.onnx.data"), ("offset", "0"), ("length", str(size))):
-        table.external_data.add(key=key, value=value)
-    model.graph.initializer.append(table)
-    ids = onnx.numpy_helper.from_array(np.arange(synthetic.SEQ, dtype=np.int64).reshape(1, -1) * 7919 % rows, "big.ids")
-    model.graph.initializer.append(ids)
-    last = model.graph.output[0].name
-    model.graph.node.extend(
-        [
-            helper.make_node(
-                "Gather", ["big.embedding.weight", "big.ids"], ["/big/embedding/Gather_output_0"], name="/big/embedding/Gather"
-            ),
-            helper.make_node("Add", [last, "/big/embedding/Gather_output_0"], ["y"], name="/big/Add"),
-        ]
-    )
-    model.graph.output[0].name = "y"
-    path = work / "big.onnx"
-    with open(work / "big.onnx.data", "wb") as data:
-        data.truncate(size)  # sparse: zeros on disk without writing gigabytes
-    onnx.save(model, path)
-    return path
+def run(
+    sizes: str = "10000,100000,300000",
+    kinds: str = ",".join(KINDS),
+    repeats: int = 3,
+    anchors_up_to: int = 100_000,
+    external_gb: float = 3.2,
+    quick: bool = False,
+    publish_docs: bool = True,
+) -> None:
+    """Build (or reuse) the models, time every operation in child processes, print and publish the tables.
 
-
-def _run_ort(path: Path) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {"x": np.ones((1, synthetic.SEQ, synthetic.HIDDEN), np.float32), "mask": np.zeros((1, 1, 1, synthetic.SEQ), np.int64)}
-    return session.run(None, feeds)[0]
-
-
-def _external_row(work: Path, gigabytes: float) -> str:
-    path = _external_model(work, gigabytes)
-    data_size = (work / "big.onnx.data").stat().st_size
-    timed = _timed(("floor", "retag"), path, 3)
-    floor, retag = timed["floor"], timed["retag"]
-    same = bool(np.array_equal(_run_ort(path), _run_ort(Path(str(path) + ".tagged.onnx"))))
-    return (
-        f"| {data_size / 1e9:.1f} GB external | {floor['seconds']:.2f} s | {retag['seconds']:.2f} s "
-        f"| {retag['rss_mb']:.0f} MB | {'identical' if same else 'DIFFERENT'} |"
-    )
-
-
-def run(sizes: str = "1000,10000,100000,300000", external_gb: float = 3.2, repeats: int = 3, publish_docs: bool = True) -> None:
-    """Build the models, time every operation in child processes, print and publish the tables."""
-    size_list = [int(s) for s in str(sizes).split(",")] if not isinstance(sizes, tuple) else list(sizes)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
-        work = Path(tmp)
-        rows = _scale_rows(size_list, work, repeats)
-        external = _external_row(work, external_gb) if external_gb else ""
-    header = (
-        "| nodes | floor: load + save | retag | retag / floor (runs' range) | same in CPU time | floor per node | retag per node "
-        "| report / floor | extract one layer / floor | peak RSS: retag / report / extract |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    text = (
-        "Command: `python -m bench.scale` (`bench/synthetic.py`: BERT-like layers of 43 nodes, TorchScript-style "
-        "scoped names and the five metadata entries of a torch 2.13 dynamo export on every node, about 2.2 kB a "
-        f"node; each figure from a fresh child process, median of {repeats} runs interleaved with the floor's (a ratio is "
-        "the median of each run's ratio to the floor run just before it), each run "
-        "writing a fresh output after the page cache's dirty pages were flushed, while the benchmark process itself holds no "
-        "model: each is built in a child of its own).\n\n"
-        f"{header}\n" + "\n".join(row.markdown() for row in rows) + "\n" + _growth(rows)
-    )
-    for row in rows:
-        if row.phases:
-            text += f"\nWhere retag's time goes at {row.nodes:,} nodes (steps timed in one child process, median of {repeats}):\n\n"
-            text += row.phases
-    if external:
-        text += (
-            "\nExternal data (weights never loaded; output beside the input shares the data file):\n\n"
-            "| model | floor: load + save (structure) | retag | retag peak RSS | onnxruntime outputs after retag |\n"
-            "|---|---:|---:|---:|---|\n" + external + "\n"
-        )
+    --quick: 10k nodes, one run each, no step timing, no external-data row, nothing published.
+    """
+    if quick:
+        sizes, repeats, external_gb, publish_docs = "10000", 1, 0, False
+    size_list = [int(s) for s in str(sizes).split(",")] if not isinstance(sizes, (tuple, list)) else [int(s) for s in sizes]
+    kind_list = kinds.split(",") if isinstance(kinds, str) else list(kinds)
+    unknown = set(kind_list) - set(KINDS)
+    if unknown:
+        raise SystemExit(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    started = time.perf_counter()
+    print(HEADER, flush=True)
+    rows = _rows(kind_list, size_list, repeats, anchors_up_to)
+    phases = ""
+    if not quick and PHASES_AT in size_list and "lean" in kind_list:
+        lean = next(r for r in rows if r.kind == "lean" and r.placement == "data" and abs(r.nodes - PHASES_AT) < PHASES_AT / 10)
+        path = scale_models.model_path("lean", PHASES_AT, "data")
+        phases = _phases(path, repeats, lean.measured["floor"].seconds)
+    external = _external_row(external_gb) if external_gb else ""
+    text = _document(rows, repeats, anchors_up_to, phases, external, time.perf_counter() - started)
     print(text)
     if publish_docs:
-        (ROOT / "docs").mkdir(exist_ok=True)
         (ROOT / "docs" / "scale.md").write_text("# Scale benchmark\n\n" + text, encoding="utf-8")
         publish("scale", text)
 
 
+def _document(rows: list[Row], repeats: int, anchors_up_to: int, phases: str, external: str, seconds: float) -> str:
+    text = (
+        f"Command: `python -m bench.scale` ({seconds / 60:.0f} min on a 2-core machine; `bench/scale_models.py` builds the "
+        "models: **lean** = `bench/synthetic.py`'s layers without metadata, a third of the nodes scoped; **synthetic** = "
+        "the same with the five metadata entries of a torch 2.13 dynamo export on every node, 2.2 kB a node; "
+        "**torchscript** / **dynamo** = `torch.onnx.export` of a `transformers` BertModel of hidden size 4 and as many "
+        "layers as the size needs (dynamo with `optimize=False`); each with its weights **inline** or in a `.onnx.data` "
+        "file (**data**). Every figure is a whole process as a user runs it (`python -m tagger retag IN --output OUT`, "
+        '`report`, `extract --module <middle layer>`; the floor: `python -c "onnx.save(onnx.load(IN), OUT)"`, with '
+        "`load_external_data=False` for a data file), timed wall-clock, its CPU time and peak RSS from `/usr/bin/time`; "
+        f"median of {repeats} runs interleaved with the floor's, a ratio the median of each run's ratio to the floor run "
+        "just before it. The anchors (what a user would otherwise run on the same file: `onnx_ir.save(onnx_ir.load(IN), "
+        "OUT)`, and `onnx.save(gs.export_onnx(gs.import_onnx(onnx.load(IN, load_external_data=False))), OUT)`) ran "
+        f"once each, on files up to {anchors_up_to:,} nodes.\n\n"
+        f"{HEADER}\n" + "\n".join(row.markdown() for row in rows) + "\n" + _growth(rows)
+    )
+    if phases:
+        text += (
+            f"\nWhere retag's time goes on the lean graph at {PHASES_AT:,} nodes, weights in a data file "
+            f"(steps timed inside one process, imports excluded; median of {repeats}):\n\n{phases}"
+        )
+    if external:
+        text += (
+            "\nExternal data (weights never loaded; the output beside the input shares the data file):\n\n"
+            "| model | floor: load + save (structure) | retag | peak RSS: floor / retag | onnxruntime outputs after retag |\n"
+            "|---|---:|---:|---:|---|\n" + external + "\n"
+        )
+    return text
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "measure":
-        measure(*sys.argv[2:5])
-    elif len(sys.argv) > 1 and sys.argv[1] == "phases":
-        measure_phases(sys.argv[2])
-    elif len(sys.argv) > 1 and sys.argv[1] == "build":
-        build_model(*sys.argv[2:4])
-    else:
-        fire.Fire(run)
+    fire.Fire(run)

@@ -39,6 +39,8 @@ class _Builder:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     calls: dict[str, int] = field(default_factory=dict)
     """fx node names are unique: `linear`, `linear_1`, ... (counted per label)."""
+    lean: bool = False
+    """No metadata; only every third node named with its scope, the others `node_<op>_<n>` (`val_<n>` outputs)."""
 
     def init(self, name: str, array: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(array, name))
@@ -46,14 +48,20 @@ class _Builder:
 
     def node(self, op: str, inputs: list[str], scope: str, classes: list[str], label: str, **attrs) -> str:
         """Add a node named like TorchScript, carrying the metadata dynamo writes; returns its output."""
-        name = f"{_slashed(scope)}/{op}_{len(self.nodes)}"
-        output = f"{name}_output_0"
+        number = len(self.nodes)
+        if self.lean and number % 3:
+            name, output = f"node_{op}_{number}", f"val_{number}"
+        else:
+            name = f"{_slashed(scope)}/{op}_{number}"
+            output = f"{name}_output_0"
         node = helper.make_node(op, inputs, [output], name=name, **attrs)
+        self.nodes.append(node)
+        if self.lean:
+            return output
         fx_name = f"{label}_{self.calls.setdefault(label, 0)}"
         self.calls[label] += 1
         for key, value in _dynamo_metadata(_called_scopes(scope), classes, fx_name, label):
             node.metadata_props.add(key=key, value=value)
-        self.nodes.append(node)
         return output
 
 
@@ -160,11 +168,12 @@ def _constants(b: _Builder) -> None:
     b.init(SCALE, np.array(np.sqrt(HIDDEN // HEADS), dtype=np.float32))
 
 
-def build(layers: int, big_weights: int = 0) -> onnx.ModelProto:
+def build(layers: int, big_weights: int = 0, lean: bool = False) -> onnx.ModelProto:
     """A model with `layers` encoder layers (~LAYER_NODES nodes each). With `big_weights` > 0,
     a final projection of that many float32 weights (stored as external data when saved with
-    `onnx.save(..., save_as_external_data=True)`)."""
-    b = _Builder()
+    `onnx.save(..., save_as_external_data=True)`). `lean`: no metadata, a third of the nodes
+    scoped (what a graph looks like after a tool dropped the metadata and most names)."""
+    b = _Builder(lean=lean)
     _constants(b)
     mask = b.node("Cast", ["mask"], "", [_BERT[0]], "_to_copy", to=TensorProto.FLOAT)
     h = "x"

@@ -8,10 +8,10 @@ model as a runnable ONNX model. `audit`, `diff` and `profile` look at many model
 of one, and where its time goes, by module.
 """
 
-from tagger.api import report, retag, tag_proto
-from tagger.auditing import AuditReport, AuditRow, audit
-from tagger.coverage_report import ConflictRecord, CoverageReport, NodeRef, Report
-from tagger.diffing import DiffReport, ModuleDiff, NodeChange, diff
+import importlib
+import sys
+import types
+
 from tagger.errors import (
     InputError,
     MissingDependency,
@@ -21,9 +21,20 @@ from tagger.errors import (
     ThresholdMissed,
     VerificationFailed,
 )
-from tagger.extract import ExtractAllReport, ExtractReport, TensorSpec, extract, extract_all, modules_at_depth
-from tagger.extract.verify import Verification
-from tagger.profiling import ModuleTime, NodeTime, ProfileReport, profile
+
+_HOMES = {
+    "tagger.api": ("report", "retag", "tag_proto"),
+    "tagger.auditing": ("AuditReport", "AuditRow", "audit"),
+    "tagger.coverage_report": ("ConflictRecord", "CoverageReport", "NodeRef", "Report"),
+    "tagger.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
+    "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
+    "tagger.extract.verify": ("Verification",),
+    "tagger.profiling": ("ModuleTime", "NodeTime", "ProfileReport", "profile"),
+}
+"""Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
+extraction, auditing (multiprocessing) nor profiling."""
+
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "AuditReport",
@@ -59,3 +70,30 @@ __all__ = [
     "retag",
     "tag_proto",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tagger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """`tagger.extract` is the function, as when it was imported eagerly: the import system's
+    binding of the `tagger.extract` subpackage onto this module is not kept (the subpackage
+    stays in `sys.modules`)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _HOME_OF and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

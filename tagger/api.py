@@ -17,7 +17,7 @@ import onnx
 from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError
 from tagger.infer import STRATEGIES
-from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
+from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.namespace import write_namespaces
 from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
@@ -92,13 +92,14 @@ def retag(
     source = Path(model)
     destination = _destination(source, output, inplace)
     report_path = _report_path(report)
-    proto = load_model(source)
+    proto, locations = load_model_and_locations(source)
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
         check_output_path(report_path, force, "report")
     with _gc_paused():
         summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination))
-    save_model(proto, source, destination, durable=inplace)
+    # the tags only add to the input's bytes: its size tells whether the output is small
+    save_model(proto, source, destination, durable=inplace, locations=locations, size_hint=source.stat().st_size)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
         save_text(text, report_path)

@@ -13,12 +13,8 @@ import sys
 import fire
 
 from tagger import api
-from tagger.auditing import audit
-from tagger.diffing import diff
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.extract import extract, extract_all
 from tagger.options import check_flag, check_integer, check_text
-from tagger.profiling import profile
 
 __all__ = ["main", "Commands"]
 
@@ -79,6 +75,8 @@ class Commands:
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
+        from tagger.extract import extract, extract_all  # each command imports what only it runs
+
         module, tag = check_text("module", module), check_text("tag", tag)
         output, out_dir = check_text("output", output), check_text("out_dir", out_dir)
         if not all:
@@ -109,6 +107,8 @@ class Commands:
         --workers N      parallel processes (default: one per CPU)
         Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
         """
+        from tagger.auditing import audit
+
         json, markdown = check_flag("json", json), check_flag("markdown", markdown)
         result = audit(*[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers)
         _show(result, json, markdown)
@@ -119,6 +119,8 @@ class Commands:
 
         Nodes are matched by name, then by output tensor; untagged models are tagged in memory.
         """
+        from tagger.diffing import diff
+
         result = diff(str(a), str(b))
         _show(result, json, markdown)
 
@@ -143,6 +145,8 @@ class Commands:
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
         """
+        from tagger.profiling import profile
+
         depth = check_integer("depth", depth)
         inputs, trace = check_text("inputs", inputs), check_text("trace", trace)
         result = profile(str(model), inputs, runs, warmup, dim, bool(optimize), threads, trace)

@@ -152,17 +152,21 @@ def save_model(
     destination: Path,
     durable: bool = False,
     check: Callable[[Path], None] | None = None,
+    locations: set[str] | None = None,
+    size_hint: int | None = None,
 ) -> None:
     """Write `model` atomically; make its external data reachable from `destination`.
     `durable`: flush to the disk before the rename (for an output that replaces the input).
     `check`: run on the written temporary file before the rename; if it raises, nothing is
-    left behind and the destination is untouched."""
+    left behind and the destination is untouched. `locations`: the model's external data
+    locations if the caller has them (`load_model_and_locations`), sparing a walk over the model.
+    `size_hint`: about how many bytes the model encodes to (`plan_encoding`)."""
     directory = destination.parent
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist: {directory}")
-    _share_external_data(model, source.parent, directory)
+    _share_external_data(external_locations(model) if locations is None else locations, source.parent, directory)
     try:
-        plan = plan_encoding(model)
+        plan = plan_encoding(model, size_hint=size_hint)
     except ValueError as exc:
         raise OutputError(f"cannot serialise the model for {destination}: {exc}") from None
     if plan.size > PROTOBUF_LIMIT:
@@ -237,14 +241,13 @@ def _keep_attributes(destination: Path, handle: int) -> None:
     os.fchmod(handle, stat.S_IMODE(before.st_mode))
 
 
-def _share_external_data(model: onnx.ModelProto, source_dir: Path, target_dir: Path) -> None:
+def _share_external_data(locations: set[str], source_dir: Path, target_dir: Path) -> None:
     """Beside the input the data file is shared; elsewhere it is copied beside the output.
 
     Not linked: onnx refuses external data files with several hard links or behind a symlink
     (its guard against link attacks), and a hard link would make the user's original model
     fail that check too. The copy goes through a temporary name, so a failure leaves nothing.
     """
-    locations = external_locations(model)
     if not locations:
         return
     source_dir, target_dir = source_dir.resolve(), target_dir.resolve()

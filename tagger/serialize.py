@@ -27,9 +27,14 @@ __all__ = ["PROTOBUF_LIMIT", "SMALL_GRAPH", "EncodingPlan", "plan_encoding"]
 PROTOBUF_LIMIT = 2**31 - 1
 """Protobuf refuses to parse (or serialise) a message larger than this."""
 
-SMALL_GRAPH = 5_000
-"""Below this many main-graph nodes a model is encoded in one call: its buffer is small, and
-splitting would cost more calls than the copies it saves."""
+SMALL_GRAPH = 64 << 20
+"""Below this many bytes a model is encoded in one call. One call costs about 4 ns a byte plus
+fresh pages for 1.4 times the output; pieces cost about 3 µs a node whatever its size (measured
+on a 2-core machine: 100k lean nodes, 19 MB, one call 0.08 s CPU, pieces 0.35 s; 100k nodes
+carrying dynamo metadata, 228 MB, one call 1.0 s and 217 MB more peak RSS, pieces 0.75 s and
+none). Bytes decide, not nodes: a graph without metadata is small at 300k nodes.
+
+"""
 
 _SPLIT = frozenset({"onnx.ModelProto", "onnx.GraphProto"})
 """Messages encoded field by field: the ones that hold a large model's bulk."""
@@ -66,11 +71,13 @@ class EncodingPlan:
         return written
 
 
-def plan_encoding(model: onnx.ModelProto, small_graph: int = SMALL_GRAPH) -> EncodingPlan:
-    """How to write `model` piece by piece; one piece when its main graph has fewer than
-    `small_graph` nodes."""
+def plan_encoding(model: onnx.ModelProto, small_graph: int | None = None, size_hint: int | None = None) -> EncodingPlan:
+    """How to write `model` piece by piece; one piece when it is smaller than `small_graph`
+    bytes (default `SMALL_GRAPH`). `size_hint`: its size if the caller knows it (the file it was
+    read from): with upb, `ByteSize()` encodes the whole model to count its bytes."""
+    limit = SMALL_GRAPH if small_graph is None else small_graph
     plan = EncodingPlan()
-    if len(model.graph.node) < small_graph:
+    if limit and (size_hint if size_hint is not None else model.ByteSize()) < limit:
         plan.add_bytes(model.SerializeToString())
     else:
         _plan(model, plan)
