@@ -102,13 +102,23 @@ def _count(path: Path, layers: int) -> None:
 
 
 def externalise(inline: Path, path: Path) -> None:
-    """Save the inline model again with every initializer in `<name>.data` beside `path`."""
+    """Save the inline model again with its weights in `<name>.data` beside `path`: every
+    floating-point initializer; integer ones (shapes, axes, indices) stay inline, as a real
+    model's size threshold keeps them (the weights here are tiny, so no threshold would)."""
     import onnx
+    from onnx.external_data_helper import set_external_data
 
     model = onnx.load(inline)
     location = path.name + ".data"
     (path.parent / location).unlink(missing_ok=True)
-    onnx.save(model, path, save_as_external_data=True, location=location, size_threshold=0)
+    for tensor in model.graph.initializer:
+        if tensor.data_type in _FLOATING and tensor.HasField("raw_data"):
+            set_external_data(tensor, location)
+    onnx.save(model, path)
+
+
+_FLOATING = frozenset({1, 10, 11, 16})
+"""FLOAT, FLOAT16, DOUBLE, BFLOAT16."""
 
 
 def _export_bert(layers: int, path: Path, dynamo: bool) -> None:

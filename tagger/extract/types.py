@@ -29,9 +29,6 @@ import onnx
 
 __all__ = ["TensorTypes"]
 
-_WHOLE_MODEL_SHARE = 0.5
-"""A cone larger than this share of the nodes is inferred on the model itself (no copy)."""
-
 
 class TensorTypes:
     """Types of the tensors of one model's main graph, inferred on demand and cached.
@@ -95,29 +92,50 @@ class TensorTypes:
         return sorted(nodes)
 
     def _part(self, nodes: list[int], wanted: list[str]) -> onnx.ModelProto:
-        """The model restricted to `nodes`: outside tensors typed inputs, `wanted` outputs.
+        """The model restricted to `nodes`, holding only what inference reads: outside tensors
+        typed inputs, `wanted` outputs (onnxruntime's symbolic inference visits only nodes that
+        lead to a graph output).
 
-        onnxruntime's symbolic inference visits only nodes that lead to a graph output. A cone
-        covering most of the model is inferred on the model itself, saving the copy.
+        Never the model itself, even when the cone is most of it: a node's `metadata_props` (a
+        dynamo export's stack traces, the tags) and `doc_string` are most of a large model's
+        bytes, and inference, which copies the model twice, reads neither. Floating-point
+        initializers become typed inputs (their dims are all inference needs); integer ones
+        (shapes, axes, indices), whose values data propagation reads, are copied.
         """
         source = self._model
-        if len(nodes) > _WHOLE_MODEL_SHARE * len(source.graph.node):
-            return source
         part = onnx.ModelProto(ir_version=source.ir_version)
         part.opset_import.extend(source.opset_import)
         part.functions.extend(source.functions)
         graph = part.graph
-        graph.node.extend(source.graph.node[i] for i in nodes)
-        produced = {name for i in nodes for name in source.graph.node[i].output}
+        source_nodes = source.graph.node
+        for i in nodes:
+            _add_structure(graph, source_nodes[i])
+        produced = {name for node in graph.node for name in node.output}
         read = [name for name in dict.fromkeys(n for i in nodes for n in self._reads[i]) if name not in produced]
-        graph.initializer.extend(
-            source.graph.initializer[i] for i in sorted(self._initializer_at[n] for n in read if n in self._initializer_at)
-        )
+        initializers = source.graph.initializer
         for name in read:
-            if name not in self._initializer_at and name in self._declared:
+            at = self._initializer_at.get(name)
+            if at is not None and initializers[at].data_type not in _FLOATING:
+                graph.initializer.append(initializers[at])
+            elif at is not None:
+                tensor = initializers[at]
+                graph.input.append(onnx.helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+            elif name in self._declared:
                 graph.input.add(name=name).type.CopyFrom(self._declared[name])
         graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name in produced)
         return part
+
+
+_FLOATING = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
+
+
+def _add_structure(graph: onnx.GraphProto, node: onnx.NodeProto) -> None:
+    """Append `node` without its `metadata_props` and `doc_string` (built field by field: a copy
+    cleared afterwards would keep the cleared bytes in the part's memory)."""
+    copy = graph.node.add(name=node.name, op_type=node.op_type, domain=node.domain, input=node.input, output=node.output)
+    copy.attribute.extend(node.attribute)
+    if getattr(node, "overload", ""):
+        copy.overload = node.overload
 
 
 def _onnx_inference(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
