@@ -62,11 +62,12 @@ def load_source(path: str | os.PathLike) -> Source:
     source = Path(path)
     model, locations = load_model_and_locations(source)
     graph = model.graph
-    modules, tags = _tags(graph)
-    retagged = None in modules
-    if retagged:
+    found = _tags(graph)
+    retagged = found is None
+    if found is None:
         tag_proto(model, source.name)
-        modules, tags = _tags(graph)
+        found = _tags(graph)
+    modules, tags = found
     flow = _dataflow(graph)
     initializer_at = {t.name: i for i, t in enumerate(graph.initializer)}
     return Source(
@@ -75,8 +76,8 @@ def load_source(path: str | os.PathLike) -> Source:
         flow=flow,
         types=TensorTypes(model, flow.producer, flow.reads, initializer_at),
         retagged=retagged,
-        modules=[module or "" for module in modules],
-        tags=[tag or "" for tag in tags],
+        modules=modules,
+        tags=tags,
         initializer_at=initializer_at,
         sparse_at={t.values.name: i for i, t in enumerate(graph.sparse_initializer)},
         value_info_at={v.name: i for i, v in enumerate(graph.value_info)},
@@ -84,15 +85,18 @@ def load_source(path: str | os.PathLike) -> Source:
     )
 
 
-def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
-    """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing), read
-    by `tagger.keys.read_tags` (the last entry of a repeated key counts)."""
-    modules: list[str | None] = []
-    tags: list[str | None] = []
+def _tags(graph: onnx.GraphProto) -> tuple[list[str], list[str]] | None:
+    """Each main-graph node's `hierarchy.module` and `hierarchy.tag`, read by
+    `tagger.keys.read_tags` (the last entry of a repeated key counts); None as soon as a node
+    has no module (the model is then tagged first: reading the rest would be wasted)."""
+    modules: list[str] = []
+    tags: list[str] = []
     for node in graph.node:
         found = read_tags(node.metadata_props)
-        modules.append(found[0] if found else None)
-        tags.append(found[1] if found else None)
+        if found is None:
+            return None
+        modules.append(found[0])
+        tags.append(found[1])
     return modules, tags
 
 
