@@ -205,10 +205,13 @@ def _measure_file(path: Path, placement: str, module: str, repeats: int, anchors
     return measured
 
 
-def _rows(kinds: list[str], sizes: list[int], repeats: int, anchors_up_to: int) -> list[Row]:
+def _rows(kinds: list[str], sizes: list[int], repeats: int, anchors_up_to: int, build: bool) -> list[Row]:
     rows = []
     for size in sizes:
         for kind in kinds:
+            if not build and not scale_models.built(kind, size):
+                print(f"skipped {kind} at {size:,} nodes: not built (--build builds it)", flush=True)
+                continue
             scale_models.ensure(kind, size)
             info = scale_models.info(kind, size)
             module = scale_models.middle_layer(kind, info["layers"])
@@ -288,13 +291,16 @@ def run(
     external_gb: float = 3.2,
     quick: bool = False,
     publish_docs: bool = True,
+    build: bool = True,
 ) -> None:
     """Build (or reuse) the models, time every operation in child processes, print and publish the tables.
 
-    --quick: 10k nodes, one run each, no step timing, no external-data row, nothing published.
+    --quick: 10k nodes, one run each, no anchors, no step timing, no external-data row, nothing published.
+    --nobuild: measure only the models already in bench/.cache (a real export of 300k nodes takes
+    an hour to build).
     """
     if quick:
-        sizes, repeats, external_gb, publish_docs = "10000", 1, 0, False
+        sizes, repeats, anchors_up_to, external_gb, publish_docs = "10000", 1, 0, 0, False
     size_list = [int(s) for s in str(sizes).split(",")] if not isinstance(sizes, (tuple, list)) else [int(s) for s in sizes]
     kind_list = kinds.split(",") if isinstance(kinds, str) else list(kinds)
     unknown = set(kind_list) - set(KINDS)
@@ -302,7 +308,7 @@ def run(
         raise SystemExit(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
     started = time.perf_counter()
     print(HEADER, flush=True)
-    rows = _rows(kind_list, size_list, repeats, anchors_up_to)
+    rows = _rows(kind_list, size_list, repeats, anchors_up_to, build)
     phases = ""
     if not quick and PHASES_AT in size_list and "lean" in kind_list:
         lean = next(r for r in rows if r.kind == "lean" and r.placement == "data" and abs(r.nodes - PHASES_AT) < PHASES_AT / 10)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.docs import ROOT
 
-__all__ = ["CACHE", "KINDS", "PLACEMENTS", "big_model", "ensure", "info", "middle_layer", "model_path", "same_outputs"]
+__all__ = ["CACHE", "KINDS", "PLACEMENTS", "big_model", "built", "ensure", "info", "middle_layer", "model_path", "same_outputs"]
 
 CACHE = ROOT / "bench" / ".cache" / "scale"
 KINDS = ("lean", "synthetic", "torchscript", "dynamo")
@@ -61,6 +61,10 @@ def middle_layer(kind: str, layers: int) -> str:
 
 def layers_for(kind: str, nodes: int) -> int:
     return max(1, round(nodes / _NODES_PER_LAYER[kind]))
+
+
+def built(kind: str, nodes: int) -> bool:
+    return all(model_path(kind, nodes, placement).exists() for placement in PLACEMENTS)
 
 
 def ensure(kind: str, nodes: int) -> None:

@@ -1,0 +1,48 @@
+"""A command imports what it runs: `tagger retag` loads neither onnxruntime, graphsurgeon,
+extraction, profiling nor auditing's process pool; `import tagger` does not load fire; and the
+public names still resolve to what they always were."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+
+import tagger
+from tests.graphs import chain_model
+
+_NOT_FOR_RETAG = ("onnxruntime", "onnx_graphsurgeon", "tagger.extract", "tagger.profiling", "tagger.auditing", "multiprocessing")
+
+
+def _modules_after(code: str, *args: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_retag_imports_no_other_command(tmp_path):
+    source = tmp_path / "in.onnx"
+    onnx.save(chain_model(["/a/Relu", "/b/Relu"]), source)
+    code = (
+        "import json, sys; from tagger.cli import main; "
+        "code = main(['retag', sys.argv[1], '--output', sys.argv[2]]); assert code == 0; print(json.dumps(sorted(sys.modules)))"
+    )
+    loaded = _modules_after(code, str(source), str(tmp_path / "out.onnx"))
+    assert (tmp_path / "out.onnx").exists()
+    assert not {m for m in loaded if m.split(".")[0] in _NOT_FOR_RETAG or m.startswith(_NOT_FOR_RETAG)}
+
+
+def test_import_tagger_loads_no_cli_and_no_command_module():
+    loaded = _modules_after("import json, sys, tagger; print(json.dumps(sorted(sys.modules)))")
+    assert "fire" not in loaded
+    assert not {m for m in loaded if m.startswith(_NOT_FOR_RETAG)}
+
+
+def test_public_names_resolve_to_their_modules_objects():
+    from tagger.extract import extract
+    from tagger.extract.verify import Verification
+    from tagger.profiling import profile
+
+    assert tagger.extract is extract and tagger.Verification is Verification and tagger.profile is profile
