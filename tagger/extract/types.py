@@ -98,9 +98,11 @@ class TensorTypes:
 
         Never the model itself, even when the cone is most of it: a node's `metadata_props` (a
         dynamo export's stack traces, the tags) and `doc_string` are most of a large model's
-        bytes, and inference, which copies the model twice, reads neither. Floating-point
-        initializers become typed inputs (their dims are all inference needs); integer ones
-        (shapes, axes, indices), whose values data propagation reads, are copied.
+        bytes, and inference, which copies the model twice, reads neither: they are cleared in
+        the part (copied whole in one call and then cleared, four times faster than field by
+        field; the cleared bytes stay allocated until the part is dropped, after inference).
+        Floating-point initializers become typed inputs (their dims are all inference needs);
+        integer ones (shapes, axes, indices), whose values data propagation reads, are copied.
         """
         source = self._model
         part = onnx.ModelProto(ir_version=source.ir_version)
@@ -108,14 +110,16 @@ class TensorTypes:
         part.functions.extend(source.functions)
         graph = part.graph
         source_nodes = source.graph.node
-        for i in nodes:
-            _add_structure(graph, source_nodes[i])
+        graph.node.extend(source_nodes[i] for i in nodes)
+        for node in graph.node:
+            node.ClearField("metadata_props")
+            node.ClearField("doc_string")
         produced = {name for node in graph.node for name in node.output}
         read = [name for name in dict.fromkeys(n for i in nodes for n in self._reads[i]) if name not in produced]
         initializers = source.graph.initializer
         for name in read:
             at = self._initializer_at.get(name)
-            if at is not None and initializers[at].data_type not in _FLOATING:
+            if at is not None and _values_readable(initializers[at]):
                 graph.initializer.append(initializers[at])
             elif at is not None:
                 tensor = initializers[at]
@@ -129,13 +133,10 @@ class TensorTypes:
 _FLOATING = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
 
 
-def _add_structure(graph: onnx.GraphProto, node: onnx.NodeProto) -> None:
-    """Append `node` without its `metadata_props` and `doc_string` (built field by field: a copy
-    cleared afterwards would keep the cleared bytes in the part's memory)."""
-    copy = graph.node.add(name=node.name, op_type=node.op_type, domain=node.domain, input=node.input, output=node.output)
-    copy.attribute.extend(node.attribute)
-    if getattr(node, "overload", ""):
-        copy.overload = node.overload
+def _values_readable(tensor: onnx.TensorProto) -> bool:
+    """Whether inference should get the initializer's values: integers held in the file (shape
+    data); weights and external data only need their type and dims."""
+    return tensor.data_type not in _FLOATING and tensor.data_location != onnx.TensorProto.EXTERNAL
 
 
 def _onnx_inference(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
