@@ -33,7 +33,7 @@ def measure_phases(path: str) -> dict[str, float]:
         steps[name] = time.perf_counter() - started
 
     gc.disable()  # as `tagger.api` does while it tags
-    with step("read and parse (load_model)"):
+    with step("read and parse (load_model_and_locations)"):
         model, locations = load_model_and_locations(source)
     with step("index, evidence, inference (tag_model)"):
         result = tag_model(model)
