@@ -118,7 +118,9 @@ def externalise(inline: Path, path: Path) -> None:
     for tensor in model.graph.initializer:
         if tensor.data_type in _FLOATING and tensor.HasField("raw_data"):
             set_external_data(tensor, location)
-    onnx.save(model, path)
+    temporary = path.with_name(path.name + ".part")
+    onnx.save(model, temporary)  # the data file is written first; the model takes its name last
+    temporary.replace(path)
 
 
 _FLOATING = frozenset({1, 10, 11, 16})
