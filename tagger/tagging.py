@@ -6,13 +6,14 @@ the report consume the result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
 import onnx
 
 from tagger.display import TagFormatter
-from tagger.evidence import Conflict, Context, build_context, collect
+from tagger.evidence import Conflict, Context, Source, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
 from tagger.index import GraphScope, ModelIndex, build_index
 from tagger.infer import GraphFacts, infer_graph
@@ -43,11 +44,12 @@ class TaggingResult:
     """Display tags of module paths (memoised; the report formats ancestors with it)."""
 
 
-def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResult:
-    """Decide a module, display tag and source for every node of `model` (model untouched)."""
+def tag_model(model: onnx.ModelProto, strategy: str = "context", sources: Sequence[Source] = ()) -> TaggingResult:
+    """Decide a module, display tag and source for every node of `model` (model untouched);
+    `sources`: evidence from outside the file (`tagger.transfer`)."""
     index = build_index(model)
     context = build_context(index)
-    decision = collect(index, context)
+    decision = collect(index, context, sources)
     count = len(index.nodes)
     modules: list[str | None] = list(map(decision.modules.get, range(count)))
     sources: list[str] = list(map(decision.sources.get, range(count), repeat("fallback", count)))

@@ -9,7 +9,9 @@ kept as a `Conflict` for the report.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tagger.index import ModelIndex
 from tagger.paths import ModuleSet
@@ -20,11 +22,12 @@ __all__ = [
     "Decision",
     "Evidence",
     "PRECEDENCE",
+    "Source",
     "build_context",
     "collect",
 ]
 
-PRECEDENCE = ("tag", "metadata", "name", "tensor", "initializer")
+PRECEDENCE = ("tag", "metadata", "name", "tensor", "initializer", "reference")
 MODULE_MAP_KEY = "hierarchy.modules"
 
 
@@ -91,13 +94,26 @@ class Decision:
     conflicts: list[Conflict]
 
 
-def collect(index: ModelIndex, context: Context) -> Decision:
+class Source(Protocol):
+    """An evidence source supplied from outside the file (`--reference`, `--weights`)."""
+
+    SOURCE: str
+
+    def propose(self, index: ModelIndex, context: Context) -> dict[int, str]: ...
+
+
+def collect(index: ModelIndex, context: Context, extra: Sequence[Source] = ()) -> Decision:
     """Run every source and merge: the highest-precedence claim wins, every disagreement with it
     is a conflict. The merge is dict updates from the lowest precedence up (C-level: a 100k-node
-    model has several claims on every node)."""
+    model has several claims on every node). `extra` sources run after the file's own; one
+    named like a built-in source adds to its claims without overriding any."""
     from tagger.evidence import initializers, metadata, names, tags, tensors
 
     proposals = {source.SOURCE: source.propose(index, context) for source in (tags, metadata, initializers, names, tensors)}
+    for source in extra:
+        proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
+    for source in PRECEDENCE:
+        proposals.setdefault(source, {})
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     for source in reversed(PRECEDENCE):
