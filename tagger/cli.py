@@ -32,21 +32,43 @@ class Commands:
         inplace: bool = False,
         namespace: bool = False,
         force: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
     ) -> None:
         """Tag MODEL and write MODEL stem + .tagged.onnx (or --output PATH, or --inplace).
 
         --report PATH also writes the coverage report (.json or .md).
         --namespace also writes Model Explorer's `namespace` entry (the tag's path) on nodes without one.
         --force replaces an output (or report) path that is a symbolic link; without it that is refused.
+        --reference ORIG.onnx  carry the tags of the model a tool made MODEL from (matched node to node)
+        --weights CKPT         name anonymous weights after the checkpoint's tensors (.safetensors, a shard directory, .bin/.pt)
         """
         summary = api.retag(
-            str(model), _optional_path(output), _optional_path(report), bool(inplace), namespace=bool(namespace), force=bool(force)
+            str(model),
+            _optional_path(output),
+            _optional_path(report),
+            bool(inplace),
+            namespace=bool(namespace),
+            force=bool(force),
+            reference=_optional_path(reference),
+            weights=_optional_path(weights),
         )
         print(summary.summary())
 
-    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False) -> None:
-        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree)."""
-        result = api.report(str(model))
+    def report(
+        self,
+        model: str,
+        json: bool = False,
+        markdown: bool = False,
+        html: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
+    ) -> None:
+        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
+
+        --reference ORIG.onnx and --weights CKPT add evidence, as for retag.
+        """
+        result = api.report(str(model), reference=_optional_path(reference), weights=_optional_path(weights))
         if html:
             print(result.to_html(), end="")
         else:
@@ -124,12 +146,15 @@ class Commands:
         _show(result, json, markdown)
         result.check()
 
-    def diff(self, a: str, b: str, json: bool = False, markdown: bool = False) -> None:
+    def diff(
+        self, a: str, b: str, json: bool = False, markdown: bool = False, reference: str | None = None, weights: str | None = None
+    ) -> None:
         """Compare the module tags of two versions of a model (A before, B after a tool), by module.
 
-        Nodes are matched by name, then by output tensor; untagged models are tagged in memory.
+        Nodes are matched by name, then by output tensor; untagged models are tagged in memory,
+        with --weights CKPT as evidence, and B also with --reference ORIG.onnx (often A itself).
         """
-        result = diff(str(a), str(b))
+        result = diff(str(a), str(b), _optional_path(reference), _optional_path(weights))
         _show(result, json, markdown)
 
     def profile(

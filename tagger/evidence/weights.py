@@ -4,10 +4,13 @@ parameter (source `initializer`, as if the file had kept its name).
 The fact used: an exporter or tool may rename a weight (dynamo folds the transpose of every
 bias-free `Linear` into `val_66`) but keeps its values, up to the transformations
 `tagger.transfer.content` handles (identity, reshape, 2-D transpose, a cast down to float16 or
-bfloat16). The checkpoint's names are relative to the model it saved, the file's to what was
-exported (a wrapper adds `m.`): the prefix is learnt from the parameters the file does name
-(`m.encoder.layer.0.attention.self.query.bias` ends with the checkpoint's
-`encoder.layer.0.attention.self.query.bias`).
+bfloat16). A checkpoint names parameters as the model that saved it stores them, the file as
+the module tree that was exported: both differences are learnt from the parameters the file does
+name. A checkpoint module whose named parameters the file holds under another module (found by
+value: transformers 5 saves ViT's `layers.0.attention.q_proj` as
+`encoder.layer.0.attention.attention.query`) maps to that module; any other gets the prefix
+the file puts before the checkpoint's names (a wrapper's `m.`: the file's
+`m.encoder.layer.0.attention.self.query.bias` ends with the checkpoint's name).
 
 Tied weights (one value, several parameter names): every name is kept, and the graph decides
 for each node reading it: the name whose module shares the longest path with the modules its
@@ -45,14 +48,16 @@ class WeightsSource:
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         named = {name for scope in index.graphs for name in scope.initializers if module_of_parameter(name) is not None}
-        anonymous = [t for t in onnx_initializers(index.model, self.base_dir) if t.name not in named]
+        matches = match_contents(onnx_initializers(index.model, self.base_dir), self.tensors)
         prefix = _prefix(named, {t.name for t in self.tensors})
-        matches = match_contents(anonymous, self.tensors)
-        owners = {
-            name: [prefix + owner for owner in dict.fromkeys(map(module_of_parameter, params)) if owner is not None]
-            for name, params in matches.items()
-        }
-        owners = {name: found for name, found in owners.items() if found}
+        renamed = _module_renames(matches, named)
+        owners: dict[str, list[str]] = {}
+        for name, params in matches.items():
+            if name in named:
+                continue
+            modules = [renamed.get(m, prefix + m) for m in dict.fromkeys(map(module_of_parameter, params)) if m is not None]
+            if modules:
+                owners[name] = modules
         self.notes.append(_note(self.checkpoint, len(self.tensors), len(owners)))
         for found in owners.values():
             for module in found:
@@ -75,6 +80,23 @@ def _prefix(named: set[str], checkpoint_names: set[str]) -> str:
                 break
             cut = name.find(".", cut + 1)
     return prefixes.most_common(1)[0][0] if prefixes else ""
+
+
+def _module_renames(matches: dict[str, tuple[str, ...]], named: set[str]) -> dict[str, str]:
+    """Checkpoint module -> the file's module, learnt from the weights the file names whose values
+    a checkpoint tensor holds: transformers 5 saves some models under their original names
+    (ViT's `encoder.layer.0.attention.attention.query` is module `layers.0.attention.q_proj`).
+    A checkpoint module seen mapped to two file modules is dropped."""
+    seen: dict[str, set[str]] = {}
+    for name, params in matches.items():
+        if name not in named:
+            continue
+        ours = module_of_parameter(name)
+        for param in params:
+            theirs = module_of_parameter(param)
+            if theirs is not None and ours is not None and param.rpartition(".")[2] == name.rpartition(".")[2]:
+                seen.setdefault(theirs, set()).add(ours)
+    return {theirs: next(iter(ours)) for theirs, ours in seen.items() if len(ours) == 1}
 
 
 def _note(checkpoint: Path, tensors: int, matched: int) -> str:
