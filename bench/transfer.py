@@ -23,10 +23,8 @@ import onnx
 from bench import transfer_cases as tc
 from bench.docs import ROOT, publish
 from tagger import tag_proto
-from tagger.evidence.initializers import module_of_parameter
 from tagger.keys import MODULE_KEY
 from tagger.modelio import load_model
-from tagger.transfer.checkpoint import checkpoint_tensors
 
 MODES = ("none", "reference", "weights")
 
@@ -52,12 +50,6 @@ def tag_case(case: tc.Case, mode: str) -> onnx.ModelProto:
     return model
 
 
-def parametrised_modules(family: tc.Family) -> set[str]:
-    """The wrapper's module paths that own a parameter of the checkpoint."""
-    owners = {module_of_parameter(t.name) for t in checkpoint_tensors(family.checkpoint)}
-    return {f"{family.prefix}.{owner}" for owner in owners if owner}
-
-
 def exact(model: onnx.ModelProto, truth: dict[int, str], only: set[str] | None = None) -> tuple[int, int]:
     """(correct, counted) over the main-graph nodes with truth (whose true module is in `only`)."""
     correct = counted = 0
@@ -72,7 +64,7 @@ def exact(model: onnx.ModelProto, truth: dict[int, str], only: set[str] | None =
 
 def measure(family: tc.Family, tool: str) -> Row:
     case = tc.make_case(family, tool)
-    owners = parametrised_modules(family)
+    owners = family.parametrised
     row = Row(family.name, tool, 0, len(case.truth), 0, {}, {})
     for mode in MODES:
         model = tag_case(case, mode)
@@ -86,7 +78,8 @@ def measure(family: tc.Family, tool: str) -> Row:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| family | tool | nodes | with truth | exact | exact `--reference` | exact `--weights` | parametrised nodes | `--weights` on them |",
+        "| family | tool | nodes | with truth | exact | exact `--reference` | exact `--weights` "
+        "| parametrised nodes | `--weights` on them |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -110,8 +110,8 @@ class Family:
     checkpoint: Path
     modules: set[str]
     feeds: dict[str, np.ndarray]
-    prefix: str
-    """The wrapper's path of the model `save_pretrained` wrote (`m`)."""
+    parametrised: set[str]
+    """Module paths that own a parameter (the nodes `--weights` can name directly)."""
 
 
 def export_family(family: str, work_dir: Path) -> Family:
@@ -133,7 +133,8 @@ def export_family(family: str, work_dir: Path) -> Family:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return Family(family, final / "model.onnx", final / "checkpoint", module_paths(wrapper), feeds, "m")
+    owners = {name.rpartition(".")[0] for name, _ in wrapper.named_parameters()}
+    return Family(family, final / "model.onnx", final / "checkpoint", module_paths(wrapper), feeds, owners)
 
 
 def _ort_optimizer(model: onnx.ModelProto, family: str, tmp: Path) -> onnx.ModelProto:
@@ -168,9 +169,11 @@ class _RandomReader:
 
     def __init__(self, feeds: dict[str, np.ndarray]) -> None:
         rng = np.random.default_rng(0)
-        self._batches = iter(
-            [{k: (v if v.dtype.kind == "i" else rng.standard_normal(v.shape).astype(v.dtype)) for k, v in feeds.items()} for _ in range(3)]
-        )
+        self._batches = iter([{k: self._like(v, rng) for k, v in feeds.items()} for _ in range(3)])
+
+    @staticmethod
+    def _like(value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return value if value.dtype.kind == "i" else rng.standard_normal(value.shape).astype(value.dtype)
 
     def get_next(self):
         return next(self._batches, None)
@@ -226,4 +229,9 @@ def make_case(family: Family, tool: str) -> Case:
     return Case(family, tool, path, cases.carry_truth(original, truth, result))
 
 
-_TOOLS = {"onnxslim": _onnxslim, "ort_optimizer": _ort_optimizer, "quantize_dynamic": _quantize_dynamic, "gs_roundtrip": _gs_roundtrip}
+_TOOLS = {
+    "onnxslim": _onnxslim,
+    "ort_optimizer": _ort_optimizer,
+    "quantize_dynamic": _quantize_dynamic,
+    "gs_roundtrip": _gs_roundtrip,
+}

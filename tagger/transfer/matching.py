@@ -247,7 +247,7 @@ def _by_fusion(target: ModelIndex, ref: _Reference, images: dict[int, int], resu
             producer[name] = node_id
         for name in view.input:
             readers.setdefault(name, []).append(node_id)
-    for node_id, view in enumerate(target.views):
+    for node_id in range(len(target.views)):
         if node_id in images or node_id in result.modules:
             continue
         ups = _nearest(node_id, lambda n: [producer[i] for i in target.views[n].input if i in producer], images)

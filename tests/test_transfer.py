@@ -1,0 +1,256 @@
+"""Tag transfer (`--reference`, `--weights`) on real dynamo exports degraded by real tools.
+
+The families and tools are `bench.transfer_cases` (tiny random-weight transformers models; the
+checkpoint is the model's own `save_pretrained`). Built once per session.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tagger import report, retag, tag_proto
+from tagger.keys import MODULE_KEY, OWNED_KEYS, SOURCE_KEY
+from tagger.modelio import load_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("onnxslim", "ort_optimizer", "quantize_dynamic", "quantize_qdq", "gs_roundtrip")
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("transfer")
+
+
+@pytest.fixture(scope="session")
+def families(work_dir):
+    """family name -> `bench.transfer_cases.Family`, exported on first use."""
+    from bench import transfer_cases as tc
+
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = tc.export_family(name, work_dir)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def degraded(families):
+    from bench import transfer_cases as tc
+
+    cache: dict = {}
+
+    def get(family: str, tool: str):
+        if (family, tool) not in cache:
+            cache[family, tool] = tc.make_case(families(family), tool)
+        return cache[family, tool]
+
+    return get
+
+
+def modules_of(model: onnx.ModelProto) -> list[str | None]:
+    return [next((p.value for p in n.metadata_props if p.key == MODULE_KEY), None) for n in model.graph.node]
+
+
+def sources_of(model: onnx.ModelProto) -> list[str | None]:
+    return [next((p.value for p in n.metadata_props if p.key == SOURCE_KEY), None) for n in model.graph.node]
+
+
+def exact(model: onnx.ModelProto, truth: dict[int, str]) -> float:
+    modules = modules_of(model)
+    return sum(modules[i] == module for i, module in truth.items()) / len(truth)
+
+
+def tagged(case, **evidence) -> tuple[onnx.ModelProto, object]:
+    model = load_model(case.path)
+    summary = tag_proto(model, str(case.path), **evidence)
+    return model, summary
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tagger", *map(str, args)], capture_output=True, text=True, cwd=REPO_ROOT)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_reference_transfer_is_exact_on_llama_after_each_tool(degraded, tool):
+    case = degraded("llama", tool)
+    model, summary = tagged(case, reference=case.family.export)
+    assert exact(model, case.truth) >= 0.995
+    assert summary.by_source.get("reference", 0) > 0
+
+
+@pytest.mark.parametrize("tool", ["onnxslim", "ort_optimizer", "quantize_qdq"])
+def test_reference_transfer_is_exact_on_bert(degraded, tool):
+    case = degraded("bert", tool)
+    model, _ = tagged(case, reference=case.family.export)
+    assert exact(model, case.truth) >= 0.995
+
+
+def test_reference_beats_the_file_alone_where_names_are_gone(degraded):
+    case = degraded("llama", "onnxslim")
+    alone, _ = tagged(case)
+    transferred, _ = tagged(case, reference=case.family.export)
+    assert exact(alone, case.truth) < 0.5 < 0.995 <= exact(transferred, case.truth)
+
+
+def test_file_evidence_wins_over_the_reference_and_disagreements_are_conflicts(degraded, tmp_path):
+    """A reference whose tags disagree with the file's own evidence: the file wins, the report lists it."""
+    case = degraded("bert", "quantize_dynamic")
+    reference = load_model(case.family.export)
+    shutil.copy(case.family.export.parent / "model.onnx.data", tmp_path / "model.onnx.data")
+    for node in reference.graph.node:  # an earlier retag that put everything in the root
+        node.metadata_props.add(key=MODULE_KEY, value="")
+        node.metadata_props.add(key=SOURCE_KEY, value="tag")
+    onnx.save(reference, tmp_path / "model.onnx")
+    model, summary = tagged(case, reference=tmp_path / "model.onnx")
+    alone, _ = tagged(case)
+    own = [i for i, s in enumerate(sources_of(alone)) if s not in ("inherited", "fallback")]
+    assert own and all(modules_of(model)[i] == modules_of(alone)[i] for i in own)
+    assert any(c.rejected_source == "reference" for c in summary.conflicts)
+
+
+def test_wrong_reference_is_refused_in_one_line(degraded, tmp_path):
+    case = degraded("llama", "onnxslim")
+    other = degraded("bert", "onnxslim").family.export
+    output = tmp_path / "out.onnx"
+    result = run_cli("retag", case.path, "--output", output, "--reference", other)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "not the model this one was made from" in result.stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("family", ["bert", "t5", "vit"])
+def test_every_other_family_is_refused_as_a_reference(degraded, families, family):
+    from tagger.errors import InputError
+
+    case = degraded("llama", "quantize_qdq")
+    with pytest.raises(InputError, match="not the model"):
+        tagged(case, reference=families(family).export)
+
+
+def test_reference_with_external_data_is_hashed_from_its_file_not_loaded(degraded):
+    from tagger.transfer.tensors import onnx_initializers
+
+    case = degraded("llama", "onnxslim")
+    reference = load_model(case.family.export)
+    external = [t for t in reference.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and not any(t.raw_data for t in external)
+    stored = {t.name: t for t in onnx_initializers(reference, case.family.export.parent)}
+    assert all(isinstance(stored[t.name].values(), np.memmap) for t in external if t.name in stored)
+    full = onnx.load(case.family.export)
+    for tensor in full.graph.initializer[:5]:
+        if tensor.name in stored:
+            expected = onnx.numpy_helper.to_array(tensor).reshape(-1)
+            assert np.array_equal(np.asarray(stored[tensor.name].values()), expected)
+
+
+def test_weights_name_the_folded_projections(degraded):
+    case = degraded("llama", "onnxslim")
+    alone, _ = tagged(case)
+    weighted, summary = tagged(case, weights=case.family.checkpoint)
+    assert exact(weighted, case.truth) > exact(alone, case.truth)
+    projections = [i for i, m in case.truth.items() if m.endswith(("q_proj", "k_proj", "v_proj", "o_proj", "lm_head"))]
+    assert projections and all(modules_of(weighted)[i] == case.truth[i] for i in projections)
+    assert any("initializers of the model hold tensors" in note for note in summary.notes)
+
+
+def test_weights_map_checkpoint_names_to_the_exported_modules(degraded):
+    """transformers 5 saves ViT under its original names; the file's own names teach the mapping."""
+    case = degraded("vit", "gs_roundtrip")
+    alone, _ = tagged(case)
+    weighted, _ = tagged(case, weights=case.family.checkpoint)
+    assert exact(weighted, case.truth) >= exact(alone, case.truth)
+    assert all(m is None or m == "" or m.startswith("m.") and ".attention.attention." not in m for m in modules_of(weighted))
+
+
+def test_sharded_checkpoint_gives_the_same_tags(degraded, families, tmp_path):
+    from bench import transfer_cases as tc
+
+    case = degraded("llama", "ort_optimizer")
+    inner, _, _ = tc.build("llama")
+    inner.save_pretrained(tmp_path / "shards", max_shard_size="20KB")
+    assert len(list((tmp_path / "shards").glob("*.safetensors"))) > 1
+    assert list((tmp_path / "shards").glob("*.safetensors.index.json"))
+    single, _ = tagged(case, weights=case.family.checkpoint)
+    sharded, _ = tagged(case, weights=tmp_path / "shards")
+    assert modules_of(sharded) == modules_of(single)
+
+
+def test_bfloat16_and_torch_checkpoints_match_by_cast(degraded, tmp_path):
+    import torch
+
+    from bench import transfer_cases as tc
+
+    case = degraded("llama", "onnxslim")
+    inner, _, _ = tc.build("llama")
+    inner.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    torch.save({k: v.to(torch.float16) for k, v in inner.state_dict().items()}, tmp_path / "half.bin")
+    single, _ = tagged(case, weights=case.family.checkpoint)
+    assert modules_of(tagged(case, weights=tmp_path / "bf16")[0]) == modules_of(single)
+    assert modules_of(tagged(case, weights=tmp_path / "half.bin")[0]) == modules_of(single)
+
+
+def test_torch_checkpoint_without_torch_is_one_error_line(degraded, tmp_path):
+    import torch
+
+    case = degraded("llama", "onnxslim")
+    torch.save({"w": torch.ones(2, 2)}, tmp_path / "state.pt")
+    code = "import sys; sys.modules['torch'] = None; from tagger.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "report", str(case.path), "--weights", str(tmp_path / "state.pt")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "needs torch" in result.stderr
+
+
+def test_checkpoint_that_fits_nothing_changes_nothing_and_says_so(degraded, families):
+    case = degraded("llama", "onnxslim")
+    alone, _ = tagged(case)
+    weighted, summary = tagged(case, weights=families("bert").checkpoint)
+    assert modules_of(weighted) == modules_of(alone)
+    assert any("fits an initializer of the model; no tag changed" in note for note in summary.notes)
+
+
+def test_cli_flags_on_retag_report_and_diff(degraded, tmp_path):
+    case = degraded("llama", "onnxslim")
+    output = tmp_path / "tagged.onnx"
+    result = run_cli("retag", case.path, "--output", output, "--reference", case.family.export, "--weights", case.family.checkpoint)
+    assert result.returncode == 0, result.stderr
+    assert exact(onnx.load(output, load_external_data=False), case.truth) >= 0.995
+    result = run_cli("report", case.path, "--json", "--weights", case.family.checkpoint)
+    assert result.returncode == 0 and '"initializer"' in result.stdout
+    result = run_cli("diff", case.family.export, case.path, "--reference", case.family.export)
+    assert result.returncode == 0 and "0 changed module" in result.stdout
+
+
+def test_inference_heavy_report_says_what_would_fix_it(degraded):
+    case = degraded("llama", "onnxslim")
+    advice = "placed by inference only; pass --reference or --weights, or export with shim.export"
+    assert any(advice in note for note in report(case.path).notes)
+    assert not any(advice in note for note in report(case.path, reference=case.family.export).notes)
+
+
+def test_transfer_is_lossless(degraded, tmp_path):
+    """Only the three hierarchy keys differ from the input."""
+    case = degraded("t5", "quantize_dynamic")
+    output = tmp_path / "out.onnx"
+    retag(case.path, output, reference=case.family.export, weights=case.family.checkpoint)
+    before, after = onnx.load(case.path, load_external_data=False), onnx.load(output, load_external_data=False)
+    for node in after.graph.node:
+        kept = [(p.key, p.value) for p in node.metadata_props if p.key not in OWNED_KEYS]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
+    assert after.SerializeToString() == before.SerializeToString()
