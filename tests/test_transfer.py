@@ -153,12 +153,13 @@ def test_reference_with_external_data_is_hashed_from_its_file_not_loaded(degrade
     external = [t for t in reference.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     assert external and not any(t.raw_data for t in external)
     stored = {t.name: t for t in onnx_initializers(reference, case.family.export.parent)}
-    assert all(isinstance(stored[t.name].values(), np.memmap) for t in external if t.name in stored)
     full = onnx.load(case.family.export)
-    for tensor in full.graph.initializer[:5]:
+    for tensor in full.graph.initializer:
         if tensor.name in stored:
             expected = onnx.numpy_helper.to_array(tensor).reshape(-1)
-            assert np.array_equal(np.asarray(stored[tensor.name].values()), expected)
+            chunks = list(stored[tensor.name].chunks(7))
+            assert max(len(c) for c in chunks) <= 7
+            assert np.array_equal(np.concatenate(chunks), expected)
 
 
 def test_weights_name_the_folded_projections(degraded):

@@ -1,8 +1,9 @@
 """Open a checkpoint as lazily read tensors: a `.safetensors` file, a directory of shards with
 its `*.safetensors.index.json`, or a torch `.bin`/`.pt`/`.pth` state dict (only with torch).
 
-safetensors are read with numpy from their header and memory-mapped: a multi-GB checkpoint is
-never read into memory. A torch file is loaded with `mmap=True` where torch supports it.
+safetensors are read with numpy: the header for names, dtypes, shapes and offsets, then each
+tensor in chunks at its offset when it is compared, so a multi-GB checkpoint is never read into
+memory. A torch file is loaded with `mmap=True` where torch supports it.
 """
 
 from __future__ import annotations
@@ -99,4 +100,4 @@ def _from_torch(name: str, value) -> StoredTensor:
         array = flat.view(torch.int16).numpy().view(np.uint16)
     else:
         array = flat.numpy()
-    return StoredTensor(name, dtype_name, tuple(value.shape), lambda: array)
+    return StoredTensor(name, dtype_name, tuple(value.shape), lambda start, count: array[start : start + count])

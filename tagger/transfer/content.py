@@ -15,9 +15,9 @@ Not handled (no byte equality survives them): quantized weights (int8/int4 with 
 concatenated by a fusion (onnxruntime's packed QKV), folded arithmetic (a weight scaled by a
 constant). Those are matched by name or structure instead (`tagger.transfer.matching`).
 
-Values are hashed in chunks straight from the files (`tagger.transfer.tensors`): only tensors
-whose element count occurs on both sides are read at all, and never more than one chunk of a
-tensor is in memory. Tensors whose elements are all equal (an untrained LayerNorm's ones, a zero
+Values are hashed in chunks straight from the files (`tagger.transfer.tensors`), each tensor in
+one pass: only tensors whose element count occurs on both sides are read at all, and never more
+than one chunk of a tensor is in memory. Tensors whose elements are all equal (an untrained LayerNorm's ones, a zero
 bias) and values shared by more than `MAX_NAMES` tensors are ambiguous and match nothing.
 """
 
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,6 +40,7 @@ MAX_NAMES = 4
 """One value held by more tensors than this is no identity (a tied weight has two names)."""
 _CHUNK_BYTES = 16 << 20
 _NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
+_BITS = {"float64": np.uint64, "float32": np.uint32, "float16": np.uint16, "bfloat16": np.uint16}
 
 Digest = tuple[str, int, bytes]
 """(dtype name, element count, hash of the bytes)."""
@@ -60,15 +62,16 @@ def match_contents(targets: Iterable[StoredTensor], candidates: Iterable[StoredT
             continue
         candidate_dtypes[tensor.size].add(tensor.dtype_name)
         for form in _narrower(tensor.dtype_name, target_dtypes[tensor.size]):
-            digest = _digest(tensor, form, transpose=False)
-            if digest is not None and tensor.name not in table[digest]:
-                table[digest].append(tensor.name)
+            digests = _digests(tensor, form)
+            for digest in (digests.flat, digests.rows_columns):
+                if digest is not None and tensor.name not in table[digest]:
+                    table[digest].append(tensor.name)
     found: dict[str, tuple[str, ...]] = {}
     for tensor in wanted:
         names: list[str] = []
         for form in _narrower(tensor.dtype_name, candidate_dtypes.get(tensor.size, set())):
-            for transpose in _transposes(tensor):
-                digest = _digest(tensor, form, transpose)
+            digests = _digests(tensor, form)
+            for digest in (digests.flat, digests.transposed):
                 for name in table.get(digest, ()) if digest is not None else ():
                     if name not in names:
                         names.append(name)
@@ -87,39 +90,57 @@ def _same_width(a: str, b: str) -> bool:
     return {a, b} == {"float16", "bfloat16"}  # neither holds the other's values
 
 
-def _transposes(tensor: StoredTensor) -> tuple[bool, ...]:
-    return (False, True) if len(tensor.shape) == 2 and min(tensor.shape) > 1 else (False,)
+@dataclass(frozen=True)
+class _Digests:
+    """A tensor's digests in one dtype: of its bytes (`flat`), and for a matrix of its exact row
+    and column sums (`rows_columns`) and of the same sums read as its transpose's (`transposed`).
+    None for a tensor whose elements are all equal."""
+
+    flat: Digest | None
+    rows_columns: Digest | None = None
+    transposed: Digest | None = None
 
 
-def _digest(tensor: StoredTensor, dtype_name: str, transpose: bool) -> Digest | None:
-    """The hash of the tensor's bytes in `dtype_name` (transposed first if asked); None when all
-    its elements are equal."""
+def _digests(tensor: StoredTensor, dtype_name: str) -> _Digests:
+    """One pass over the values, a chunk of whole rows at a time.
+
+    A transpose cannot be hashed as a stream of its rows, so matrices are also summarised by the
+    sums of their rows and of their columns, taken over the bit patterns as unsigned integers
+    (exact, so the order of summation does not matter): `A.T` has `A`'s column sums as its row
+    sums. Two different real matrices with equal sums of every row and column do not occur."""
     hasher = hashlib.blake2b(digest_size=16)
+    matrix = len(tensor.shape) == 2 and min(tensor.shape) > 1
+    rows, columns = tensor.shape if matrix else (tensor.size, 1)
+    row_sums: list[np.ndarray] = []
+    column_sums = np.zeros(columns, dtype=np.uint64)
+    itemsize = np.dtype(_BITS[dtype_name]).itemsize
     first = None
     uniform = True
-    for chunk in _chunks(tensor, transpose):
-        cast = _cast(chunk, tensor.dtype_name, dtype_name)
+    for chunk in tensor.chunks(max(1, _CHUNK_BYTES // (columns * itemsize)) * columns):
+        bits = np.ascontiguousarray(_cast(chunk, tensor.dtype_name, dtype_name)).view(_BITS[dtype_name])
         if uniform:
-            first = cast.flat[0] if first is None else first
-            uniform = bool(np.all(cast == first))
-        hasher.update(memoryview(np.ascontiguousarray(cast)).cast("B"))
-    return None if uniform else (dtype_name, tensor.size, hasher.digest())
+            first = bits[0] if first is None else first
+            uniform = bool(np.all(bits == first))
+        hasher.update(memoryview(bits).cast("B"))
+        if matrix:
+            block = bits.reshape(-1, columns).astype(np.uint64)
+            row_sums.append(block.sum(axis=1, dtype=np.uint64))
+            column_sums += block.sum(axis=0, dtype=np.uint64)
+    if uniform:
+        return _Digests(None)
+    flat = (dtype_name, tensor.size, hasher.digest())
+    if not matrix:
+        return _Digests(flat)
+    by_rows = np.concatenate(row_sums)
+    as_is = _sums_digest(dtype_name, rows, columns, by_rows, column_sums)
+    return _Digests(flat, as_is, _sums_digest(dtype_name, columns, rows, column_sums, by_rows))
 
 
-def _chunks(tensor: StoredTensor, transpose: bool) -> Iterator[np.ndarray]:
-    """The flat values in row-major order (of the transpose, if asked), a chunk at a time."""
-    flat = tensor.values()
-    itemsize = flat.dtype.itemsize
-    if not transpose:
-        step = max(1, _CHUNK_BYTES // itemsize)
-        for start in range(0, flat.size, step):
-            yield flat[start : start + step]
-        return
-    rows, columns = tensor.shape
-    matrix = flat.reshape(rows, columns)
-    step = max(1, _CHUNK_BYTES // max(1, rows * itemsize))
-    for start in range(0, columns, step):
-        yield np.ascontiguousarray(matrix[:, start : start + step].T)
+def _sums_digest(dtype_name: str, rows: int, columns: int, row_sums: np.ndarray, column_sums: np.ndarray) -> Digest:
+    hasher = hashlib.blake2b(f"{rows}x{columns}".encode(), digest_size=16)
+    hasher.update(row_sums.tobytes())
+    hasher.update(column_sums.tobytes())
+    return (dtype_name + ".T", rows * columns, hasher.digest())
 
 
 def _cast(values: np.ndarray, source: str, target: str) -> np.ndarray:

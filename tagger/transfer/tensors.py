@@ -2,10 +2,11 @@
 checkpoint files, without loading a model's or a checkpoint's weights into memory.
 
 A `StoredTensor` knows its name, dtype and shape from the file's header or the tensor proto;
-its values are read only when asked for (`values`), as a read-only memory map of the file where
-the bytes lie on disk (external data, safetensors) and as an array only when they are inline in
-the protobuf (then they are in memory already). bfloat16, which numpy lacks, is carried as its
-raw `uint16` bits with `dtype_name == "bfloat16"`.
+its values are read only when asked for, a chunk at a time (`chunks`): read from the file at
+their offset where the bytes lie on disk (external data, safetensors), so the process never
+holds more than one chunk of them (a memory map would keep every page it touched resident),
+and sliced from the protobuf when they are inline (then they are in memory already).
+bfloat16, which numpy lacks, is carried as its raw `uint16` bits with `dtype_name == "bfloat16"`.
 """
 
 from __future__ import annotations
@@ -51,15 +52,17 @@ class StoredTensor:
     name: str
     dtype_name: str
     shape: tuple[int, ...]
-    read: Callable[[], np.ndarray]
-    """Returns the values as a flat array (a memory map where the file allows it)."""
+    read: Callable[[int, int], np.ndarray]
+    """`read(start, count)`: `count` flat values from element `start` on."""
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
 
-    def values(self) -> np.ndarray:
-        return self.read()
+    def chunks(self, elements: int) -> Iterator[np.ndarray]:
+        """The flat values in order, at most `elements` at a time."""
+        for start in range(0, self.size, max(1, elements)):
+            yield self.read(start, min(elements, self.size - start))
 
 
 def onnx_initializers(model: onnx.ModelProto, base_dir: Path | None) -> Iterator[StoredTensor]:
@@ -85,7 +88,18 @@ def _from_proto(tensor: onnx.TensorProto, base_dir: Path | None) -> StoredTensor
             return None
         reader = _external_reader(tensor, base_dir, dtype, math.prod(shape))
         return None if reader is None else StoredTensor(tensor.name, dtype_name, shape, reader)
-    return StoredTensor(tensor.name, dtype_name, shape, lambda: _inline_values(tensor, dtype))
+    return StoredTensor(tensor.name, dtype_name, shape, _inline_reader(tensor, dtype))
+
+
+def _inline_reader(tensor: onnx.TensorProto, dtype: np.dtype) -> Callable[[int, int], np.ndarray]:
+    values: list[np.ndarray] = []  # decoded once, on first use
+
+    def read(start: int, count: int) -> np.ndarray:
+        if not values:
+            values.append(_inline_values(tensor, dtype))
+        return values[0][start : start + count]
+
+    return read
 
 
 def _inline_values(tensor: onnx.TensorProto, dtype: np.dtype) -> np.ndarray:
@@ -98,8 +112,10 @@ def _inline_values(tensor: onnx.TensorProto, dtype: np.dtype) -> np.ndarray:
     return np.asarray(tensor.int32_data, dtype=np.int32).astype(np.uint16).view(dtype)  # 16-bit floats
 
 
-def _external_reader(tensor: onnx.TensorProto, base_dir: Path, dtype: np.dtype, count: int) -> Callable[[], np.ndarray] | None:
-    """A memory map of the tensor's bytes in its data file; None when the entry is unusable (a
+def _external_reader(
+    tensor: onnx.TensorProto, base_dir: Path, dtype: np.dtype, count: int
+) -> Callable[[int, int], np.ndarray] | None:
+    """A reader of the tensor's bytes in its data file; None when the entry is unusable (a
     location outside the model's directory is never opened: `tagger.modelio` refuses those)."""
     entries = {entry.key: entry.value for entry in tensor.external_data}
     location = entries.get("location")
@@ -115,13 +131,14 @@ def _external_reader(tensor: onnx.TensorProto, base_dir: Path, dtype: np.dtype, 
         return None
     if length < count * dtype.itemsize or offset + count * dtype.itemsize > path.stat().st_size:
         return None
-    return lambda: _memory_map(path, dtype, offset, count)
+    return _file_reader(path, dtype, offset)
 
 
-def _memory_map(path: Path, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
-    if count == 0:
-        return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
+def _file_reader(path: Path, dtype: np.dtype, offset: int) -> Callable[[int, int], np.ndarray]:
+    def read(start: int, count: int) -> np.ndarray:
+        return np.fromfile(path, dtype=dtype, count=count, offset=offset + start * dtype.itemsize)
+
+    return read
 
 
 def safetensors_tensors(path: Path) -> Iterator[StoredTensor]:
@@ -154,7 +171,7 @@ def safetensors_tensors(path: Path) -> Iterator[StoredTensor]:
         begin = start + offsets[0]
         if offsets[1] - offsets[0] != count * dtype.itemsize or start + offsets[1] > size:
             raise InputError(f"safetensors entry {name!r} lies outside its file: {path}")
-        yield StoredTensor(name, dtype_name, tuple(shape), _map_reader(path, dtype, begin, count))
+        yield StoredTensor(name, dtype_name, tuple(shape), _file_reader(path, dtype, begin))
 
 
 def _valid_entry(shape: object, offsets: object) -> bool:
@@ -166,7 +183,3 @@ def _valid_entry(shape: object, offsets: object) -> bool:
         and all(isinstance(o, int) and o >= 0 for o in offsets)
         and offsets[0] <= offsets[1]
     )
-
-
-def _map_reader(path: Path, dtype: np.dtype, offset: int, count: int) -> Callable[[], np.ndarray]:
-    return lambda: _memory_map(path, dtype, offset, count)
