@@ -55,22 +55,27 @@ def match_contents(targets: Iterable[StoredTensor], candidates: Iterable[StoredT
     target_dtypes: dict[int, set[str]] = defaultdict(set)
     for tensor in wanted:
         target_dtypes[tensor.size].add(tensor.dtype_name)
+    target_shapes = {tensor.shape for tensor in wanted}
     table: dict[Digest, list[str]] = defaultdict(list)
     candidate_dtypes: dict[int, set[str]] = defaultdict(set)
+    candidate_shapes: set[tuple[int, ...]] = set()
     for tensor in candidates:
         if tensor.size not in target_dtypes or tensor.dtype_name not in FLOAT_DTYPES:
             continue
         candidate_dtypes[tensor.size].add(tensor.dtype_name)
+        candidate_shapes.add(tensor.shape)
+        sums = tensor.shape[::-1] in target_shapes  # only a target of the transposed shape can be its transpose
         for form in _narrower(tensor.dtype_name, target_dtypes[tensor.size]):
-            digests = _digests(tensor, form)
+            digests = _digests(tensor, form, sums)
             for digest in (digests.flat, digests.rows_columns):
                 if digest is not None and tensor.name not in table[digest]:
                     table[digest].append(tensor.name)
     found: dict[str, tuple[str, ...]] = {}
     for tensor in wanted:
         names: list[str] = []
+        sums = tensor.shape[::-1] in candidate_shapes
         for form in _narrower(tensor.dtype_name, candidate_dtypes.get(tensor.size, set())):
-            digests = _digests(tensor, form)
+            digests = _digests(tensor, form, sums)
             for digest in (digests.flat, digests.transposed):
                 for name in table.get(digest, ()) if digest is not None else ():
                     if name not in names:
@@ -101,51 +106,51 @@ class _Digests:
     transposed: Digest | None = None
 
 
-def _digests(tensor: StoredTensor, dtype_name: str) -> _Digests:
-    """One pass over the values, a chunk of whole rows at a time.
+def _digests(tensor: StoredTensor, dtype_name: str, sums: bool) -> _Digests:
+    """One pass over the values, a chunk of whole rows at a time (`sums`: also the matrix digests).
 
-    A transpose cannot be hashed as a stream of its rows, so matrices are also summarised by the
-    sums of their rows and of their columns, taken over the bit patterns as unsigned integers
-    (exact, so the order of summation does not matter): `A.T` has `A`'s column sums as its row
-    sums. Two different real matrices with equal sums of every row and column do not occur."""
+    A transpose cannot be hashed as a stream of its rows, so a matrix is also summarised by the
+    sums of its rows and of its columns, taken over the bit patterns as unsigned integers (exact,
+    so the order of summation does not matter): `A.T` has `A`'s column sums as its row sums. Two
+    different real matrices with equal sums of every row and every column do not occur. The row
+    sums are hashed as they come; only the column sums are kept."""
     hasher = hashlib.blake2b(digest_size=16)
-    matrix = len(tensor.shape) == 2 and min(tensor.shape) > 1
-    rows, columns = tensor.shape if matrix else (tensor.size, 1)
-    row_sums: list[np.ndarray] = []
+    matrix = sums and len(tensor.shape) == 2 and min(tensor.shape) > 1
+    columns = tensor.shape[1] if matrix else 1
+    rows_hasher = hashlib.blake2b(digest_size=16)
     column_sums = np.zeros(columns, dtype=np.uint64)
-    itemsize = np.dtype(_BITS[dtype_name]).itemsize
+    bits_type = _BITS[dtype_name]
     first = None
     uniform = True
-    for chunk in tensor.chunks(max(1, _CHUNK_BYTES // (columns * itemsize)) * columns):
-        bits = np.ascontiguousarray(_cast(chunk, tensor.dtype_name, dtype_name)).view(_BITS[dtype_name])
+    for chunk in tensor.chunks(max(1, _CHUNK_BYTES // (columns * 8)) * columns):
+        bits = _cast(chunk, tensor.dtype_name, dtype_name).view(bits_type)
         if uniform:
             first = bits[0] if first is None else first
             uniform = bool(np.all(bits == first))
         hasher.update(memoryview(bits).cast("B"))
         if matrix:
             block = bits.reshape(-1, columns).astype(np.uint64)
-            row_sums.append(block.sum(axis=1, dtype=np.uint64))
+            rows_hasher.update(block.sum(axis=1, dtype=np.uint64).tobytes())
             column_sums += block.sum(axis=0, dtype=np.uint64)
     if uniform:
         return _Digests(None)
     flat = (dtype_name, tensor.size, hasher.digest())
     if not matrix:
         return _Digests(flat)
-    by_rows = np.concatenate(row_sums)
-    as_is = _sums_digest(dtype_name, rows, columns, by_rows, column_sums)
-    return _Digests(flat, as_is, _sums_digest(dtype_name, columns, rows, column_sums, by_rows))
+    rows, columns = tensor.shape
+    by_rows, by_columns = rows_hasher.digest(), hashlib.blake2b(column_sums.tobytes(), digest_size=16).digest()
+    as_is = _sums_digest(dtype_name, rows, columns, by_rows, by_columns)
+    return _Digests(flat, as_is, _sums_digest(dtype_name, columns, rows, by_columns, by_rows))
 
 
-def _sums_digest(dtype_name: str, rows: int, columns: int, row_sums: np.ndarray, column_sums: np.ndarray) -> Digest:
-    hasher = hashlib.blake2b(f"{rows}x{columns}".encode(), digest_size=16)
-    hasher.update(row_sums.tobytes())
-    hasher.update(column_sums.tobytes())
-    return (dtype_name + ".T", rows * columns, hasher.digest())
+def _sums_digest(dtype_name: str, rows: int, columns: int, by_rows: bytes, by_columns: bytes) -> Digest:
+    """The digest of a matrix of this shape with these (digested) row and column sums."""
+    return (dtype_name + ".T", rows * columns, hashlib.blake2b(f"{rows}x{columns}".encode() + by_rows + by_columns).digest())
 
 
 def _cast(values: np.ndarray, source: str, target: str) -> np.ndarray:
     if source == target:
-        return values
+        return np.ascontiguousarray(values)
     if target == "bfloat16":
         return _to_bfloat16(values.astype(np.float32))
     return values.astype(_NUMPY[target])
