@@ -102,18 +102,28 @@ def main(families: str | tuple = tc.FAMILIES, work_dir: str | None = None, publi
     text = table(rows)
     print(text)
     if publish_docs:
-        (ROOT / "docs").mkdir(exist_ok=True)
-        (ROOT / "docs" / "transfer.md").write_text(_doc(text), encoding="utf-8")
-        publish("transfer", text)
+        doc = ROOT / "docs" / "transfer.md"
+        if not doc.exists():
+            doc.parent.mkdir(exist_ok=True)
+            doc.write_text(_DOC, encoding="utf-8")
+        publish("transfer", text, ("README.md", "docs/transfer.md"))
 
 
-def _doc(text: str) -> str:
-    return (
-        "# Tag transfer: `--reference` and `--weights`\n\n"
-        "Plain dynamo exports (`torch.onnx.export(..., dynamo=True)`, defaults) of tiny random-weight models, "
-        "after each tool; exact = `hierarchy.module` equals the module torch recorded for the node. "
-        "Made by `python -m bench.transfer`.\n\n" + text + "\n"
-    )
+_DOC = """# Tag transfer: `--reference` and `--weights`
+
+Plain dynamo exports (`torch.onnx.export(..., dynamo=True)`, defaults) of tiny random-weight
+models after each tool; exact = `hierarchy.module` equals the module torch recorded for the node
+(carried to the tool's output by node or output name). `python -m bench.transfer`:
+
+<!-- transfer:start -->
+<!-- transfer:end -->
+
+Cost (`python -m bench.transfer_scale`; the target is the reference without node metadata and
+node names, its big weight renamed):
+
+<!-- transfer-scale:start -->
+<!-- transfer-scale:end -->
+"""
 
 
 if __name__ == "__main__":
