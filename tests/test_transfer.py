@@ -172,6 +172,19 @@ def test_weights_name_the_folded_projections(degraded):
     assert any("initializers of the model hold tensors" in note for note in summary.notes)
 
 
+def test_weights_match_quantized_projections_and_their_scales(degraded):
+    """quantize_dynamic stores the folded projections as int8 (`val_55_quantized`, `val_55_scale`):
+    matched by correlation, the rescaling nodes around them follow."""
+    case = degraded("llama", "quantize_dynamic")
+    alone, _ = tagged(case)
+    weighted, _ = tagged(case, weights=case.family.checkpoint)
+    projections = [i for i, m in case.truth.items() if m.endswith(("q_proj", "k_proj", "v_proj", "o_proj", "lm_head"))]
+    assert projections and all(modules_of(weighted)[i] == case.truth[i] for i in projections)
+    assert not any(modules_of(alone)[i] == case.truth[i] for i in projections)
+    integer = [i for i, n in enumerate(weighted.graph.node) if n.op_type == "MatMulInteger"]
+    assert integer and all(sources_of(weighted)[i] == "initializer" for i in integer)
+
+
 def test_weights_map_checkpoint_names_to_the_exported_modules(degraded):
     """transformers 5 saves ViT under its original names; the file's own names teach the mapping."""
     case = degraded("vit", "gs_roundtrip")

@@ -25,7 +25,7 @@ from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
-from tagger.transfer.tensors import onnx_initializers
+from tagger.transfer.tensors import FLOAT_DTYPES, onnx_initializers
 
 SOURCE = "reference"
 __all__ = ["MIN_KEPT_EDGES", "MIN_WEIGHTS", "SOURCE", "ReferenceSource"]
@@ -81,7 +81,7 @@ class ReferenceSource:
         """(target initializer -> reference initializers with its values, for the renamed ones;
         how many keep their reference name and shape; how many float weights the model has)."""
         theirs = {t.name: t for t in onnx_initializers(reference.model, self.path.parent.resolve())}
-        ours = list(onnx_initializers(index.model, self.base_dir))
+        ours = [t for t in onnx_initializers(index.model, self.base_dir) if t.dtype_name in FLOAT_DTYPES]
         same = [t for t in ours if t.name in theirs and theirs[t.name].shape == t.shape]
         sample = same[:_SAMPLE]  # names alone coincide across dynamo exports (`val_55`): values decide
         verified = match_contents(sample, [theirs[t.name] for t in sample])

@@ -4,7 +4,7 @@ parameter (source `initializer`, as if the file had kept its name).
 The fact used: an exporter or tool may rename a weight (dynamo folds the transpose of every
 bias-free `Linear` into `val_66`) but keeps its values, up to the transformations
 `tagger.transfer.content` handles (identity, reshape, 2-D transpose, a cast down to float16 or
-bfloat16). A checkpoint names parameters as the model that saved it stores them, the file as
+bfloat16, per-tensor 8-bit quantization). A checkpoint names parameters as the model that saved it stores them, the file as
 the module tree that was exported: both differences are learnt from the parameters the file does
 name. A checkpoint module whose named parameters the file holds under another module (found by
 value: transformers 5 saves ViT's `layers.0.attention.q_proj` as
@@ -20,6 +20,7 @@ their LCA when nothing tells them apart.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tagger.evidence.initializers import module_of_parameter
 from tagger.index import ModelIndex
 from tagger.paths import lca, lca_all
 from tagger.transfer.checkpoint import checkpoint_tensors
-from tagger.transfer.content import match_contents
+from tagger.transfer.content import match_contents, match_quantized
 from tagger.transfer.tensors import onnx_initializers
 
 SOURCE = "initializer"
@@ -48,7 +49,10 @@ class WeightsSource:
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         named = {name for scope in index.graphs for name in scope.initializers if module_of_parameter(name) is not None}
-        matches = match_contents(onnx_initializers(index.model, self.base_dir), self.tensors)
+        initializers = list(onnx_initializers(index.model, self.base_dir))
+        matches = match_contents(initializers, self.tensors)
+        quantized = match_quantized((t for t in initializers if t.name not in named), self.tensors)
+        matches.update({name: found for name, found in quantized.items() if name not in matches})
         prefix = _prefix(named, {t.name for t in self.tensors})
         renamed = _module_renames(matches, named)
         owners: dict[str, list[str]] = {}
@@ -59,6 +63,7 @@ class WeightsSource:
             if modules:
                 owners[name] = modules
         self.notes.append(_note(self.checkpoint, len(self.tensors), len(owners)))
+        owners.update(_derived(owners, {t.name for t in initializers} - named))
         for found in owners.values():
             for module in found:
                 context.modules.add(module)
@@ -97,6 +102,24 @@ def _module_renames(matches: dict[str, tuple[str, ...]], named: set[str]) -> dic
             if theirs is not None and ours is not None and param.rpartition(".")[2] == name.rpartition(".")[2]:
                 seen.setdefault(theirs, set()).add(ours)
     return {theirs: next(iter(ours)) for theirs, ours in seen.items() if len(ours) == 1}
+
+
+def _derived(owners: dict[str, list[str]], anonymous: set[str]) -> dict[str, list[str]]:
+    """Initializers a tool derived from a matched one: quantizers name a weight's scale and zero
+    point by replacing the suffix of its quantized values (`val_55_quantized`, `val_55_scale`,
+    `val_55_zero_point`), so they share its name up to its last `_` before a non-numeric suffix."""
+    names = sorted(anonymous - owners.keys())
+    found: dict[str, list[str]] = {}
+    for name, modules in owners.items():
+        cut = name.rfind("_")
+        if cut <= 0 or name[cut + 1 :].isdigit():
+            continue
+        base = name[: cut + 1]
+        for other in names[bisect_left(names, base) :]:
+            if not other.startswith(base):
+                break
+            found.setdefault(other, modules)
+    return found
 
 
 def _note(checkpoint: Path, tensors: int, matched: int) -> str:

@@ -11,9 +11,14 @@ when, after one of these transformations of the *target* tensor, their bytes are
    to float32 ...), alone or after the transpose: a checkpoint saved in half precision, a model
    converted to float16.
 
-Not handled (no byte equality survives them): quantized weights (int8/int4 with scales), weights
-concatenated by a fusion (onnxruntime's packed QKV), folded arithmetic (a weight scaled by a
-constant). Those are matched by name or structure instead (`tagger.transfer.matching`).
+A weight quantized per tensor to 8 bits (`q = round(w / s) + z`) keeps no byte of `w`, but is an
+increasing affine function of it up to rounding: the sums of its rows and of its columns
+correlate with `w`'s (or, transposed, with `w`'s columns and rows) above `MIN_CORRELATION`
+whatever `s` and `z` are, while unrelated matrices' sums do not correlate (`match_quantized`).
+
+Not handled: per-channel quantization, packed 4-bit weights, weights concatenated by a fusion
+(onnxruntime's packed QKV), folded arithmetic (a weight scaled by a constant). Those are matched
+by name or structure instead (`tagger.transfer.matching`).
 
 Values are hashed in chunks straight from the files (`tagger.transfer.tensors`), each tensor in
 one pass: only tensors whose element count occurs on both sides are read at all, and never more
@@ -30,14 +35,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.transfer.tensors import FLOAT_DTYPES, StoredTensor
+from tagger.transfer.tensors import FLOAT_DTYPES, QUANTIZED_DTYPES, StoredTensor, as_float
 
-__all__ = ["MAX_NAMES", "MIN_SIZE", "match_contents"]
+__all__ = ["MAX_NAMES", "MIN_CORRELATION", "MIN_SIZE", "match_contents", "match_quantized"]
 
 MIN_SIZE = 8
 """Tensors with fewer elements (shapes, axes, scalars) match by chance too often to be evidence."""
 MAX_NAMES = 4
 """One value held by more tensors than this is no identity (a tied weight has two names)."""
+MIN_CORRELATION = 0.99
+"""Rounding to 8 bits keeps the correlation of row and column sums above 0.9999; unrelated random
+matrices of 32 rows stay below 0.6 (the correlation of n independent pairs spreads as 1/sqrt(n))."""
 _CHUNK_BYTES = 16 << 20
 _NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 _BITS = {"float64": np.uint64, "float32": np.uint32, "float16": np.uint16, "bfloat16": np.uint16}
@@ -83,6 +91,50 @@ def match_contents(targets: Iterable[StoredTensor], candidates: Iterable[StoredT
         if names and len(names) <= MAX_NAMES:
             found[tensor.name] = tuple(names)
     return found
+
+
+def match_quantized(targets: Iterable[StoredTensor], candidates: Iterable[StoredTensor]) -> dict[str, tuple[str, ...]]:
+    """8-bit target matrix name -> the float candidates it quantizes per tensor (as is or
+    transposed), by the correlation of row and column sums (module docstring)."""
+    wanted = [t for t in targets if t.dtype_name in QUANTIZED_DTYPES and _is_matrix(t) and t.size >= MIN_SIZE]
+    sizes = {t.size for t in wanted}
+    if not wanted:
+        return {}
+    fitting = [c for c in candidates if c.size in sizes and c.dtype_name in FLOAT_DTYPES and _is_matrix(c)]
+    sums = {c.name: (c.shape, _value_sums(c)) for c in fitting}
+    found: dict[str, tuple[str, ...]] = {}
+    for tensor in wanted:
+        rows, columns = _value_sums(tensor)
+        names = []
+        for name, (shape, (their_rows, their_columns)) in sums.items():
+            same = shape == tensor.shape and _correlated(rows, their_rows) and _correlated(columns, their_columns)
+            if same or (shape == tensor.shape[::-1] and _correlated(rows, their_columns) and _correlated(columns, their_rows)):
+                names.append(name)
+        if names and len(names) <= MAX_NAMES:
+            found[tensor.name] = tuple(names)
+    return found
+
+
+def _is_matrix(tensor: StoredTensor) -> bool:
+    return len(tensor.shape) == 2 and min(tensor.shape) > 2
+
+
+def _value_sums(tensor: StoredTensor) -> tuple[np.ndarray, np.ndarray]:
+    """The sums of a matrix's rows and of its columns, read a chunk of whole rows at a time."""
+    columns = tensor.shape[1]
+    rows: list[np.ndarray] = []
+    column_sums = np.zeros(columns)
+    for chunk in tensor.chunks(max(1, _CHUNK_BYTES // (columns * 8)) * columns):
+        block = as_float(chunk, tensor.dtype_name).reshape(-1, columns)
+        rows.append(block.sum(axis=1))
+        column_sums += block.sum(axis=0)
+    return np.concatenate(rows), column_sums
+
+
+def _correlated(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.std() == 0 or b.std() == 0:
+        return False
+    return float(np.corrcoef(a, b)[0, 1]) >= MIN_CORRELATION
 
 
 def _narrower(own: str, others: set[str]) -> list[str]:

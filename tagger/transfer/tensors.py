@@ -24,16 +24,20 @@ import onnx
 
 from tagger.errors import InputError
 
-__all__ = ["FLOAT_DTYPES", "StoredTensor", "onnx_initializers", "safetensors_tensors"]
+__all__ = ["FLOAT_DTYPES", "QUANTIZED_DTYPES", "StoredTensor", "as_float", "onnx_initializers", "safetensors_tensors"]
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 """Widest first: a wider tensor may be compared with a narrower one after a cast down."""
+QUANTIZED_DTYPES = ("int8", "uint8")
+"""What quantizers store weights in (besides packed 4-bit types, which are not read)."""
 
 _ONNX_DTYPES: dict[int, tuple[str, np.dtype]] = {
     onnx.TensorProto.FLOAT: ("float32", np.dtype("<f4")),
     onnx.TensorProto.DOUBLE: ("float64", np.dtype("<f8")),
     onnx.TensorProto.FLOAT16: ("float16", np.dtype("<f2")),
     onnx.TensorProto.BFLOAT16: ("bfloat16", np.dtype("<u2")),
+    onnx.TensorProto.INT8: ("int8", np.dtype("i1")),
+    onnx.TensorProto.UINT8: ("uint8", np.dtype("u1")),
 }
 _SAFETENSORS_DTYPES: dict[str, tuple[str, np.dtype]] = {
     "F32": ("float32", np.dtype("<f4")),
@@ -66,8 +70,8 @@ class StoredTensor:
 
 
 def onnx_initializers(model: onnx.ModelProto, base_dir: Path | None) -> Iterator[StoredTensor]:
-    """The float initializers of every graph of `model` (external data found under `base_dir`,
-    the model's directory; without one, external tensors are skipped)."""
+    """The float and 8-bit integer initializers of every graph of `model` (external data found
+    under `base_dir`, the model's directory; without one, external tensors are skipped)."""
     from tagger.index import graphs_within
 
     for graph in graphs_within(model.graph):
@@ -109,6 +113,8 @@ def _inline_values(tensor: onnx.TensorProto, dtype: np.dtype) -> np.ndarray:
         return np.asarray(tensor.float_data, dtype=dtype)
     if tensor.data_type == onnx.TensorProto.DOUBLE:
         return np.asarray(tensor.double_data, dtype=dtype)
+    if tensor.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+        return np.asarray(tensor.int32_data, dtype=np.int32).astype(dtype)
     return np.asarray(tensor.int32_data, dtype=np.int32).astype(np.uint16).view(dtype)  # 16-bit floats
 
 
@@ -183,3 +189,10 @@ def _valid_entry(shape: object, offsets: object) -> bool:
         and all(isinstance(o, int) and o >= 0 for o in offsets)
         and offsets[0] <= offsets[1]
     )
+
+
+def as_float(values: np.ndarray, dtype_name: str) -> np.ndarray:
+    """Values as float64 (bfloat16 bits widened to float32 first)."""
+    if dtype_name == "bfloat16":
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float64)
