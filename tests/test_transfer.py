@@ -276,3 +276,25 @@ def test_transfer_is_lossless(degraded, tmp_path):
         for key, value in kept:
             node.metadata_props.add(key=key, value=value)
     assert after.SerializeToString() == before.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "flag, make, message",
+    [
+        ("--reference", lambda d: d / "missing.onnx", "no such file"),
+        ("--weights", lambda d: d / "missing.safetensors", "no such checkpoint"),
+        ("--weights", lambda d: d, "no checkpoint in directory"),
+        ("--weights", lambda d: (d / "bad.safetensors").write_bytes(b"\xff" * 12) and d / "bad.safetensors", "safetensors"),
+        ("--weights", lambda d: (d / "w.txt").write_text("x") and d / "w.txt", "not a checkpoint"),
+    ],
+)
+def test_bad_reference_or_checkpoint_is_one_line_exit_2(degraded, tmp_path, flag, make, message):
+    case = degraded("bert", "onnxslim")
+    output = tmp_path / "out" / "tagged.onnx"
+    output.parent.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("retag", case.path, "--output", output, flag, make(empty))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not output.exists()
