@@ -1,7 +1,7 @@
 """The Python API; the CLI calls exactly these functions.
 
 >>> from tagger import retag, report
->>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a Report
+>>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a CoverageReport
 >>> print(report("model.onnx").to_markdown())
 """
 
@@ -15,11 +15,13 @@ from pathlib import Path
 
 import onnx
 
-from tagger.coverage import Report, build_report
+from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError, TaggerError
-from tagger.evidence import Source
+from tagger.evidence import EvidenceSource
+from tagger.infer import STRATEGIES
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
 from tagger.namespace import write_namespaces
+from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
 from tagger.transfer import transfer_sources
 from tagger.validate import check_index, diagnose
@@ -36,7 +38,7 @@ def tag_proto(
     *,
     reference: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
-) -> Report:
+) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
@@ -47,7 +49,7 @@ def tag_proto(
     base = Path(name).parent if name and Path(name).is_file() else None
     sources = transfer_sources(reference, weights, base, strategy)
     with _gc_paused():
-        return _tag_proto(model, name, strategy, namespace, sources)
+        return _tag_proto(model, name, strategy, namespace, sources=sources)
 
 
 @contextlib.contextmanager
@@ -62,29 +64,36 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(model: onnx.ModelProto, strategy: str, sources: Sequence[Source] = ()) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(
+    model: onnx.ModelProto, strategy: str, sources: Sequence[EvidenceSource] = ()
+) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
-    is written; returns the report notes for what is only unusual (and what the sources say)."""
+    is written; returns the report notes for what is only unusual (and what `sources` say)."""
+    check_choice("strategy", strategy, STRATEGIES)
     try:
         result = tag_model(model, strategy, sources)
     except TaggerError:
-        raise
+        raise  # a refused reference or checkpoint says so itself
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
     return result, check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, sources: Sequence[Source] = ()) -> Report:
+def _tag_proto(
+    model: onnx.ModelProto,
+    name: str,
+    strategy: str,
+    namespace: bool = False,
+    output: str | None = None,
+    sources: Sequence[EvidenceSource] = (),
+) -> CoverageReport:
     result, notes = _tag_checked(model, strategy, sources)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
-    summary = build_report(result, name)
-    summary.notes += notes
-    summary.changed_nodes = changed
     if namespaced:
-        summary.notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return summary
+        notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
+    return build_report(result, name, notes, changed, output)
 
 
 def retag(
@@ -97,7 +106,7 @@ def retag(
     force: bool = False,
     reference: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
-) -> Report:
+) -> CoverageReport:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
     Output goes to `output`, or `<stem>.tagged.onnx` beside the input, or over the input with
@@ -117,9 +126,8 @@ def retag(
     if report_path is not None:
         check_output_path(report_path, force, "report")
     with _gc_paused():
-        summary = _tag_proto(proto, source.name, strategy, namespace, sources)
+        summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination), sources=sources)
     save_model(proto, source, destination, durable=inplace)
-    summary.output = str(destination)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
         save_text(text, report_path)
@@ -131,7 +139,7 @@ def report(
     strategy: str = "context",
     reference: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
-) -> Report:
+) -> CoverageReport:
     """Analyse `model` and return its coverage report; nothing is written (`reference`,
     `weights`: as for `retag`)."""
     source = Path(model)
@@ -139,9 +147,7 @@ def report(
     sources = transfer_sources(reference, weights, source.parent, strategy)
     with _gc_paused():
         result, notes = _tag_checked(proto, strategy, sources)
-        summary = build_report(result, source.name)
-        summary.notes += notes
-        return summary
+        return build_report(result, source.name, notes)
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

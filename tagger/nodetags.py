@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from tagger.evidence import Source
+from tagger.evidence import EvidenceSource
 from tagger.index import ModelIndex, build_index
-from tagger.keys import MODULE_KEY, SOURCE_KEY, TAG_KEY
+from tagger.keys import tags_of
 from tagger.tagging import tag_model
 
 __all__ = ["NodeTag", "ModelTags", "model_tags"]
@@ -48,11 +48,11 @@ class ModelTags:
     index: ModelIndex
 
 
-def model_tags(model: onnx.ModelProto, sources: Sequence[Source] = ()) -> ModelTags:
+def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -> ModelTags:
     """Read the tags of `model`, or decide them in memory if any node has none (with `sources`:
     evidence from outside the file, `tagger.transfer`)."""
     index = build_index(model)
-    found = [_read(node) for node in index.nodes]
+    found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
     if retagged:
         result = tag_model(model, "context", sources)
@@ -74,13 +74,3 @@ def model_tags(model: onnx.ModelProto, sources: Sequence[Source] = ()) -> ModelT
             NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source)
         )
     return ModelTags(nodes, retagged, index)
-
-
-def _read(node: onnx.NodeProto) -> tuple[str, str, str] | None:
-    props = {}
-    for prop in node.metadata_props:
-        props.setdefault(prop.key, prop.value)
-    module = props.get(MODULE_KEY)
-    if module is None:
-        return None
-    return module, props.get(TAG_KEY, ""), props.get(SOURCE_KEY, "")

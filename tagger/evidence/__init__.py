@@ -1,17 +1,23 @@
 """Evidence sources: each proposes `{node: module path}` for the nodes it knows about.
 
-Sources are evaluated in an order that lets the ones naming real module paths (tags, dynamo
-metadata, parameter names) teach the `ModuleSet` before the name-based sources resolve
-exporter quirks against it; they are *merged* in `PRECEDENCE` order, and every disagreement is
-kept as a `Conflict` for the report.
+Every source is one module of this package satisfying `EvidenceSource`, registered by one line
+in `REGISTRY`. Two orders follow from that table, declared here together:
+
+1. `PRECEDENCE`, the merge order: the registry's order; the earliest claim on a node wins and
+   every disagreement with it is kept as a `Conflict` for the report;
+2. `RUN_ORDER`, the evaluation order: the sources that name real module paths (tags, dynamo
+   metadata, parameter names; phase `TEACH`) run first and teach the `ModuleSet`, then the
+   name-based sources (phase `RESOLVE`) resolve exporter quirks against it, each phase in
+   precedence order.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tagger.index import ModelIndex
 from tagger.paths import ModuleSet
@@ -21,13 +27,34 @@ __all__ = [
     "Context",
     "Decision",
     "Evidence",
+    "EvidenceSource",
+    "EXTERNAL",
     "PRECEDENCE",
-    "Source",
+    "REGISTRY",
+    "RUN_ORDER",
     "build_context",
     "collect",
+    "registered_sources",
 ]
 
-PRECEDENCE = ("tag", "metadata", "name", "tensor", "initializer", "reference")
+TEACH, RESOLVE = 0, 1
+"""Phases: a `TEACH` source only adds to `context.modules`; a `RESOLVE` source reads it."""
+
+REGISTRY: tuple[tuple[str, str, int], ...] = (
+    # (source name, module in tagger.evidence, phase), in precedence order: the first claim wins
+    ("tag", "tags", TEACH),
+    ("metadata", "metadata", TEACH),
+    ("name", "names", RESOLVE),
+    ("tensor", "tensors", RESOLVE),
+    ("initializer", "initializers", TEACH),
+)
+EXTERNAL = ("reference",)
+"""Sources from outside the file (`tagger.transfer`: `--reference`), given to `collect` by the
+caller; they rank below every registered source (the file's own evidence wins). `--weights`
+claims as `initializer` and adds to it without overriding the file's own parameter names."""
+PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
+RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
+"""`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
 MODULE_MAP_KEY = "hierarchy.modules"
 
 
@@ -94,26 +121,38 @@ class Decision:
     conflicts: list[Conflict]
 
 
-class Source(Protocol):
-    """An evidence source supplied from outside the file (`--reference`, `--weights`)."""
+@runtime_checkable
+class EvidenceSource(Protocol):
+    """The contract of an evidence source (a module of this package).
+
+    `SOURCE` is the name written in `hierarchy.source` (and in `REGISTRY`). `propose` returns a
+    module path for each node (by index position) the source has evidence for, and nothing for
+    the others. It never changes the model or the index; it may add what it learnt to `context`
+    (module paths, class names, kept sources, the scope cache) for the sources that run after it.
+    """
 
     SOURCE: str
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]: ...
 
 
-def collect(index: ModelIndex, context: Context, extra: Sequence[Source] = ()) -> Decision:
-    """Run every source and merge: the highest-precedence claim wins, every disagreement with it
-    is a conflict. The merge is dict updates from the lowest precedence up (C-level: a 100k-node
-    model has several claims on every node). `extra` sources run after the file's own; one
-    named like a built-in source adds to its claims without overriding any."""
-    from tagger.evidence import initializers, metadata, names, tags, tensors
+def registered_sources() -> dict[str, EvidenceSource]:
+    """The registered sources by name, in `RUN_ORDER` (imported here: each imports `Context`)."""
+    modules = {name: module for name, module, _ in REGISTRY}
+    return {name: importlib.import_module(f"tagger.evidence.{modules[name]}") for name in RUN_ORDER}
 
-    proposals = {source.SOURCE: source.propose(index, context) for source in (tags, metadata, initializers, names, tensors)}
+
+def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource] = ()) -> Decision:
+    """Run every source in `RUN_ORDER` and merge in `PRECEDENCE`: the highest-precedence claim
+    wins, every disagreement with it is a conflict. The merge is dict updates from the lowest
+    precedence up (C-level: a 100k-node model has several claims on every node). `extra`
+    sources (from outside the file) run last; one named like a registered source adds to its
+    claims without overriding any."""
+    proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
     for source in extra:
         proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
-    for source in PRECEDENCE:
-        proposals.setdefault(source, {})
+    for name in EXTERNAL:
+        proposals.setdefault(name, {})
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     for source in reversed(PRECEDENCE):

@@ -14,21 +14,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tagger.evidence import Source
+from tagger.evidence import EvidenceSource
 
 __all__ = ["transfer_sources"]
 
 
 def transfer_sources(
     reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None, strategy: str = "context"
-) -> list[Source]:
+) -> list[EvidenceSource]:
     """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
     the tagged model's directory (its external data), None for a model only in memory. A bad
     reference or checkpoint raises `InputError` here, before any work."""
     from tagger.evidence.reference import ReferenceSource
     from tagger.evidence.weights import WeightsSource
 
-    sources: list[Source] = []
+    sources: list[EvidenceSource] = []
     if reference is not None:
         sources.append(ReferenceSource(_path(reference, "--reference"), base_dir, strategy))
     if weights is not None:

@@ -60,37 +60,52 @@ def match_contents(targets: Iterable[StoredTensor], candidates: Iterable[StoredT
     wanted = [t for t in targets if t.size >= MIN_SIZE and t.dtype_name in FLOAT_DTYPES]
     if not wanted:
         return {}
-    target_dtypes: dict[int, set[str]] = defaultdict(set)
-    for tensor in wanted:
-        target_dtypes[tensor.size].add(tensor.dtype_name)
-    target_shapes = {tensor.shape for tensor in wanted}
-    table: dict[Digest, list[str]] = defaultdict(list)
-    candidate_dtypes: dict[int, set[str]] = defaultdict(set)
-    candidate_shapes: set[tuple[int, ...]] = set()
-    for tensor in candidates:
-        if tensor.size not in target_dtypes or tensor.dtype_name not in FLOAT_DTYPES:
-            continue
-        candidate_dtypes[tensor.size].add(tensor.dtype_name)
-        candidate_shapes.add(tensor.shape)
-        sums = tensor.shape[::-1] in target_shapes  # only a target of the transposed shape can be its transpose
-        for form in _narrower(tensor.dtype_name, target_dtypes[tensor.size]):
-            digests = _digests(tensor, form, sums)
-            for digest in (digests.flat, digests.rows_columns):
-                if digest is not None and tensor.name not in table[digest]:
-                    table[digest].append(tensor.name)
+    table = _Table.of(candidates, wanted)
     found: dict[str, tuple[str, ...]] = {}
     for tensor in wanted:
-        names: list[str] = []
-        sums = tensor.shape[::-1] in candidate_shapes
-        for form in _narrower(tensor.dtype_name, candidate_dtypes.get(tensor.size, set())):
-            digests = _digests(tensor, form, sums)
-            for digest in (digests.flat, digests.transposed):
-                for name in table.get(digest, ()) if digest is not None else ():
-                    if name not in names:
-                        names.append(name)
+        names = table.lookup(tensor)
         if names and len(names) <= MAX_NAMES:
             found[tensor.name] = tuple(names)
     return found
+
+
+@dataclass
+class _Table:
+    """The candidates' digests, and the sizes, dtypes and shapes they come in."""
+
+    names: dict[Digest, list[str]]
+    dtypes: dict[int, set[str]]
+    shapes: set[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, candidates: Iterable[StoredTensor], wanted: list[StoredTensor]) -> _Table:
+        """Digest only the candidates of a size some target has, in the dtypes targets of that
+        size can be compared in; matrix sums only where a target has the transposed shape."""
+        target_dtypes: dict[int, set[str]] = defaultdict(set)
+        for tensor in wanted:
+            target_dtypes[tensor.size].add(tensor.dtype_name)
+        target_shapes = {tensor.shape for tensor in wanted}
+        table = cls(defaultdict(list), defaultdict(set), set())
+        for tensor in candidates:
+            if tensor.size not in target_dtypes or tensor.dtype_name not in FLOAT_DTYPES:
+                continue
+            table.dtypes[tensor.size].add(tensor.dtype_name)
+            table.shapes.add(tensor.shape)
+            for form in _narrower(tensor.dtype_name, target_dtypes[tensor.size]):
+                digests = _digests(tensor, form, tensor.shape[::-1] in target_shapes)
+                for digest in (digests.flat, digests.rows_columns):
+                    if digest is not None and tensor.name not in table.names[digest]:
+                        table.names[digest].append(tensor.name)
+        return table
+
+    def lookup(self, tensor: StoredTensor) -> list[str]:
+        """The candidates holding the target's values, as they are or transposed."""
+        names: list[str] = []
+        for form in _narrower(tensor.dtype_name, self.dtypes.get(tensor.size, set())):
+            digests = _digests(tensor, form, tensor.shape[::-1] in self.shapes)
+            for digest in (digests.flat, digests.transposed):
+                names += [name for name in self.names.get(digest, ()) if digest is not None and name not in names]
+        return names
 
 
 def match_quantized(targets: Iterable[StoredTensor], candidates: Iterable[StoredTensor]) -> dict[str, tuple[str, ...]]:
