@@ -64,9 +64,7 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(
-    model: onnx.ModelProto, strategy: str, sources: Sequence[EvidenceSource] = ()
-) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(model: onnx.ModelProto, strategy: str, sources: Sequence[EvidenceSource] = ()) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual (and what `sources` say)."""
     check_choice("strategy", strategy, STRATEGIES)
