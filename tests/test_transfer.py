@@ -298,3 +298,34 @@ def test_bad_reference_or_checkpoint_is_one_line_exit_2(degraded, tmp_path, flag
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert not output.exists()
+
+
+def test_tied_weights_are_decided_by_the_graph(tmp_path):
+    """A LLaMA with tied embeddings: dynamo names the shared weight after `lm_head` and folds the
+    head's transposed copy into `val_N`; a state dict names the tensor twice. The head's MatMul
+    must get `lm_head`, not `embed_tokens`."""
+    import onnxslim
+    import torch
+    import transformers as tf
+
+    from bench import cases
+    from bench.transfer_cases import _CausalLM
+
+    cfg = tf.LlamaConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=64, vocab_size=100, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    inner = tf.LlamaForCausalLM(cfg).eval()
+    wrapper = _CausalLM(inner)
+    inputs = (torch.randint(0, 100, (1, 4)), torch.ones(1, 12, dtype=torch.long), *[torch.randn(1, 2, 8, 16) for _ in range(2)])
+    with cases._quiet():
+        torch.onnx.export(wrapper, inputs, str(tmp_path / "model.onnx"), dynamo=True)
+    torch.save(inner.state_dict(), tmp_path / "state.bin")
+    onnx.save(onnxslim.slim(onnx.load(tmp_path / "model.onnx")), tmp_path / "slim.onnx")
+    model = load_model(tmp_path / "slim.onnx")
+    tag_proto(model, str(tmp_path / "slim.onnx"), weights=tmp_path / "state.bin")
+    reference = onnx.load(tmp_path / "model.onnx", load_external_data=False)
+    truth = cases.carry_truth(reference, cases.truth_of_export(reference, "dynamo", {n for n, _ in wrapper.named_modules()}), model)
+    heads = [i for i, module in truth.items() if module == "m.lm_head"]
+    assert heads and all(modules_of(model)[i] == "m.lm_head" for i in heads)
