@@ -41,6 +41,9 @@ __all__ = ["Matching", "match_graphs"]
 
 _SEPARATORS = "_/:."
 _STRUCTURE_ROUNDS = 8
+_MAX_CUTS = 16
+"""Suffixes tried per name (the last separators): tools append one or two; a hostile name with
+many separators then costs linear time, not quadratic."""
 _BETWEEN_LIMIT = 256
 """Reference nodes visited from one side when looking for what a fused node replaced."""
 
@@ -183,8 +186,9 @@ def _by_derived_name(name: str, outputs: Sequence[str], ref: _Reference) -> str 
     """The module of the longest reference name that `name` or an output extends by a suffix."""
     best: str | None = None
     for candidate in (name, *outputs):
-        for cut in range(len(candidate) - 1, 0, -1):
-            if candidate[cut] in _SEPARATORS and ref.known(candidate[:cut]):
+        cuts = [i for i, char in enumerate(candidate) if char in _SEPARATORS][-_MAX_CUTS:]
+        for cut in reversed(cuts):
+            if cut > 0 and ref.known(candidate[:cut]):
                 if best is None or cut > len(best):
                     best = candidate[:cut]
                 break
