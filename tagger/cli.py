@@ -16,6 +16,7 @@ from tagger.auditing import audit
 from tagger.comparison import diff
 from tagger.errors import InputError, TaggerError, one_line
 from tagger.extraction import extract, extract_all
+from tagger.feeds import parse_dim_option
 from tagger.profiling import profile
 
 __all__ = ["main", "Commands"]
@@ -69,13 +70,17 @@ class Commands:
         depth: int | None = None,
         out_dir: str | None = None,
         pull_producers: bool = True,
+        inputs: str | None = None,
+        dim: object = 1,
     ) -> None:
         """Cut a module out of MODEL as a runnable ONNX model (boundary tensors keep their names).
 
         --module PATH   dotted module path ("" = the whole model); --tag PATTERN  glob on hierarchy.tag
         --output OUT    default: MODEL stem + .PATH.onnx beside MODEL
         --all --depth N --out_dir DIR   one model per module at depth N, plus DIR/index.json
-        --verify        run both models in onnxruntime and compare the boundary tensors
+        --verify        run both models in onnxruntime and compare the boundary tensors, on
+                        --inputs NPZ (arrays named after the graph inputs) or generated inputs
+                        (dynamic sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
@@ -84,17 +89,20 @@ class Commands:
                 raise InputError(f"--{name} needs one value, got {value!r}")
         module = None if module is None else str(module)  # fire reads `--module 0` as an int
         tag = None if tag is None else str(tag)
+        if not verify and (inputs is not None or dim != 1):
+            raise InputError("--inputs and --dim go with --verify")
+        feeds = {"inputs": _optional_path(inputs), "dims": parse_dim_option(dim)}
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")
-            report = extract(str(model), module, tag, _optional_path(output), bool(pull_producers), bool(verify))
+            report = extract(str(model), module, tag, _optional_path(output), bool(pull_producers), bool(verify), **feeds)
             print(report.summary())
             if report.verification is not None and not report.verification.passed:
                 raise TaggerError(f"verification failed for {report.selection}")
             return
         if depth is None or out_dir is None or output is not None or module is not None or tag is not None:
             raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
-        result = extract_all(str(model), depth, str(out_dir), bool(pull_producers), bool(verify))
+        result = extract_all(str(model), depth, str(out_dir), bool(pull_producers), bool(verify), **feeds)
         print(result.summary())
         failed = len(result.failures) + sum(not r.verification.passed for r in result.reports if r.verification)
         if failed:
@@ -138,7 +146,7 @@ class Commands:
         inputs: str | None = None,
         runs: int = 10,
         warmup: int = 1,
-        dim: int = 1,
+        dim: object = 1,
         optimize: bool = False,
         threads: int = 0,
         trace: str | None = None,
@@ -148,14 +156,16 @@ class Commands:
     ) -> None:
         """Run MODEL in onnxruntime with profiling on and print its latency per module as a tree.
 
-        --inputs NPZ   arrays named after the graph inputs (default: random, every dynamic dim = --dim N)
+        --inputs NPZ   arrays named after the graph inputs (default: generated from the model; dynamic
+                       sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --runs N       measured runs (after --warmup N); --threads N intra-op threads (0: onnxruntime's default)
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
         """
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
             raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
-        result = profile(str(model), _optional_path(inputs), runs, warmup, dim, bool(optimize), threads, _optional_path(trace))
+        dims = parse_dim_option(dim)
+        result = profile(str(model), _optional_path(inputs), runs, warmup, dims, bool(optimize), threads, _optional_path(trace))
         if json:
             print(result.to_json())
         elif markdown:
@@ -178,10 +188,38 @@ def _optional_path(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def _arguments(argv: list[str]) -> list[str]:
+    """fire's view of the arguments: `-h` always asks for help (fire would read it as the short
+    form of any one flag starting with h, `report -h` as `--html`), and repeated `--dim` flags
+    are joined into one (fire keeps only the last)."""
+    out: list[str] = []
+    dims: list[str] = []
+    position = 0
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-h":
+            out.append("--help")
+        elif arg == "--dim" and i + 1 < len(argv):
+            position = position if dims else len(out)
+            dims.append(argv[i + 1])
+            i += 1
+        elif arg.startswith("--dim="):
+            position = position if dims else len(out)
+            dims.append(arg.removeprefix("--dim="))
+        else:
+            out.append(arg)
+        i += 1
+    if dims:
+        out[position:position] = ["--dim", ",".join(dims)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TaggerError becomes one line on stderr and its exit code."""
     try:
-        fire.Fire(Commands, command=argv, name="tagger")
+        # an instance, not the class: fire then lists the commands on `tagger --help`
+        fire.Fire(Commands(), command=_arguments(sys.argv[1:] if argv is None else list(argv)), name="tagger")
     except TaggerError as exc:
         print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code

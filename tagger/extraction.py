@@ -55,7 +55,7 @@ import onnx
 
 from tagger.api import tag_proto
 from tagger.errors import InputError, OutputError, TaggerError
-from tagger.feeds import make_feeds
+from tagger.feeds import DimSettings, Feeds, model_feeds
 from tagger.index import may_own_bodies, subgraphs
 from tagger.keys import MODULE_KEY, TAG_KEY
 from tagger.modelio import external_locations, load_model_and_locations, save_model, save_text
@@ -636,12 +636,12 @@ def _extract_cut(src: _Source, cut: _Cut, destination: Path, data_source: Path) 
     return _report(src, cut, model, kept, destination)
 
 
-def _verify_all(src: _Source, cuts: list[_Cut]) -> dict:
+def _verify_all(src: _Source, cuts: list[_Cut], feeds: Feeds) -> dict:
     """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run."""
     names = [name for cut in cuts for name in (*cut.inputs, *cut.outputs)]
     src.types.resolve(names)
     types = {name: tp for name in names if (tp := src.types.get(name)) is not None}
-    return full_model_values(src.model, src.path.parent.resolve(), names, types, make_feeds(src.model))
+    return full_model_values(src.model, src.path.parent.resolve(), names, types, feeds)
 
 
 def _verify(report: ExtractReport, cut: _Cut, values: dict) -> None:
@@ -663,12 +663,15 @@ def extract(
     output: str | os.PathLike | None = None,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dims: DimSettings | int = 1,
 ) -> ExtractReport:
     """Write the subgraph of `module` (dotted path, `""` = whole model) or of the nodes whose tag
     matches the glob `tag` as a runnable ONNX model; see the module docstring for the rules.
 
     `output` defaults to `<stem>.<module>.onnx` beside the input. `verify=True` runs both models
-    in onnxruntime and records the comparison in `report.verification`.
+    in onnxruntime and records the comparison in `report.verification`; the full model runs on
+    the `.npz` at `inputs`, or on feeds generated with `dims` (`tagger.feeds`).
     """
     if (module is None) == (tag is None):
         raise InputError("give exactly one of --module PATH or --tag PATTERN")
@@ -676,11 +679,12 @@ def extract(
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
     src = _load_source(model)
+    feeds = model_feeds(src.model, inputs, dims) if verify else None
     cut = _cut(src, module, tag, pull_producers)
     destination = Path(output) if output is not None else _default_output(src.path, module, tag)
     report = _extract_cut(src, cut, destination, src.path)
-    if verify:
-        _verify(report, cut, _verify_all(src, [cut]))
+    if feeds is not None:
+        _verify(report, cut, _verify_all(src, [cut], feeds))
     return report
 
 
@@ -690,15 +694,19 @@ def extract_all(
     out_dir: str | os.PathLike,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dims: DimSettings | int = 1,
 ) -> ExtractAllReport:
     """One model per module at `depth` (number of dotted components) in `out_dir`, plus `index.json`.
 
     A module that cannot be extracted is listed in `failures` (and in the index); the others are
     still written. With external data the data file is placed in `out_dir` once and shared.
+    `verify`, `inputs` and `dims` as for `extract`.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
     src = _load_source(model)
+    feeds = model_feeds(src.model, inputs, dims) if verify else None
     groups = _groups_at(src, depth)
     if not groups:
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(src)} components")
@@ -712,7 +720,7 @@ def extract_all(
         with _recorded(failures, module):
             cuts.append(_cut(src, module, None, pull_producers, selected))
     src.types.resolve(name for cut in cuts for name in (*cut.inputs, *cut.outputs))  # one inference for all
-    values = _verify_all(src, cuts) if verify and cuts else {}
+    values = _verify_all(src, cuts, feeds) if feeds is not None and cuts else {}
     reports: list[ExtractReport] = []
     data_source = src.path
     for cut, file_name in zip(cuts, _file_names((cut.module or "" for cut in cuts), {src.path.name}), strict=True):
