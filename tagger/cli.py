@@ -7,9 +7,11 @@ Exit codes: 0 success, 1 internal error, 2 bad input, 3 output not writable; `au
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import fire
+from fire import helptext, trace
 
 from tagger import api
 from tagger.auditing import audit
@@ -188,19 +190,31 @@ def _optional_path(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def _help(argv: list[str]) -> str | None:
+    """The help text `-h`/`--help` asks for, or None. Answered here, on stdout, for the command
+    named first (fire would read `report MODEL -h` as `--html`, and run `report MODEL --help`)."""
+    flags = argv[: argv.index("--")] if "--" in argv else argv
+    if not any(arg in ("-h", "--help") for arg in flags):
+        return None
+    commands = Commands()
+    fire_trace = trace.FireTrace(commands, name="tagger")
+    component: object = commands
+    if flags and not flags[0].startswith("-") and callable(getattr(commands, flags[0], None)) and not flags[0].startswith("_"):
+        component = getattr(commands, flags[0])
+        fire_trace.AddAccessedProperty(component, flags[0], [flags[0]], None, None)
+    text = helptext.HelpText(component, trace=fire_trace)
+    return re.sub(r"^(\s+)-h, --", r"\1--", text, flags=re.MULTILINE)  # -h means help, never a flag
+
+
 def _arguments(argv: list[str]) -> list[str]:
-    """fire's view of the arguments: `-h` always asks for help (fire would read it as the short
-    form of any one flag starting with h, `report -h` as `--html`), and repeated `--dim` flags
-    are joined into one (fire keeps only the last)."""
+    """fire's view of the arguments: repeated `--dim` flags joined into one (fire keeps the last)."""
     out: list[str] = []
     dims: list[str] = []
     position = 0
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "-h":
-            out.append("--help")
-        elif arg == "--dim" and i + 1 < len(argv):
+        if arg == "--dim" and i + 1 < len(argv):
             position = position if dims else len(out)
             dims.append(argv[i + 1])
             i += 1
@@ -217,9 +231,14 @@ def _arguments(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TaggerError becomes one line on stderr and its exit code."""
+    args = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     try:
-        # an instance, not the class: fire then lists the commands on `tagger --help`
-        fire.Fire(Commands(), command=_arguments(sys.argv[1:] if argv is None else list(argv)), name="tagger")
+        text = _help(args)
+        if text is not None:
+            print(text)
+            return 0
+        # an instance, not the class: fire then lists the commands when none is given
+        fire.Fire(Commands(), command=_arguments(args), name="tagger")
     except TaggerError as exc:
         print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code

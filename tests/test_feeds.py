@@ -1,0 +1,153 @@
+"""Inputs that run: `profile` and `extract --verify` on real exports whose dynamic sizes are tied
+to each other and to their weights, and one clear line when onnxruntime still refuses them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tagger import profile
+from tagger.errors import InputError
+from tagger.extraction import extract
+from tagger.feeds import make_feeds
+from tagger.input_rules import DimSettings, parse_dim_option
+from tests.graphs import chain_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "tagger", *map(str, args)], capture_output=True, text=True, env=env, check=False)
+
+
+def structure(path: Path) -> onnx.ModelProto:
+    return onnx.load(path, load_external_data=False)
+
+
+def test_cached_decoder_mask_is_past_plus_sequence_long_and_runs(pipeline_model):
+    """optimum names the mask `past_sequence_length + sequence_length`: the expression decides it."""
+    path = pipeline_model("llama_with_past")
+    feeds = make_feeds(structure(path))
+    assert feeds["attention_mask"].shape[1] == feeds["past_key_values.0.key"].shape[2] + feeds["input_ids"].shape[1]
+    assert feeds.dims["past_sequence_length + sequence_length"] == 2
+    assert 2 <= feeds["input_ids"].max() < 100  # ids span the vocabulary (100 rows), never past it
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, dict(feeds))[0]
+    assert logits.shape == (1, 1, 100) and np.isfinite(logits).all()
+
+
+def test_named_dims_are_set_and_the_expression_follows(pipeline_model):
+    feeds = make_feeds(structure(pipeline_model("llama_with_past")), parse_dim_option("past_sequence_length=5,sequence_length=3,2"))
+    assert feeds["input_ids"].shape == (2, 3)
+    assert feeds["attention_mask"].shape == (2, 8)
+    assert feeds["past_key_values.1.value"].shape == (2, 4, 5, 16)
+
+
+def test_vit_channels_come_from_the_patch_conv_weight(pipeline_model):
+    path = pipeline_model("vit_dynamic_channels")
+    feeds = make_feeds(structure(path), DimSettings(default=1))
+    assert feeds["pixel_values"].shape == (1, 3, 32, 32)
+    assert feeds.dims == {"batch_size": 1, "num_channels": 3}
+
+
+@pytest.mark.parametrize("name", ["llama_with_past", "vit_dynamic_channels", "merged_decoder"])
+def test_profile_runs_with_default_inputs(name, pipeline_model):
+    result = profile(pipeline_model(name), runs=1, warmup=0)
+    assert result.kernel_us > 0 and result.modules[0].nodes > 100
+
+
+@pytest.mark.parametrize(("name", "module"), [("llama_with_past", "m.model.layers.0"), ("vit_dynamic_channels", "m.layers.1")])
+def test_extract_verify_runs_with_default_inputs(name, module, pipeline_model, tmp_path):
+    report = extract(pipeline_model(name), module=module, output=tmp_path / "cut.onnx", verify=True)
+    assert report.verification is not None and report.verification.passed, report.verification
+    assert report.verification.compared == len(report.outputs) > 0
+
+
+def test_extract_verify_takes_inputs_from_npz(pipeline_model, tmp_path):
+    path = pipeline_model("llama_with_past")
+    feeds = make_feeds(structure(path), parse_dim_option("past_sequence_length=3,sequence_length=2"))
+    np.savez(tmp_path / "inputs.npz", **feeds.arrays)
+    result = run_cli(
+        "extract",
+        path,
+        "--module",
+        "m.model.layers.1",
+        "--output",
+        tmp_path / "l1.onnx",
+        "--verify",
+        "--inputs",
+        tmp_path / "inputs.npz",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "verify passed" in result.stdout
+    np.savez(tmp_path / "partial.npz", input_ids=feeds["input_ids"])
+    result = run_cli("extract", path, "--module", "m.model.layers.1", "--verify", "--inputs", tmp_path / "partial.npz")
+    assert result.returncode == 2 and "lacks model inputs" in result.stderr
+
+
+def _unrelated_mask(path: Path, tmp_path: Path) -> Path:
+    """The cached decoder with its mask length named as nothing else is: the file no longer says
+    that it is past + sequence long (as a hand-named export may not)."""
+    model = onnx.load(path)
+    mask = next(v for v in model.graph.input if v.name == "attention_mask")
+    mask.type.tensor_type.shape.dim[1].dim_param = "total_sequence_length"
+    target = tmp_path / "unrelated.onnx"
+    onnx.save(model, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    "command", [["profile"], ["extract", "--module", "m.model.layers.0", "--verify"]], ids=["profile", "extract"]
+)
+def test_inputs_onnxruntime_refuses_exit_2_with_one_line_that_says_how(command, pipeline_model, tmp_path):
+    path = _unrelated_mask(pipeline_model("llama_with_past"), tmp_path)
+    result = run_cli(command[0], path, *command[1:])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    line = result.stderr
+    assert "attention_mask[1, 1]" in line and "total_sequence_length=1" in line
+    assert "--dim NAME=VALUE" in line and "--inputs NPZ" in line
+
+
+def test_the_refused_model_runs_once_the_size_is_given(pipeline_model, tmp_path):
+    path = _unrelated_mask(pipeline_model("llama_with_past"), tmp_path)
+    result = run_cli(
+        "profile", path, "--runs", "1", "--dim", "total_sequence_length=3", "--dim", "past_sequence_length=2", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"total_sequence_length": 3' in result.stdout and '"attention_mask": [\n      1,\n      3' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("batch=x", "needs an integer VALUE"), ("x", "takes N or NAME=VALUE"), (0, "positive integer"), ("nosuch=2", "names no dim")],
+)
+def test_bad_dim_options_exit_2(value, message, tmp_path):
+    path = tmp_path / "m.onnx"
+    model = chain_model(["/a/Relu"])
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(model, path)
+    result = run_cli("profile", path, "--dim", value)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_dims_sharing_a_name_share_a_value_and_unnamed_ones_can_be_set():
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([helper.make_node("Concat", ["a", "b"], ["y"], axis=1)], "g", [a, b], [y]))
+    feeds = make_feeds(model, parse_dim_option("4,b[1]=7"))
+    assert feeds["a"].shape == (4, 2) and feeds["b"].shape == (4, 7)
+    with pytest.raises(InputError, match="names no dim"):
+        make_feeds(model, parse_dim_option("m=2"))
