@@ -14,11 +14,15 @@ rules, each resting on something the file itself states:
    `Identity`, unary element-wise ops, element-wise ops with a weight), the first op that reads a
    weight fixes the axes that op ties to it: a Conv's input channels (`W.dims[1] * group`),
    ConvTranspose's (`W.dims[0]`), a normalization's channels or normalized dims, MatMul/Gemm's
-   contracted dim, an element-wise weight's dims above 1. A Conv's spatial axes are at least its
-   (dilated, unpadded) kernel. A weight is an initializer or a `Constant` of any graph.
-4. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
+   contracted dim, an element-wise weight's dims above 1. A weight is an initializer or a
+   `Constant` of any graph.
+4. **Sizes the graph accepts.** A Conv's spatial axes are at least its (dilated, unpadded)
+   kernel. When onnxruntime's symbolic shape inference refuses the sizes chosen (a ViT adds a
+   fixed position table after its patch conv: one image size fits), those axes grow together
+   by the conv's stride until it accepts them (at most `_SEARCH_STEPS` tries).
+5. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
    everything else, the default (`--dim N`, 1).
-5. **Id ranges.** An integer input followed through ops that only move or copy values
+6. **Id ranges.** An integer input followed through ops that only move or copy values
    (`Cast`, `Unsqueeze`, `Reshape`, `Gather` data, `Concat`, ...) into the indices of a `Gather`
    whose data is a weight must stay below that table's size on the gathered axis; the smallest
    table wins. Inputs that reach no table keep 0/1, valid for any table of two rows.
@@ -31,6 +35,7 @@ inputs and `tagger.feeds.refusal` says which input and how to set the size.
 from __future__ import annotations
 
 import ast
+import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -140,8 +145,11 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings()) -
         elif key in required:
             dims[key], reasons[key] = required[key]
         else:
-            dims[key] = max(settings.default, lower.get(key, 0))
-            reasons[key] = "default" if dims[key] == settings.default else f"at least {lower[key]}, the kernel"
+            dims[key] = max(settings.default, lower.get(key, (0, 0))[0])
+            reasons[key] = "default" if dims[key] == settings.default else "at least the conv's kernel"
+    searched = {key: lower[key] for key in lower if reasons[key] != "given" and key not in required}
+    if searched:
+        _search_spatial(model, keys, dims, reasons, searched)
     for key, (tree, _) in expressions.items():
         if key in settings.named:
             dims[key], reasons[key] = settings.named[key], "given"
@@ -153,6 +161,66 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings()) -
     shapes = {name: tuple(key if isinstance(key, int) else dims[key] for key in dim_keys) for name, dim_keys in keys.items()}
     bounds = {v.name: bound for v in inputs if _is_integer(v) and (bound := facts.id_bound(v.name)) is not None}
     return InputPlan(shapes, dims, reasons, bounds)
+
+
+_SEARCH_STEPS = 64
+"""How many sizes per conv-spatial symbol the search tries (a ViT-L at 384 px, patch 16, is the 24th)."""
+
+
+def _search_spatial(
+    model: onnx.ModelProto,
+    keys: Mapping[str, list[int | str]],
+    dims: dict[str, int],
+    reasons: dict[str, str],
+    searched: Mapping[str, tuple[int, int]],
+) -> None:
+    """Conv-spatial sizes the rest of the graph accepts: a ViT adds a fixed position table after
+    its patch conv, so only one image size fits. When onnxruntime's symbolic shape inference
+    refuses the sizes chosen, the searched symbols grow together from the kernel by the stride
+    until it accepts them; if none is accepted, the sizes stay as they were."""
+    if _accepted(model, keys, dims):
+        return
+    for step in range(_SEARCH_STEPS):
+        trial = {**dims, **{key: least + step * stride for key, (least, stride) in searched.items()}}
+        if _accepted(model, keys, trial):
+            dims.update(trial)
+            reasons.update((key, "the size shape inference accepts") for key in searched)
+            return
+
+
+def _accepted(model: onnx.ModelProto, keys: Mapping[str, list[int | str]], dims: Mapping[str, int]) -> bool:
+    """Whether onnxruntime's symbolic shape inference runs through the graph with these input
+    sizes (True when it is not installed: nothing says otherwise). Weights are not read."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return True
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    graph = trial.graph
+    del graph.value_info[:]
+    for value in graph.input:
+        for dim, key in zip(value.type.tensor_type.shape.dim, keys.get(value.name, ()), strict=False):
+            dim.dim_value = key if isinstance(key, int) else dims[key]
+    kept = [tensor for tensor in graph.initializer if tensor.data_location != onnx.TensorProto.EXTERNAL]
+    for tensor in graph.initializer:  # external weights become typed inputs: their data is never read
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        engine = SymbolicShapeInference(2**31 - 1, False, False, 0)
+        engine._preprocess(trial)
+        while engine.run_:
+            engine._infer_impl()
+        return True
+    except Exception:  # noqa: BLE001 - any refusal of the sizes means "not accepted"
+        return False
+    finally:
+        logger.setLevel(previous)
 
 
 def _listing(dims: Mapping[str, int]) -> str:
@@ -250,18 +318,20 @@ class _Facts:
 
     # ---------------------------------------------------------------- sizes from weights
 
-    def weight_sizes(self, keys: Mapping[str, list[int | str]]) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
-        """Symbol -> (size, reason) fixed by a weight; symbol -> lower bound (a conv's kernel)."""
+    def weight_sizes(self, keys: Mapping[str, list[int | str]]) -> tuple[dict[str, tuple[int, str]], dict[str, tuple[int, int]]]:
+        """Symbol -> (size, reason) fixed by a weight; symbol -> (least size, step): a conv's
+        spatial axis is at least its kernel and grows by its stride."""
         required: dict[str, tuple[int, str]] = {}
-        lower: dict[str, int] = {}
+        lower: dict[str, tuple[int, int]] = {}
         for name, dim_keys in keys.items():
             for node, position in self._shape_keeping_readers(name, len(dim_keys)):
-                for axis, size, bound in self._ties(node, position, len(dim_keys)):
+                for axis, size, step in self._ties(node, position, len(dim_keys)):
                     key = dim_keys[axis]
                     if isinstance(key, int):
                         continue
-                    if bound:
-                        lower[key] = max(lower.get(key, 0), size)
+                    if step:
+                        least, known_step = lower.get(key, (0, step))
+                        lower[key] = (max(least, size), max(known_step, step))
                     elif key not in required:
                         required[key] = (size, f"{node.op_type} {node.name or '(unnamed)'}")
         return required, lower
@@ -290,7 +360,8 @@ class _Facts:
         return False
 
     def _ties(self, node: onnx.NodeProto, position: int, rank: int) -> Iterator[tuple[int, int, bool]]:
-        """(axis of the input, size, is-a-lower-bound) that `node` ties to its weights."""
+        """(axis of the input, size, step) that `node` ties to its weights: the axis is `size`
+        (step 0), or at least `size` and grows by `step`."""
         if node.domain not in ("", "ai.onnx") or rank == 0:
             return
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -298,21 +369,21 @@ class _Facts:
         op = node.op_type
         if op in ("Conv", "ConvTranspose") and position == 0 and weight is not None and len(weight) == rank and rank >= 3:
             group = int(attrs.get("group", 1))
-            yield 1, weight[1] * group if op == "Conv" else weight[0], False
+            yield 1, weight[1] * group if op == "Conv" else weight[0], 0
             if op == "Conv":
                 yield from _kernel_bounds(weight, attrs, rank)
         elif op in ("BatchNormalization", "InstanceNormalization") and position == 0 and weight and rank >= 2:
-            yield 1, weight[0], False
+            yield 1, weight[0], 0
         elif op == "LayerNormalization" and position == 0 and weight is not None:
             start = int(attrs.get("axis", -1)) % rank
             for offset, size in enumerate(weight[-(rank - start) :] if rank > start else ()):
-                yield start + offset, size, False
+                yield start + offset, size, 0
         elif op == "MatMul" and position == 0 and weight is not None and len(weight) == 2:
-            yield rank - 1, weight[0], False
+            yield rank - 1, weight[0], 0
         elif op == "MatMul" and position == 1 and rank >= 2 and (left := self.weights.get(node.input[0])) and len(left) == 2:
-            yield rank - 2, left[1], False
+            yield rank - 2, left[1], 0
         elif op == "Gemm" and position == 0 and weight is not None and len(weight) == 2 and rank == 2:
-            yield (0 if attrs.get("transA") else 1), weight[1 if attrs.get("transB") else 0], False
+            yield (0 if attrs.get("transA") else 1), weight[1 if attrs.get("transB") else 0], 0
         elif op in _ELEMENTWISE:
             for i, other in enumerate(node.input):
                 dims = self.weights.get(other) if i != position else None
@@ -320,7 +391,7 @@ class _Facts:
                     continue
                 for offset, size in enumerate(dims):
                     if size > 1:
-                        yield rank - len(dims) + offset, size, False
+                        yield rank - len(dims) + offset, size, 0
 
     # ---------------------------------------------------------------- id ranges
 
@@ -357,14 +428,15 @@ def _axis(node: onnx.NodeProto, rank: int) -> int:
     return 0
 
 
-def _kernel_bounds(weight: tuple[int, ...], attrs: Mapping[str, object], rank: int) -> Iterator[tuple[int, int, bool]]:
-    """A Conv's spatial input sizes are at least its dilated kernel, less its explicit pads."""
+def _kernel_bounds(weight: tuple[int, ...], attrs: Mapping[str, object], rank: int) -> Iterator[tuple[int, int, int]]:
+    """A Conv's spatial input sizes are at least its dilated kernel, less its explicit pads, and
+    the sizes it covers exactly grow by its stride."""
     spatial = rank - 2
     dilations = list(attrs.get("dilations") or [1] * spatial)  # type: ignore[call-overload]
+    strides = list(attrs.get("strides") or [1] * spatial)  # type: ignore[call-overload]
     pads = list(attrs.get("pads") or [0] * (2 * spatial))  # type: ignore[call-overload]
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
         return
     for i in range(spatial):
         extent = dilations[i] * (weight[2 + i] - 1) + 1 - pads[i] - pads[i + spatial]
-        if extent > 1:
-            yield 2 + i, extent, True
+        yield 2 + i, max(extent, 1), max(int(strides[i]), 1)

@@ -92,7 +92,7 @@ def feeds():
 
 @pytest.fixture(scope="session")
 def pipeline_model(tmp_path_factory: pytest.TempPathFactory):
-    """name -> path of a ``tests.pipeline_models`` export (llama_with_past, vit_dynamic_channels,
+    """name -> path of a ``tests.pipeline_models`` export (llama_with_past, vit_dynamic,
     merged_decoder), each built once per session on first use."""
     from tests import pipeline_models
 

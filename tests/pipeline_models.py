@@ -5,7 +5,8 @@ TorchScript exporter and dynamic axes, named the way optimum names them:
 
 - `llama_with_past`: LlamaForCausalLM fed `past_key_values.*` (dim `past_sequence_length`) whose
   `attention_mask` is `past_sequence_length + sequence_length` long (optimum's dim name);
-- `vit_dynamic_channels`: ViTModel whose `pixel_values` has a dynamic `num_channels`;
+- `vit_dynamic`: ViTModel whose `pixel_values` has dynamic `num_channels`, `height` and `width`
+  (optimum's axes), though only 3 channels and one image size (a fixed position table) run;
 - `merged_decoder`: the decoder without past and the decoder with past as the two branches of
   one `If` on a bool `use_cache_branch` input, as optimum's `decoder_model_merged.onnx` (branch
   nodes share their names; weights stay inside each branch).
@@ -99,8 +100,8 @@ def llama_with_past(directory: Path) -> Path:
     return export_decoder(directory / "llama_with_past.onnx", with_past=True)
 
 
-def vit_dynamic_channels(directory: Path) -> Path:
-    """ViT whose `pixel_values` channel dim is dynamic (`num_channels`), as optimum exports it."""
+def vit_dynamic(directory: Path) -> Path:
+    """ViT with every axis of `pixel_values` dynamic, as optimum exports it."""
     from transformers import ViTConfig, ViTModel
 
     torch.manual_seed(0)
@@ -117,8 +118,8 @@ def vit_dynamic_channels(directory: Path) -> Path:
         def forward(self, pixel_values):
             return self.m(pixel_values=pixel_values).last_hidden_state
 
-    path = directory / "vit_dynamic_channels.onnx"
-    axes = {"pixel_values": {0: "batch_size", 1: "num_channels"}, "last_hidden_state": {0: "batch_size"}}
+    path = directory / "vit_dynamic.onnx"
+    axes = {"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"}, "last_hidden_state": {0: "batch_size"}}
     return _export(Pixels(model), (torch.randn(1, 3, 32, 32),), path, ["pixel_values"], ["last_hidden_state"], axes)
 
 

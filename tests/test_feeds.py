@@ -51,20 +51,24 @@ def test_named_dims_are_set_and_the_expression_follows(pipeline_model):
     assert feeds["past_key_values.1.value"].shape == (2, 4, 5, 16)
 
 
-def test_vit_channels_come_from_the_patch_conv_weight(pipeline_model):
-    path = pipeline_model("vit_dynamic_channels")
+def test_vit_channels_come_from_the_patch_conv_and_the_image_size_from_the_position_table(pipeline_model):
+    """3 channels: the patch conv's weight; 32 x 32: the only size whose 16 patches + [CLS] match
+    the 17 rows of the position table (16 x 16 would pass the conv and fail the Add)."""
+    path = pipeline_model("vit_dynamic")
     feeds = make_feeds(structure(path), DimSettings(default=1))
     assert feeds["pixel_values"].shape == (1, 3, 32, 32)
-    assert feeds.dims == {"batch_size": 1, "num_channels": 3}
+    assert feeds.dims == {"batch_size": 1, "num_channels": 3, "height": 32, "width": 32}
+    given = make_feeds(structure(path), parse_dim_option("height=32,width=32,num_channels=3,batch_size=2"))
+    assert given["pixel_values"].shape == (2, 3, 32, 32)
 
 
-@pytest.mark.parametrize("name", ["llama_with_past", "vit_dynamic_channels", "merged_decoder"])
+@pytest.mark.parametrize("name", ["llama_with_past", "vit_dynamic", "merged_decoder"])
 def test_profile_runs_with_default_inputs(name, pipeline_model):
     result = profile(pipeline_model(name), runs=1, warmup=0)
     assert result.kernel_us > 0 and result.modules[0].nodes > 100
 
 
-@pytest.mark.parametrize(("name", "module"), [("llama_with_past", "m.model.layers.0"), ("vit_dynamic_channels", "m.layers.1")])
+@pytest.mark.parametrize(("name", "module"), [("llama_with_past", "m.model.layers.0"), ("vit_dynamic", "m.layers.1")])
 def test_extract_verify_runs_with_default_inputs(name, module, pipeline_model, tmp_path):
     report = extract(pipeline_model(name), module=module, output=tmp_path / "cut.onnx", verify=True)
     assert report.verification is not None and report.verification.passed, report.verification
