@@ -93,7 +93,7 @@ class Commands:
         tag = None if tag is None else str(tag)
         if not verify and (inputs is not None or dim != 1):
             raise InputError("--inputs and --dim go with --verify")
-        feeds = {"inputs": _optional_path(inputs), "dims": parse_dim_option(dim)}
+        feeds = {"inputs": _optional_path(inputs), "dim": parse_dim_option(dim)}
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")

@@ -664,14 +664,14 @@ def extract(
     pull_producers: bool = True,
     verify: bool = False,
     inputs: str | os.PathLike | None = None,
-    dims: DimSettings | int = 1,
+    dim: DimSettings | int | str | dict = 1,
 ) -> ExtractReport:
     """Write the subgraph of `module` (dotted path, `""` = whole model) or of the nodes whose tag
     matches the glob `tag` as a runnable ONNX model; see the module docstring for the rules.
 
     `output` defaults to `<stem>.<module>.onnx` beside the input. `verify=True` runs both models
     in onnxruntime and records the comparison in `report.verification`; the full model runs on
-    the `.npz` at `inputs`, or on feeds generated with `dims` (`tagger.feeds`).
+    the `.npz` at `inputs`, or on feeds generated with `dim` (as for `profile`; `tagger.feeds`).
     """
     if (module is None) == (tag is None):
         raise InputError("give exactly one of --module PATH or --tag PATTERN")
@@ -679,7 +679,7 @@ def extract(
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
     src = _load_source(model)
-    feeds = model_feeds(src.model, inputs, dims) if verify else None
+    feeds = model_feeds(src.model, inputs, dim) if verify else None
     cut = _cut(src, module, tag, pull_producers)
     destination = Path(output) if output is not None else _default_output(src.path, module, tag)
     report = _extract_cut(src, cut, destination, src.path)
@@ -695,18 +695,18 @@ def extract_all(
     pull_producers: bool = True,
     verify: bool = False,
     inputs: str | os.PathLike | None = None,
-    dims: DimSettings | int = 1,
+    dim: DimSettings | int | str | dict = 1,
 ) -> ExtractAllReport:
     """One model per module at `depth` (number of dotted components) in `out_dir`, plus `index.json`.
 
     A module that cannot be extracted is listed in `failures` (and in the index); the others are
     still written. With external data the data file is placed in `out_dir` once and shared.
-    `verify`, `inputs` and `dims` as for `extract`.
+    `verify`, `inputs` and `dim` as for `extract`.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
     src = _load_source(model)
-    feeds = model_feeds(src.model, inputs, dims) if verify else None
+    feeds = model_feeds(src.model, inputs, dim) if verify else None
     groups = _groups_at(src, depth)
     if not groups:
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(src)} components")

@@ -54,13 +54,13 @@ class Feeds(Mapping[str, np.ndarray]):
 
 
 def model_feeds(
-    model: onnx.ModelProto, inputs: str | os.PathLike | None = None, dims: DimSettings | int = 1, seed: int = 0
+    model: onnx.ModelProto, inputs: str | os.PathLike | None = None, dims: DimSettings | int | str | dict = 1, seed: int = 0
 ) -> Feeds:
     """The arrays of the `.npz` at `inputs`, or feeds generated for `model` with `dims`."""
     return load_feeds(inputs, model) if inputs is not None else make_feeds(model, dims, seed)
 
 
-def make_feeds(model: onnx.ModelProto, dims: DimSettings | int = 1, seed: int = 0) -> Feeds:
+def make_feeds(model: onnx.ModelProto, dims: DimSettings | int | str | dict = 1, seed: int = 0) -> Feeds:
     """One generated array per graph input that is not an initializer (rules in the docstring)."""
     settings = dims if isinstance(dims, DimSettings) else parse_dim_option(dims)
     plan = plan_inputs(model, settings)

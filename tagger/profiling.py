@@ -170,7 +170,7 @@ def profile(
     inputs: str | os.PathLike | None = None,
     runs: int = 10,
     warmup: int = 1,
-    dim: DimSettings | int = 1,
+    dim: DimSettings | int | str | dict = 1,
     optimize: bool = False,
     threads: int = 0,
     trace: str | os.PathLike | None = None,
@@ -178,7 +178,7 @@ def profile(
     """Run `model` `warmup + runs` times in onnxruntime with profiling on; time per module.
 
     `inputs`: an `.npz` of arrays named after the graph inputs (default: feeds generated from the
-    model, dynamic sizes from `dim`: N for all, or `DimSettings` per name). `optimize=True` lets
+    model, dynamic sizes from `dim`: N for all, `"NAME=VALUE,..."`, a dict or `DimSettings` per name). `optimize=True` lets
     onnxruntime fuse nodes (kernels then may not match nodes). `threads`: intra-op threads
     (0: onnxruntime's default). `trace` keeps the raw onnxruntime trace at that path.
     """
@@ -237,6 +237,11 @@ def profile(
         report.notes.append(f"{names.qualified} body nodes whose names recur in another body ran as <name>@<body>")
     if unmatched:
         report.notes.append(f"{len(unmatched)} kernels match no node of the file (fused or renamed by onnxruntime)")
+    owners = {scope.owner for scope in tags.index.graphs if scope.owner is not None}
+    if owners:
+        report.notes.append(
+            f"{len(owners)} control-flow nodes keep only their own time (their bodies' kernels count for the body nodes)"
+        )
     return report
 
 
