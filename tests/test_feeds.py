@@ -38,7 +38,7 @@ def test_cached_decoder_mask_is_past_plus_sequence_long_and_runs(pipeline_model)
     feeds = make_feeds(structure(path))
     assert feeds["attention_mask"].shape[1] == feeds["past_key_values.0.key"].shape[2] + feeds["input_ids"].shape[1]
     assert feeds.dims["past_sequence_length + sequence_length"] == 2
-    assert 2 <= feeds["input_ids"].max() < 100  # ids span the vocabulary (100 rows), never past it
+    assert 0 <= feeds["input_ids"].min() and feeds["input_ids"].max() < 100  # inside the vocabulary (100 rows)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits = session.run(None, dict(feeds))[0]
     assert logits.shape == (1, 1, 100) and np.isfinite(logits).all()
@@ -155,3 +155,36 @@ def test_dims_sharing_a_name_share_a_value_and_unnamed_ones_can_be_set():
     assert feeds["a"].shape == (4, 2) and feeds["b"].shape == (4, 7)
     with pytest.raises(InputError, match="names no dim"):
         make_feeds(model, parse_dim_option("m=2"))
+
+
+def test_ids_stay_inside_the_smallest_table_they_index_through_casts_and_reshapes():
+    """`ids` reach a 1-row table (through Cast and Unsqueeze) and a 50-row one: only 0 is valid;
+    `mask` reaches no table and keeps 0/1; `x`'s last dim is the MatMul weight's rows."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    tables = [
+        numpy_helper.from_array(np.zeros((1, 4), np.float32), "types"),
+        numpy_helper.from_array(np.zeros((50, 4), np.float32), "words"),
+        numpy_helper.from_array(np.zeros((8, 4), np.float32), "w"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids32"], to=TensorProto.INT32),
+        helper.make_node("Unsqueeze", ["ids32", "axes"], ["ids3"]),
+        helper.make_node("Gather", ["types", "ids3"], ["t"]),
+        helper.make_node("Gather", ["words", "ids"], ["e"]),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "hidden"]),
+    ]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("t", "e", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, tables))
+    feeds = make_feeds(model, 64)
+    assert feeds["ids"].shape == (64, 64) and not feeds["ids"].any()
+    assert set(np.unique(feeds["mask"])) == {0, 1}
+    assert feeds["x"].shape == (64, 8) and feeds.dims["hidden"] == 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session.run(None, dict(feeds))
