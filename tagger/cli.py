@@ -93,6 +93,7 @@ class Commands:
         tag = None if tag is None else str(tag)
         if not verify and (inputs is not None or dim != 1):
             raise InputError("--inputs and --dim go with --verify")
+        _check_inputs_or_dims(inputs, dim)
         feeds = {"inputs": _optional_path(inputs), "dim": parse_dim_option(dim)}
         if not all:
             if depth is not None or out_dir is not None:
@@ -166,6 +167,7 @@ class Commands:
         """
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
             raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
+        _check_inputs_or_dims(inputs, dim)
         dims = parse_dim_option(dim)
         result = profile(str(model), _optional_path(inputs), runs, warmup, dims, bool(optimize), threads, _optional_path(trace))
         if json:
@@ -184,6 +186,11 @@ def _show(result, json: bool, markdown: bool) -> None:
         print(result.to_markdown(), end="")
     else:
         print(result.to_text())
+
+
+def _check_inputs_or_dims(inputs: object, dim: object) -> None:
+    if inputs is not None and dim != 1:
+        raise InputError("--inputs gives the arrays, --dim sizes generated ones: pass one of them")
 
 
 def _optional_path(value: object) -> str | None:

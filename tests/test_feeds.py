@@ -188,3 +188,15 @@ def test_ids_stay_inside_the_smallest_table_they_index_through_casts_and_reshape
     assert feeds["x"].shape == (64, 8) and feeds.dims["hidden"] == 8
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     session.run(None, dict(feeds))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["profile", "--inputs", "x.npz", "--dim", "2"], ["extract", "--module", "a", "--verify", "--inputs", "x.npz", "--dim", "n=2"]],
+    ids=["profile", "extract"],
+)
+def test_inputs_and_dims_exclude_each_other(args, tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(chain_model(["/a/Relu"]), path)
+    result = run_cli(args[0], path, *args[1:])
+    assert result.returncode == 2 and "pass one of them" in result.stderr
