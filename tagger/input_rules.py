@@ -201,7 +201,9 @@ def _accepted(model: onnx.ModelProto, keys: Mapping[str, list[int | str]], dims:
     del graph.value_info[:]
     for value in graph.input:
         for dim, key in zip(value.type.tensor_type.shape.dim, keys.get(value.name, ()), strict=False):
-            dim.dim_value = key if isinstance(key, int) else dims[key]
+            size = key if isinstance(key, int) else dims.get(key)
+            if size is not None:  # an expression's dim stays symbolic here
+                dim.dim_value = size
     kept = [tensor for tensor in graph.initializer if tensor.data_location != onnx.TensorProto.EXTERNAL]
     for tensor in graph.initializer:  # external weights become typed inputs: their data is never read
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -359,39 +361,15 @@ class _Facts:
             return all(dims is not None and len(dims) <= rank for dims in others)  # broadcast against smaller weights only
         return False
 
-    def _ties(self, node: onnx.NodeProto, position: int, rank: int) -> Iterator[tuple[int, int, bool]]:
+    def _ties(self, node: onnx.NodeProto, position: int, rank: int) -> Iterator[tuple[int, int, int]]:
         """(axis of the input, size, step) that `node` ties to its weights: the axis is `size`
         (step 0), or at least `size` and grows by `step`."""
-        if node.domain not in ("", "ai.onnx") or rank == 0:
+        rule = _TIE_RULES.get(node.op_type)
+        if rule is None or node.domain not in ("", "ai.onnx") or rank == 0:
             return
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        weight = self.weights.get(node.input[1]) if len(node.input) > 1 else None
-        op = node.op_type
-        if op in ("Conv", "ConvTranspose") and position == 0 and weight is not None and len(weight) == rank and rank >= 3:
-            group = int(attrs.get("group", 1))
-            yield 1, weight[1] * group if op == "Conv" else weight[0], 0
-            if op == "Conv":
-                yield from _kernel_bounds(weight, attrs, rank)
-        elif op in ("BatchNormalization", "InstanceNormalization") and position == 0 and weight and rank >= 2:
-            yield 1, weight[0], 0
-        elif op == "LayerNormalization" and position == 0 and weight is not None:
-            start = int(attrs.get("axis", -1)) % rank
-            for offset, size in enumerate(weight[-(rank - start) :] if rank > start else ()):
-                yield start + offset, size, 0
-        elif op == "MatMul" and position == 0 and weight is not None and len(weight) == 2:
-            yield rank - 1, weight[0], 0
-        elif op == "MatMul" and position == 1 and rank >= 2 and (left := self.weights.get(node.input[0])) and len(left) == 2:
-            yield rank - 2, left[1], 0
-        elif op == "Gemm" and position == 0 and weight is not None and len(weight) == 2 and rank == 2:
-            yield (0 if attrs.get("transA") else 1), weight[1 if attrs.get("transB") else 0], 0
-        elif op in _ELEMENTWISE:
-            for i, other in enumerate(node.input):
-                dims = self.weights.get(other) if i != position else None
-                if dims is None or len(dims) > rank:
-                    continue
-                for offset, size in enumerate(dims):
-                    if size > 1:
-                        yield rank - len(dims) + offset, size, 0
+        weights = [self.weights.get(name) for name in node.input]
+        yield from rule(weights, position, rank, attrs)
 
     # ---------------------------------------------------------------- id ranges
 
@@ -419,6 +397,77 @@ class _Facts:
                         seen.add(output)
                         todo.append(output)
         return bound
+
+
+_Weights = list[tuple[int, ...] | None]
+"""The dims of each input of a node that is a weight, None for the others."""
+
+
+def _conv_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    weight = weights[1] if len(weights) > 1 else None
+    if position != 0 or weight is None or len(weight) != rank or rank < 3:
+        return
+    yield 1, weight[1] * int(attrs.get("group", 1)), 0
+    yield from _kernel_bounds(weight, attrs, rank)
+
+
+def _conv_transpose_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    weight = weights[1] if len(weights) > 1 else None
+    if position == 0 and weight is not None and len(weight) == rank and rank >= 3:
+        yield 1, weight[0], 0
+
+
+def _channel_norm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    scale = weights[1] if len(weights) > 1 else None
+    if position == 0 and scale and rank >= 2:
+        yield 1, scale[0], 0
+
+
+def _layer_norm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    scale = weights[1] if len(weights) > 1 else None
+    if position != 0 or scale is None:
+        return
+    start = int(attrs.get("axis", -1)) % rank
+    for offset, size in enumerate(scale[-(rank - start) :] if scale else ()):
+        yield start + offset, size, 0
+
+
+def _matmul_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    other = weights[1 - position] if len(weights) == 2 and position in (0, 1) else None
+    if other is None or len(other) != 2:
+        return
+    if position == 0:
+        yield rank - 1, other[0], 0
+    elif rank >= 2:
+        yield rank - 2, other[1], 0
+
+
+def _gemm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    weight = weights[1] if len(weights) > 1 else None
+    if position == 0 and weight is not None and len(weight) == 2 and rank == 2:
+        yield (0 if attrs.get("transA") else 1), weight[1 if attrs.get("transB") else 0], 0
+
+
+def _elementwise_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    for i, dims in enumerate(weights):
+        if i == position or dims is None or len(dims) > rank:
+            continue
+        for offset, size in enumerate(dims):
+            if size > 1:
+                yield rank - len(dims) + offset, size, 0
+
+
+_TIE_RULES = {
+    "Conv": _conv_ties,
+    "ConvTranspose": _conv_transpose_ties,
+    "BatchNormalization": _channel_norm_ties,
+    "InstanceNormalization": _channel_norm_ties,
+    "LayerNormalization": _layer_norm_ties,
+    "MatMul": _matmul_ties,
+    "Gemm": _gemm_ties,
+    **dict.fromkeys(_ELEMENTWISE, _elementwise_ties),
+}
+"""Per op, the axes of an input that its weights fix (standard domain only)."""
 
 
 def _axis(node: onnx.NodeProto, rank: int) -> int:
