@@ -126,7 +126,7 @@ def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: Base
         shown = ", ".join(f"{name}{list(feeds[name].shape)}" for name in inputs[:_INPUTS_NAMED])
         more = f" and {len(inputs) - _INPUTS_NAMED} more" if len(inputs) > _INPUTS_NAMED else ""
         reads = f" ({'input' if len(inputs) == 1 else 'inputs'} {shown}{more})"
-    origin = getattr(feeds, "origin", "given")
+    origin = getattr(feeds, "origin", "given by the caller")
     dims = getattr(feeds, "dims", {})
     sizes = f"; sizes used: {', '.join(f'{k}={v}' for k, v in dims.items())}" if dims else ""
     advice = (
@@ -134,7 +134,8 @@ def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: Base
         if origin == "generated"
         else "check the arrays of --inputs"
     )
-    return InputError(f"onnxruntime refused the {origin} inputs{where}{reads}: {message[:240]}{sizes}; {advice}")
+    which = "generated inputs" if origin == "generated" else f"inputs {origin}"
+    return InputError(f"onnxruntime refused the {which}{where}{reads}: {message[:240]}{sizes}; {advice}")
 
 
 def _inputs_upstream(model: onnx.ModelProto, node_name: str, inputs: set[str]) -> list[str]:

@@ -200,3 +200,12 @@ def test_inputs_and_dims_exclude_each_other(args, tmp_path):
     onnx.save(chain_model(["/a/Relu"]), path)
     result = run_cli(args[0], path, *args[1:])
     assert result.returncode == 2 and "pass one of them" in result.stderr
+
+
+def test_arrays_from_npz_that_onnxruntime_refuses_exit_2_naming_the_file(pipeline_model, tmp_path):
+    path = pipeline_model("llama_with_past")
+    feeds = make_feeds(structure(path))
+    np.savez(tmp_path / "bad.npz", **{**feeds.arrays, "attention_mask": np.ones((1, 1), np.int64)})  # 1 long, not 2
+    result = run_cli("profile", path, "--inputs", tmp_path / "bad.npz")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"refused the inputs from {tmp_path / 'bad.npz'}" in result.stderr and "check the arrays of --inputs" in result.stderr
