@@ -43,11 +43,12 @@ from pathlib import Path
 
 import onnx
 
-from tagger.errors import InputError, TaggerError
+from tagger.errors import MissingDependency, TaggerError
 from tagger.feeds import DimSettings, Feeds, model_feeds, parse_dim_option, refusal
 from tagger.index import ModelIndex, build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
+from tagger.options import check_integer
 from tagger.paths import ancestors
 from tagger.text import LIST_LIMIT, JsonReport, markdown, natural, pct, terminal
 
@@ -183,8 +184,7 @@ def profile(
     (0: onnxruntime's default). `trace` keeps the raw onnxruntime trace at that path.
     """
     for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InputError(f"--{name} must be an integer >= {least}, got {value!r}")
+        check_integer(name, value, least)
     settings = dim if isinstance(dim, DimSettings) else parse_dim_option(dim)
     source = Path(model)
     proto = load_model(source)
@@ -303,7 +303,7 @@ def _profiled_events(
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TaggerError("profiling needs onnxruntime (pip install onnxruntime)") from None
+        raise MissingDependency("profiling", "onnxruntime") from None
     workdir = Path(tempfile.mkdtemp(prefix="tagger-profile-"))
     try:
         options = ort.SessionOptions()

@@ -15,7 +15,7 @@ import pytest
 
 from tagger import profile
 from tagger.errors import InputError
-from tagger.extraction import extract
+from tagger.extract import extract
 from tagger.feeds import make_feeds
 from tagger.input_rules import DimSettings, parse_dim_option
 from tests.graphs import chain_model
