@@ -16,14 +16,14 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     """The module of a node's first output with a resolvable scope. Runs after the name source
     (which let the module set observe every scope), sharing its scope cache."""
     found: dict[int, str] = {}
-    cache, modules = context.scope_modules, context.modules
+    cache = context.scope_modules
     for node_id, node in enumerate(index.views):
         for output in node.output:
             end = output.rfind("/")
             if end < 0:
                 continue
             scope = output[: end + 1]
-            module = cache[scope] if scope in cache else module_of_scope(scope, modules, cache)
+            module = cache[scope] if scope in cache else module_of_scope(scope, context)
             if module is not None:
                 found[node_id] = module
                 break
