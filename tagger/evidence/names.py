@@ -3,22 +3,27 @@ derive from them (`…/Add_output_0`, `…/MatMul_quant`, `…_QuantizeLinear`) 
 of other converters. Everything before the last `/` is the scope.
 
 Which scope segments name modules rests on how the TorchScript exporter names a node:
-`/<module scope>/<OpType>[_N]`, the op type being the node's own (`/encoder/layer.0/output/dense/MatMul`,
-`…/layer_norm/Mul_1`). A tool that replaces a node names the new one after it and appends its own
-suffix (onnxruntime's `…/dense/MatMul/MatMulAddFusion`, `…/layer_norm/Mul_1/SimplifiedLayerNormFusion/`),
-so everything from an op name on is the old node's name, not a module. Hence:
+`/<scope>/<OpType>[_N]`, where each scope segment is the unqualified name of a module called at
+that depth (its last non-numeric attribute plus any index: `layers.0`) and the op type is the
+node's own (`…/output/dense/MatMul`, `…/layer_norm/Mul_1`). A tool that replaces a node names
+the new one after it and appends its own suffix (onnxruntime's `…/dense/MatMul/MatMulAddFusion`,
+`…/layer_norm/Mul_1/SimplifiedLayerNormFusion/`), so everything from an op name on is the old
+node's name, not a module. Hence:
 
-1. A segment that is an op name — an op type, optionally with `_N` (`MatMul`, `Mul_1`; or the
-   exporter's name of its output, `Mul_1_output_0`) — ends the module part of a scope: neither it nor what lies below it is a module. Op types are those of
-   the file and of the standard ONNX domains (the exporter's vocabulary: a tool may have replaced
-   every node of the type it names). Only a module the file names by other evidence (parameters,
-   metadata, the module map) overrides this: a module really called like an op (`LSTM`) is kept.
-2. Where the file names modules by parameters, a scope must agree with them at the top: a
-   TorchScript scope (`/`-rooted) names the exporter's module stack, so its first segment is a
-   child of the root even when no parameter shows it (an output head whose weight is tied or
-   transposed: `/lm_head/MatMul` beside `onnx::MatMul_803`); any other scoped name (a tool's
-   suffix on a dynamo name, `node_MatMul_34/MatMulAddFusion`) counts only when its first module
-   is a known child of the root.
+1. A segment that is an op name ends the module part of a scope: neither it nor what lies below
+   it is a module. An op name is an op type, optionally with `_N` (`MatMul`, `Mul_1`), or the
+   exporter's name of its output (`Mul_1_output_0`); op types are those of the file and of the
+   standard ONNX domains (the exporter's vocabulary: a tool may have replaced every node of the
+   type a name keeps). Only a module the file names by other evidence (parameters, metadata, the
+   module map) overrides this: a module really called like an op (`LSTM`) stays a module.
+2. Where the file names modules by parameters, a scope must agree with them. A TorchScript
+   (`/`-rooted) segment resolves to the known module below its caller that it is the
+   unqualified name of (`/decoder/…` is `model.decoder` when `self.model.decoder(...)` skipped
+   `model`), and only when none is known to a new child of the caller: an output head whose
+   weight is tied or transposed (`/lm_head/MatMul` beside `onnx::MatMul_803`) keeps its scope,
+   since the exporter names only modules that ran. Any other scoped name (a tool's suffix on a
+   dynamo name, `node_MatMul_34/MatMulAddFusion`) counts only when its first module is a known
+   child of the root.
 """
 
 from __future__ import annotations
