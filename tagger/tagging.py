@@ -11,6 +11,7 @@ from itertools import repeat
 
 import onnx
 
+from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
@@ -55,14 +56,17 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     for module in set(decision.modules.values()):
         context.modules.add(module)
     facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences())
+    owners = body_modules(index, modules, facts.sequences)
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
         if scope.kind != "function":
             _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+            settle_owners(scope.node_ids, modules, sources, owners)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
             _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+            settle_owners(scope.node_ids, modules, sources, owners)
         still = [scope for scope in pending if any(modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
