@@ -218,6 +218,52 @@ def test_plain_exports_stay_exact_where_the_exporter_names_the_module(family, ex
         assert [(name, by_name[name]) for name, _ in checked] == checked
 
 
+class _RandomCalibration:
+    """Two random batches for `quantize_static`: floats for float inputs, ids below the vocabulary
+    for integer ones (masks all ones)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        rng = np.random.default_rng(0)
+        inputs = [
+            (v.name, v.type.tensor_type.elem_type, [d.dim_value for d in v.type.tensor_type.shape.dim]) for v in model.graph.input
+        ]
+        self.batches = iter([{name: _random(rng, name, kind, shape) for name, kind, shape in inputs} for _ in range(2)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _random(rng: np.random.Generator, name: str, kind: int, shape: list[int]) -> np.ndarray:
+    if kind == TensorProto.FLOAT:
+        return rng.standard_normal(shape).astype(np.float32)
+    return (np.ones(shape) if "mask" in name else rng.integers(0, VOCAB, shape)).astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def quantized(exports) -> dict[tuple[str, str], Export]:
+    """(family, `qdq` | `dynamic`) -> the export after onnxruntime's static QDQ or dynamic quantization."""
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+
+    built = {}
+    for family in ("vit", "gpt2"):
+        source = exports[family]
+        qdq, dynamic = source.path.with_suffix(".qdq.onnx"), source.path.with_suffix(".qdyn.onnx")
+        with _quiet():
+            reader = _RandomCalibration(onnx.load(str(source.path)))
+            quantize_static(str(source.path), str(qdq), reader, quant_format=QuantFormat.QDQ)
+            quantize_dynamic(str(source.path), str(dynamic))
+        built[family, "qdq"] = Export(qdq, source.modules)
+        built[family, "dynamic"] = Export(dynamic, source.modules)
+    return built
+
+
+@pytest.mark.parametrize("key", [("vit", "qdq"), ("gpt2", "qdq"), ("vit", "dynamic"), ("gpt2", "dynamic")], ids="-".join)
+def test_quantizer_names_built_on_tensor_names_are_no_modules(key, quantized):
+    """QDQ names its scales after the tensor they quantize: `input.1_scale` is no parameter of `input`."""
+    model = _tagged(quantized[key].path)
+    assert {t["hierarchy.module"] for t in _tags(model)} <= quantized[key].modules
+
+
 # --- 2. output heads known only from names ---------------------------------------------------
 
 
@@ -234,6 +280,14 @@ def test_the_output_head_keeps_its_own_module(family, exports):
     assert [t["hierarchy.module"] for _, t in heads] == ["lm_head"] * len(heads)
     weight = next(n for n in model.graph.node if n.name == heads[0][0]).input[1]
     assert not weight.startswith("lm_head."), "the head's weight is named: this export does not show the failure"
+
+
+def test_the_quantized_head_keeps_its_own_module(quantized):
+    model = _tagged(quantized["gpt2", "dynamic"].path)
+    heads = [
+        t["hierarchy.module"] for n, t in zip(model.graph.node, _tags(model), strict=True) if n.name.startswith("/lm_head/MatMul")
+    ]
+    assert len(heads) >= 2 and set(heads) == {"lm_head"}
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "t5"])

@@ -1,5 +1,7 @@
 """Scoped output tensor names (`/encoder/…/Mul_output_0`): they outlive node names, since
-onnxslim renames nodes after their outputs and keeps tensor names.
+onnxslim renames nodes after their outputs and keeps tensor names. A tensor's scope is read by
+the same rules as a node name's (`names.module_of_scope`: a scope ends at an op name, and only a
+`/`-rooted scope may name a top-level module no parameter shows).
 """
 
 from __future__ import annotations
