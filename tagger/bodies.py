@@ -6,7 +6,8 @@ it. This module ensures that:
 
 1. An owner without evidence of its own, and that inference in its graph left open, takes the
    LCA of its bodies' direct evidence, as `subgraph` evidence (optimum's merged decoder holds
-   every node in the two branches of one `If`: that `If` is otherwise a root fallback).
+   every node in the two branches of one `If`: that `If` is otherwise a root fallback); what
+   its graph still leaves open is then inferred with it as context.
 2. An owner that inference placed below or beside that LCA is lifted to the common ancestor of
    both (it cannot lie deeper than the nodes it runs).
 3. Direct evidence on the owner itself stands.
@@ -44,13 +45,17 @@ def body_modules(index: ModelIndex, evidence: list[str | None], sequences: set[s
     return found
 
 
-def settle_owners(node_ids: list[int], modules: list[str | None], sources: list[str], owners: dict[int, str]) -> None:
-    """Rules 1-2 for the owners among `node_ids`, once inference in their graph is done."""
+def settle_owners(node_ids: list[int], modules: list[str | None], sources: list[str], owners: dict[int, str]) -> bool:
+    """Rules 1-2 for the owners among `node_ids`, once inference in their graph is done; returns
+    whether rule 1 placed one (its graph's open nodes may then be inferred from it)."""
+    placed = False
     for node_id in node_ids:
         common = owners.get(node_id)
         if common is None:
             continue
         if modules[node_id] is None:
             modules[node_id], sources[node_id] = common, SOURCE
+            placed = True
         elif sources[node_id] == "inherited":
             modules[node_id] = lca(modules[node_id], common)
+    return placed

@@ -61,12 +61,14 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     for scope in index.graphs:
         if scope.kind != "function":
             _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
-            settle_owners(scope.node_ids, modules, sources, owners)
+            if settle_owners(scope.node_ids, modules, sources, owners):  # placed owners: context for what is open
+                _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
             _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
-            settle_owners(scope.node_ids, modules, sources, owners)
+            if settle_owners(scope.node_ids, modules, sources, owners):
+                _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
         still = [scope for scope in pending if any(modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
