@@ -467,3 +467,10 @@ def test_a_conflict_inside_a_branch_names_the_if_and_the_branch(merged, tmp_path
     listed = [c["node"]["graph"] for c in json.loads(result.to_json())["conflicts"] if c["node"]["name"] == node.name]
     assert listed == conflicts
     assert "If optimum::if/then\\_branch" in result.to_markdown()
+
+
+def test_retagging_a_tagged_merged_decoder_writes_identical_bytes(merged):
+    model = _tagged(merged.path)
+    once = model.SerializeToString()
+    tag_proto(model)
+    assert model.SerializeToString() == once
