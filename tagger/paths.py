@@ -129,12 +129,13 @@ class ModuleSet:
         return {path.rpartition(".")[0] for path in self._known if path}
 
     def _forget_readings(self) -> None:
+        """A new known module changes how scopes read (`_memo`) and what ends with a name."""
         self._memo.clear()
         self._by_unqualified = None
 
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
-        self._forget_readings()
+        self._memo.clear()
         path = ".".join(segments)
         for segment in reversed(segments):  # deepest first: a seen scope's prefixes are seen too
             if path in self._observed:
