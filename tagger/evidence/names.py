@@ -101,18 +101,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     """Read every scope first (the module set learns `_N` call suffixes from all of them), then
     resolve each node's own name scope."""
     context.op_names = op_names(index)
-    seen: set[str] = set()
-    named: list[tuple[int, str]] = []
-    for node_id, node in enumerate(index.views):
-        for output in node.output:
-            if "/" in output:
-                seen.add(output[: output.rfind("/") + 1])
-        name = node.name
-        if "/" in name:
-            scope = name[: name.rfind("/") + 1]
-            seen.add(scope)
-            if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
-                named.append((node_id, scope))
+    seen, named = _scopes(index)
     segments_of: dict[str, list[str] | None] = {}
     for scope in seen:
         segments = scope_segments(scope + "_")
@@ -127,3 +116,20 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if module is not None:
             found[node_id] = module
     return found
+
+
+def _scopes(index: ModelIndex) -> tuple[set[str], list[tuple[int, str]]]:
+    """Every scope in node and output names, and the nodes whose own name gives theirs."""
+    seen: set[str] = set()
+    named: list[tuple[int, str]] = []
+    for node_id, node in enumerate(index.views):
+        for output in node.output:
+            if "/" in output:
+                seen.add(output[: output.rfind("/") + 1])
+        name = node.name
+        if "/" in name:
+            scope = name[: name.rfind("/") + 1]
+            seen.add(scope)
+            if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
+                named.append((node_id, scope))
+    return seen, named
