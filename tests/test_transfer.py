@@ -329,3 +329,21 @@ def test_tied_weights_are_decided_by_the_graph(tmp_path):
     truth = cases.carry_truth(reference, cases.truth_of_export(reference, "dynamo", {n for n, _ in wrapper.named_modules()}), model)
     heads = [i for i, module in truth.items() if module == "m.lm_head"]
     assert heads and all(modules_of(model)[i] == "m.lm_head" for i in heads)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_reference_transfer_works_from_weights_and_structure_alone(families, family, tmp_path):
+    """Every name and all metadata gone (only initializer names and the graph left): the weights
+    anchor their nodes, structure and fusion place the rest."""
+    from bench import cases
+
+    exported = families(family)
+    original = onnx.load(exported.export, load_external_data=False)
+    truth = cases.truth_of_export(original, "dynamo", exported.modules)
+    path = tmp_path / "stripped.onnx"
+    onnx.save(cases.strip_all(original), path)
+    shutil.copy(exported.export.parent / "model.onnx.data", tmp_path / "model.onnx.data")
+    model = load_model(path)
+    summary = tag_proto(model, str(path), reference=exported.export)
+    assert exact(model, truth) >= 0.995
+    assert any("structure" in note for note in summary.notes)

@@ -10,8 +10,8 @@ the names of what they add from the tensor they quantize (`x_QuantizeLinear`, `w
 2. **output**: a reference node writes one of the node's outputs; else a reference tensor has the
    node's name (onnxslim names a node after a tensor it replaced the computation of);
 3. **weight**: the node reads an initializer that the reference has, under its name or, renamed,
-   with the same values; it takes the reference consumer of that weight with its op type (else
-   the LCA of the weight's consumers);
+   with the same values, and exactly one reference node of its op type reads it: that node (a
+   constant many nodes read, such as a shape, identifies none of them);
 4. **derived**: its name or an output's name is a reference tensor or node name plus a suffix
    after `_`, `/`, `:` or `.` (the longest such prefix wins): it takes that tensor's module
    (its producer's, or for a weight or input the LCA of its consumers');
@@ -133,15 +133,18 @@ def match_graphs(
             result.anchored += 1
             result.agreeing += reference.views[image].op_type == view.op_type
             _claim(result, node_id, reference_modules[image], rule)
+    result.edges, result.kept_edges = _edges_kept(target, ref, images)  # between name-matched nodes only
+    for node_id, view in enumerate(target.views):
+        if node_id in images:
             continue
-        module = _by_weight(view.op_type, [i for i in view.input if i in initializers], ref, renamed)
-        if module is not None:
-            _claim(result, node_id, module, "weight")
+        image = _by_weight(view.op_type, [i for i in view.input if i in initializers], ref, renamed)
+        if image is not None:
+            images[node_id] = image
+            _claim(result, node_id, reference_modules[image], "weight")
             continue
         module = _by_derived_name(view.name, view.output, ref)
         if module is not None:
             _claim(result, node_id, module, "derived")
-    result.edges, result.kept_edges = _edges_kept(target, ref, images)
     _by_structure(target, ref, images, result)
     _by_fusion(target, ref, images, result)
     return result
@@ -169,17 +172,19 @@ def _claim(result: Matching, node_id: int, module: str | None, rule: str) -> Non
         result.rules[rule] += 1
 
 
-def _by_weight(op_type: str, weights: list[str], ref: _Reference, renamed: dict[str, tuple[str, ...]]) -> str | None:
-    """The module of the reference node of this op type reading one of the node's weights."""
-    users: list[int] = []
+def _by_weight(op_type: str, weights: list[str], ref: _Reference, renamed: dict[str, tuple[str, ...]]) -> int | None:
+    """The reference node of this op type that reads one of the node's weights, when exactly one
+    does: a constant many nodes read (a shape, an axis, a scale) identifies none of them."""
     for weight in weights:
-        for name in (weight,) if weight in ref.initializers else renamed.get(weight, ()):
-            users += ref.consumers.get(name, ())
-    if not users:
-        return None
-    same = [i for i in users if ref.index.views[i].op_type == op_type] or users
-    modules = [ref.modules[i] for i in same if ref.modules[i] is not None]
-    return lca_all(modules) if modules else None
+        users = {
+            i
+            for name in ((weight,) if weight in ref.initializers else renamed.get(weight, ()))
+            for i in ref.consumers.get(name, ())
+            if ref.index.views[i].op_type == op_type
+        }
+        if len(users) == 1:
+            return users.pop()
+    return None
 
 
 def _by_derived_name(name: str, outputs: Sequence[str], ref: _Reference) -> str | None:
