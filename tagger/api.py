@@ -25,14 +25,14 @@ from tagger.write import write_tags
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> Report:
+def tag_proto(model: onnx.ModelProto, name: str = "<memory>", namespace: bool = False) -> Report:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
     (`tagger.namespace`).
     """
     with _gc_paused():
-        return _tag_proto(model, name, strategy, namespace)
+        return _tag_proto(model, name, namespace)
 
 
 @contextlib.contextmanager
@@ -47,22 +47,22 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(model: onnx.ModelProto) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual."""
     try:
-        result = tag_model(model, strategy)
+        result = tag_model(model)
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
     return result, check_index(result.index)
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False) -> Report:
-    result, notes = _tag_checked(model, strategy)
+def _tag_proto(model: onnx.ModelProto, name: str, namespace: bool = False, inferred: bool = False) -> Report:
+    result, notes = _tag_checked(model)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
-    summary = build_report(result, name)
+    summary = build_report(result, name, inferred)
     summary.notes += notes
     summary.changed_nodes = changed
     if namespaced:
@@ -75,7 +75,6 @@ def retag(
     output: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
     inplace: bool = False,
-    strategy: str = "context",
     namespace: bool = False,
     force: bool = False,
 ) -> Report:
@@ -94,7 +93,8 @@ def retag(
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
         check_output_path(report_path, force, "report")
-    summary = tag_proto(proto, source.name, strategy, namespace)
+    with _gc_paused():
+        summary = _tag_proto(proto, source.name, namespace, inferred=report_path is not None)
     save_model(proto, source, destination, durable=inplace)
     summary.output = str(destination)
     if report_path is not None:
@@ -103,12 +103,12 @@ def retag(
     return summary
 
 
-def report(model: str | os.PathLike, strategy: str = "context") -> Report:
+def report(model: str | os.PathLike) -> Report:
     """Analyse `model` and return its coverage report; nothing is written."""
     source = Path(model)
     with _gc_paused():
-        result, notes = _tag_checked(load_model(source), strategy)
-        summary = build_report(result, source.name)
+        result, notes = _tag_checked(load_model(source))
+        summary = build_report(result, source.name, inferred=True)
         summary.notes += notes
         return summary
 

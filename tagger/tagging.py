@@ -6,7 +6,8 @@ the report consume the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import repeat
 
 import onnx
@@ -14,11 +15,24 @@ import onnx
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
-from tagger.index import GraphScope, ModelIndex, build_index
-from tagger.infer import GraphFacts, infer_graph
+from tagger.index import GraphScope, ModelIndex, NodeView, build_index
+from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.paths import lca_all, parent
 
-__all__ = ["Assignment", "TaggingResult", "tag_model"]
+__all__ = ["Assignment", "Bound", "Infer", "TaggingResult", "tag_model"]
+
+Infer = Callable[[Sequence[NodeView], list[str | None], GraphFacts], Inferred]
+"""An inference function: `infer_graph`, or a baseline the accuracy benchmark compares with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """How sure an inherited tag is: `bound` is the module the node certainly ran in (fact A of
+    `tagger.infer`); `certain` says whether the tag itself is (it is the bound, or facts put it
+    deeper), or a choice deeper than the bound."""
+
+    bound: str
+    certain: bool
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -41,9 +55,11 @@ class TaggingResult:
     conflicts: list[Conflict]
     formatter: TagFormatter
     """Display tags of module paths (memoised; the report formats ancestors with it)."""
+    bounds: dict[int, Bound] = field(default_factory=dict)
+    """Inherited nodes (by id): the bound their tag was chosen in, and whether it is certain."""
 
 
-def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResult:
+def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph) -> TaggingResult:
     """Decide a module, display tag and source for every node of `model` (model untouched)."""
     index = build_index(model)
     context = build_context(index)
@@ -54,21 +70,24 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
     callers = _function_callers(index)
     for module in set(decision.modules.values()):
         context.modules.add(module)
-    facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences())
+    ranks, lengths = tensor_shapes(model)
+    facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences(), ranks, lengths)
+    bounds: dict[int, Bound] = {}
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
         if scope.kind != "function":
-            _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+            _resolve_graph(index, scope, modules, sources, (infer, facts, bounds), callers)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
-            _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+            _resolve_graph(index, scope, modules, sources, (infer, facts, bounds), callers)
         still = [scope for scope in pending if any(modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
     formatter = TagFormatter(context.classes)
-    return TaggingResult(index, context, _assignments(modules, sources, formatter), decision.conflicts, formatter)
+    assignments = _assignments(modules, sources, formatter)
+    return TaggingResult(index, context, assignments, decision.conflicts, formatter, bounds)
 
 
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
@@ -110,19 +129,23 @@ def _resolve_graph(
     scope: GraphScope,
     modules: list[str | None],
     sources: list[str],
-    rule: tuple[str, GraphFacts],
+    rule: tuple[Infer, GraphFacts, dict[int, Bound]],
     callers: dict[tuple[str, str], list[int]],
 ) -> None:
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
     labels = [modules[i] for i in ids]
-    strategy, facts = rule
-    inferred = infer_graph([index.views[i] for i in ids], labels, facts, strategy)
-    for node_id, before, after in zip(ids, labels, inferred, strict=False):
+    infer, facts, bounds = rule
+    inferred = infer([index.views[i] for i in ids], labels, facts)
+    for k, (node_id, before, after) in enumerate(zip(ids, labels, inferred.modules, strict=False)):
         if before is None and after is not None:
             while after in facts.sequences:
                 after = parent(after)
             modules[node_id], sources[node_id] = after, "inherited"
+            bound = inferred.bounds[k]
+            while bound in facts.sequences:
+                bound = parent(bound)
+            bounds[node_id] = Bound(bound if bound is not None else after, inferred.certain[k])
     structural = _structural_module(scope, modules, callers)
     if structural is None:
         return
