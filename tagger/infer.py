@@ -6,8 +6,8 @@ It rests on three facts every export obeys, and says at each step which one it u
 its children's stretches nested inside. Exporters emit nodes in that order, so an untagged node
 between the nearest tagged nodes before it (`P`) and after it (`N`) ran inside every module
 whose stretch holds both: its *bound* `lca(P, N)`. The bound is certain; anything deeper is a
-choice. A node with no inputs (a `Constant`) has no place in the order (tools hoist and sink
-them): it lives where it is used.
+choice. A node computed from constants alone (a `Constant`, a `ConstantOfShape` of one) has no place
+in the order (tools hoist and sink them): it lives where it is used.
 Order check: tools may re-sort a graph (any topological order is valid). An exporter writes a
 chain of ops one after the other, so most nodes directly follow a node they read; when fewer
 than `_ORDERED_SHARE` of them do, the order says nothing and fact A is not used: the bound
@@ -94,7 +94,8 @@ class Inferred:
 class _Tree:
     """Module paths as integer ids, with LCA and containment cached per pair of ids."""
 
-    def __init__(self, containers: set[str]) -> None:
+    def __init__(self, containers: set[str], sequences: set[str] | frozenset[str] = frozenset()) -> None:
+        self._sequences = sequences
         self.paths: list[str] = []
         self.ids: dict[str, int] = {}
         self._lca: dict[tuple[int, int], int] = {}
@@ -138,7 +139,11 @@ class _Tree:
         return self.lca(a, b) == b
 
     def parent(self, a: int) -> int:
-        return self.id(self.paths[a].rpartition(".")[0])
+        """The module that calls `a`: its parent, past module lists (a list runs no op of its own)."""
+        path = self.paths[a].rpartition(".")[0]
+        while path and path in self._sequences:
+            path = path.rpartition(".")[0]
+        return self.id(path)
 
 
 class _Graph:
@@ -160,10 +165,20 @@ class _Graph:
             tuple(k for name in node.output for k in readers.get(name, ()) if k > i) for i, node in enumerate(nodes)
         ]
         self.op = [node.op_type for node in nodes]
-        self.constant = [not node.input for node in nodes]
+        self.constant = self._constants(nodes)
         self.weighted = [node.op_type in _WEIGHTED_OPS and any(name in facts.weights for name in node.input) for node in nodes]
         self.nodes = nodes
         self.facts = facts
+
+    def _constants(self, nodes: Sequence[NodeView]) -> list[bool]:
+        """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
+        depend on nothing that runs, so their place in the order means nothing (fact A)."""
+        constant: list[bool] = []
+        for i, node in enumerate(nodes):
+            writers = self.writers[i]
+            inputs = [name for name in node.input if name]
+            constant.append(not inputs or (len(writers) == len(inputs) and all(constant[j] for j in writers)))
+        return constant
 
     def ordered(self) -> bool:
         """Whether the file keeps the exporter's order (fact A's check, see the docstring)."""
@@ -180,7 +195,7 @@ def infer_graph(nodes: Sequence[NodeView], labels: list[str | None], facts: Grap
     count = len(labels)
     if None not in labels or all(label is None for label in labels):
         return Inferred(list(labels), [None] * count, [True] * count)
-    tree = _Tree(facts.containers)
+    tree = _Tree(facts.containers, facts.sequences)
     graph = _Graph(nodes, facts)
     known = [tree.id(label) if label is not None else -1 for label in labels]
     return _Inference(graph, tree, known).run()
@@ -286,6 +301,7 @@ class _Inference:
         """Rules 1-3 on every untagged node; returns whether anything was decided."""
         labels = self.labels
         up, up_origins = self._up(labels)
+        self._flow_up = up
         down, down_origins = self._down(self.evidence)
         before, after = self._neighbours(labels)
         decided: dict[int, int] = {}
@@ -306,17 +322,26 @@ class _Inference:
         if g.constant[i]:  # rule 1
             users = {labels[k] for k in g.readers[i]}
             if users and -1 not in users:
-                return t.lca_all(users)
+                return self._home(i, t.lca_all(users))
             return None
         leaf = self._inside_leaf(i, produced, produced_from, consumed, consumed_by)  # rule 2
         if leaf is not None:
             return leaf
         if produced is None:
             return None
-        inside = [m for m in produced if t.within(m, bound)]  # rule 3
-        if len(inside) > 1 or (inside and not t.leaf[inside[0]]):
-            return t.lca_all(inside)
-        return None
+        return self._combining(i, bound)  # rule 3
+
+    def _combining(self, i: int, bound: int) -> int | None:
+        """Rule 3 (fact C): the node's own inputs come from different modules inside the bound
+        (not a chain after such a node: that may already be one of them, or their caller)."""
+        t, labels, g = self.t, self.labels, self.g
+        sides = set()
+        for j in g.writers[i]:
+            flow = (labels[j],) if labels[j] >= 0 else self._flow_up[j]
+            inside = [m for m in flow or () if t.within(m, bound)]
+            if inside:
+                sides.add(t.lca_all(inside))
+        return t.lca_all(sides) if len(sides) > 1 else None
 
     def _diamonds(self) -> bool:
         """Rule 2's fork converging into a leaf: for each leaf with parameters, the untagged nodes
@@ -405,6 +430,14 @@ class _Inference:
                 return module
         return None
 
+    def _home(self, i: int, users: int) -> int:
+        """Where a constant is made: where its users meet; a computation on constants (a mask or
+        index built from them) used by a leaf alone is made by the leaf's caller and passed in."""
+        t = self.t
+        if users >= 0 and self.g.nodes[i].input and t.leaf[users] and users != t.root:
+            return t.parent(users)
+        return users
+
     def _inside_leaf(self, i, produced, produced_from, consumed, consumed_by) -> int | None:
         """Rule 2 (fact B): the leaf whose ops this node lies among, if any."""
         g, labels = self.g, self.labels
@@ -428,13 +461,15 @@ class _Inference:
 
     def _gemm_wrap(self, i: int) -> int | None:
         """A Reshape/Flatten next to a tagged `Gemm` (2-D only: a Linear on N-D input is wrapped in
-        a flatten before and a restore after) is the Gemm's leaf. A tool may merge the restore
-        with the caller's next reshape; the merged node computes the caller's value (a split
-        into heads: a higher rank than was flattened), so it is the caller's."""
+        a flatten before and a restore after) is the Gemm's leaf. A flatten with no restore after
+        the Gemm is the caller's (a `Flatten` module before a classifier). A tool may merge the
+        restore with the caller's next reshape; the merged node computes the caller's value (a
+        split into heads: a higher rank than was flattened), so it is the caller's."""
         g, evidence, t = self.g, self.evidence, self.t
         for k in g.readers[i]:
             if g.op[k] == "Gemm" and evidence[k] >= 0 and self._single_leaf({evidence[k]}) is not None:
-                return evidence[k]
+                restored = any(g.op[r] in _RESHAPES for r in g.readers[k])
+                return evidence[k] if restored else t.parent(evidence[k])  # alone: a Flatten of the caller
         for j in g.writers[i]:
             if g.op[j] == "Gemm" and evidence[j] >= 0 and self._single_leaf({evidence[j]}) is not None:
                 flattened = [self._rank_in(w) for w in g.writers[j] if g.op[w] in _RESHAPES]
@@ -504,7 +539,7 @@ class _Inference:
         g, labels, t = self.g, self.labels, self.t
         for i in range(len(labels) - 1, -1, -1):
             if self.evidence[i] < 0 and g.constant[i] and g.readers[i]:
-                users = t.lca_all(labels[k] for k in g.readers[i])
+                users = self._home(i, t.lca_all(labels[k] for k in g.readers[i]))
                 if users >= 0 and users != labels[i]:
                     labels[i] = users
                     self.bounds[i] = users
