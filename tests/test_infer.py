@@ -252,3 +252,54 @@ def test_report_json_lists_each_inherited_tag_with_its_bound_and_certain_lists_o
     assert full["inherited_certain"] == 1
     assert [r["node"]["position"] for r in report("--certain")["inferred"]] == [3]
     assert {p.key for node in onnx.load(path).graph.node for p in node.metadata_props} == set()  # report writes nothing
+
+
+def test_a_flatten_before_a_gemm_with_no_restore_after_is_the_callers():
+    """A classifier `Sequential(Flatten, Linear)`: the Flatten is not the Linear's."""
+    nodes = [
+        ("Add", ["x", "head.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "head.fc.bias"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, ["head.norm.bias", "head.fc.bias"], ["val_1"], {"flat": [-1, 4]}))
+    assert modules[1] == "head"
+
+
+def test_a_node_folding_the_next_modules_op_belongs_to_their_caller():
+    """onnxscript's BatchNorm folding names the new bias after the conv weight (`…weight_bias`):
+    the node computes the conv's and the norm's ops."""
+    nodes = [("Add", ["x", "block.conv.weight"], ["a"], None), ("Add", ["a", "block.conv.weight_bias"], ["y"], None)]
+    model = _model(nodes, params=["block.conv.weight", "block.conv.weight_bias"])
+    model.graph.node[1].input[:] = ["x", "block.conv.weight", "block.conv.weight_bias"]
+    model.graph.node[1].op_type = "Sum"
+    assert _modules(model)[1] == "block"
+
+
+def test_a_computation_on_constants_used_by_a_leaf_is_made_by_its_caller():
+    """Ids built from constants and fed to an embedding's Gather: the embedding only looks them up."""
+    nodes = [
+        ("Constant", [], ["k"], {"value": numpy_helper.from_array(np.array([1, 4], dtype=np.int64))}),
+        ("ConstantOfShape", ["k"], ["ids"], {"value": numpy_helper.from_array(np.array([0], dtype=np.int64))}),
+        ("Add", ["x", "emb.norm.bias"], ["a"], None),
+        ("Gather", ["emb.table.weight", "ids"], ["g"], None),
+        ("Add", ["a", "g"], ["y"], None),
+    ]
+    model = _model(nodes, params=["emb.norm.bias"])
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((2, 4), dtype=np.float32), "emb.table.weight"))
+    modules = _modules(model)
+    assert modules[1] == "emb" and modules[0] == "emb"
+
+
+def test_a_module_in_a_list_is_called_by_the_lists_parent():
+    """After the last layer of a `ModuleList`, its ops (the MLP whose weights are unnamed) still
+    run in that layer: the layer's caller is the model, not the list."""
+    nodes = [
+        ("Add", ["x", "layers.0.norm.bias"], ["a"], None),
+        ("MatMul", ["a", "val_1"], ["h"], None),
+        ("Relu", ["h"], ["r"], None),
+        ("MatMul", ["r", "val_2"], ["o"], None),
+        ("Add", ["o", "a"], ["s"], None),
+        ("Add", ["s", "final.bias"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, ["layers.0.norm.bias", "layers.1.norm.bias", "final.bias"], ["val_1", "val_2"]))
+    assert modules[1:4] == ["layers.0"] * 3
