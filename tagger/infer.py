@@ -43,7 +43,8 @@ Rules (the first that decides wins):
      module lists, which run no op) while the caller is still running: the next tagged node is
      inside it, or the node's result goes no further than the caller's caller.
   5. A node whose nearest tagged consumers are one module that has already started (the next
-     tagged node is inside it) prepares their input inside it (in its caller, if a leaf).
+     tagged node is inside it) prepares their input inside it (in its caller, if a leaf) -
+     unless a module with children produced its input: that one may still be running.
   6. Otherwise the bound - widened to include the consumers when the node depends on nothing
      tagged and feeds nothing inside the bound (a tool moved a mask computation).
 Rules 1-3 and 6 are *certain* (they follow from the facts); rules 4-5 choose a module deeper
@@ -82,6 +83,7 @@ _ORDERED_SHARE = 0.3
 _RESHAPES = frozenset({"Reshape", "Flatten"})
 _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
 _MAX_FLOW = 8
+_LEAF_REACH = 64
 
 
 @dataclass(frozen=True)
@@ -404,22 +406,22 @@ class _Inference:
         return decided
 
     def _calls(self, members: dict[int, list[int]]):
-        """Each leaf's nodes split into calls: runs of tagged nodes with no other module's between,
-        with the position of the last other tagged node before the run (its stretch starts after it)."""
+        """Each leaf's nodes split into calls: runs of tagged nodes with no other module's between.
+        With each, the position before which its ops are not looked for: a leaf's ops lie close
+        before its parameter use (`_LEAF_REACH` nodes bounds the walk; tools that group ops by
+        type, like onnxruntime's quantizer, put other modules' tagged nodes in between)."""
         run: list[int] = []
-        current = start = -1
-        previous = -1
+        current = -1
         for i, label in enumerate(self.labels):
             if label < 0:
                 continue
             if label != current:
                 if current in members:
-                    yield current, run, start
-                current, run, start = label, [], previous
+                    yield current, run, run[0] - _LEAF_REACH
+                current, run = label, []
             run.append(i)
-            previous = i
         if current in members:
-            yield current, run, start
+            yield current, run, run[0] - _LEAF_REACH
 
     def _converging(self, own: set[int], start: int) -> set[int]:
         """Untagged nodes after `start` all of whose readers are in `own` or in the result (walked
@@ -542,7 +544,7 @@ class _Inference:
             caller = t.parent(module) if t.leaf[module] else module
             if self._still_open(caller, nxt, consumed) and t.within(caller, bound):
                 return caller, caller == bound
-        if consumed and len(consumed) == 1:  # rule 5
+        if consumed and len(consumed) == 1 and all(t.leaf[m] for m in inside):  # rule 5
             (module,) = consumed
             target = t.parent(module) if t.leaf[module] else module
             if (nxt < 0 or t.within(nxt, target)) and t.within(target, bound):
