@@ -1,7 +1,7 @@
 """The Python API; the CLI calls exactly these functions.
 
 >>> from tagger import retag, report
->>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a Report
+>>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a CoverageReport
 >>> print(report("model.onnx").to_markdown())
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.coverage import Report, build_report
+from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
 from tagger.namespace import write_namespaces
@@ -25,7 +25,7 @@ from tagger.write import write_tags
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", namespace: bool = False) -> Report:
+def tag_proto(model: onnx.ModelProto, name: str = "<memory>", namespace: bool = False) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
@@ -58,16 +58,15 @@ def _tag_checked(model: onnx.ModelProto) -> tuple[TaggingResult, list[str]]:
     return result, check_index(result.index)
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, namespace: bool = False, inferred: bool = False) -> Report:
+def _tag_proto(
+    model: onnx.ModelProto, name: str, namespace: bool = False, output: str | None = None, inferred: bool = False
+) -> CoverageReport:
     result, notes = _tag_checked(model)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
-    summary = build_report(result, name, inferred)
-    summary.notes += notes
-    summary.changed_nodes = changed
     if namespaced:
-        summary.notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return summary
+        notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
+    return build_report(result, name, notes, changed, output, inferred)
 
 
 def retag(
@@ -77,7 +76,7 @@ def retag(
     inplace: bool = False,
     namespace: bool = False,
     force: bool = False,
-) -> Report:
+) -> CoverageReport:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
     Output goes to `output`, or `<stem>.tagged.onnx` beside the input, or over the input with
@@ -94,23 +93,21 @@ def retag(
     if report_path is not None:
         check_output_path(report_path, force, "report")
     with _gc_paused():
-        summary = _tag_proto(proto, source.name, namespace, inferred=report_path is not None)
+        summary = _tag_proto(proto, source.name, namespace, output=str(destination), inferred=report_path is not None)
     save_model(proto, source, destination, durable=inplace)
-    summary.output = str(destination)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
         save_text(text, report_path)
     return summary
 
 
-def report(model: str | os.PathLike) -> Report:
-    """Analyse `model` and return its coverage report; nothing is written."""
+def report(model: str | os.PathLike) -> CoverageReport:
+    """Analyse `model` and return its coverage report (with every inherited node's bound);
+    nothing is written."""
     source = Path(model)
     with _gc_paused():
         result, notes = _tag_checked(load_model(source))
-        summary = build_report(result, source.name, inferred=True)
-        summary.notes += notes
-        return summary
+        return build_report(result, source.name, notes, inferred=True)
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

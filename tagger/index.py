@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from tagger.keys import READ_KEYS, SHARED_VALUE_KEYS
+from tagger.keys import read_entries
 
 __all__ = [
     "GraphScope",
     "ModelIndex",
     "NodeView",
+    "STANDARD_DOMAINS",
     "build_index",
     "graphs_within",
     "may_hold_tensors",
@@ -42,14 +43,7 @@ class NodeView:
     def of(cls, node: onnx.NodeProto, shared: dict[str, str]) -> NodeView:
         """`shared` keeps one copy of the strings many nodes repeat (op types, domains, and
         the values of `SHARED_VALUE_KEYS`): a quarter fewer page faults indexing a large model."""
-        metadata = None
-        for prop in node.metadata_props:
-            key = prop.key
-            if key in READ_KEYS:
-                if metadata is None:
-                    metadata = {}
-                value = prop.value
-                metadata[key] = shared.setdefault(value, value) if key in SHARED_VALUE_KEYS else value
+        metadata = read_entries(node.metadata_props, shared)
         op_type, domain = node.op_type, node.domain
         return cls(
             node.name,
@@ -72,6 +66,8 @@ class GraphScope:
     kind: str
     node_ids: list[int] = field(default_factory=list)
     owner: int | None = None
+    attribute: str = ""
+    """The owner's attribute that holds this body (`then_branch`, `body`; `branches[1]` in a list)."""
     function_key: tuple[str, str, str] | None = None
     initializers: frozenset[str] = frozenset()
     matrices: frozenset[str] = frozenset()
@@ -91,16 +87,23 @@ class ModelIndex:
     graphs: list[GraphScope] = field(default_factory=list)
 
     def graph_label(self, graph_id: int) -> str:
-        """A readable address for a graph, used in reports."""
+        """A readable address for a graph, used in reports: `main`, `function dom::name`, or a body
+        as its owner and attribute (`If optimum::if/then_branch`), nested ones joined by ` > `."""
         scope = self.graphs[graph_id]
         if scope.kind == "main":
             return "main"
         if scope.kind == "function":
             domain, name, overload = scope.function_key or ("", "", "")
             return f"function {domain}::{name}" + (f":{overload}" if overload else "")
-        owner = self.nodes[scope.owner] if scope.owner is not None else None
-        label = owner.name or owner.op_type if owner is not None else "?"
-        return f"body of {label}"
+        labels = []
+        while scope.kind == "subgraph" and scope.owner is not None:
+            owner, outer = self.nodes[scope.owner], self.graph_of[scope.owner]
+            name = owner.name or f"#{self.graphs[outer].node_ids.index(scope.owner)}"
+            labels.append(f"{owner.op_type} {name}/{scope.attribute}")
+            scope = self.graphs[outer]
+        if scope.kind == "function":
+            labels.append(self.graph_label(self.graphs.index(scope)))
+        return " > ".join(reversed(labels)) or "body"
 
 
 def build_index(model: onnx.ModelProto) -> ModelIndex:
@@ -126,18 +129,19 @@ _GRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 """The operators of the standard domain with graph-valued attributes (the spec allows no others)."""
 _TENSOR_OPS = _GRAPH_OPS | {"Constant", "ConstantOfShape"}
 """... and those with tensor-valued attributes, or bodies that may hold some."""
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+"""The names of the ONNX standard domain (an empty domain is `ai.onnx`)."""
 
 
 def may_own_bodies(op_type: str, domain: str) -> bool:
     """Whether a node can have graph attributes: by the spec, only If, Loop, Scan and SequenceMap
     of the standard domain; any operator of another domain (onnxruntime's contrib ops do)."""
-    return op_type in _GRAPH_OPS or domain not in _STANDARD_DOMAINS
+    return op_type in _GRAPH_OPS or domain not in STANDARD_DOMAINS
 
 
 def may_hold_tensors(op_type: str, domain: str) -> bool:
     """Whether a node can have tensor attributes, directly or in its bodies (same rule)."""
-    return op_type in _TENSOR_OPS or domain not in _STANDARD_DOMAINS
+    return op_type in _TENSOR_OPS or domain not in STANDARD_DOMAINS
 
 
 def _add_nodes(index: ModelIndex, nodes, scope: GraphScope, shared: dict[str, str]) -> None:
@@ -151,8 +155,8 @@ def _add_nodes(index: ModelIndex, nodes, scope: GraphScope, shared: dict[str, st
     scope.node_ids.extend(range(first, first + len(views)))
     for node_id, view in enumerate(views, first):
         if may_own_bodies(view.op_type, view.domain):
-            for body in subgraphs(index.nodes[node_id]):
-                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id), shared)
+            for attribute, body in _named_bodies(index.nodes[node_id]):
+                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id, attribute=attribute), shared)
 
 
 def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
@@ -162,6 +166,16 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield attribute.g
         elif attribute.type == onnx.AttributeProto.GRAPHS:
             yield from attribute.graphs
+
+
+def _named_bodies(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """`subgraphs`, each with the attribute that holds it (`branches[1]` inside a list)."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.name, attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for k, graph in enumerate(attribute.graphs):
+                yield f"{attribute.name}[{k}]", graph
 
 
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

@@ -372,42 +372,41 @@ class _Inference:
         return t.lca_all(sides) if len(sides) > 1 else None
 
     def _diamonds(self) -> bool:
-        """Rule 2's fork converging into a leaf: for each leaf with parameters, the untagged nodes
-        whose every result ends in the leaf's nodes, taken from the last value that forks into two
-        of them (a decomposed norm's input) — when they read nothing else (an attention's probabilities
-        also read the values: no diamond) and the fork is not another leaf's whole output."""
-        g, t, labels = self.g, self.t, self.labels
+        """Rule 2's fork converging into a leaf, for every call of every leaf with parameter uses."""
+        t, labels = self.t, self.labels
         members: dict[int, list[int]] = {}  # the leaves with parameter uses
         for label in self.evidence:
             if label >= 0 and t.leaf[label] and label != t.root:
                 members.setdefault(label, [])
-        if not members:
-            return False
         decided = False
-        for leaf, own, start in self._calls(members):
-            region = self._converging(set(own), start)
-            if not region:
-                continue
-            forks = [
-                f
-                for f in region | {w for r in region for w in g.writers[r]}
-                if sum(1 for k in g.readers[f] if k in region or k in own) >= 2
-            ]
-            if not forks:
-                continue
-            fork = max(forks)
-            diamond = self._after(fork, region)
-            if not diamond or not all(w == fork or w in diamond or g.constant[w] for d in diamond for w in g.writers[d]):
-                continue
-            if labels[fork] >= 0 and labels[fork] != leaf and t.leaf[labels[fork]] and all(k in diamond for k in g.readers[fork]):
-                continue  # another leaf's whole output: post-processed by it, by the caller, or by this leaf
-            for d in diamond:
-                if labels[d] >= 0:
-                    continue
-                labels[d] = leaf
-                self.bounds[d] = leaf
-            decided = True
+        for leaf, own, start in self._calls(members) if members else ():
+            for d in self._diamond(leaf, own, start):
+                if labels[d] < 0:
+                    labels[d] = leaf
+                    self.bounds[d] = leaf
+                    decided = True
         return decided
+
+    def _diamond(self, leaf: int, own: list[int], start: int) -> set[int]:
+        """The untagged nodes whose every result ends in the leaf's nodes, taken from the last value
+        that forks into two of them (a decomposed norm's input) - when they read nothing else (an
+        attention's probabilities also read the values: no diamond) and the fork is not another
+        leaf's whole output."""
+        g, t, labels = self.g, self.t, self.labels
+        members = set(own)
+        region = self._converging(members, start)
+        entries = {w for r in region for w in g.writers[r]}
+        forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in region or k in members) >= 2]
+        if not forks:
+            return set()
+        fork = max(forks)
+        diamond = self._after(fork, region)
+        if not all(w == fork or w in diamond or g.constant[w] for d in diamond for w in g.writers[d]):
+            return set()
+        other = labels[fork]
+        if other >= 0 and other != leaf and t.leaf[other] and all(k in diamond for k in g.readers[fork]):
+            return set()  # another leaf's whole output: post-processed by it, by the caller, or by this leaf
+        return diamond
 
     def _calls(self, members: dict[int, list[int]]):
         """Each leaf's nodes split into calls: runs of tagged nodes with no other module's between.

@@ -12,6 +12,7 @@ from itertools import repeat
 
 import onnx
 
+from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
@@ -59,34 +60,55 @@ class TaggingResult:
     """Inherited nodes (by id): the bound their tag was chosen in, and whether it is certain."""
 
 
+@dataclass
+class _Labels:
+    """What `tag_model` has decided so far, by node position: the module (None: not yet) and
+    the source that decided it, and the inference rule with the facts it reads."""
+
+    modules: list[str | None]
+    sources: list[str]
+    infer: Infer
+    facts: GraphFacts
+    callers: dict[tuple[str, str], list[int]]
+    bounds: dict[int, Bound] = field(default_factory=dict)
+
+
 def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph) -> TaggingResult:
-    """Decide a module, display tag and source for every node of `model` (model untouched)."""
+    """Decide a module, display tag and source for every node of `model` (model untouched);
+    `infer` places the nodes without evidence (the benchmark passes its baselines here)."""
     index = build_index(model)
     context = build_context(index)
     decision = collect(index, context)
     count = len(index.nodes)
-    modules: list[str | None] = list(map(decision.modules.get, range(count)))
-    sources: list[str] = list(map(decision.sources.get, range(count), repeat("fallback", count)))
-    callers = _function_callers(index)
     for module in set(decision.modules.values()):
         context.modules.add(module)
-    ranks, lengths = tensor_shapes(model)
-    facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences(), ranks, lengths)
-    bounds: dict[int, Bound] = {}
+    labels = _Labels(
+        modules=list(map(decision.modules.get, range(count))),
+        sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
+        infer=infer,
+        facts=GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences(), *tensor_shapes(model)),
+        callers=_function_callers(index),
+    )
+    owners = body_modules(index, labels.modules, labels.facts.sequences)
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
         if scope.kind != "function":
-            _resolve_graph(index, scope, modules, sources, (infer, facts, bounds), callers)
+            _resolve_graph(index, scope, labels)
+            if settle_owners(scope.node_ids, labels.modules, labels.sources, owners):  # placed owners: context for what is open
+                _resolve_graph(index, scope, labels)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
-            _resolve_graph(index, scope, modules, sources, (infer, facts, bounds), callers)
-        still = [scope for scope in pending if any(modules[i] is None for i in scope.node_ids)]
+            _resolve_graph(index, scope, labels)
+            if settle_owners(scope.node_ids, labels.modules, labels.sources, owners):
+                _resolve_graph(index, scope, labels)
+        still = [scope for scope in pending if any(labels.modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
     formatter = TagFormatter(context.classes)
-    assignments = _assignments(modules, sources, formatter)
+    assignments = _assignments(labels.modules, labels.sources, formatter)
+    bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
     return TaggingResult(index, context, assignments, decision.conflicts, formatter, bounds)
 
 
@@ -124,20 +146,13 @@ def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:
     return callers
 
 
-def _resolve_graph(
-    index: ModelIndex,
-    scope: GraphScope,
-    modules: list[str | None],
-    sources: list[str],
-    rule: tuple[Infer, GraphFacts, dict[int, Bound]],
-    callers: dict[tuple[str, str], list[int]],
-) -> None:
+def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> None:
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
-    labels = [modules[i] for i in ids]
-    infer, facts, bounds = rule
-    inferred = infer([index.views[i] for i in ids], labels, facts)
-    for k, (node_id, before, after) in enumerate(zip(ids, labels, inferred.modules, strict=False)):
+    modules, sources, facts = labels.modules, labels.sources, labels.facts
+    known = [modules[i] for i in ids]
+    inferred = labels.infer([index.views[i] for i in ids], known, facts)
+    for k, (node_id, before, after) in enumerate(zip(ids, known, inferred.modules, strict=False)):
         if before is None and after is not None:
             while after in facts.sequences:
                 after = parent(after)
@@ -145,8 +160,8 @@ def _resolve_graph(
             bound = inferred.bounds[k]
             while bound in facts.sequences:
                 bound = parent(bound)
-            bounds[node_id] = Bound(bound if bound is not None else after, inferred.certain[k])
-    structural = _structural_module(scope, modules, callers)
+            labels.bounds[node_id] = Bound(bound if bound is not None else after, inferred.certain[k])
+    structural = _structural_module(scope, modules, labels.callers)
     if structural is None:
         return
     module, source = structural

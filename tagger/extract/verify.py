@@ -4,8 +4,8 @@ An extracted model is right when, fed the values its boundary tensors take insid
 model, it computes the values its outputs take there. So:
 
 1. the full model runs once in onnxruntime with the boundary tensors exposed as extra graph
-   outputs (feeds from `tagger.feeds.make_feeds` unless given), its weights read from the data
-   file in place;
+   outputs (feeds from `tagger.feeds`: generated or given; a run onnxruntime refuses is bad
+   input, `tagger.feeds.refusal`), its weights read from the data file in place;
 2. the extracted model runs from its own file (its external data resolved as a user's would be),
    fed those values by name;
 3. every output is compared with the full model's value of the same tensor: same dtype and
@@ -25,13 +25,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from tagger.errors import TaggerError
+from tagger.errors import MissingDependency, TaggerError
+from tagger.feeds import Feeds, refusal
 
-__all__ = ["TOLERANCE", "Verification", "compare_outputs", "full_model_values"]
+if TYPE_CHECKING:
+    from tagger.extract.cut import Cut
+    from tagger.extract.report import ExtractReport
+    from tagger.extract.source import Source
+
+__all__ = ["TOLERANCE", "Verification", "boundary_values", "compare_outputs", "full_model_values", "record_verification"]
 
 TOLERANCE = 1e-6
 
@@ -75,7 +82,10 @@ def full_model_values(
         if name in types:
             exposed.type.CopyFrom(types[name])
     session = _session(instrumented.SerializeToString(), base_dir)
-    values = session.run(wanted, dict(feeds)) if wanted else []
+    try:
+        values = session.run(wanted, dict(feeds)) if wanted else []
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise refusal(model, feeds, exc) from None
     return {**feeds, **dict(zip(wanted, values, strict=True))}
 
 
@@ -115,10 +125,10 @@ def _session(model: str | bytes, base_dir: Path | None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TaggerError("verification needs onnxruntime (pip install onnxruntime)") from None
+        raise MissingDependency("verification", "onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a refused run is reported in one line, not logged too
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
@@ -128,3 +138,19 @@ def _session(model: str | bytes, base_dir: Path | None):
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         where = model if isinstance(model, str) else "the full model"
         raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
+
+
+def boundary_values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict:
+    """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run on `feeds`."""
+    names = [name for cut in cuts for name in (*cut.inputs, *cut.outputs)]
+    src.types.resolve(names)
+    types = {name: tp for name in names if (tp := src.types.get(name)) is not None}
+    return full_model_values(src.model, src.path.parent.resolve(), names, types, feeds)
+
+
+def record_verification(report: ExtractReport, cut: Cut, values: dict) -> None:
+    """Record the comparison; an extracted model onnxruntime cannot even load fails it."""
+    try:
+        report.verification = compare_outputs(Path(report.output), cut.inputs, cut.outputs, values)
+    except TaggerError as exc:
+        report.verification = Verification(False, 0, 0, float("nan"), [str(exc)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 from tagger.display import TagFormatter
@@ -21,7 +21,7 @@ from tagger.text import natural as _natural
 from tagger.text import pct as _pct
 from tagger.text import terminal as _safe
 
-__all__ = ["ConflictRecord", "InferredRecord", "NodeRef", "Report", "build_report"]
+__all__ = ["ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report", "build_report"]
 
 CATEGORIES = ("direct", "inherited", "fallback")
 _CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
@@ -61,7 +61,7 @@ class InferredRecord:
 
 
 @dataclass
-class Report(JsonReport):
+class CoverageReport(JsonReport):
     """Coverage of one tagging run (or of an analysis without writing)."""
 
     model: str
@@ -86,10 +86,8 @@ class Report(JsonReport):
     inferred: list[InferredRecord] | None = None
     """Every inherited node with its bound (built on request: `build_report(..., inferred=True)`)."""
 
-    def only_certain(self) -> Report:
+    def only_certain(self) -> CoverageReport:
         """The same report listing only the inherited nodes whose tag is certain."""
-        from dataclasses import replace
-
         kept = None if self.inferred is None else [r for r in self.inferred if r.certain]
         return replace(self, inferred=kept)
 
@@ -178,9 +176,21 @@ class Report(JsonReport):
             self._tree_lines(child, level + 1, depth, totals, children, lines)
 
 
-def build_report(result: TaggingResult, model_name: str, inferred: bool = False) -> Report:
-    """Count a tagging result by category, source, op type and module; `inferred` also lists
-    every inherited node with the bound its tag was chosen in.
+Report = CoverageReport
+"""The name this report had before the other commands' reports (`AuditReport`, `DiffReport`, ...)."""
+
+
+def build_report(
+    result: TaggingResult,
+    model_name: str,
+    notes: Iterable[str] = (),
+    changed_nodes: int = 0,
+    output: str | None = None,
+    inferred: bool = False,
+) -> CoverageReport:
+    """Count a tagging result by category, source, op type and module; `notes`, `changed_nodes`
+    and `output` are what the caller knows beside it (validation notes, what a retag wrote);
+    `inferred` also lists every inherited node with the bound its tag was chosen in.
 
     Counted by assignment identity (`tag_model` shares one `Assignment` per distinct tag), so
     the per-node work is C-level counting and everything else runs once per distinct tag.
@@ -198,7 +208,7 @@ def build_report(result: TaggingResult, model_name: str, inferred: bool = False)
     fallback_ids = _fallback_ids(assignments, per_assignment) if "fallback" in by_source else []
     inherited_ids = sorted(result.bounds) if inferred else []
     refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts] + inherited_ids)
-    report = Report(
+    report = CoverageReport(
         model=model_name,
         nodes=len(assignments),
         direct=totals["direct"],
@@ -214,6 +224,8 @@ def build_report(result: TaggingResult, model_name: str, inferred: bool = False)
             for c in result.conflicts
         ],
         graphs=len(index.graphs),
+        output=output,
+        changed_nodes=changed_nodes,
         module_sources=module_sources,
         inherited_certain=sum(bound.certain for bound in result.bounds.values()),
     )
@@ -223,6 +235,7 @@ def build_report(result: TaggingResult, model_name: str, inferred: bool = False)
         ]
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
+    report.notes += notes
     return report
 
 
