@@ -18,10 +18,8 @@ import onnx
 from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError, TaggerError
 from tagger.evidence import EvidenceSource
-from tagger.infer import STRATEGIES
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
 from tagger.namespace import write_namespaces
-from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
 from tagger.transfer import transfer_sources
 from tagger.validate import check_index, diagnose
@@ -33,7 +31,6 @@ __all__ = ["retag", "report", "tag_proto"]
 def tag_proto(
     model: onnx.ModelProto,
     name: str = "<memory>",
-    strategy: str = "context",
     namespace: bool = False,
     *,
     reference: str | os.PathLike | None = None,
@@ -47,9 +44,9 @@ def tag_proto(
     `name` when that is the path of its file.
     """
     base = Path(name).parent if name and Path(name).is_file() else None
-    sources = transfer_sources(reference, weights, base, strategy)
+    sources = transfer_sources(reference, weights, base)
     with _gc_paused():
-        return _tag_proto(model, name, strategy, namespace, sources=sources)
+        return _tag_proto(model, name, namespace, sources=sources)
 
 
 @contextlib.contextmanager
@@ -64,12 +61,11 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(model: onnx.ModelProto, strategy: str, sources: Sequence[EvidenceSource] = ()) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual (and what `sources` say)."""
-    check_choice("strategy", strategy, STRATEGIES)
     try:
-        result = tag_model(model, strategy, sources)
+        result = tag_model(model, extra=sources)
     except TaggerError:
         raise  # a refused reference or checkpoint says so itself
     except Exception:
@@ -81,17 +77,17 @@ def _tag_checked(model: onnx.ModelProto, strategy: str, sources: Sequence[Eviden
 def _tag_proto(
     model: onnx.ModelProto,
     name: str,
-    strategy: str,
     namespace: bool = False,
     output: str | None = None,
+    inferred: bool = False,
     sources: Sequence[EvidenceSource] = (),
 ) -> CoverageReport:
-    result, notes = _tag_checked(model, strategy, sources)
+    result, notes = _tag_checked(model, sources)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
         notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return build_report(result, name, notes, changed, output)
+    return build_report(result, name, notes, changed, output, inferred)
 
 
 def retag(
@@ -99,7 +95,6 @@ def retag(
     output: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
     inplace: bool = False,
-    strategy: str = "context",
     namespace: bool = False,
     force: bool = False,
     reference: str | os.PathLike | None = None,
@@ -119,12 +114,14 @@ def retag(
     destination = _destination(source, output, inplace)
     report_path = _report_path(report)
     proto = load_model(source)
-    sources = transfer_sources(reference, weights, source.parent, strategy)
+    sources = transfer_sources(reference, weights, source.parent)
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
         check_output_path(report_path, force, "report")
     with _gc_paused():
-        summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination), sources=sources)
+        summary = _tag_proto(
+            proto, source.name, namespace, output=str(destination), inferred=report_path is not None, sources=sources
+        )
     save_model(proto, source, destination, durable=inplace)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
@@ -133,19 +130,16 @@ def retag(
 
 
 def report(
-    model: str | os.PathLike,
-    strategy: str = "context",
-    reference: str | os.PathLike | None = None,
-    weights: str | os.PathLike | None = None,
+    model: str | os.PathLike, reference: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
 ) -> CoverageReport:
-    """Analyse `model` and return its coverage report; nothing is written (`reference`,
-    `weights`: as for `retag`)."""
+    """Analyse `model` and return its coverage report (with every inherited node's bound);
+    nothing is written (`reference`, `weights`: as for `retag`)."""
     source = Path(model)
     proto = load_model(source)
-    sources = transfer_sources(reference, weights, source.parent, strategy)
+    sources = transfer_sources(reference, weights, source.parent)
     with _gc_paused():
-        result, notes = _tag_checked(proto, strategy, sources)
-        return build_report(result, source.name, notes)
+        result, notes = _tag_checked(proto, sources)
+        return build_report(result, source.name, notes, inferred=True)
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

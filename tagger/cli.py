@@ -60,14 +60,19 @@ class Commands:
         json: bool = False,
         markdown: bool = False,
         html: bool = False,
+        certain: bool = False,
         reference: str | None = None,
         weights: str | None = None,
     ) -> None:
         """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
 
+        --json lists every inherited node with its module, the bound it was chosen in and whether
+        it is certain; --certain lists only the certain ones.
         --reference ORIG.onnx and --weights CKPT add evidence, as for retag.
         """
         result = api.report(str(model), reference=check_text("reference", reference), weights=check_text("weights", weights))
+        if certain:
+            result = result.only_certain()
         if html:
             print(result.to_html(), end="")
         else:

@@ -47,12 +47,11 @@ class ReferenceSource:
 
     SOURCE = SOURCE
 
-    def __init__(self, reference: str | Path, base_dir: Path | None, strategy: str = "context") -> None:
+    def __init__(self, reference: str | Path, base_dir: Path | None) -> None:
         from tagger.modelio import load_model
 
         self.path = Path(reference)
         self.base_dir = base_dir
-        self.strategy = strategy
         self.model = load_model(self.path)  # a bad reference fails before any work
         self.notes: list[str] = []
         self.matching: Matching | None = None
@@ -60,7 +59,7 @@ class ReferenceSource:
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         from tagger.tagging import tag_model
 
-        tagged = tag_model(self.model, self.strategy)
+        tagged = tag_model(self.model)
         modules = [None if a.source in _UNTRANSFERABLE else a.module for a in tagged.assignments]
         for path, name in tagged.context.classes.items():
             context.classes.setdefault(path, name)

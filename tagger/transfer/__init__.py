@@ -20,7 +20,7 @@ __all__ = ["transfer_sources"]
 
 
 def transfer_sources(
-    reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None, strategy: str = "context"
+    reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None
 ) -> list[EvidenceSource]:
     """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
     the tagged model's directory (its external data), None for a model only in memory. A bad
@@ -30,7 +30,7 @@ def transfer_sources(
 
     sources: list[EvidenceSource] = []
     if reference is not None:
-        sources.append(ReferenceSource(_path(reference, "--reference"), base_dir, strategy))
+        sources.append(ReferenceSource(_path(reference, "--reference"), base_dir))
     if weights is not None:
         sources.append(WeightsSource(_path(weights, "--weights"), base_dir))
     return sources
