@@ -55,7 +55,7 @@ def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -
     found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
     if retagged:
-        result = tag_model(model, "context", sources)
+        result = tag_model(model, extra=sources)
         index = result.index
         found = [(a.module, a.tag, a.source) for a in result.assignments]
     labels: dict[int, str] = {}
