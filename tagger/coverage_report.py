@@ -26,7 +26,7 @@ __all__ = ["ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Rep
 CATEGORIES = ("direct", "inherited", "fallback")
 INFERENCE_ADVICE = 0.5
 """From this share of nodes placed by inference only, the report says what would name them: the
-file names too few modules to be tagged well (a dynamo export after any tool: 6-10% exact)."""
+file names too few modules to be tagged well (LLaMA or T5 exported by dynamo, after any tool: 9-40% exact)."""
 _CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
 """The category of a source that is not direct evidence (any other source is)."""
 
