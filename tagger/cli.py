@@ -69,6 +69,7 @@ class Commands:
         depth: int | None = None,
         out_dir: str | None = None,
         pull_producers: bool = True,
+        branch: str | None = None,
     ) -> None:
         """Cut a module out of MODEL as a runnable ONNX model (boundary tensors keep their names).
 
@@ -77,16 +78,19 @@ class Commands:
         --all --depth N --out_dir DIR   one model per module at depth N, plus DIR/index.json
         --verify        run both models in onnxruntime and compare the boundary tensors
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
+        --branch then|else   the If branch to cut a module from when it lives in both (optimum's merged
+                        decoders); --all writes every branch, its name in the file name
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
         module, tag = check_text("module", module), check_text("tag", tag)
         output, out_dir = check_text("output", output), check_text("out_dir", out_dir)
+        branch = check_text("branch", branch)
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")
-            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify))
-        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None:
-            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
+            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify), branch)
+        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None or branch is not None:
+            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag, --output or --branch)")
         else:
             result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify))
         print(result.summary())
