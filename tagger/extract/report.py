@@ -45,10 +45,10 @@ class ExtractReport:
     initializers: int
     external_data: list[str]
     retagged: bool
-    branch: str | None = None
-    """The body the module was cut from (`If 'optimum::if'/then_branch`), None for the main graph."""
     verification: Verification | None = None
     model: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
+    branch: str | None = None
+    """The body the module was cut from (`If 'optimum::if'/then_branch`), None for the main graph."""
 
     @property
     def selection(self) -> str:
