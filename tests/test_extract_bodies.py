@@ -296,3 +296,45 @@ def test_cli_extract_all_at_depth_2_on_the_merged_decoder(tmp_path):
     assert "6 modules extracted, verify passed 6 of 6" in result.stdout
     deepest = run_cli("extract", T5_MERGED, "--all", "--depth", "12", "--out_dir", tmp_path / "d12")
     assert deepest.returncode == 2 and "the deepest module path has 7 components" in deepest.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Loop bodies
+
+
+def _loop_model() -> onnx.ModelProto:
+    """A Loop whose body holds modules `rnn.cell` and `rnn.out` and reads `x` from the main graph."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["acc", "x"], ["cell_sum"], name="/rnn/cell/Add"),
+            helper.make_node("Tanh", ["cell_sum"], ["cell_out"], name="/rnn/cell/Tanh"),
+            helper.make_node("Relu", ["cell_out"], ["acc_next"], name="/rnn/out/Relu"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="/rnn/out/Identity"),
+        ],
+        "loop_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_next", TensorProto.FLOAT, [4])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Constant", [], ["trips"], name="/Constant", value=helper.make_tensor("t", TensorProto.INT64, [], [3])),
+        helper.make_node("Constant", [], ["go"], name="/Constant_1", value=helper.make_tensor("g", TensorProto.BOOL, [], [True])),
+        helper.make_node("Loop", ["trips", "go", "x"], ["y"], name="/rnn/Loop", body=body),
+    ]
+    graph = helper.make_graph(nodes, "loop", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_module_in_a_loop_body_is_cut_with_its_outer_reads_and_not_claimed_verified(tmp_path):
+    source = tmp_path / "loop.onnx"
+    onnx.save(_loop_model(), source)
+    report = extract(source, module="rnn.cell", output=tmp_path / "cell.onnx", verify=True)
+    assert report.branch == "Loop '/rnn/Loop'/body"
+    assert [s.name for s in report.inputs] == ["acc", "x"] and [s.name for s in report.outputs] == ["cell_out"]
+    _checked_and_run(Path(report.output))
+    feeds = {"acc": np.arange(4, dtype=np.float32), "x": np.ones(4, np.float32)}
+    (got,) = ort_session(Path(report.output)).run(None, feeds)
+    np.testing.assert_allclose(got, np.tanh(feeds["acc"] + feeds["x"]), rtol=1e-6)
+    assert not report.verification.passed and "takes new inputs every iteration" in report.verification.failures[0]
