@@ -57,6 +57,7 @@ from tagger.extract.cut import Cut, all_modules, locate, make_cut, modules_at_de
 from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, extract_report, index_json
 from tagger.extract.source import Source, load_source
 from tagger.extract.verify import boundary_values, record_verification, unverifiable
+from tagger.feeds import DimSettings, Feeds, model_feeds
 from tagger.modelio import save_text
 from tagger.options import check_integer
 
@@ -81,6 +82,8 @@ def extract(
     output: str | os.PathLike | None = None,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dim: DimSettings | int | str | dict = 1,
     branch: str | None = None,
 ) -> ExtractReport:
     """Write the subgraph of `module` (dotted path, `""` = whole model) or of the nodes whose tag
@@ -89,19 +92,23 @@ def extract(
     `output` defaults to `<stem>.<module>.onnx` beside the input (`<stem>.<module>.<branch>.onnx`
     for a module cut from a body). `branch` (`then`, `else`, an attribute name or a body's label)
     picks the body when the module lives in several. `verify=True` runs both models in
-    onnxruntime and records the comparison in `report.verification`.
+    onnxruntime and records the comparison in `report.verification`; the full model runs on the
+    `.npz` at `inputs`, or on feeds generated with `dim` (as for `profile`; `tagger.feeds`); to
+    verify an If branch, its condition input is set to take the branch.
     """
     if (module is None) == (tag is None):
         raise InputError("give exactly one of --module PATH or --tag PATTERN")
     for name, value in (("module", module), ("tag", tag), ("branch", branch)):
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
-    src, selected = locate(load_source(model), module, tag, branch)
+    root = load_source(model)
+    feeds = model_feeds(root.model, inputs, dim) if verify else None
+    src, selected = locate(root, module, tag, branch)
     cut = make_cut(src, module, tag, pull_producers, selected)
     destination = Path(output) if output is not None else _default_output(src, module, tag)
     report = _extract_cut(src, cut, destination, src.path)
-    if verify:
-        record_verification(report, cut, _values(src, [cut]))
+    if feeds is not None:
+        record_verification(report, cut, _values(src, [cut], feeds))
     return report
 
 
@@ -111,18 +118,22 @@ def extract_all(
     out_dir: str | os.PathLike,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dim: DimSettings | int | str | dict = 1,
 ) -> ExtractAllReport:
     """One model per module at `depth` (number of dotted components) in `out_dir`, plus `index.json`.
 
     Modules of bodies are written once per body they live in, the branch in the file name
     (`decoder.block.0.then_branch.onnx`) and in the index. A module that cannot be extracted is
     listed in `failures` (and in the index); the others are still written. With external data
-    the data file is placed in `out_dir` once and shared.
+    the data file is placed in `out_dir` once and shared. `verify`, `inputs` and `dim` as for
+    `extract`.
     """
     check_integer("depth", depth)
     if depth is None:
         raise InputError("--all needs --depth N")
     root = load_source(model)
+    feeds = model_feeds(root.model, inputs, dim) if verify else None
     scopes = scoped_groups(root, depth)
     if not scopes:
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(root)} components")
@@ -136,7 +147,7 @@ def extract_all(
         for module, selected in groups.items():
             with _recorded(failures, _entry_name(src, module)):
                 cuts.append((src, make_cut(src, module, None, pull_producers, selected)))
-    values = _values_by_scope(cuts, verify)
+    values = _values_by_scope(cuts, feeds)
     reports: list[ExtractReport] = []
     data_source = root.path
     labels = (_file_label(src, cut.module or "") for src, cut in cuts)
@@ -154,20 +165,20 @@ def extract_all(
     return ExtractAllReport(str(root.path), depth, str(directory), str(index), reports, failures)
 
 
-def _values_by_scope(cuts: list[tuple[Source, Cut]], verify: bool) -> dict[int, dict | str]:
-    """Types of every scope's boundary from one inference, and with `verify` its values from one run."""
+def _values_by_scope(cuts: list[tuple[Source, Cut]], feeds: Feeds | None) -> dict[int, dict | str]:
+    """Types of every scope's boundary from one inference, and with `feeds` its values from one run."""
     values: dict[int, dict | str] = {}
     for src in {id(src): src for src, _ in cuts}.values():
         scope_cuts = [cut for owner, cut in cuts if owner is src]
         src.types.resolve(name for cut in scope_cuts for name in (*cut.inputs, *cut.outputs))
-        if verify:
-            values[id(src)] = _values(src, scope_cuts)
+        if feeds is not None:
+            values[id(src)] = _values(src, scope_cuts, feeds)
     return values
 
 
-def _values(src: Source, cuts: list[Cut]) -> dict | str:
+def _values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict | str:
     """The full model's values of the cuts' boundary tensors, or why no run can give them."""
-    return unverifiable(src) or boundary_values(src, cuts)
+    return unverifiable(src) or boundary_values(src, cuts, feeds)
 
 
 def _entry_name(src: Source, module: str) -> str:
