@@ -255,16 +255,29 @@ def test_extract_all_writes_every_body_module_of_both_branches(depth, tmp_path):
         _checked_and_run(Path(report.output))
 
 
-def test_extract_all_on_the_gpt2_merged_decoder_covers_each_layer_of_each_branch(gpt2_merged, tmp_path):
-    """Written and runnable; the values are proven on generation inputs above (the default inputs
-    cannot run the with-past branch: a mask of length 1 after one cached token; issue 12, failure 4)."""
-    result = extract_all(gpt2_merged, 4, tmp_path / "out")
+def test_extract_all_on_the_gpt2_merged_decoder_verifies_each_layer_of_each_branch(gpt2_merged, tmp_path):
+    """Sizes of a generation step (two cached tokens, three in all): the with-past branch runs."""
+    result = extract_all(gpt2_merged, 4, tmp_path / "out", verify=True, dim={"past": 2, "total": 3})
     assert result.failures == {}
     written = {(r.module, r.branch.split("/")[-1]) for r in result.reports}
     for layer in range(LAYERS):
         assert {(f"m.transformer.h.{layer}", "then_branch"), (f"m.transformer.h.{layer}", "else_branch")} <= written
     for report in result.reports:
+        assert report.verification.passed and report.verification.exact == report.verification.compared > 0
         _checked_and_run(Path(report.output))
+
+
+def test_verify_of_a_branch_the_default_inputs_cannot_run_is_one_line_saying_how(gpt2_merged, tmp_path):
+    """The default sizes (all 1) give a mask of length 1 after one cached token: onnxruntime refuses
+    the with-past branch; the error says which sizes were used and how to pass others."""
+    output = tmp_path / "h0.onnx"
+    refused = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify", "--output", output)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "--dim NAME=VALUE" in refused.stderr and "past=1" in refused.stderr
+    sized = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify",
+                    "--dim", "past=2", "--dim", "total=3", "--output", output)  # fmt: skip
+    assert sized.returncode == 0, sized.stderr
+    assert "in If 'optimum::if'/then_branch" in sized.stdout and "verify passed" in sized.stdout
 
 
 # --------------------------------------------------------------------------------------------
