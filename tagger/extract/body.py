@@ -38,7 +38,7 @@ __all__ = ["Body", "body_sources", "branch_matches", "branch_value", "scope_labe
 _BRANCH_VALUES = {"then_branch": True, "else_branch": False}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Body:
     """Where a body source lives: the node owning it in the enclosing source and its attribute."""
 

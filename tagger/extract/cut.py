@@ -79,7 +79,7 @@ def _branch_name(scope: Source, found: list[tuple[Source, list[int]]]) -> str:
     assert body is not None
     bodies = [other.body for other, _ in found if other.body is not None]
     candidates = [body.attribute.removesuffix("_branch"), body.short, f"{body.node.name}/{body.attribute}", body.label]
-    return next(name for name in candidates if sum(branch_matches(other, name) for other in bodies) == 1)
+    return next((name for name in candidates if sum(branch_matches(other, name) for other in bodies) == 1), repr(body.label))
 
 
 def _not_found(src: Source, module: str | None, tag: str | None) -> str:
