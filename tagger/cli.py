@@ -49,9 +49,15 @@ class Commands:
         summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force))
         print(summary.summary())
 
-    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False) -> None:
-        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree)."""
+    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False, certain: bool = False) -> None:
+        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
+
+        --json lists every inherited node with its module, the bound it was chosen in and whether
+        it is certain; --certain lists only the certain ones.
+        """
         result = api.report(str(model))
+        if certain:
+            result = result.only_certain()
         if html:
             print(result.to_html(), end="")
         else:
