@@ -141,7 +141,7 @@ def evidenced_modules(model: onnx.ModelProto, modules: Set[str]) -> set[str]:
                     found.add(prefix)
         if text.startswith("/"):
             found.add(_deepest_scope(resolver, text))
-    return _with_ancestors(found)
+    return _with_ancestors(found) & (set(modules) | {""})
 
 
 def _deepest_scope(resolver, name: str) -> str:
