@@ -1,0 +1,237 @@
+"""Export the benchmark families the ways users do, cached: optimum, TorchScript, dynamo, shim.
+
+Every export yields one or more `ExportedFile`s (optimum writes several files for an
+encoder-decoder), each with the module paths of the module it was exported from, in the file's own
+frame: plain and shim exports wrap the model (`bench.cases.Wrapper`, paths `m.…`); optimum exports
+the model itself, and its encoder file the encoder (`get_encoder()`: `block.0…`), so there the
+frame is that submodule's paths (FIELD-NOTES §7).
+
+optimum runs in its own environment (it needs an older transformers than the tests): a
+subprocess calls `optimum-cli export onnx` on a local `save_pretrained` directory. Its Python is
+`$OPTIMUM_PYTHON`, else `/work/venv-optimum/bin/python`; without it the optimum rows say so.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench import cases, families
+
+__all__ = ["EXPORTERS", "ExportError", "ExportedFile", "export", "hf_dir", "module_paths"]
+
+EXPORTERS = ("optimum", "optimum-past", "torchscript", "dynamo", "shim", "shim-torchscript")
+"""optimum: `optimum-cli export onnx` without past (`feature-extraction`, …); optimum-past: the
+`-with-past` task, only the files the no-past export does not also write; torchscript / dynamo:
+plain `torch.onnx.export(dynamo=False/True)`; shim / shim-torchscript: `shim.export` (retag off, so
+the tools see what a user ships) with the dynamo / TorchScript exporter."""
+
+PIPELINES_VERSION = 1
+"""Bump when models or export settings change (cache directories are named after it)."""
+
+_OPTIMUM_PYTHON = Path(os.environ.get("OPTIMUM_PYTHON", "/work/venv-optimum/bin/python"))
+
+
+class ExportError(RuntimeError):
+    """An export that failed; its message is one short line for the table."""
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One ONNX file an export wrote, with the module frame its names and tags live in."""
+
+    family: str
+    exporter: str
+    component: str
+    """File stem (`model`, `decoder_model_merged`, …)."""
+    path: Path
+    frame: str
+    """Module path (in the family's model) the file was exported from: `""` the model, `encoder` …"""
+    wrapped: bool
+    """Exported through `bench.cases.Wrapper` (module paths prefixed `m.`)."""
+
+    @property
+    def modules(self) -> frozenset[str]:
+        return module_paths(self.family, self.frame, self.wrapped)
+
+    @property
+    def head(self) -> str | None:
+        """The family head's module path in this file's frame, None when the frame has no head."""
+        head = families.FAMILIES[self.family].head
+        path = f"m.{head}" if self.wrapped else head
+        return path if path in self.modules else None
+
+
+@functools.cache
+def module_paths(family: str, frame: str = "", wrapped: bool = False) -> frozenset[str]:
+    """`named_modules()` paths of the family's model (or its submodule `frame`), as the file names them."""
+    model = families.build(family)
+    root = model.get_submodule(frame) if frame else model
+    paths = {name for name, _ in root.named_modules()}
+    if wrapped:
+        return frozenset({""} | {f"m.{p}" if p else "m" for p in paths})
+    return frozenset(paths)
+
+
+def cache_root(work: Path) -> Path:
+    return Path(work) / f"pipelines-{PIPELINES_VERSION}-{cases._fingerprint()}"
+
+
+def hf_dir(family: str, work: Path) -> Path:
+    """The family's `save_pretrained` directory (cached): optimum's input and `--weights`' checkpoint."""
+    target = cache_root(work) / family / "hf"
+    if not (target / "model.safetensors").exists():
+        tmp = _fresh_dir(target)
+        with cases._quiet():
+            families.save_pretrained(family, str(tmp))
+        _commit_dir(tmp, target)
+    return target
+
+
+def export(family: str, exporter: str, work: Path) -> list[ExportedFile]:
+    """Export (cached) and return the files; raises `ExportError` with one short line."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
+    target = cache_root(work) / family / exporter
+    failure = target.with_suffix(".error")
+    if failure.exists():
+        raise ExportError(failure.read_text(encoding="utf-8").strip())
+    if not target.exists():
+        tmp = _fresh_dir(target)
+        try:
+            if exporter.startswith("optimum"):
+                _optimum(family, exporter == "optimum-past", hf_dir(family, work), tmp)
+            else:
+                _torch(family, exporter, tmp / "model.onnx")
+        except ExportError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            failure.write_text(str(exc) + "\n", encoding="utf-8")
+            raise
+        _commit_dir(tmp, target)
+    return _files(family, exporter, target, work)
+
+
+def _files(family: str, exporter: str, target: Path, work: Path) -> list[ExportedFile]:
+    paths = sorted(target.glob("*.onnx"))
+    if exporter == "optimum-past" and families.FAMILIES[family].name == "t5":
+        plain = {p.name for p in (cache_root(work) / family / "optimum").glob("*.onnx")}
+        paths = [p for p in paths if p.name not in plain] or paths
+    wrapped = not exporter.startswith("optimum")
+    return [ExportedFile(family, exporter, p.stem, p, "encoder" if p.stem == "encoder_model" else "", wrapped) for p in paths]
+
+
+def _fresh_dir(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+
+
+def _commit_dir(tmp: Path, target: Path) -> None:
+    try:
+        tmp.rename(target)
+    except OSError:  # lost a race: the winner's directory stands
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _short(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return ((errors or lines or ["no output"])[-1])[:200]
+
+
+# --------------------------------------------------------------------------------------------
+# optimum
+
+
+def _optimum(family: str, with_past: bool, model_dir: Path, out: Path) -> None:
+    spec = families.FAMILIES[family]
+    if with_past and not spec.has_past:
+        raise ExportError(f"optimum has no {spec.optimum_task}-with-past task")
+    cli = _OPTIMUM_PYTHON.parent / "optimum-cli"
+    if not cli.exists():
+        raise ExportError(f"optimum not installed ({cli} missing; set OPTIMUM_PYTHON)")
+    task = spec.optimum_task + ("-with-past" if with_past else "")
+    command = [str(cli), "export", "onnx", "--model", str(model_dir), "--task", task, str(out)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["HF_HUB_OFFLINE"] = "1"
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=out)
+    except subprocess.TimeoutExpired:
+        raise ExportError("optimum-cli timed out") from None
+    if done.returncode != 0 or not list(out.glob("*.onnx")):
+        raise ExportError(f"optimum-cli: {_short(done.stderr or done.stdout)}")
+
+
+# --------------------------------------------------------------------------------------------
+# torch.onnx.export and shim.export
+
+
+class CausalLMWithPast(torch.nn.Module):
+    """A causal LM called with positional tensors and a KV cache: (ids, mask, k0, v0, k1, v1, …) ->
+    (logits, present k0, v0, …). The cache is rebuilt from the tensors inside `forward`, so both
+    exporters see past keys/values as graph inputs, as an LLM runtime feeds them."""
+
+    def __init__(self, m: torch.nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(0, len(past), 2):
+            cache.update(past[i], past[i + 1], i // 2)
+        out = self.m(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
+        present: list[torch.Tensor] = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (out.logits, *present)
+
+
+def wrapped_model(family: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]:
+    """The module handed to the exporter, its example inputs and input/output names."""
+    model = families.build(family)
+    gen = torch.Generator().manual_seed(1)
+    seq = families.SEQ
+    ids = torch.randint(0, families.VOCAB, (1, seq), generator=gen)
+    mask = torch.ones(1, seq, dtype=torch.long)
+    if family == "llama":
+        layers, heads, head_dim = families.LAYERS, families.HEADS, families.HIDDEN // families.HEADS
+        past = tuple(torch.randn(1, heads, families.PAST, head_dim, generator=gen) for _ in range(2 * layers))
+        step = torch.randint(0, families.VOCAB, (1, 1), generator=gen)
+        full_mask = torch.ones(1, families.PAST + 1, dtype=torch.long)
+        names = [f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}" for i in range(2 * layers)]
+        outputs = ["logits"] + [n.replace("past_key_values", "present") for n in names]
+        return CausalLMWithPast(model).eval(), (step, full_mask, *past), ["input_ids", "attention_mask", *names], outputs
+    if family == "t5":
+        wrapper = cases.Wrapper(model, ("input_ids", "attention_mask", "decoder_input_ids"), "logits", {"use_cache": False})
+        return wrapper.eval(), (ids, mask, ids[:, :4]), ["input_ids", "attention_mask", "decoder_input_ids"], ["logits"]
+    if family == "vit":
+        pixels = torch.randn(1, 3, families.IMAGE, families.IMAGE, generator=gen)
+        wrapper = cases.Wrapper(model, ("pixel_values",), "last_hidden_state")
+        return wrapper.eval(), (pixels,), ["pixel_values"], ["last_hidden_state"]
+    if family == "bert":
+        wrapper = cases.Wrapper(model, ("input_ids", "attention_mask"), "last_hidden_state")
+        return wrapper.eval(), (ids, mask), ["input_ids", "attention_mask"], ["last_hidden_state"]
+    raise ValueError(family)
+
+
+def _torch(family: str, exporter: str, path: Path) -> None:
+    import shim
+
+    model, inputs, input_names, output_names = wrapped_model(family)
+    kwargs = {"input_names": input_names, "output_names": output_names, "dynamo": exporter in ("dynamo", "shim")}
+    try:
+        with cases._quiet():
+            if exporter.startswith("shim"):
+                shim.export(model, inputs, str(path), retag=False, **kwargs)
+            else:
+                torch.onnx.export(model, inputs, str(path), **kwargs)
+    except Exception as exc:
+        raise ExportError(f"{type(exc).__name__}: {_short(str(exc))}") from exc
