@@ -35,8 +35,6 @@ class Family:
     """What the benchmark needs to know about one family."""
 
     name: str
-    head: str
-    """Module path of the output head (relative to the model) whose MatMul/Gemm the head column checks."""
     head_output: str
     """The model output the head produces (the head node is the MatMul/Gemm nearest to it)."""
     optimum_task: str
@@ -46,14 +44,11 @@ class Family:
     has_past: bool
 
 
-_LAST_DENSE = f"encoder.layer.{LAYERS - 1}.output.dense"
-"""The encoders' last projection before `last_hidden_state` (feature extraction exports no pooler)."""
-
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", _LAST_DENSE, "last_hidden_state", "feature-extraction", "bert", False),
-    "llama": Family("llama", "lm_head", "logits", "text-generation", "gpt2", True),
-    "t5": Family("t5", "lm_head", "logits", "text2text-generation", "t5", True),
-    "vit": Family("vit", _LAST_DENSE, "last_hidden_state", "image-feature-extraction", "vit", False),
+    "bert": Family("bert", "last_hidden_state", "feature-extraction", "bert", False),
+    "llama": Family("llama", "logits", "text-generation", "gpt2", True),
+    "t5": Family("t5", "logits", "text2text-generation", "t5", True),
+    "vit": Family("vit", "last_hidden_state", "image-feature-extraction", "vit", False),
 }
 
 

@@ -14,6 +14,7 @@ subprocess calls `optimum-cli export onnx` on a local `save_pretrained` director
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ import torch
 
 from bench import cases, families
 
-__all__ = ["EXPORTERS", "ExportError", "ExportedFile", "export", "hf_dir", "module_paths"]
+__all__ = ["EXPORTERS", "ExportError", "ExportedFile", "export", "hf_dir"]
 
 EXPORTERS = ("optimum", "optimum-past", "torchscript", "dynamo", "shim", "shim-torchscript")
 """optimum: `optimum-cli export onnx` without past (`feature-extraction`, …); optimum-past: the
@@ -45,39 +46,25 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportedFile:
-    """One ONNX file an export wrote, with the module frame its names and tags live in."""
+    """One ONNX file an export wrote, with the module paths its names and tags live in."""
 
     family: str
     exporter: str
     component: str
     """File stem (`model`, `decoder_model_merged`, …)."""
     path: Path
-    frame: str
-    """Module path (in the family's model) the file was exported from: `""` the model, `encoder` …"""
-    wrapped: bool
-    """Exported through `bench.cases.Wrapper` (module paths prefixed `m.`)."""
-
-    @property
-    def modules(self) -> frozenset[str]:
-        return module_paths(self.family, self.frame, self.wrapped)
-
-    @property
-    def head(self) -> str | None:
-        """The family head's module path in this file's frame, None when the frame has no head."""
-        head = families.FAMILIES[self.family].head
-        path = f"m.{head}" if self.wrapped else head
-        return path if path in self.modules else None
+    modules: frozenset[str]
+    """`named_modules()` paths of the module the file was exported from, as the file names them:
+    `m.…` behind the wrapper; for optimum, of the model optimum loaded (its transformers may name
+    modules differently: ViT's `encoder.layer.0.output.dense` is `layers.0.mlp.fc2` in 5.x), and
+    for its encoder file of `get_encoder()`."""
 
 
 @functools.cache
-def module_paths(family: str, frame: str = "", wrapped: bool = False) -> frozenset[str]:
-    """`named_modules()` paths of the family's model (or its submodule `frame`), as the file names them."""
-    model = families.build(family)
-    root = model.get_submodule(frame) if frame else model
-    paths = {name for name, _ in root.named_modules()}
-    if wrapped:
-        return frozenset({""} | {f"m.{p}" if p else "m" for p in paths})
-    return frozenset(paths)
+def _wrapped_paths(family: str) -> frozenset[str]:
+    """Module paths of the family's model behind `bench.cases.Wrapper` (`""` the wrapper, `m` the model)."""
+    paths = {name for name, _ in families.build(family).named_modules()}
+    return frozenset({""} | {f"m.{p}" if p else "m" for p in paths})
 
 
 def cache_root(work: Path) -> Path:
@@ -120,11 +107,18 @@ def export(family: str, exporter: str, work: Path) -> list[ExportedFile]:
 
 def _files(family: str, exporter: str, target: Path, work: Path) -> list[ExportedFile]:
     paths = sorted(target.glob("*.onnx"))
-    if exporter == "optimum-past" and families.FAMILIES[family].name == "t5":
+    if exporter == "optimum-past" and family == "t5":
         plain = {p.name for p in (cache_root(work) / family / "optimum").glob("*.onnx")}
         paths = [p for p in paths if p.name not in plain] or paths
-    wrapped = not exporter.startswith("optimum")
-    return [ExportedFile(family, exporter, p.stem, p, "encoder" if p.stem == "encoder_model" else "", wrapped) for p in paths]
+    if not exporter.startswith("optimum"):
+        return [ExportedFile(family, exporter, p.stem, p, _wrapped_paths(family)) for p in paths]
+    frames = json.loads((target / "modules.json").read_text(encoding="utf-8"))
+    return [ExportedFile(family, exporter, p.stem, p, frozenset(frames[_frame(p.stem)])) for p in paths]
+
+
+def _frame(component: str) -> str:
+    """The module an optimum file was exported from: the encoder for `encoder_model`, else the model."""
+    return "encoder" if component == "encoder_model" else ""
 
 
 def _fresh_dir(target: Path) -> Path:
@@ -166,6 +160,28 @@ def _optimum(family: str, with_past: bool, model_dir: Path, out: Path) -> None:
         raise ExportError("optimum-cli timed out") from None
     if done.returncode != 0 or not list(out.glob("*.onnx")):
         raise ExportError(f"optimum-cli: {_short(done.stderr or done.stdout)}")
+    listed = subprocess.run(
+        [str(_OPTIMUM_PYTHON), "-c", _LIST_MODULES, str(model_dir), str(out / "modules.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    if listed.returncode != 0:
+        raise ExportError(f"listing optimum's modules: {_short(listed.stderr)}")
+
+
+_LIST_MODULES = """
+import json, sys, transformers
+config = transformers.AutoConfig.from_pretrained(sys.argv[1])
+model = getattr(transformers, config.architectures[0]).from_pretrained(sys.argv[1])
+frames = {"": model}
+if hasattr(model, "get_encoder") and config.is_encoder_decoder:
+    frames["encoder"] = model.get_encoder()
+paths = {key: [name for name, _ in m.named_modules()] for key, m in frames.items()}
+open(sys.argv[2], "w").write(json.dumps(paths))
+"""
+"""Run in optimum's environment: the module paths of the model as optimum's transformers builds it."""
 
 
 # --------------------------------------------------------------------------------------------

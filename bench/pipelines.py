@@ -301,6 +301,10 @@ def degraded(exported: ExportedFile, tool: str) -> Path:
         reason = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         failure.write_text(reason[:160] + "\n", encoding="utf-8")
         raise ToolError(reason[:160]) from exc
+    if not result.graph.node:
+        reason = "wrote a model with no nodes"
+        failure.write_text(reason + "\n", encoding="utf-8")
+        raise ToolError(reason)
     cases._save_atomic(result, path)
     return path
 
@@ -358,11 +362,13 @@ def measure_row(exported: ExportedFile, tool: str, truth_source: onnx.ModelProto
         row.note = " (no CPU load)"
     original = onnx.load(exported.path, load_external_data=False)
     model = onnx.load(path, load_external_data=False)
-    truth = truth_of(truth_source, exported.modules, kind)  # keyed by position: valid for the export itself
+    truth = original_truth = truth_of(truth_source, exported.modules, kind)  # by position: valid for the export
     if tool != "none":
         truth = carry(original, truth, model)
     evidenced = metrics.evidenced_modules(model, exported.modules)
-    head = head_node(model, families.FAMILIES[exported.family].head_output)
+    head_output = families.FAMILIES[exported.family].head_output
+    head = head_node(model, head_output)
+    original_head = head_node(original, head_output)
     try:
         report = tag_proto(model, path.name)
     except Exception as exc:
@@ -376,7 +382,7 @@ def measure_row(exported: ExportedFile, tool: str, truth_source: onnx.ModelProto
             row.invented[tag] = row.invented.get(tag, 0) + 1
     if head is not None:
         row.head_tag = tags.get(head)
-        expected = truth.get(head, exported.head)
+        expected = truth.get(head, original_truth.get(original_head))  # a node a tool made: the export's head
         row.head_ok = None if expected is None else row.head_tag == expected
     if tool != "none":
         row.reference = _exact_with(path, truth, reference=str(exported.path))
@@ -391,6 +397,8 @@ def _same_order(plain: onnx.ModelProto, shimmed: onnx.ModelProto) -> None:
 
 
 def rows_for(family: str, exporter: str, tools: tuple[str, ...], work: Path) -> Iterator[Row]:
+    if exporter == "optimum-past" and not families.FAMILIES[family].has_past:
+        return  # no such task: nothing a user could run
     try:
         files = export(family, exporter, work)
     except ExportError as exc:
@@ -550,7 +558,9 @@ shim's from the plain TorchScript export by position; carried through a tool by 
 output tensor name, graph by graph. Nodes a tool made (fusions, quantization) have none.
 *invented*: nodes whose tag is no `named_modules()` path of the exported module (bold when > 0).
 *head tag*: the tag of the MatMul/Gemm nearest to the head output (`logits`, else
-`last_hidden_state`), ✓ when it equals that node's truth (else the family head: `lm_head`).
+`last_hidden_state`; into the then-branch of an `If`), ✓ when it equals that node's truth, or,
+for a node a tool made, the truth of the export's own head node (`lm_head`, the last layer's
+output projection for the encoders).
 *--reference* / *--weights*: exact accuracy when `tag_proto` is also given the export before the
 tool / the `save_pretrained` checkpoint; `–` while the tagger does not take that argument.
 """
