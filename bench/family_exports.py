@@ -226,6 +226,9 @@ def wrapped_model(family: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...
         outputs = ["logits"] + [n.replace("past_key_values", "present") for n in names]
         return CausalLMWithPast(model).eval(), (step, full_mask, *past), ["input_ids", "attention_mask", *names], outputs
     if family == "t5":
+        # transformers 5's default sdpa attention fails the dynamo exporter on T5 ("Cannot view a
+        # tensor with shape [1, 8, 2, 16] and strides (256, 16, 128, 1)"); eager attention exports.
+        model.set_attn_implementation("eager")
         wrapper = cases.Wrapper(model, ("input_ids", "attention_mask", "decoder_input_ids"), "logits", {"use_cache": False})
         return wrapper.eval(), (ids, mask, ids[:, :4]), ["input_ids", "attention_mask", "decoder_input_ids"], ["logits"]
     if family == "vit":

@@ -182,7 +182,8 @@ _SIZES = {
 
 def feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs a tiny family model runs on: optimum's named dims (`past_sequence_length +
-    sequence_length` evaluated), ids below the vocabulary, masks of ones, positions after the past."""
+    sequence_length` evaluated), ids below the vocabulary, masks of ones, token types 0, positions
+    after the past."""
     rng = np.random.default_rng(seed)
     initializers = {t.name for t in model.graph.initializer}
     out: dict[str, np.ndarray] = {}
@@ -197,6 +198,8 @@ def feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
         elif np.issubdtype(dtype, np.integer):
             if "mask" in value.name:
                 out[value.name] = np.ones(shape, dtype)
+            elif "type" in value.name:  # token types: a table of two rows
+                out[value.name] = np.zeros(shape, dtype)
             elif "position" in value.name:
                 out[value.name] = np.broadcast_to(np.arange(families.PAST, families.PAST + shape[-1]), shape).astype(dtype)
             else:
@@ -460,7 +463,8 @@ def summary(rows: list[Row]) -> str:
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
         groups.setdefault((row.exporter, row.tool), []).append(row)
-    for (exporter, tool), group in groups.items():
+    order = {name: i for i, name in enumerate((*EXPORTERS, *TOOLS, "–"))}
+    for (exporter, tool), group in sorted(groups.items(), key=lambda item: (order[item[0][0]], order[item[0][1]])):
         good = [r for r in group if not r.reason]
         pooled = sum((r.scores for r in good), metrics.EMPTY)
         graded = [r for r in good if r.scores.graded]
