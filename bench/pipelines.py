@@ -318,6 +318,8 @@ def degraded(exported: ExportedFile, tool: str) -> Path:
 
 @dataclass
 class Row:
+    """One family x exporter x file x tool: what the tagger did and how it scored (or why not)."""
+
     family: str
     exporter: str
     component: str
@@ -566,7 +568,8 @@ output tensor name, graph by graph. Nodes a tool made (fusions, quantization) ha
 for a node a tool made, the truth of the export's own head node (`lm_head`, the last layer's
 output projection for the encoders).
 *--reference* / *--weights*: exact accuracy when `tag_proto` is also given the export before the
-tool / the `save_pretrained` checkpoint; `–` while the tagger does not take that argument.
+tool / the `save_pretrained` checkpoint; `–` while the tagger does not take that argument (and
+for `--reference` on `none` rows, which have no earlier file).
 """
 
 
