@@ -337,6 +337,8 @@ class Row:
     head_ok: bool | None = None
     reference: str = "–"
     weights: str = "–"
+    commands: dict[str, str | None] | None = None
+    """CLI command -> None when it passed, else its error line (optimum exports, tool none)."""
 
 
 def _supports(keyword: str) -> bool:
@@ -389,10 +391,42 @@ def measure_row(exported: ExportedFile, tool: str, truth_source: onnx.ModelProto
         row.head_tag = tags.get(head)
         expected = truth.get(head, original_truth.get(original_head))  # a node a tool made: the export's head
         row.head_ok = None if expected is None else row.head_tag == expected
+    if tool == "none" and exported.exporter.startswith("optimum"):
+        row.commands = run_commands(path)
     if tool != "none":
         row.reference = _exact_with(path, truth, reference=str(exported.path))
     row.weights = _exact_with(path, truth, weights=str(hf_dir(exported.family, work) / "model.safetensors"))
     return row
+
+
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "retag": ("retag", "{model}", "--output", "{tmp}/tagged.onnx"),
+    "report": ("report", "{model}", "--json"),
+    "extract": ("extract", "{model}", "--all", "--depth", "2", "--out_dir", "{tmp}/modules", "--verify"),
+    "profile": ("profile", "{model}", "--runs", "2"),
+}
+"""What a user runs on an optimum output with default inputs (issue: every one must pass)."""
+
+
+def run_commands(path: Path) -> dict[str, str | None]:
+    """Run each of `COMMANDS` on `path` as a user does (`python -m tagger`, this tree's code);
+    None for a command that exits 0, else its last error line and exit code."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    results: dict[str, str | None] = {}
+    for name, template in COMMANDS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = [part.format(model=path, tmp=tmp) for part in template]
+            try:
+                done = subprocess.run([sys.executable, "-m", "tagger", *argv], capture_output=True, text=True, timeout=300, env=env)
+            except subprocess.TimeoutExpired:
+                results[name] = "timed out"
+                continue
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        results[name] = None if done.returncode == 0 else f"exit {done.returncode}: {(lines or ['no message'])[-1][:160]}"
+    return results
 
 
 def _same_order(plain: onnx.ModelProto, shimmed: onnx.ModelProto) -> None:
@@ -435,14 +469,14 @@ def _pct(value: float, graded: bool) -> str:
 
 HEADER = (
     "| family | exporter | file | tool | nodes | direct / inherited / fallback | **exact** | sound | wrong | best "
-    "| reachable | invented | head tag | --reference | --weights |"
+    "| reachable | invented | head tag | --reference | --weights | commands |"
 )
 
 
 def format_row(row: Row) -> str:
     lead = f"| {row.family} | {row.exporter} | {row.component} | {row.tool}{row.note} "
     if row.reason:
-        return lead + f"| {row.reason.replace('|', '/')} |" + " |" * 10
+        return lead + f"| {row.reason.replace('|', '/')} |" + " |" * 11
     s, graded = row.scores, bool(row.scores.graded)
     invented = sum(row.invented.values())
     mark = {True: " ✓", False: " ✗", None: ""}[row.head_ok]
@@ -450,8 +484,16 @@ def format_row(row: Row) -> str:
     return (
         lead + f"| {row.nodes} | {row.direct} / {row.inherited} / {row.fallback} | **{_pct(s.exact, graded)}** "
         f"| {_pct(s.sound, graded)} | {_pct(s.wrong, graded)} | {_pct(s.best, graded)} | {_pct(s.reachable, graded)} "
-        f"| {invented if not invented else f'**{invented}**'} | {head} | {row.reference} | {row.weights} |"
+        f"| {invented if not invented else f'**{invented}**'} | {head} | {row.reference} | {row.weights} "
+        f"| {_commands_cell(row.commands)} |"
     )
+
+
+def _commands_cell(commands: dict[str, str | None] | None) -> str:
+    if commands is None:
+        return "·"
+    failed = [name for name, error in commands.items() if error]
+    return "all pass" if not failed else "✗ " + ", ".join(failed)
 
 
 def summary(rows: list[Row]) -> str:
@@ -507,7 +549,7 @@ def run(
     started = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rows: list[Row] = []
-    table = [HEADER, "|---|---|---|---|" + "---:|" * 8 + "---|---:|---:|"]
+    table = [HEADER, "|---|---|---|---|" + "---:|" * 8 + "---|---:|---:|---|"]
     print(table[0], flush=True)
     for family in chosen_families:
         for exporter in chosen_exporters:
@@ -530,12 +572,20 @@ def _document(rows: list[Row], table: list[str], elapsed: float) -> str:
     failures = [r for r in rows if r.reason]
     invented = sorted({(tag, r.family, r.exporter, r.tool) for r in rows for tag in r.invented})
     failed_text = "\n".join(f"- {r.family} {r.exporter} {r.component} {r.tool}: {r.reason}" for r in failures) or "- none"
+    commands = [(r, name, error) for r in rows if r.commands for name, error in r.commands.items()]
+    passed = sum(error is None for _, _, error in commands)
+    command_text = f"{passed} of {len(commands)} command runs pass.\n\n" + (
+        "\n".join(f"- `tagger {name}` on {r.family} {r.exporter} {r.component}: {error}" for r, name, error in commands if error)
+        or "- none failed"
+    )
     invented_text = (
         "\n".join(f"- `{tag}` ({family} {exporter} {tool})" for tag, family, exporter, tool in invented[:40]) or "- none"
     )
     return (
         f"Command: `python -m bench.pipelines` ({elapsed:.0f} s on this machine, exports cached under bench/.cache).\n\n"
         f"Summary per exporter x tool (pooled over families and files):\n\n{summary(rows)}\n\n"
+        f"Commands on every optimum output (`tagger retag`, `report --json`, `extract --all --depth 2 --verify`, "
+        f"`profile`; default inputs):\n\n{command_text}\n\n"
         f"Rows that failed (export or tool):\n\n{failed_text}\n\n"
         f"Invented modules (first 40):\n\n{invented_text}\n\n"
         "Every row:\n\n" + "\n".join(table) + "\n"
@@ -569,7 +619,9 @@ for a node a tool made, the truth of the export's own head node (`lm_head`, the 
 output projection for the encoders).
 *--reference* / *--weights*: exact accuracy when `tag_proto` is also given the export before the
 tool / the `save_pretrained` checkpoint; `–` while the tagger does not take that argument (and
-for `--reference` on `none` rows, which have no earlier file).
+for `--reference` on `none` rows, which have no earlier file). *commands*: on every optimum output
+(tool none), `tagger retag`, `report`, `extract --all --depth 2 --verify` and `profile` with their
+default inputs, run as a user runs them; `·` where not run.
 """
 
 
