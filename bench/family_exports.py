@@ -34,7 +34,7 @@ EXPORTERS = ("optimum", "optimum-past", "torchscript", "dynamo", "shim", "shim-t
 plain `torch.onnx.export(dynamo=False/True)`; shim / shim-torchscript: `shim.export` (retag off, so
 the tools see what a user ships) with the dynamo / TorchScript exporter."""
 
-PIPELINES_VERSION = 1
+PIPELINES_VERSION = 2
 """Bump when models or export settings change (cache directories are named after it)."""
 
 _OPTIMUM_PYTHON = Path(os.environ.get("OPTIMUM_PYTHON", "/work/venv-optimum/bin/python"))
@@ -58,17 +58,27 @@ class ExportedFile:
     `m.…` behind the wrapper; for optimum, of the model optimum loaded (its transformers may name
     modules differently: ViT's `encoder.layer.0.output.dense` is `layers.0.mlp.fc2` in 5.x), and
     for its encoder file of `get_encoder()`."""
+    owners: frozenset[str] = frozenset()
+    """Those of `modules` that own parameters themselves (`parameters(recurse=False)`)."""
+
+
+def _paths(module: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Every module path, and the paths of modules that own parameters themselves."""
+    named = list(module.named_modules())
+    return [n for n, _ in named], [n for n, m in named if next(m.parameters(recurse=False), None) is not None]
 
 
 @functools.cache
-def _wrapped_paths(family: str) -> frozenset[str]:
-    """Module paths of the family's model behind `bench.cases.Wrapper` (`""` the wrapper, `m` the model)."""
-    paths = {name for name, _ in families.build(family).named_modules()}
-    return frozenset({""} | {f"m.{p}" if p else "m" for p in paths})
+def _wrapped_paths(family: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Module paths (and parameter owners) of the family's model behind `bench.cases.Wrapper`
+    (`""` the wrapper, `m` the model)."""
+    paths, owners = _paths(families.build(family))
+    prefixed = {f"m.{p}" if p else "m" for p in paths}
+    return frozenset({""} | prefixed), frozenset(f"m.{p}" if p else "m" for p in owners)
 
 
 def cache_root(work: Path) -> Path:
-    return Path(work) / f"pipelines-{PIPELINES_VERSION}-{cases._fingerprint()}"
+    return Path(work).resolve() / f"pipelines-{PIPELINES_VERSION}-{cases._fingerprint()}"
 
 
 def hf_dir(family: str, work: Path) -> Path:
@@ -111,9 +121,12 @@ def _files(family: str, exporter: str, target: Path, work: Path) -> list[Exporte
         plain = {p.name for p in (cache_root(work) / family / "optimum").glob("*.onnx")}
         paths = [p for p in paths if p.name not in plain] or paths
     if not exporter.startswith("optimum"):
-        return [ExportedFile(family, exporter, p.stem, p, _wrapped_paths(family)) for p in paths]
+        return [ExportedFile(family, exporter, p.stem, p, *_wrapped_paths(family)) for p in paths]
     frames = json.loads((target / "modules.json").read_text(encoding="utf-8"))
-    return [ExportedFile(family, exporter, p.stem, p, frozenset(frames[_frame(p.stem)])) for p in paths]
+    return [
+        ExportedFile(family, exporter, p.stem, p, frozenset(frames[_frame(p.stem)]), frozenset(frames["owners:" + _frame(p.stem)]))
+        for p in paths
+    ]
 
 
 def _frame(component: str) -> str:
@@ -178,7 +191,11 @@ model = getattr(transformers, config.architectures[0]).from_pretrained(sys.argv[
 frames = {"": model}
 if hasattr(model, "get_encoder") and config.is_encoder_decoder:
     frames["encoder"] = model.get_encoder()
-paths = {key: [name for name, _ in m.named_modules()] for key, m in frames.items()}
+paths = {}
+for key, module in frames.items():
+    named = list(module.named_modules())
+    paths[key] = [n for n, _ in named]
+    paths["owners:" + key] = [n for n, m in named if next(m.parameters(recurse=False), None) is not None]
 open(sys.argv[2], "w").write(json.dumps(paths))
 """
 """Run in optimum's environment: the module paths of the model as optimum's transformers builds it."""

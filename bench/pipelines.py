@@ -345,8 +345,9 @@ def _supports(keyword: str) -> bool:
     return keyword in inspect.signature(tag_proto).parameters
 
 
-def _exact_with(path: Path, truth: dict[NodeKey, str], **evidence: object) -> str:
-    """Exact accuracy when the tagger is also given `reference=` or `weights=`; `–` until it takes them."""
+def _exact_with(path: Path, truth: dict[NodeKey, str], owners: frozenset[str] = frozenset(), **evidence: object) -> str:
+    """Exact accuracy when the tagger is also given `reference=` or `weights=`; `–` until it takes them.
+    With `owners`, also the exact accuracy on nodes whose true module owns parameters (`params`)."""
     (keyword,) = evidence
     if not _supports(keyword):
         return "–"
@@ -355,7 +356,12 @@ def _exact_with(path: Path, truth: dict[NodeKey, str], **evidence: object) -> st
         tag_proto(model, path.name, **evidence)
     except Exception as exc:  # the feature is new: a crash is a finding for the table, not the end of the run
         return f"error: {type(exc).__name__}"
-    return _pct(metrics.measure(tags_of(model), truth, {""}).exact, bool(truth))
+    tags = tags_of(model)
+    text = _pct(metrics.measure(tags, truth, {""}).exact, bool(truth))
+    if owners:
+        owned = {key: module for key, module in truth.items() if module in owners}
+        text += f" (params {_pct(metrics.measure(tags, owned, {''}).exact, bool(owned))})"
+    return text
 
 
 def measure_row(exported: ExportedFile, tool: str, truth_source: onnx.ModelProto, kind: str, work: Path) -> Row:
@@ -395,7 +401,7 @@ def measure_row(exported: ExportedFile, tool: str, truth_source: onnx.ModelProto
         row.commands = run_commands(path)
     if tool != "none":
         row.reference = _exact_with(path, truth, reference=str(exported.path))
-    row.weights = _exact_with(path, truth, weights=str(hf_dir(exported.family, work) / "model.safetensors"))
+    row.weights = _exact_with(path, truth, exported.owners, weights=str(hf_dir(exported.family, work) / "model.safetensors"))
     return row
 
 
@@ -656,7 +662,8 @@ output tensor name, graph by graph. Nodes a tool made (fusions, quantization) ha
 for a node a tool made, the truth of the export's own head node (`lm_head`, the last layer's
 output projection for the encoders).
 *--reference* / *--weights*: exact accuracy when `tag_proto` is also given the export before the
-tool / the `save_pretrained` checkpoint; `–` while the tagger does not take that argument (and
+tool / the `save_pretrained` checkpoint (with, in brackets, exact accuracy on the nodes whose true
+module owns parameters); `–` while the tagger does not take that argument (and
 for `--reference` on `none` rows, which have no earlier file). *commands*: on every optimum output
 (tool none), `tagger retag`, `report`, `extract --all --depth 2 --verify` and `profile` with their
 default inputs, run as a user runs them; `·` where not run.
