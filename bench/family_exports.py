@@ -38,6 +38,7 @@ PIPELINES_VERSION = 2
 """Bump when models or export settings change (cache directories are named after it)."""
 
 _OPTIMUM_PYTHON = Path(os.environ.get("OPTIMUM_PYTHON", "/work/venv-optimum/bin/python"))
+_OPTIMUM_CLI = _OPTIMUM_PYTHON.parent / "optimum-cli"
 
 
 class ExportError(RuntimeError):
@@ -96,6 +97,8 @@ def export(family: str, exporter: str, work: Path) -> list[ExportedFile]:
     """Export (cached) and return the files; raises `ExportError` with one short line."""
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
+    if exporter.startswith("optimum") and not _OPTIMUM_CLI.exists():  # not cached: installing it fixes the row
+        raise ExportError(f"optimum not installed ({_OPTIMUM_CLI} missing; set OPTIMUM_PYTHON)")
     target = cache_root(work) / family / exporter
     failure = target.with_suffix(".error")
     if failure.exists():
@@ -112,14 +115,13 @@ def export(family: str, exporter: str, work: Path) -> list[ExportedFile]:
             failure.write_text(str(exc) + "\n", encoding="utf-8")
             raise
         _commit_dir(tmp, target)
-    return _files(family, exporter, target, work)
+    return _files(family, exporter, target)
 
 
-def _files(family: str, exporter: str, target: Path, work: Path) -> list[ExportedFile]:
+def _files(family: str, exporter: str, target: Path) -> list[ExportedFile]:
     paths = sorted(target.glob("*.onnx"))
-    if exporter == "optimum-past" and family == "t5":
-        plain = {p.name for p in (cache_root(work) / family / "optimum").glob("*.onnx")}
-        paths = [p for p in paths if p.name not in plain] or paths
+    if exporter == "optimum-past" and len(paths) > 1:  # an encoder-decoder: the two files without past are rows of `optimum`
+        paths = [p for p in paths if p.stem not in ("encoder_model", "decoder_model")]
     if not exporter.startswith("optimum"):
         return [ExportedFile(family, exporter, p.stem, p, *_wrapped_paths(family)) for p in paths]
     frames = json.loads((target / "modules.json").read_text(encoding="utf-8"))
@@ -160,11 +162,8 @@ def _optimum(family: str, with_past: bool, model_dir: Path, out: Path) -> None:
     spec = families.FAMILIES[family]
     if with_past and not spec.has_past:
         raise ExportError(f"optimum has no {spec.optimum_task}-with-past task")
-    cli = _OPTIMUM_PYTHON.parent / "optimum-cli"
-    if not cli.exists():
-        raise ExportError(f"optimum not installed ({cli} missing; set OPTIMUM_PYTHON)")
     task = spec.optimum_task + ("-with-past" if with_past else "")
-    command = [str(cli), "export", "onnx", "--model", str(model_dir), "--task", task, str(out)]
+    command = [str(_OPTIMUM_CLI), "export", "onnx", "--model", str(model_dir), "--task", task, str(out)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["HF_HUB_OFFLINE"] = "1"
     try:
