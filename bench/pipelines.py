@@ -566,8 +566,8 @@ def run(
                 table.append(format_row(row))
                 print(table[-1], flush=True)
     elapsed = time.perf_counter() - started
-    built = len(set(cache_root(work_dir).glob("*/*")) - cached)
-    text = _document(rows, table, elapsed, built)
+    present = set(cache_root(work_dir).glob("*/*"))
+    text = _document(rows, table, elapsed, len(present - cached), len(present))
     print("\n" + summary(rows))
     full = (chosen_families, chosen_exporters, chosen_tools) == (tuple(family_specs.FAMILIES), EXPORTERS, TOOLS)
     if publish_docs and full:
@@ -608,7 +608,7 @@ def pivot(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _document(rows: list[Row], table: list[str], elapsed: float, built: int) -> str:
+def _document(rows: list[Row], table: list[str], elapsed: float, built: int, total: int) -> str:
     failures = [r for r in rows if r.reason]
     invented: dict[str, list[str]] = {}
     for r in rows:
@@ -623,8 +623,8 @@ def _document(rows: list[Row], table: list[str], elapsed: float, built: int) -> 
     )
     invented_text = "\n".join(_invented_line(tag, where) for tag, where in invented.items()) or "- none"
     return (
-        f"Command: `python -m bench.pipelines` ({elapsed:.0f} s on this machine with {built} exports and checkpoints built "
-        f"in the run; about 220 s from an empty cache, 25 s with everything cached under bench/.cache).\n\n"
+        f"Command: `python -m bench.pipelines` ({elapsed:.0f} s on this machine; {built} of {total} exports and "
+        f"checkpoints were built in the run, the rest came from bench/.cache).\n\n"
         f"Exact accuracy per exporter x tool, pooled over families and files (invented-module nodes, "
         f"heads tagged wrong, failed rows in brackets):\n\n{pivot(rows)}\n\n"
         f"Commands on every optimum output (`tagger retag`, `report --json`, `extract --all --depth 2 --verify`, "
