@@ -341,6 +341,20 @@ def _checker_ok(model: onnx.ModelProto) -> bool:
     return True
 
 
+def _completeness_failures(nodes: list[onnx.NodeProto], summary) -> list[str]:
+    """Every node carries each tag key once with a known source, and the report counts them all."""
+    failures = []
+    for i, node in enumerate(nodes):
+        counts = Counter(p.key for p in node.metadata_props if p.key in OWNED_KEYS)
+        source_value = next((p.value for p in node.metadata_props if p.key == "hierarchy.source"), None)
+        if counts != dict.fromkeys(OWNED_KEYS, 1) or source_value not in SOURCES:
+            failures.append(f"complete: node {i} {node.op_type} {node.name[:40]!r} has {dict(counts)} source {source_value!r}")
+            break
+    if summary.nodes != len(nodes) or summary.nodes != summary.direct + summary.inherited + summary.fallback:
+        failures.append(f"complete: report counts {summary.nodes} nodes of {len(nodes)}")
+    return failures
+
+
 def check(model: onnx.ModelProto, work: Path, input_checker_ok: bool | None = None) -> tuple[list[str], bool, int]:
     """Retag `model` through files in `work`; returns (failed invariants, input passed the checker, nodes)."""
     from tagger import retag
@@ -359,14 +373,7 @@ def check(model: onnx.ModelProto, work: Path, input_checker_ok: bool | None = No
     tagged = onnx.ModelProto()
     tagged.ParseFromString(output.read_bytes())
     nodes = every_node(tagged)
-    for i, node in enumerate(nodes):
-        counts = Counter(p.key for p in node.metadata_props if p.key in OWNED_KEYS)
-        source_value = next((p.value for p in node.metadata_props if p.key == "hierarchy.source"), None)
-        if counts != dict.fromkeys(OWNED_KEYS, 1) or source_value not in SOURCES:
-            failures.append(f"complete: node {i} {node.op_type} {node.name[:40]!r} has {dict(counts)} source {source_value!r}")
-            break
-    if summary.nodes != len(nodes) or summary.nodes != summary.direct + summary.inherited + summary.fallback:
-        failures.append(f"complete: report counts {summary.nodes} nodes of {len(nodes)}")
+    failures += _completeness_failures(nodes, summary)
     expected = onnx.ModelProto()
     expected.CopyFrom(model)
     _strip_owned(expected)

@@ -73,7 +73,7 @@ def measure_phases(path: str) -> None:
     import contextlib
     import gc
 
-    from tagger.coverage import build_report
+    from tagger.coverage_report import build_report
     from tagger.index import build_index
     from tagger.modelio import load_model, save_model
     from tagger.tagging import tag_model

@@ -39,7 +39,7 @@ import torch
 
 from shim import files, modules, rename
 from shim.errors import ExportFailed
-from tagger import Report, tag_proto
+from tagger import CoverageReport, tag_proto
 
 __all__ = ["ExportResult", "export"]
 
@@ -64,7 +64,7 @@ class ExportResult:
     """Wall time of the whole call."""
     torch_seconds: float
     """Of which in `torch.onnx.export`."""
-    report: Report | None = None
+    report: CoverageReport | None = None
     """The tagger's report with `retag=True`."""
 
     def __str__(self) -> str:

@@ -6,12 +6,11 @@ proto keeps its `external_data` references and the data file is neither read nor
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 from pathlib import Path
 
 import onnx
+
+from tagger.modelio import atomic_write
 
 __all__ = ["load_structure", "save_atomic"]
 
@@ -22,18 +21,6 @@ def load_structure(path: Path) -> onnx.ModelProto:
 
 
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write `model` to a temporary file beside `path` and rename it over `path`.
-
-    The file keeps the permission bits of the file it replaces.
-    """
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(model.SerializeToString())
-        if mode is not None:
-            os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write `model` over `path` atomically, keeping the file's mode (`tagger.modelio.atomic_write`)."""
+    data = model.SerializeToString()
+    atomic_write(path, lambda stream: stream.write(data))

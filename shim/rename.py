@@ -126,15 +126,18 @@ def _apply(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
     if not mapping:
         return
     for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name in mapping:
-                node.input[k] = mapping[name]
-        for k, name in enumerate(node.output):
-            if name in mapping:
-                node.output[k] = mapping[name]
+        _rename_in(node.input, mapping)
+        _rename_in(node.output, mapping)
     for info in graph.value_info:
         if info.name in mapping:
             info.name = mapping[info.name]
     for annotation in graph.quantization_annotation:
         if annotation.tensor_name in mapping:
             annotation.tensor_name = mapping[annotation.tensor_name]
+
+
+def _rename_in(names, mapping: dict[str, str]) -> None:
+    """Rename, in place, the entries of a node's `input` or `output` that `mapping` names."""
+    for k, name in enumerate(names):
+        if name in mapping:
+            names[k] = mapping[name]

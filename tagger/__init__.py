@@ -9,26 +9,51 @@ of one, and where its time goes, by module.
 """
 
 from tagger.api import report, retag, tag_proto
-from tagger.auditing import AuditReport, audit
-from tagger.comparison import DiffReport, diff
-from tagger.coverage import Report
-from tagger.errors import InputError, OutputError, TaggerError
-from tagger.extraction import ExtractReport, extract, extract_all
-from tagger.profiling import ProfileReport, profile
+from tagger.auditing import AuditReport, AuditRow, audit
+from tagger.coverage_report import ConflictRecord, CoverageReport, NodeRef, Report
+from tagger.diffing import DiffReport, ModuleDiff, NodeChange, diff
+from tagger.errors import (
+    InputError,
+    MissingDependency,
+    ModelsFailed,
+    OutputError,
+    TaggerError,
+    ThresholdMissed,
+    VerificationFailed,
+)
+from tagger.extract import ExtractAllReport, ExtractReport, TensorSpec, extract, extract_all, modules_at_depth
+from tagger.extract.verify import Verification
+from tagger.profiling import ModuleTime, NodeTime, ProfileReport, profile
 
 __all__ = [
     "AuditReport",
+    "AuditRow",
+    "ConflictRecord",
+    "CoverageReport",
     "DiffReport",
+    "ExtractAllReport",
     "ExtractReport",
     "InputError",
+    "MissingDependency",
+    "ModelsFailed",
+    "ModuleDiff",
+    "ModuleTime",
+    "NodeChange",
+    "NodeRef",
+    "NodeTime",
     "OutputError",
     "ProfileReport",
     "Report",
     "TaggerError",
+    "TensorSpec",
+    "ThresholdMissed",
+    "Verification",
+    "VerificationFailed",
     "audit",
     "diff",
     "extract",
     "extract_all",
+    "modules_at_depth",
     "profile",
     "report",
     "retag",

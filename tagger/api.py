@@ -1,7 +1,7 @@
 """The Python API; the CLI calls exactly these functions.
 
 >>> from tagger import retag, report
->>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a Report
+>>> r = retag("model.onnx")            # writes model.tagged.onnx, returns a CoverageReport
 >>> print(report("model.onnx").to_markdown())
 """
 
@@ -14,10 +14,12 @@ from pathlib import Path
 
 import onnx
 
-from tagger.coverage import Report, build_report
+from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError
+from tagger.infer import STRATEGIES
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
 from tagger.namespace import write_namespaces
+from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
 from tagger.validate import check_index, diagnose
 from tagger.write import write_tags
@@ -25,7 +27,7 @@ from tagger.write import write_tags
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> Report:
+def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
@@ -50,6 +52,7 @@ def _gc_paused():
 def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual."""
+    check_choice("strategy", strategy, STRATEGIES)
     try:
         result = tag_model(model, strategy)
     except Exception:
@@ -58,16 +61,15 @@ def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, 
     return result, check_index(result.index)
 
 
-def _tag_proto(model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False) -> Report:
+def _tag_proto(
+    model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, output: str | None = None
+) -> CoverageReport:
     result, notes = _tag_checked(model, strategy)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
-    summary = build_report(result, name)
-    summary.notes += notes
-    summary.changed_nodes = changed
     if namespaced:
-        summary.notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return summary
+        notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
+    return build_report(result, name, notes, changed, output)
 
 
 def retag(
@@ -78,7 +80,7 @@ def retag(
     strategy: str = "context",
     namespace: bool = False,
     force: bool = False,
-) -> Report:
+) -> CoverageReport:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
     Output goes to `output`, or `<stem>.tagged.onnx` beside the input, or over the input with
@@ -94,23 +96,21 @@ def retag(
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
         check_output_path(report_path, force, "report")
-    summary = tag_proto(proto, source.name, strategy, namespace)
+    with _gc_paused():
+        summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination))
     save_model(proto, source, destination, durable=inplace)
-    summary.output = str(destination)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
         save_text(text, report_path)
     return summary
 
 
-def report(model: str | os.PathLike, strategy: str = "context") -> Report:
+def report(model: str | os.PathLike, strategy: str = "context") -> CoverageReport:
     """Analyse `model` and return its coverage report; nothing is written."""
     source = Path(model)
     with _gc_paused():
         result, notes = _tag_checked(load_model(source), strategy)
-        summary = build_report(result, source.name)
-        summary.notes += notes
-        return summary
+        return build_report(result, source.name, notes)
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tagger.api import report
 from tagger.errors import InputError, ModelsFailed, TaggerError, ThresholdMissed
+from tagger.options import check_integer, check_percentage
 from tagger.text import markdown, pct, terminal
 
 __all__ = ["FILES_FAILED", "THRESHOLD_MISSED", "AuditReport", "AuditRow", "audit", "find_models"]
@@ -227,10 +228,9 @@ def audit(
     `workers` worker processes (default: one per CPU, at most one per model; 1 audits in this
     process). Raises `InputError` when the paths hold no model at all.
     """
-    min_direct = _percentage("min_direct", min_direct)
-    max_fallback = _percentage("max_fallback", max_fallback)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InputError(f"--workers must be a positive integer, got {workers!r}")
+    min_direct = check_percentage("min_direct", min_direct)
+    max_fallback = check_percentage("max_fallback", max_fallback)
+    workers = check_integer("workers", workers, least=1)
     files = find_models(paths)
     if not files:
         raise InputError(f"no ONNX models (*.onnx) found in {', '.join(map(str, paths)) or 'no paths'}")
@@ -308,14 +308,6 @@ def _context():
         context.set_forkserver_preload(["tagger.api"])
         return context
     return multiprocessing.get_context("spawn")
-
-
-def _percentage(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise InputError(f"--{name} must be a percentage between 0 and 100, got {value!r}")
-    return float(value)
 
 
 def _missed(row: AuditRow, min_direct: float | None, max_fallback: float | None) -> list[str]:

@@ -1,7 +1,8 @@
 """`tagger` on the command line, through fire: thin wrappers that print and return nothing.
 
-Exit codes: 0 success, 1 internal error, 2 bad input, 3 output not writable; `audit` also
-4 (a model missed a threshold) and 5 (a file could not be audited).
+Exit codes (`tagger.errors.EXIT_CODES`): 0 success, 1 internal error, 2 bad input or option,
+3 output not writable; `audit` also 4 (a model missed a threshold) and 5 (a file could not be
+audited); `extract` 5 (--all: a module could not be extracted) and 6 (--verify failed).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import fire
 
 from tagger import api
 from tagger.auditing import audit
-from tagger.comparison import diff
+from tagger.diffing import diff
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.extraction import extract, extract_all
+from tagger.extract import extract, extract_all
+from tagger.options import check_flag, check_integer, check_text
 from tagger.profiling import profile
 
 __all__ = ["main", "Commands"]
@@ -39,9 +41,8 @@ class Commands:
         --namespace also writes Model Explorer's `namespace` entry (the tag's path) on nodes without one.
         --force replaces an output (or report) path that is a symbolic link; without it that is refused.
         """
-        summary = api.retag(
-            str(model), _optional_path(output), _optional_path(report), bool(inplace), namespace=bool(namespace), force=bool(force)
-        )
+        output, report = check_text("output", output), check_text("report", report)
+        summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force))
         print(summary.summary())
 
     def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False) -> None:
@@ -54,8 +55,7 @@ class Commands:
 
     def tree(self, model: str, depth: int | None = None) -> None:
         """Print MODEL's module tree with node counts, down to --depth N levels."""
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-            raise TaggerError(f"--depth must be a non-negative integer, got {depth!r}")
+        depth = check_integer("depth", depth)
         print(api.report(str(model)).tree(depth))
 
     def extract(
@@ -79,26 +79,18 @@ class Commands:
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
-        for name, value in (("module", module), ("tag", tag), ("output", output), ("out_dir", out_dir)):
-            if isinstance(value, bool | list | tuple | dict):
-                raise InputError(f"--{name} needs one value, got {value!r}")
-        module = None if module is None else str(module)  # fire reads `--module 0` as an int
-        tag = None if tag is None else str(tag)
+        module, tag = check_text("module", module), check_text("tag", tag)
+        output, out_dir = check_text("output", output), check_text("out_dir", out_dir)
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")
-            report = extract(str(model), module, tag, _optional_path(output), bool(pull_producers), bool(verify))
-            print(report.summary())
-            if report.verification is not None and not report.verification.passed:
-                raise TaggerError(f"verification failed for {report.selection}")
-            return
-        if depth is None or out_dir is None or output is not None or module is not None or tag is not None:
+            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify))
+        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None:
             raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
-        result = extract_all(str(model), depth, str(out_dir), bool(pull_producers), bool(verify))
+        else:
+            result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify))
         print(result.summary())
-        failed = len(result.failures) + sum(not r.verification.passed for r in result.reports if r.verification)
-        if failed:
-            raise TaggerError(f"{failed} modules failed extraction or verification; see {result.index}")
+        result.check()
 
     def audit(
         self,
@@ -117,9 +109,7 @@ class Commands:
         --workers N      parallel processes (default: one per CPU)
         Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
         """
-        for name, value in (("json", json), ("markdown", markdown)):
-            if not isinstance(value, bool):
-                raise InputError(f"--{name} takes no value, got {value!r}: put the flags after the paths")
+        json, markdown = check_flag("json", json), check_flag("markdown", markdown)
         result = audit(*[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers)
         _show(result, json, markdown)
         result.check()
@@ -153,9 +143,9 @@ class Commands:
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
         """
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-            raise InputError(f"--depth must be a non-negative integer, got {depth!r}")
-        result = profile(str(model), _optional_path(inputs), runs, warmup, dim, bool(optimize), threads, _optional_path(trace))
+        depth = check_integer("depth", depth)
+        inputs, trace = check_text("inputs", inputs), check_text("trace", trace)
+        result = profile(str(model), inputs, runs, warmup, dim, bool(optimize), threads, trace)
         if json:
             print(result.to_json())
         elif markdown:
@@ -172,10 +162,6 @@ def _show(result, json: bool, markdown: bool) -> None:
         print(result.to_markdown(), end="")
     else:
         print(result.to_text())
-
-
-def _optional_path(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

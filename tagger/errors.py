@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import re
+from tagger.text import terminal
 
-__all__ = ["TaggerError", "InputError", "OutputError", "ThresholdMissed", "ModelsFailed", "EXIT_CODES", "one_line"]
+__all__ = [
+    "EXIT_CODES",
+    "InputError",
+    "MissingDependency",
+    "ModelsFailed",
+    "OutputError",
+    "TaggerError",
+    "ThresholdMissed",
+    "VerificationFailed",
+    "one_line",
+]
 
 
 class TaggerError(Exception):
@@ -31,25 +41,42 @@ class ThresholdMissed(TaggerError):
     exit_code = 4
 
 
+class MissingDependency(TaggerError):
+    """A command needs an optional package that is not installed; the message says how to get it."""
+
+    exit_code = 2
+
+    def __init__(self, feature: str, package: str) -> None:
+        super().__init__(f"{feature} needs {package} (pip install {package})")
+        self.package = package
+
+
 class ModelsFailed(TaggerError):
-    """`tagger audit`: some files could not be audited (their coverage is unknown)."""
+    """`tagger audit`: some files could not be audited (their coverage is unknown);
+    `tagger extract --all`: some modules could not be extracted."""
 
     exit_code = 5
+
+
+class VerificationFailed(TaggerError):
+    """`tagger extract --verify`: an extracted model does not reproduce the full model's tensors."""
+
+    exit_code = 6
 
 
 EXIT_CODES = {
     0: "success",
     1: "internal tagger error",
-    2: "bad input (missing path, not an ONNX model, truncated or corrupt, unsafe or missing external data, a cycle)",
+    2: "bad input (missing path, not an ONNX model, truncated or corrupt, unsafe or missing external data, a cycle), "
+    "a bad option value, or a missing optional package (onnxruntime)",
     3: "output cannot be written (missing directory, a directory, a symbolic link without --force, the input)",
     4: "audit: a model missed a coverage threshold",
-    5: "audit: a file could not be audited",
+    5: "audit: a file could not be audited; extract --all: a module could not be extracted",
+    6: "extract --verify: an extracted model does not reproduce the full model's tensors",
 }
-
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(message: object) -> str:
     """A message as one terminal-safe line: control characters (newlines, escape sequences,
     bidi overrides; a model's names may hold any of them) become visible `\\xNN` escapes."""
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(message))
+    return terminal(str(message))

@@ -20,7 +20,7 @@ from tagger.paths import ancestors
 from tagger.text import html_text, natural, pct
 
 if TYPE_CHECKING:
-    from tagger.coverage import Report
+    from tagger.coverage_report import CoverageReport
 
 __all__ = ["render_html"]
 
@@ -45,7 +45,7 @@ summary, .leaf { cursor: default; white-space: nowrap; padding: 1px 0; }
 """
 
 
-def render_html(report: Report) -> str:
+def render_html(report: CoverageReport) -> str:
     """The page for one coverage report."""
     own: dict[str, Counter[str]] = defaultdict(Counter)
     for module, counts in report.module_sources.items():
@@ -84,7 +84,7 @@ def render_html(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _totals_table(report: Report) -> str:
+def _totals_table(report: CoverageReport) -> str:
     cells = "".join(
         f"<td>{count} ({pct(count, report.nodes)})</td>" for count in (report.direct, report.inherited, report.fallback)
     )

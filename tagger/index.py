@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from tagger.keys import READ_KEYS, SHARED_VALUE_KEYS
+from tagger.keys import read_entries
 
 __all__ = [
     "GraphScope",
     "ModelIndex",
     "NodeView",
+    "STANDARD_DOMAINS",
     "build_index",
     "graphs_within",
     "may_hold_tensors",
@@ -42,14 +43,7 @@ class NodeView:
     def of(cls, node: onnx.NodeProto, shared: dict[str, str]) -> NodeView:
         """`shared` keeps one copy of the strings many nodes repeat (op types, domains, and
         the values of `SHARED_VALUE_KEYS`): a quarter fewer page faults indexing a large model."""
-        metadata = None
-        for prop in node.metadata_props:
-            key = prop.key
-            if key in READ_KEYS:
-                if metadata is None:
-                    metadata = {}
-                value = prop.value
-                metadata[key] = shared.setdefault(value, value) if key in SHARED_VALUE_KEYS else value
+        metadata = read_entries(node.metadata_props, shared)
         op_type, domain = node.op_type, node.domain
         return cls(
             node.name,
@@ -126,18 +120,19 @@ _GRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 """The operators of the standard domain with graph-valued attributes (the spec allows no others)."""
 _TENSOR_OPS = _GRAPH_OPS | {"Constant", "ConstantOfShape"}
 """... and those with tensor-valued attributes, or bodies that may hold some."""
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+"""The names of the ONNX standard domain (an empty domain is `ai.onnx`)."""
 
 
 def may_own_bodies(op_type: str, domain: str) -> bool:
     """Whether a node can have graph attributes: by the spec, only If, Loop, Scan and SequenceMap
     of the standard domain; any operator of another domain (onnxruntime's contrib ops do)."""
-    return op_type in _GRAPH_OPS or domain not in _STANDARD_DOMAINS
+    return op_type in _GRAPH_OPS or domain not in STANDARD_DOMAINS
 
 
 def may_hold_tensors(op_type: str, domain: str) -> bool:
     """Whether a node can have tensor attributes, directly or in its bodies (same rule)."""
-    return op_type in _TENSOR_OPS or domain not in _STANDARD_DOMAINS
+    return op_type in _TENSOR_OPS or domain not in STANDARD_DOMAINS
 
 
 def _add_nodes(index: ModelIndex, nodes, scope: GraphScope, shared: dict[str, str]) -> None:

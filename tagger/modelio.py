@@ -7,15 +7,21 @@ asked for it (and then only by the final rename). When the output replaces the i
 bytes are also flushed to the disk (`fsync`) before the rename, so not even a power loss can
 cost the user the model; any other output can be made again from the input, and is spared
 that wait for the disk (a tenth to a third of a large retag, measured by `bench.scale`).
+
+Every file is written by `atomic_write`, and gets the mode an ordinary write would give it: a
+new file `0o666 & ~umask`, a replaced one (`--inplace`, an existing `--output`) its old mode and,
+where the system permits, its old owner and group.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -25,6 +31,7 @@ from tagger.index import may_hold_tensors
 from tagger.serialize import PROTOBUF_LIMIT, plan_encoding
 
 __all__ = [
+    "atomic_write",
     "check_output_path",
     "default_output",
     "external_locations",
@@ -160,24 +167,74 @@ def save_model(
         raise OutputError(f"cannot serialise the model for {destination}: {exc}") from None
     if plan.size > PROTOBUF_LIMIT:
         raise OutputError(f"cannot write {destination}: its structure ({plan.size:,} bytes) is over protobuf's 2 GB limit")
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".tmp")
+
+    def write(stream: BinaryIO) -> None:
+        written = plan.write(stream)
+        if written != plan.size:
+            raise OutputError(f"cannot write {destination}: {written:,} bytes encoded where {plan.size:,} were planned")
+
+    atomic_write(destination, write, durable, check)
+
+
+def atomic_write(
+    destination: Path,
+    write: Callable[[BinaryIO], object],
+    durable: bool = False,
+    check: Callable[[Path], None] | None = None,
+) -> None:
+    """Call `write` on a temporary file beside `destination`, then rename it into place.
+
+    The one way every output (models, reports, the shim's export) reaches the disk: a failure
+    leaves the destination untouched and no temporary behind; the file gets the mode an ordinary
+    write gives (module docstring). `durable`: flush to the disk before the rename. `check`: run
+    on the written temporary file before the rename; if it raises, nothing is left behind.
+    """
+    temporary, handle = _create_temporary(destination)
     try:
         with os.fdopen(handle, "wb", buffering=_WRITE_BUFFER) as stream:
-            written = plan.write(stream)
-            if written != plan.size:
-                raise OutputError(f"cannot write {destination}: {written:,} bytes encoded where {plan.size:,} were planned")
+            _keep_attributes(destination, handle)
+            write(stream)
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
         if check is not None:
-            check(Path(temporary))
+            check(temporary)
         os.replace(temporary, destination)
     except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise OutputError(f"cannot write {destination}: {exc.strerror or exc}") from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(destination: Path) -> tuple[Path, int]:
+    """A new file beside `destination`, created with mode 0o666 so the umask applies as it does
+    to any file a program writes (`tempfile.mkstemp` would make it 0600)."""
+    while True:
+        temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write {destination}: {exc.strerror or exc}") from None
+
+
+def _keep_attributes(destination: Path, handle: int) -> None:
+    """A file that replaces another keeps its mode, and its owner and group where permitted
+    (root may give a file to anyone, a user only to a group it is in)."""
+    try:
+        before = destination.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(before.st_mode):
+        return  # a symbolic link replaced with --force: the new file is an ordinary new file
+    try:
+        os.fchown(handle, before.st_uid, before.st_gid)
+    except PermissionError:
+        pass
+    os.fchmod(handle, stat.S_IMODE(before.st_mode))
 
 
 def _share_external_data(model: onnx.ModelProto, source_dir: Path, target_dir: Path) -> None:
@@ -201,14 +258,8 @@ def _share_external_data(model: onnx.ModelProto, source_dir: Path, target_dir: P
                 continue
             raise OutputError(f"{target} exists and is not the model's external data; remove it or choose another output")
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        except OSError as exc:
-            Path(temporary).unlink(missing_ok=True)
-            raise OutputError(f"cannot copy external data to {target}: {exc.strerror or exc}") from None
+        with source.open("rb") as data:
+            atomic_write(target, lambda stream, data=data: shutil.copyfileobj(data, stream))
 
 
 def _same_content(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
@@ -228,11 +279,4 @@ def save_text(text: str, destination: Path) -> None:
     directory = destination.parent
     if not directory.is_dir():
         raise OutputError(f"report directory does not exist: {directory}")
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, destination)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {destination}: {exc.strerror or exc}") from None
+    atomic_write(destination, lambda stream: stream.write(text.encode("utf-8")))

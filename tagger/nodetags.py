@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import onnx
 
 from tagger.index import ModelIndex, build_index
-from tagger.keys import MODULE_KEY, SOURCE_KEY, TAG_KEY
+from tagger.keys import tags_of
 from tagger.tagging import tag_model
 
 __all__ = ["NodeTag", "ModelTags", "model_tags"]
@@ -49,7 +49,7 @@ class ModelTags:
 def model_tags(model: onnx.ModelProto) -> ModelTags:
     """Read the tags of `model`, or decide them in memory if any node has none."""
     index = build_index(model)
-    found = [_read(node) for node in index.nodes]
+    found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
     if retagged:
         result = tag_model(model)
@@ -71,13 +71,3 @@ def model_tags(model: onnx.ModelProto) -> ModelTags:
             NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source)
         )
     return ModelTags(nodes, retagged, index)
-
-
-def _read(node: onnx.NodeProto) -> tuple[str, str, str] | None:
-    props = {}
-    for prop in node.metadata_props:
-        props.setdefault(prop.key, prop.value)
-    module = props.get(MODULE_KEY)
-    if module is None:
-        return None
-    return module, props.get(TAG_KEY, ""), props.get(SOURCE_KEY, "")

@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tagger.errors import InputError, TaggerError
+from tagger.errors import InputError, MissingDependency, TaggerError
 from tagger.feeds import make_feeds
 from tagger.index import build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
+from tagger.options import check_integer
 from tagger.paths import ancestors
 from tagger.text import LIST_LIMIT, JsonReport, markdown, natural, pct, terminal
 
@@ -175,8 +176,7 @@ def profile(
     onnxruntime trace at that path.
     """
     for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("dim", dim, 1), ("threads", threads, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InputError(f"--{name} must be an integer >= {least}, got {value!r}")
+        check_integer(name, value, least)
     source = Path(model)
     proto = load_model(source)
     tags = model_tags(proto)
@@ -266,7 +266,7 @@ def _profiled_events(
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TaggerError("profiling needs onnxruntime (pip install onnxruntime)") from None
+        raise MissingDependency("profiling", "onnxruntime") from None
     workdir = Path(tempfile.mkdtemp(prefix="tagger-profile-"))
     try:
         options = ort.SessionOptions()

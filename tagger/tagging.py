@@ -43,32 +43,47 @@ class TaggingResult:
     """Display tags of module paths (memoised; the report formats ancestors with it)."""
 
 
+@dataclass
+class _Labels:
+    """What `tag_model` has decided so far, by node position: the module (None: not yet) and
+    the source that decided it, and the inference rule with the facts it reads."""
+
+    modules: list[str | None]
+    sources: list[str]
+    strategy: str
+    facts: GraphFacts
+    callers: dict[tuple[str, str], list[int]]
+
+
 def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResult:
     """Decide a module, display tag and source for every node of `model` (model untouched)."""
     index = build_index(model)
     context = build_context(index)
     decision = collect(index, context)
     count = len(index.nodes)
-    modules: list[str | None] = list(map(decision.modules.get, range(count)))
-    sources: list[str] = list(map(decision.sources.get, range(count), repeat("fallback", count)))
-    callers = _function_callers(index)
     for module in set(decision.modules.values()):
         context.modules.add(module)
-    facts = GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences())
+    labels = _Labels(
+        modules=list(map(decision.modules.get, range(count))),
+        sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
+        strategy=strategy,
+        facts=GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences()),
+        callers=_function_callers(index),
+    )
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
         if scope.kind != "function":
-            _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
+            _resolve_graph(index, scope, labels)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
-            _resolve_graph(index, scope, modules, sources, (strategy, facts), callers)
-        still = [scope for scope in pending if any(modules[i] is None for i in scope.node_ids)]
+            _resolve_graph(index, scope, labels)
+        still = [scope for scope in pending if any(labels.modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
     formatter = TagFormatter(context.classes)
-    return TaggingResult(index, context, _assignments(modules, sources, formatter), decision.conflicts, formatter)
+    return TaggingResult(index, context, _assignments(labels.modules, labels.sources, formatter), decision.conflicts, formatter)
 
 
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
@@ -105,25 +120,18 @@ def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:
     return callers
 
 
-def _resolve_graph(
-    index: ModelIndex,
-    scope: GraphScope,
-    modules: list[str | None],
-    sources: list[str],
-    rule: tuple[str, GraphFacts],
-    callers: dict[tuple[str, str], list[int]],
-) -> None:
+def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> None:
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
-    labels = [modules[i] for i in ids]
-    strategy, facts = rule
-    inferred = infer_graph([index.views[i] for i in ids], labels, facts, strategy)
-    for node_id, before, after in zip(ids, labels, inferred, strict=False):
+    modules, sources, facts = labels.modules, labels.sources, labels.facts
+    known = [modules[i] for i in ids]
+    inferred = infer_graph([index.views[i] for i in ids], known, facts, labels.strategy)
+    for node_id, before, after in zip(ids, known, inferred, strict=False):
         if before is None and after is not None:
             while after in facts.sequences:
                 after = parent(after)
             modules[node_id], sources[node_id] = after, "inherited"
-    structural = _structural_module(scope, modules, callers)
+    structural = _structural_module(scope, modules, labels.callers)
     if structural is None:
         return
     module, source = structural

@@ -114,7 +114,7 @@ def test_without_thresholds_only_failed_files_fail_the_audit(models):
     "args, message",
     [
         (("--min_direct", 120), "--min_direct must be a percentage"),
-        (("--workers", 0), "--workers must be a positive integer"),
+        (("--workers", 0), "--workers must be an integer >= 1"),
     ],
 )
 def test_bad_options_exit_2(models, args, message):

@@ -24,8 +24,7 @@ import torch
 from onnx import TensorProto, helper
 
 import shim
-from bench import cases
-from shim import fixtures
+from bench import cases, fixtures
 from shim.rename import scope_names
 from shim.scopes import scope_of_path
 from tagger import tag_proto

@@ -1,15 +1,22 @@
 """Evidence sources: each proposes `{node: module path}` for the nodes it knows about.
 
-Sources are evaluated in an order that lets the ones naming real module paths (tags, dynamo
-metadata, parameter names) teach the `ModuleSet` before the name-based sources resolve
-exporter quirks against it; they are *merged* in `PRECEDENCE` order, and every disagreement is
-kept as a `Conflict` for the report.
+Every source is one module of this package satisfying `EvidenceSource`, registered by one line
+in `REGISTRY`. Two orders follow from that table, declared here together:
+
+1. `PRECEDENCE`, the merge order: the registry's order; the earliest claim on a node wins and
+   every disagreement with it is kept as a `Conflict` for the report;
+2. `RUN_ORDER`, the evaluation order: the sources that name real module paths (tags, dynamo
+   metadata, parameter names; phase `TEACH`) run first and teach the `ModuleSet`, then the
+   name-based sources (phase `RESOLVE`) resolve exporter quirks against it, each phase in
+   precedence order.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from tagger.index import ModelIndex
 from tagger.paths import ModuleSet
@@ -19,12 +26,29 @@ __all__ = [
     "Context",
     "Decision",
     "Evidence",
+    "EvidenceSource",
     "PRECEDENCE",
+    "REGISTRY",
+    "RUN_ORDER",
     "build_context",
     "collect",
+    "registered_sources",
 ]
 
-PRECEDENCE = ("tag", "metadata", "name", "tensor", "initializer")
+TEACH, RESOLVE = 0, 1
+"""Phases: a `TEACH` source only adds to `context.modules`; a `RESOLVE` source reads it."""
+
+REGISTRY: tuple[tuple[str, str, int], ...] = (
+    # (source name, module in tagger.evidence, phase), in precedence order: the first claim wins
+    ("tag", "tags", TEACH),
+    ("metadata", "metadata", TEACH),
+    ("name", "names", RESOLVE),
+    ("tensor", "tensors", RESOLVE),
+    ("initializer", "initializers", TEACH),
+)
+PRECEDENCE = tuple(name for name, _, _ in REGISTRY)
+RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
+"""`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
 MODULE_MAP_KEY = "hierarchy.modules"
 
 
@@ -91,13 +115,32 @@ class Decision:
     conflicts: list[Conflict]
 
 
-def collect(index: ModelIndex, context: Context) -> Decision:
-    """Run every source and merge: the highest-precedence claim wins, every disagreement with it
-    is a conflict. The merge is dict updates from the lowest precedence up (C-level: a 100k-node
-    model has several claims on every node)."""
-    from tagger.evidence import initializers, metadata, names, tags, tensors
+@runtime_checkable
+class EvidenceSource(Protocol):
+    """The contract of an evidence source (a module of this package).
 
-    proposals = {source.SOURCE: source.propose(index, context) for source in (tags, metadata, initializers, names, tensors)}
+    `SOURCE` is the name written in `hierarchy.source` (and in `REGISTRY`). `propose` returns a
+    module path for each node (by index position) the source has evidence for, and nothing for
+    the others. It never changes the model or the index; it may add what it learnt to `context`
+    (module paths, class names, kept sources, the scope cache) for the sources that run after it.
+    """
+
+    SOURCE: str
+
+    def propose(self, index: ModelIndex, context: Context) -> dict[int, str]: ...
+
+
+def registered_sources() -> dict[str, EvidenceSource]:
+    """The registered sources by name, in `RUN_ORDER` (imported here: each imports `Context`)."""
+    modules = {name: module for name, module, _ in REGISTRY}
+    return {name: importlib.import_module(f"tagger.evidence.{modules[name]}") for name in RUN_ORDER}
+
+
+def collect(index: ModelIndex, context: Context) -> Decision:
+    """Run every source in `RUN_ORDER` and merge in `PRECEDENCE`: the highest-precedence claim
+    wins, every disagreement with it is a conflict. The merge is dict updates from the lowest
+    precedence up (C-level: a 100k-node model has several claims on every node)."""
+    proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     for source in reversed(PRECEDENCE):

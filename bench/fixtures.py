@@ -1,4 +1,4 @@
-"""`python -m shim.fixtures OUT_DIR [--archs bert,vit]`: shim exports of the tiny bench models.
+"""`python -m bench.fixtures OUT_DIR [--archs bert,vit]`: shim exports of the tiny bench models.
 
 Writes `OUT_DIR/<arch>-<exporter>/model.onnx` (dynamo: plus `model.onnx.data`) for every arch of
 `bench.cases` and both exporters, and prints one line per export.

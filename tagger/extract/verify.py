@@ -25,13 +25,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from tagger.errors import TaggerError
+from tagger.errors import MissingDependency, TaggerError
+from tagger.feeds import make_feeds
 
-__all__ = ["TOLERANCE", "Verification", "compare_outputs", "full_model_values"]
+if TYPE_CHECKING:
+    from tagger.extract.cut import Cut
+    from tagger.extract.report import ExtractReport
+    from tagger.extract.source import Source
+
+__all__ = ["TOLERANCE", "Verification", "boundary_values", "compare_outputs", "full_model_values", "record_verification"]
 
 TOLERANCE = 1e-6
 
@@ -115,7 +122,7 @@ def _session(model: str | bytes, base_dir: Path | None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TaggerError("verification needs onnxruntime (pip install onnxruntime)") from None
+        raise MissingDependency("verification", "onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
@@ -128,3 +135,19 @@ def _session(model: str | bytes, base_dir: Path | None):
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         where = model if isinstance(model, str) else "the full model"
         raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
+
+
+def boundary_values(src: Source, cuts: list[Cut]) -> dict:
+    """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run."""
+    names = [name for cut in cuts for name in (*cut.inputs, *cut.outputs)]
+    src.types.resolve(names)
+    types = {name: tp for name in names if (tp := src.types.get(name)) is not None}
+    return full_model_values(src.model, src.path.parent.resolve(), names, types, make_feeds(src.model))
+
+
+def record_verification(report: ExtractReport, cut: Cut, values: dict) -> None:
+    """Record the comparison; an extracted model onnxruntime cannot even load fails it."""
+    try:
+        report.verification = compare_outputs(Path(report.output), cut.inputs, cut.outputs, values)
+    except TaggerError as exc:
+        report.verification = Verification(False, 0, 0, float("nan"), [str(exc)])

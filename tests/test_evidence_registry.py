@@ -1,0 +1,21 @@
+"""The evidence sources are registered once; both orders derive from that table."""
+
+from __future__ import annotations
+
+from tagger import evidence
+from tagger.keys import DIRECT_SOURCES
+
+
+def test_every_registered_source_keeps_the_contract_under_its_name():
+    for name, source in evidence.registered_sources().items():
+        assert isinstance(source, evidence.EvidenceSource)
+        assert source.SOURCE == name and name in DIRECT_SOURCES
+
+
+def test_teaching_sources_run_before_resolving_ones_and_each_phase_in_precedence():
+    phase = {name: p for name, _, p in evidence.REGISTRY}
+    order = list(evidence.RUN_ORDER)
+    assert sorted(order) == sorted(evidence.PRECEDENCE)
+    assert [phase[n] for n in order] == sorted(phase[n] for n in order)
+    for p in (evidence.TEACH, evidence.RESOLVE):
+        assert [n for n in order if phase[n] == p] == [n for n in evidence.PRECEDENCE if phase[n] == p]

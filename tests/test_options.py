@@ -1,0 +1,86 @@
+"""Every bad option value is bad input: one `tagger: error: --NAME ...` line and exit 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from tagger import InputError, report, retag
+from tagger.errors import MissingDependency
+from tests.graphs import chain_model
+
+BAD_OPTIONS = {
+    "tree-depth-negative": (["tree", "{model}", "--depth", "-1"], "--depth"),
+    "tree-depth-text": (["tree", "{model}", "--depth", "deep"], "--depth"),
+    "profile-depth-negative": (["profile", "{model}", "--depth", "-1"], "--depth"),
+    "profile-runs-zero": (["profile", "{model}", "--runs", "0"], "--runs"),
+    "profile-warmup-negative": (["profile", "{model}", "--warmup", "-1"], "--warmup"),
+    "profile-dim-zero": (["profile", "{model}", "--dim", "0"], "--dim"),
+    "profile-threads-text": (["profile", "{model}", "--threads", "many"], "--threads"),
+    "profile-trace-without-path": (["profile", "{model}", "--trace"], "--trace"),
+    "extract-module-without-value": (["extract", "{model}", "--module"], "--module"),
+    "extract-tag-list": (["extract", "{model}", "--tag", "[a,b]"], "--tag"),
+    "extract-module-and-tag": (["extract", "{model}", "--module", "enc", "--tag", "*"], "--module"),
+    "extract-depth-without-all": (["extract", "{model}", "--module", "enc", "--depth", "1"], "--depth"),
+    "extract-all-depth-negative": (["extract", "{model}", "--all", "--depth", "-1", "--out_dir", "{tmp}/out"], "--depth"),
+    "extract-all-without-depth": (["extract", "{model}", "--all", "--out_dir", "{tmp}/out"], "--all"),
+    "retag-output-without-path": (["retag", "{model}", "--output"], "--output"),
+    "retag-inplace-and-output": (["retag", "{model}", "--inplace", "--output", "{tmp}/o.onnx"], "--inplace"),
+    "retag-report-suffix": (["retag", "{model}", "--report", "{tmp}/r.txt"], "--report"),
+    "audit-min-direct-over-100": (["audit", "{model}", "--min_direct", "120"], "--min_direct"),
+    "audit-max-fallback-text": (["audit", "{model}", "--max_fallback", "some"], "--max_fallback"),
+    "audit-workers-zero": (["audit", "{model}", "--workers", "0"], "--workers"),
+    "audit-flag-before-path": (["audit", "--json", "{model}"], "--json"),
+}
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(chain_model(["/enc/a/Relu", "", "/enc/b/Relu"]), path)
+    return path
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=list(BAD_OPTIONS))
+def test_every_option_error_exits_2_with_one_line(bad, model, tmp_path):
+    args, option = BAD_OPTIONS[bad]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    argv = [a.format(model=model, tmp=tmp_path) for a in args]
+    result = subprocess.run([sys.executable, "-m", "tagger", *argv], capture_output=True, text=True, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("tagger: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert option in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_unknown_strategy_is_bad_input(model):
+    for call in (lambda: retag(model, strategy="contxt"), lambda: report(model, strategy="contxt")):
+        with pytest.raises(InputError, match="strategy must be one of .*got 'contxt'"):
+            call()
+    assert not model.with_name("m.tagged.onnx").exists()
+
+
+def test_a_missing_dependency_is_bad_input_with_the_install_line():
+    error = MissingDependency("profiling", "onnxruntime")
+    assert error.exit_code == 2
+    assert str(error) == "profiling needs onnxruntime (pip install onnxruntime)"
+
+
+def test_a_failed_verification_has_its_own_documented_exit_code(tmp_path):
+    from tagger import ExtractAllReport, ExtractReport, ModelsFailed, Verification, VerificationFailed
+    from tagger.errors import EXIT_CODES
+
+    failed = Verification(False, 1, 0, 0.5, ["y: max |diff| 0.5"])
+    one = ExtractReport("m.onnx", "o.onnx", "enc", None, 2, 0, [], [], 0, [], False, failed)
+    with pytest.raises(VerificationFailed, match="verification failed for module enc"):
+        one.check()
+    assert VerificationFailed.exit_code == 6 and 6 in EXIT_CODES
+    every = ExtractAllReport("m.onnx", 1, "out", "out/index.json", [one], {"dec": "no boundary outputs"})
+    with pytest.raises(VerificationFailed):  # a wrong model outweighs a missing one
+        every.check()
+    one.verification = Verification(True, 1, 1, 0.0)
+    with pytest.raises(ModelsFailed, match="1 module could not be extracted"):
+        every.check()
