@@ -180,23 +180,19 @@ def _names_and_values(model: onnx.ModelProto) -> Iterator[str]:
         yield prop.value
     for function in model.functions:
         for node in function.node:
-            yield node.name
-            yield from node.input
-            yield from node.output
-            for prop in node.metadata_props:
-                yield prop.value
+            yield from _node_texts(node)
     for graph in _graphs(model.graph):
         for prop in graph.metadata_props:
             yield prop.value
-        for tensor in graph.initializer:
-            yield tensor.name
-        for sparse in graph.sparse_initializer:
-            yield sparse.values.name
-        for info in (*graph.input, *graph.output, *graph.value_info):
-            yield info.name
+        yield from (tensor.name for tensor in graph.initializer)
+        yield from (sparse.values.name for sparse in graph.sparse_initializer)
+        yield from (info.name for info in (*graph.input, *graph.output, *graph.value_info))
         for node in graph.node:
-            yield node.name
-            yield from node.input
-            yield from node.output
-            for prop in node.metadata_props:
-                yield prop.value
+            yield from _node_texts(node)
+
+
+def _node_texts(node: onnx.NodeProto) -> Iterator[str]:
+    yield node.name
+    yield from node.input
+    yield from node.output
+    yield from (prop.value for prop in node.metadata_props)
