@@ -1,4 +1,5 @@
-"""The real-pipeline benchmark's own machinery (`bench.pipelines`) and a fast subset of its rows.
+"""The real-pipeline benchmark's machinery (`bench.graph_truth`, `bench.pipeline_tools`) and a fast
+subset of its rows (`bench.pipelines`).
 
 The helpers are checked on the optimum files in data/optimum/; the subset exports tiny models with
 plain TorchScript (well under a second each) and scores them exactly as `python -m bench.pipelines`
@@ -12,20 +13,20 @@ from pathlib import Path
 import onnx
 import pytest
 
-from bench import pipelines
+from bench import graph_truth, pipeline_tools, pipelines
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "optimum"
 
 
 def test_head_node_is_the_lm_head_matmul_of_an_llm():
     model = onnx.load(DATA / "llama-with-past.onnx")
-    graph, index = pipelines.head_node(model, "logits")
+    graph, index = graph_truth.head_node(model, "logits")
     assert graph == () and model.graph.node[index].name == "/lm_head/MatMul"
 
 
 def test_head_node_follows_the_merged_decoders_if_into_its_then_branch():
     model = onnx.load(DATA / "t5-decoder_model_merged.onnx")
-    graph, index = pipelines.head_node(model, "logits")
+    graph, index = graph_truth.head_node(model, "logits")
     assert graph == ("then_branch",)
     then_branch = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
     assert then_branch.node[index].name == "/lm_head/MatMul"
@@ -34,16 +35,16 @@ def test_head_node_follows_the_merged_decoders_if_into_its_then_branch():
 def test_truth_reaches_into_control_flow_bodies_and_is_carried_graph_by_graph():
     model = onnx.load(DATA / "t5-decoder_model_merged.onnx")
     modules = frozenset({"", "decoder", "decoder.block.0", "decoder.block.0.layer.0", "lm_head"})
-    truth = pipelines.truth_of(model, modules, "names")
+    truth = graph_truth.truth_of(model, modules, "names")
     assert {key[0] for key in truth} == {("then_branch",), ("else_branch",)}
-    assert pipelines.carry(model, truth, model) == truth
+    assert graph_truth.carry(model, truth, model) == truth
 
 
 def test_feeds_run_an_llm_with_its_past():
     import onnxruntime as ort
 
     model = onnx.load(DATA / "llama-with-past.onnx")
-    feeds = pipelines.feeds(model)
+    feeds = pipeline_tools.feeds(model)
     past = feeds["past_key_values.0.key"].shape[2]
     assert feeds["attention_mask"].shape[1] == past + feeds["input_ids"].shape[1]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
