@@ -65,3 +65,19 @@ def test_torchscript_rows_invent_no_module_and_keep_the_head(family, tool, work)
     assert not row.invented
     assert row.head_ok
     assert row.scores.exact >= 0.995  # measured 100.0% on every one of these rows
+
+
+def test_one_command_prints_the_table_and_refuses_unknown_filters(work, capsys):
+    pipelines.run(families="bert", exporters="torchscript", tools="none,onnxslim", work=str(work), publish_docs=False)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == pipelines.HEADER
+    assert "| bert | torchscript | model | onnxslim |" in out
+    with pytest.raises(SystemExit, match="unknown family gpt9"):
+        pipelines.run(families="gpt9", work=str(work), publish_docs=False)
+
+
+def test_a_failed_row_is_one_short_reason_in_the_table():
+    row = pipelines.Row("t5", "dynamo", "–", "–", reason="export failed: ConversionError: a | b")
+    line = pipelines.format_row(row)
+    assert line.count("|") == pipelines.HEADER.count("|")
+    assert "a / b" in line
