@@ -1,9 +1,9 @@
 """The model families of the real-pipeline benchmark: tiny `transformers` models users really export.
 
 - `bert`: encoder (`BertModel`; feature extraction: `last_hidden_state`);
-- `llama`: decoder-only LLM with a KV cache (`LlamaForCausalLM`: bias-free Linear, RMSNorm, rotary;
-  `num_key_value_heads == num_attention_heads`, FIELD-NOTES §2: grouped-query attention does not
-  trace with TorchScript);
+- `llama`: decoder-only LLM with a KV cache (`LlamaForCausalLM`: bias-free Linear, RMSNorm, rotary,
+  grouped-query attention: 2 query heads share 1 key/value head; measured to export with
+  TorchScript, dynamo and optimum on torch 2.13 / transformers 5.24 and 4.57);
 - `t5`: encoder-decoder (`T5ForConditionalGeneration`, whose optimum export has a merged decoder);
 - `vit`: vision transformer (`ViTModel`; feature extraction: `last_hidden_state`).
 
@@ -24,6 +24,7 @@ __all__ = ["FAMILIES", "Family", "build", "save_pretrained"]
 HIDDEN = 32
 LAYERS = 2
 HEADS = 2
+KV_HEADS = 1
 VOCAB = 100
 IMAGE = 32
 SEQ = 8
@@ -72,7 +73,7 @@ def _model(name: str) -> torch.nn.Module:
                 hidden_size=HIDDEN,
                 num_hidden_layers=LAYERS,
                 num_attention_heads=HEADS,
-                num_key_value_heads=HEADS,
+                num_key_value_heads=KV_HEADS,
                 intermediate_size=2 * HIDDEN,
                 vocab_size=VOCAB,
                 max_position_embeddings=64,

@@ -34,7 +34,7 @@ EXPORTERS = ("optimum", "optimum-past", "torchscript", "dynamo", "shim", "shim-t
 plain `torch.onnx.export(dynamo=False/True)`; shim / shim-torchscript: `shim.export` (retag off, so
 the tools see what a user ships) with the dynamo / TorchScript exporter."""
 
-PIPELINES_VERSION = 2
+PIPELINES_VERSION = 3
 """Bump when models or export settings change (cache directories are named after it)."""
 
 _OPTIMUM_PYTHON = Path(os.environ.get("OPTIMUM_PYTHON", "/work/venv-optimum/bin/python"))
@@ -234,7 +234,7 @@ def wrapped_model(family: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...
     ids = torch.randint(0, families.VOCAB, (1, seq), generator=gen)
     mask = torch.ones(1, seq, dtype=torch.long)
     if family == "llama":
-        layers, heads, head_dim = families.LAYERS, families.HEADS, families.HIDDEN // families.HEADS
+        layers, heads, head_dim = families.LAYERS, families.KV_HEADS, families.HIDDEN // families.HEADS
         past = tuple(torch.randn(1, heads, families.PAST, head_dim, generator=gen) for _ in range(2 * layers))
         step = torch.randint(0, families.VOCAB, (1, 1), generator=gen)
         full_mask = torch.ones(1, families.PAST + 1, dtype=torch.long)

@@ -367,8 +367,8 @@ def _document(rows: list[Row], table: list[str], elapsed: float, built: int, tot
     )
 
 
-_LEGEND = """Families: BERT (`BertModel`), LLaMA (`LlamaForCausalLM` with a KV cache: past keys/values are
-inputs), T5 (`T5ForConditionalGeneration`), ViT (`ViTModel`); hidden 32, 2 layers, vocabulary 100,
+_LEGEND = """Families: BERT (`BertModel`), LLaMA (`LlamaForCausalLM`, grouped-query attention, with a KV
+cache: past keys/values are inputs), T5 (`T5ForConditionalGeneration`), ViT (`ViTModel`); hidden 32, 2 layers, vocabulary 100,
 random weights plus noise (`bench/families.py`). Exporters: `optimum` = `optimum-cli export onnx`
 (`feature-extraction`, `text-generation`, `text2text-generation`, `image-feature-extraction`) run in
 its own environment (optimum-onnx pins transformers 4.57, the tests use 5.x, so it is not in the
