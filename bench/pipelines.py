@@ -310,7 +310,8 @@ def run(
 
 def _invented_line(tag: str, where: list[str]) -> str:
     more = "; …" if len(where) > 3 else ""
-    return f"- `{tag}` — {len(where)} rows ({'; '.join(where[:3])}{more})"
+    rows = f"{len(where)} row{'s' if len(where) > 1 else ''}"
+    return f"- `{tag}` — {rows} ({'; '.join(where[:3])}{more})"
 
 
 def pivot(rows: list[Row]) -> str:
