@@ -113,10 +113,11 @@ class DiffReport(JsonReport):
     def to_text(self) -> str:
         parts = [self.summary(), "", "modules with differences (A -> B: kept, -removed, +added, >moved out, <moved in):"]
         changed = [m for m in self.modules if m.changed]
-        for m in changed[:LIST_LIMIT]:
+        labels = [_safe(m.module) or "(root)" for m in changed[:LIST_LIMIT]]
+        width = max([len(label) for label in labels] + [40])  # the widest shown path sets the column
+        for label, m in zip(labels, changed, strict=False):
             parts.append(
-                f"  {_safe(m.module) or '(root)':<40} {m.a:>5} -> {m.b:<5} kept {m.kept}, -{m.removed}, +{m.added}, "
-                f">{m.moved_out}, <{m.moved_in}"
+                f"  {label:<{width}} {m.a:>5} -> {m.b:<5} kept {m.kept}, -{m.removed}, +{m.added}, >{m.moved_out}, <{m.moved_in}"
             )
         if len(changed) > LIST_LIMIT:
             parts.append(f"  … {len(changed) - LIST_LIMIT} more (full list in --json)")

@@ -66,6 +66,8 @@ class GraphScope:
     kind: str
     node_ids: list[int] = field(default_factory=list)
     owner: int | None = None
+    attribute: str = ""
+    """The owner's attribute that holds this body (`then_branch`, `body`; `branches[1]` in a list)."""
     function_key: tuple[str, str, str] | None = None
     initializers: frozenset[str] = frozenset()
     matrices: frozenset[str] = frozenset()
@@ -85,16 +87,23 @@ class ModelIndex:
     graphs: list[GraphScope] = field(default_factory=list)
 
     def graph_label(self, graph_id: int) -> str:
-        """A readable address for a graph, used in reports."""
+        """A readable address for a graph, used in reports: `main`, `function dom::name`, or a body
+        as its owner and attribute (`If optimum::if/then_branch`), nested ones joined by ` > `."""
         scope = self.graphs[graph_id]
         if scope.kind == "main":
             return "main"
         if scope.kind == "function":
             domain, name, overload = scope.function_key or ("", "", "")
             return f"function {domain}::{name}" + (f":{overload}" if overload else "")
-        owner = self.nodes[scope.owner] if scope.owner is not None else None
-        label = owner.name or owner.op_type if owner is not None else "?"
-        return f"body of {label}"
+        labels = []
+        while scope.kind == "subgraph" and scope.owner is not None:
+            owner, outer = self.nodes[scope.owner], self.graph_of[scope.owner]
+            name = owner.name or f"#{self.graphs[outer].node_ids.index(scope.owner)}"
+            labels.append(f"{owner.op_type} {name}/{scope.attribute}")
+            scope = self.graphs[outer]
+        if scope.kind == "function":
+            labels.append(self.graph_label(self.graphs.index(scope)))
+        return " > ".join(reversed(labels)) or "body"
 
 
 def build_index(model: onnx.ModelProto) -> ModelIndex:
@@ -146,8 +155,8 @@ def _add_nodes(index: ModelIndex, nodes, scope: GraphScope, shared: dict[str, st
     scope.node_ids.extend(range(first, first + len(views)))
     for node_id, view in enumerate(views, first):
         if may_own_bodies(view.op_type, view.domain):
-            for body in subgraphs(index.nodes[node_id]):
-                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id), shared)
+            for attribute, body in _named_bodies(index.nodes[node_id]):
+                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id, attribute=attribute), shared)
 
 
 def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
@@ -157,6 +166,16 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield attribute.g
         elif attribute.type == onnx.AttributeProto.GRAPHS:
             yield from attribute.graphs
+
+
+def _named_bodies(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """`subgraphs`, each with the attribute that holds it (`branches[1]` inside a list)."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.name, attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for k, graph in enumerate(attribute.graphs):
+                yield f"{attribute.name}[{k}]", graph
 
 
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

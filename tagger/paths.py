@@ -68,6 +68,16 @@ def ancestors(path: str) -> list[str]:
     return [""] + [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _unqualified(path: str) -> str:
+    """What TorchScript names a module's scope: its last non-numeric component and any indices
+    after it (`model.decoder.layers.0` -> `layers.0`)."""
+    parts = path.split(".")
+    end = len(parts) - 1
+    while end > 0 and parts[end].isdigit():
+        end -= 1
+    return ".".join(parts[end:])
+
+
 def scope_segments(name: str) -> list[str] | None:
     """The scope part of a `/a/b/Op`-style name, or None when the name carries no scope.
 
@@ -94,6 +104,7 @@ class ModuleSet:
         self._known: set[str] = {""}
         self._observed: set[str] = set()
         self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
+        self._by_unqualified: dict[str, list[str]] | None = None
         self.authoritative = False
 
     def __contains__(self, path: str) -> bool:
@@ -117,6 +128,11 @@ class ModuleSet:
         """Known modules that have known children (everything else is a leaf)."""
         return {path.rpartition(".")[0] for path in self._known if path}
 
+    def _forget_readings(self) -> None:
+        """A new known module changes how scopes read (`_memo`) and what ends with a name."""
+        self._memo.clear()
+        self._by_unqualified = None
+
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
         self._memo.clear()
@@ -138,7 +154,7 @@ class ModuleSet:
         known = self._known
         if path in known:
             return
-        self._memo.clear()
+        self._forget_readings()
         if path.count(".") > MAX_DEPTH:
             known.add(path)
             known.update(ancestors(path))
@@ -150,8 +166,13 @@ class ModuleSet:
     def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str:
         """Turn exporter scope segments into a module path.
 
-        Undoes two TorchScript quirks: a Sequential's child repeats its parent's segment
-        (`layer/layer.0` is `layer.0`), and a module called again gets `_N` (`attention_1`).
+        Undoes three TorchScript quirks: a segment is the *unqualified* name of a called module
+        (its last non-numeric attribute plus any index: `layers.0`), so a module that its caller
+        reaches through an uncalled container (`self.model.decoder(...)`: `/decoder/...`) is the
+        known module below the caller that ends with the segment, and only when none is known a
+        new child of the caller (`lm_head`, whose weight no parameter name shows); a Sequential's
+        child repeats its parent's segment (`layer/layer.0` is `layer.0`); and a module called
+        again gets `_N` (`attention_1`).
         Membership in the known set decides between readings, so a real attribute named
         `fc_1` stays `fc_1`; for modules without parameters, a base scope seen elsewhere in the
         model's names (`activation` beside `activation_1`) marks the suffix as a second call —
@@ -190,9 +211,28 @@ class ModuleSet:
         for candidate in candidates:
             if ".".join(candidate) in self._known:
                 return candidate
+        if torchscript:
+            below = self._known_below(".".join(parts), segment, stripped)
+            if below is not None:
+                return below
         if torchscript and stripped != plain and ".".join(base + stripped) in self._observed:
             return base + stripped
         return base + plain
+
+    def _known_below(self, caller: str, segment: str, stripped: list[str]) -> list[str] | None:
+        """The shallowest known strict descendant of `caller` whose unqualified name is `segment`
+        (else its `_N`-stripped form), as parts; None when there is none."""
+        if self._by_unqualified is None:
+            self._by_unqualified = {}
+            for path in self._known:
+                if path:
+                    self._by_unqualified.setdefault(_unqualified(path), []).append(path)
+        prefix = caller + "." if caller else ""
+        for name in (segment, ".".join(stripped)):
+            found = [p for p in self._by_unqualified.get(name, ()) if p.startswith(prefix)]
+            if found:
+                return min(found, key=lambda p: (p.count("."), p)).split(".")
+        return None
 
     def _longest_known_prefix(self, parts: list[str]) -> str:
         for end in range(len(parts), 0, -1):

@@ -11,6 +11,7 @@ from itertools import repeat
 
 import onnx
 
+from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
@@ -70,14 +71,19 @@ def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResul
         facts=GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences()),
         callers=_function_callers(index),
     )
+    owners = body_modules(index, labels.modules, labels.facts.sequences)
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
         if scope.kind != "function":
             _resolve_graph(index, scope, labels)
+            if settle_owners(scope.node_ids, labels.modules, labels.sources, owners):  # placed owners: context for what is open
+                _resolve_graph(index, scope, labels)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
             _resolve_graph(index, scope, labels)
+            if settle_owners(scope.node_ids, labels.modules, labels.sources, owners):
+                _resolve_graph(index, scope, labels)
         still = [scope for scope in pending if any(labels.modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back

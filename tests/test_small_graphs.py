@@ -75,6 +75,30 @@ def test_nodes_inside_if_bodies_are_tagged_from_their_own_names_or_their_owner()
     onnx.checker.check_model(model, full_check=True)
 
 
+def _owner_of_named_bodies(context: list[str]) -> onnx.ModelProto:
+    """`If` between nodes named `context` (before, after), each branch holding one named node."""
+    model = if_model()
+    owner = model.graph.node[3]
+    for attribute, name in zip(sorted(owner.attribute, key=lambda a: a.name), ["/blk/p/Neg", "/blk/q/Relu"], strict=True):
+        attribute.g.node[0].name = name
+    model.graph.node[0].name = context[0]
+    return model
+
+
+def test_an_if_without_evidence_takes_the_common_module_of_its_bodies():
+    model = _owner_of_named_bodies([""])
+    tag_proto(model)
+    assert tags_of(model)[3] == {"hierarchy.module": "blk", "hierarchy.tag": "/blk", "hierarchy.source": "subgraph"}
+    assert [t["hierarchy.module"] for t in tags_of(model)[:3]] == ["blk"] * 3, "the condition is computed where it is used"
+
+
+def test_an_if_inferred_beside_its_bodies_is_lifted_to_their_common_ancestor():
+    model = _owner_of_named_bodies(["/enc/x/ReduceSum"])
+    tag_proto(model)
+    assert tags_of(model)[3]["hierarchy.module"] == ""
+    assert tags_of(model)[3]["hierarchy.source"] == "inherited"
+
+
 def test_function_bodies_take_the_common_module_of_their_call_sites():
     model = function_model()
     tag_proto(model)
@@ -102,6 +126,36 @@ def test_names_whose_first_scope_is_no_known_module_are_not_evidence():
     model = chain_model(["node_MatMul_34/MatMulAddFusion", "/enc/b/Add"], {1: "enc.b.bias"})
     tag_proto(model)
     assert tags_of(model)[0]["hierarchy.source"] != "name"
+
+
+def test_a_tool_suffix_after_an_op_name_is_no_module():
+    model = chain_model(["/enc/a/Add/MatMulAddFusion", "/enc/b/Mul_1/SimplifiedLayerNormFusion/"], {1: "enc.c.bias"})
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["enc.a", "enc.b"]
+
+
+def test_a_module_known_from_parameters_stays_a_module_when_named_like_an_op():
+    model = chain_model(["/LSTM/Add", "/enc/Relu"], {0: "LSTM.bias"})
+    tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.module"] == "LSTM"
+
+
+def test_a_torchscript_top_level_scope_no_parameter_shows_is_kept():
+    model = chain_model(["/enc/a/Add", "/lm_head/Relu"], {0: "enc.a.bias"})
+    tag_proto(model)
+    assert tags_of(model)[1]["hierarchy.module"] == "lm_head"
+
+
+def test_a_scope_called_past_an_uncalled_container_is_the_known_module_it_names():
+    model = chain_model(["/decoder/a/Add", "/decoder/Relu"], {0: "model.decoder.a.bias"})
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["model.decoder.a", "model.decoder"]
+
+
+def test_a_quantizer_scale_named_after_a_tensor_is_no_parameter():
+    model = chain_model(["", "/enc/Relu"], {0: "input.1_scale"})
+    tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.module"] != "input"
 
 
 def test_a_name_borrowed_from_another_tensor_defers_to_the_output_name():

@@ -81,6 +81,8 @@ class Context:
     scope_modules: dict[str, str | None] = field(default_factory=dict)
     """Module of each scoped-name prefix (`/encoder/layer.0/`), shared by the name and tensor
     sources: node and tensor names repeat the same scopes."""
+    op_names: frozenset[str] = frozenset()
+    """Op types a name segment may be the node name of (`names.op_names`), set by the name source."""
 
 
 def build_context(index: ModelIndex) -> Context:

@@ -1,8 +1,10 @@
 """Parameter names a node consumes: `encoder.layer.0.attention.self.query.weight` names module
 `encoder.layer.0.attention.self.query`.
 
-Only names that look like parameter paths count (dotted identifiers); exporter temporaries such
-as `val_17` or `onnx::MatMul_352` carry no module. Tool-derived names (`…weight_quantized`,
+Only names that are parameter paths count: every component an attribute name (an identifier)
+or a list index (digits), as `named_parameters()` spells them. Exporter temporaries such as
+`val_17` or `onnx::MatMul_352` carry no module, nor do tool names built on a tensor name
+(`input.1_scale`: `1_scale` is neither an identifier nor an index). Tool-derived names (`…weight_quantized`,
 `…weight_scale`) still end in one attribute, so they resolve the same way. When a node consumes
 parameters of several modules (a fused op), the module owning most of them wins, and their
 lowest common ancestor on a tie.
@@ -20,7 +22,8 @@ from tagger.paths import lca_all
 SOURCE = "initializer"
 __all__ = ["SOURCE", "propose", "module_of_parameter"]
 
-_PARAMETER = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)+$")
+_PARAMETER = re.compile(r"^[A-Za-z_]\w*(\.([A-Za-z_]\w*|\d+))+$")
+"""Attribute names and list indices joined by dots: what `named_parameters()` and `named_buffers()` spell."""
 
 
 def module_of_parameter(name: str) -> str | None:

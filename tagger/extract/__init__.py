@@ -53,6 +53,7 @@ from tagger.extract.cut import Cut, all_modules, groups_at, make_cut, modules_at
 from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, extract_report, index_json
 from tagger.extract.source import Source, load_source
 from tagger.extract.verify import boundary_values, record_verification
+from tagger.feeds import DimSettings, model_feeds
 from tagger.modelio import save_text
 from tagger.options import check_integer
 
@@ -77,12 +78,15 @@ def extract(
     output: str | os.PathLike | None = None,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dim: DimSettings | int | str | dict = 1,
 ) -> ExtractReport:
     """Write the subgraph of `module` (dotted path, `""` = whole model) or of the nodes whose tag
     matches the glob `tag` as a runnable ONNX model; see the module docstring for the rules.
 
     `output` defaults to `<stem>.<module>.onnx` beside the input. `verify=True` runs both models
-    in onnxruntime and records the comparison in `report.verification`.
+    in onnxruntime and records the comparison in `report.verification`; the full model runs on
+    the `.npz` at `inputs`, or on feeds generated with `dim` (as for `profile`; `tagger.feeds`).
     """
     if (module is None) == (tag is None):
         raise InputError("give exactly one of --module PATH or --tag PATTERN")
@@ -90,11 +94,12 @@ def extract(
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
     src = load_source(model)
+    feeds = model_feeds(src.model, inputs, dim) if verify else None
     cut = make_cut(src, module, tag, pull_producers)
     destination = Path(output) if output is not None else _default_output(src.path, module, tag)
     report = _extract_cut(src, cut, destination, src.path)
-    if verify:
-        record_verification(report, cut, boundary_values(src, [cut]))
+    if feeds is not None:
+        record_verification(report, cut, boundary_values(src, [cut], feeds))
     return report
 
 
@@ -104,16 +109,20 @@ def extract_all(
     out_dir: str | os.PathLike,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dim: DimSettings | int | str | dict = 1,
 ) -> ExtractAllReport:
     """One model per module at `depth` (number of dotted components) in `out_dir`, plus `index.json`.
 
     A module that cannot be extracted is listed in `failures` (and in the index); the others are
     still written. With external data the data file is placed in `out_dir` once and shared.
+    `verify`, `inputs` and `dim` as for `extract`.
     """
     check_integer("depth", depth)
     if depth is None:
         raise InputError("--all needs --depth N")
     src = load_source(model)
+    feeds = model_feeds(src.model, inputs, dim) if verify else None
     groups = groups_at(src, depth)
     if not groups:
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(src)} components")
@@ -127,7 +136,7 @@ def extract_all(
         with _recorded(failures, module):
             cuts.append(make_cut(src, module, None, pull_producers, selected))
     src.types.resolve(name for cut in cuts for name in (*cut.inputs, *cut.outputs))  # one inference for all
-    values = boundary_values(src, cuts) if verify and cuts else {}
+    values = boundary_values(src, cuts, feeds) if feeds is not None and cuts else {}
     reports: list[ExtractReport] = []
     data_source = src.path
     for cut, file_name in zip(cuts, _file_names((cut.module or "" for cut in cuts), {src.path.name}), strict=True):

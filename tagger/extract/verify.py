@@ -4,8 +4,8 @@ An extracted model is right when, fed the values its boundary tensors take insid
 model, it computes the values its outputs take there. So:
 
 1. the full model runs once in onnxruntime with the boundary tensors exposed as extra graph
-   outputs (feeds from `tagger.feeds.make_feeds` unless given), its weights read from the data
-   file in place;
+   outputs (feeds from `tagger.feeds`: generated or given; a run onnxruntime refuses is bad
+   input, `tagger.feeds.refusal`), its weights read from the data file in place;
 2. the extracted model runs from its own file (its external data resolved as a user's would be),
    fed those values by name;
 3. every output is compared with the full model's value of the same tensor: same dtype and
@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from tagger.errors import MissingDependency, TaggerError
-from tagger.feeds import make_feeds
+from tagger.feeds import Feeds, refusal
 
 if TYPE_CHECKING:
     from tagger.extract.cut import Cut
@@ -82,7 +82,10 @@ def full_model_values(
         if name in types:
             exposed.type.CopyFrom(types[name])
     session = _session(instrumented.SerializeToString(), base_dir)
-    values = session.run(wanted, dict(feeds)) if wanted else []
+    try:
+        values = session.run(wanted, dict(feeds)) if wanted else []
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise refusal(model, feeds, exc) from None
     return {**feeds, **dict(zip(wanted, values, strict=True))}
 
 
@@ -125,7 +128,7 @@ def _session(model: str | bytes, base_dir: Path | None):
         raise MissingDependency("verification", "onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a refused run is reported in one line, not logged too
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
@@ -137,12 +140,12 @@ def _session(model: str | bytes, base_dir: Path | None):
         raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
 
 
-def boundary_values(src: Source, cuts: list[Cut]) -> dict:
-    """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run."""
+def boundary_values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict:
+    """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run on `feeds`."""
     names = [name for cut in cuts for name in (*cut.inputs, *cut.outputs)]
     src.types.resolve(names)
     types = {name: tp for name in names if (tp := src.types.get(name)) is not None}
-    return full_model_values(src.model, src.path.parent.resolve(), names, types, make_feeds(src.model))
+    return full_model_values(src.model, src.path.parent.resolve(), names, types, feeds)
 
 
 def record_verification(report: ExtractReport, cut: Cut, values: dict) -> None:
