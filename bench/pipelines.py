@@ -399,6 +399,16 @@ module owns parameters); `–` while the tagger does not take that argument (and
 for `--reference` on `none` rows, which have no earlier file). *commands*: on every optimum output
 (tool none), `tagger retag`, `report`, `extract --all --depth 2 --verify` and `profile` with their
 default inputs, run as a user runs them; `·` where not run.
+
+What the tools did here (torch 2.13, transformers 5.24 / 4.57 for optimum, onnxruntime 1.32,
+onnxslim 0.1.98): T5's default sdpa attention fails the dynamo exporter in transformers 5.24
+("Cannot view a tensor …"), so T5 is exported with eager attention; LLaMA with grouped-query
+attention exports with all three exporters; transformers 4.57 and 5.24 name ViT's modules
+differently (`encoder.layer.0.output.dense` vs `layers.0.mlp.fc2`), so each export is scored
+against the module tree of the transformers that exported it; onnxruntime's optimizer turns T5
+into `RelativePositionBias` nodes that have no CPU kernel (rows marked `no CPU load`, tagged
+anyway) and turns the merged decoder into a graph without nodes; `quantize_dynamic` and
+`quantize_static` leave the merged decoder's `If` branches as they are.
 """
 
 
