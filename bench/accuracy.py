@@ -17,10 +17,9 @@ import fire
 import onnx
 
 from bench import cases, metrics
+from bench.baselines import BASELINES, tag_with
 from bench.docs import ROOT, publish
-from tagger.api import tag_proto
-
-STRATEGIES = {"tagger": "context", "root baseline": "root", "producer baseline": "producer", "two-sided LCA": "lca"}
+from tagger.tagging import Infer
 
 
 def _evidenced(case: cases.Case) -> set[str]:
@@ -28,9 +27,9 @@ def _evidenced(case: cases.Case) -> set[str]:
     return metrics.evidenced_modules(onnx.load(case.path, load_external_data=False), cases.module_paths(case.arch))
 
 
-def _score(case: cases.Case, strategy: str, evidenced: set[str]) -> tuple[cases.Score, metrics.Metrics]:
+def _score(case: cases.Case, infer: Infer, evidenced: set[str]) -> tuple[cases.Score, metrics.Metrics]:
     model = onnx.load(case.path, load_external_data=False)
-    tag_proto(model, case.path.name, strategy)
+    tag_with(model, infer)
     return cases.score(model, case), metrics.measure(metrics.node_modules(model), case.truth, evidenced)
 
 
@@ -81,7 +80,7 @@ def _reachable(score: cases.Score) -> str:
 
 
 def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool = True) -> None:
-    """Build every case, score every strategy, print and publish the table."""
+    """Build every case, score the tagger and every baseline, print and publish the table."""
     selected = tuple(archs.split(",")) if isinstance(archs, str) else tuple(archs or cases.ARCHS)
     work_dir = ROOT / work
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +99,7 @@ def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool
                     continue
                 case = cases.make_case(arch, exporter, degradation, work_dir)
                 evidenced = _evidenced(case)
-                measured = {label: _score(case, strategy, evidenced) for label, strategy in STRATEGIES.items()}
+                measured = {label: _score(case, infer, evidenced) for label, infer in BASELINES.items()}
                 scores = {label: score for label, (score, _) in measured.items()}
                 ours, ours_metrics = measured["tagger"]
                 src = ours.by_source

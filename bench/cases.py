@@ -510,6 +510,7 @@ def strip_all(model: onnx.ModelProto) -> onnx.ModelProto:
             if name and name not in protected and name not in mapping:
                 mapping[name] = f"t{len(mapping)}"
         g.doc_string = ""
+        del g.metadata_props[:]  # the dynamo export's graph_signature names every parameter
         for vi in (*g.input, *g.output, *g.value_info):
             vi.doc_string = ""
             del vi.metadata_props[:]

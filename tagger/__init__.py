@@ -10,7 +10,7 @@ of one, and where its time goes, by module.
 
 from tagger.api import report, retag, tag_proto
 from tagger.auditing import AuditReport, AuditRow, audit
-from tagger.coverage_report import ConflictRecord, CoverageReport, NodeRef, Report
+from tagger.coverage_report import ConflictRecord, CoverageReport, InferredRecord, NodeRef, Report
 from tagger.diffing import DiffReport, ModuleDiff, NodeChange, diff
 from tagger.errors import (
     InputError,
@@ -33,6 +33,7 @@ __all__ = [
     "DiffReport",
     "ExtractAllReport",
     "ExtractReport",
+    "InferredRecord",
     "InputError",
     "MissingDependency",
     "ModelsFailed",

@@ -16,10 +16,8 @@ import onnx
 
 from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError
-from tagger.infer import STRATEGIES
 from tagger.modelio import check_output_path, default_output, load_model, save_model, save_text
 from tagger.namespace import write_namespaces
-from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
 from tagger.validate import check_index, diagnose
 from tagger.write import write_tags
@@ -27,14 +25,14 @@ from tagger.write import write_tags
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> CoverageReport:
+def tag_proto(model: onnx.ModelProto, name: str = "<memory>", namespace: bool = False) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
     (`tagger.namespace`).
     """
     with _gc_paused():
-        return _tag_proto(model, name, strategy, namespace)
+        return _tag_proto(model, name, namespace)
 
 
 @contextlib.contextmanager
@@ -49,12 +47,11 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(model: onnx.ModelProto) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual."""
-    check_choice("strategy", strategy, STRATEGIES)
     try:
-        result = tag_model(model, strategy)
+        result = tag_model(model)
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
@@ -62,14 +59,14 @@ def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, 
 
 
 def _tag_proto(
-    model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, output: str | None = None
+    model: onnx.ModelProto, name: str, namespace: bool = False, output: str | None = None, inferred: bool = False
 ) -> CoverageReport:
-    result, notes = _tag_checked(model, strategy)
+    result, notes = _tag_checked(model)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
         notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return build_report(result, name, notes, changed, output)
+    return build_report(result, name, notes, changed, output, inferred)
 
 
 def retag(
@@ -77,7 +74,6 @@ def retag(
     output: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
     inplace: bool = False,
-    strategy: str = "context",
     namespace: bool = False,
     force: bool = False,
 ) -> CoverageReport:
@@ -97,7 +93,7 @@ def retag(
     if report_path is not None:
         check_output_path(report_path, force, "report")
     with _gc_paused():
-        summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination))
+        summary = _tag_proto(proto, source.name, namespace, output=str(destination), inferred=report_path is not None)
     save_model(proto, source, destination, durable=inplace)
     if report_path is not None:
         text = summary.to_json() if report_path.suffix == ".json" else summary.to_markdown()
@@ -105,12 +101,13 @@ def retag(
     return summary
 
 
-def report(model: str | os.PathLike, strategy: str = "context") -> CoverageReport:
-    """Analyse `model` and return its coverage report; nothing is written."""
+def report(model: str | os.PathLike) -> CoverageReport:
+    """Analyse `model` and return its coverage report (with every inherited node's bound);
+    nothing is written."""
     source = Path(model)
     with _gc_paused():
-        result, notes = _tag_checked(load_model(source), strategy)
-        return build_report(result, source.name, notes)
+        result, notes = _tag_checked(load_model(source))
+        return build_report(result, source.name, notes, inferred=True)
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

@@ -49,9 +49,15 @@ class Commands:
         summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force))
         print(summary.summary())
 
-    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False) -> None:
-        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree)."""
+    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False, certain: bool = False) -> None:
+        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
+
+        --json lists every inherited node with its module, the bound it was chosen in and whether
+        it is certain; --certain lists only the certain ones.
+        """
         result = api.report(str(model))
+        if certain:
+            result = result.only_certain()
         if html:
             print(result.to_html(), end="")
         else:
@@ -75,6 +81,7 @@ class Commands:
         pull_producers: bool = True,
         inputs: str | None = None,
         dim: object = 1,
+        branch: str | None = None,
     ) -> None:
         """Cut a module out of MODEL as a runnable ONNX model (boundary tensors keep their names).
 
@@ -85,6 +92,8 @@ class Commands:
                         --inputs NPZ (arrays named after the graph inputs) or generated inputs
                         (dynamic sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
+        --branch then|else   the If branch to cut a module from when it lives in both (optimum's merged
+                        decoders); --all writes every branch, its name in the file name
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
         module, tag = check_text("module", module), check_text("tag", tag)
@@ -93,12 +102,13 @@ class Commands:
             raise InputError("--inputs and --dim go with --verify")
         _check_inputs_or_dims(inputs, dim)
         feeds = {"inputs": check_text("inputs", inputs), "dim": parse_dim_option(dim)}
+        branch = check_text("branch", branch)
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")
-            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify), **feeds)
-        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None:
-            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
+            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify), **feeds, branch=branch)
+        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None or branch is not None:
+            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag, --output or --branch)")
         else:
             result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify), **feeds)
         print(result.summary())

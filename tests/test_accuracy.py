@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from bench import cases
+from bench import baselines, cases
 from tagger import tag_proto
 
 FLOORS: dict[tuple[str, str, str], float] = {
@@ -86,9 +86,12 @@ FLOORS: dict[tuple[str, str, str], float] = {
 }
 
 
-def _accuracy(case, strategy: str = "context") -> cases.Score:
+def _accuracy(case, infer=None) -> cases.Score:
     model = onnx.load(case.path, load_external_data=False)
-    tag_proto(model, case.path.name, strategy)
+    if infer is None:
+        tag_proto(model, case.path.name)
+    else:
+        baselines.tag_with(model, infer)
     return cases.score(model, case)
 
 
@@ -102,5 +105,5 @@ def test_inference_beats_both_baselines_where_evidence_was_removed(case):
     if case.degradation == "none":
         pytest.skip("an undegraded export has evidence on (nearly) every node: nothing to infer")
     ours = _accuracy(case).accuracy
-    assert ours >= _accuracy(case, "root").accuracy
-    assert ours >= _accuracy(case, "producer").accuracy
+    assert ours >= _accuracy(case, baselines.root).accuracy
+    assert ours >= _accuracy(case, baselines.producer).accuracy

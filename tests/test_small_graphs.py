@@ -3,6 +3,7 @@
 import onnx
 import pytest
 
+from bench.baselines import BASELINES
 from tagger import tag_proto
 from tagger.tagging import tag_model
 from tests.graphs import chain_model, function_model, if_model, tags_of
@@ -114,10 +115,10 @@ def test_duplicate_and_empty_names_do_not_confuse_positions():
     assert [t["hierarchy.module"] for t in tags_of(model)] == ["a", "a", "", "b"]
 
 
-@pytest.mark.parametrize("strategy", ["context", "producer", "lca", "root"])
-def test_every_strategy_tags_every_node(strategy):
+@pytest.mark.parametrize("infer", list(BASELINES.values()), ids=list(BASELINES))
+def test_the_tagger_and_every_baseline_tag_every_node(infer):
     model = chain_model(["/enc/a/Relu", "", "", "/enc/b/Relu", ""])
-    result = tag_model(model, strategy)
+    result = tag_model(model, infer)
     assert len(result.assignments) == 5
     assert all(a.source for a in result.assignments)
 

@@ -8,6 +8,11 @@ or a list index (digits), as `named_parameters()` spells them. Exporter temporar
 `…weight_scale`) still end in one attribute, so they resolve the same way. When a node consumes
 parameters of several modules (a fused op), the module owning most of them wins, and their
 lowest common ancestor on a tie.
+
+A tool that folds the next op into a weighted node names the new bias after the weight
+(`conv.weight` + `conv.weight_bias`: onnxscript's BatchNorm fusion, run by the dynamo exporter):
+such a node computes two modules' ops, so it belongs to their common caller, the weight's
+module's parent.
 """
 
 from __future__ import annotations
@@ -48,8 +53,16 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if owners.keys().isdisjoint(node.input):
             continue
         owned = [owners[name] for name in node.input if name in owners]
-        found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)
+        module = owned[0] if len(owned) == 1 else _majority(owned)
+        if _folded(node.input, owners):
+            module = module.rpartition(".")[0]
+        found[node_id] = module
     return found
+
+
+def _folded(inputs: tuple[str, ...], owners: dict[str, str]) -> bool:
+    """Whether a node reads a weight and a bias named after it (`w` and `w_bias`): a fusion."""
+    return any(name.endswith("_bias") and name[: -len("_bias")] in inputs for name in inputs if name in owners)
 
 
 def _majority(owners: list[str]) -> str:
