@@ -62,16 +62,16 @@ def test_the_model_level_module_map_evidences_every_module_it_lists():
     assert "head" in found
 
 
-def test_a_stripped_real_export_leaves_parameter_free_modules_unreachable(tmp_path):
+def test_a_stripped_real_export_leaves_parameter_free_modules_unreachable(built_cases):
     from bench import cases
 
-    case = cases.make_case("bert", "dynamo", "strip_all", tmp_path)
+    case = built_cases[("bert", "dynamo", "strip_all")]
     model = onnx.load(case.path, load_external_data=False)
     modules = cases.module_paths("bert")
     found = metrics.evidenced_modules(model, modules)
     assert found <= modules
     assert not any(path.endswith("intermediate_act_fn") for path in found)
-    untouched = onnx.load(cases.export("bert", "dynamo", tmp_path), load_external_data=False)
+    untouched = onnx.load(built_cases[("bert", "dynamo", "none")].path, load_external_data=False)
     assert set(case.truth.values()) <= metrics.evidenced_modules(untouched, modules)
     perfect = metrics.measure(case.truth, case.truth, found)  # a tagger that knows the truth
     assert perfect.exact == perfect.sound == 1.0
