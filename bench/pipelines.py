@@ -84,7 +84,7 @@ def _exact_with(path: Path, truth: dict[NodeKey, str], owners: frozenset[str] = 
         return "–"
     model = onnx.load(path, load_external_data=False)
     try:
-        tag_proto(model, path.name, **evidence)
+        tag_proto(model, str(path), **evidence)  # the path: external data is read beside it
     except Exception as exc:  # the feature is new: a crash is a finding for the table, not the end of the run
         return f"error: {type(exc).__name__}"
     tags = tags_of(model)
