@@ -51,7 +51,9 @@ REGISTRY: tuple[tuple[str, str, int], ...] = (
 EXTERNAL = ("reference",)
 """Sources from outside the file (`tagger.transfer`: `--reference`), given to `collect` by the
 caller; they rank below every registered source (the file's own evidence wins). `--weights`
-claims as `initializer` and adds to it without overriding the file's own parameter names."""
+claims as `initializer` and adds to it without overriding the file's own parameter names.
+An external source may outrank the file's claim on a node where it says (`decided_by`) that a
+stronger source decided it before a tool deleted that evidence (`tagger.evidence.reference`)."""
 PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
@@ -138,6 +140,19 @@ class EvidenceSource(Protocol):
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]: ...
 
 
+def _outranked(source: EvidenceSource, proposals: dict[int, str], sources: dict[int, str]) -> dict[int, str]:
+    """The claims of an external source that win over the file's own: it may say, in `decided_by`,
+    which source decided a node's module where it learnt it (the reference, before a tool deleted
+    evidence); the claim wins where that source outranks the one that decided the node here."""
+    rank = {name: i for i, name in enumerate(PRECEDENCE)}
+    decided_by: dict[int, str] = getattr(source, "decided_by", {})
+    return {
+        node: module
+        for node, module in proposals.items()
+        if rank.get(decided_by.get(node, ""), len(rank)) < rank.get(sources.get(node, ""), len(rank))
+    }
+
+
 def registered_sources() -> dict[str, EvidenceSource]:
     """The registered sources by name, in `RUN_ORDER` (imported here: each imports `Context`)."""
     modules = {name: module for name, module, _ in REGISTRY}
@@ -149,7 +164,7 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
     wins, every disagreement with it is a conflict. The merge is dict updates from the lowest
     precedence up (C-level: a 100k-node model has several claims on every node). `extra`
     sources (from outside the file) run last; one named like a registered source adds to its
-    claims without overriding any."""
+    claims without overriding any; an `EXTERNAL` one wins only where `_outranked` says."""
     proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
     for source in extra:
         proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
@@ -160,6 +175,11 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
     for source in reversed(PRECEDENCE):
         modules.update(proposals[source])
         sources.update(dict.fromkeys(proposals[source], source))
+    for source in extra:  # before kept sources: a kept tag outranks everything
+        if source.SOURCE in EXTERNAL:
+            outranked = _outranked(source, proposals[source.SOURCE], sources)
+            modules.update(outranked)
+            sources.update(dict.fromkeys(outranked, source.SOURCE))
     sources.update(context.kept_sources)  # tags keep the source they were decided by
     conflicts = [
         Conflict(node, Evidence(node, modules[node], sources[node]), Evidence(node, module, source))

@@ -4,7 +4,13 @@ The reference is tagged first with its own evidence (as `retag` would tag it: dy
 names, parameter names, inference), then its nodes are matched to the model's
 (`tagger.transfer.matching`) and each matched node proposes its reference node's module as
 source `reference`. It is direct evidence that ranks below the file's own: where they disagree,
-the file wins and the report lists the conflict.
+the file wins and the report lists the conflict, with one exception (`decided_by`): a node that
+writes the value its reference node wrote (matched by name or output) takes the reference's
+module when the reference decided it by a stronger source than the one the file still has. A
+tool deletes evidence and adds none, so the weaker evidence left is what the reference overruled:
+a tied weight named after `lm_head` read by the embedding's `Gather`, the bias of a `Linear`
+read by the `BiasGelu` that writes the activation's output, a module name a quantizer derived
+from a graph output's name (`present.0.value_DequantizeLinear`).
 
 A reference that is not this model's origin is refused (`InputError`, exit 2) rather than
 silently mis-tagging it: fewer than `MIN_KEPT_EDGES` of the connections between its name-matched
@@ -19,13 +25,18 @@ hashed from their files (`tagger.transfer.content`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagger.errors import InputError
 from tagger.evidence import Context
 from tagger.index import ModelIndex
+from tagger.keys import MODULE_KEY
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
 from tagger.transfer.tensors import FLOAT_DTYPES, onnx_initializers
+
+if TYPE_CHECKING:
+    from tagger.tagging import TaggingResult
 
 SOURCE = "reference"
 __all__ = ["MIN_KEPT_EDGES", "MIN_WEIGHTS", "SOURCE", "ReferenceSource"]
@@ -55,6 +66,8 @@ class ReferenceSource:
         self.model = load_model(self.path)  # a bad reference fails before any work
         self.notes: list[str] = []
         self.matching: Matching | None = None
+        self.decided_by: dict[int, str] = {}
+        """Node matched by name or output -> the source that decided its reference node's module."""
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         from tagger.tagging import tag_model
@@ -67,6 +80,7 @@ class ReferenceSource:
         matching = match_graphs(index, tagged.index, modules, renamed, shared)
         self._check(matching, len(index.views), weights)
         self.matching = matching
+        self.decided_by = _decided_by(tagged, matching)
         for module in set(matching.modules.values()):
             context.modules.add(module)
         self.notes.append(
@@ -97,3 +111,14 @@ class ReferenceSource:
                 f"--reference {self.path.name} is not the model this one was made from: {kept:.0%} of the connections "
                 f"between nodes with shared names and {found:.0%} of the weights match it"
             )
+
+
+def _decided_by(tagged: TaggingResult, matching: Matching) -> dict[int, str]:
+    """Node matched by name or output -> the source that decided its reference node's module from
+    the reference's own evidence (not for reference nodes that carried a tag already)."""
+    views = tagged.index.views
+    return {
+        node: tagged.assignments[image].source
+        for node, image in matching.images.items()
+        if views[image].metadata is None or MODULE_KEY not in views[image].metadata
+    }

@@ -23,6 +23,11 @@ the names of what they add from the tensor they quantize (`x_QuantizeLinear`, `w
    pair around a fused op). With no reference node between them it is not matched: inference
    places it among its matched neighbours.
 
+A node matched by name or output (rules 1-2) writes the value its reference node wrote, so it
+belongs where that value was computed, fused or not: `onnxruntime`'s `BiasGelu` writes the GELU's
+output and is the activation's, though it also adds the bias of the `Linear` before it. Such a
+node's reference module was decided with all the evidence the tool deleted (`Matching.images`).
+
 `Matching.kept_edges` counts the connections between name-matched nodes that the reference has
 too: a reference that is another model matches names by chance (`val_12` is in every dynamo
 export), between nodes that its graph does not connect.
@@ -54,6 +59,8 @@ class Matching:
 
     modules: dict[int, str] = field(default_factory=dict)
     rules: Counter[str] = field(default_factory=Counter)
+    images: dict[int, int] = field(default_factory=dict)
+    """The reference node of each node matched by name or output (rules 1-2)."""
     anchored: int = 0
     """Nodes matched by name or output (rules 1-2)."""
     agreeing: int = 0
@@ -130,6 +137,7 @@ def match_graphs(
             image, rule = ref.producer[view.name], "name"
         if image is not None:
             images[node_id] = image
+            result.images[node_id] = image
             result.anchored += 1
             result.agreeing += reference.views[image].op_type == view.op_type
             _claim(result, node_id, reference_modules[image], rule)
