@@ -72,6 +72,8 @@ reshapes and constants.
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -161,6 +163,13 @@ class _Tree:
         """`a` is `b` or lies below it."""
         return self.lca(a, b) == b
 
+    def depth(self, a: int) -> int:
+        path = self.paths[a]
+        return path.count(".") + 1 if path else 0
+
+    def is_sequence(self, a: int) -> bool:
+        return self.paths[a] in self._sequences
+
     def parent(self, a: int) -> int:
         """The module that calls `a`: its parent, past module lists (a list runs no op of its own)."""
         path = self.paths[a].rpartition(".")[0]
@@ -235,6 +244,7 @@ class _Inference:
         self.ordered = graph.ordered()
         self.bounds = [-1] * len(evidence)
         self.certain = [True] * len(evidence)
+        self._combined: set[int] = set()
 
     # ---- flows: the nearest tagged producers / consumers, pushed through untagged nodes only
 
@@ -316,7 +326,9 @@ class _Inference:
                 if not self._facts_pass():
                     break
         if any(label >= 0 for label in labels):
-            self._choices_pass()
+            certain = list(labels)
+            self._joins_pass()
+            self._choices_pass(certain)
         self._constants_follow_users()
         paths = self.t.paths
         return Inferred(
@@ -357,7 +369,10 @@ class _Inference:
             return leaf
         if produced is None:
             return None
-        return self._combining(i, bound)  # rule 3
+        combined = self._combining(i, bound)  # rule 3
+        if combined is not None:
+            self._combined.add(i)
+        return combined
 
     def _combining(self, i: int, bound: int) -> int | None:
         """Rule 3 (fact C): the node's own inputs come from different modules inside the bound
@@ -520,12 +535,61 @@ class _Inference:
             rank = self.g.facts.shape_lengths.get(view.input[1])
         return rank
 
-    def _choices_pass(self) -> None:
-        """Rules 4-6 on what the facts left open."""
+    def _joins_pass(self) -> None:
+        """Rule 4a on what the facts left open: a join runs in the deepest module that holds all
+        its inputs. A value is held by the module that produced it and by every module a node
+        reading it lies in (it was passed in); a node that reads several values can run in a
+        module only if the module holds all of them. The deepest such module inside the bound
+        that contains a neighbour in the order (fact A) is a choice, not certain: a caller may
+        hold the same values. A module list holds nothing of its own: its caller is taken."""
+        labels = self.labels
+        up, _ = self._up(labels)
+        down, _ = self._down(self.evidence)
+        before, after = self._neighbours(labels)
+        decided: dict[int, tuple[int, int]] = {}
+        for i, label in enumerate(labels):
+            if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0):
+                continue
+            bound = label if label >= 0 else self._bound(i, before, after, up, down)  # rule 3's module, refined
+            join = self._join(i, bound, int(before[i]), int(after[i]))
+            if join is not None:
+                decided[i] = (join, bound)
+        for i, (module, bound) in decided.items():
+            labels[i] = module
+            self.bounds[i] = bound
+            self.certain[i] = False
+
+    def _join(self, i: int, bound: int, before: int, after: int) -> int | None:
+        g, t, labels = self.g, self.t, self.labels
+        writers = [j for j in dict.fromkeys(g.writers[i]) if not g.constant[j]]
+        if len(writers) < 2:
+            return None
+        holders = []
+        for j in writers:
+            held = {labels[k] for k in (j, *g.readers[j]) if k != i and labels[k] >= 0 and t.within(labels[k], bound)}
+            if not held:
+                return None
+            holders.append(held)
+        best = -1
+        for combo in _product(holders):
+            candidate = t.lca_all(combo)
+            if best < 0 or t.depth(candidate) > t.depth(best):
+                best = candidate
+        while t.is_sequence(best) and best != bound:
+            best = t.parent(best)
+        if best == bound or not t.within(best, bound) or t.is_sequence(best):
+            return None
+        if not (before >= 0 and t.within(before, best)) and not (after >= 0 and t.within(after, best)):
+            return None
+        return best
+
+    def _choices_pass(self, certain_labels: list[int]) -> None:
+        """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
+        neighbours only what is certain)."""
         labels = self.labels
         up, _ = self._up(labels)
         down, _ = self._down(labels)
-        before, after = self._neighbours(labels)
+        before, after = self._neighbours(certain_labels)
         t = self.t
         result = list(labels)
         for i, label in enumerate(labels):
@@ -575,6 +639,11 @@ class _Inference:
                     labels[i] = users
                     self.bounds[i] = users
                     self.certain[i] = True
+
+
+def _product(sets: list[set[int]]):
+    """Every choice of one item per set (the sets are small: a value's holders)."""
+    return itertools.product(*sets)
 
 
 def _union(a: frozenset | None, b: frozenset | None, tree: _Tree | None) -> frozenset | None:
