@@ -597,16 +597,23 @@ class _Inference:
                 continue
             bound = self._bound(i, before, after, up, down)
             nxt = int(after[i]) if self.ordered else -1
-            module, certain = self._choose(up[i], down[i], nxt, bound)
+            module, certain = self._choose(up[i], down[i], nxt, bound, self._brings_data(i))
             result[i] = module
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
         self.labels[:] = result
 
-    def _choose(self, produced, consumed, nxt: int, bound: int) -> tuple[int, bool]:
+    def _brings_data(self, i: int) -> bool:
+        """A non-weighted op reading an unnamed weight-like initializer (a folded parameter or
+        buffer): it does not only carry its producer's result on, it adds data of a module the
+        file does not name."""
+        g = self.g
+        return not g.weighted[i] and not g.facts.weights.isdisjoint(g.nodes[i].input)
+
+    def _choose(self, produced, consumed, nxt: int, bound: int, brings_data: bool = False) -> tuple[int, bool]:
         t = self.t
         inside = [m for m in produced if t.within(m, bound)] if produced else []
-        if len(inside) == 1 and len(produced) == 1:  # rule 4
+        if len(inside) == 1 and len(produced) == 1 and not brings_data:  # rule 4
             module = inside[0]
             caller = t.parent(module) if t.leaf[module] else module
             if self._still_open(caller, nxt, consumed) and t.within(caller, bound):
