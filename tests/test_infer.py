@@ -275,6 +275,14 @@ def test_a_node_folding_the_next_modules_op_belongs_to_their_caller():
     assert _modules(model)[1] == "block"
 
 
+def test_a_folded_bias_alone_names_the_caller_after_a_quantizer_split_its_node():
+    """onnxruntime's quantizer moves the folded conv's weight into a `ConvInteger` (as
+    `…weight_quantized`) and its bias into an `Add`: the bias is still the norm's, not the conv's."""
+    nodes = [("Mul", ["x", "block.conv.weight_quantized"], ["q"], None), ("Add", ["q", "block.conv.weight_bias"], ["y"], None)]
+    modules = _modules(_model(nodes, params=["block.conv.weight_quantized", "block.conv.weight_bias"]))
+    assert modules == ["block.conv", "block"]
+
+
 def test_a_computation_on_constants_used_by_a_leaf_is_made_by_its_caller():
     """Ids built from constants and fed to an embedding's Gather: the embedding only looks them up."""
     nodes = [
