@@ -38,24 +38,39 @@ class Commands:
         inplace: bool = False,
         namespace: bool = False,
         force: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
     ) -> None:
         """Tag MODEL and write MODEL stem + .tagged.onnx (or --output PATH, or --inplace).
 
         --report PATH also writes the coverage report (.json or .md).
         --namespace also writes Model Explorer's `namespace` entry (the tag's path) on nodes without one.
         --force replaces an output (or report) path that is a symbolic link; without it that is refused.
+        --reference ORIG.onnx  carry the tags of the model a tool made MODEL from (matched node to node)
+        --weights CKPT         name anonymous weights after the checkpoint's tensors (.safetensors, a shard directory, .bin/.pt)
         """
         output, report = check_text("output", output), check_text("report", report)
-        summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force))
+        evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
+        summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force), **evidence)
         print(summary.summary())
 
-    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False, certain: bool = False) -> None:
+    def report(
+        self,
+        model: str,
+        json: bool = False,
+        markdown: bool = False,
+        html: bool = False,
+        certain: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
+    ) -> None:
         """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
 
         --json lists every inherited node with its module, the bound it was chosen in and whether
         it is certain; --certain lists only the certain ones.
+        --reference ORIG.onnx and --weights CKPT add evidence, as for retag.
         """
-        result = api.report(str(model))
+        result = api.report(str(model), reference=check_text("reference", reference), weights=check_text("weights", weights))
         if certain:
             result = result.only_certain()
         if html:
@@ -81,6 +96,7 @@ class Commands:
         pull_producers: bool = True,
         inputs: str | None = None,
         dim: object = 1,
+        branch: str | None = None,
     ) -> None:
         """Cut a module out of MODEL as a runnable ONNX model (boundary tensors keep their names).
 
@@ -91,6 +107,8 @@ class Commands:
                         --inputs NPZ (arrays named after the graph inputs) or generated inputs
                         (dynamic sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
+        --branch then|else   the If branch to cut a module from when it lives in both (optimum's merged
+                        decoders); --all writes every branch, its name in the file name
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
         module, tag = check_text("module", module), check_text("tag", tag)
@@ -99,12 +117,13 @@ class Commands:
             raise InputError("--inputs and --dim go with --verify")
         _check_inputs_or_dims(inputs, dim)
         feeds = {"inputs": check_text("inputs", inputs), "dim": parse_dim_option(dim)}
+        branch = check_text("branch", branch)
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")
-            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify), **feeds)
-        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None:
-            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
+            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify), **feeds, branch=branch)
+        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None or branch is not None:
+            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag, --output or --branch)")
         else:
             result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify), **feeds)
         print(result.summary())
@@ -132,12 +151,15 @@ class Commands:
         _show(result, json, markdown)
         result.check()
 
-    def diff(self, a: str, b: str, json: bool = False, markdown: bool = False) -> None:
+    def diff(
+        self, a: str, b: str, json: bool = False, markdown: bool = False, reference: str | None = None, weights: str | None = None
+    ) -> None:
         """Compare the module tags of two versions of a model (A before, B after a tool), by module.
 
-        Nodes are matched by name, then by output tensor; untagged models are tagged in memory.
+        Nodes are matched by name, then by output tensor; untagged models are tagged in memory,
+        with --weights CKPT as evidence, and B also with --reference ORIG.onnx (often A itself).
         """
-        result = diff(str(a), str(b))
+        result = diff(str(a), str(b), check_text("reference", reference), check_text("weights", weights))
         _show(result, json, markdown)
 
     def profile(

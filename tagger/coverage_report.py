@@ -24,6 +24,9 @@ from tagger.text import terminal as _safe
 __all__ = ["ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report", "build_report"]
 
 CATEGORIES = ("direct", "inherited", "fallback")
+INFERENCE_ADVICE = 0.5
+"""From this share of nodes placed by inference only, the report says what would name them: the
+file names too few modules to be tagged well (LLaMA or T5 exported by dynamo, after any tool: 9-40% exact)."""
 _CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
 """The category of a source that is not direct evidence (any other source is)."""
 
@@ -235,6 +238,11 @@ def build_report(
         ]
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
+    elif report.nodes and report.inherited + report.fallback >= INFERENCE_ADVICE * report.nodes:
+        share = _pct(report.inherited + report.fallback, report.nodes)
+        report.notes.append(
+            f"{share} of nodes were placed by inference only; pass --reference or --weights, or export with shim.export"
+        )
     report.notes += notes
     return report
 

@@ -14,7 +14,7 @@ import onnx
 
 from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
-from tagger.evidence import Conflict, Context, build_context, collect
+from tagger.evidence import Conflict, Context, EvidenceSource, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
 from tagger.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
@@ -73,12 +73,13 @@ class _Labels:
     bounds: dict[int, Bound] = field(default_factory=dict)
 
 
-def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph) -> TaggingResult:
+def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph, extra: Sequence[EvidenceSource] = ()) -> TaggingResult:
     """Decide a module, display tag and source for every node of `model` (model untouched);
-    `infer` places the nodes without evidence (the benchmark passes its baselines here)."""
+    `infer` places the nodes without evidence (the benchmark passes its baselines here);
+    `extra`: evidence sources from outside the file (`tagger.transfer`)."""
     index = build_index(model)
     context = build_context(index)
-    decision = collect(index, context)
+    decision = collect(index, context, extra)
     count = len(index.nodes)
     for module in set(decision.modules.values()):
         context.modules.add(module)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +28,7 @@ __all__ = [
     "Decision",
     "Evidence",
     "EvidenceSource",
+    "EXTERNAL",
     "PRECEDENCE",
     "REGISTRY",
     "RUN_ORDER",
@@ -46,7 +48,11 @@ REGISTRY: tuple[tuple[str, str, int], ...] = (
     ("tensor", "tensors", RESOLVE),
     ("initializer", "initializers", TEACH),
 )
-PRECEDENCE = tuple(name for name, _, _ in REGISTRY)
+EXTERNAL = ("reference",)
+"""Sources from outside the file (`tagger.transfer`: `--reference`), given to `collect` by the
+caller; they rank below every registered source (the file's own evidence wins). `--weights`
+claims as `initializer` and adds to it without overriding the file's own parameter names."""
+PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
 MODULE_MAP_KEY = "hierarchy.modules"
@@ -138,11 +144,17 @@ def registered_sources() -> dict[str, EvidenceSource]:
     return {name: importlib.import_module(f"tagger.evidence.{modules[name]}") for name in RUN_ORDER}
 
 
-def collect(index: ModelIndex, context: Context) -> Decision:
+def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource] = ()) -> Decision:
     """Run every source in `RUN_ORDER` and merge in `PRECEDENCE`: the highest-precedence claim
     wins, every disagreement with it is a conflict. The merge is dict updates from the lowest
-    precedence up (C-level: a 100k-node model has several claims on every node)."""
+    precedence up (C-level: a 100k-node model has several claims on every node). `extra`
+    sources (from outside the file) run last; one named like a registered source adds to its
+    claims without overriding any."""
     proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
+    for source in extra:
+        proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
+    for name in EXTERNAL:
+        proposals.setdefault(name, {})
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     for source in reversed(PRECEDENCE):
