@@ -83,6 +83,14 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
   - rule 4's exception for unnamed weights: ViT's class-token Concat (the token expanded and
     folded into an initializer): ViT dynamo sound 98.7/98.2/98.7 -> 100 and best -> 100 (also
     strip_aux and onnxruntime's optimizer rows -> 100); no other row, held-out included, moves.
+Out of reach (ResNet after a strip: best 77.8%, every miss sound): a chain of parameter-free ops
+between one module's last tagged node and the next module's first (stem Conv -> Relu -> MaxPool
+-> first block; a block's last Relu before the next stage; ReduceMean -> Flatten -> classifier)
+may be split anywhere on the tree path between the two, and real libraries split the same graph
+differently (torchvision's stem relu and maxpool are children of the model itself and it
+flattens in the model's own forward; transformers' ResNet has them in `embedder` and
+`classifier.0`): only the bound is certain,
+and a deeper choice is wrong for one of them.
 Nothing here knows a model, a layer name or an op beyond the ONNX definitions of weighted ops,
 reshapes and constants.
 """
