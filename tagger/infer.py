@@ -644,9 +644,7 @@ class _Inference:
         g = self.g
         return not g.weighted[i] and not g.facts.weights.isdisjoint(g.nodes[i].input)
 
-    def _choose(
-        self, produced, consumed, nxt: int, bound: int, brings_data: bool = False, tail: bool = False
-    ) -> tuple[int, bool]:
+    def _choose(self, produced, consumed, nxt: int, bound: int, brings_data: bool = False, tail: bool = False) -> tuple[int, bool]:
         t = self.t
         inside = [m for m in produced if t.within(m, bound)] if produced else []
         if len(inside) == 1 and len(produced) == 1 and not brings_data:  # rule 4
