@@ -260,7 +260,7 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-CASES_VERSION = 2
+CASES_VERSION = 3
 """Bump when models, export settings or degradations change: cached files live in a directory
 named after this and the tool versions, so a persistent work directory never serves stale files."""
 

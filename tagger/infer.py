@@ -39,16 +39,28 @@ Rules (the first that decides wins):
      tool merged into it).
   3. (C) Inputs from several modules inside the bound: their lowest common ancestor.
   Rules 1-3 repeat until nothing changes (each decision is context for the next). Then choices:
+  4a. (C) A node reading several values runs in a module that holds them all. A value is held by
+     the module that produced it and by each module a node reading it lies in (it was passed
+     in). The deepest module inside the bound (or inside rule 3's module) holding every input,
+     and containing a neighbour in the order (fact A), is chosen (past module lists): a
+     residual join runs in the block whose first child read its input and whose last child made
+     the other. A caller holding both is possible too, hence a choice. Its decisions are context
+     for rules 4-6 through dataflow, not through the order's neighbours.
   4. A node fed by a single module runs in that module's caller (the parent of a leaf, past
      module lists, which run no op) while the caller is still running: the next tagged node is
-     inside it, or the node's result goes no further than the caller's caller.
+     inside it, or the node's result goes no further than the caller's caller. Not for a node
+     that adds an unnamed weight-like initializer (a folded parameter or buffer, not a weighted
+     op's own weight): it brings in data of a module the file does not name, not only the
+     producer's result. Nor for a weighted op after the last tagged node: its weight is a leaf's
+     of its own, and nothing after it says the producer's caller is still running (an output head
+     on a tied or transposed weight runs after the model body, in another module).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
      mask) and whose nearest tagged consumers are one module that has already started (the next
      tagged node is inside it) prepares their input inside it (in its caller, if a leaf). A node
      fed from inside the bound is left to rule 6: its producer's module may still be running.
   6. Otherwise the bound - widened to include the consumers when the node depends on nothing
      tagged and feeds nothing inside the bound (a tool moved a mask computation).
-Rules 1-3 and 6 are *certain* (they follow from the facts); rules 4-5 choose a module deeper
+Rules 1-3 and 6 are *certain* (they follow from the facts); rules 4a, 4 and 5 choose a module deeper
 than the bound, and say so (`Inferred.certain`, the report's `certain`).
 
 Measured against the previous eight rules on the same files (bench.cases plus LLaMA and Qwen2,
@@ -65,13 +77,36 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
   - rule 1's computations on constants: TorchScript strip_aux rows stay at 100%;
   - rule 5 only for nodes fed from outside the bound: ConvNeXt after onnxslim (held out, layer
     scale folded into the Linear) 83.3 -> 100 sound, no benchmark row changes; without rule 5
-    at all BERT strip_all exact drops 97.6 -> 96.3 and TorchScript ResNet best 96.3 -> 3.7.
+    at all BERT strip_all exact drops 97.6 -> 96.3 and TorchScript ResNet best 96.3 -> 3.7;
+  - rule 4a (exact / best, same files, strip_all / onnxslim / graphsurgeon): ResNet 7.4/63.0 ->
+    18.5/77.8 on each, ViT best 97.4/96.4/97.4 -> 98.7/98.2/98.7, GPT-2 best 98.9/97.8/98.9 ->
+    100/98.9/100, TorchScript ViT and GPT-2 strip_all best +1 and +0.5; held out: Whisper
+    encoder best 98.6/90.2/98.6 -> 100/92.2/100, LLaMA, Qwen2, ConvNeXt unchanged; no row lower;
+  - rule 4's exception for unnamed weights: ViT's class-token Concat (the token expanded and
+    folded into an initializer): ViT dynamo sound 98.7/98.2/98.7 -> 100 and best -> 100 (also
+    strip_aux and onnxruntime's optimizer rows -> 100); no other row, held-out included, moves.
+  - rule 4's exception for a weighted op after the last tagged node: the output head of dynamo
+    LLaMA and T5 after onnxslim, graphsurgeon, onnxruntime's optimizer and quantize_dynamic
+    (bench.pipelines) goes from `model`/`decoder` (a wrong branch) to its bound, the root:
+    LLaMA wrong 0.7% -> 0 after onnxslim and graphsurgeon, 4.7% -> 3.7% after the optimizer;
+    T5 7.4% -> 6.9% after onnxslim, 1.8% -> 1.4% after graphsurgeon; no bench.accuracy row moves
+    (a plain reshape at the end, GPT-2's final view, stays in the caller: not a weighted op).
+Out of reach (ResNet after a strip: best 77.8%, every miss sound): a chain of parameter-free ops
+between one module's last tagged node and the next module's first (stem Conv -> Relu -> MaxPool
+-> first block; a block's last Relu before the next stage; ReduceMean -> Flatten -> classifier)
+may be split anywhere on the tree path between the two, and real libraries split the same graph
+differently (torchvision's stem relu and maxpool are children of the model itself and it
+flattens in the model's own forward; transformers' ResNet has them in `embedder` and
+`classifier.0`): only the bound is certain,
+and a deeper choice is wrong for one of them.
 Nothing here knows a model, a layer name or an op beyond the ONNX definitions of weighted ops,
 reshapes and constants.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -88,6 +123,7 @@ _RESHAPES = frozenset({"Reshape", "Flatten"})
 _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
 _MAX_FLOW = 8
 _LEAF_REACH = 64
+_MAX_CHOICES = 256
 
 
 @dataclass(frozen=True)
@@ -160,6 +196,13 @@ class _Tree:
     def within(self, a: int, b: int) -> bool:
         """`a` is `b` or lies below it."""
         return self.lca(a, b) == b
+
+    def depth(self, a: int) -> int:
+        path = self.paths[a]
+        return path.count(".") + 1 if path else 0
+
+    def is_sequence(self, a: int) -> bool:
+        return self.paths[a] in self._sequences
 
     def parent(self, a: int) -> int:
         """The module that calls `a`: its parent, past module lists (a list runs no op of its own)."""
@@ -235,6 +278,7 @@ class _Inference:
         self.ordered = graph.ordered()
         self.bounds = [-1] * len(evidence)
         self.certain = [True] * len(evidence)
+        self._combined: set[int] = set()
 
     # ---- flows: the nearest tagged producers / consumers, pushed through untagged nodes only
 
@@ -316,7 +360,9 @@ class _Inference:
                 if not self._facts_pass():
                     break
         if any(label >= 0 for label in labels):
-            self._choices_pass()
+            certain = list(labels)
+            self._joins_pass()
+            self._choices_pass(certain)
         self._constants_follow_users()
         paths = self.t.paths
         return Inferred(
@@ -357,7 +403,10 @@ class _Inference:
             return leaf
         if produced is None:
             return None
-        return self._combining(i, bound)  # rule 3
+        combined = self._combining(i, bound)  # rule 3
+        if combined is not None:
+            self._combined.add(i)
+        return combined
 
     def _combining(self, i: int, bound: int) -> int | None:
         """Rule 3 (fact C): the node's own inputs come from different modules inside the bound
@@ -520,12 +569,60 @@ class _Inference:
             rank = self.g.facts.shape_lengths.get(view.input[1])
         return rank
 
-    def _choices_pass(self) -> None:
-        """Rules 4-6 on what the facts left open."""
+    def _joins_pass(self) -> None:
+        """Rule 4a on what the facts left open: a join runs in the deepest module that holds all
+        its inputs. A value is held by the module that produced it and by every module a node
+        reading it lies in (it was passed in); a node that reads several values can run in a
+        module only if the module holds all of them. The deepest such module inside the bound
+        that contains a neighbour in the order (fact A) is a choice, not certain: a caller may
+        hold the same values. A module list holds nothing of its own: its caller is taken."""
+        labels = self.labels
+        up, _ = self._up(labels)
+        down, _ = self._down(self.evidence)
+        before, after = self._neighbours(labels)
+        decided: dict[int, tuple[int, int]] = {}
+        for i, label in enumerate(labels):
+            if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0):
+                continue
+            bound = label if label >= 0 else self._bound(i, before, after, up, down)  # rule 3's module, refined
+            join = self._join(i, bound, int(before[i]), int(after[i]))
+            if join is not None:
+                decided[i] = (join, bound)
+        for i, (module, bound) in decided.items():
+            labels[i] = module
+            self.bounds[i] = bound
+            self.certain[i] = False
+
+    def _join(self, i: int, bound: int, before: int, after: int) -> int | None:
+        """Rule 4a for node `i`: the deepest module inside `bound` that holds every value it reads."""
+        g, t, labels = self.g, self.t, self.labels
+        writers = [j for j in dict.fromkeys(g.writers[i]) if not g.constant[j]]
+        if len(writers) < 2:
+            return None
+        holders = []
+        for j in writers:
+            held = {labels[k] for k in (j, *g.readers[j]) if k != i and labels[k] >= 0 and t.within(labels[k], bound)}
+            if not held:
+                return None  # a value from outside the bound that no module inside it is seen to hold
+            holders.append(held)
+        if math.prod(map(len, holders)) > _MAX_CHOICES:
+            return None
+        deepest = max((t.lca_all(choice) for choice in itertools.product(*holders)), key=t.depth)
+        while t.is_sequence(deepest) and deepest != bound:
+            deepest = t.parent(deepest)
+        if deepest == bound or not t.within(deepest, bound) or t.is_sequence(deepest):
+            return None
+        if not any(n >= 0 and t.within(n, deepest) for n in (before, after)):
+            return None  # its stretch would hold neither neighbour, so not this position (fact A)
+        return deepest
+
+    def _choices_pass(self, certain_labels: list[int]) -> None:
+        """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
+        neighbours only what is certain)."""
         labels = self.labels
         up, _ = self._up(labels)
         down, _ = self._down(labels)
-        before, after = self._neighbours(labels)
+        before, after = self._neighbours(certain_labels)
         t = self.t
         result = list(labels)
         for i, label in enumerate(labels):
@@ -533,19 +630,27 @@ class _Inference:
                 continue
             bound = self._bound(i, before, after, up, down)
             nxt = int(after[i]) if self.ordered else -1
-            module, certain = self._choose(up[i], down[i], nxt, bound)
+            tail = self.ordered and nxt < 0 and bool(self.g.weighted[i])
+            module, certain = self._choose(up[i], down[i], nxt, bound, self._brings_data(i), tail)
             result[i] = module
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
         self.labels[:] = result
 
-    def _choose(self, produced, consumed, nxt: int, bound: int) -> tuple[int, bool]:
+    def _brings_data(self, i: int) -> bool:
+        """A non-weighted op reading an unnamed weight-like initializer (a folded parameter or
+        buffer): it does not only carry its producer's result on, it adds data of a module the
+        file does not name."""
+        g = self.g
+        return not g.weighted[i] and not g.facts.weights.isdisjoint(g.nodes[i].input)
+
+    def _choose(self, produced, consumed, nxt: int, bound: int, brings_data: bool = False, tail: bool = False) -> tuple[int, bool]:
         t = self.t
         inside = [m for m in produced if t.within(m, bound)] if produced else []
-        if len(inside) == 1 and len(produced) == 1:  # rule 4
+        if len(inside) == 1 and len(produced) == 1 and not brings_data:  # rule 4
             module = inside[0]
             caller = t.parent(module) if t.leaf[module] else module
-            if self._still_open(caller, nxt, consumed) and t.within(caller, bound):
+            if self._still_open(caller, nxt, consumed, tail) and t.within(caller, bound):
                 return caller, caller == bound
         if consumed and len(consumed) == 1 and not inside:  # rule 5
             (module,) = consumed
@@ -556,11 +661,15 @@ class _Inference:
             return t.lca(bound, t.lca_all(consumed)), True
         return bound, True
 
-    def _still_open(self, module: int, nxt: int, consumed) -> bool:
+    def _still_open(self, module: int, nxt: int, consumed, tail: bool = False) -> bool:
         """Whether `module` may still be running: the next tagged node is inside it, or the node's
-        result goes no further than its caller (it is the module's own output)."""
+        result goes no further than its caller (it is the module's own output). After the last
+        tagged node of an ordered graph nothing says the module is still running, so
+        only the second reason counts for a weighted op (`tail`): its weight belongs to a leaf of
+        its own, and an output head whose weight the file does not name (a tied or transposed
+        `lm_head`) runs after the last named module, in another one."""
         t = self.t
-        if nxt < 0 or t.within(nxt, module):
+        if (nxt < 0 and not tail) or (nxt >= 0 and t.within(nxt, module)):
             return True
         return bool(consumed) and module != t.root and t.within(t.lca_all(consumed), t.parent(module))
 

@@ -275,6 +275,14 @@ def test_a_node_folding_the_next_modules_op_belongs_to_their_caller():
     assert _modules(model)[1] == "block"
 
 
+def test_a_folded_bias_alone_names_the_caller_after_a_quantizer_split_its_node():
+    """onnxruntime's quantizer moves the folded conv's weight into a `ConvInteger` (as
+    `…weight_quantized`) and its bias into an `Add`: the bias is still the norm's, not the conv's."""
+    nodes = [("Mul", ["x", "block.conv.weight_quantized"], ["q"], None), ("Add", ["q", "block.conv.weight_bias"], ["y"], None)]
+    modules = _modules(_model(nodes, params=["block.conv.weight_quantized", "block.conv.weight_bias"]))
+    assert modules == ["block.conv", "block"]
+
+
 def test_a_computation_on_constants_used_by_a_leaf_is_made_by_its_caller():
     """Ids built from constants and fed to an embedding's Gather: the embedding only looks them up."""
     nodes = [
@@ -303,3 +311,76 @@ def test_a_module_in_a_list_is_called_by_the_lists_parent():
     ]
     modules = _modules(_model(nodes, ["layers.0.norm.bias", "layers.1.norm.bias", "final.bias"], ["val_1", "val_2"]))
     assert modules[1:4] == ["layers.0"] * 3
+
+
+def _blocks() -> onnx.ModelProto:
+    """Two residual blocks of a module list: each adds its input (the value its first child read)
+    to its last child's output, between its own nodes and the next block's."""
+    nodes = [
+        ("Add", ["x", "pre.bias"], ["p"], None),
+        ("Relu", ["p"], ["r0"], None),
+        ("Add", ["r0", "blocks.0.a.bias"], ["a0"], None),
+        ("Add", ["a0", "blocks.0.b.bias"], ["b0"], None),
+        ("Add", ["b0", "r0"], ["s0"], None),  # blocks.0's residual
+        ("Add", ["s0", "blocks.1.a.bias"], ["a1"], None),
+        ("Add", ["a1", "blocks.1.b.bias"], ["b1"], None),
+        ("Add", ["b1", "s0"], ["s1"], None),  # blocks.1's residual
+        ("Add", ["s1", "post.bias"], ["y"], None),
+    ]
+    params = ["pre.bias", "blocks.0.a.bias", "blocks.0.b.bias", "blocks.1.a.bias", "blocks.1.b.bias", "post.bias"]
+    return _model(nodes, params=params)
+
+
+def test_a_join_runs_in_the_deepest_module_holding_all_its_inputs_and_says_it_is_a_choice():
+    """`blocks.0` holds its input (its child `a` read it) and its child `b`'s output: the residual
+    Add may run there (or in a caller holding both), never in `b` or in the next block."""
+    result = tag_model(_blocks())
+    assert result.assignments[4].module == "blocks.0"
+    assert result.bounds[4].bound == "" and not result.bounds[4].certain
+
+
+def test_a_join_of_values_from_different_modules_is_refined_to_the_module_holding_both():
+    """The second block's input is the first block's residual, read by `blocks.1.a`: rule 3's
+    common caller of the producers is refined to `blocks.1`, which holds both."""
+    modules = _modules(_blocks())
+    assert modules[4] == "blocks.0" and modules[7] == "blocks.1"
+
+
+def test_a_node_adding_an_unnamed_weight_to_a_modules_result_is_not_carried_into_that_module():
+    """A class token (a parameter folded into an unnamed initializer) is prepended to a patch
+    embedding's result: the node adds data of a module the file does not name, so it stays at
+    its certain bound; the Relu before it only carries the result on and goes to the caller."""
+    nodes = [
+        ("Add", ["x", "emb.patch.proj.bias"], ["a"], None),
+        ("Relu", ["a"], ["r"], None),
+        ("Concat", ["val_1", "r"], ["c"], {"axis": 0}),
+        ("Add", ["c", "emb.position"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, params=["emb.patch.proj.bias", "emb.position"], anonymous=["val_1"]))
+    assert modules[1] == "emb.patch" and modules[2] == "emb"
+
+
+def test_an_output_head_on_an_unnamed_weight_after_the_last_named_module_is_not_put_in_its_caller():
+    """`lm_head` (tied or transposed weight, named nowhere) runs after the model's final norm: nothing
+    after it says the norm's caller is still running, so it stays at its bound (the root), never in
+    `model` (a wrong branch); a plain reshape there is still the caller's own op."""
+    head = _model(
+        [
+            ("Add", ["x", "model.layer.bias"], ["h"], None),
+            ("Mul", ["h", "model.norm.weight"], ["n"], None),
+            ("MatMul", ["n", "val_7"], ["y"], None),
+        ],
+        params=["model.layer.bias", "model.norm.weight"],
+        anonymous=["val_7"],
+    )
+    assert _modules(head)[2] == ""
+    view = _model(
+        [
+            ("Add", ["x", "model.layer.bias"], ["h"], None),
+            ("Mul", ["h", "model.norm.weight"], ["n"], None),
+            ("Reshape", ["n", "target"], ["y"], None),
+        ],
+        params=["model.layer.bias", "model.norm.weight"],
+        shapes={"target": [8, 4]},
+    )
+    assert _modules(view)[2] == "model"

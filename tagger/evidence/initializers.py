@@ -12,7 +12,8 @@ lowest common ancestor on a tie.
 A tool that folds the next op into a weighted node names the new bias after the weight
 (`conv.weight` + `conv.weight_bias`: onnxscript's BatchNorm fusion, run by the dynamo exporter):
 such a node computes two modules' ops, so it belongs to their common caller, the weight's
-module's parent.
+module's parent. The new bias alone names that caller too (a quantizer splits the node: the
+weight goes to a `ConvInteger`, the bias to the `Add` after it).
 """
 
 from __future__ import annotations
@@ -47,22 +48,25 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
             if owner is not None:
                 owners[name] = owner
                 context.modules.add(owner)
+    for name in [name for name in owners if _folded_bias(name, owners)]:
+        owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
     for node_id, node in enumerate(index.views):
         if owners.keys().isdisjoint(node.input):
             continue
         owned = [owners[name] for name in node.input if name in owners]
-        module = owned[0] if len(owned) == 1 else _majority(owned)
-        if _folded(node.input, owners):
-            module = module.rpartition(".")[0]
-        found[node_id] = module
+        found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)  # w + w_bias: a tie, their LCA
     return found
 
 
-def _folded(inputs: tuple[str, ...], owners: dict[str, str]) -> bool:
-    """Whether a node reads a weight and a bias named after it (`w` and `w_bias`): a fusion."""
-    return any(name.endswith("_bias") and name[: -len("_bias")] in inputs for name in inputs if name in owners)
+def _folded_bias(name: str, owners: dict[str, str]) -> bool:
+    """Whether `name` is a bias named after another tensor of its module (`w_bias` beside `w`, or
+    beside `w_quantized` once a quantizer rewrote `w`): a fusion's new bias, not a parameter."""
+    if not name.endswith("_bias"):
+        return False
+    stem = name[: -len("_bias")]
+    return any(other == stem or (other.startswith(stem + "_") and other != name) for other in owners)
 
 
 def _majority(owners: list[str]) -> str:
