@@ -9,6 +9,16 @@ or a list index (digits), as `named_parameters()` spells them. Exporter temporar
 parameters of several modules (a fused op), the module owning most of them wins, and their
 lowest common ancestor on a tie.
 
+Initializers a tool derives from a tensor the graph computes or receives are not parameters
+either. The fact: a parameter enters a graph as an initializer, never as a graph input or a node
+output, and a tool that makes an initializer for another tensor names it after that tensor plus
+a suffix (a static QDQ quantizer's `past_key_values.0.key_scale` and `…_zero_point` for the KV
+cache input `past_key_values.0.key`, `present.0.key_scale` for a graph output). So an initializer
+whose name is the name of a non-initializer tensor of the model (a graph input, a node output)
+followed by `_` and a suffix without dots names that tensor, not a module (`past_key_values.0`
+is none). A real parameter path never extends such a tensor's name that way: that would need a
+graph input or node output named like a module path plus the start of an attribute name.
+
 A tool that folds the next op into a weighted node names the new bias after the weight
 (`conv.weight` + `conv.weight_bias`: onnxscript's BatchNorm fusion, run by the dynamo exporter):
 such a node computes two modules' ops, so it belongs to their common caller, the weight's
@@ -26,7 +36,7 @@ from tagger.index import ModelIndex
 from tagger.paths import lca_all
 
 SOURCE = "initializer"
-__all__ = ["SOURCE", "propose", "module_of_parameter"]
+__all__ = ["SOURCE", "module_of_parameter", "parameter_owners", "propose"]
 
 _PARAMETER = re.compile(r"^[A-Za-z_]\w*(\.([A-Za-z_]\w*|\d+))+$")
 """Attribute names and list indices joined by dots: what `named_parameters()` and `named_buffers()` spell."""
@@ -39,15 +49,49 @@ def module_of_parameter(name: str) -> str | None:
     return name.rpartition(".")[0]
 
 
-def propose(index: ModelIndex, context: Context) -> dict[int, str]:
-    found: dict[int, str] = {}
+def parameter_owners(index: ModelIndex) -> dict[str, str]:
+    """The module owning each initializer the file names by a parameter path, leaving out the
+    names derived from a tensor the graph computes or receives (see the module docstring)."""
+    computed: set[str] | None = None
     owners: dict[str, str] = {}
     for scope in index.graphs:
         for name in scope.initializers:
             owner = module_of_parameter(name)
-            if owner is not None:
-                owners[name] = owner
-                context.modules.add(owner)
+            if owner is None:
+                continue
+            if "_" in name[len(owner) :]:  # only such a name can extend a tensor's name
+                computed = _computed_tensors(index) if computed is None else computed
+                if _derived_from_tensor(name, computed):
+                    continue
+            owners[name] = owner
+    return owners
+
+
+def _computed_tensors(index: ModelIndex) -> set[str]:
+    """Every tensor name of the model that is no initializer: node outputs and graph inputs."""
+    tensors = {output for view in index.views for output in view.output}
+    for scope in index.graphs:
+        tensors.update(scope.inputs)
+    for scope in index.graphs:
+        tensors.difference_update(scope.initializers)
+    return tensors
+
+
+def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
+    """Whether `name` is a tensor's name plus `_` and a suffix without dots (`past_key_values.0.key_scale`)."""
+    cut = name.find("_", name.rfind(".") + 1)
+    while cut > 0:
+        if name[:cut] in tensors:
+            return True
+        cut = name.find("_", cut + 1)
+    return False
+
+
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
+    owners = parameter_owners(index)
+    for owner in dict.fromkeys(owners.values()):
+        context.modules.add(owner)
     for name in [name for name in owners if _folded_bias(name, owners)]:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
