@@ -90,6 +90,7 @@ def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     owners = parameter_owners(index)
+    context.parameters = dict(owners)
     for owner in dict.fromkeys(owners.values()):
         context.modules.add(owner)
     for name in [name for name in owners if _folded_bias(name, owners)]:
