@@ -204,6 +204,24 @@ def test_a_parameter_whose_module_is_named_like_a_tensor_stays_a_parameter():
     assert [t["hierarchy.module"] for t in tags_of(model)][1:] == ["linear", "linear_out"]
 
 
+def test_a_dequantized_parameter_keeps_naming_its_module():
+    """QDQ puts a `DequantizeLinear` in a bias's place under the bias's name: `…bias_quantized` is still the bias's."""
+    bias = "enc.ln.bias"
+    stored = [
+        numpy_helper.from_array(np.full((4,), 3, np.int32), f"{bias}_quantized"),
+        numpy_helper.from_array(np.array(0.1, np.float32), f"{bias}_quantized_scale"),
+        numpy_helper.from_array(np.array(0, np.int32), f"{bias}_quantized_zero_point"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", [t.name for t in stored], [bias], name=f"{bias}_DequantizeLinear"),
+        helper.make_node("Add", ["x", bias], ["y"], name=""),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "dq", io[:1], io[1:], stored), opset_imports=[helper.make_opsetid("", 17)])
+    tag_proto(model)
+    assert [(t["hierarchy.module"], t["hierarchy.source"]) for t in tags_of(model)][0] == ("enc.ln", "initializer")
+
+
 def test_a_shared_module_called_from_another_caller_is_the_module_its_parameters_name():
     """TorchScript names a tied module by its first path (`shared`) under every caller: `/decoder/shared/`."""
     model = chain_model(

@@ -10,14 +10,16 @@ parameters of several modules (a fused op), the module owning most of them wins,
 lowest common ancestor on a tie.
 
 Initializers a tool derives from a tensor the graph computes or receives are not parameters
-either. The fact: a parameter enters a graph as an initializer, never as a graph input or a node
-output, and a tool that makes an initializer for another tensor names it after that tensor plus
+either. The facts: a tool that makes an initializer for a tensor names it after that tensor plus
 a suffix (a static QDQ quantizer's `past_key_values.0.key_scale` and `…_zero_point` for the KV
-cache input `past_key_values.0.key`, `present.0.key_scale` for a graph output). So an initializer
-whose name is the name of a non-initializer tensor of the model (a graph input, a node output)
-followed by `_` and a suffix without dots names that tensor, not a module (`past_key_values.0`
-is none). A real parameter path never extends such a tensor's name that way: that would need a
-graph input or node output named like a module path plus the start of an attribute name.
+cache input `past_key_values.0.key`, `present.0.key_scale` for an output), and a graph's inputs
+and outputs are named after the model's arguments and results, never after a parameter (a
+parameter enters a graph as an initializer). So an initializer whose name is the name of a graph
+input or output, or of a node output, followed by `_` and a suffix without dots names that
+tensor, not a module (`past_key_values.0` is none); a real parameter path never extends such a
+name that way. One exception: a node output that is no graph output but is itself named by a
+parameter path stands for that parameter (a quantizer's `DequantizeLinear` in a bias's place
+keeps its name, `m.embeddings.LayerNorm.bias`), so `…bias_quantized` stays the bias's module's.
 
 A tool that folds the next op into a weighted node names the new bias after the weight
 (`conv.weight` + `conv.weight_bias`: onnxscript's BatchNorm fusion, run by the dynamo exporter):
@@ -32,7 +34,7 @@ import re
 from collections import Counter
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex
+from tagger.index import ModelIndex, graphs_within
 from tagger.paths import lca_all
 
 SOURCE = "initializer"
@@ -68,10 +70,15 @@ def parameter_owners(index: ModelIndex) -> dict[str, str]:
 
 
 def _computed_tensors(index: ModelIndex) -> set[str]:
-    """Every tensor name of the model that is no initializer: node outputs and graph inputs."""
-    tensors = {output for view in index.views for output in view.output}
-    for scope in index.graphs:
-        tensors.update(scope.inputs)
+    """The tensors whose names a derived name may extend: every graph's (and function's) inputs
+    and outputs, and the node outputs not named by a parameter path; initializers excluded."""
+    tensors = {output for view in index.views for output in view.output if module_of_parameter(output) is None}
+    for graph in graphs_within(index.model.graph):
+        tensors.update(value.name for value in graph.input)
+        tensors.update(value.name for value in graph.output)
+    for function in index.model.functions:
+        tensors.update(function.input)
+        tensors.update(function.output)
     for scope in index.graphs:
         tensors.difference_update(scope.initializers)
     return tensors
