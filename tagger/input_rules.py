@@ -35,7 +35,6 @@ inputs and `tagger.feeds.refusal` says which input and how to set the size.
 from __future__ import annotations
 
 import ast
-import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ import onnx
 
 from tagger.errors import InputError
 from tagger.index import graphs_within
+from tagger.symbolic_shapes import infer_symbolic, weights_as_inputs
 
 __all__ = ["DimSettings", "InputPlan", "parse_dim_option", "plan_inputs"]
 
@@ -191,12 +191,7 @@ def _search_spatial(
 def _accepted(model: onnx.ModelProto, keys: Mapping[str, list[int | str]], dims: Mapping[str, int]) -> bool:
     """Whether onnxruntime's symbolic shape inference runs through the graph with these input
     sizes (True when it is not installed: nothing says otherwise). Weights are not read."""
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:
-        return True
-    trial = onnx.ModelProto()
-    trial.CopyFrom(model)
+    trial = weights_as_inputs(model)
     graph = trial.graph
     del graph.value_info[:]
     for value in graph.input:
@@ -204,25 +199,13 @@ def _accepted(model: onnx.ModelProto, keys: Mapping[str, list[int | str]], dims:
             size = key if isinstance(key, int) else dims.get(key)
             if size is not None:  # an expression's dim stays symbolic here
                 dim.dim_value = size
-    kept = [tensor for tensor in graph.initializer if tensor.data_location != onnx.TensorProto.EXTERNAL]
-    for tensor in graph.initializer:  # external weights become typed inputs: their data is never read
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
     try:
-        engine = SymbolicShapeInference(2**31 - 1, False, False, 0)
-        engine._preprocess(trial)
-        while engine.run_:
-            engine._infer_impl()
+        infer_symbolic(trial, auto_merge=False, partial=False)
+    except ImportError:
         return True
     except Exception:  # noqa: BLE001 - any refusal of the sizes means "not accepted"
         return False
-    finally:
-        logger.setLevel(previous)
+    return True
 
 
 def _listing(dims: Mapping[str, int]) -> str:

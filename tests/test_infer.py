@@ -358,3 +358,29 @@ def test_a_node_adding_an_unnamed_weight_to_a_modules_result_is_not_carried_into
     ]
     modules = _modules(_model(nodes, params=["emb.patch.proj.bias", "emb.position"], anonymous=["val_1"]))
     assert modules[1] == "emb.patch" and modules[2] == "emb"
+
+
+def test_an_output_head_on_an_unnamed_weight_after_the_last_named_module_is_not_put_in_its_caller():
+    """`lm_head` (tied or transposed weight, named nowhere) runs after the model's final norm: nothing
+    after it says the norm's caller is still running, so it stays at its bound (the root), never in
+    `model` (a wrong branch); a plain reshape there is still the caller's own op."""
+    head = _model(
+        [
+            ("Add", ["x", "model.layer.bias"], ["h"], None),
+            ("Mul", ["h", "model.norm.weight"], ["n"], None),
+            ("MatMul", ["n", "val_7"], ["y"], None),
+        ],
+        params=["model.layer.bias", "model.norm.weight"],
+        anonymous=["val_7"],
+    )
+    assert _modules(head)[2] == ""
+    view = _model(
+        [
+            ("Add", ["x", "model.layer.bias"], ["h"], None),
+            ("Mul", ["h", "model.norm.weight"], ["n"], None),
+            ("Reshape", ["n", "target"], ["y"], None),
+        ],
+        params=["model.layer.bias", "model.norm.weight"],
+        shapes={"target": [8, 4]},
+    )
+    assert _modules(view)[2] == "model"
