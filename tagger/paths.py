@@ -105,6 +105,7 @@ class ModuleSet:
         self._observed: set[str] = set()
         self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
         self._by_unqualified: dict[str, list[str]] | None = None
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.authoritative = False
 
     def __contains__(self, path: str) -> bool:
@@ -142,6 +143,31 @@ class ModuleSet:
                 return
             self._observed.add(path)
             path = path[: len(path) - len(segment) - 1]
+
+    def read_shared(self, segments: Sequence[str], owners: Iterable[str]) -> None:
+        """Read the TorchScript scope `segments`, whose nodes read parameters of the known modules
+        `owners`, as the one owner whose unqualified name is its last segment, when the scope reads
+        as no known module otherwise.
+
+        TorchScript names a module object by one path, its first `named_modules()` path, so a
+        module reached by two (a tied embedding: T5's `shared` is also `decoder.embed_tokens`)
+        appears under every caller with that path's unqualified name (`/decoder/shared/Gather`).
+        The scope's callers' scopes are read as the owner's ancestors too, while their segments are
+        those ancestors' unqualified names and read as no known module.
+        """
+        if not segments:
+            return
+        named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
+        if len(named) != 1:
+            return
+        segments, module = tuple(segments), named[0]
+        while segments and module and self.resolve(segments) not in self._known:
+            name = _unqualified(module)
+            if segments[-1] != name:
+                return
+            self._shared[segments] = tuple(module.split("."))
+            self._memo.clear()
+            segments, module = segments[:-1], module[: len(module) - len(name)].rstrip(".")
 
     def has_top_level(self, path: str) -> bool:
         """Whether the first component of `path` is a known child of the root (or nothing is known)."""
@@ -189,6 +215,8 @@ class ModuleSet:
         """Resolve scope by scope, memoised: sibling names share every prefix."""
         key = (segments, torchscript)
         parts = self._memo.get(key)
+        if parts is None and torchscript:
+            parts = self._shared.get(segments)
         if parts is None:
             if not segments:
                 parts = ()

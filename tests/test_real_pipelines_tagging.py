@@ -264,6 +264,63 @@ def test_quantizer_names_built_on_tensor_names_are_no_modules(key, quantized):
     assert {t["hierarchy.module"] for t in _tags(model)} <= quantized[key].modules
 
 
+class _NoisyFeeds:
+    """Calibration batches for `quantize_static`: `feeds` with small noise on the float inputs."""
+
+    def __init__(self, feeds: dict[str, np.ndarray], batches: int = 2) -> None:
+        rng = np.random.default_rng(0)
+        noisy = [
+            {n: (a + 0.1 * rng.standard_normal(a.shape)).astype(a.dtype) if a.dtype.kind == "f" else a for n, a in feeds.items()}
+            for _ in range(batches)
+        ]
+        self.batches = iter(noisy)
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+@pytest.fixture(scope="session")
+def qdq_with_cache(merged) -> Export:
+    """The GPT-2 decoder step whose KV cache is a graph input (`past_key_values.0.key`) and output
+    (`present.0.key`), after static QDQ quantization."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    source = merged.branches["then_branch"]
+    target = source.with_suffix(".qdq.onnx")
+    with _quiet():
+        quantize_static(str(source), str(target), _NoisyFeeds(merged.feeds), quant_format=QuantFormat.QDQ)
+    return Export(target, merged.modules)
+
+
+def test_static_qdq_names_built_on_kv_cache_tensors_are_no_modules(qdq_with_cache):
+    """QDQ names the scale of input `past_key_values.0.key` `past_key_values.0.key_scale`: that
+    tensor's, not a parameter of a module `past_key_values.0`."""
+    model = _tagged(qdq_with_cache.path)
+    cache = [v.name for v in (*model.graph.input, *model.graph.output) if v.name.startswith(("past_key_values.", "present."))]
+    derived = [t.name for t in model.graph.initializer if any(t.name.startswith(name + "_") for name in cache)]
+    assert derived, "the quantizer named no initializer after a cache tensor: the test proves nothing"
+    assert {t["hierarchy.module"] for t in _tags(model)} <= qdq_with_cache.modules
+
+
+@pytest.fixture(scope="session")
+def tied_t5(tmp_path_factory) -> Export:
+    """T5 whose encoder and decoder call the one `shared` embedding (`set_input_embeddings`; every
+    T5 of transformers 4, optimum's too, is built so): TorchScript names it `/decoder/shared/…`."""
+    model = _build("t5")
+    torch.manual_seed(3)
+    model.set_input_embeddings(torch.nn.Embedding(VOCAB, HIDDEN))
+    path = _export(model.eval(), _inputs("t5"), tmp_path_factory.mktemp("tied-t5") / "t5.onnx")
+    return Export(path, frozenset(name for name, _ in model.named_modules()))
+
+
+def test_a_module_called_by_two_callers_is_tagged_with_its_one_path(tied_t5):
+    model = _tagged(tied_t5.path)
+    tags = {n.name: t["hierarchy.module"] for n, t in zip(model.graph.node, _tags(model), strict=True)}
+    assert "decoder.embed_tokens" not in tied_t5.modules, "the embedding is not shared: the test proves nothing"
+    assert tags["/encoder/shared/Gather"] == tags["/decoder/shared/Gather"] == "shared"
+    assert set(tags.values()) <= tied_t5.modules
+
+
 # --- 2. output heads known only from names ---------------------------------------------------
 
 

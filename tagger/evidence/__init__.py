@@ -91,6 +91,9 @@ class Context:
     sources: node and tensor names repeat the same scopes."""
     op_names: frozenset[str] = frozenset()
     """Op types a name segment may be the node name of (`names.op_names`), set by the name source."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """Module owning each initializer named by a parameter path (`initializers.parameter_owners`),
+    set by the initializer source for the name source (shared modules, rule 3 of `names`)."""
 
 
 def build_context(index: ModelIndex) -> Context:

@@ -24,6 +24,12 @@ node's name, not a module. Hence:
    since the exporter names only modules that ran. Any other scoped name (a tool's suffix on a
    dynamo name, `node_MatMul_34/MatMulAddFusion`) counts only when its first module is a known
    child of the root.
+3. A module reached by two paths (a tied embedding: T5's `shared` is also `decoder.embed_tokens`)
+   has one TorchScript name, its first `named_modules()` path, and appears under every caller by
+   that path's unqualified name (`/decoder/shared/Gather` reads `shared.weight`). A module's ops
+   read its own parameters, so a `/`-rooted scope that reads as no known module, whose nodes read
+   parameters of a known module with the scope's last segment as unqualified name, is that
+   module (`shared`), not a new child of the caller (`ModuleSet.read_shared`).
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     for segments in segments_of.values():
         if segments:
             context.modules.observe(segments)
+    _read_shared_modules(index, named, segments_of, context)
     found: dict[int, str] = {}
     cache = context.scope_modules
     for node_id, scope in named:
@@ -116,6 +123,22 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if module is not None:
             found[node_id] = module
     return found
+
+
+def _read_shared_modules(
+    index: ModelIndex, named: list[tuple[int, str]], segments_of: dict[str, list[str] | None], context: Context
+) -> None:
+    """Rule 3: teach the module set the TorchScript scopes that name a known module by its one path."""
+    parameters = context.parameters
+    if not parameters:
+        return
+    read: dict[str, set[str]] = {}
+    for node_id, scope in named:
+        owners = [parameters[name] for name in index.views[node_id].input if name in parameters]
+        if owners and scope.startswith("/") and segments_of[scope]:
+            read.setdefault(scope, set()).update(owners)
+    for scope, owners in read.items():
+        context.modules.read_shared(segments_of[scope], owners)
 
 
 def _scopes(index: ModelIndex) -> tuple[set[str], list[tuple[int, str]]]:

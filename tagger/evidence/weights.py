@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from tagger.evidence import Context
-from tagger.evidence.initializers import module_of_parameter
+from tagger.evidence.initializers import module_of_parameter, parameter_owners
 from tagger.index import ModelIndex
 from tagger.paths import lca, lca_all
 from tagger.transfer.checkpoint import checkpoint_tensors
@@ -48,7 +48,8 @@ class WeightsSource:
         self.tensors = checkpoint_tensors(self.checkpoint)  # a bad checkpoint fails before any work
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
-        named = {name for scope in index.graphs for name in scope.initializers if module_of_parameter(name) is not None}
+        parameters = parameter_owners(index)
+        named = set(parameters)
         initializers = list(onnx_initializers(index.model, self.base_dir))
         matches = match_contents(initializers, self.tensors)
         quantized = match_quantized((t for t in initializers if t.name not in named), self.tensors)
@@ -67,7 +68,7 @@ class WeightsSource:
         for found in owners.values():
             for module in found:
                 context.modules.add(module)
-        return _proposals(index, owners)
+        return _proposals(index, owners, parameters)
 
 
 def _prefix(named: set[str], checkpoint_names: set[str]) -> str:
@@ -128,7 +129,7 @@ def _note(checkpoint: Path, tensors: int, matched: int) -> str:
     return f"weights: none of the {tensors} tensors of {checkpoint.name} fits an initializer of the model; no tag changed"
 
 
-def _proposals(index: ModelIndex, owners: dict[str, list[str]]) -> dict[int, str]:
+def _proposals(index: ModelIndex, owners: dict[str, list[str]], parameters: dict[str, str]) -> dict[int, str]:
     """Each node reading matched initializers: their module (ties decided by the neighbours)."""
     found: dict[int, list[list[str]]] = {}
     for node_id, view in enumerate(index.views):
@@ -137,7 +138,7 @@ def _proposals(index: ModelIndex, owners: dict[str, list[str]]) -> dict[int, str
             found[node_id] = read
     if not found:
         return {}
-    anchors = _anchor_modules(index, owners)
+    anchors = _anchor_modules(index, owners, parameters)
     proposals: dict[int, str] = {}
     for node_id, read in found.items():
         modules = [choices[0] if len(choices) == 1 else _choose(choices, _around(index, node_id, anchors)) for choices in read]
@@ -146,13 +147,13 @@ def _proposals(index: ModelIndex, owners: dict[str, list[str]]) -> dict[int, str
     return proposals
 
 
-def _anchor_modules(index: ModelIndex, owners: dict[str, list[str]]) -> dict[int, str]:
+def _anchor_modules(index: ModelIndex, owners: dict[str, list[str]], parameters: dict[str, str]) -> dict[int, str]:
     """Nodes whose module a weight names without doubt: the file's own parameter names, and
     checkpoint matches with one name."""
     anchors: dict[int, str] = {}
     for node_id, view in enumerate(index.views):
         for name in view.input:
-            owner = module_of_parameter(name)
+            owner = parameters.get(name)
             if owner is None and len(owners.get(name, ())) == 1:
                 owner = owners[name][0]
             if owner is not None:
