@@ -74,6 +74,11 @@ def _tag_checked(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ())
     return result, check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
 
 
+def _flags(sources: Sequence[EvidenceSource]) -> list[str]:
+    """The command-line flags of the transfer sources in use (`--reference`, `--weights`)."""
+    return [flag for flag in (getattr(source, "FLAG", None) for source in sources) if flag]
+
+
 def _tag_proto(
     model: onnx.ModelProto,
     name: str,
@@ -87,7 +92,7 @@ def _tag_proto(
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
         notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return build_report(result, name, notes, changed, output, inferred)
+    return build_report(result, name, notes, changed, output, inferred, _flags(sources))
 
 
 def retag(
@@ -139,7 +144,7 @@ def report(
     sources = transfer_sources(reference, weights, source.parent)
     with _gc_paused():
         result, notes = _tag_checked(proto, sources)
-        return build_report(result, source.name, notes, inferred=True)
+        return build_report(result, source.name, notes, inferred=True, given=_flags(sources))
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

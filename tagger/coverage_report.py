@@ -190,10 +190,12 @@ def build_report(
     changed_nodes: int = 0,
     output: str | None = None,
     inferred: bool = False,
+    given: Iterable[str] = (),
 ) -> CoverageReport:
     """Count a tagging result by category, source, op type and module; `notes`, `changed_nodes`
     and `output` are what the caller knows beside it (validation notes, what a retag wrote);
-    `inferred` also lists every inherited node with the bound its tag was chosen in.
+    `inferred` also lists every inherited node with the bound its tag was chosen in; `given` are
+    the transfer flags the tagging already had (the advice names only the others).
 
     Counted by assignment identity (`tag_model` shares one `Assignment` per distinct tag), so
     the per-node work is C-level counting and everything else runs once per distinct tag.
@@ -240,11 +242,17 @@ def build_report(
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
     elif report.nodes and report.inherited + report.fallback >= INFERENCE_ADVICE * report.nodes:
         share = _pct(report.inherited + report.fallback, report.nodes)
-        report.notes.append(
-            f"{share} of nodes were placed by inference only; pass --reference or --weights, or export with shim.export"
-        )
+        report.notes.append(f"{share} of nodes were placed by inference only; {_advice(given)}")
     report.notes += notes
     return report
+
+
+def _advice(given: Iterable[str]) -> str:
+    """What would name more nodes, leaving out the transfer flags that were already given."""
+    missing = [flag for flag in ("--reference", "--weights") if flag not in set(given)]
+    if not missing:
+        return "the file, its reference and its checkpoint name no more: export with shim.export"
+    return f"pass {' or '.join(missing)}, or export with shim.export"
 
 
 def _by_source_and_module(

@@ -57,6 +57,7 @@ class ReferenceSource:
     """Proposes, for each node matched to the reference, the reference node's module."""
 
     SOURCE = SOURCE
+    FLAG = "--reference"
 
     def __init__(self, reference: str | Path, base_dir: Path | None) -> None:
         from tagger.modelio import load_model

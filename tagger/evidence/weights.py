@@ -40,6 +40,7 @@ class WeightsSource:
     """Proposes the modules of nodes reading initializers found in a checkpoint."""
 
     SOURCE = SOURCE
+    FLAG = "--weights"
 
     def __init__(self, checkpoint: str | Path, base_dir: Path | None) -> None:
         self.checkpoint = Path(checkpoint)
