@@ -6,7 +6,7 @@ references to the original `NodeProto`s so the writer can put tags back on the v
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import onnx
@@ -19,6 +19,7 @@ __all__ = [
     "NodeView",
     "STANDARD_DOMAINS",
     "build_index",
+    "dataflow",
     "graphs_within",
     "may_hold_tensors",
     "may_own_bodies",
@@ -176,6 +177,21 @@ def _named_bodies(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]
         elif attribute.type == onnx.AttributeProto.GRAPHS:
             for k, graph in enumerate(attribute.graphs):
                 yield f"{attribute.name}[{k}]", graph
+
+
+def dataflow(nodes: Iterable[NodeView] | Iterable[onnx.NodeProto]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """By position: the node producing each tensor (the first, if a broken graph has several) and
+    the nodes reading it."""
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.output:
+            if name:
+                producer.setdefault(name, i)
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(i)
+    return producer, consumers
 
 
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tagger.index import ModelIndex
+from tagger.index import ModelIndex, dataflow
 from tagger.paths import lca_all
 
 __all__ = ["Matching", "match_graphs"]
@@ -86,16 +86,8 @@ class _Reference:
 
     @classmethod
     def of(cls, index: ModelIndex, modules: Sequence[str | None]) -> _Reference:
-        producer: dict[str, int] = {}
-        consumers: dict[str, list[int]] = {}
+        producer, consumers = dataflow(index.views)
         names: Counter[str] = Counter(view.name for view in index.views if view.name)
-        for node_id, view in enumerate(index.views):
-            for name in view.output:
-                if name:
-                    producer.setdefault(name, node_id)
-            for name in view.input:
-                if name:
-                    consumers.setdefault(name, []).append(node_id)
         by_name = {view.name: i for i, view in enumerate(index.views) if view.name and names[view.name] == 1}
         initializers = frozenset(name for scope in index.graphs for name in scope.initializers)
         return cls(index, modules, producer, consumers, by_name, initializers)
