@@ -16,38 +16,59 @@ import time
 import fire
 import onnx
 
-from bench import cases
+from bench import cases, metrics
+from bench.baselines import BASELINES, tag_with
 from bench.docs import ROOT, publish
-from tagger.api import tag_proto
-
-STRATEGIES = {"tagger": "context", "root baseline": "root", "producer baseline": "producer", "two-sided LCA": "lca"}
+from tagger.tagging import Infer
 
 
-def _score(case: cases.Case, strategy: str) -> cases.Score:
+def _evidenced(case: cases.Case) -> set[str]:
+    """Modules the case's file names, read before any tagging adds its own metadata."""
+    return metrics.evidenced_modules(onnx.load(case.path, load_external_data=False), cases.module_paths(case.arch))
+
+
+def _score(case: cases.Case, infer: Infer, evidenced: set[str]) -> tuple[cases.Score, metrics.Metrics]:
     model = onnx.load(case.path, load_external_data=False)
-    tag_proto(model, case.path.name, strategy)
-    return cases.score(model, case)
+    tag_with(model, infer)
+    return cases.score(model, case), metrics.measure(metrics.node_modules(model), case.truth, evidenced)
+
+
+def _share(value: float, graded: int) -> str:
+    return f"{100.0 * value:.1f}%" if graded else "n/a"
+
+
+def _metric_cells(m: metrics.Metrics) -> str:
+    """sound / wrong / best / reachable cells of one row (exact is the accuracy column)."""
+    return " | ".join(_share(v, m.graded) for v in (m.sound, m.wrong, m.best, m.reachable))
 
 
 def _pct(score: cases.Score) -> str:
     return f"{100.0 * score.accuracy:.1f}%" if score.with_truth else "n/a"
 
 
-def _summary(results: dict[tuple[str, str], list[tuple[str, cases.Score]]]) -> str:
-    """Per exporter x degradation: mean and worst accuracy, and accuracy on reachable modules."""
+def _summary(results: dict[tuple[str, str], list[tuple[str, cases.Score, metrics.Metrics]]]) -> str:
+    """Per exporter x degradation: mean and worst accuracy, accuracy on reachable modules, and the
+    mean sound / best / reachable shares with the worst wrong and best rows."""
     lines = [
-        "| exporter | degradation | mean accuracy | worst (arch) | on reachable modules (pooled) |",
-        "|---|---|---:|---:|---:|",
+        "| exporter | degradation | mean accuracy | worst (arch) | on reachable modules (pooled) "
+        "| mean sound | worst wrong (arch) | mean best | worst best (arch) | mean reachable |",
+        "|---|---|" + "---:|" * 8,
     ]
     for (exporter, degradation), scored in results.items():
-        graded = [(arch, s) for arch, s in scored if s.with_truth]
-        mean = sum(s.accuracy for _, s in graded) / len(graded)
-        arch, worst = min(graded, key=lambda item: item[1].accuracy)
-        reach = sum(s.reachable for _, s in graded)
-        hit = sum(s.reachable_correct for _, s in graded)
+        graded = [(arch, s, m) for arch, s, m in scored if s.with_truth]
+        mean = sum(s.accuracy for _, s, _ in graded) / len(graded)
+        arch, worst, _ = min(graded, key=lambda item: item[1].accuracy)
+        reach = sum(s.reachable for _, s, _ in graded)
+        hit = sum(s.reachable_correct for _, s, _ in graded)
+        wrong_arch, _, most_wrong = max(graded, key=lambda item: item[2].wrong)
+        best_arch, _, least_best = min(graded, key=lambda item: item[2].best)
+        sound, best, reachable = (
+            sum(getattr(m, key) for _, _, m in graded) / len(graded) for key in ("sound", "best", "reachable")
+        )
         lines.append(
             f"| {exporter} | {degradation} | {100 * mean:.1f}% | {100 * worst.accuracy:.1f}% ({arch}) "
-            f"| {100 * hit / reach:.1f}% of {reach} |"
+            f"| {100 * hit / reach:.1f}% of {reach} | {100 * sound:.1f}% | {100 * most_wrong.wrong:.1f}% ({wrong_arch}) "
+            f"| {100 * best:.1f}% | {100 * least_best.best:.1f}% ({best_arch}) | {100 * reachable:.1f}% |"
         )
     return "\n".join(lines)
 
@@ -59,25 +80,28 @@ def _reachable(score: cases.Score) -> str:
 
 
 def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool = True) -> None:
-    """Build every case, score every strategy, print and publish the table."""
+    """Build every case, score the tagger and every baseline, print and publish the table."""
     selected = tuple(archs.split(",")) if isinstance(archs, str) else tuple(archs or cases.ARCHS)
     work_dir = ROOT / work
     work_dir.mkdir(parents=True, exist_ok=True)
     header = (
         "| arch | exporter | degradation | nodes | with truth | coverage | direct | inherited | fallback "
-        "| **tagger accuracy** | on reachable modules | root baseline | producer baseline | two-sided LCA |"
+        "| **tagger exact** | sound | wrong | best | reachable | on reachable modules | root baseline "
+        "| producer baseline | two-sided LCA |"
     )
-    rows = [header, "|" + "---|" * 3 + "---:|" * 11]
+    rows = [header, "|" + "---|" * 3 + "---:|" * 15]
     started = time.perf_counter()
-    results: dict[tuple[str, str], list[tuple[str, cases.Score]]] = {}
+    results: dict[tuple[str, str], list[tuple[str, cases.Score, metrics.Metrics]]] = {}
     for arch in selected:
         for exporter in cases.EXPORTERS:
             for degradation in cases.DEGRADATIONS:
                 if not cases.supported(arch, exporter, degradation):
                     continue
                 case = cases.make_case(arch, exporter, degradation, work_dir)
-                scores = {label: _score(case, strategy) for label, strategy in STRATEGIES.items()}
-                ours = scores["tagger"]
+                evidenced = _evidenced(case)
+                measured = {label: _score(case, infer, evidenced) for label, infer in BASELINES.items()}
+                scores = {label: score for label, (score, _) in measured.items()}
+                ours, ours_metrics = measured["tagger"]
                 src = ours.by_source
                 inherited = src.get("inherited", 0)
                 fallback = src.get("fallback", 0)
@@ -85,11 +109,12 @@ def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool
                 rows.append(
                     f"| {arch} | {exporter} | {degradation} | {ours.nodes} | {ours.with_truth} "
                     f"| {100.0 * ours.tagged / ours.nodes:.0f}% | {direct} | {inherited} | {fallback} "
-                    f"| **{_pct(ours)}** | {_reachable(ours)} | {_pct(scores['root baseline'])} "
+                    f"| **{_pct(ours)}** | {_metric_cells(ours_metrics)} "
+                    f"| {_reachable(ours)} | {_pct(scores['root baseline'])} "
                     f"| {_pct(scores['producer baseline'])} "
                     f"| {_pct(scores['two-sided LCA'])} |"
                 )
-                results.setdefault((exporter, degradation), []).append((arch, ours))
+                results.setdefault((exporter, degradation), []).append((arch, ours, ours_metrics))
                 print(rows[-1], flush=True)
     table = "\n".join(rows)
     minima = _summary(results)
@@ -115,7 +140,14 @@ the strip cases and by node name or output tensor name after real tools; nodes a
 (fallbacks are listed apart because they are guesses). Baselines run on the same files in the
 same run: *root* = no inference, every node without evidence gets the root module; *producer* =
 one-directional inheritance from the nearest tagged producers; *two-sided LCA* = lowest common
-ancestor of the nearest tagged producers and consumers. *On reachable modules*: accuracy over
+ancestor of the nearest tagged producers and consumers. *sound*: the tag is the truth or one
+of its ancestors (too shallow, but true); *wrong* = 100% − sound (the tag names another branch);
+*best*: the tag is the deepest ancestor-or-self of the truth that the degraded file still
+evidences — a module named by an initializer, node name, tensor name or metadata value of that
+file (the model-level `hierarchy.modules` map included), computed by `bench/metrics.py` from the
+file alone, independently of the tagger; 100% means the tagger said everything the file allows;
+*reachable*: the truth itself is evidenced — the ceiling of exact for any tagger.
+*On reachable modules*: accuracy over
 the nodes whose true module carries direct evidence somewhere in the model (it or a descendant);
 the rest belong to modules nothing in the file names — typically parameter-free activations
 (`GELUActivation`, `NewGELUActivation`, ReLU modules) once names and metadata are gone — and no

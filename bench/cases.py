@@ -260,7 +260,7 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-CASES_VERSION = 2
+CASES_VERSION = 3
 """Bump when models, export settings or degradations change: cached files live in a directory
 named after this and the tool versions, so a persistent work directory never serves stale files."""
 
@@ -510,6 +510,7 @@ def strip_all(model: onnx.ModelProto) -> onnx.ModelProto:
             if name and name not in protected and name not in mapping:
                 mapping[name] = f"t{len(mapping)}"
         g.doc_string = ""
+        del g.metadata_props[:]  # the dynamo export's graph_signature names every parameter
         for vi in (*g.input, *g.output, *g.value_info):
             vi.doc_string = ""
             del vi.metadata_props[:]

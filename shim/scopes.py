@@ -22,11 +22,11 @@ This module guarantees that:
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from dataclasses import dataclass
 
 import onnx
 
+from tagger.index import dataflow
 from tagger.keys import NAME_SCOPES_KEY
 
 __all__ = ["Origin", "graph_origins", "scope_of_path"]
@@ -103,7 +103,7 @@ def _torchscript_origin(node: onnx.NodeProto, cache: dict[str, tuple[str, str] |
 def _fill_from_neighbours(graph: onnx.GraphProto, origins: list[Origin], default: str) -> None:
     if all(origin.scope is not None for origin in origins):
         return
-    producer, consumers = _producers_and_consumers(graph)
+    producer, consumers = dataflow(graph.node)
     for i in reversed(range(len(origins))):
         if origins[i].scope is None:
             known = [origins[c].scope for name in graph.node[i].output for c in consumers.get(name, ())]
@@ -119,20 +119,6 @@ def _fill_from_neighbours(graph: onnx.GraphProto, origins: list[Origin], default
                     break
             else:
                 origins[i].scope = default
-
-
-def _producers_and_consumers(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """The node producing each tensor (the first, if several) and the nodes reading it."""
-    producer: dict[str, int] = {}
-    consumers: dict[str, list[int]] = defaultdict(list)
-    for i, node in enumerate(graph.node):
-        for name in node.output:
-            if name:
-                producer.setdefault(name, i)
-        for name in node.input:
-            if name:
-                consumers[name].append(i)
-    return producer, consumers
 
 
 def _common_scope(scopes: list[str | None]) -> str:

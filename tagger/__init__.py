@@ -25,7 +25,7 @@ from tagger.errors import (
 _HOMES = {
     "tagger.api": ("report", "retag", "tag_proto"),
     "tagger.auditing": ("AuditReport", "AuditRow", "audit"),
-    "tagger.coverage_report": ("ConflictRecord", "CoverageReport", "NodeRef", "Report"),
+    "tagger.coverage_report": ("ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report"),
     "tagger.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
     "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.extract.verify": ("Verification",),
@@ -44,6 +44,7 @@ __all__ = [
     "DiffReport",
     "ExtractAllReport",
     "ExtractReport",
+    "InferredRecord",
     "InputError",
     "MissingDependency",
     "ModelsFailed",

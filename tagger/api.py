@@ -10,31 +10,43 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 
 from tagger.coverage_report import CoverageReport, build_report
-from tagger.errors import InputError, OutputError
-from tagger.infer import STRATEGIES
+from tagger.errors import InputError, OutputError, TaggerError
+from tagger.evidence import EvidenceSource
 from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.namespace import write_namespaces
-from tagger.options import check_choice
 from tagger.tagging import TaggingResult, tag_model
+from tagger.transfer import transfer_sources
 from tagger.validate import check_index, diagnose
 from tagger.write import write_tags
 
 __all__ = ["retag", "report", "tag_proto"]
 
 
-def tag_proto(model: onnx.ModelProto, name: str = "<memory>", strategy: str = "context", namespace: bool = False) -> CoverageReport:
+def tag_proto(
+    model: onnx.ModelProto,
+    name: str = "<memory>",
+    namespace: bool = False,
+    *,
+    reference: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
-    (`tagger.namespace`).
+    (`tagger.namespace`). `reference` (the ONNX file the model was made from) and `weights` (its
+    checkpoint) add evidence (`tagger.transfer`); external data of `model` is looked for beside
+    `name` when that is the path of its file.
     """
+    base = Path(name).parent if name and Path(name).is_file() else None
+    sources = transfer_sources(reference, weights, base)
     with _gc_paused():
-        return _tag_proto(model, name, strategy, namespace)
+        return _tag_proto(model, name, namespace, sources=sources)
 
 
 @contextlib.contextmanager
@@ -49,27 +61,38 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(model: onnx.ModelProto, strategy: str) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
-    is written; returns the report notes for what is only unusual."""
-    check_choice("strategy", strategy, STRATEGIES)
+    is written; returns the report notes for what is only unusual (and what `sources` say)."""
     try:
-        result = tag_model(model, strategy)
+        result = tag_model(model, extra=sources)
+    except TaggerError:
+        raise  # a refused reference or checkpoint says so itself
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
-    return result, check_index(result.index)
+    return result, check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
+
+
+def _flags(sources: Sequence[EvidenceSource]) -> list[str]:
+    """The command-line flags of the transfer sources in use (`--reference`, `--weights`)."""
+    return [flag for flag in (getattr(source, "FLAG", None) for source in sources) if flag]
 
 
 def _tag_proto(
-    model: onnx.ModelProto, name: str, strategy: str, namespace: bool = False, output: str | None = None
+    model: onnx.ModelProto,
+    name: str,
+    namespace: bool = False,
+    output: str | None = None,
+    inferred: bool = False,
+    sources: Sequence[EvidenceSource] = (),
 ) -> CoverageReport:
-    result, notes = _tag_checked(model, strategy)
+    result, notes = _tag_checked(model, sources)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
         notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return build_report(result, name, notes, changed, output)
+    return build_report(result, name, notes, changed, output, inferred, _flags(sources))
 
 
 def retag(
@@ -77,9 +100,10 @@ def retag(
     output: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
     inplace: bool = False,
-    strategy: str = "context",
     namespace: bool = False,
     force: bool = False,
+    reference: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
 ) -> CoverageReport:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
@@ -88,16 +112,21 @@ def retag(
     `namespace=True` also writes Model Explorer's `namespace` entry on nodes that have none.
     An output or report path that is a symbolic link is refused unless `force=True`, which
     replaces the link itself (a file a link points to is never written).
+    `reference` (the ONNX file a tool started from) and `weights` (the checkpoint: a
+    .safetensors file, a directory of shards, or a torch state dict) add evidence (`tagger.transfer`).
     """
     source = Path(model)
     destination = _destination(source, output, inplace)
     report_path = _report_path(report)
     proto, locations = load_model_and_locations(source)
+    sources = transfer_sources(reference, weights, source.parent)
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
         check_output_path(report_path, force, "report")
     with _gc_paused():
-        summary = _tag_proto(proto, source.name, strategy, namespace, output=str(destination))
+        summary = _tag_proto(
+            proto, source.name, namespace, output=str(destination), inferred=report_path is not None, sources=sources
+        )
     # the tags only add to the input's bytes: its size tells whether the output is small
     save_model(proto, source, destination, durable=inplace, locations=locations, size_hint=source.stat().st_size)
     if report_path is not None:
@@ -106,12 +135,17 @@ def retag(
     return summary
 
 
-def report(model: str | os.PathLike, strategy: str = "context") -> CoverageReport:
-    """Analyse `model` and return its coverage report; nothing is written."""
+def report(
+    model: str | os.PathLike, reference: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
+) -> CoverageReport:
+    """Analyse `model` and return its coverage report (with every inherited node's bound);
+    nothing is written (`reference`, `weights`: as for `retag`)."""
     source = Path(model)
+    proto = load_model(source)
+    sources = transfer_sources(reference, weights, source.parent)
     with _gc_paused():
-        result, notes = _tag_checked(load_model(source), strategy)
-        return build_report(result, source.name, notes)
+        result, notes = _tag_checked(proto, sources)
+        return build_report(result, source.name, notes, inferred=True, given=_flags(sources))
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

@@ -8,12 +8,16 @@ audited); `extract` 5 (--all: a module could not be extracted) and 6 (--verify f
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import fire
+from fire import helptext
+from fire.trace import FireTrace
 
 from tagger import api
 from tagger.errors import InputError, TaggerError, one_line
+from tagger.feeds import parse_dim_option
 from tagger.options import check_flag, check_integer, check_text
 
 __all__ = ["main", "Commands"]
@@ -30,20 +34,41 @@ class Commands:
         inplace: bool = False,
         namespace: bool = False,
         force: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
     ) -> None:
         """Tag MODEL and write MODEL stem + .tagged.onnx (or --output PATH, or --inplace).
 
         --report PATH also writes the coverage report (.json or .md).
         --namespace also writes Model Explorer's `namespace` entry (the tag's path) on nodes without one.
         --force replaces an output (or report) path that is a symbolic link; without it that is refused.
+        --reference ORIG.onnx  carry the tags of the model a tool made MODEL from (matched node to node)
+        --weights CKPT         name anonymous weights after the checkpoint's tensors (.safetensors, a shard directory, .bin/.pt)
         """
         output, report = check_text("output", output), check_text("report", report)
-        summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force))
+        evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
+        summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force), **evidence)
         print(summary.summary())
 
-    def report(self, model: str, json: bool = False, markdown: bool = False, html: bool = False) -> None:
-        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree)."""
-        result = api.report(str(model))
+    def report(
+        self,
+        model: str,
+        json: bool = False,
+        markdown: bool = False,
+        html: bool = False,
+        certain: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
+    ) -> None:
+        """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
+
+        --json lists every inherited node with its module, the bound it was chosen in and whether
+        it is certain; --certain lists only the certain ones.
+        --reference ORIG.onnx and --weights CKPT add evidence, as for retag.
+        """
+        result = api.report(str(model), reference=check_text("reference", reference), weights=check_text("weights", weights))
+        if certain:
+            result = result.only_certain()
         if html:
             print(result.to_html(), end="")
         else:
@@ -65,28 +90,40 @@ class Commands:
         depth: int | None = None,
         out_dir: str | None = None,
         pull_producers: bool = True,
+        inputs: str | None = None,
+        dim: object = 1,
+        branch: str | None = None,
     ) -> None:
         """Cut a module out of MODEL as a runnable ONNX model (boundary tensors keep their names).
 
         --module PATH   dotted module path ("" = the whole model); --tag PATTERN  glob on hierarchy.tag
         --output OUT    default: MODEL stem + .PATH.onnx beside MODEL
         --all --depth N --out_dir DIR   one model per module at depth N, plus DIR/index.json
-        --verify        run both models in onnxruntime and compare the boundary tensors
+        --verify        run both models in onnxruntime and compare the boundary tensors, on
+                        --inputs NPZ (arrays named after the graph inputs) or generated inputs
+                        (dynamic sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --nopull_producers   keep input-independent producers (constants) outside: they become inputs
+        --branch then|else   the If branch to cut a module from when it lives in both (optimum's merged
+                        decoders); --all writes every branch, its name in the file name
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
         from tagger.extract import extract, extract_all  # each command imports what only it runs
 
         module, tag = check_text("module", module), check_text("tag", tag)
         output, out_dir = check_text("output", output), check_text("out_dir", out_dir)
+        if not verify and (inputs is not None or dim != 1):
+            raise InputError("--inputs and --dim go with --verify")
+        _check_inputs_or_dims(inputs, dim)
+        feeds = {"inputs": check_text("inputs", inputs), "dim": parse_dim_option(dim)}
+        branch = check_text("branch", branch)
         if not all:
             if depth is not None or out_dir is not None:
                 raise InputError("--depth and --out_dir go with --all")
-            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify))
-        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None:
-            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag or --output)")
+            result = extract(str(model), module, tag, output, bool(pull_producers), bool(verify), **feeds, branch=branch)
+        elif depth is None or out_dir is None or output is not None or module is not None or tag is not None or branch is not None:
+            raise InputError("--all takes --depth N and --out_dir DIR (and no --module, --tag, --output or --branch)")
         else:
-            result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify))
+            result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify), **feeds)
         print(result.summary())
         result.check()
 
@@ -114,14 +151,17 @@ class Commands:
         _show(result, json, markdown)
         result.check()
 
-    def diff(self, a: str, b: str, json: bool = False, markdown: bool = False) -> None:
+    def diff(
+        self, a: str, b: str, json: bool = False, markdown: bool = False, reference: str | None = None, weights: str | None = None
+    ) -> None:
         """Compare the module tags of two versions of a model (A before, B after a tool), by module.
 
-        Nodes are matched by name, then by output tensor; untagged models are tagged in memory.
+        Nodes are matched by name, then by output tensor; untagged models are tagged in memory,
+        with --weights CKPT as evidence, and B also with --reference ORIG.onnx (often A itself).
         """
         from tagger.diffing import diff
 
-        result = diff(str(a), str(b))
+        result = diff(str(a), str(b), check_text("reference", reference), check_text("weights", weights))
         _show(result, json, markdown)
 
     def profile(
@@ -130,7 +170,7 @@ class Commands:
         inputs: str | None = None,
         runs: int = 10,
         warmup: int = 1,
-        dim: int = 1,
+        dim: object = 1,
         optimize: bool = False,
         threads: int = 0,
         trace: str | None = None,
@@ -140,7 +180,8 @@ class Commands:
     ) -> None:
         """Run MODEL in onnxruntime with profiling on and print its latency per module as a tree.
 
-        --inputs NPZ   arrays named after the graph inputs (default: random, every dynamic dim = --dim N)
+        --inputs NPZ   arrays named after the graph inputs (default: generated from the model; dynamic
+                       sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --runs N       measured runs (after --warmup N); --threads N intra-op threads (0: onnxruntime's default)
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
@@ -149,7 +190,8 @@ class Commands:
 
         depth = check_integer("depth", depth)
         inputs, trace = check_text("inputs", inputs), check_text("trace", trace)
-        result = profile(str(model), inputs, runs, warmup, dim, bool(optimize), threads, trace)
+        _check_inputs_or_dims(inputs, dim)
+        result = profile(str(model), inputs, runs, warmup, parse_dim_option(dim), bool(optimize), threads, trace)
         if json:
             print(result.to_json())
         elif markdown:
@@ -168,10 +210,60 @@ def _show(result, json: bool, markdown: bool) -> None:
         print(result.to_text())
 
 
+def _check_inputs_or_dims(inputs: object, dim: object) -> None:
+    if inputs is not None and dim != 1:
+        raise InputError("--inputs gives the arrays, --dim sizes generated ones: pass one of them")
+
+
+def _help(argv: list[str]) -> str | None:
+    """The help text `-h`/`--help` asks for, or None. Answered here, on stdout, for the command
+    named first (fire would read `report MODEL -h` as `--html`, and run `report MODEL --help`)."""
+    flags = argv[: argv.index("--")] if "--" in argv else argv
+    if not any(arg in ("-h", "--help") for arg in flags):
+        return None
+    commands = Commands()
+    fire_trace = FireTrace(commands, name="tagger")
+    component: object = commands
+    if flags and not flags[0].startswith("-") and callable(getattr(commands, flags[0], None)) and not flags[0].startswith("_"):
+        component = getattr(commands, flags[0])
+        fire_trace.AddAccessedProperty(component, flags[0], [flags[0]], None, None)
+    text = helptext.HelpText(component, trace=fire_trace)
+    return re.sub(r"^(\s+)-h, --", r"\1--", text, flags=re.MULTILINE)  # -h means help, never a flag
+
+
+def _arguments(argv: list[str]) -> list[str]:
+    """fire's view of the arguments: repeated `--dim` flags joined into one (fire keeps the last)."""
+    out: list[str] = []
+    dims: list[str] = []
+    position = 0
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--dim" and i + 1 < len(argv):
+            position = position if dims else len(out)
+            dims.append(argv[i + 1])
+            i += 1
+        elif arg.startswith("--dim="):
+            position = position if dims else len(out)
+            dims.append(arg.removeprefix("--dim="))
+        else:
+            out.append(arg)
+        i += 1
+    if dims:
+        out[position:position] = ["--dim", ",".join(dims)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TaggerError becomes one line on stderr and its exit code."""
+    args = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     try:
-        fire.Fire(Commands, command=argv, name="tagger")
+        text = _help(args)
+        if text is not None:
+            print(text)
+            return 0
+        # an instance, not the class: fire then lists the commands when none is given
+        fire.Fire(Commands(), command=_arguments(args), name="tagger")
     except TaggerError as exc:
         print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code

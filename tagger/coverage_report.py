@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 from tagger.display import TagFormatter
@@ -21,9 +21,12 @@ from tagger.text import natural as _natural
 from tagger.text import pct as _pct
 from tagger.text import terminal as _safe
 
-__all__ = ["ConflictRecord", "CoverageReport", "NodeRef", "Report", "build_report"]
+__all__ = ["ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report", "build_report"]
 
 CATEGORIES = ("direct", "inherited", "fallback")
+INFERENCE_ADVICE = 0.5
+"""From this share of nodes placed by inference only, the report says what would name them: the
+file names too few modules to be tagged well (LLaMA or T5 exported by dynamo, after any tool: 9-40% exact)."""
 _CATEGORY = {"inherited": "inherited", "fallback": "fallback"}
 """The category of a source that is not direct evidence (any other source is)."""
 
@@ -49,6 +52,17 @@ class ConflictRecord:
     rejected_source: str
 
 
+@dataclass(frozen=True)
+class InferredRecord:
+    """An inherited tag and how sure it is: `bound` is the module the node certainly ran in
+    (`tagger.infer`, fact A); `certain` is false when the tag is a choice deeper than that."""
+
+    node: NodeRef
+    module: str
+    bound: str
+    certain: bool
+
+
 @dataclass
 class CoverageReport(JsonReport):
     """Coverage of one tagging run (or of an analysis without writing)."""
@@ -70,6 +84,15 @@ class CoverageReport(JsonReport):
     notes: list[str] = field(default_factory=list)
     module_sources: dict[str, dict[str, int]] = field(default_factory=dict)
     """Module -> its own nodes by category (`direct`, `inherited`, `fallback`)."""
+    inherited_certain: int = 0
+    """Inherited nodes whose tag is certain (the rest are choices deeper than their bound)."""
+    inferred: list[InferredRecord] | None = None
+    """Every inherited node with its bound (built on request: `build_report(..., inferred=True)`)."""
+
+    def only_certain(self) -> CoverageReport:
+        """The same report listing only the inherited nodes whose tag is certain."""
+        kept = None if self.inferred is None else [r for r in self.inferred if r.certain]
+        return replace(self, inferred=kept)
 
     @property
     def has_evidence(self) -> bool:
@@ -91,6 +114,7 @@ class CoverageReport(JsonReport):
         """The full report for a terminal."""
         parts = [self.summary(), "", "by source:"]
         parts += [f"  {source:<12} {count}" for source, count in sorted(self.by_source.items())]
+        parts += ["", f"inherited tags certain: {self.inherited_certain} of {self.inherited}"]
         parts += ["", "by op type (direct / inherited / fallback):"]
         for op, counts in sorted(self.by_op.items()):
             parts.append(f"  {_safe(op):<24} {counts['direct']:>6} {counts['inherited']:>6} {counts['fallback']:>6}")
@@ -160,10 +184,18 @@ Report = CoverageReport
 
 
 def build_report(
-    result: TaggingResult, model_name: str, notes: Iterable[str] = (), changed_nodes: int = 0, output: str | None = None
+    result: TaggingResult,
+    model_name: str,
+    notes: Iterable[str] = (),
+    changed_nodes: int = 0,
+    output: str | None = None,
+    inferred: bool = False,
+    given: Iterable[str] = (),
 ) -> CoverageReport:
     """Count a tagging result by category, source, op type and module; `notes`, `changed_nodes`
-    and `output` are what the caller knows beside it (validation notes, what a retag wrote).
+    and `output` are what the caller knows beside it (validation notes, what a retag wrote);
+    `inferred` also lists every inherited node with the bound its tag was chosen in; `given` are
+    the transfer flags the tagging already had (the advice names only the others).
 
     Counted by assignment identity (`tag_model` shares one `Assignment` per distinct tag), so
     the per-node work is C-level counting and everything else runs once per distinct tag.
@@ -179,7 +211,8 @@ def build_report(
     for source, count in by_source.items():
         totals[_CATEGORY.get(source, "direct")] += count
     fallback_ids = _fallback_ids(assignments, per_assignment) if "fallback" in by_source else []
-    refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts])
+    inherited_ids = sorted(result.bounds) if inferred else []
+    refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts] + inherited_ids)
     report = CoverageReport(
         model=model_name,
         nodes=len(assignments),
@@ -199,11 +232,27 @@ def build_report(
         output=output,
         changed_nodes=changed_nodes,
         module_sources=module_sources,
+        inherited_certain=sum(bound.certain for bound in result.bounds.values()),
     )
+    if inferred:
+        report.inferred = [
+            InferredRecord(refs[i], assignments[i].module, result.bounds[i].bound, result.bounds[i].certain) for i in inherited_ids
+        ]
     if report.nodes and not report.has_evidence:
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
+    elif report.nodes and report.inherited + report.fallback >= INFERENCE_ADVICE * report.nodes:
+        share = _pct(report.inherited + report.fallback, report.nodes)
+        report.notes.append(f"{share} of nodes were placed by inference only; {_advice(given)}")
     report.notes += notes
     return report
+
+
+def _advice(given: Iterable[str]) -> str:
+    """What would name more nodes, leaving out the transfer flags that were already given."""
+    missing = [flag for flag in ("--reference", "--weights") if flag not in set(given)]
+    if not missing:
+        return "the file, its reference and its checkpoint name no more: export with shim.export"
+    return f"pass {' or '.join(missing)}, or export with shim.export"
 
 
 def _by_source_and_module(

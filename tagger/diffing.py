@@ -113,10 +113,11 @@ class DiffReport(JsonReport):
     def to_text(self) -> str:
         parts = [self.summary(), "", "modules with differences (A -> B: kept, -removed, +added, >moved out, <moved in):"]
         changed = [m for m in self.modules if m.changed]
-        for m in changed[:LIST_LIMIT]:
+        labels = [_safe(m.module) or "(root)" for m in changed[:LIST_LIMIT]]
+        width = max([len(label) for label in labels] + [40])  # the widest shown path sets the column
+        for label, m in zip(labels, changed, strict=False):
             parts.append(
-                f"  {_safe(m.module) or '(root)':<40} {m.a:>5} -> {m.b:<5} kept {m.kept}, -{m.removed}, +{m.added}, "
-                f">{m.moved_out}, <{m.moved_in}"
+                f"  {label:<{width}} {m.a:>5} -> {m.b:<5} kept {m.kept}, -{m.removed}, +{m.added}, >{m.moved_out}, <{m.moved_in}"
             )
         if len(changed) > LIST_LIMIT:
             parts.append(f"  … {len(changed) - LIST_LIMIT} more (full list in --json)")
@@ -157,11 +158,21 @@ class DiffReport(JsonReport):
         return "\n".join(rows) + "\n"
 
 
-def diff(a: str | os.PathLike, b: str | os.PathLike) -> DiffReport:
-    """Compare the module tags of the ONNX files `a` and `b` (see the module docstring)."""
+def diff(
+    a: str | os.PathLike, b: str | os.PathLike, reference: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
+) -> DiffReport:
+    """Compare the module tags of the ONNX files `a` and `b` (see the module docstring).
+
+    A side tagged in memory uses `weights` (the checkpoint), and B also `reference` (the file it
+    was made from; often `a` itself) as evidence (`tagger.transfer`)."""
+    from tagger.transfer import transfer_sources
+
     path_a, path_b = Path(a), Path(b)
-    tags_a = model_tags(load_model(path_a))
-    tags_b = model_tags(load_model(path_b))
+    model_a, model_b = load_model(path_a), load_model(path_b)
+    sources_a = transfer_sources(None, weights, path_a.parent)
+    sources_b = transfer_sources(reference, weights, path_b.parent)
+    tags_a = model_tags(model_a, sources_a)
+    tags_b = model_tags(model_b, sources_b)
     retagged = [str(path) for path, tags in ((path_a, tags_a), (path_b, tags_b)) if tags.retagged]
     return compare(tags_a.nodes, tags_b.nodes, path_a.name, path_b.name, retagged)
 

@@ -1,48 +1,163 @@
-"""Random feeds for a model's graph inputs, made from the model alone.
+"""Feeds for a model's graph inputs: read from an `.npz`, or generated from the model alone.
 
-Verification runs a model on whatever inputs it declares, without knowing the architecture, so
-the values are chosen to be valid for almost any model rather than realistic:
+`profile` and `extract --verify` run a model without knowing its architecture. Generated feeds
+are valid rather than realistic:
 
-1. floating-point inputs are standard-normal (a fixed seed, so a run is reproducible);
-2. integer inputs are 0 or 1: valid token ids, token types, attention masks and indices of any
-   table with at least two rows, where a wider range could index past a small vocabulary;
-3. booleans are random; symbolic or unknown dimensions become `symbolic` (default 1), one value
-   for all of them, so inputs that must agree on a dynamic axis (ids and mask) do.
+1. shapes follow `tagger.input_rules` (one value per symbol, expressions of symbols, sizes tied
+   to the weights an input meets, `--dim NAME=VALUE` and `--dim N` for the rest);
+2. floating-point inputs are standard-normal (a fixed seed, so a run is reproducible);
+3. integer inputs that index a table stay below its size; others are 0 or 1 (valid token
+   types, masks and indices of any table with two rows); booleans are random.
+
+When onnxruntime refuses the feeds, `refusal` turns its message into one line that names the
+node, the inputs it reads, the sizes used, and how to give others (`--dim`, `--inputs`).
 """
 
 from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto
 
 from tagger.errors import InputError
+from tagger.index import graphs_within
+from tagger.input_rules import DimSettings, parse_dim_option, plan_inputs
 
-__all__ = ["make_feeds"]
+__all__ = ["DimSettings", "Feeds", "load_feeds", "make_feeds", "model_feeds", "parse_dim_option", "refusal"]
+
+_INPUTS_NAMED = 4
+"""How many inputs a refusal line names before it says how many more."""
 
 
-def make_feeds(model: onnx.ModelProto, symbolic: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """One array per graph input that is not an initializer, keyed by input name."""
-    initializers = {t.name for t in model.graph.initializer}
+@dataclass
+class Feeds(Mapping[str, np.ndarray]):
+    """Arrays by graph input name; `dims` the size chosen per symbol; `origin` where they came from."""
+
+    arrays: dict[str, np.ndarray]
+    dims: dict[str, int] = field(default_factory=dict)
+    origin: str = "generated"
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+
+def model_feeds(
+    model: onnx.ModelProto, inputs: str | os.PathLike | None = None, dims: DimSettings | int | str | dict = 1, seed: int = 0
+) -> Feeds:
+    """The arrays of the `.npz` at `inputs`, or feeds generated for `model` with `dims`."""
+    return load_feeds(inputs, model) if inputs is not None else make_feeds(model, dims, seed)
+
+
+def make_feeds(model: onnx.ModelProto, dims: DimSettings | int | str | dict = 1, seed: int = 0) -> Feeds:
+    """One generated array per graph input that is not an initializer (rules in the docstring)."""
+    settings = dims if isinstance(dims, DimSettings) else parse_dim_option(dims)
+    plan = plan_inputs(model, settings)
     rng = np.random.default_rng(seed)
-    return {value.name: _random_array(value, symbolic, rng) for value in model.graph.input if value.name not in initializers}
+    initializers = {t.name for t in model.graph.initializer}
+    arrays = {
+        value.name: _random_array(value, plan.shapes[value.name], plan.id_bounds.get(value.name), rng)
+        for value in model.graph.input
+        if value.name not in initializers
+    }
+    return Feeds(arrays, plan.dims)
 
 
-def _random_array(value: onnx.ValueInfoProto, symbolic: int, rng: np.random.Generator) -> np.ndarray:
-    if value.type.WhichOneof("value") != "tensor_type":
-        raise InputError(f"cannot make a feed for input {value.name!r}: not a tensor")
-    tensor_type = value.type.tensor_type
-    if not tensor_type.HasField("shape"):
-        raise InputError(f"cannot make a feed for input {value.name!r}: its rank is unknown")
-    shape = tuple(dim.dim_value if dim.HasField("dim_value") else symbolic for dim in tensor_type.shape.dim)
+def _random_array(value: onnx.ValueInfoProto, shape: tuple[int, ...], bound: int | None, rng: np.random.Generator) -> np.ndarray:
+    elem_type = value.type.tensor_type.elem_type
     try:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type") from None
-    if tensor_type.elem_type == TensorProto.BOOL:
+        raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type; pass --inputs NPZ") from None
+    if elem_type == TensorProto.BOOL:
         return rng.integers(0, 2, size=shape).astype(bool)
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, 2, size=shape).astype(dtype)
+        return rng.integers(0, bound if bound else 2, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
         return rng.standard_normal(size=shape).astype(dtype)
-    raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type {dtype}")
+    raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type {dtype}; pass --inputs NPZ")
+
+
+def load_feeds(path: str | os.PathLike, model: onnx.ModelProto) -> Feeds:
+    """The arrays of an `.npz` named after the graph inputs (extra arrays are ignored)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read inputs {path}: {exc}") from None
+    initializers = {t.name for t in model.graph.initializer}
+    wanted = [v.name for v in model.graph.input if v.name not in initializers]
+    missing = [name for name in wanted if name not in arrays]
+    if missing:
+        raise InputError(f"{path} lacks model inputs {missing} (it has {sorted(arrays)})")
+    return Feeds({name: arrays[name] for name in wanted}, origin=f"from {path}")
+
+
+_NODE = re.compile(r"Name:\s*'([^']*)'")
+_INPUT = re.compile(r"\binput(?: name)?:\s*'?([^\s',]+)'?", re.IGNORECASE)
+_STATUS = "Status Message:"
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+
+
+def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: BaseException) -> InputError:
+    """onnxruntime refused to run on `feeds`: one line naming the node, the inputs it reads,
+    the sizes used and how to pass others."""
+    message = _ORT_PREFIX.sub("", (str(error).strip().splitlines() or [""])[0]).strip()
+    node = _NODE.search(message)
+    message = message.partition(_STATUS)[2].strip() or message  # the node is named once, below
+    named = _INPUT.search(message)
+    inputs = [named.group(1)] if named and named.group(1) in feeds else []
+    if not inputs and node:
+        inputs = _inputs_upstream(model, node.group(1), set(feeds))
+    where = f" at node {node.group(1)!r}" if node else ""
+    reads = ""
+    if inputs:
+        shown = ", ".join(f"{name}{list(feeds[name].shape)}" for name in inputs[:_INPUTS_NAMED])
+        more = f" and {len(inputs) - _INPUTS_NAMED} more" if len(inputs) > _INPUTS_NAMED else ""
+        reads = f" ({'input' if len(inputs) == 1 else 'inputs'} {shown}{more})"
+    origin = getattr(feeds, "origin", "given by the caller")
+    dims = getattr(feeds, "dims", {})
+    sizes = f"; sizes used: {', '.join(f'{k}={v}' for k, v in dims.items())}" if dims else ""
+    advice = (
+        "set sizes with --dim NAME=VALUE or pass arrays with --inputs NPZ"
+        if origin == "generated"
+        else "check the arrays of --inputs"
+    )
+    which = "generated inputs" if origin == "generated" else f"inputs {origin}"
+    return InputError(f"onnxruntime refused the {which}{where}{reads}: {message[:240]}{sizes}; {advice}")
+
+
+def _inputs_upstream(model: onnx.ModelProto, node_name: str, inputs: set[str]) -> list[str]:
+    """The graph inputs that the nodes called `node_name` (any graph) read, directly or not."""
+    producer: dict[str, onnx.NodeProto] = {}
+    targets: list[onnx.NodeProto] = []
+    for graph in graphs_within(model.graph):
+        for node in graph.node:
+            producer.update((name, node) for name in node.output if name)
+            if node.name == node_name:
+                targets.append(node)
+    found: list[str] = []
+    seen: set[str] = set()
+    todo = [name for node in targets for name in node.input]
+    while todo:
+        name = todo.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name in inputs:
+            found.append(name)
+        elif name in producer:
+            todo.extend(producer[name].input)
+    order = {v.name: i for i, v in enumerate(model.graph.input)}
+    return sorted(found, key=lambda name: order.get(name, 0))

@@ -6,7 +6,7 @@ references to the original `NodeProto`s so the writer can put tags back on the v
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import onnx
@@ -19,6 +19,7 @@ __all__ = [
     "NodeView",
     "STANDARD_DOMAINS",
     "build_index",
+    "dataflow",
     "graphs_within",
     "may_hold_tensors",
     "may_own_bodies",
@@ -67,6 +68,8 @@ class GraphScope:
     node_ids: range = range(0)
     """Positions of the graph's nodes in the index: consecutive, so a range (no int per node)."""
     owner: int | None = None
+    attribute: str = ""
+    """The owner's attribute that holds this body (`then_branch`, `body`; `branches[1]` in a list)."""
     function_key: tuple[str, str, str] | None = None
     initializers: frozenset[str] = frozenset()
     matrices: frozenset[str] = frozenset()
@@ -86,16 +89,23 @@ class ModelIndex:
     graphs: list[GraphScope] = field(default_factory=list)
 
     def graph_label(self, graph_id: int) -> str:
-        """A readable address for a graph, used in reports."""
+        """A readable address for a graph, used in reports: `main`, `function dom::name`, or a body
+        as its owner and attribute (`If optimum::if/then_branch`), nested ones joined by ` > `."""
         scope = self.graphs[graph_id]
         if scope.kind == "main":
             return "main"
         if scope.kind == "function":
             domain, name, overload = scope.function_key or ("", "", "")
             return f"function {domain}::{name}" + (f":{overload}" if overload else "")
-        owner = self.nodes[scope.owner] if scope.owner is not None else None
-        label = owner.name or owner.op_type if owner is not None else "?"
-        return f"body of {label}"
+        labels = []
+        while scope.kind == "subgraph" and scope.owner is not None:
+            owner, outer = self.nodes[scope.owner], self.graph_of[scope.owner]
+            name = owner.name or f"#{self.graphs[outer].node_ids.index(scope.owner)}"
+            labels.append(f"{owner.op_type} {name}/{scope.attribute}")
+            scope = self.graphs[outer]
+        if scope.kind == "function":
+            labels.append(self.graph_label(self.graphs.index(scope)))
+        return " > ".join(reversed(labels)) or "body"
 
 
 def build_index(model: onnx.ModelProto) -> ModelIndex:
@@ -150,8 +160,8 @@ def _add_nodes(index: ModelIndex, nodes, scope: GraphScope, shared: dict[str, st
     scope.node_ids = range(first, first + len(views))
     for node_id, view in enumerate(views, first):
         if may_own_bodies(view.op_type, view.domain):
-            for body in subgraphs(index.nodes[node_id]):
-                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id), shared)
+            for attribute, body in _named_bodies(index.nodes[node_id]):
+                _add_graph(index, body, GraphScope(kind="subgraph", owner=node_id, attribute=attribute), shared)
 
 
 def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
@@ -161,6 +171,31 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield attribute.g
         elif attribute.type == onnx.AttributeProto.GRAPHS:
             yield from attribute.graphs
+
+
+def _named_bodies(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """`subgraphs`, each with the attribute that holds it (`branches[1]` inside a list)."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.name, attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for k, graph in enumerate(attribute.graphs):
+                yield f"{attribute.name}[{k}]", graph
+
+
+def dataflow(nodes: Iterable[NodeView] | Iterable[onnx.NodeProto]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """By position: the node producing each tensor (the first, if a broken graph has several) and
+    the nodes reading it."""
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.output:
+            if name:
+                producer.setdefault(name, i)
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(i)
+    return producer, consumers
 
 
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

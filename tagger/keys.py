@@ -38,7 +38,7 @@ SHARED_VALUE_KEYS = frozenset((*OWNED_KEYS, CLASS_HIERARCHY_KEY))
 """Entries whose values repeat across the nodes of a module (`name_scopes` ends with each
 node's own fx name, so it does not)."""
 
-DIRECT_SOURCES = ("tag", "metadata", "name", "tensor", "initializer", "function", "subgraph")
+DIRECT_SOURCES = ("tag", "metadata", "name", "tensor", "initializer", "reference", "function", "subgraph")
 SOURCES = DIRECT_SOURCES + ("inherited", "fallback")
 
 

@@ -12,10 +12,12 @@ Nodes are addressed by position in `tagger.index` order, with their graph's labe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
 
+from tagger.evidence import EvidenceSource
 from tagger.index import ModelIndex, build_index
 from tagger.keys import tags_of
 from tagger.tagging import tag_model
@@ -46,13 +48,14 @@ class ModelTags:
     index: ModelIndex
 
 
-def model_tags(model: onnx.ModelProto) -> ModelTags:
-    """Read the tags of `model`, or decide them in memory if any node has none."""
+def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -> ModelTags:
+    """Read the tags of `model`, or decide them in memory if any node has none (with `sources`:
+    evidence from outside the file, `tagger.transfer`)."""
     index = build_index(model)
     found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
     if retagged:
-        result = tag_model(model)
+        result = tag_model(model, extra=sources)
         index = result.index
         found = [(a.module, a.tag, a.source) for a in result.assignments]
     labels: dict[int, str] = {}

@@ -68,6 +68,16 @@ def ancestors(path: str) -> list[str]:
     return [""] + [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _unqualified(path: str) -> str:
+    """What TorchScript names a module's scope: its last non-numeric component and any indices
+    after it (`model.decoder.layers.0` -> `layers.0`)."""
+    parts = path.split(".")
+    end = len(parts) - 1
+    while end > 0 and parts[end].isdigit():
+        end -= 1
+    return ".".join(parts[end:])
+
+
 def scope_segments(name: str) -> list[str] | None:
     """The scope part of a `/a/b/Op`-style name, or None when the name carries no scope.
 
@@ -94,6 +104,8 @@ class ModuleSet:
         self._known: set[str] = {""}
         self._observed: set[str] = set()
         self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
+        self._by_unqualified: dict[str, list[str]] | None = None
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.authoritative = False
 
     def __contains__(self, path: str) -> bool:
@@ -117,6 +129,11 @@ class ModuleSet:
         """Known modules that have known children (everything else is a leaf)."""
         return {path.rpartition(".")[0] for path in self._known if path}
 
+    def _forget_readings(self) -> None:
+        """A new known module changes how scopes read (`_memo`) and what ends with a name."""
+        self._memo.clear()
+        self._by_unqualified = None
+
     def observe(self, segments: Sequence[str]) -> None:
         """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
         self._memo.clear()
@@ -126,6 +143,31 @@ class ModuleSet:
                 return
             self._observed.add(path)
             path = path[: len(path) - len(segment) - 1]
+
+    def read_shared(self, segments: Sequence[str], owners: Iterable[str]) -> None:
+        """Read the TorchScript scope `segments`, whose nodes read parameters of the known modules
+        `owners`, as the one owner whose unqualified name is its last segment, when the scope reads
+        as no known module otherwise.
+
+        TorchScript names a module object by one path, its first `named_modules()` path, so a
+        module reached by two (a tied embedding: T5's `shared` is also `decoder.embed_tokens`)
+        appears under every caller with that path's unqualified name (`/decoder/shared/Gather`).
+        The scope's callers' scopes are read as the owner's ancestors too, while their segments are
+        those ancestors' unqualified names and read as no known module.
+        """
+        if not segments:
+            return
+        named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
+        if len(named) != 1:
+            return
+        segments, module = tuple(segments), named[0]
+        while segments and module and self.resolve(segments) not in self._known:
+            name = _unqualified(module)
+            if segments[-1] != name:
+                return
+            self._shared[segments] = tuple(module.split("."))
+            self._memo.clear()
+            segments, module = segments[:-1], module[: len(module) - len(name)].rstrip(".")
 
     def has_top_level(self, path: str) -> bool:
         """Whether the first component of `path` is a known child of the root (or nothing is known)."""
@@ -138,7 +180,7 @@ class ModuleSet:
         known = self._known
         if path in known:
             return
-        self._memo.clear()
+        self._forget_readings()
         if path.count(".") > MAX_DEPTH:
             known.add(path)
             known.update(ancestors(path))
@@ -150,8 +192,13 @@ class ModuleSet:
     def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str:
         """Turn exporter scope segments into a module path.
 
-        Undoes two TorchScript quirks: a Sequential's child repeats its parent's segment
-        (`layer/layer.0` is `layer.0`), and a module called again gets `_N` (`attention_1`).
+        Undoes three TorchScript quirks: a segment is the *unqualified* name of a called module
+        (its last non-numeric attribute plus any index: `layers.0`), so a module that its caller
+        reaches through an uncalled container (`self.model.decoder(...)`: `/decoder/...`) is the
+        known module below the caller that ends with the segment, and only when none is known a
+        new child of the caller (`lm_head`, whose weight no parameter name shows); a Sequential's
+        child repeats its parent's segment (`layer/layer.0` is `layer.0`); and a module called
+        again gets `_N` (`attention_1`).
         Membership in the known set decides between readings, so a real attribute named
         `fc_1` stays `fc_1`; for modules without parameters, a base scope seen elsewhere in the
         model's names (`activation` beside `activation_1`) marks the suffix as a second call —
@@ -168,6 +215,8 @@ class ModuleSet:
         """Resolve scope by scope, memoised: sibling names share every prefix."""
         key = (segments, torchscript)
         parts = self._memo.get(key)
+        if parts is None and torchscript:
+            parts = self._shared.get(segments)
         if parts is None:
             if not segments:
                 parts = ()
@@ -190,9 +239,28 @@ class ModuleSet:
         for candidate in candidates:
             if ".".join(candidate) in self._known:
                 return candidate
+        if torchscript:
+            below = self._known_below(".".join(parts), segment, stripped)
+            if below is not None:
+                return below
         if torchscript and stripped != plain and ".".join(base + stripped) in self._observed:
             return base + stripped
         return base + plain
+
+    def _known_below(self, caller: str, segment: str, stripped: list[str]) -> list[str] | None:
+        """The shallowest known strict descendant of `caller` whose unqualified name is `segment`
+        (else its `_N`-stripped form), as parts; None when there is none."""
+        if self._by_unqualified is None:
+            self._by_unqualified = {}
+            for path in self._known:
+                if path:
+                    self._by_unqualified.setdefault(_unqualified(path), []).append(path)
+        prefix = caller + "." if caller else ""
+        for name in (segment, ".".join(stripped)):
+            found = [p for p in self._by_unqualified.get(name, ()) if p.startswith(prefix)]
+            if found:
+                return min(found, key=lambda p: (p.count("."), p)).split(".")
+        return None
 
     def _longest_known_prefix(self, parts: list[str]) -> str:
         for end in range(len(parts), 0, -1):

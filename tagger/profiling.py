@@ -9,16 +9,23 @@ How the numbers are made:
 2. Graph optimizations are off by default (`ORT_DISABLE_ALL`), so every kernel is one node of
    the file under its own name. With `optimize=True` onnxruntime fuses and renames nodes; a
    kernel whose name is no node's is counted under `unmatched`, never guessed.
-3. Nodes without a name, or sharing one, run under a unique stand-in name in an in-memory copy
-   (onnxruntime would call them `<op>_<index>`, which can collide with real names); weights
-   stay in their external data file.
+3. Every kernel must name one node, so nodes run under unique names in an in-memory copy when
+   theirs are not: a body node whose name recurs in another body (the two branches of an
+   optimum merged decoder repeat every name) runs as `<name>@<body>`; a node without a name, or
+   sharing one inside its own graph, under a stand-in (onnxruntime would call it `<op>_<index>`,
+   which can collide with real names). Weights stay in their external data file.
 4. Tags come from the file, or are decided in memory when a node has none (`tagger.nodetags`).
-5. Per module: `self` is the time of its own nodes, `total` that of its nodes and everything
+5. Control flow: the kernel of an If/Loop/Scan node lasts as long as the body kernels it runs,
+   which onnxruntime also reports, each under its own node. The body kernels count for the body
+   nodes' modules; the control-flow node keeps only its own time (its time less its bodies'),
+   so nothing is counted twice.
+6. Per module: `self` is the time of its own nodes, `total` that of its nodes and everything
    below it; `share` is `total` over the summed kernel time of the run, so the top-level modules'
    shares and the unmatched share add up to 100%. `run_us` is the wall time of a run, which also
    holds the executor's own work between kernels.
-6. Inputs: an `.npz` file whose arrays are named after the graph inputs, or random feeds from the
-   inputs' types and shapes (`tagger.feeds.make_feeds`; every dynamic dimension becomes `dim`).
+7. Inputs: an `.npz` file whose arrays are named after the graph inputs, or feeds generated from
+   the model (`tagger.feeds`: shared symbols, sizes tied to weights, `--dim`); a run onnxruntime
+   refuses is bad input (`tagger.feeds.refusal`).
 
 onnxruntime is imported only when a profile runs.
 """
@@ -34,12 +41,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-from tagger.errors import InputError, MissingDependency, TaggerError
-from tagger.feeds import make_feeds
-from tagger.index import build_index
+from tagger.errors import MissingDependency, TaggerError
+from tagger.feeds import DimSettings, Feeds, model_feeds, parse_dim_option, refusal
+from tagger.index import ModelIndex, build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
 from tagger.options import check_integer
@@ -96,6 +102,8 @@ class ProfileReport(JsonReport):
     unmatched: dict[str, float] = field(default_factory=dict)
     """Kernel names that match no node, with their mean time."""
     inputs: dict[str, list[int]] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
+    """The size used per symbolic dim of the inputs (generated feeds only)."""
     trace: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -163,43 +171,49 @@ def profile(
     inputs: str | os.PathLike | None = None,
     runs: int = 10,
     warmup: int = 1,
-    dim: int = 1,
+    dim: DimSettings | int | str | dict = 1,
     optimize: bool = False,
     threads: int = 0,
     trace: str | os.PathLike | None = None,
 ) -> ProfileReport:
     """Run `model` `warmup + runs` times in onnxruntime with profiling on; time per module.
 
-    `inputs`: an `.npz` of arrays named after the graph inputs (default: random feeds, every
-    dynamic dimension `dim`). `optimize=True` lets onnxruntime fuse nodes (kernels then may not
-    match nodes). `threads`: intra-op threads (0: onnxruntime's default). `trace` keeps the raw
-    onnxruntime trace at that path.
+    `inputs`: an `.npz` of arrays named after the graph inputs (default: feeds generated from the
+    model, dynamic sizes from `dim`: N for all, `"NAME=VALUE,..."`, a dict or `DimSettings` per name). `optimize=True` lets
+    onnxruntime fuse nodes (kernels then may not match nodes). `threads`: intra-op threads
+    (0: onnxruntime's default). `trace` keeps the raw onnxruntime trace at that path.
     """
-    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("dim", dim, 1), ("threads", threads, 0)):
+    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 0)):
         check_integer(name, value, least)
+    settings = dim if isinstance(dim, DimSettings) else parse_dim_option(dim)
     source = Path(model)
     proto = load_model(source)
     tags = model_tags(proto)
-    run_names, renamed = _run_names(proto)
-    feeds = _load_feeds(inputs, proto) if inputs is not None else make_feeds(proto, symbolic=dim)
-    events = _profiled_events(source, proto, run_names if renamed else None, feeds, runs + warmup, optimize, threads, trace)
+    names = _run_names(tags.index)
+    feeds = model_feeds(proto, inputs, settings)
+    events = _profiled_events(
+        source, proto, names.run_names if names.changed else None, feeds, runs + warmup, optimize, threads, trace
+    )
     kernels, run_us = _measured(events, warmup)
 
-    node_of = {name: i for i, name in enumerate(run_names)}
-    self_us: Counter[str] = Counter()
-    own_nodes: Counter[str] = Counter(t.module for t in tags.nodes)
-    node_times: list[NodeTime] = []
+    node_of = {name: i for i, name in enumerate(names.run_names)}
+    node_us: dict[int, float] = {}
     unmatched: dict[str, float] = {}
     for name, total in kernels.items():
-        mean = total / runs
         node_id = node_of.get(name)
         if node_id is None:
-            unmatched[name] = mean
-            continue
+            unmatched[name] = total / runs
+        else:
+            node_us[node_id] = total / runs
+    node_us = _without_bodies(tags.index, node_us)
+    self_us: Counter[str] = Counter()
+    node_times: list[NodeTime] = []
+    for node_id, mean in node_us.items():
         tag = tags.nodes[node_id]
         self_us[tag.module] += mean
         node_times.append(NodeTime(tag.name, tag.op_type, tag.module, mean))
-    kernel_us = sum(kernels.values()) / runs
+    own_nodes: Counter[str] = Counter(t.module for t in tags.nodes)
+    kernel_us = sum(node_us.values()) + sum(unmatched.values())
     tag_of = {t.module: t.tag for t in tags.nodes}
     report = ProfileReport(
         model=source.name,
@@ -214,49 +228,72 @@ def profile(
         nodes=sorted(node_times, key=lambda n: -n.us),
         unmatched=dict(sorted(unmatched.items(), key=lambda item: -item[1])),
         inputs={name: list(array.shape) for name, array in feeds.items()},
+        dims=dict(feeds.dims),
         trace=None if trace is None else str(trace),
     )
-    if renamed:
-        report.notes.append(f"{renamed} unnamed or duplicate-named nodes ran under stand-in names")
+    if names.stand_ins:
+        report.notes.append(f"{names.stand_ins} unnamed or duplicate-named nodes ran under stand-in names")
+    if names.qualified:
+        report.notes.append(f"{names.qualified} body nodes whose names recur in another body ran as <name>@<body>")
     if unmatched:
         report.notes.append(f"{len(unmatched)} kernels match no node of the file (fused or renamed by onnxruntime)")
+    owners = {scope.owner for scope in tags.index.graphs if scope.owner is not None}
+    if owners:
+        report.notes.append(
+            f"{len(owners)} control-flow nodes keep only their own time (their bodies' kernels count for the body nodes)"
+        )
     return report
 
 
-def _run_names(model: onnx.ModelProto) -> tuple[list[str], int]:
-    """A unique name per indexed node: its own where it is unique, else a stand-in."""
-    names = [node.name for node in build_index(model).nodes]
+@dataclass(frozen=True)
+class _RunNames:
+    """A unique name per indexed node, and how many were changed (qualified by body, stand-ins)."""
+
+    run_names: list[str]
+    qualified: int
+    stand_ins: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.qualified or self.stand_ins)
+
+
+def _run_names(index: ModelIndex) -> _RunNames:
+    """Own names where unique; `<name>@<body>` where unique only inside the body; else a stand-in."""
+    names = [view.name for view in index.views]
     counts = Counter(names)
-    run_names = []
-    renamed = 0
+    per_graph = Counter(zip(names, index.graph_of, strict=True))
+    run_names: list[str] = []
+    qualified = stand_ins = 0
     for node_id, name in enumerate(names):
+        graph_id = index.graph_of[node_id]
         if name and counts[name] == 1 and not name.startswith(_STAND_IN):
             run_names.append(name)
+        elif name and per_graph[name, graph_id] == 1 and index.graphs[graph_id].kind == "subgraph":
+            run_names.append(f"{name}@{_STAND_IN}body{graph_id}")
+            qualified += 1
         else:
             run_names.append(f"{_STAND_IN}{node_id}")
-            renamed += 1
-    return run_names, renamed
+            stand_ins += 1
+    return _RunNames(run_names, qualified, stand_ins)
 
 
-def _load_feeds(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            feeds = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read inputs {path}: {exc}") from None
-    initializers = {t.name for t in model.graph.initializer}
-    wanted = [v.name for v in model.graph.input if v.name not in initializers]
-    missing = [name for name in wanted if name not in feeds]
-    if missing:
-        raise InputError(f"{path} lacks model inputs {missing} (it has {sorted(feeds)})")
-    return {name: feeds[name] for name in wanted}
+def _without_bodies(index: ModelIndex, node_us: dict[int, float]) -> dict[int, float]:
+    """Each control-flow node's time less the time of the kernels its bodies ran (never below 0):
+    its kernel encloses theirs, and they are counted under the body nodes."""
+    body_us: Counter[int] = Counter()
+    for node_id, us in node_us.items():
+        owner = index.graphs[index.graph_of[node_id]].owner
+        if owner is not None:
+            body_us[owner] += us
+    return {node_id: max(0.0, us - body_us.get(node_id, 0.0)) for node_id, us in node_us.items()}
 
 
 def _profiled_events(
     source: Path,
     model: onnx.ModelProto,
     run_names: list[str] | None,
-    feeds: dict[str, np.ndarray],
+    feeds: Feeds,
     runs: int,
     optimize: bool,
     threads: int,
@@ -272,7 +309,7 @@ def _profiled_events(
         options = ort.SessionOptions()
         options.enable_profiling = True
         options.profile_file_prefix = str(workdir / "trace")
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # a refused run is reported in one line, not logged too
         options.intra_op_num_threads = threads
         options.graph_optimization_level = (
             ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -283,11 +320,15 @@ def _profiled_events(
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
         try:
             session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
-            for _ in range(runs):
-                session.run(None, feeds)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise TaggerError(f"onnxruntime cannot run {source}: {first}") from None
+        arrays = dict(feeds)
+        try:
+            for _ in range(runs):
+                session.run(None, arrays)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise refusal(model, feeds, exc) from None
         trace_file = Path(session.end_profiling())
         text = trace_file.read_text(encoding="utf-8")
         if trace is not None:

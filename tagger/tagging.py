@@ -6,19 +6,34 @@ the report consume the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import repeat
 
 import onnx
 
+from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
-from tagger.evidence import Conflict, Context, build_context, collect
+from tagger.evidence import Conflict, Context, EvidenceSource, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
-from tagger.index import GraphScope, ModelIndex, build_index
-from tagger.infer import GraphFacts, infer_graph
+from tagger.index import GraphScope, ModelIndex, NodeView, build_index
+from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.paths import lca_all, parent
 
-__all__ = ["Assignment", "TaggingResult", "tag_model"]
+__all__ = ["Assignment", "Bound", "Infer", "TaggingResult", "tag_model"]
+
+Infer = Callable[[Sequence[NodeView], list[str | None], GraphFacts], Inferred]
+"""An inference function: `infer_graph`, or a baseline the accuracy benchmark compares with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """How sure an inherited tag is: `bound` is the module the node certainly ran in (fact A of
+    `tagger.infer`); `certain` says whether the tag itself is (it is the bound, or facts put it
+    deeper), or a choice deeper than the bound."""
+
+    bound: str
+    certain: bool
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -41,6 +56,8 @@ class TaggingResult:
     conflicts: list[Conflict]
     formatter: TagFormatter
     """Display tags of module paths (memoised; the report formats ancestors with it)."""
+    bounds: dict[int, Bound] = field(default_factory=dict)
+    """Inherited nodes (by id): the bound their tag was chosen in, and whether it is certain."""
 
 
 @dataclass
@@ -50,40 +67,50 @@ class _Labels:
 
     modules: list[str | None]
     sources: list[str]
-    strategy: str
+    infer: Infer
     facts: GraphFacts
     callers: dict[tuple[str, str], list[int]]
+    bounds: dict[int, Bound] = field(default_factory=dict)
 
 
-def tag_model(model: onnx.ModelProto, strategy: str = "context") -> TaggingResult:
-    """Decide a module, display tag and source for every node of `model` (model untouched)."""
+def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph, extra: Sequence[EvidenceSource] = ()) -> TaggingResult:
+    """Decide a module, display tag and source for every node of `model` (model untouched);
+    `infer` places the nodes without evidence (the benchmark passes its baselines here);
+    `extra`: evidence sources from outside the file (`tagger.transfer`)."""
     index = build_index(model)
     context = build_context(index)
-    decision = collect(index, context)
+    decision = collect(index, context, extra)
     count = len(index.nodes)
     for module in set(decision.modules.values()):
         context.modules.add(module)
     labels = _Labels(
         modules=list(map(decision.modules.get, range(count))),
         sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
-        strategy=strategy,
-        facts=GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences()),
+        infer=infer,
+        facts=GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences(), *tensor_shapes(model)),
         callers=_function_callers(index),
     )
+    owners = body_modules(index, labels.modules, labels.facts.sequences)
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
         if scope.kind != "function":
             _resolve_graph(index, scope, labels)
+            if settle_owners(scope.node_ids, labels.modules, labels.sources, owners):  # placed owners: context for what is open
+                _resolve_graph(index, scope, labels)
     pending = functions  # callers first: a function may be listed before the one calling it
     while pending:
         for scope in pending:
             _resolve_graph(index, scope, labels)
+            if settle_owners(scope.node_ids, labels.modules, labels.sources, owners):
+                _resolve_graph(index, scope, labels)
         still = [scope for scope in pending if any(labels.modules[i] is None for i in scope.node_ids)]
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
     formatter = TagFormatter(context.classes)
-    return TaggingResult(index, context, _assignments(labels.modules, labels.sources, formatter), decision.conflicts, formatter)
+    assignments = _assignments(labels.modules, labels.sources, formatter)
+    bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
+    return TaggingResult(index, context, assignments, decision.conflicts, formatter, bounds)
 
 
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
@@ -125,12 +152,16 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
     ids = scope.node_ids
     modules, sources, facts = labels.modules, labels.sources, labels.facts
     known = [modules[i] for i in ids]
-    inferred = infer_graph([index.views[i] for i in ids], known, facts, labels.strategy)
-    for node_id, before, after in zip(ids, known, inferred, strict=False):
+    inferred = labels.infer([index.views[i] for i in ids], known, facts)
+    for k, (node_id, before, after) in enumerate(zip(ids, known, inferred.modules, strict=False)):
         if before is None and after is not None:
             while after in facts.sequences:
                 after = parent(after)
             modules[node_id], sources[node_id] = after, "inherited"
+            bound = inferred.bounds[k]
+            while bound in facts.sequences:
+                bound = parent(bound)
+            labels.bounds[node_id] = Bound(bound if bound is not None else after, inferred.certain[k])
     structural = _structural_module(scope, modules, labels.callers)
     if structural is None:
         return

@@ -88,3 +88,20 @@ def feeds():
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def pipeline_model(tmp_path_factory: pytest.TempPathFactory):
+    """name -> path of a ``tests.pipeline_models`` export (llama_with_past, vit_dynamic,
+    merged_decoder), each built once per session on first use."""
+    from tests import pipeline_models
+
+    directory = tmp_path_factory.mktemp("pipelines")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = getattr(pipeline_models, name)(directory)
+        return cache[name]
+
+    return get

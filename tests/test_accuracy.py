@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from bench import cases
+from bench import baselines, cases, metrics
 from tagger import tag_proto
 
 FLOORS: dict[tuple[str, str, str], float] = {
@@ -23,9 +23,9 @@ FLOORS: dict[tuple[str, str, str], float] = {
     ("bert", "dynamo", "none"): 0.99,  # measured 100.0%
     ("bert", "dynamo", "strip_aux"): 0.99,  # measured 100.0%
     ("bert", "dynamo", "strip_all"): 0.97,  # measured 97.6%
-    ("bert", "dynamo", "onnxslim"): 0.84,  # measured 85.0%
+    ("bert", "dynamo", "onnxslim"): 0.94,  # measured 95.0%
     ("bert", "dynamo", "ort_optimizer"): 0.96,  # measured 97.2%
-    ("bert", "dynamo", "quantize_dynamic"): 0.97,  # measured 97.6%
+    ("bert", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("bert", "dynamo", "gs_roundtrip"): 0.97,  # measured 97.6%
     ("albert", "torchscript", "none"): 0.99,  # measured 100.0%
     ("albert", "torchscript", "strip_aux"): 0.99,  # measured 100.0%
@@ -37,24 +37,24 @@ FLOORS: dict[tuple[str, str, str], float] = {
     ("albert", "dynamo", "none"): 0.99,  # measured 100.0%
     ("albert", "dynamo", "strip_aux"): 0.99,  # measured 100.0%
     ("albert", "dynamo", "strip_all"): 0.83,  # measured 83.7%
-    ("albert", "dynamo", "onnxslim"): 0.68,  # measured 69.3%
+    ("albert", "dynamo", "onnxslim"): 0.76,  # measured 77.3%
     ("albert", "dynamo", "ort_optimizer"): 0.96,  # measured 97.3%
-    ("albert", "dynamo", "quantize_dynamic"): 0.97,  # measured 98.0%
+    ("albert", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("albert", "dynamo", "gs_roundtrip"): 0.83,  # measured 83.7%
     ("vit", "torchscript", "none"): 0.99,  # measured 100.0%
     ("vit", "torchscript", "strip_aux"): 0.99,  # measured 100.0%
-    ("vit", "torchscript", "strip_all"): 0.95,  # measured 95.9%
+    ("vit", "torchscript", "strip_all"): 0.97,  # measured 97.9%
     ("vit", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
     ("vit", "torchscript", "ort_optimizer"): 0.99,  # measured 100.0%
     ("vit", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("vit", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
     ("vit", "dynamo", "none"): 0.99,  # measured 100.0%
-    ("vit", "dynamo", "strip_aux"): 0.98,  # measured 98.7%
-    ("vit", "dynamo", "strip_all"): 0.93,  # measured 93.6%
-    ("vit", "dynamo", "onnxslim"): 0.79,  # measured 80.4%
-    ("vit", "dynamo", "ort_optimizer"): 0.94,  # measured 94.8%
-    ("vit", "dynamo", "quantize_dynamic"): 0.96,  # measured 97.4%
-    ("vit", "dynamo", "gs_roundtrip"): 0.93,  # measured 93.6%
+    ("vit", "dynamo", "strip_aux"): 0.99,  # measured 100.0%
+    ("vit", "dynamo", "strip_all"): 0.96,  # measured 97.4%
+    ("vit", "dynamo", "onnxslim"): 0.95,  # measured 96.4%
+    ("vit", "dynamo", "ort_optimizer"): 0.96,  # measured 96.6%
+    ("vit", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
+    ("vit", "dynamo", "gs_roundtrip"): 0.96,  # measured 97.4%
     ("resnet", "torchscript", "none"): 0.99,  # measured 100.0%
     ("resnet", "torchscript", "strip_aux"): 0.95,  # measured 96.3%
     ("resnet", "torchscript", "strip_all"): 0.03,  # measured 3.7%
@@ -64,31 +64,34 @@ FLOORS: dict[tuple[str, str, str], float] = {
     ("resnet", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
     ("resnet", "dynamo", "none"): 0.99,  # measured 100.0%
     ("resnet", "dynamo", "strip_aux"): 0.92,  # measured 92.6%
-    ("resnet", "dynamo", "strip_all"): 0.06,  # measured 7.4%
-    ("resnet", "dynamo", "onnxslim"): 0.06,  # measured 7.4%
+    ("resnet", "dynamo", "strip_all"): 0.18,  # measured 18.5%
+    ("resnet", "dynamo", "onnxslim"): 0.18,  # measured 18.5%
     ("resnet", "dynamo", "ort_optimizer"): 0.99,  # measured 100.0%
     ("resnet", "dynamo", "quantize_dynamic"): 0.62,  # measured 63.0%
-    ("resnet", "dynamo", "gs_roundtrip"): 0.06,  # measured 7.4%
+    ("resnet", "dynamo", "gs_roundtrip"): 0.18,  # measured 18.5%
     ("gpt2", "torchscript", "none"): 0.99,  # measured 100.0%
     ("gpt2", "torchscript", "strip_aux"): 0.98,  # measured 99.4%
-    ("gpt2", "torchscript", "strip_all"): 0.83,  # measured 83.7%
+    ("gpt2", "torchscript", "strip_all"): 0.84,  # measured 84.8%
     ("gpt2", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
     ("gpt2", "torchscript", "ort_optimizer"): 0.93,  # measured 94.2%
     ("gpt2", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("gpt2", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
     ("gpt2", "dynamo", "none"): 0.99,  # measured 100.0%
     ("gpt2", "dynamo", "strip_aux"): 0.99,  # measured 100.0%
-    ("gpt2", "dynamo", "strip_all"): 0.80,  # measured 80.9%
-    ("gpt2", "dynamo", "onnxslim"): 0.78,  # measured 79.1%
+    ("gpt2", "dynamo", "strip_all"): 0.82,  # measured 83.0%
+    ("gpt2", "dynamo", "onnxslim"): 0.80,  # measured 81.3%
     ("gpt2", "dynamo", "ort_optimizer"): 0.83,  # measured 83.7%
     ("gpt2", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
-    ("gpt2", "dynamo", "gs_roundtrip"): 0.80,  # measured 80.9%
+    ("gpt2", "dynamo", "gs_roundtrip"): 0.82,  # measured 83.0%
 }
 
 
-def _accuracy(case, strategy: str = "context") -> cases.Score:
+def _accuracy(case, infer=None) -> cases.Score:
     model = onnx.load(case.path, load_external_data=False)
-    tag_proto(model, case.path.name, strategy)
+    if infer is None:
+        tag_proto(model, case.path.name)
+    else:
+        baselines.tag_with(model, infer)
     return cases.score(model, case)
 
 
@@ -102,5 +105,16 @@ def test_inference_beats_both_baselines_where_evidence_was_removed(case):
     if case.degradation == "none":
         pytest.skip("an undegraded export has evidence on (nearly) every node: nothing to infer")
     ours = _accuracy(case).accuracy
-    assert ours >= _accuracy(case, "root").accuracy
-    assert ours >= _accuracy(case, "producer").accuracy
+    assert ours >= _accuracy(case, baselines.root).accuracy
+    assert ours >= _accuracy(case, baselines.producer).accuracy
+
+
+def test_no_tag_names_a_wrong_module_on_nameless_dynamo_exports(case, tagged):
+    """Issue 14's bar: with names and metadata gone (a strip, onnxslim, a graphsurgeon round
+    trip), at most 1% of the nodes of a dynamo export are tagged outside their true module's
+    ancestry (measured: 0% on every architecture, docs/accuracy.md)."""
+    if case.exporter != "dynamo" or case.degradation not in ("strip_all", "onnxslim", "gs_roundtrip"):
+        pytest.skip("the bar is set for nameless dynamo exports")
+    model = onnx.load(tagged.path, load_external_data=False)
+    scored = metrics.measure(metrics.node_modules(model), case.truth, set())
+    assert scored.wrong <= 0.01, f"{scored.graded - scored.sound_count} of {scored.graded} nodes tagged with a wrong module"

@@ -96,3 +96,39 @@ def test_external_data_outside_the_model_directory_is_refused(tmp_path):
 def test_output_equal_to_input_requires_inplace(model_file):
     result = run_cli("retag", model_file, "--output", model_file)
     assert result.returncode == 3 and "--inplace" in result.stderr
+
+
+COMMANDS = ["audit", "diff", "extract", "profile", "report", "retag", "tree"]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_command_with_a_description_on_stdout(flag):
+    result = run_cli(flag)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for command in COMMANDS:
+        at = lines.index(f"     {command}")
+        assert len(lines[at + 1].strip()) > 20  # its one-line description
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_command_help_is_help_and_writes_nothing(flag, model_file, tmp_path):
+    result = run_cli("report", model_file, flag, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "tagger report MODEL" in result.stdout and "<html" not in result.stdout.lower()
+    assert "-h, --html" not in result.stdout and "--html" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert "tagger profile MODEL" in run_cli("profile", "-h").stdout
+
+
+def test_diff_columns_stay_aligned_with_a_100_character_module_path(tmp_path):
+    long = "/".join(["encoder", "layer.0", "attention", "self", "a" * 60, "query_projection_with_a_long_name"])
+    assert len(long.replace("/", ".")) >= 100
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(chain_model([f"/{long}/Relu", "/enc/b/Relu", "/enc/c/Relu"]), a)
+    onnx.save(chain_model(["/enc/x/Relu", "/enc/b/Relu", "/enc/y/Relu"]), b)
+    result = run_cli("diff", a, b)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("  ") and " kept " in line]
+    assert len(rows) >= 4 and any(long.replace("/", ".") in row for row in rows)
+    assert len({row.index(" -> ") for row in rows}) == 1  # one column for the counts

@@ -15,7 +15,13 @@ def test_every_registered_source_keeps_the_contract_under_its_name():
 def test_teaching_sources_run_before_resolving_ones_and_each_phase_in_precedence():
     phase = {name: p for name, _, p in evidence.REGISTRY}
     order = list(evidence.RUN_ORDER)
-    assert sorted(order) == sorted(evidence.PRECEDENCE)
+    registered = [n for n in evidence.PRECEDENCE if n not in evidence.EXTERNAL]
+    assert sorted(order) == sorted(registered)
     assert [phase[n] for n in order] == sorted(phase[n] for n in order)
     for p in (evidence.TEACH, evidence.RESOLVE):
-        assert [n for n in order if phase[n] == p] == [n for n in evidence.PRECEDENCE if phase[n] == p]
+        assert [n for n in order if phase[n] == p] == [n for n in registered if phase[n] == p]
+
+
+def test_evidence_from_outside_the_file_ranks_below_the_files_own():
+    assert evidence.PRECEDENCE[-len(evidence.EXTERNAL) :] == evidence.EXTERNAL
+    assert all(name in DIRECT_SOURCES for name in evidence.EXTERNAL)

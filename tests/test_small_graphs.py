@@ -1,8 +1,11 @@
 """Evidence sources, inference, structure and fallback on hand-built graphs."""
 
+import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from bench.baselines import BASELINES
 from tagger import tag_proto
 from tagger.tagging import tag_model
 from tests.graphs import chain_model, function_model, if_model, tags_of
@@ -75,6 +78,30 @@ def test_nodes_inside_if_bodies_are_tagged_from_their_own_names_or_their_owner()
     onnx.checker.check_model(model, full_check=True)
 
 
+def _owner_of_named_bodies(context: list[str]) -> onnx.ModelProto:
+    """`If` between nodes named `context` (before, after), each branch holding one named node."""
+    model = if_model()
+    owner = model.graph.node[3]
+    for attribute, name in zip(sorted(owner.attribute, key=lambda a: a.name), ["/blk/p/Neg", "/blk/q/Relu"], strict=True):
+        attribute.g.node[0].name = name
+    model.graph.node[0].name = context[0]
+    return model
+
+
+def test_an_if_without_evidence_takes_the_common_module_of_its_bodies():
+    model = _owner_of_named_bodies([""])
+    tag_proto(model)
+    assert tags_of(model)[3] == {"hierarchy.module": "blk", "hierarchy.tag": "/blk", "hierarchy.source": "subgraph"}
+    assert [t["hierarchy.module"] for t in tags_of(model)[:3]] == ["blk"] * 3, "the condition is computed where it is used"
+
+
+def test_an_if_inferred_beside_its_bodies_is_lifted_to_their_common_ancestor():
+    model = _owner_of_named_bodies(["/enc/x/ReduceSum"])
+    tag_proto(model)
+    assert tags_of(model)[3]["hierarchy.module"] == ""
+    assert tags_of(model)[3]["hierarchy.source"] == "inherited"
+
+
 def test_function_bodies_take_the_common_module_of_their_call_sites():
     model = function_model()
     tag_proto(model)
@@ -90,10 +117,10 @@ def test_duplicate_and_empty_names_do_not_confuse_positions():
     assert [t["hierarchy.module"] for t in tags_of(model)] == ["a", "a", "", "b"]
 
 
-@pytest.mark.parametrize("strategy", ["context", "producer", "lca", "root"])
-def test_every_strategy_tags_every_node(strategy):
+@pytest.mark.parametrize("infer", list(BASELINES.values()), ids=list(BASELINES))
+def test_the_tagger_and_every_baseline_tag_every_node(infer):
     model = chain_model(["/enc/a/Relu", "", "", "/enc/b/Relu", ""])
-    result = tag_model(model, strategy)
+    result = tag_model(model, infer)
     assert len(result.assignments) == 5
     assert all(a.source for a in result.assignments)
 
@@ -102,6 +129,112 @@ def test_names_whose_first_scope_is_no_known_module_are_not_evidence():
     model = chain_model(["node_MatMul_34/MatMulAddFusion", "/enc/b/Add"], {1: "enc.b.bias"})
     tag_proto(model)
     assert tags_of(model)[0]["hierarchy.source"] != "name"
+
+
+def test_a_tool_suffix_after_an_op_name_is_no_module():
+    model = chain_model(["/enc/a/Add/MatMulAddFusion", "/enc/b/Mul_1/SimplifiedLayerNormFusion/"], {1: "enc.c.bias"})
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["enc.a", "enc.b"]
+
+
+def test_a_module_known_from_parameters_stays_a_module_when_named_like_an_op():
+    model = chain_model(["/LSTM/Add", "/enc/Relu"], {0: "LSTM.bias"})
+    tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.module"] == "LSTM"
+
+
+def test_a_torchscript_top_level_scope_no_parameter_shows_is_kept():
+    model = chain_model(["/enc/a/Add", "/lm_head/Relu"], {0: "enc.a.bias"})
+    tag_proto(model)
+    assert tags_of(model)[1]["hierarchy.module"] == "lm_head"
+
+
+def test_a_scope_called_past_an_uncalled_container_is_the_known_module_it_names():
+    model = chain_model(["/decoder/a/Add", "/decoder/Relu"], {0: "model.decoder.a.bias"})
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["model.decoder.a", "model.decoder"]
+
+
+def test_a_quantizer_scale_named_after_a_tensor_is_no_parameter():
+    model = chain_model(["", "/enc/Relu"], {0: "input.1_scale"})
+    tag_proto(model)
+    assert tags_of(model)[0]["hierarchy.module"] != "input"
+
+
+def _qdq_around_an_add(parameter: str) -> onnx.ModelProto:
+    """Static QDQ as onnxruntime writes it around one `Add` of a decoder step: the KV cache input
+    `past_key_values.0.key` and the output `present.0.key` get `<tensor>_scale` / `_zero_point`
+    initializers and `<tensor>_QuantizeLinear` / `_DequantizeLinear` nodes."""
+    past, present = "past_key_values.0.key", "present.0.key"
+    scales = [numpy_helper.from_array(np.array(0.1, np.float32), f"{t}_scale") for t in (past, present)]
+    zeros = [numpy_helper.from_array(np.array(0, np.uint8), f"{t}_zero_point") for t in (past, present)]
+    bias = numpy_helper.from_array(np.full((4,), 0.5, np.float32), parameter)
+    q = [f"{past}_scale", f"{past}_zero_point"]
+    r = [f"{present}_scale", f"{present}_zero_point"]
+    nodes = [
+        helper.make_node("QuantizeLinear", [past, *q], [f"{past}_QuantizeLinear_Output"], name=f"{past}_QuantizeLinear"),
+        helper.make_node("DequantizeLinear", [f"{past}_QuantizeLinear_Output", *q], ["k"], name=f"{past}_DequantizeLinear"),
+        helper.make_node("Add", ["k", parameter], [f"{present}_QuantizeLinear_Input"], name="/layers.0/self_attn/Add"),
+        helper.make_node("QuantizeLinear", [f"{present}_QuantizeLinear_Input", *r], ["q"], name=f"{present}_QuantizeLinear"),
+        helper.make_node("DequantizeLinear", ["q", *r], [present], name=f"{present}_DequantizeLinear"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info(past, TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info(present, TensorProto.FLOAT, [4])],
+        [*scales, *zeros, bias],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_initializers_named_after_a_graph_input_or_a_node_output_are_no_parameters():
+    model = _qdq_around_an_add("layers.0.self_attn.bias")
+    tag_proto(model)
+    tags = [t["hierarchy.module"] for t in tags_of(model)]
+    assert tags[2] == "layers.0.self_attn"
+    assert not {t for t in tags if t.startswith(("past_key_values", "present"))}, tags
+
+
+def test_a_parameter_whose_module_is_named_like_a_tensor_stays_a_parameter():
+    """dynamo names tensors after fx nodes (`linear`): `linear.bias` and `linear_out.bias` are still parameters."""
+    model = chain_model(["", "", ""], {1: "linear.bias", 2: "linear_out.bias"})
+    model.graph.node[0].output[0] = model.graph.node[1].input[0] = "linear"
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)][1:] == ["linear", "linear_out"]
+
+
+def test_a_dequantized_parameter_keeps_naming_its_module():
+    """QDQ puts a `DequantizeLinear` in a bias's place under the bias's name: `…bias_quantized` is still the bias's."""
+    bias = "enc.ln.bias"
+    stored = [
+        numpy_helper.from_array(np.full((4,), 3, np.int32), f"{bias}_quantized"),
+        numpy_helper.from_array(np.array(0.1, np.float32), f"{bias}_quantized_scale"),
+        numpy_helper.from_array(np.array(0, np.int32), f"{bias}_quantized_zero_point"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", [t.name for t in stored], [bias], name=f"{bias}_DequantizeLinear"),
+        helper.make_node("Add", ["x", bias], ["y"], name=""),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "dq", io[:1], io[1:], stored), opset_imports=[helper.make_opsetid("", 17)])
+    tag_proto(model)
+    assert [(t["hierarchy.module"], t["hierarchy.source"]) for t in tags_of(model)][0] == ("enc.ln", "initializer")
+
+
+def test_a_shared_module_called_from_another_caller_is_the_module_its_parameters_name():
+    """TorchScript names a tied module by its first path (`shared`) under every caller: `/decoder/shared/`."""
+    model = chain_model(
+        ["/encoder/a/Add", "/decoder/shared/Add", "/decoder/shared/Relu", "/decoder/Relu"], {0: "encoder.a.bias", 1: "shared.bias"}
+    )
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["encoder.a", "shared", "shared", "decoder"]
+
+
+def test_a_scope_naming_a_known_child_of_its_caller_is_that_child_even_when_it_reads_a_shared_module():
+    model = chain_model(["/decoder/shared/Add", "/decoder/shared/Add_1"], {0: "shared.bias", 1: "decoder.shared.bias"})
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)] == ["decoder.shared", "decoder.shared"]
 
 
 def test_a_name_borrowed_from_another_tensor_defers_to_the_output_name():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +28,7 @@ __all__ = [
     "Decision",
     "Evidence",
     "EvidenceSource",
+    "EXTERNAL",
     "PRECEDENCE",
     "REGISTRY",
     "RUN_ORDER",
@@ -46,7 +48,13 @@ REGISTRY: tuple[tuple[str, str, int], ...] = (
     ("tensor", "tensors", RESOLVE),
     ("initializer", "initializers", TEACH),
 )
-PRECEDENCE = tuple(name for name, _, _ in REGISTRY)
+EXTERNAL = ("reference",)
+"""Sources from outside the file (`tagger.transfer`: `--reference`), given to `collect` by the
+caller; they rank below every registered source (the file's own evidence wins). `--weights`
+claims as `initializer` and adds to it without overriding the file's own parameter names.
+An external source may outrank the file's claim on a node where it says (`decided_by`) that a
+stronger source decided it before a tool deleted that evidence (`tagger.evidence.reference`)."""
+PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
 MODULE_MAP_KEY = "hierarchy.modules"
@@ -81,6 +89,11 @@ class Context:
     scope_modules: dict[str, str | None] = field(default_factory=dict)
     """Module of each scoped-name prefix (`/encoder/layer.0/`), shared by the name and tensor
     sources: node and tensor names repeat the same scopes."""
+    op_names: frozenset[str] = frozenset()
+    """Op types a name segment may be the node name of (`names.op_names`), set by the name source."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """Module owning each initializer named by a parameter path (`initializers.parameter_owners`),
+    set by the initializer source for the name source (shared modules, rule 3 of `names`)."""
 
 
 def build_context(index: ModelIndex) -> Context:
@@ -130,22 +143,46 @@ class EvidenceSource(Protocol):
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]: ...
 
 
+def _outranked(source: EvidenceSource, proposals: dict[int, str], sources: dict[int, str]) -> dict[int, str]:
+    """The claims of an external source that win over the file's own: it may say, in `decided_by`,
+    which source decided a node's module where it learnt it (the reference, before a tool deleted
+    evidence); the claim wins where that source outranks the one that decided the node here."""
+    rank = {name: i for i, name in enumerate(PRECEDENCE)}
+    decided_by: dict[int, str] = getattr(source, "decided_by", {})
+    return {
+        node: module
+        for node, module in proposals.items()
+        if rank.get(decided_by.get(node, ""), len(rank)) < rank.get(sources.get(node, ""), len(rank))
+    }
+
+
 def registered_sources() -> dict[str, EvidenceSource]:
     """The registered sources by name, in `RUN_ORDER` (imported here: each imports `Context`)."""
     modules = {name: module for name, module, _ in REGISTRY}
     return {name: importlib.import_module(f"tagger.evidence.{modules[name]}") for name in RUN_ORDER}
 
 
-def collect(index: ModelIndex, context: Context) -> Decision:
+def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource] = ()) -> Decision:
     """Run every source in `RUN_ORDER` and merge in `PRECEDENCE`: the highest-precedence claim
     wins, every disagreement with it is a conflict. The merge is dict updates from the lowest
-    precedence up (C-level: a 100k-node model has several claims on every node)."""
+    precedence up (C-level: a 100k-node model has several claims on every node). `extra`
+    sources (from outside the file) run last; one named like a registered source adds to its
+    claims without overriding any; an `EXTERNAL` one wins only where `_outranked` says."""
     proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
+    for source in extra:
+        proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
+    for name in EXTERNAL:
+        proposals.setdefault(name, {})
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     for source in reversed(PRECEDENCE):
         modules.update(proposals[source])
         sources.update(dict.fromkeys(proposals[source], source))
+    for source in extra:  # before kept sources: a kept tag outranks everything
+        if source.SOURCE in EXTERNAL:
+            outranked = _outranked(source, proposals[source.SOURCE], sources)
+            modules.update(outranked)
+            sources.update(dict.fromkeys(outranked, source.SOURCE))
     sources.update(context.kept_sources)  # tags keep the source they were decided by
     conflicts = [
         Conflict(node, Evidence(node, modules[node], sources[node]), Evidence(node, module, source))

@@ -1,11 +1,31 @@
 """Parameter names a node consumes: `encoder.layer.0.attention.self.query.weight` names module
 `encoder.layer.0.attention.self.query`.
 
-Only names that look like parameter paths count (dotted identifiers); exporter temporaries such
-as `val_17` or `onnx::MatMul_352` carry no module. Tool-derived names (`…weight_quantized`,
+Only names that are parameter paths count: every component an attribute name (an identifier)
+or a list index (digits), as `named_parameters()` spells them. Exporter temporaries such as
+`val_17` or `onnx::MatMul_352` carry no module, nor do tool names built on a tensor name
+(`input.1_scale`: `1_scale` is neither an identifier nor an index). Tool-derived names (`…weight_quantized`,
 `…weight_scale`) still end in one attribute, so they resolve the same way. When a node consumes
 parameters of several modules (a fused op), the module owning most of them wins, and their
 lowest common ancestor on a tie.
+
+Initializers a tool derives from a tensor the graph computes or receives are not parameters
+either. The facts: a tool that makes an initializer for a tensor names it after that tensor plus
+a suffix (a static QDQ quantizer's `past_key_values.0.key_scale` and `…_zero_point` for the KV
+cache input `past_key_values.0.key`, `present.0.key_scale` for an output), and a graph's inputs
+and outputs are named after the model's arguments and results, never after a parameter (a
+parameter enters a graph as an initializer). So an initializer whose name is the name of a graph
+input or output, or of a node output, followed by `_` and a suffix without dots names that
+tensor, not a module (`past_key_values.0` is none); a real parameter path never extends such a
+name that way. One exception: a node output that is no graph output but is itself named by a
+parameter path stands for that parameter (a quantizer's `DequantizeLinear` in a bias's place
+keeps its name, `m.embeddings.LayerNorm.bias`), so `…bias_quantized` stays the bias's module's.
+
+A tool that folds the next op into a weighted node names the new bias after the weight
+(`conv.weight` + `conv.weight_bias`: onnxscript's BatchNorm fusion, run by the dynamo exporter):
+such a node computes two modules' ops, so it belongs to their common caller, the weight's
+module's parent. The new bias alone names that caller too (a quantizer splits the node: the
+weight goes to a `ConvInteger`, the bias to the `Add` after it).
 """
 
 from __future__ import annotations
@@ -14,13 +34,14 @@ import re
 from collections import Counter
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex
+from tagger.index import ModelIndex, graphs_within
 from tagger.paths import lca_all
 
 SOURCE = "initializer"
-__all__ = ["SOURCE", "propose", "module_of_parameter"]
+__all__ = ["SOURCE", "module_of_parameter", "parameter_owners", "propose"]
 
-_PARAMETER = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)+$")
+_PARAMETER = re.compile(r"^[A-Za-z_]\w*(\.([A-Za-z_]\w*|\d+))+$")
+"""Attribute names and list indices joined by dots: what `named_parameters()` and `named_buffers()` spell."""
 
 
 def module_of_parameter(name: str) -> str | None:
@@ -30,23 +51,74 @@ def module_of_parameter(name: str) -> str | None:
     return name.rpartition(".")[0]
 
 
-def propose(index: ModelIndex, context: Context) -> dict[int, str]:
-    found: dict[int, str] = {}
+def parameter_owners(index: ModelIndex) -> dict[str, str]:
+    """The module owning each initializer the file names by a parameter path, leaving out the
+    names derived from a tensor the graph computes or receives (see the module docstring)."""
+    computed: set[str] | None = None
     owners: dict[str, str] = {}
     for scope in index.graphs:
         for name in scope.initializers:
             owner = module_of_parameter(name)
-            if owner is not None:
-                owners[name] = owner
-                context.modules.add(owner)
+            if owner is None:
+                continue
+            if "_" in name[len(owner) :]:  # only such a name can extend a tensor's name
+                computed = _computed_tensors(index) if computed is None else computed
+                if _derived_from_tensor(name, computed):
+                    continue
+            owners[name] = owner
+    return owners
+
+
+def _computed_tensors(index: ModelIndex) -> set[str]:
+    """The tensors whose names a derived name may extend: every graph's (and function's) inputs
+    and outputs, and the node outputs not named by a parameter path; initializers excluded."""
+    tensors = {output for view in index.views for output in view.output if module_of_parameter(output) is None}
+    for graph in graphs_within(index.model.graph):
+        tensors.update(value.name for value in graph.input)
+        tensors.update(value.name for value in graph.output)
+    for function in index.model.functions:
+        tensors.update(function.input)
+        tensors.update(function.output)
+    for scope in index.graphs:
+        tensors.difference_update(scope.initializers)
+    return tensors
+
+
+def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
+    """Whether `name` is a tensor's name plus `_` and a suffix without dots (`past_key_values.0.key_scale`)."""
+    cut = name.find("_", name.rfind(".") + 1)
+    while cut > 0:
+        if name[:cut] in tensors:
+            return True
+        cut = name.find("_", cut + 1)
+    return False
+
+
+def propose(index: ModelIndex, context: Context) -> dict[int, str]:
+    found: dict[int, str] = {}
+    owners = parameter_owners(index)
+    context.parameters = dict(owners)
+    for owner in dict.fromkeys(owners.values()):
+        context.modules.add(owner)
+    for name in [name for name in owners if _folded_bias(name, owners)]:
+        owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
     for node_id, node in enumerate(index.views):
         if owners.keys().isdisjoint(node.input):
             continue
         owned = [owners[name] for name in node.input if name in owners]
-        found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)
+        found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)  # w + w_bias: a tie, their LCA
     return found
+
+
+def _folded_bias(name: str, owners: dict[str, str]) -> bool:
+    """Whether `name` is a bias named after another tensor of its module (`w_bias` beside `w`, or
+    beside `w_quantized` once a quantizer rewrote `w`): a fusion's new bias, not a parameter."""
+    if not name.endswith("_bias"):
+        return False
+    stem = name[: -len("_bias")]
+    return any(other == stem or (other.startswith(stem + "_") and other != name) for other in owners)
 
 
 def _majority(owners: list[str]) -> str:

@@ -1,34 +1,98 @@
 """Scoped node names: TorchScript `/encoder/layer.0/attention/self/MatMul`, the names tools
 derive from them (`…/Add_output_0`, `…/MatMul_quant`, `…_QuantizeLinear`) and `a/b/c` scopes
 of other converters. Everything before the last `/` is the scope.
+
+Which scope segments name modules rests on how the TorchScript exporter names a node:
+`/<scope>/<OpType>[_N]`, where each scope segment is the unqualified name of a module called at
+that depth (its last non-numeric attribute plus any index: `layers.0`) and the op type is the
+node's own (`…/output/dense/MatMul`, `…/layer_norm/Mul_1`). A tool that replaces a node names
+the new one after it and appends its own suffix (onnxruntime's `…/dense/MatMul/MatMulAddFusion`,
+`…/layer_norm/Mul_1/SimplifiedLayerNormFusion/`), so everything from an op name on is the old
+node's name, not a module. Hence:
+
+1. A segment that is an op name ends the module part of a scope: neither it nor what lies below
+   it is a module. An op name is an op type, optionally with `_N` (`MatMul`, `Mul_1`), or the
+   exporter's name of its output (`Mul_1_output_0`); op types are those of the file and of the
+   standard ONNX domains (the exporter's vocabulary: a tool may have replaced every node of the
+   type a name keeps). Only a module the file names by other evidence (parameters, metadata, the
+   module map) overrides this: a module really called like an op (`LSTM`) stays a module.
+2. Where the file names modules by parameters, a scope must agree with them. A TorchScript
+   (`/`-rooted) segment resolves to the known module below its caller that it is the
+   unqualified name of (`/decoder/…` is `model.decoder` when `self.model.decoder(...)` skipped
+   `model`), and only when none is known to a new child of the caller: an output head whose
+   weight is tied or transposed (`/lm_head/MatMul` beside `onnx::MatMul_803`) keeps its scope,
+   since the exporter names only modules that ran. Any other scoped name (a tool's suffix on a
+   dynamo name, `node_MatMul_34/MatMulAddFusion`) counts only when its first module is a known
+   child of the root.
+3. A module reached by two paths (a tied embedding: T5's `shared` is also `decoder.embed_tokens`)
+   has one TorchScript name, its first `named_modules()` path, and appears under every caller by
+   that path's unqualified name (`/decoder/shared/Gather` reads `shared.weight`). A module's ops
+   read its own parameters, so a `/`-rooted scope that reads as no known module, whose nodes read
+   parameters of a known module with the scope's last segment as unqualified name, is that
+   module (`shared`), not a new child of the caller (`ModuleSet.read_shared`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+
+import onnx
 
 from tagger.evidence import Context
 from tagger.index import ModelIndex
-from tagger.paths import ModuleSet, scope_segments
+from tagger.paths import scope_segments
 
 SOURCE = "name"
-__all__ = ["SOURCE", "propose", "module_of_scope"]
+__all__ = ["SOURCE", "module_of_scope", "op_names", "propose"]
 
 _TENSOR_LIKE = re.compile(r"_output_\d+$")
+_OP_NAME_SUFFIX = re.compile(r"(_\d+)?(_output_\d+)?$")
+"""What the exporter appends to an op type in a node name (`Mul_1`) or an output name (`Mul_1_output_0`)."""
 
 
-def module_of_scope(scope: str, modules: ModuleSet, cache: dict[str, str | None], segments: list[str] | None = None) -> str | None:
+@functools.cache
+def _standard_op_types() -> frozenset[str]:
+    return frozenset(schema.name for schema in onnx.defs.get_all_schemas_with_history())
+
+
+def op_names(index: ModelIndex) -> frozenset[str]:
+    """Every op type a node name may start with: the file's and the standard domains'."""
+    return _standard_op_types() | {view.op_type for view in index.views}
+
+
+def _is_op_name(segment: str, ops: frozenset[str]) -> bool:
+    return segment in ops or _OP_NAME_SUFFIX.sub("", segment, count=1) in ops
+
+
+def module_segments(segments: list[str], context: Context, torchscript: bool) -> list[str]:
+    """The module part of a scope (rule 1): the segments before the first op name, unless the
+    segments up to that op name resolve to a module known from other evidence."""
+    ops, modules = context.op_names, context.modules
+    for end, segment in enumerate(segments):
+        if _is_op_name(segment, ops) and modules.resolve(segments[: end + 1], torchscript) not in modules:
+            return segments[:end]
+    return segments
+
+
+def module_of_scope(scope: str, context: Context, segments: list[str] | None = None) -> str | None:
     """The module path a scope prefix (`/encoder/layer.0/`) points at, or None.
 
-    Cached by the scope: names are unique, scopes repeat. `segments`: the scope's
-    `scope_segments`, when the caller has them already.
+    Cached by the scope in `context.scope_modules`: names are unique, scopes repeat. `segments`:
+    the scope's module segments (`module_segments`), when the caller has them already.
     """
+    cache = context.scope_modules
     if scope in cache:
         return cache[scope]
+    torchscript = scope.startswith("/")
     if segments is None:
         segments = scope_segments(scope + "_")
-    module = None if segments is None else modules.resolve(segments, torchscript=scope.startswith("/"))
-    cache[scope] = module = module if module is not None and modules.has_top_level(module) else None
+        segments = None if segments is None else module_segments(segments, context, torchscript)
+    modules = context.modules
+    module = None if segments is None else modules.resolve(segments, torchscript=torchscript)
+    if module is not None and not torchscript and not modules.has_top_level(module):
+        module = None  # rule 2
+    cache[scope] = module
     return module
 
 
@@ -42,6 +106,43 @@ def _borrowed(name: str, outputs: tuple[str, ...]) -> bool:
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     """Read every scope first (the module set learns `_N` call suffixes from all of them), then
     resolve each node's own name scope."""
+    context.op_names = op_names(index)
+    seen, named = _scopes(index)
+    segments_of: dict[str, list[str] | None] = {}
+    for scope in seen:
+        segments = scope_segments(scope + "_")
+        segments_of[scope] = None if segments is None else module_segments(segments, context, scope.startswith("/"))
+    for segments in segments_of.values():
+        if segments:
+            context.modules.observe(segments)
+    _read_shared_modules(index, named, segments_of, context)
+    found: dict[int, str] = {}
+    cache = context.scope_modules
+    for node_id, scope in named:
+        module = cache[scope] if scope in cache else module_of_scope(scope, context, segments_of[scope])
+        if module is not None:
+            found[node_id] = module
+    return found
+
+
+def _read_shared_modules(
+    index: ModelIndex, named: list[tuple[int, str]], segments_of: dict[str, list[str] | None], context: Context
+) -> None:
+    """Rule 3: teach the module set the TorchScript scopes that name a known module by its one path."""
+    parameters = context.parameters
+    if not parameters:
+        return
+    read: dict[str, set[str]] = {}
+    for node_id, scope in named:
+        owners = [parameters[name] for name in index.views[node_id].input if name in parameters]
+        if owners and scope.startswith("/") and segments_of[scope]:
+            read.setdefault(scope, set()).update(owners)
+    for scope, owners in read.items():
+        context.modules.read_shared(segments_of[scope], owners)
+
+
+def _scopes(index: ModelIndex) -> tuple[set[str], list[tuple[int, str]]]:
+    """Every scope in node and output names, and the nodes whose own name gives theirs."""
     seen: set[str] = set()
     named: list[tuple[int, str]] = []
     for node_id, node in enumerate(index.views):
@@ -54,14 +155,4 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
             seen.add(scope)
             if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
                 named.append((node_id, scope))
-    segments_of = {scope: scope_segments(scope + "_") for scope in seen}
-    for segments in segments_of.values():
-        if segments:
-            context.modules.observe(segments)
-    found: dict[int, str] = {}
-    cache, modules = context.scope_modules, context.modules
-    for node_id, scope in named:
-        module = cache[scope] if scope in cache else module_of_scope(scope, modules, cache, segments_of[scope])
-        if module is not None:
-            found[node_id] = module
-    return found
+    return seen, named

@@ -6,7 +6,11 @@ module computes inside the full model, from the same tensors, under the same nam
 1. **Selection.** The main-graph nodes whose `hierarchy.module` is `module` or lies below it
    (`""` is the whole model), or whose `hierarchy.tag` matches the glob `tag`. A model with an
    untagged node is tagged in memory first (`tagger.api.tag_proto`; existing tags are kept).
-   Nodes inside If/Loop/Scan bodies go with the node that owns the body.
+   Nodes inside If/Loop/Scan bodies go with the node that owns the body. A module no main-graph
+   node belongs to is cut from the body it lives in (`branch` picks one when it lives in several:
+   optimum's merged decoder has every module in both branches of one `If`); `extract_all` cuts
+   the modules of bodies whose owner lies above the depth, one file per branch
+   (`tagger.extract.body`).
 2. **Pulled producers** (`pull_producers=True`). A tensor the selection reads from outside is
    computed inside the extracted model, instead of entering it as an input, when its producer
    is *input-independent*: every transitive input is an initializer or the output of a node
@@ -49,10 +53,11 @@ from pathlib import Path
 
 from tagger.errors import InputError, OutputError, TaggerError
 from tagger.extract.build import build_model, refuse_source_files, write_checked
-from tagger.extract.cut import Cut, all_modules, groups_at, make_cut, modules_at_depth
+from tagger.extract.cut import Cut, all_modules, locate, make_cut, modules_at_depth, scoped_groups
 from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, extract_report, index_json
 from tagger.extract.source import Source, load_source
-from tagger.extract.verify import boundary_values, record_verification
+from tagger.extract.verify import boundary_values, record_verification, unverifiable
+from tagger.feeds import DimSettings, Feeds, model_feeds
 from tagger.modelio import save_text
 from tagger.options import check_integer
 
@@ -77,24 +82,33 @@ def extract(
     output: str | os.PathLike | None = None,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dim: DimSettings | int | str | dict = 1,
+    branch: str | None = None,
 ) -> ExtractReport:
     """Write the subgraph of `module` (dotted path, `""` = whole model) or of the nodes whose tag
     matches the glob `tag` as a runnable ONNX model; see the module docstring for the rules.
 
-    `output` defaults to `<stem>.<module>.onnx` beside the input. `verify=True` runs both models
-    in onnxruntime and records the comparison in `report.verification`.
+    `output` defaults to `<stem>.<module>.onnx` beside the input (`<stem>.<module>.<branch>.onnx`
+    for a module cut from a body). `branch` (`then`, `else`, an attribute name or a body's label)
+    picks the body when the module lives in several. `verify=True` runs both models in
+    onnxruntime and records the comparison in `report.verification`; the full model runs on the
+    `.npz` at `inputs`, or on feeds generated with `dim` (as for `profile`; `tagger.feeds`); to
+    verify an If branch, its condition input is set to take the branch.
     """
     if (module is None) == (tag is None):
         raise InputError("give exactly one of --module PATH or --tag PATTERN")
-    for name, value in (("module", module), ("tag", tag)):
+    for name, value in (("module", module), ("tag", tag), ("branch", branch)):
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
-    src = load_source(model)
-    cut = make_cut(src, module, tag, pull_producers)
-    destination = Path(output) if output is not None else _default_output(src.path, module, tag)
+    root = load_source(model)
+    feeds = model_feeds(root.model, inputs, dim) if verify else None
+    src, selected = locate(root, module, tag, branch)
+    cut = make_cut(src, module, tag, pull_producers, selected)
+    destination = Path(output) if output is not None else _default_output(src, module, tag)
     report = _extract_cut(src, cut, destination, src.path)
-    if verify:
-        record_verification(report, cut, boundary_values(src, [cut]))
+    if feeds is not None:
+        record_verification(report, cut, _values(src, [cut], feeds))
     return report
 
 
@@ -104,44 +118,76 @@ def extract_all(
     out_dir: str | os.PathLike,
     pull_producers: bool = True,
     verify: bool = False,
+    inputs: str | os.PathLike | None = None,
+    dim: DimSettings | int | str | dict = 1,
 ) -> ExtractAllReport:
     """One model per module at `depth` (number of dotted components) in `out_dir`, plus `index.json`.
 
-    A module that cannot be extracted is listed in `failures` (and in the index); the others are
-    still written. With external data the data file is placed in `out_dir` once and shared.
+    Modules of bodies are written once per body they live in, the branch in the file name
+    (`decoder.block.0.then_branch.onnx`) and in the index. A module that cannot be extracted is
+    listed in `failures` (and in the index); the others are still written. With external data
+    the data file is placed in `out_dir` once and shared. `verify`, `inputs` and `dim` as for
+    `extract`.
     """
     check_integer("depth", depth)
     if depth is None:
         raise InputError("--all needs --depth N")
-    src = load_source(model)
-    groups = groups_at(src, depth)
-    if not groups:
-        raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(src)} components")
+    root = load_source(model)
+    feeds = model_feeds(root.model, inputs, dim) if verify else None
+    scopes = scoped_groups(root, depth)
+    if not scopes:
+        raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(root)} components")
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"--out_dir is not a directory: {directory}")
     directory.mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
-    cuts: list[Cut] = []
-    for module, selected in groups.items():
-        with _recorded(failures, module):
-            cuts.append(make_cut(src, module, None, pull_producers, selected))
-    src.types.resolve(name for cut in cuts for name in (*cut.inputs, *cut.outputs))  # one inference for all
-    values = boundary_values(src, cuts) if verify and cuts else {}
+    cuts: list[tuple[Source, Cut]] = []
+    for src, groups in scopes:
+        for module, selected in groups.items():
+            with _recorded(failures, _entry_name(src, module)):
+                cuts.append((src, make_cut(src, module, None, pull_producers, selected)))
+    values = _values_by_scope(cuts, feeds)
     reports: list[ExtractReport] = []
-    data_source = src.path
-    for cut, file_name in zip(cuts, _file_names((cut.module or "" for cut in cuts), {src.path.name}), strict=True):
-        with _recorded(failures, cut.module or ""):
+    data_source = root.path
+    labels = (_file_label(src, cut.module or "") for src, cut in cuts)
+    for (src, cut), file_name in zip(cuts, _file_names(labels, {root.path.name}), strict=True):
+        with _recorded(failures, _entry_name(src, cut.module or "")):
             report = _extract_cut(src, cut, directory / file_name, data_source)
             reports.append(report)
-            if set(report.external_data) == src.locations:
+            if set(report.external_data) == root.locations:
                 # every data file now lies in out_dir: later models share it instead of re-comparing it
-                data_source = directory / src.path.name
+                data_source = directory / root.path.name
             if verify:
-                record_verification(report, cut, values)
+                record_verification(report, cut, values[id(src)])
     index = directory / "index.json"
-    save_text(index_json(src, depth, reports, failures), index)
-    return ExtractAllReport(str(src.path), depth, str(directory), str(index), reports, failures)
+    save_text(index_json(root, depth, reports, failures), index)
+    return ExtractAllReport(str(root.path), depth, str(directory), str(index), reports, failures)
+
+
+def _values_by_scope(cuts: list[tuple[Source, Cut]], feeds: Feeds | None) -> dict[int, dict | str]:
+    """Types of every scope's boundary from one inference, and with `feeds` its values from one run."""
+    values: dict[int, dict | str] = {}
+    for src in {id(src): src for src, _ in cuts}.values():
+        scope_cuts = [cut for owner, cut in cuts if owner is src]
+        src.types.resolve(name for cut in scope_cuts for name in (*cut.inputs, *cut.outputs))
+        if feeds is not None:
+            values[id(src)] = _values(src, scope_cuts, feeds)
+    return values
+
+
+def _values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict | str:
+    """The full model's values of the cuts' boundary tensors, or why no run can give them."""
+    return unverifiable(src) or boundary_values(src, cuts, feeds)
+
+
+def _entry_name(src: Source, module: str) -> str:
+    """A failure's key: the module, and its body when it lives in one."""
+    return f"{module} ({src.body.label})" if src.body is not None else module
+
+
+def _file_label(src: Source, module: str) -> str:
+    return f"{module}.{src.body.short}" if src.body is not None else module
 
 
 @contextlib.contextmanager
@@ -156,9 +202,10 @@ def _max_depth(src: Source) -> int:
     return max((m.count(".") + 1 for m in all_modules(src)), default=0)
 
 
-def _default_output(source: Path, module: str | None, tag: str | None) -> Path:
+def _default_output(src: Source, module: str | None, tag: str | None) -> Path:
     label = _safe_name(module) if module is not None else "tag-" + _safe_name(tag or "")
-    return source.with_name(f"{source.stem}.{label}.onnx")
+    label = f"{label}.{src.body.short}" if src.body is not None else label
+    return src.path.with_name(f"{src.path.stem}.{label}.onnx")
 
 
 def _safe_name(label: str) -> str:

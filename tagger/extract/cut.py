@@ -8,10 +8,11 @@ import os
 from dataclasses import dataclass
 
 from tagger.errors import InputError
+from tagger.extract.body import body_sources, branch_matches, scope_label
 from tagger.extract.source import Dataflow, Source, load_source
 from tagger.paths import is_within
 
-__all__ = ["Cut", "all_modules", "groups_at", "make_cut", "modules_at_depth"]
+__all__ = ["Cut", "all_modules", "groups_at", "locate", "make_cut", "modules_at_depth", "scoped_groups"]
 
 _NEARBY_LIMIT = 6
 
@@ -29,24 +30,74 @@ class Cut:
     outputs: list[str]
 
 
-def _select(src: Source, module: str | None, tag: str | None) -> list[int]:
+def _matching(src: Source, module: str | None, tag: str | None) -> list[int]:
     if module is not None:
-        chosen = [i for i, path in enumerate(src.modules) if is_within(path, module)]
-        if not chosen:
-            raise InputError(f"no node belongs to module {module!r}; {_nearby_modules(src, module)}")
-        return chosen
+        return [i for i, path in enumerate(src.modules) if is_within(path, module)]
     assert tag is not None
-    chosen = [i for i, text in enumerate(src.tags) if fnmatch.fnmatchcase(text, tag)]
-    if not chosen:
-        examples = list(dict.fromkeys(src.tags))[:3]
-        raise InputError(f"no node's hierarchy.tag matches {tag!r}; tags look like {', '.join(examples)}")
-    return chosen
+    return [i for i, text in enumerate(src.tags) if fnmatch.fnmatchcase(text, tag)]
+
+
+def locate(src: Source, module: str | None, tag: str | None, branch: str | None = None) -> tuple[Source, list[int]]:
+    """The source a selection is cut from (the main graph or a body) and its nodes there.
+
+    The main graph when its nodes match (unless `branch` names a body), else the one body whose
+    nodes match, else the body `branch` names among several (`tagger.extract.body`, rule 2).
+    """
+    what = f"module {module!r}" if module is not None else f"tag {tag!r}"
+    found = _scopes_matching(src, module, tag, stop=branch is None)
+    if not found:
+        raise InputError(_not_found(src, module, tag))
+    if branch is not None:
+        named = [(scope, nodes) for scope, nodes in found if scope.body is not None and branch_matches(scope.body, branch)]
+        if not named:
+            raise InputError(f"{what} lives in no body named {branch!r}: it lives in {_joined(found)}")
+        found = named
+    if len(found) > 1:
+        choices = " or ".join(f"--branch {_branch_name(scope, found)}" for scope, _ in found)
+        raise InputError(f"{what} lives in {_joined(found)}; pass {choices}")
+    return found[0]
+
+
+def _scopes_matching(src: Source, module: str | None, tag: str | None, stop: bool) -> list[tuple[Source, list[int]]]:
+    chosen = _matching(src, module, tag)
+    if chosen and stop:
+        return [(src, chosen)]
+    found = [(src, chosen)] if chosen else []
+    for body in body_sources(src):
+        found.extend(_scopes_matching(body, module, tag, stop))
+    return found
+
+
+def _joined(found: list[tuple[Source, list[int]]]) -> str:
+    labels = [scope_label(scope) for scope, _ in found]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _branch_name(scope: Source, found: list[tuple[Source, list[int]]]) -> str:
+    """The shortest `--branch` value that names this body alone among `found`."""
+    body = scope.body
+    assert body is not None
+    bodies = [other.body for other, _ in found if other.body is not None]
+    candidates = [body.attribute.removesuffix("_branch"), body.short, f"{body.node.name}/{body.attribute}", body.label]
+    return next((name for name in candidates if sum(branch_matches(other, name) for other in bodies) == 1), repr(body.label))
+
+
+def _not_found(src: Source, module: str | None, tag: str | None) -> str:
+    if module is not None:
+        return f"no node belongs to module {module!r}; {_nearby_modules(src, module)}"
+    examples = list(dict.fromkeys(text for scope in _all_scopes(src) for text in scope.tags))[:3]
+    return f"no node's hierarchy.tag matches {tag!r}; tags look like {', '.join(examples)}"
+
+
+def _all_scopes(src: Source) -> list[Source]:
+    """`src` and every body within it, depth first."""
+    return [src, *(scope for body in body_sources(src) for scope in _all_scopes(body))]
 
 
 def all_modules(src: Source) -> list[str]:
-    """Every module path named by a tag, with its ancestors, in order of first appearance."""
+    """Every module path named by a tag (bodies included), with its ancestors, in order of first appearance."""
     found: dict[str, None] = {}
-    for path in dict.fromkeys(src.modules):
+    for path in dict.fromkeys(path for scope in _all_scopes(src) for path in scope.modules):
         parts = path.split(".")
         for k in range(1, len(parts) + 1):
             found.setdefault(".".join(parts[:k]), None)
@@ -71,12 +122,9 @@ def _nearby_modules(src: Source, module: str) -> str:
 
 
 def modules_at_depth(model: str | os.PathLike, depth: int) -> list[str]:
-    """The module paths with `depth` dotted components that own nodes of `model` (0: the root)."""
-    return _modules_at(load_source(model), depth)
-
-
-def _modules_at(src: Source, depth: int) -> list[str]:
-    return list(groups_at(src, depth))
+    """The module paths with `depth` dotted components that own nodes of `model` (0: the root),
+    bodies included."""
+    return list(dict.fromkeys(module for _, groups in scoped_groups(load_source(model), depth) for module in groups))
 
 
 def groups_at(src: Source, depth: int) -> dict[str, list[int]]:
@@ -89,9 +137,21 @@ def groups_at(src: Source, depth: int) -> dict[str, list[int]]:
     return groups
 
 
-def make_cut(src: Source, module: str | None, tag: str | None, pull_producers: bool, selected: list[int] | None = None) -> Cut:
+def scoped_groups(src: Source, depth: int) -> list[tuple[Source, dict[str, list[int]]]]:
+    """`groups_at` of the main graph, then of the bodies of nodes in no group, recursively: a node
+    in a group takes its bodies along, a node above the depth (optimum's `If`) does not."""
+    groups = groups_at(src, depth)
+    grouped = {i for nodes in groups.values() for i in nodes}
+    found = [(src, groups)] if groups else []
+    for body in body_sources(src, (i for i in range(len(src.nodes)) if i not in grouped)):
+        found.extend(scoped_groups(body, depth))
+    return found
+
+
+def make_cut(src: Source, module: str | None, tag: str | None, pull_producers: bool, selected: list[int]) -> Cut:
+    """The cut of the `selected` nodes of `src` (`locate` or `scoped_groups` found them)."""
     label = f"tag {tag}" if module is None else (f"module {module}" if module else "module (root)")
-    selected = _select(src, module, tag) if selected is None else selected
+    label = f"{label} in {src.body.label}" if src.body is not None else label
     flow = src.flow
     chosen = set(selected)
     pulled = _pulled_producers(flow, chosen) if pull_producers else set()

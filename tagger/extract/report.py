@@ -47,13 +47,17 @@ class ExtractReport:
     retagged: bool
     verification: Verification | None = None
     model: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
+    branch: str | None = None
+    """The body the module was cut from (`If 'optimum::if'/then_branch`), None for the main graph."""
 
     @property
     def selection(self) -> str:
-        """`module m.encoder`, `module (root)` or `tag /BertModel/*`."""
+        """`module m.encoder`, `module (root)`, `tag /BertModel/*`, `module decoder in If 'if'/then_branch`."""
         if self.module is None:
-            return f"tag {self.tag}"
-        return f"module {self.module}" if self.module else "module (root)"
+            selection = f"tag {self.tag}"
+        else:
+            selection = f"module {self.module}" if self.module else "module (root)"
+        return f"{selection} in {self.branch}" if self.branch is not None else selection
 
     def summary(self) -> str:
         pulled = f" (+{self.pulled} pulled)" if self.pulled else ""
@@ -135,6 +139,7 @@ def extract_report(src: Source, cut: Cut, model: onnx.ModelProto, kept: list[int
         initializers=len(model.graph.initializer) + len(model.graph.sparse_initializer),
         external_data=sorted(external_locations(model)),
         retagged=src.retagged,
+        branch=src.body.label if src.body is not None else None,
         model=model,
     )
 
@@ -143,6 +148,7 @@ def index_json(src: Source, depth: int, reports: list[ExtractReport], failures: 
     entries = [
         {
             "module": report.module,
+            "branch": report.branch,
             "file": Path(report.output).name,
             "nodes": report.nodes,
             "pulled": report.pulled,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from tagger.api import tag_proto
 from tagger.extract.types import TensorTypes
-from tagger.index import STANDARD_DOMAINS, may_own_bodies, subgraphs
+from tagger.index import STANDARD_DOMAINS, graphs_within, may_own_bodies, subgraphs
 from tagger.keys import read_tags
 from tagger.modelio import load_model_and_locations
 
-__all__ = ["Dataflow", "Source", "load_source"]
+if TYPE_CHECKING:
+    from tagger.extract.body import Body
+
+__all__ = ["Dataflow", "Source", "load_source", "make_source", "outer_refs"]
 
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
@@ -52,6 +56,10 @@ class Source:
     value_info_at: dict[str, int]
     locations: set[str]
     """External data locations of the full model, as written in it."""
+    body: Body | None = None
+    """Where this source lives when it is a control-flow body made a model (`tagger.extract.body`)."""
+    children: dict[int, list[Source]] = field(default_factory=dict)
+    """Node position -> its bodies as sources, built on first use (`tagger.extract.body.body_sources`)."""
 
     @property
     def nodes(self):
@@ -61,42 +69,43 @@ class Source:
 def load_source(path: str | os.PathLike) -> Source:
     source = Path(path)
     model, locations = load_model_and_locations(source)
-    graph = model.graph
-    found = _tags(graph)
-    retagged = found is None
-    if found is None:
+    retagged = any(read_tags(node.metadata_props) is None for graph in graphs_within(model.graph) for node in graph.node)
+    if retagged:
         tag_proto(model, source.name)
-        found = _tags(graph)
-    modules, tags = found
+    return make_source(model, source, locations, retagged)
+
+
+def make_source(model: onnx.ModelProto, path: Path, locations: set[str], retagged: bool, body: Body | None = None) -> Source:
+    """Index a tagged model (the full model, or a body made a model) for extraction."""
+    graph = model.graph
+    modules, tags = _tags(graph)
     flow = _dataflow(graph)
     initializer_at = {t.name: i for i, t in enumerate(graph.initializer)}
     return Source(
-        path=source,
+        path=path,
         model=model,
         flow=flow,
         types=TensorTypes(model, flow.producer, flow.reads, initializer_at),
         retagged=retagged,
-        modules=modules,
-        tags=tags,
+        modules=[module or "" for module in modules],
+        tags=[tag or "" for tag in tags],
         initializer_at=initializer_at,
         sparse_at={t.values.name: i for i, t in enumerate(graph.sparse_initializer)},
         value_info_at={v.name: i for i, v in enumerate(graph.value_info)},
         locations=locations,
+        body=body,
     )
 
 
-def _tags(graph: onnx.GraphProto) -> tuple[list[str], list[str]] | None:
-    """Each main-graph node's `hierarchy.module` and `hierarchy.tag`, read by
-    `tagger.keys.read_tags` (the last entry of a repeated key counts); None as soon as a node
-    has no module (the model is then tagged first: reading the rest would be wasted)."""
-    modules: list[str] = []
-    tags: list[str] = []
+def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
+    """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing), read
+    by `tagger.keys.read_tags` (the last entry of a repeated key counts)."""
+    modules: list[str | None] = []
+    tags: list[str | None] = []
     for node in graph.node:
         found = read_tags(node.metadata_props)
-        if found is None:
-            return None
-        modules.append(found[0])
-        tags.append(found[1])
+        modules.append(found[0] if found else None)
+        tags.append(found[1] if found else None)
     return modules, tags
 
 
@@ -135,11 +144,12 @@ def _body_reads(node: onnx.NodeProto) -> list[str]:
     """Names the node's bodies read from enclosing graphs (outer-scope references)."""
     names: list[str] = []
     for body in subgraphs(node):
-        names.extend(_outer_refs(body))
+        names.extend(outer_refs(body))
     return names
 
 
-def _outer_refs(graph: onnx.GraphProto) -> list[str]:
+def outer_refs(graph: onnx.GraphProto) -> list[str]:
+    """Names `graph` (a body) and its nested bodies read from enclosing graphs, in first-read order."""
     defined = {value.name for value in graph.input} | {t.name for t in graph.initializer}
     defined |= {t.values.name for t in graph.sparse_initializer}
     refs: list[str] = []

@@ -21,11 +21,11 @@ and a tensor whose element type is still unknown is an error for the caller to r
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
+
+from tagger.symbolic_shapes import infer_symbolic, weights_as_inputs
 
 __all__ = ["TensorTypes"]
 
@@ -175,42 +175,10 @@ def _typed_values(graph: onnx.GraphProto, wanted: set[str]) -> dict[str, onnx.Ty
 
 
 def _onnxruntime_inference(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
-    """onnxruntime's symbolic shape inference, or nothing when it is missing or fails.
-
-    Its public `infer_shapes` writes `sym_shape_infer_temp.onnx` into the working directory when
-    inference is incomplete, so its steps are run directly and a partial result is kept.
-    """
+    """onnxruntime's symbolic shape inference (a partial result still types what it reached),
+    or nothing when it is missing or fails."""
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:
+        inferred = infer_symbolic(weights_as_inputs(model), auto_merge=True, partial=True)
+    except Exception:  # noqa: BLE001 - a fallback: missing or failing means "no further types"
         return {}
-    weightless = _weights_as_inputs(model)
-    logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        engine = SymbolicShapeInference(2**31 - 1, True, False, 0)
-        engine._preprocess(weightless)
-        with contextlib.suppress(Exception):  # a partial result still types what it reached
-            while engine.run_:
-                engine._infer_impl()
-        return _typed_values(engine.out_mp_.graph, wanted)
-    except Exception:  # noqa: BLE001 - a fallback: any failure means "no further types"
-        return {}
-    finally:
-        logger.setLevel(previous)
-
-
-def _weights_as_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose external initializers are typed graph inputs (their data is never read)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    kept = []
-    for tensor in copy.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-        else:
-            kept.append(tensor)
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(kept)
-    return copy
+    return _typed_values(inferred.graph, wanted)

@@ -4,8 +4,11 @@ An extracted model is right when, fed the values its boundary tensors take insid
 model, it computes the values its outputs take there. So:
 
 1. the full model runs once in onnxruntime with the boundary tensors exposed as extra graph
-   outputs (feeds from `tagger.feeds.make_feeds` unless given), its weights read from the data
-   file in place;
+   outputs (feeds from `tagger.feeds`: generated or given; a run onnxruntime refuses is bad
+   input, `tagger.feeds.refusal`), its weights read from the data file in place; a cut of an If
+   branch: the full model runs with the branch's outer-scope inputs exposed and the condition
+   input (when the If reads a graph input) set to take that branch, then the branch made a model
+   runs on them with the boundary exposed (`tagger.extract.body`, rule 3);
 2. the extracted model runs from its own file (its external data resolved as a user's would be),
    fed those values by name;
 3. every output is compared with the full model's value of the same tensor: same dtype and
@@ -22,6 +25,7 @@ onnxruntime is imported only here, and only when a verification runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +35,23 @@ import numpy as np
 import onnx
 
 from tagger.errors import MissingDependency, TaggerError
-from tagger.feeds import make_feeds
+from tagger.extract.body import branch_value
+from tagger.feeds import Feeds, refusal
 
 if TYPE_CHECKING:
     from tagger.extract.cut import Cut
     from tagger.extract.report import ExtractReport
     from tagger.extract.source import Source
 
-__all__ = ["TOLERANCE", "Verification", "boundary_values", "compare_outputs", "full_model_values", "record_verification"]
+__all__ = [
+    "TOLERANCE",
+    "Verification",
+    "boundary_values",
+    "compare_outputs",
+    "full_model_values",
+    "record_verification",
+    "unverifiable",
+]
 
 TOLERANCE = 1e-6
 
@@ -82,7 +95,10 @@ def full_model_values(
         if name in types:
             exposed.type.CopyFrom(types[name])
     session = _session(instrumented.SerializeToString(), base_dir)
-    values = session.run(wanted, dict(feeds)) if wanted else []
+    try:
+        values = session.run(wanted, dict(feeds)) if wanted else []
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise refusal(model, feeds, exc) from None
     return {**feeds, **dict(zip(wanted, values, strict=True))}
 
 
@@ -125,7 +141,7 @@ def _session(model: str | bytes, base_dir: Path | None):
         raise MissingDependency("verification", "onnxruntime") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a refused run is reported in one line, not logged too
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base_dir))
@@ -137,16 +153,50 @@ def _session(model: str | bytes, base_dir: Path | None):
         raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
 
 
-def boundary_values(src: Source, cuts: list[Cut]) -> dict:
-    """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run."""
-    names = [name for cut in cuts for name in (*cut.inputs, *cut.outputs)]
+def boundary_values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict:
+    """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run on the
+    full model's `feeds` (for a body: one run of each enclosing model and one of the body,
+    `tagger.extract.body` rule 3)."""
+    return _scope_values(src, [name for cut in cuts for name in (*cut.inputs, *cut.outputs)], feeds, {})
+
+
+def _scope_values(src: Source, names: list[str], feeds: Mapping[str, np.ndarray], forced: dict[str, bool]) -> dict:
+    """`src`'s values of `names`; `forced` sets the graph inputs that choose the If branches below."""
     src.types.resolve(names)
     types = {name: tp for name in names if (tp := src.types.get(name)) is not None}
-    return full_model_values(src.model, src.path.parent.resolve(), names, types, make_feeds(src.model))
+    if src.body is None:
+        run_on = _with_arrays(
+            feeds, {**feeds, **{name: np.full_like(feeds[name], value) for name, value in forced.items() if name in feeds}}
+        )
+    else:
+        body, inputs = src.body, [value.name for value in src.model.graph.input if value.name not in src.initializer_at]
+        take = branch_value(body)
+        condition = {body.node.input[0]: take} if take is not None and body.node.input else {}
+        outer = _scope_values(body.outer, inputs, feeds, {**condition, **forced})
+        run_on = _with_arrays(feeds, {name: outer[name] for name in inputs})
+    return full_model_values(src.model, src.path.parent.resolve(), names, types, run_on)
 
 
-def record_verification(report: ExtractReport, cut: Cut, values: dict) -> None:
-    """Record the comparison; an extracted model onnxruntime cannot even load fails it."""
+def _with_arrays(feeds: Mapping[str, np.ndarray], arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """`arrays` with the origin and sizes of `feeds` (for `refusal`'s advice when a run fails)."""
+    return dataclasses.replace(feeds, arrays=arrays) if isinstance(feeds, Feeds) else arrays
+
+
+def unverifiable(src: Source) -> str | None:
+    """Why no run gives the values of `src`'s tensors: a Loop or Scan body (or one within it)
+    takes new inputs on every iteration; None for the main graph and If branches."""
+    while src.body is not None:
+        if branch_value(src.body) is None:
+            return f"cannot verify a cut of {src.body.label}: a body other than an If branch takes new inputs every iteration"
+        src = src.body.outer
+    return None
+
+
+def record_verification(report: ExtractReport, cut: Cut, values: dict | str) -> None:
+    """Record the comparison (or why none could run); an extracted model onnxruntime cannot even load fails it."""
+    if isinstance(values, str):
+        report.verification = Verification(False, 0, 0, float("nan"), [values])
+        return
     try:
         report.verification = compare_outputs(Path(report.output), cut.inputs, cut.outputs, values)
     except TaggerError as exc:

@@ -1,0 +1,474 @@
+"""What a model requires of its inputs, read from the model alone: sizes of dynamic dims, id ranges.
+
+A model with dynamic axes does not run on just any sizes: a cache and its mask must agree, a
+conv's input channels must match its weight, ids must stay inside the tables they index. The
+rules, each resting on something the file itself states:
+
+1. **One symbol, one value.** Dims that carry the same `dim_param` are one size (the exporter
+   wrote the same name because the model ties them); an unnamed dynamic dim is its own size,
+   called `INPUT[AXIS]`.
+2. **Expressions.** A `dim_param` that is an integer expression of other dim names
+   (`past_sequence_length + sequence_length`, as optimum writes a cached decoder's mask; `s0 + s1`,
+   as the dynamo exporter writes derived sizes) takes the value of that expression.
+3. **Weights met.** Followed from the input through ops that keep its shape (`Cast`,
+   `Identity`, unary element-wise ops, element-wise ops with a weight), the first op that reads a
+   weight fixes the axes that op ties to it: a Conv's input channels (`W.dims[1] * group`),
+   ConvTranspose's (`W.dims[0]`), a normalization's channels or normalized dims, MatMul/Gemm's
+   contracted dim, an element-wise weight's dims above 1. A weight is an initializer or a
+   `Constant` of any graph.
+4. **Sizes the graph accepts.** A Conv's spatial axes are at least its (dilated, unpadded)
+   kernel. When onnxruntime's symbolic shape inference refuses the sizes chosen (a ViT adds a
+   fixed position table after its patch conv: one image size fits), those axes grow together
+   by the conv's stride until it accepts them (at most `_SEARCH_STEPS` tries).
+5. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
+   everything else, the default (`--dim N`, 1).
+6. **Id ranges.** An integer input followed through ops that only move or copy values
+   (`Cast`, `Unsqueeze`, `Reshape`, `Gather` data, `Concat`, ...) into the indices of a `Gather`
+   whose data is a weight must stay below that table's size on the gathered axis; the smallest
+   table wins. Inputs that reach no table keep 0/1, valid for any table of two rows.
+
+Where the file states no relation (a mask whose length is named `total_sequence_length` with
+nothing tying it to the cache's name), the sizes stay independent; onnxruntime then refuses the
+inputs and `tagger.feeds.refusal` says which input and how to set the size.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from tagger.errors import InputError
+from tagger.index import graphs_within
+from tagger.symbolic_shapes import infer_symbolic, weights_as_inputs
+
+__all__ = ["DimSettings", "InputPlan", "parse_dim_option", "plan_inputs"]
+
+_SAME_SHAPE = frozenset(
+    {"Identity", "Cast", "CastLike", "Dropout", "Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Sqrt", "Exp", "Log", "Erf", "Softmax"}
+)
+"""Ops whose first output has the shape of their first input."""
+_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where"})
+"""Broadcasting element-wise ops: a weight operand ties the axes where its dims are above 1."""
+_SAME_VALUES_FIRST = frozenset(
+    {"Identity", "Cast", "CastLike", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose", "Slice", "Tile", "Split"}
+)
+"""Ops whose outputs hold only values of their first input (ids keep their range through them)."""
+
+
+@dataclass(frozen=True)
+class DimSettings:
+    """Sizes asked for on the command line: `default` for every dynamic dim, `named` per symbol."""
+
+    default: int = 1
+    named: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class InputPlan:
+    """The shape of every graph input, the value chosen per symbol and why, and id bounds."""
+
+    shapes: dict[str, tuple[int, ...]]
+    dims: dict[str, int]
+    reasons: dict[str, str]
+    id_bounds: dict[str, int]
+    """Integer input -> exclusive upper bound of its values (the smallest table it indexes)."""
+
+
+def parse_dim_option(value: object) -> DimSettings:
+    """`--dim N`, `--dim NAME=VALUE[,NAME=VALUE...]` (also `N,NAME=VALUE`), or fire's dict/list."""
+    default = 1
+    named: dict[str, int] = {}
+    for key, size in _dim_items(value):
+        if key is None:
+            if size < 1:
+                raise InputError(f"--dim N must be a positive integer, got {size}")
+            default = size
+        else:
+            if size < 0:
+                raise InputError(f"--dim {key}=VALUE must be a non-negative integer, got {size}")
+            named[key] = size
+    return DimSettings(default, named)
+
+
+def _dim_items(value: object) -> Iterator[tuple[str | None, int]]:
+    if isinstance(value, bool):
+        raise InputError(f"--dim takes N or NAME=VALUE, got {value!r}")
+    if isinstance(value, int):
+        yield None, value
+    elif isinstance(value, dict):
+        for key, size in value.items():
+            yield str(key), _size(size, key)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _dim_items(item)
+    elif isinstance(value, str):
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            key, sep, size = part.rpartition("=")
+            yield (key.strip() if sep else None), _size(size.strip(), key)
+    else:
+        raise InputError(f"--dim takes N or NAME=VALUE, got {value!r}")
+
+
+def _size(text: object, key: object) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    try:
+        return int(str(text))
+    except ValueError:
+        wanted = f"--dim {key}=VALUE needs an integer VALUE" if key else "--dim takes N or NAME=VALUE"
+        raise InputError(f"{wanted}, got {text!r}") from None
+
+
+def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings()) -> InputPlan:
+    """Decide every dynamic dim of the graph inputs and every integer input's range (rules above)."""
+    facts = _Facts(model)
+    inputs = _graph_inputs(model)
+    keys = {value.name: _dim_keys(value) for value in inputs}
+    known = {key for dims in keys.values() for key in dims if isinstance(key, str)}
+    expressions = {key: parsed for key in known if (parsed := _expression(key)) is not None}
+    referenced = {name for names in expressions.values() for name in names[1]}
+    unknown = sorted(set(settings.named) - known - referenced)
+    if unknown:
+        choices = ", ".join(sorted(known | referenced)) or "none: every dim is static"
+        raise InputError(f"--dim names no dim of the model's inputs: {', '.join(unknown)} (its dims: {choices})")
+    required, lower = facts.weight_sizes(keys)
+    dims: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for key in sorted((known - set(expressions)) | referenced):
+        if key in settings.named:
+            dims[key], reasons[key] = settings.named[key], "given"
+        elif key in required:
+            dims[key], reasons[key] = required[key]
+        else:
+            dims[key] = max(settings.default, lower.get(key, (0, 0))[0])
+            reasons[key] = "default" if dims[key] == settings.default else "at least the conv's kernel"
+    searched = {key: lower[key] for key in lower if reasons[key] != "given" and key not in required}
+    if searched:
+        _search_spatial(model, keys, dims, reasons, searched)
+    for key, (tree, _) in expressions.items():
+        if key in settings.named:
+            dims[key], reasons[key] = settings.named[key], "given"
+            continue
+        dims[key] = _evaluate(tree, dims)
+        reasons[key] = "expression"
+        if dims[key] < 0:
+            raise InputError(f"dim {key!r} evaluates to {dims[key]} with {_listing(dims)}; set its parts with --dim NAME=VALUE")
+    shapes = {name: tuple(key if isinstance(key, int) else dims[key] for key in dim_keys) for name, dim_keys in keys.items()}
+    bounds = {v.name: bound for v in inputs if _is_integer(v) and (bound := facts.id_bound(v.name)) is not None}
+    return InputPlan(shapes, dims, reasons, bounds)
+
+
+_SEARCH_STEPS = 64
+"""How many sizes per conv-spatial symbol the search tries (a ViT-L at 384 px, patch 16, is the 24th)."""
+
+
+def _search_spatial(
+    model: onnx.ModelProto,
+    keys: Mapping[str, list[int | str]],
+    dims: dict[str, int],
+    reasons: dict[str, str],
+    searched: Mapping[str, tuple[int, int]],
+) -> None:
+    """Conv-spatial sizes the rest of the graph accepts: a ViT adds a fixed position table after
+    its patch conv, so only one image size fits. When onnxruntime's symbolic shape inference
+    refuses the sizes chosen, the searched symbols grow together from the kernel by the stride
+    until it accepts them; if none is accepted, the sizes stay as they were."""
+    if _accepted(model, keys, dims):
+        return
+    for step in range(_SEARCH_STEPS):
+        trial = {**dims, **{key: least + step * stride for key, (least, stride) in searched.items()}}
+        if _accepted(model, keys, trial):
+            dims.update(trial)
+            reasons.update((key, "the size shape inference accepts") for key in searched)
+            return
+
+
+def _accepted(model: onnx.ModelProto, keys: Mapping[str, list[int | str]], dims: Mapping[str, int]) -> bool:
+    """Whether onnxruntime's symbolic shape inference runs through the graph with these input
+    sizes (True when it is not installed: nothing says otherwise). Weights are not read."""
+    trial = weights_as_inputs(model)
+    graph = trial.graph
+    del graph.value_info[:]
+    for value in graph.input:
+        for dim, key in zip(value.type.tensor_type.shape.dim, keys.get(value.name, ()), strict=False):
+            size = key if isinstance(key, int) else dims.get(key)
+            if size is not None:  # an expression's dim stays symbolic here
+                dim.dim_value = size
+    try:
+        infer_symbolic(trial, auto_merge=False, partial=False)
+    except ImportError:
+        return True
+    except Exception:  # noqa: BLE001 - any refusal of the sizes means "not accepted"
+        return False
+    return True
+
+
+def _listing(dims: Mapping[str, int]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in dims.items())
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers]
+
+
+def _is_integer(value: onnx.ValueInfoProto) -> bool:
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type in (0, onnx.TensorProto.BOOL):
+        return False
+    try:
+        return bool(np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), np.integer))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _dim_keys(value: onnx.ValueInfoProto) -> list[int | str]:
+    """Per axis: the static size, the symbol, or `INPUT[AXIS]` for an unnamed dynamic dim."""
+    if value.type.WhichOneof("value") != "tensor_type":
+        raise InputError(f"cannot make a feed for input {value.name!r}: not a tensor")
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        raise InputError(f"cannot make a feed for input {value.name!r}: its rank is unknown; pass arrays with --inputs NPZ")
+    keys: list[int | str] = []
+    for axis, dim in enumerate(tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            keys.append(dim.dim_value)
+        else:
+            keys.append(dim.dim_param.strip() if dim.dim_param.strip() else f"{value.name}[{axis}]")
+    return keys
+
+
+_ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.USub, ast.Name, ast.Load)
+
+
+def _expression(text: str) -> tuple[ast.Expression, frozenset[str]] | None:
+    """An integer expression over other dim names (not a bare name), or None."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+    if isinstance(tree.body, ast.Name):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            continue
+        if not isinstance(node, _ALLOWED):
+            return None
+    return tree, frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+
+
+def _evaluate(tree: ast.Expression, dims: Mapping[str, int]) -> int:
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant):
+            return int(node.value)
+        if isinstance(node, ast.Name):
+            return dims[node.id]
+        if isinstance(node, ast.UnaryOp):
+            return -value(node.operand)
+        assert isinstance(node, ast.BinOp)
+        left, right = value(node.left), value(node.right)
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        return left // right if right else 0
+
+    return value(tree.body)
+
+
+class _Facts:
+    """Who reads each tensor (any graph; bodies read outer names directly) and the weights' dims."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        self.weights: dict[str, tuple[int, ...]] = {}
+        for graph in graphs_within(model.graph):
+            for tensor in graph.initializer:
+                self.weights[tensor.name] = tuple(tensor.dims)
+            for node in graph.node:
+                for name in node.input:
+                    if name:
+                        self.consumers[name].append(node)
+                if node.op_type == "Constant" and node.output:
+                    for attribute in node.attribute:
+                        if attribute.name == "value" and attribute.type == onnx.AttributeProto.TENSOR:
+                            self.weights[node.output[0]] = tuple(attribute.t.dims)
+
+    # ---------------------------------------------------------------- sizes from weights
+
+    def weight_sizes(self, keys: Mapping[str, list[int | str]]) -> tuple[dict[str, tuple[int, str]], dict[str, tuple[int, int]]]:
+        """Symbol -> (size, reason) fixed by a weight; symbol -> (least size, step): a conv's
+        spatial axis is at least its kernel and grows by its stride."""
+        required: dict[str, tuple[int, str]] = {}
+        lower: dict[str, tuple[int, int]] = {}
+        for name, dim_keys in keys.items():
+            for node, position in self._shape_keeping_readers(name, len(dim_keys)):
+                for axis, size, step in self._ties(node, position, len(dim_keys)):
+                    key = dim_keys[axis]
+                    if isinstance(key, int):
+                        continue
+                    if step:
+                        least, known_step = lower.get(key, (0, step))
+                        lower[key] = (max(least, size), max(known_step, step))
+                    elif key not in required:
+                        required[key] = (size, f"{node.op_type} {node.name or '(unnamed)'}")
+        return required, lower
+
+    def _shape_keeping_readers(self, name: str, rank: int) -> Iterator[tuple[onnx.NodeProto, int]]:
+        """(node, input position) of every reader of `name` or of a same-shape copy of it."""
+        seen = {name}
+        todo = [name]
+        while todo:
+            tensor = todo.pop()
+            for node in self.consumers.get(tensor, []):
+                for position, read in enumerate(node.input):
+                    if read != tensor:
+                        continue
+                    yield node, position
+                    if node.output and self._keeps_shape(node, position, rank) and node.output[0] not in seen:
+                        seen.add(node.output[0])
+                        todo.append(node.output[0])
+
+    def _keeps_shape(self, node: onnx.NodeProto, position: int, rank: int) -> bool:
+        if node.op_type in _SAME_SHAPE:
+            return position == 0
+        if node.op_type in _ELEMENTWISE and node.domain in ("", "ai.onnx"):
+            others = [self.weights.get(other) for i, other in enumerate(node.input) if i != position]
+            return all(dims is not None and len(dims) <= rank for dims in others)  # broadcast against smaller weights only
+        return False
+
+    def _ties(self, node: onnx.NodeProto, position: int, rank: int) -> Iterator[tuple[int, int, int]]:
+        """(axis of the input, size, step) that `node` ties to its weights: the axis is `size`
+        (step 0), or at least `size` and grows by `step`."""
+        rule = _TIE_RULES.get(node.op_type)
+        if rule is None or node.domain not in ("", "ai.onnx") or rank == 0:
+            return
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weights = [self.weights.get(name) for name in node.input]
+        yield from rule(weights, position, rank, attrs)
+
+    # ---------------------------------------------------------------- id ranges
+
+    def id_bound(self, name: str) -> int | None:
+        """The smallest table size among the `Gather`s whose indices carry `name`'s values."""
+        bound: int | None = None
+        seen = {name}
+        todo = [name]
+        while todo:
+            tensor = todo.pop()
+            for node in self.consumers.get(tensor, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor:
+                    table = self.weights.get(node.input[0])
+                    if table:
+                        axis = _axis(node, len(table))
+                        bound = table[axis] if bound is None else min(bound, table[axis])
+                    continue
+                carries = node.op_type == "Concat" or (
+                    node.op_type in (*_SAME_VALUES_FIRST, "Gather") and node.input and node.input[0] == tensor
+                )
+                if not carries:
+                    continue
+                for output in node.output:
+                    if output and output not in seen:
+                        seen.add(output)
+                        todo.append(output)
+        return bound
+
+
+_Weights = list[tuple[int, ...] | None]
+"""The dims of each input of a node that is a weight, None for the others."""
+
+
+def _conv_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    weight = weights[1] if len(weights) > 1 else None
+    if position != 0 or weight is None or len(weight) != rank or rank < 3:
+        return
+    yield 1, weight[1] * int(attrs.get("group", 1)), 0
+    yield from _kernel_bounds(weight, attrs, rank)
+
+
+def _conv_transpose_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    weight = weights[1] if len(weights) > 1 else None
+    if position == 0 and weight is not None and len(weight) == rank and rank >= 3:
+        yield 1, weight[0], 0
+
+
+def _channel_norm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    scale = weights[1] if len(weights) > 1 else None
+    if position == 0 and scale and rank >= 2:
+        yield 1, scale[0], 0
+
+
+def _layer_norm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    scale = weights[1] if len(weights) > 1 else None
+    if position != 0 or scale is None:
+        return
+    start = int(attrs.get("axis", -1)) % rank
+    for offset, size in enumerate(scale[-(rank - start) :] if scale else ()):
+        yield start + offset, size, 0
+
+
+def _matmul_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    other = weights[1 - position] if len(weights) == 2 and position in (0, 1) else None
+    if other is None or len(other) != 2:
+        return
+    if position == 0:
+        yield rank - 1, other[0], 0
+    elif rank >= 2:
+        yield rank - 2, other[1], 0
+
+
+def _gemm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    weight = weights[1] if len(weights) > 1 else None
+    if position == 0 and weight is not None and len(weight) == 2 and rank == 2:
+        yield (0 if attrs.get("transA") else 1), weight[1 if attrs.get("transB") else 0], 0
+
+
+def _elementwise_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
+    for i, dims in enumerate(weights):
+        if i == position or dims is None or len(dims) > rank:
+            continue
+        for offset, size in enumerate(dims):
+            if size > 1:
+                yield rank - len(dims) + offset, size, 0
+
+
+_TIE_RULES = {
+    "Conv": _conv_ties,
+    "ConvTranspose": _conv_transpose_ties,
+    "BatchNormalization": _channel_norm_ties,
+    "InstanceNormalization": _channel_norm_ties,
+    "LayerNormalization": _layer_norm_ties,
+    "MatMul": _matmul_ties,
+    "Gemm": _gemm_ties,
+    **dict.fromkeys(_ELEMENTWISE, _elementwise_ties),
+}
+"""Per op, the axes of an input that its weights fix (standard domain only)."""
+
+
+def _axis(node: onnx.NodeProto, rank: int) -> int:
+    for attribute in node.attribute:
+        if attribute.name == "axis":
+            return attribute.i % rank
+    return 0
+
+
+def _kernel_bounds(weight: tuple[int, ...], attrs: Mapping[str, object], rank: int) -> Iterator[tuple[int, int, int]]:
+    """A Conv's spatial input sizes are at least its dilated kernel, less its explicit pads, and
+    the sizes it covers exactly grow by its stride."""
+    spatial = rank - 2
+    dilations = list(attrs.get("dilations") or [1] * spatial)  # type: ignore[call-overload]
+    strides = list(attrs.get("strides") or [1] * spatial)  # type: ignore[call-overload]
+    pads = list(attrs.get("pads") or [0] * (2 * spatial))  # type: ignore[call-overload]
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        return
+    for i in range(spatial):
+        extent = dilations[i] * (weight[2 + i] - 1) + 1 - pads[i] - pads[i + spatial]
+        yield 2 + i, max(extent, 1), max(int(strides[i]), 1)

@@ -1,0 +1,44 @@
+"""Tag transfer: evidence from what a tool started from, outside the file being tagged.
+
+- `--reference ORIGINAL.onnx` (`tagger.evidence.reference`): the model before the tool, tagged
+  with its own evidence, matched node to node (`matching`), its tags carried over.
+- `--weights CHECKPOINT` (`tagger.evidence.weights`): the checkpoint the model was exported
+  from; an anonymous initializer holding a checkpoint tensor's values gets its name.
+
+Both compare weights by value (`content`), read lazily from their files (`tensors`,
+`checkpoint`): no model's or checkpoint's weights are loaded whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tagger.evidence import EvidenceSource
+
+__all__ = ["transfer_sources"]
+
+
+def transfer_sources(
+    reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None
+) -> list[EvidenceSource]:
+    """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
+    the tagged model's directory (its external data), None for a model only in memory. A bad
+    reference or checkpoint raises `InputError` here, before any work."""
+    from tagger.evidence.reference import ReferenceSource
+    from tagger.evidence.weights import WeightsSource
+
+    sources: list[EvidenceSource] = []
+    if reference is not None:
+        sources.append(ReferenceSource(_path(reference, "--reference"), base_dir))
+    if weights is not None:
+        sources.append(WeightsSource(_path(weights, "--weights"), base_dir))
+    return sources
+
+
+def _path(value: object, flag: str) -> Path:
+    from tagger.errors import InputError
+
+    if isinstance(value, bool | list | tuple | dict) or value == "":
+        raise InputError(f"{flag} needs one path, got {value!r}")
+    return Path(str(value))

@@ -1,0 +1,386 @@
+"""The facts `tagger.infer` rests on, each pinned on a hand-built graph (onnx.helper).
+
+Evidence in these graphs is only parameter names (as after a strip or a graphsurgeon round trip):
+a node that consumes `enc.a.bias` is direct evidence for module `enc.a`; everything else is inferred.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tagger import tag_proto
+from tagger.tagging import tag_model
+from tests.graphs import tags_of
+
+
+def _model(nodes, params=(), anonymous=(), shapes=None, value_info=None, outputs=("y",), opset=17) -> onnx.ModelProto:
+    """A model from `(op, inputs, outputs, attrs)` tuples. `params` are parameter names (evidence),
+    `anonymous` unnamed weights (`val_N`, rank 2); `shapes` are INT64 Reshape targets by name."""
+    inits = [numpy_helper.from_array(np.full((4,), 0.5, dtype=np.float32), name) for name in params]
+    inits += [numpy_helper.from_array(np.full((4, 4), 0.5, dtype=np.float32), name) for name in anonymous]
+    inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), name) for name, v in (shapes or {}).items()]
+    inits.append(numpy_helper.from_array(np.float32(2.0), "two"))
+    made = [helper.make_node(op, list(i), list(o), **(a or {})) for op, i, o, a in nodes]
+    graph = helper.make_graph(
+        made,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        inits,
+        value_info=value_info or [],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _modules(model: onnx.ModelProto) -> list[str]:
+    tag_proto(model)
+    return [t["hierarchy.module"] for t in tags_of(model)]
+
+
+def test_nesting_a_node_between_two_children_ran_in_their_parent_and_that_is_certain():
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "enc.b.bias"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.assignments[1].module == "enc"
+    assert result.bounds[1].bound == "enc" and result.bounds[1].certain
+
+
+def test_nesting_a_choice_deeper_than_the_bound_is_not_certain():
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.lin.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "enc.b.bias"], ["y"], None),
+        ],
+        params=["enc.a.lin.bias", "enc.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.bounds[1].bound == "enc"
+    assert result.assignments[1].module == "enc.a" and not result.bounds[1].certain
+
+
+def _rms_norm(residual: bool) -> onnx.ModelProto:
+    """embed -> decomposed RMSNorm (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul(x, .), Mul(weight))
+    -> a Linear's bias; with `residual`, the norm's input is also added to the Linear's output."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Pow", ["e", "two"], ["p"], None),
+        ("ReduceMean", ["p"], ["m"], {"axes": [-1]}),
+        ("Add", ["m", "two"], ["v"], None),
+        ("Sqrt", ["v"], ["s"], None),
+        ("Reciprocal", ["s"], ["r"], None),
+        ("Mul", ["e", "r"], ["n"], None),
+        ("Mul", ["n", "layer.norm.weight"], ["o"], None),
+        ("Add", ["o", "layer.proj.bias"], ["q"], None),
+        ("Add", ["q", "e" if residual else "two"], ["y"], None),
+    ]
+    return _model(nodes, params=["embed.bias", "layer.norm.weight", "layer.proj.bias"])
+
+
+def test_a_fork_converging_into_a_leafs_parameter_use_is_that_leaf():
+    modules = _modules(_rms_norm(residual=True))
+    assert modules[1:7] == ["layer.norm"] * 6
+
+
+def test_a_diamond_on_another_leafs_whole_output_is_not_claimed_by_the_next_leaf():
+    """An activation between two Linears has the same shape as a norm; the ops may belong to the
+    first leaf, the caller, or a module in between: never to the second leaf."""
+    modules = _modules(_rms_norm(residual=False))
+    assert "layer.norm" not in modules[1:7]
+    assert all(m == "" for m in modules[1:7])  # the only certain module: embed and layer meet at the root
+
+
+def test_a_node_combining_two_modules_results_runs_in_their_common_caller():
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Add", ["x", "enc.b.bias"], ["b"], None),
+            ("Mul", ["a", "b"], ["c"], None),
+            ("Add", ["c", "enc.c.bias"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias", "enc.c.bias"],
+    )
+    assert _modules(model)[2] == "enc"
+
+
+def test_a_value_passed_from_one_module_to_another_belongs_to_neither():
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "dec.b.bias"], ["y"], None),
+        ],
+        params=["enc.a.bias", "dec.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.assignments[1].module not in ("enc.a", "dec.b")
+    assert result.bounds[1].bound == ""
+
+
+def test_a_matmul_on_an_unnamed_weight_feeding_a_bias_add_is_that_linear():
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("MatMul", ["a", "val_7"], ["h"], None),
+            ("Add", ["h", "enc.q.bias"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.q.bias"],
+        anonymous=["val_7"],
+    )
+    assert _modules(model)[1] == "enc.q"
+
+
+def _gemm(restore_shape: list[int]) -> onnx.ModelProto:
+    nodes = [
+        ("Add", ["x", "attn.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "attn.q.bias"], ["g"], None),
+        ("Reshape", ["g", "restore"], ["r"], None),
+        ("Add", ["r", "attn.out.bias"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    return _model(
+        nodes, ["attn.norm.bias", "attn.q.bias", "attn.out.bias"], ["val_1"], {"flat": [-1, 4], "restore": restore_shape}, info
+    )
+
+
+def test_reshapes_wrapping_a_gemm_belong_to_its_linear():
+    assert _modules(_gemm([1, 8, 4]))[1:4] == ["attn.q"] * 3
+
+
+def test_a_reshape_after_a_gemm_that_splits_further_is_the_callers():
+    """A tool merged the Linear's restore with the caller's split into heads: the merged node
+    computes the caller's value."""
+    modules = _modules(_gemm([1, 8, 2, 2]))
+    assert modules[1:3] == ["attn.q", "attn.q"] and modules[3] == "attn"
+
+
+def test_a_constant_lives_where_its_users_meet():
+    model = _model(
+        [
+            ("Constant", [], ["k"], {"value": numpy_helper.from_array(np.float32(1.0))}),
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Mul", ["a", "k"], ["a2"], None),
+            ("Add", ["a2", "enc.b.bias"], ["b"], None),
+            ("Mul", ["b", "k"], ["y"], None),
+            ("Add", ["y", "enc.c.bias"], ["z"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias", "enc.c.bias"],
+        outputs=("z",),
+    )
+    assert _modules(model)[0] == "enc"
+
+
+def _chains(order: list[int]) -> onnx.ModelProto:
+    """Two independent chains (enc.* and dec.*) joined at the end, in the node order given."""
+    chain = [
+        ("Add", ["x", "enc.a.bias"], ["e0"], None),
+        ("Relu", ["e0"], ["e1"], None),
+        ("Relu", ["e1"], ["e2"], None),
+        ("Relu", ["e2"], ["e3"], None),
+        ("Add", ["e3", "enc.b.bias"], ["e4"], None),
+        ("Add", ["x", "dec.a.bias"], ["d0"], None),
+        ("Relu", ["d0"], ["d1"], None),
+        ("Relu", ["d1"], ["d2"], None),
+        ("Relu", ["d2"], ["d3"], None),
+        ("Add", ["d3", "dec.b.bias"], ["d4"], None),
+        ("Add", ["e4", "d4"], ["y"], None),
+    ]
+    return _model([chain[i] for i in order], params=["enc.a.bias", "enc.b.bias", "dec.a.bias", "dec.b.bias"])
+
+
+def test_in_execution_order_chains_take_their_modules():
+    modules = _modules(_chains(list(range(11))))
+    assert modules[1:4] == ["enc"] * 3 and modules[6:9] == ["dec"] * 3
+
+
+def _by_output(model: onnx.ModelProto) -> dict[str, str]:
+    modules = _modules(model)
+    return {node.output[0]: module for node, module in zip(model.graph.node, modules, strict=True)}
+
+
+def test_a_reordered_graph_is_detected_and_tagged_from_dataflow_alone():
+    """A tool interleaved the chains (a valid topological order): the order says nothing, and
+    dataflow keeps every tag in its branch."""
+    tags = _by_output(_chains([5, 0, 6, 1, 7, 2, 8, 3, 9, 4, 10]))
+    assert [tags[f"d{i}"] for i in (1, 2, 3)] == ["dec"] * 3
+    assert [tags[f"e{i}"] for i in (1, 2, 3)] == ["enc"] * 3
+
+
+def test_a_chain_moved_between_another_modules_nodes_is_not_tagged_with_it():
+    """A tool moved the `dec` chain between two `enc` nodes: order alone would say `enc`."""
+    tags = _by_output(_chains([5, 0, 6, 7, 8, 1, 2, 3, 4, 9, 10]))
+    assert not any(tags[f"d{i}"].startswith("enc") for i in (1, 2, 3))
+    assert [tags[f"e{i}"] for i in (1, 2, 3)] == ["enc"] * 3
+
+
+def test_report_json_lists_each_inherited_tag_with_its_bound_and_certain_lists_only_certain(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.lin.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),  # a choice: enc.a, inside the certain bound enc
+            ("Add", ["r", "enc.b.bias"], ["b"], None),
+            ("Mul", ["a", "b"], ["c"], None),  # combines two modules' results: certain
+            ("Add", ["c", "enc.c.bias"], ["y"], None),
+        ],
+        params=["enc.a.lin.bias", "enc.b.bias", "enc.c.bias"],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+
+    def report(*flags):
+        done = subprocess.run([sys.executable, "-m", "tagger", "report", path, "--json", *flags], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    full = report()
+    by_position = {r["node"]["position"]: r for r in full["inferred"]}
+    assert by_position[1] == {**by_position[1], "module": "enc.a", "bound": "enc", "certain": False}
+    assert by_position[3] == {**by_position[3], "module": "enc", "certain": True}
+    assert full["inherited_certain"] == 1
+    assert [r["node"]["position"] for r in report("--certain")["inferred"]] == [3]
+    assert {p.key for node in onnx.load(path).graph.node for p in node.metadata_props} == set()  # report writes nothing
+
+
+def test_a_flatten_before_a_gemm_with_no_restore_after_is_the_callers():
+    """A classifier `Sequential(Flatten, Linear)`: the Flatten is not the Linear's."""
+    nodes = [
+        ("Add", ["x", "head.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "head.fc.bias"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, ["head.norm.bias", "head.fc.bias"], ["val_1"], {"flat": [-1, 4]}))
+    assert modules[1] == "head"
+
+
+def test_a_node_folding_the_next_modules_op_belongs_to_their_caller():
+    """onnxscript's BatchNorm folding names the new bias after the conv weight (`…weight_bias`):
+    the node computes the conv's and the norm's ops."""
+    nodes = [("Add", ["x", "block.conv.weight"], ["a"], None), ("Add", ["a", "block.conv.weight_bias"], ["y"], None)]
+    model = _model(nodes, params=["block.conv.weight", "block.conv.weight_bias"])
+    model.graph.node[1].input[:] = ["x", "block.conv.weight", "block.conv.weight_bias"]
+    model.graph.node[1].op_type = "Sum"
+    assert _modules(model)[1] == "block"
+
+
+def test_a_folded_bias_alone_names_the_caller_after_a_quantizer_split_its_node():
+    """onnxruntime's quantizer moves the folded conv's weight into a `ConvInteger` (as
+    `…weight_quantized`) and its bias into an `Add`: the bias is still the norm's, not the conv's."""
+    nodes = [("Mul", ["x", "block.conv.weight_quantized"], ["q"], None), ("Add", ["q", "block.conv.weight_bias"], ["y"], None)]
+    modules = _modules(_model(nodes, params=["block.conv.weight_quantized", "block.conv.weight_bias"]))
+    assert modules == ["block.conv", "block"]
+
+
+def test_a_computation_on_constants_used_by_a_leaf_is_made_by_its_caller():
+    """Ids built from constants and fed to an embedding's Gather: the embedding only looks them up."""
+    nodes = [
+        ("Constant", [], ["k"], {"value": numpy_helper.from_array(np.array([1, 4], dtype=np.int64))}),
+        ("ConstantOfShape", ["k"], ["ids"], {"value": numpy_helper.from_array(np.array([0], dtype=np.int64))}),
+        ("Add", ["x", "emb.norm.bias"], ["a"], None),
+        ("Gather", ["emb.table.weight", "ids"], ["g"], None),
+        ("Add", ["a", "g"], ["y"], None),
+    ]
+    model = _model(nodes, params=["emb.norm.bias"])
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((2, 4), dtype=np.float32), "emb.table.weight"))
+    modules = _modules(model)
+    assert modules[1] == "emb" and modules[0] == "emb"
+
+
+def test_a_module_in_a_list_is_called_by_the_lists_parent():
+    """After the last layer of a `ModuleList`, its ops (the MLP whose weights are unnamed) still
+    run in that layer: the layer's caller is the model, not the list."""
+    nodes = [
+        ("Add", ["x", "layers.0.norm.bias"], ["a"], None),
+        ("MatMul", ["a", "val_1"], ["h"], None),
+        ("Relu", ["h"], ["r"], None),
+        ("MatMul", ["r", "val_2"], ["o"], None),
+        ("Add", ["o", "a"], ["s"], None),
+        ("Add", ["s", "final.bias"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, ["layers.0.norm.bias", "layers.1.norm.bias", "final.bias"], ["val_1", "val_2"]))
+    assert modules[1:4] == ["layers.0"] * 3
+
+
+def _blocks() -> onnx.ModelProto:
+    """Two residual blocks of a module list: each adds its input (the value its first child read)
+    to its last child's output, between its own nodes and the next block's."""
+    nodes = [
+        ("Add", ["x", "pre.bias"], ["p"], None),
+        ("Relu", ["p"], ["r0"], None),
+        ("Add", ["r0", "blocks.0.a.bias"], ["a0"], None),
+        ("Add", ["a0", "blocks.0.b.bias"], ["b0"], None),
+        ("Add", ["b0", "r0"], ["s0"], None),  # blocks.0's residual
+        ("Add", ["s0", "blocks.1.a.bias"], ["a1"], None),
+        ("Add", ["a1", "blocks.1.b.bias"], ["b1"], None),
+        ("Add", ["b1", "s0"], ["s1"], None),  # blocks.1's residual
+        ("Add", ["s1", "post.bias"], ["y"], None),
+    ]
+    params = ["pre.bias", "blocks.0.a.bias", "blocks.0.b.bias", "blocks.1.a.bias", "blocks.1.b.bias", "post.bias"]
+    return _model(nodes, params=params)
+
+
+def test_a_join_runs_in_the_deepest_module_holding_all_its_inputs_and_says_it_is_a_choice():
+    """`blocks.0` holds its input (its child `a` read it) and its child `b`'s output: the residual
+    Add may run there (or in a caller holding both), never in `b` or in the next block."""
+    result = tag_model(_blocks())
+    assert result.assignments[4].module == "blocks.0"
+    assert result.bounds[4].bound == "" and not result.bounds[4].certain
+
+
+def test_a_join_of_values_from_different_modules_is_refined_to_the_module_holding_both():
+    """The second block's input is the first block's residual, read by `blocks.1.a`: rule 3's
+    common caller of the producers is refined to `blocks.1`, which holds both."""
+    modules = _modules(_blocks())
+    assert modules[4] == "blocks.0" and modules[7] == "blocks.1"
+
+
+def test_a_node_adding_an_unnamed_weight_to_a_modules_result_is_not_carried_into_that_module():
+    """A class token (a parameter folded into an unnamed initializer) is prepended to a patch
+    embedding's result: the node adds data of a module the file does not name, so it stays at
+    its certain bound; the Relu before it only carries the result on and goes to the caller."""
+    nodes = [
+        ("Add", ["x", "emb.patch.proj.bias"], ["a"], None),
+        ("Relu", ["a"], ["r"], None),
+        ("Concat", ["val_1", "r"], ["c"], {"axis": 0}),
+        ("Add", ["c", "emb.position"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, params=["emb.patch.proj.bias", "emb.position"], anonymous=["val_1"]))
+    assert modules[1] == "emb.patch" and modules[2] == "emb"
+
+
+def test_an_output_head_on_an_unnamed_weight_after_the_last_named_module_is_not_put_in_its_caller():
+    """`lm_head` (tied or transposed weight, named nowhere) runs after the model's final norm: nothing
+    after it says the norm's caller is still running, so it stays at its bound (the root), never in
+    `model` (a wrong branch); a plain reshape there is still the caller's own op."""
+    head = _model(
+        [
+            ("Add", ["x", "model.layer.bias"], ["h"], None),
+            ("Mul", ["h", "model.norm.weight"], ["n"], None),
+            ("MatMul", ["n", "val_7"], ["y"], None),
+        ],
+        params=["model.layer.bias", "model.norm.weight"],
+        anonymous=["val_7"],
+    )
+    assert _modules(head)[2] == ""
+    view = _model(
+        [
+            ("Add", ["x", "model.layer.bias"], ["h"], None),
+            ("Mul", ["h", "model.norm.weight"], ["n"], None),
+            ("Reshape", ["n", "target"], ["y"], None),
+        ],
+        params=["model.layer.bias", "model.norm.weight"],
+        shapes={"target": [8, 4]},
+    )
+    assert _modules(view)[2] == "model"

@@ -1,0 +1,78 @@
+"""bench.metrics: the exact / sound / wrong / best / reachable shares and the evidenced-module set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bench import metrics
+
+MODULES = {"", "enc", "enc.layer.0", "enc.layer.0.q", "enc.layer.0.act", "head"}
+
+
+def test_each_share_counts_what_it_says():
+    truth = {0: "a.b.c", 1: "a.b", 2: "a.x", 3: "a"}
+    predicted = {0: "a.b", 1: "a.b", 2: "a.b", 3: None}
+    m = metrics.measure(predicted, truth, {"", "a", "a.b"})
+    assert (m.graded, m.exact_count, m.sound_count, m.best_count, m.reachable_count) == (4, 1, 2, 2, 2)
+    assert m.wrong == 0.5
+
+
+def test_root_is_sound_and_a_sibling_prefix_is_not():
+    assert metrics.is_sound("", "a.b")
+    assert metrics.is_sound("a", "a.b")
+    assert not metrics.is_sound("a.b", "a.bc")
+    assert not metrics.is_sound(None, "a")
+
+
+def test_deepest_evidenced_falls_back_to_the_root():
+    assert metrics.deepest_evidenced("a.b.c", {"", "a", "a.b"}) == "a.b"
+    assert metrics.deepest_evidenced("x.y", {"", "a"}) == ""
+
+
+def _model(metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    weight = numpy_helper.from_array(np.ones((2, 2), np.float32), "enc.layer.0.q.weight")
+    nodes = [
+        helper.make_node("MatMul", ["x", "enc.layer.0.q.weight"], ["t0"], name="node_matmul"),
+        helper.make_node("Relu", ["t0"], ["y"], name="/enc/layer.0/act/Relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [weight],
+    )
+    model = helper.make_model(graph)
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def test_initializer_and_scoped_node_names_evidence_their_modules_and_ancestors():
+    found = metrics.evidenced_modules(_model(), MODULES)
+    assert found == {"", "enc", "enc.layer.0", "enc.layer.0.q", "enc.layer.0.act"}
+
+
+def test_the_model_level_module_map_evidences_every_module_it_lists():
+    found = metrics.evidenced_modules(_model({"hierarchy.modules": json.dumps({"head": "Linear"})}), MODULES)
+    assert "head" in found
+
+
+def test_a_stripped_real_export_leaves_parameter_free_modules_unreachable(built_cases):
+    from bench import cases
+
+    case = built_cases[("bert", "dynamo", "strip_all")]
+    model = onnx.load(case.path, load_external_data=False)
+    modules = cases.module_paths("bert")
+    found = metrics.evidenced_modules(model, modules)
+    assert found <= modules
+    assert not any(path.endswith("intermediate_act_fn") for path in found)
+    untouched = onnx.load(built_cases[("bert", "dynamo", "none")].path, load_external_data=False)
+    assert set(case.truth.values()) <= metrics.evidenced_modules(untouched, modules)
+    perfect = metrics.measure(case.truth, case.truth, found)  # a tagger that knows the truth
+    assert perfect.exact == perfect.sound == 1.0
+    assert perfect.best == perfect.reachable < 1.0
