@@ -316,7 +316,8 @@ def _invented_line(tag: str, where: list[str]) -> str:
 
 def pivot(rows: list[Row]) -> str:
     """Exact accuracy (pooled over families and files) per exporter x tool, with invented-module
-    nodes, heads tagged wrong and failed rows noted in the cell: the README's one-screen view."""
+    nodes, heads missed (not tagged with the head's own module: an ancestor counts as missed too)
+    and failed rows noted in the cell: the README's one-screen view."""
     tools = [t for t in TOOLS if any(r.tool == t for r in rows)]
     lines = ["| exporter | " + " | ".join(tools) + " |", "|---|" + "---:|" * len(tools)]
     for exporter in [e for e in EXPORTERS if any(r.exporter == e for r in rows)]:
@@ -327,11 +328,11 @@ def pivot(rows: list[Row]) -> str:
             pooled = sum((r.scores for r in good), metrics.EMPTY)
             notes = []
             invented = sum(sum(r.invented.values()) for r in good)
-            heads_wrong = sum(r.head_ok is False for r in good)
+            heads_missed = sum(r.head_ok is False for r in good)
             if invented:
                 notes.append(f"{invented} invented")
-            if heads_wrong:
-                notes.append(f"{heads_wrong} head{'s' if heads_wrong > 1 else ''} wrong")
+            if heads_missed:
+                notes.append(f"{heads_missed} head{'s' if heads_missed > 1 else ''} missed")
             if len(good) < len(group):
                 notes.append(f"{len(group) - len(good)} failed")
             cell = _pct(pooled.exact, bool(pooled.graded)) if good else "failed"
@@ -358,7 +359,8 @@ def _document(rows: list[Row], table: list[str], elapsed: float, built: int, tot
         f"Command: `python -m bench.pipelines` ({elapsed:.0f} s on this machine; {built} of {total} exports and "
         f"checkpoints were built in the run, the rest came from bench/.cache).\n\n"
         f"Exact accuracy per exporter x tool, pooled over families and files (invented-module nodes, "
-        f"heads tagged wrong, failed rows in brackets):\n\n{pivot(rows)}\n\n"
+        f"heads missed (tagged with another module than the head's, an ancestor included), failed rows in brackets):"
+        f"\n\n{pivot(rows)}\n\n"
         f"Commands on every optimum output (`tagger retag`, `report --json`, `extract --all --depth 2 --verify`, "
         f"`profile`; default inputs):\n\n{command_text}\n\n"
         f"Per exporter x tool, pooled over families and files:\n\n{summary(rows)}\n\n"
