@@ -104,6 +104,10 @@ class _Reference:
         return name in self.producer or name in self.consumers or name in self.by_name
 
 
+_Flow = tuple[dict[str, int], dict[str, list[int]]]
+"""A graph's producer of each tensor and its readers, by position (`tagger.index.dataflow`)."""
+
+
 def match_graphs(
     target: ModelIndex,
     reference: ModelIndex,
@@ -116,6 +120,7 @@ def match_graphs(
     initializers to reference initializers with their values; `shared_weights` counts target
     initializers found in the reference under their own name."""
     ref = _Reference.of(reference, reference_modules)
+    flow = dataflow(target.views)  # the target's producers and consumers, for rules 2, 5 and 6
     result = Matching(weights=shared_weights + len(renamed))
     images: dict[int, int] = {}
     initializers = frozenset(name for scope in target.graphs for name in scope.initializers)
@@ -133,7 +138,7 @@ def match_graphs(
             result.anchored += 1
             result.agreeing += reference.views[image].op_type == view.op_type
             _claim(result, node_id, reference_modules[image], rule)
-    result.edges, result.kept_edges = _edges_kept(target, ref, images)  # between name-matched nodes only
+    result.edges, result.kept_edges = _edges_kept(target, ref, images, flow[0])  # between name-matched nodes only
     for node_id, view in enumerate(target.views):
         if node_id in images:
             continue
@@ -145,16 +150,15 @@ def match_graphs(
         module = _by_derived_name(view.name, view.output, ref)
         if module is not None:
             _claim(result, node_id, module, "derived")
-    _by_structure(target, ref, images, result)
-    _by_fusion(target, ref, images, result)
+    _by_structure(target, ref, images, result, flow)
+    _by_fusion(target, ref, images, result, flow)
     return result
 
 
-def _edges_kept(target: ModelIndex, ref: _Reference, images: dict[int, int]) -> tuple[int, int]:
+def _edges_kept(target: ModelIndex, ref: _Reference, images: dict[int, int], producer: dict[str, int]) -> tuple[int, int]:
     """(dataflow edges between name-matched nodes, through unmatched ones such as the quantizers'
     Q/DQ pairs; those the reference has directly between their reference nodes): a tool rewires a
     few edges, while names shared by chance with another model connect unrelated nodes."""
-    producer = {name: node_id for node_id, view in enumerate(target.views) for name in view.output}
     views, ref_views = target.views, ref.index.views
     edges = kept = 0
     for node_id, image in images.items():
@@ -203,15 +207,9 @@ def _by_derived_name(name: str, outputs: Sequence[str], ref: _Reference) -> str 
     return ref.modules[node] if node is not None else ref.tensor_module(best)
 
 
-def _by_structure(target: ModelIndex, ref: _Reference, images: dict[int, int], result: Matching) -> None:
+def _by_structure(target: ModelIndex, ref: _Reference, images: dict[int, int], result: Matching, flow: _Flow) -> None:
     """Rule 5: walk from matched neighbours to the one unmatched reference node of the same op."""
-    producer: dict[str, int] = {}
-    consumers: dict[str, list[int]] = {}
-    for node_id, view in enumerate(target.views):
-        for name in view.output:
-            producer[name] = node_id
-        for name in view.input:
-            consumers.setdefault(name, []).append(node_id)
+    producer, consumers = flow
     taken = set(images.values())
     for _ in range(_STRUCTURE_ROUNDS):
         found = 0
@@ -247,15 +245,9 @@ def _structural_image(view, producer, consumers, images, ref: _Reference, taken:
     return options.pop() if len(options) == 1 else None
 
 
-def _by_fusion(target: ModelIndex, ref: _Reference, images: dict[int, int], result: Matching) -> None:
+def _by_fusion(target: ModelIndex, ref: _Reference, images: dict[int, int], result: Matching, flow: _Flow) -> None:
     """Rule 6: the LCA of the reference nodes between a left-over node's matched neighbours."""
-    producer: dict[str, int] = {}
-    readers: dict[str, list[int]] = {}
-    for node_id, view in enumerate(target.views):
-        for name in view.output:
-            producer[name] = node_id
-        for name in view.input:
-            readers.setdefault(name, []).append(node_id)
+    producer, readers = flow
     for node_id in range(len(target.views)):
         if node_id in images or node_id in result.modules:
             continue
