@@ -9,6 +9,7 @@ Each has the signature of `tagger.infer.infer_graph` and is passed to `tagging.t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import onnx
 
@@ -73,7 +74,8 @@ BASELINES: dict[str, Infer] = {
 }
 
 
-def tag_with(model: onnx.ModelProto, infer: Infer) -> None:
-    """Tag `model` in place with inference `infer` (the tagger's own, or a baseline)."""
-    result = tag_model(model, infer)
+def tag_with(model: onnx.ModelProto, infer: Infer, base_dir: Path | None = None) -> None:
+    """Tag `model` in place with inference `infer` (the tagger's own, or a baseline); `base_dir`:
+    the directory of its file (external data)."""
+    result = tag_model(model, infer, base_dir=base_dir)
     write_tags(result.index.nodes, result.index.views, result.assignments)

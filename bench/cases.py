@@ -117,6 +117,10 @@ class UnsupportedCase(ValueError):
     """A degradation that cannot produce a runnable model for this arch/exporter."""
 
 
+class ToolFailed(RuntimeError):
+    """A post-processing tool raised on this export (the tool's bug, not the tagger's)."""
+
+
 # --------------------------------------------------------------------------------------------
 # models
 
@@ -197,22 +201,28 @@ def _example_inputs(arch: str) -> tuple[torch.Tensor, ...]:
     return ids, mask
 
 
-def build_model(arch: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
-    """A fresh, deterministic, eval-mode ``Wrapper`` around a tiny random model, plus its inputs.
+INITS = ("noisy", "fresh")
+"""How parameters are set. ``noisy``: transformers' init plus small noise, as a trained model's
+weights (no two tensors equal). ``fresh``: transformers' init untouched, as a user exporting a
+freshly built model gets it: every zero bias and every all-ones norm weight is equal, and the
+dynamo exporter deduplicates equal initializers into one tensor named after whichever parameter
+came first, so one parameter name is read by modules it does not belong to."""
 
-    Every parameter gets small noise so no two initializers are equal: the dynamo exporter
-    deduplicates equal initializers (all-zero biases would collapse into one tensor named after
-    whichever parameter came first), which would blur parameter names as evidence.
-    """
+
+def build_model(arch: str, init: str = "noisy") -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """A deterministic, eval-mode ``Wrapper`` around a tiny random model, plus its inputs (see `INITS`)."""
     _check_arch(arch)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
     torch.manual_seed(0)
     with _quiet():
         inner = _inner_model(arch)
     wrapper = Wrapper(inner, INPUT_NAMES[arch], _OUTPUT_ATTR[arch], _EXTRA_KWARGS.get(arch))
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in wrapper.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.02)
+    if init == "noisy":
+        gen = torch.Generator().manual_seed(2)
+        with torch.no_grad():
+            for p in wrapper.parameters():
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.02)
     wrapper.eval()
     return wrapper, _example_inputs(arch)
 
@@ -279,11 +289,12 @@ def _fingerprint() -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
 
 
-def _case_dir(arch: str, exporter: str, out_dir: Path) -> Path:
-    return Path(out_dir) / f"{arch}-{exporter}-{_fingerprint()}"
+def _case_dir(arch: str, exporter: str, out_dir: Path, init: str = "noisy") -> Path:
+    variant = "" if init == "noisy" else f"-{init}"
+    return Path(out_dir) / f"{arch}-{exporter}{variant}-{_fingerprint()}"
 
 
-def export(arch: str, exporter: str, out_dir: Path) -> Path:
+def export(arch: str, exporter: str, out_dir: Path, init: str = "noisy") -> Path:
     """Plain ``torch.onnx.export`` of ``build_model(arch)`` to ``out_dir/<arch>-<exporter>-<fp>/model.onnx``.
 
     Default opset and defaults otherwise, so the dynamo file comes with ``model.onnx.data``
@@ -294,14 +305,14 @@ def export(arch: str, exporter: str, out_dir: Path) -> Path:
     _check_arch(arch)
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
-    final = _case_dir(arch, exporter, out_dir)
+    final = _case_dir(arch, exporter, out_dir, init)
     path = final / "model.onnx"
     if path.exists():
         return path
     if (arch, exporter) not in SUPPORTED:
         raise ExportError(f"{arch} does not export with the {exporter} exporter (see SUPPORTED)")
     final.parent.mkdir(parents=True, exist_ok=True)
-    wrapper, inputs = build_model(arch)
+    wrapper, inputs = build_model(arch, init)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         try:
@@ -627,9 +638,10 @@ class Case:
     path: Path
     truth: dict[int, str]
     nodes: int
+    init: str = "noisy"
 
 
-def make_case(arch: str, exporter: str, degradation: str, work_dir: Path) -> Case:
+def make_case(arch: str, exporter: str, degradation: str, work_dir: Path, init: str = "noisy") -> Case:
     """Export (cached), degrade (cached as ``<degradation>.onnx`` next to the export), carry truth.
 
     ``none`` returns the export itself (dynamo: with its ``model.onnx.data``). Tools receive the
@@ -639,26 +651,30 @@ def make_case(arch: str, exporter: str, degradation: str, work_dir: Path) -> Cas
         raise ValueError(f"unknown degradation {degradation!r}; expected one of {DEGRADATIONS}")
     if not supported(arch, exporter, degradation):
         raise UnsupportedCase(f"{arch}/{exporter}/{degradation} is not supported")
-    src = export(arch, exporter, work_dir)
+    src = export(arch, exporter, work_dir, init)
     original = onnx.load(src, load_external_data=False)
     truth = truth_of_export(original, exporter, module_paths(arch))
     if degradation == "none":
-        return Case(arch, exporter, degradation, src, truth, len(original.graph.node))
+        return Case(arch, exporter, degradation, src, truth, len(original.graph.node), init)
 
     path = src.parent / f"{degradation}.onnx"
     if path.exists():
         result = onnx.load(path, load_external_data=False)
     else:
         full = onnx.load(src)  # tools need the weights
-        with _quiet():
-            result = _TOOLS[degradation](full, arch)
+        try:
+            with _quiet():
+                result = _TOOLS[degradation](full, arch)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ToolFailed(f"{arch}/{exporter}/{degradation} ({init}): {type(exc).__name__}: {first}") from exc
         _save_atomic(result, path)
     if degradation in ("strip_aux", "strip_all"):
         if len(result.graph.node) != len(original.graph.node):
             raise AssertionError(f"{path}: strip changed the node count")
     else:
         truth = carry_truth(original, truth, result)
-    return Case(arch, exporter, degradation, path, truth, len(result.graph.node))
+    return Case(arch, exporter, degradation, path, truth, len(result.graph.node), init)
 
 
 @dataclass

@@ -46,7 +46,7 @@ def tag_proto(
     base = Path(name).parent if name and Path(name).is_file() else None
     sources = transfer_sources(reference, weights, base)
     with _gc_paused():
-        return _tag_proto(model, name, namespace, sources=sources)
+        return _tag_proto(model, name, namespace, sources=sources, base_dir=base)
 
 
 @contextlib.contextmanager
@@ -61,11 +61,13 @@ def _gc_paused():
             gc.enable()
 
 
-def _tag_checked(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -> tuple[TaggingResult, list[str]]:
+def _tag_checked(
+    model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), base_dir: Path | None = None
+) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual (and what `sources` say)."""
     try:
-        result = tag_model(model, extra=sources)
+        result = tag_model(model, extra=sources, base_dir=base_dir)
     except TaggerError:
         raise  # a refused reference or checkpoint says so itself
     except Exception:
@@ -86,8 +88,9 @@ def _tag_proto(
     output: str | None = None,
     inferred: bool = False,
     sources: Sequence[EvidenceSource] = (),
+    base_dir: Path | None = None,
 ) -> CoverageReport:
-    result, notes = _tag_checked(model, sources)
+    result, notes = _tag_checked(model, sources, base_dir)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
@@ -125,7 +128,13 @@ def retag(
         check_output_path(report_path, force, "report")
     with _gc_paused():
         summary = _tag_proto(
-            proto, source.name, namespace, output=str(destination), inferred=report_path is not None, sources=sources
+            proto,
+            source.name,
+            namespace,
+            output=str(destination),
+            inferred=report_path is not None,
+            sources=sources,
+            base_dir=source.parent,
         )
     # the tags only add to the input's bytes: its size tells whether the output is small
     save_model(proto, source, destination, durable=inplace, locations=locations, size_hint=source.stat().st_size)
@@ -144,7 +153,7 @@ def report(
     proto = load_model(source)
     sources = transfer_sources(reference, weights, source.parent)
     with _gc_paused():
-        result, notes = _tag_checked(proto, sources)
+        result, notes = _tag_checked(proto, sources, source.parent)
         return build_report(result, source.name, notes, inferred=True, given=_flags(sources))
 
 

@@ -171,8 +171,8 @@ def diff(
     model_a, model_b = load_model(path_a), load_model(path_b)
     sources_a = transfer_sources(None, weights, path_a.parent)
     sources_b = transfer_sources(reference, weights, path_b.parent)
-    tags_a = model_tags(model_a, sources_a)
-    tags_b = model_tags(model_b, sources_b)
+    tags_a = model_tags(model_a, sources_a, path_a.parent)
+    tags_b = model_tags(model_b, sources_b, path_b.parent)
     retagged = [str(path) for path, tags in ((path_a, tags_a), (path_b, tags_b)) if tags.retagged]
     return compare(tags_a.nodes, tags_b.nodes, path_a.name, path_b.name, retagged)
 

@@ -133,6 +133,8 @@ class GraphFacts:
 
     containers: set[str] = field(default_factory=set)
     weights: frozenset[str] = frozenset()
+    """Initializers that are weights of no module the file names: unnamed folded or transposed
+    parameters (`val_103`), and names that may stand for several merged parameters."""
     sequences: set[str] = field(default_factory=set)
     ranks: dict[str, int] = field(default_factory=dict)
     """Rank of a tensor where the file records its shape (value_info, graph inputs/outputs)."""
@@ -625,17 +627,28 @@ class _Inference:
         before, after = self._neighbours(certain_labels)
         t = self.t
         result = list(labels)
+        cut = self._tail_cut(after)
         for i, label in enumerate(labels):
             if label >= 0:
                 continue
             bound = self._bound(i, before, after, up, down)
             nxt = int(after[i]) if self.ordered else -1
-            tail = self.ordered and nxt < 0 and bool(self.g.weighted[i])
+            tail = self.ordered and nxt < 0 and i >= cut
             module, certain = self._choose(up[i], down[i], nxt, bound, self._brings_data(i), tail)
             result[i] = module
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
         self.labels[:] = result
+
+    def _tail_cut(self, after) -> int:
+        """The first weighted op after the last tagged node (or the end): from there on, the work
+        of a leaf the file does not name has run, so nothing says the last named module's caller
+        is still running."""
+        weighted = self.g.weighted
+        for i in range(len(weighted)):
+            if after[i] < 0 and weighted[i]:
+                return i
+        return len(weighted)
 
     def _brings_data(self, i: int) -> bool:
         """A non-weighted op reading an unnamed weight-like initializer (a folded parameter or
@@ -665,9 +678,10 @@ class _Inference:
         """Whether `module` may still be running: the next tagged node is inside it, or the node's
         result goes no further than its caller (it is the module's own output). After the last
         tagged node of an ordered graph nothing says the module is still running, so
-        only the second reason counts for a weighted op (`tail`): its weight belongs to a leaf of
-        its own, and an output head whose weight the file does not name (a tied or transposed
-        `lm_head`) runs after the last named module, in another one."""
+        only the second reason counts from the first weighted op on (`tail`): its weight belongs to a
+        leaf of its own, and an output head whose weight the file does not name (a tied or
+        transposed `lm_head`) runs after the last named module, in another one; so does a whole
+        model body whose names a merge left on one module (a fresh export: `merged_parameters`)."""
         t = self.t
         if (nxt < 0 and not tail) or (nxt >= 0 and t.within(nxt, module)):
             return True

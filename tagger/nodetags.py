@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
@@ -48,14 +49,16 @@ class ModelTags:
     index: ModelIndex
 
 
-def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = ()) -> ModelTags:
+def model_tags(
+    model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), base_dir: Path | None = None
+) -> ModelTags:
     """Read the tags of `model`, or decide them in memory if any node has none (with `sources`:
-    evidence from outside the file, `tagger.transfer`)."""
+    evidence from outside the file, `tagger.transfer`; `base_dir`: the directory of its file)."""
     index = build_index(model)
     found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
     if retagged:
-        result = tag_model(model, extra=sources)
+        result = tag_model(model, extra=sources, base_dir=base_dir)
         index = result.index
         found = [(a.module, a.tag, a.source) for a in result.assignments]
     labels: dict[int, str] = {}

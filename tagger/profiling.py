@@ -188,7 +188,7 @@ def profile(
     settings = dim if isinstance(dim, DimSettings) else parse_dim_option(dim)
     source = Path(model)
     proto = load_model(source)
-    tags = model_tags(proto)
+    tags = model_tags(proto, base_dir=source.parent)
     names = _run_names(tags.index)
     feeds = model_feeds(proto, inputs, settings)
     events = _profiled_events(

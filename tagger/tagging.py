@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from pathlib import Path
 
 import onnx
 
@@ -73,12 +74,16 @@ class _Labels:
     bounds: dict[int, Bound] = field(default_factory=dict)
 
 
-def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph, extra: Sequence[EvidenceSource] = ()) -> TaggingResult:
+def tag_model(
+    model: onnx.ModelProto, infer: Infer = infer_graph, extra: Sequence[EvidenceSource] = (), base_dir: Path | None = None
+) -> TaggingResult:
     """Decide a module, display tag and source for every node of `model` (model untouched);
     `infer` places the nodes without evidence (the benchmark passes its baselines here);
-    `extra`: evidence sources from outside the file (`tagger.transfer`)."""
+    `extra`: evidence sources from outside the file (`tagger.transfer`); `base_dir`: the
+    directory of the model's file, where its external data lies (values are read from it only
+    to check a few shared parameters, `tagger.evidence.merged_parameters`)."""
     index = build_index(model)
-    context = build_context(index)
+    context = build_context(index, base_dir)
     decision = collect(index, context, extra)
     count = len(index.nodes)
     for module in set(decision.modules.values()):
@@ -87,7 +92,9 @@ def tag_model(model: onnx.ModelProto, infer: Infer = infer_graph, extra: Sequenc
         modules=list(map(decision.modules.get, range(count))),
         sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
         infer=infer,
-        facts=GraphFacts(context.modules.containers(), _weight_like(index), context.modules.sequences(), *tensor_shapes(model)),
+        facts=GraphFacts(
+            context.modules.containers(), _weight_like(index, context.merged), context.modules.sequences(), *tensor_shapes(model)
+        ),
         callers=_function_callers(index),
     )
     owners = body_modules(index, labels.modules, labels.facts.sequences)
@@ -130,9 +137,16 @@ def _assignments(modules: list[str | None], sources: list[str], formatter: TagFo
     return assignments
 
 
-def _weight_like(index: ModelIndex) -> frozenset[str]:
-    """Unnamed initializers of rank >= 2: folded or transposed parameters (`val_103`)."""
-    return frozenset(name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None)
+def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
+    """Weights of no module the file names: unnamed initializers of rank >= 2 (folded or
+    transposed parameters, `val_103`), initializers that may stand for merged parameters, and
+    the `Identity` copies TorchScript's deduplication reads them through."""
+    weights = {name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None}
+    weights.update(merged)
+    for view in index.views:
+        if view.op_type == "Identity" and view.input and view.input[0] in merged:
+            weights.update(view.output)
+    return frozenset(weights)
 
 
 def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:

@@ -17,6 +17,7 @@ import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from tagger.index import ModelIndex
@@ -91,14 +92,19 @@ class Context:
     sources: node and tensor names repeat the same scopes."""
     op_names: frozenset[str] = frozenset()
     """Op types a name segment may be the node name of (`names.op_names`), set by the name source."""
+    base_dir: Path | None = None
+    """The directory of the model's file (its external data), None for a model only in memory."""
     parameters: dict[str, str] = field(default_factory=dict)
     """Module owning each initializer named by a parameter path (`initializers.parameter_owners`),
     set by the initializer source for the name source (shared modules, rule 3 of `names`)."""
+    merged: frozenset[str] = frozenset()
+    """Initializers that may stand for several merged parameters (`merged_parameters`): named,
+    but weights of no module the file names for sure."""
 
 
-def build_context(index: ModelIndex) -> Context:
+def build_context(index: ModelIndex, base_dir: Path | None = None) -> Context:
     """Seed the context from the shim's model-level `hierarchy.modules` map, when present."""
-    context = Context()
+    context = Context(base_dir=base_dir)
     for prop in index.model.metadata_props:
         if prop.key == MODULE_MAP_KEY:
             _read_module_map(prop.value, context)

@@ -26,6 +26,11 @@ A tool that folds the next op into a weighted node names the new bias after the 
 such a node computes two modules' ops, so it belongs to their common caller, the weight's
 module's parent. The new bias alone names that caller too (a quantizer splits the node: the
 weight goes to a `ConvInteger`, the bias to the `Add` after it).
+
+An initializer that may stand for several parameters an exporter merged because they were equal
+(a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
+bias still says that each node reading it is a fused op: such a node reading its own weight
+belongs to that weight's module's caller.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ import re
 from collections import Counter
 
 from tagger.evidence import Context
+from tagger.evidence.merged_parameters import merged_parameters
 from tagger.index import ModelIndex, graphs_within
-from tagger.paths import lca_all
+from tagger.paths import lca_all, parent
 
 SOURCE = "initializer"
 __all__ = ["SOURCE", "module_of_parameter", "parameter_owners", "propose"]
@@ -97,19 +103,37 @@ def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     owners = parameter_owners(index)
-    context.parameters = dict(owners)
     for owner in dict.fromkeys(owners.values()):
         context.modules.add(owner)
-    for name in [name for name in owners if _folded_bias(name, owners)]:
+    readers = _readers(index, owners)
+    merged = merged_parameters(index, readers, context.base_dir)
+    context.merged = frozenset(merged)
+    context.parameters = {name: owner for name, owner in owners.items() if name not in merged}
+    folded = {name for name in owners if _folded_bias(name, owners)}
+    for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
+    for node_id in sorted({node for nodes in readers.values() for node in nodes}):
+        inputs = index.views[node_id].input
+        owned = [owners[name] for name in inputs if name in owners and name not in merged]
+        if owned and not folded.isdisjoint(merged.intersection(inputs)):
+            owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
+        if owned:
+            found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)  # w + w_bias: a tie, their LCA
+    return found
+
+
+def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
+    """The nodes reading each parameter, in index order."""
+    readers: dict[str, list[int]] = {}
     for node_id, node in enumerate(index.views):
         if owners.keys().isdisjoint(node.input):
             continue
-        owned = [owners[name] for name in node.input if name in owners]
-        found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)  # w + w_bias: a tie, their LCA
-    return found
+        for name in dict.fromkeys(node.input):
+            if name in owners:
+                readers.setdefault(name, []).append(node_id)
+    return readers
 
 
 def _folded_bias(name: str, owners: dict[str, str]) -> bool:

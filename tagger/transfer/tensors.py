@@ -24,7 +24,15 @@ import onnx
 
 from tagger.errors import InputError
 
-__all__ = ["FLOAT_DTYPES", "QUANTIZED_DTYPES", "StoredTensor", "as_float", "onnx_initializers", "safetensors_tensors"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "QUANTIZED_DTYPES",
+    "StoredTensor",
+    "as_float",
+    "onnx_initializers",
+    "safetensors_tensors",
+    "stored_tensor",
+]
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 """Widest first: a wider tensor may be compared with a narrower one after a cast down."""
@@ -76,12 +84,14 @@ def onnx_initializers(model: onnx.ModelProto, base_dir: Path | None) -> Iterator
 
     for graph in graphs_within(model.graph):
         for tensor in graph.initializer:
-            stored = _from_proto(tensor, base_dir)
+            stored = stored_tensor(tensor, base_dir)
             if stored is not None:
                 yield stored
 
 
-def _from_proto(tensor: onnx.TensorProto, base_dir: Path | None) -> StoredTensor | None:
+def stored_tensor(tensor: onnx.TensorProto, base_dir: Path | None) -> StoredTensor | None:
+    """The tensor's values to read on demand; None for a type not read here (see `_ONNX_DTYPES`)
+    or external data that cannot be found under `base_dir`."""
     known = _ONNX_DTYPES.get(tensor.data_type)
     if known is None:
         return None
