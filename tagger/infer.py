@@ -196,8 +196,13 @@ class _Tree:
         return result
 
     def within(self, a: int, b: int) -> bool:
-        """`a` is `b` or lies below it."""
-        return self.lca(a, b) == b
+        """`a` is `b` or lies below it (what `lca(a, b) == b` says, by a prefix test: no cache entry)."""
+        if a == b or a < 0:
+            return True
+        if b < 0:
+            return False
+        below = self.paths[b]
+        return not below or self.paths[a].startswith(below + ".")
 
     def depth(self, a: int) -> int:
         path = self.paths[a]
@@ -583,6 +588,7 @@ class _Inference:
         down, _ = self._down(self.evidence)
         before, after = self._neighbours(labels)
         decided: dict[int, tuple[int, int]] = {}
+        self._held: dict[int, dict[int, int]] = {}  # labels do not change in this loop: each value's holders counted once
         for i, label in enumerate(labels):
             if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0):
                 continue
@@ -603,7 +609,7 @@ class _Inference:
             return None
         holders = []
         for j in writers:
-            held = {labels[k] for k in (j, *g.readers[j]) if k != i and labels[k] >= 0 and t.within(labels[k], bound)}
+            held = self._held_by(j, i, bound)
             if not held:
                 return None  # a value from outside the bound that no module inside it is seen to hold
             holders.append(held)
@@ -617,6 +623,43 @@ class _Inference:
         if not any(n >= 0 and t.within(n, deepest) for n in (before, after)):
             return None  # its stretch would hold neither neighbour, so not this position (fact A)
         return deepest
+
+    def _held_by(self, j: int, i: int, bound: int) -> set[int]:
+        """The modules inside `bound` holding node `j`'s value, seen from its reader `i` (which
+        holds nothing yet): the labels of `j` and of its other readers, a set filled in the
+        order they appear (as a comprehension over the nodes would: `max` takes the first of equals)."""
+        t, own = self.t, self.labels[i]
+        entries = []
+        moved = False
+        for m, (count, first, second) in self._holders(j).items():
+            if m == own and first == i:
+                if count == 1:
+                    continue
+                first, moved = second, True
+            if t.within(m, bound):
+                entries.append((first, m))
+        if moved:
+            entries.sort()
+        return {m for _, m in entries}
+
+    def _holders(self, j: int) -> dict[int, list[int]]:
+        """The tagged labels among node `j` and its readers (in node order, each reader once): per
+        label, how many carry it and the first two that do."""
+        counts = self._held.get(j)
+        if counts is None:
+            labels = self.labels
+            counts = self._held[j] = {}
+            for k in (j, *self.g.readers[j]):
+                m = labels[k]
+                if m >= 0:
+                    seen = counts.get(m)
+                    if seen is None:
+                        counts[m] = [1, k, -1]
+                    else:
+                        if seen[0] == 1:
+                            seen[2] = k
+                        seen[0] += 1
+        return counts
 
     def _choices_pass(self, certain_labels: list[int]) -> None:
         """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
