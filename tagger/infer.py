@@ -105,6 +105,7 @@ reshapes and constants.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Sequence
@@ -286,11 +287,17 @@ class _Inference:
         self.bounds = [-1] * len(evidence)
         self.certain = [True] * len(evidence)
         self._combined: set[int] = set()
+        self._flows: dict[str, tuple[list[int], tuple[list, list]]] = {}
+        """The last flows each way, with the labels they were pushed through."""
 
     # ---- flows: the nearest tagged producers / consumers, pushed through untagged nodes only
 
     def _up(self, labels: list[int]) -> tuple[list, list]:
-        """For each node, the labels and the tagged nodes that are its nearest tagged producers."""
+        """For each node, the labels and the tagged nodes that are its nearest tagged producers
+        (computed again only when the labels changed since the last call)."""
+        memo = self._flows.get("up")
+        if memo is not None and memo[0] == labels:
+            return memo[1]
         mods: list = [None] * len(labels)
         origins: list = [None] * len(labels)
         for i, writers in enumerate(self.g.writers):
@@ -305,9 +312,13 @@ class _Inference:
                     m2, o2 = mods[j], origins[j]
                 m, o = _union(m, m2, self.t), _union(o, o2, None)
             mods[i], origins[i] = m, o
+        self._flows["up"] = (list(labels), (mods, origins))
         return mods, origins
 
     def _down(self, labels: list[int]) -> tuple[list, list]:
+        memo = self._flows.get("down")
+        if memo is not None and memo[0] == labels:
+            return memo[1]
         mods: list = [None] * len(labels)
         origins: list = [None] * len(labels)
         readers = self.g.readers
@@ -323,10 +334,12 @@ class _Inference:
                     m2, o2 = mods[k], origins[k]
                 m, o = _union(m, m2, self.t), _union(o, o2, None)
             mods[i], origins[i] = m, o
+        self._flows["down"] = (list(labels), (mods, origins))
         return mods, origins
 
-    def _neighbours(self, labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The nearest tagged label before and after each position (-1: none), with numpy."""
+    def _neighbours(self, labels: list[int]) -> tuple[list[int], list[int]]:
+        """The nearest tagged label before and after each position (-1: none), with numpy; as
+        lists (the passes read them one position at a time: a list's item is cheaper than numpy's)."""
         arr = np.asarray(labels, dtype=np.int64)
         tagged = arr >= 0
         n = len(arr)
@@ -339,7 +352,7 @@ class _Inference:
         nxt = np.minimum.accumulate(nxt[::-1])[::-1]
         after = np.full(n, -1, dtype=np.int64)
         after[:-1] = np.where(nxt[1:] < n, arr[np.minimum(nxt[1:], n - 1)], -1)
-        return before, after
+        return before.tolist(), after.tolist()
 
     def _bound(self, i: int, before, after, up, down) -> int:
         t = self.t
@@ -588,7 +601,7 @@ class _Inference:
         down, _ = self._down(self.evidence)
         before, after = self._neighbours(labels)
         decided: dict[int, tuple[int, int]] = {}
-        self._held: dict[int, dict[int, int]] = {}  # labels do not change in this loop: each value's holders counted once
+        self._held: dict[int, tuple[list[str], list[tuple[int, int, int, int]]]] = {}  # labels stay as they are in this loop
         for i, label in enumerate(labels):
             if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0):
                 continue
@@ -603,7 +616,7 @@ class _Inference:
 
     def _join(self, i: int, bound: int, before: int, after: int) -> int | None:
         """Rule 4a for node `i`: the deepest module inside `bound` that holds every value it reads."""
-        g, t, labels = self.g, self.t, self.labels
+        g, t = self.g, self.t
         writers = [j for j in dict.fromkeys(g.writers[i]) if not g.constant[j]]
         if len(writers) < 2:
             return None
@@ -627,28 +640,36 @@ class _Inference:
     def _held_by(self, j: int, i: int, bound: int) -> set[int]:
         """The modules inside `bound` holding node `j`'s value, seen from its reader `i` (which
         holds nothing yet): the labels of `j` and of its other readers, a set filled in the
-        order they appear (as a comprehension over the nodes would: `max` takes the first of equals)."""
-        t, own = self.t, self.labels[i]
-        entries = []
-        moved = False
-        for m, (count, first, second) in self._holders(j).items():
+        order they appear (as a comprehension over the nodes would: `max` takes the first of equals).
+        Those inside `bound` are `bound` itself and a range of the labels sorted by path."""
+        if bound < 0:
+            return set()
+        paths, entries = self._holders(j)
+        below = self.t.paths[bound]
+        if below:
+            start = bisect.bisect_left(paths, below)
+            inside = entries[start : start + 1] if start < len(paths) and paths[start] == below else []
+            inside += entries[bisect.bisect_left(paths, below + ".") : bisect.bisect_left(paths, below + "/")]
+        else:
+            inside = entries
+        own = self.labels[i]
+        order = []
+        for m, count, first, second in inside:
             if m == own and first == i:
                 if count == 1:
                     continue
-                first, moved = second, True
-            if t.within(m, bound):
-                entries.append((first, m))
-        if moved:
-            entries.sort()
-        return {m for _, m in entries}
+                first = second
+            order.append((first, m))
+        order.sort()
+        return {m for _, m in order}
 
-    def _holders(self, j: int) -> dict[int, list[int]]:
-        """The tagged labels among node `j` and its readers (in node order, each reader once): per
-        label, how many carry it and the first two that do."""
-        counts = self._held.get(j)
-        if counts is None:
+    def _holders(self, j: int) -> tuple[list[str], list[tuple[int, int, int, int]]]:
+        """The tagged labels among node `j` and its readers (each reader once), sorted by path:
+        the paths, and per label how many nodes carry it and the first two that do."""
+        found = self._held.get(j)
+        if found is None:
             labels = self.labels
-            counts = self._held[j] = {}
+            counts: dict[int, list[int]] = {}
             for k in (j, *self.g.readers[j]):
                 m = labels[k]
                 if m >= 0:
@@ -659,7 +680,10 @@ class _Inference:
                         if seen[0] == 1:
                             seen[2] = k
                         seen[0] += 1
-        return counts
+            paths = self.t.paths
+            ranked = sorted(counts, key=paths.__getitem__)
+            found = self._held[j] = ([paths[m] for m in ranked], [(m, *counts[m]) for m in ranked])
+        return found
 
     def _choices_pass(self, certain_labels: list[int]) -> None:
         """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
