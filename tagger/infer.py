@@ -106,8 +106,10 @@ reshapes and constants.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -228,12 +230,14 @@ class _Graph:
         writers: list[tuple[int, ...]] = []
         readers: list[list[int]] = [[] for _ in nodes]
         get = producer.get
+        produced = functools.partial(operator.is_not, None)
         for i, node in enumerate(nodes):
-            found = tuple(j for j in map(get, node.input) if j is not None)
+            found = tuple(filter(produced, map(get, node.input)))
             writers.append(found)
             for j in found:
-                if not readers[j] or readers[j][-1] != i:
-                    readers[j].append(i)
+                read = readers[j]
+                if not read or read[-1] != i:
+                    read.append(i)
             for name in node.output:
                 if name:
                     producer[name] = i
@@ -250,10 +254,12 @@ class _Graph:
         """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
         depend on nothing that runs, so their place in the order means nothing (fact A)."""
         constant: list[bool] = []
-        for i, node in enumerate(nodes):
-            writers = self.writers[i]
-            inputs = [name for name in node.input if name]
-            constant.append(not inputs or (len(writers) == len(inputs) and all(constant[j] for j in writers)))
+        append = constant.append
+        for writers, node in zip(self.writers, nodes, strict=True):
+            if writers:  # every named input made by a constant node
+                append(all(constant[j] for j in writers) and len(writers) == len(node.input) - node.input.count(""))
+            else:
+                append(not any(node.input))
         return constant
 
     def ordered(self) -> bool:

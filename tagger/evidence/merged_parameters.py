@@ -54,7 +54,8 @@ def merged_parameters(index: ModelIndex, readers: dict[str, list[int]], base_dir
 
 def _tensors(index: ModelIndex, names: set[str]) -> dict[str, onnx.TensorProto]:
     found: dict[str, onnx.TensorProto] = {}
-    for graph in graphs_within(index.model.graph):
+    bodies = any(scope.kind == "subgraph" for scope in index.graphs)  # else no walk over every node for them
+    for graph in graphs_within(index.model.graph) if bodies else (index.model.graph,):
         for tensor in graph.initializer:
             if tensor.name in names:
                 found.setdefault(tensor.name, tensor)
