@@ -365,14 +365,18 @@ class _Inference:
         if not self.ordered:
             flows = [m for f in (up[i], down[i]) if f for m in f]
             return t.lca_all(flows) if flows else t.root
-        b, a = int(before[i]), int(after[i])
+        b, a = before[i], after[i]
         bound = t.lca(b, a) if b >= 0 and a >= 0 else t.root
-        if bound == t.root or (not up[i] and not down[i]):
+        produced, consumed = up[i], down[i]
+        if bound == t.root or (not produced and not consumed):
             return bound
-        flows = [m for f in (up[i], down[i]) if f for m in f]
-        if not any(t.within(m, bound) for m in flows):
-            return t.lca(bound, t.lca_all(flows))  # a tool moved the node: nothing it touches is here
-        return bound
+        within = t.within
+        for flow in (produced, consumed):
+            for m in flow or ():
+                if within(m, bound):
+                    return bound
+        flows = [m for f in (produced, consumed) if f for m in f]
+        return t.lca(bound, t.lca_all(flows))  # a tool moved the node: nothing it touches is here
 
     # ---- the rules
 
@@ -438,6 +442,8 @@ class _Inference:
         """Rule 3 (fact C): the node's own inputs come from different modules inside the bound
         (not a chain after such a node: that may already be one of them, or their caller)."""
         t, labels, g = self.t, self.labels, self.g
+        if len(g.writers[i]) < 2:
+            return None  # one side at most
         sides = set()
         for j in g.writers[i]:
             flow = (labels[j],) if labels[j] >= 0 else self._flow_up[j]
@@ -551,11 +557,12 @@ class _Inference:
             wrapped = self._gemm_wrap(i)
             if wrapped is not None:
                 return wrapped
-        direct = {labels[k] for k in g.readers[i]}
-        if g.weighted[i] and len(direct) == 1:  # a MatMul on an unnamed weight, straight into a leaf's use
-            leaf = self._single_leaf(direct)
-            if leaf is not None and self.evidence[g.readers[i][0]] >= 0:
-                return leaf
+        if g.weighted[i]:
+            direct = {labels[k] for k in g.readers[i]}
+            if len(direct) == 1:  # a MatMul on an unnamed weight, straight into a leaf's use
+                leaf = self._single_leaf(direct)
+                if leaf is not None and self.evidence[g.readers[i][0]] >= 0:
+                    return leaf
         consumer_leaf = self._single_leaf(consumed)
         if consumer_leaf is not None and produced is not None and consumer_leaf in produced:
             return consumer_leaf  # between two uses of one leaf
@@ -612,7 +619,7 @@ class _Inference:
             if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0):
                 continue
             bound = label if label >= 0 else self._bound(i, before, after, up, down)  # rule 3's module, refined
-            join = self._join(i, bound, int(before[i]), int(after[i]))
+            join = self._join(i, bound, before[i], after[i])
             if join is not None:
                 decided[i] = (join, bound)
         for i, (module, bound) in decided.items():
@@ -705,7 +712,7 @@ class _Inference:
             if label >= 0:
                 continue
             bound = self._bound(i, before, after, up, down)
-            nxt = int(after[i]) if self.ordered else -1
+            nxt = after[i] if self.ordered else -1
             tail = self.ordered and nxt < 0 and i >= cut
             module, certain = self._choose(up[i], down[i], nxt, bound, self._brings_data(i), tail)
             result[i] = module
