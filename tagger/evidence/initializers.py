@@ -127,8 +127,9 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
 def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
     """The nodes reading each parameter, in index order."""
     readers: dict[str, list[int]] = {}
+    disjoint = owners.keys().isdisjoint  # one view for every node
     for node_id, node in enumerate(index.views):
-        if owners.keys().isdisjoint(node.input):
+        if disjoint(node.input):
             continue
         for name in dict.fromkeys(node.input):
             if name in owners:

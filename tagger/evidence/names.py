@@ -61,7 +61,10 @@ def op_names(index: ModelIndex) -> frozenset[str]:
     return _standard_op_types() | {view.op_type for view in index.views}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _is_op_name(segment: str, ops: frozenset[str]) -> bool:
+    """Cached: a model's scopes repeat the same segments (`encoder`, `attention`) in every layer
+    (a frozenset keeps its hash, so the key costs the segment's)."""
     return segment in ops or _OP_NAME_SUFFIX.sub("", segment, count=1) in ops
 
 
@@ -133,10 +136,12 @@ def _read_shared_modules(
     if not parameters:
         return
     read: dict[str, set[str]] = {}
+    views, disjoint = index.views, parameters.keys().isdisjoint
     for node_id, scope in named:
-        owners = [parameters[name] for name in index.views[node_id].input if name in parameters]
-        if owners and scope.startswith("/") and segments_of[scope]:
-            read.setdefault(scope, set()).update(owners)
+        inputs = views[node_id].input
+        if disjoint(inputs) or not scope.startswith("/") or not segments_of[scope]:
+            continue
+        read.setdefault(scope, set()).update(parameters[name] for name in inputs if name in parameters)
     for scope, owners in read.items():
         context.modules.read_shared(segments_of[scope], owners)
 
