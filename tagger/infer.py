@@ -409,10 +409,12 @@ class _Inference:
         down, down_origins = self._down(self.evidence)
         before, after = self._neighbours(labels)
         decided: dict[int, int] = {}
+        writers, root = self.g.writers, self.t.root
         for i, label in enumerate(labels):
             if label >= 0 or (before[i] < 0 and after[i] < 0):
                 continue
-            bound = self._bound(i, before, after, up, down)
+            # only rule 3 reads the bound, and only for a node with two producers or more
+            bound = self._bound(i, before, after, up, down) if len(writers[i]) > 1 else root
             choice = self._fact(i, bound, up[i], up_origins[i], down[i], down_origins[i])
             if choice is not None and choice >= 0:
                 decided[i] = choice
@@ -615,9 +617,10 @@ class _Inference:
         before, after = self._neighbours(labels)
         decided: dict[int, tuple[int, int]] = {}
         self._held: dict[int, tuple[list[str], list[tuple[int, int, int, int]]]] = {}  # labels stay as they are in this loop
+        writers = self.g.writers
         for i, label in enumerate(labels):
-            if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0):
-                continue
+            if (label >= 0 and i not in self._combined) or (before[i] < 0 and after[i] < 0) or len(writers[i]) < 2:
+                continue  # a join reads two values or more
             bound = label if label >= 0 else self._bound(i, before, after, up, down)  # rule 3's module, refined
             join = self._join(i, bound, before[i], after[i])
             if join is not None:
