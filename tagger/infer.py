@@ -279,7 +279,8 @@ def infer_graph(nodes: Sequence[NodeView], labels: list[str | None], facts: Grap
         return Inferred(list(labels), [None] * count, [True] * count)
     tree = _Tree(facts.containers, facts.sequences)
     graph = _Graph(nodes, facts)
-    known = [tree.id(label) if label is not None else -1 for label in labels]
+    ids = {label: tree.id(label) for label in dict.fromkeys(labels) if label is not None}  # numbered in order of appearance
+    known = list(map(ids.get, labels, itertools.repeat(-1)))
     return _Inference(graph, tree, known).run()
 
 

@@ -123,18 +123,13 @@ def tag_model(
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
     """One shared `Assignment` per distinct (module, source): a model has far fewer of those
     than nodes, and the writer and the report handle each distinct one once."""
+    keys = list(zip(modules, sources, strict=True))
     shared: dict[tuple[str | None, str], Assignment] = {}
-    known = shared.get
-    assignments = []
-    append = assignments.append
-    for key in zip(modules, sources, strict=True):
-        assignment = known(key)
-        if assignment is None:
-            module, source = key
-            final = module if module is not None else ""
-            assignment = shared[key] = Assignment(final, formatter(final), source)
-        append(assignment)
-    return assignments
+    for key in dict.fromkeys(keys):  # in order of appearance
+        module, source = key
+        final = module if module is not None else ""
+        shared[key] = Assignment(final, formatter(final), source)
+    return list(map(shared.__getitem__, keys))
 
 
 def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
@@ -167,6 +162,7 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
     modules, sources, facts = labels.modules, labels.sources, labels.facts
     known = [modules[i] for i in ids]
     inferred = labels.infer([index.views[i] for i in ids], known, facts)
+    bounds: dict[tuple[str, bool], Bound] = {}  # one immutable record per distinct bound (a model has few)
     for k, (node_id, before, after) in enumerate(zip(ids, known, inferred.modules, strict=False)):
         if before is None and after is not None:
             while after in facts.sequences:
@@ -175,7 +171,11 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
             bound = inferred.bounds[k]
             while bound in facts.sequences:
                 bound = parent(bound)
-            labels.bounds[node_id] = Bound(bound if bound is not None else after, inferred.certain[k])
+            key = (bound if bound is not None else after, inferred.certain[k])
+            record = bounds.get(key)
+            if record is None:
+                record = bounds[key] = Bound(*key)
+            labels.bounds[node_id] = record
     structural = _structural_module(scope, modules, labels.callers)
     if structural is None:
         return
