@@ -235,11 +235,14 @@ class ModuleSet:
         base = parts
         if previous and segment.startswith(previous + "."):
             base = parts[: len(parts) - len(previous.split("."))]
-        candidates = [parts + plain, base + plain, parts + stripped, base + stripped]
+        # every reading extends `base`; a known path's ancestors of up to MAX_DEPTH parts are known
+        # (`add`): below an unknown `base` nothing is known, so only the observed reading is left
+        maybe_known = not base or len(base) > MAX_DEPTH or ".".join(base) in self._known
+        candidates = [parts + plain, base + plain, parts + stripped, base + stripped] if maybe_known else []
         for candidate in candidates:
             if ".".join(candidate) in self._known:
                 return candidate
-        if torchscript:
+        if torchscript and maybe_known:
             below = self._known_below(".".join(parts), segment, stripped)
             if below is not None:
                 return below
