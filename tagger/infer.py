@@ -296,6 +296,8 @@ class _Inference:
         self._combined: set[int] = set()
         self._flows: dict[str, tuple[list[int], tuple[list, list]]] = {}
         """The last flows each way, with the labels they were pushed through."""
+        self._last_facts: tuple | None = None
+        """What the last pass of rules 1-3 read: the labels, producer flows and neighbours."""
 
     # ---- flows: the nearest tagged producers / consumers, pushed through untagged nodes only
 
@@ -411,18 +413,44 @@ class _Inference:
         before, after = self._neighbours(labels)
         decided: dict[int, int] = {}
         writers, root = self.g.writers, self.t.root
-        for i, label in enumerate(labels):
-            if label >= 0 or (before[i] < 0 and after[i] < 0):
+        for i in self._open_to_facts(labels, up, up_origins, before, after):
+            if labels[i] >= 0 or (before[i] < 0 and after[i] < 0):
                 continue
             # only rule 3 reads the bound, and only for a node with two producers or more
             bound = self._bound(i, before, after, up, down) if len(writers[i]) > 1 else root
             choice = self._fact(i, bound, up[i], up_origins[i], down[i], down_origins[i])
             if choice is not None and choice >= 0:
                 decided[i] = choice
+        self._last_facts = (list(labels), up, up_origins, before, after)
         for i, module in decided.items():
             labels[i] = module
             self.bounds[i] = module
         return bool(decided)
+
+    def _open_to_facts(self, labels: list[int], up: list, origins: list, before: list[int], after: list[int]) -> Sequence[int]:
+        """The positions rules 1-3 are tried on: all of them in the first pass; after it, those
+        whose inputs changed since the last pass. Rules 1-3 read a node's neighbours in the order,
+        its producer flows, its readers' labels and its producers' labels and flows (consumer
+        flows come from the evidence, which stays): a node the last pass left open with the same
+        inputs stays open."""
+        last = self._last_facts
+        if last is None:
+            return range(len(labels))
+        old_labels, old_up, old_origins, old_before, old_after = last
+        relabelled = np.flatnonzero(np.asarray(old_labels) != np.asarray(labels)).tolist()
+        moved = np.flatnonzero((np.asarray(old_before) != np.asarray(before)) | (np.asarray(old_after) != np.asarray(after)))
+        count = len(labels)
+        flows = np.fromiter(map(operator.ne, old_up, up), bool, count)
+        flows |= np.fromiter(map(operator.ne, old_origins, origins), bool, count)
+        reflowed = np.flatnonzero(flows).tolist()
+        g = self.g
+        open_nodes = set(moved.tolist())
+        open_nodes.update(reflowed)
+        for j in relabelled:
+            open_nodes.update(g.writers[j])  # a reader's label changed
+        for j in (*relabelled, *reflowed):
+            open_nodes.update(g.readers[j])  # a producer's label or flow changed
+        return sorted(open_nodes)
 
     def _fact(self, i, bound, produced, produced_from, consumed, consumed_by) -> int | None:
         t, g, labels = self.t, self.g, self.labels
