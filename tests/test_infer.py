@@ -384,3 +384,24 @@ def test_an_output_head_on_an_unnamed_weight_after_the_last_named_module_is_not_
         shapes={"target": [8, 4]},
     )
     assert _modules(view)[2] == "model"
+
+
+def test_a_node_made_of_graph_inputs_alone_sitting_in_one_block_but_used_by_two_is_not_that_blocks():
+    """A mask built from a graph input depends on nothing of the stretch it sits in: a tool may
+    have moved it there (onnxruntime's optimizer moves GPT-2's into the first block). Used by the
+    first block and the second, it is certainly in neither alone."""
+    model = _model(
+        [
+            ("Add", ["x", "blk.0.a.bias"], ["h0"], None),
+            ("Neg", ["x"], ["mask"], None),
+            ("Mul", ["mask", "blk.0.b.bias"], ["h1"], None),
+            ("Add", ["h0", "h1"], ["h2"], None),
+            ("Add", ["h2", "blk.1.a.bias"], ["h3"], None),
+            ("Mul", ["mask", "blk.1.b.bias"], ["m1"], None),
+            ("Add", ["h3", "m1"], ["y"], None),
+        ],
+        params=["blk.0.a.bias", "blk.0.b.bias", "blk.1.a.bias", "blk.1.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.bounds[1].bound in ("", "blk")
+    assert not result.assignments[1].module.startswith("blk.0")
