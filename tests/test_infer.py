@@ -405,3 +405,20 @@ def test_a_node_made_of_graph_inputs_alone_sitting_in_one_block_but_used_by_two_
     result = tag_model(model)
     assert result.bounds[1].bound in ("", "blk")
     assert not result.assignments[1].module.startswith("blk.0")
+
+
+def test_a_matmul_feeding_a_fused_residual_norm_is_not_that_norms():
+    """onnxruntime fuses the residual Add and the next norm into one node reading the norm's weight;
+    the projection before it (an o_proj on an unnamed weight) is not the norm's, as it is a bias
+    Add's: the fused node also reads a value computed elsewhere (the residual)."""
+    model = _model(
+        [
+            ("Add", ["x", "blk.a.bias"], ["r"], None),
+            ("Mul", ["r", "blk.b.weight"], ["n"], None),
+            ("MatMul", ["n", "val_0"], ["mm"], None),
+            ("Sum", ["mm", "r", "blk.norm.weight"], ["y"], None),
+        ],
+        params=["blk.a.bias", "blk.b.weight", "blk.norm.weight"],
+        anonymous=["val_0"],
+    )
+    assert _modules(model)[2] != "blk.norm"
