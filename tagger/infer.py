@@ -35,6 +35,8 @@ placed in neither unless fact B puts it there; its bound is what is certain.
 Rules (the first that decides wins):
   1. (A) A constant, or a computation on constants: where its users meet (their LCA); one
      built for a single leaf (ids for an embedding) is made by the leaf's caller.
+  1b. (A) A QuantizeLinear -> DequantizeLinear pair writing a graph output is its producer's: the
+     QDQ format pairs stand for the tensor they quantize and serve the op that wrote it.
   2. (B) Inside one leaf: between two of its uses; a weighted op on an unnamed weight feeding
      its parameter use when that use reads nothing else computed (a bias Add, not a fused
      residual norm); a fork converging into it; a Reshape/Flatten pair wrapping a 2-D `Gemm`
@@ -417,6 +419,9 @@ class _Inference:
             if users and -1 not in users:
                 return self._home(i, t.lca_all(users))
             return None
+        output_pair = self._output_qdq(i)  # rule 1b
+        if output_pair is not None:
+            return output_pair
         leaf = self._inside_leaf(i, produced, produced_from, consumed, consumed_by)  # rule 2
         if leaf is not None:
             return leaf
@@ -426,6 +431,27 @@ class _Inference:
         if combined is not None:
             self._combined.add(i)
         return combined
+
+    def _output_qdq(self, i: int) -> int | None:
+        """Rule 1b: a QuantizeLinear -> DequantizeLinear pair whose result no node reads (a graph
+        output) is its producer's. In the QDQ format a pair stands for the tensor it quantizes,
+        and onnxruntime groups each Q/DQ with the op it serves (a DQ with the op reading it, a Q
+        with the op that wrote its input); a DQ writing a graph output serves no op but the one
+        whose output it carries (a quantizer gives it that output's name)."""
+        g, labels = self.g, self.labels
+        if g.op[i] == "DequantizeLinear":
+            dq, quantizers = i, g.writers[i]
+            if len(quantizers) != 1 or g.op[quantizers[0]] != "QuantizeLinear":
+                return None
+            q = quantizers[0]
+        elif g.op[i] == "QuantizeLinear" and len(g.readers[i]) == 1 and g.op[g.readers[i][0]] == "DequantizeLinear":
+            q, dq = i, g.readers[i][0]
+        else:
+            return None
+        if g.readers[dq] or g.readers[q] != [dq] or len(g.writers[q]) != 1:
+            return None
+        producer = labels[g.writers[q][0]]
+        return producer if producer >= 0 else None
 
     def _combining(self, i: int, bound: int) -> int | None:
         """Rule 3 (fact C): the node's own inputs come from different modules inside the bound

@@ -422,3 +422,22 @@ def test_a_matmul_feeding_a_fused_residual_norm_is_not_that_norms():
         anonymous=["val_0"],
     )
     assert _modules(model)[2] != "blk.norm"
+
+
+def test_a_quantize_dequantize_pair_writing_a_graph_output_is_its_producers():
+    """A static QDQ quantizer puts Q -> DQ on the model's output and gives the DQ that output's
+    name: the pair stands for the tensor it quantizes, the producer's."""
+    scale = numpy_helper.from_array(np.float32(0.1), "y_scale")
+    zero = numpy_helper.from_array(np.uint8(128), "y_zero_point")
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "enc.b.bias"], ["b"], None),
+            ("QuantizeLinear", ["b", "y_scale", "y_zero_point"], ["q"], None),
+            ("DequantizeLinear", ["q", "y_scale", "y_zero_point"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias"],
+    )
+    model.graph.initializer.extend([scale, zero])
+    assert _modules(model)[3:] == ["enc.b", "enc.b"]

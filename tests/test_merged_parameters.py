@@ -123,3 +123,9 @@ def test_values_in_external_data_are_read_from_the_models_directory(tmp_path, va
     assert loaded.graph.initializer[2].data_location == TensorProto.EXTERNAL
     assert (_decided(loaded, tmp_path)[0] == ("layers.0.q", "initializer")) is named
     assert _decided(loaded, None)[0][1] != "initializer"  # values unknown: may be merged
+
+
+def test_a_single_value_read_twice_keeps_its_name():
+    """A quantizer reuses a weight's scale (a scalar) for the tensor it quantizes with it."""
+    decided = _decided(_two_readers(np.zeros(1)))
+    assert decided[0] == ("layers.0.q", "initializer") and decided[2] == ("layers.0.q", "initializer")

@@ -18,7 +18,8 @@ both were filled with one constant (zeros, ones); random initialisation and trai
 them equal. So an initializer read by more than one node whose values are all equal, or cannot
 be read (external data without its directory), may be merged and names none of its readers;
 one whose values differ is case 1 or 2 and keeps its name. A constant read once is one
-parameter's (a merge leaves at least two readers).
+parameter's (a merge leaves at least two readers), and so is a single value (a quantizer's
+scale or zero point, which it reuses for the tensors it quantizes with the weight).
 
 Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
 equal without being constant; merged, they read as one module called several times (case 1).
@@ -77,12 +78,16 @@ def _varies(tensor: onnx.TensorProto | None, base_dir: Path | None) -> bool:
 
 
 def _not_constant(chunks: Iterable[np.ndarray]) -> bool:
+    """Whether the values are not all equal; a single value is never called constant (a scalar
+    such as a quantizer's scale, reused by the nodes it serves, says nothing of a merge)."""
     first = None
+    seen = 0
     for chunk in chunks:
+        seen += chunk.size
         if chunk.size == 0:
             continue
         if first is None:
             first = chunk.flat[0]
         if (chunk != first).any():
             return True
-    return False
+    return seen <= 1
