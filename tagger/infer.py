@@ -85,6 +85,10 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
   - rule 2's weighted op only into a use that reads nothing else computed: LLaMA dynamo after
     onnxruntime's optimizer (o_proj and down_proj feed a fused SkipSimplifiedLayerNormalization
     that also reads the residual) wrong 3.7% -> 0, best 94.4 -> 98.1; no other row moves;
+  - rule 2's flatten read by several Linears' Gemms (their caller) and no diamond into a matrix
+    product's input: a fresh Qwen2 after onnxslim (which drops the multiplication by the
+    all-ones norm weight and merges the q/k/v flattens) with --weights wrong 26.7% -> 5.0%;
+    no bench.accuracy (either init), bench.pipelines or bench.transfer row moves;
   - the widening for nodes made of graph inputs alone: GPT-2 dynamo after onnxruntime's
     optimizer (which moves the mask chain into the first block) wrong 14.3% -> 8.2%, exact
     83.7 -> 89.8; costs one node (the additive mask the exporter computes in the first attention
@@ -489,6 +493,8 @@ class _Inference:
         g, t, labels = self.g, self.t, self.labels
         members = set(own)
         region = self._converging(members, start)
+        if any(g.op[k] in _WEIGHTED_OPS for k in members if not region.isdisjoint(g.writers[k])):
+            return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
         entries = {w for r in region for w in g.writers[r]}
         forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in region or k in members) >= 2]
         if not forks:
@@ -590,8 +596,13 @@ class _Inference:
         a flatten before and a restore after) is the Gemm's leaf. A flatten with no restore after
         the Gemm is the caller's (a `Flatten` module before a classifier). A tool may merge the
         restore with the caller's next reshape; the merged node computes the caller's value (a
-        split into heads: a higher rank than was flattened), so it is the caller's."""
+        split into heads: a higher rank than was flattened), so it is the caller's. One flatten
+        read by the Gemms of several Linears (onnxslim merges the equal flattens of q, k and v)
+        flattens for each of them: their common caller's."""
         g, evidence, t = self.g, self.evidence, self.t
+        gemms = {evidence[k] for k in g.readers[i] if g.op[k] == "Gemm" and evidence[k] >= 0}
+        if len(gemms) > 1:
+            return t.lca_all(gemms)  # one flatten for several Linears (a tool merged their equal ones)
         for k in g.readers[i]:
             if g.op[k] == "Gemm" and evidence[k] >= 0 and self._single_leaf({evidence[k]}) is not None:
                 restored = any(g.op[r] in _RESHAPES for r in g.readers[k])

@@ -27,15 +27,13 @@ equal without being constant; merged, they read as one module called several tim
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.numpy_helper
 
 from tagger.index import ModelIndex, graphs_within
-from tagger.transfer.tensors import stored_tensor
+from tagger.transfer.tensors import holds_one_value, stored_tensor
 
 __all__ = ["merged_parameters"]
 
@@ -63,31 +61,15 @@ def _tensors(index: ModelIndex, names: set[str]) -> dict[str, onnx.TensorProto]:
 
 
 def _varies(tensor: onnx.TensorProto | None, base_dir: Path | None) -> bool:
-    """Whether the tensor's values are known and not all equal."""
+    """Whether the tensor's values are known and not one value repeated."""
     if tensor is None:
         return False
     stored = stored_tensor(tensor, base_dir)
     if stored is not None:
-        return _not_constant(stored.chunks(_CHUNK))
+        return not holds_one_value(stored.chunks(_CHUNK))
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return False
     try:
-        return _not_constant([onnx.numpy_helper.to_array(tensor).reshape(-1)])  # an inline integer or bool tensor
+        return not holds_one_value([onnx.numpy_helper.to_array(tensor).reshape(-1)])  # an inline integer or bool tensor
     except (ValueError, TypeError):
         return False
-
-
-def _not_constant(chunks: Iterable[np.ndarray]) -> bool:
-    """Whether the values are not all equal; a single value is never called constant (a scalar
-    such as a quantizer's scale, reused by the nodes it serves, says nothing of a merge)."""
-    first = None
-    seen = 0
-    for chunk in chunks:
-        seen += chunk.size
-        if chunk.size == 0:
-            continue
-        if first is None:
-            first = chunk.flat[0]
-        if (chunk != first).any():
-            return True
-    return seen <= 1
