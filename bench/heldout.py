@@ -154,7 +154,8 @@ FAMILIES: dict[str, HeldOut] = {
         HeldOut("whisper-encoder", lambda: _tf().WhisperModel(_tf().WhisperConfig(
             d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
             decoder_attention_heads=HEADS, encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN,
-            vocab_size=VOCAB, num_mel_bins=16, max_source_positions=16, max_target_positions=16)).get_encoder(),
+            vocab_size=VOCAB, num_mel_bins=16, max_source_positions=16, max_target_positions=16, pad_token_id=1,
+            bos_token_id=0, eos_token_id=2, decoder_start_token_id=0)).get_encoder(),
             ("input_features",), "last_hidden_state", "bert", "audio: Conv1d stem, fixed sinusoidal positions"),
         HeldOut("torch-encoder", _torch_encoder, ("src",), None, "bert",
             "plain nn.TransformerEncoder: nn.MultiheadAttention's fused in_proj, no transformers code"),
