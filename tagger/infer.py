@@ -35,6 +35,8 @@ placed in neither unless fact B puts it there; its bound is what is certain.
 Rules (the first that decides wins):
   1. (A) A constant, or a computation on constants: where its users meet (their LCA); one
      built for a single leaf (ids for an embedding) is made by the leaf's caller.
+  1b. (A) A QuantizeLinear -> DequantizeLinear pair writing a graph output is its producer's: the
+     QDQ format pairs stand for the tensor they quantize and serve the op that wrote it.
   2. (B) Inside one leaf: between two of its uses; a weighted op on an unnamed weight feeding
      its parameter use when that use reads nothing else computed (a bias Add, not a fused
      residual norm); a fork converging into it; a Reshape/Flatten pair wrapping a 2-D `Gemm`
@@ -83,6 +85,10 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
   - rule 2's weighted op only into a use that reads nothing else computed: LLaMA dynamo after
     onnxruntime's optimizer (o_proj and down_proj feed a fused SkipSimplifiedLayerNormalization
     that also reads the residual) wrong 3.7% -> 0, best 94.4 -> 98.1; no other row moves;
+  - rule 2's flatten read by several Linears' Gemms (their caller) and no diamond into a matrix
+    product's input: a fresh Qwen2 after onnxslim (which drops the multiplication by the
+    all-ones norm weight and merges the q/k/v flattens) with --weights wrong 26.7% -> 5.0%;
+    no bench.accuracy (either init), bench.pipelines or bench.transfer row moves;
   - the widening for nodes made of graph inputs alone: GPT-2 dynamo after onnxruntime's
     optimizer (which moves the mask chain into the first block) wrong 14.3% -> 8.2%, exact
     83.7 -> 89.8; costs one node (the additive mask the exporter computes in the first attention
@@ -417,6 +423,9 @@ class _Inference:
             if users and -1 not in users:
                 return self._home(i, t.lca_all(users))
             return None
+        output_pair = self._output_qdq(i)  # rule 1b
+        if output_pair is not None:
+            return output_pair
         leaf = self._inside_leaf(i, produced, produced_from, consumed, consumed_by)  # rule 2
         if leaf is not None:
             return leaf
@@ -426,6 +435,27 @@ class _Inference:
         if combined is not None:
             self._combined.add(i)
         return combined
+
+    def _output_qdq(self, i: int) -> int | None:
+        """Rule 1b: a QuantizeLinear -> DequantizeLinear pair whose result no node reads (a graph
+        output) is its producer's. In the QDQ format a pair stands for the tensor it quantizes,
+        and onnxruntime groups each Q/DQ with the op it serves (a DQ with the op reading it, a Q
+        with the op that wrote its input); a DQ writing a graph output serves no op but the one
+        whose output it carries (a quantizer gives it that output's name)."""
+        g, labels = self.g, self.labels
+        if g.op[i] == "DequantizeLinear":
+            dq, quantizers = i, g.writers[i]
+            if len(quantizers) != 1 or g.op[quantizers[0]] != "QuantizeLinear":
+                return None
+            q = quantizers[0]
+        elif g.op[i] == "QuantizeLinear" and len(g.readers[i]) == 1 and g.op[g.readers[i][0]] == "DequantizeLinear":
+            q, dq = i, g.readers[i][0]
+        else:
+            return None
+        if g.readers[dq] or g.readers[q] != [dq] or len(g.writers[q]) != 1:
+            return None
+        producer = labels[g.writers[q][0]]
+        return producer if producer >= 0 else None
 
     def _combining(self, i: int, bound: int) -> int | None:
         """Rule 3 (fact C): the node's own inputs come from different modules inside the bound
@@ -463,6 +493,8 @@ class _Inference:
         g, t, labels = self.g, self.t, self.labels
         members = set(own)
         region = self._converging(members, start)
+        if any(g.op[k] in _WEIGHTED_OPS for k in members if not region.isdisjoint(g.writers[k])):
+            return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
         entries = {w for r in region for w in g.writers[r]}
         forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in region or k in members) >= 2]
         if not forks:
@@ -564,8 +596,13 @@ class _Inference:
         a flatten before and a restore after) is the Gemm's leaf. A flatten with no restore after
         the Gemm is the caller's (a `Flatten` module before a classifier). A tool may merge the
         restore with the caller's next reshape; the merged node computes the caller's value (a
-        split into heads: a higher rank than was flattened), so it is the caller's."""
+        split into heads: a higher rank than was flattened), so it is the caller's. One flatten
+        read by the Gemms of several Linears (onnxslim merges the equal flattens of q, k and v)
+        flattens for each of them: their common caller's."""
         g, evidence, t = self.g, self.evidence, self.t
+        gemms = {evidence[k] for k in g.readers[i] if g.op[k] == "Gemm" and evidence[k] >= 0}
+        if len(gemms) > 1:
+            return t.lca_all(gemms)  # one flatten for several Linears (a tool merged their equal ones)
         for k in g.readers[i]:
             if g.op[k] == "Gemm" and evidence[k] >= 0 and self._single_leaf({evidence[k]}) is not None:
                 restored = any(g.op[r] in _RESHAPES for r in g.readers[k])

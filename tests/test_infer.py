@@ -422,3 +422,59 @@ def test_a_matmul_feeding_a_fused_residual_norm_is_not_that_norms():
         anonymous=["val_0"],
     )
     assert _modules(model)[2] != "blk.norm"
+
+
+def test_a_quantize_dequantize_pair_writing_a_graph_output_is_its_producers():
+    """A static QDQ quantizer puts Q -> DQ on the model's output and gives the DQ that output's
+    name: the pair stands for the tensor it quantizes, the producer's."""
+    scale = numpy_helper.from_array(np.float32(0.1), "y_scale")
+    zero = numpy_helper.from_array(np.uint8(128), "y_zero_point")
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "enc.b.bias"], ["b"], None),
+            ("QuantizeLinear", ["b", "y_scale", "y_zero_point"], ["q"], None),
+            ("DequantizeLinear", ["q", "y_scale", "y_zero_point"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias"],
+    )
+    model.graph.initializer.extend([scale, zero])
+    assert _modules(model)[3:] == ["enc.b", "enc.b"]
+
+
+def test_one_flatten_read_by_the_gemms_of_several_linears_is_their_callers():
+    """onnxslim merges the equal flattens before q, k and v into one node: it flattens for each."""
+    nodes = [
+        ("Add", ["x", "attn.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "attn.q.bias"], ["gq"], None),
+        ("Gemm", ["f", "val_2", "attn.k.bias"], ["gk"], None),
+        ("Reshape", ["gq", "restore"], ["rq"], None),
+        ("Reshape", ["gk", "restore"], ["rk"], None),
+        ("Add", ["rq", "rk"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    params = ["attn.norm.bias", "attn.q.bias", "attn.k.bias"]
+    model = _model(nodes, params, ["val_1", "val_2"], {"flat": [-1, 4], "restore": [1, 8, 4]}, info)
+    assert _modules(model)[1] == "attn"
+
+
+def test_a_norm_whose_weight_a_tool_removed_is_not_put_in_the_linear_after_it():
+    """onnxslim removes a multiplication by an all-ones weight (a fresh RMSNorm's): the norm's
+    diamond then flows straight into the next Linear's MatMul, which runs no reduction itself."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["e", "x"], ["h"], None),
+        ("Pow", ["h", "two"], ["p"], None),
+        ("ReduceMean", ["p"], ["m"], {"axes": [-1]}),
+        ("Add", ["m", "two"], ["v"], None),
+        ("Sqrt", ["v"], ["s"], None),
+        ("Reciprocal", ["s"], ["r"], None),
+        ("Mul", ["h", "r"], ["n"], None),
+        ("MatMul", ["n", "head.weight"], ["y"], None),
+    ]
+    model = _model(nodes, params=["embed.bias"])
+    weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "head.weight")
+    model.graph.initializer.append(weight)
+    assert "head" not in _modules(model)[2:8]

@@ -123,3 +123,32 @@ def test_values_in_external_data_are_read_from_the_models_directory(tmp_path, va
     assert loaded.graph.initializer[2].data_location == TensorProto.EXTERNAL
     assert (_decided(loaded, tmp_path)[0] == ("layers.0.q", "initializer")) is named
     assert _decided(loaded, None)[0][1] != "initializer"  # values unknown: may be merged
+
+
+def test_a_single_value_read_twice_keeps_its_name():
+    """A quantizer reuses a weight's scale (a scalar) for the tensor it quantizes with it."""
+    decided = _decided(_two_readers(np.zeros(1)))
+    assert decided[0] == ("layers.0.q", "initializer") and decided[2] == ("layers.0.q", "initializer")
+
+
+@pytest.mark.parametrize(("fill", "named"), [(True, False), (False, True)])
+def test_a_checkpoint_value_filling_several_parameters_names_none_of_them(tmp_path, fill, named):
+    """--weights: a fresh checkpoint holds the same zeros under many names; a fill identifies
+    nothing (`tagger.transfer.content` never matches one), a varying value does."""
+    from safetensors.numpy import save_file
+
+    values = np.zeros((8, 8), np.float32) if fill else np.arange(64, dtype=np.float32).reshape(8, 8)
+    other = values if fill else values + 100
+    save_file({"blk.a.weight": values, "blk.b.weight": other}, str(tmp_path / "model.safetensors"))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "val_1"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(values, "val_1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tag_proto(model, weights=str(tmp_path / "model.safetensors"))
+    decided = [(p.key, p.value) for p in model.graph.node[0].metadata_props]
+    assert (("hierarchy.source", "initializer") in decided) is named
+    assert (("hierarchy.module", "blk.a") in decided) is named

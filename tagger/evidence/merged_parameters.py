@@ -18,7 +18,8 @@ both were filled with one constant (zeros, ones); random initialisation and trai
 them equal. So an initializer read by more than one node whose values are all equal, or cannot
 be read (external data without its directory), may be merged and names none of its readers;
 one whose values differ is case 1 or 2 and keeps its name. A constant read once is one
-parameter's (a merge leaves at least two readers).
+parameter's (a merge leaves at least two readers), and so is a single value (a quantizer's
+scale or zero point, which it reuses for the tensors it quantizes with the weight).
 
 Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
 equal without being constant; merged, they read as one module called several times (case 1).
@@ -26,15 +27,13 @@ equal without being constant; merged, they read as one module called several tim
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.numpy_helper
 
 from tagger.index import ModelIndex, graphs_within
-from tagger.transfer.tensors import stored_tensor
+from tagger.transfer.tensors import holds_one_value, stored_tensor
 
 __all__ = ["merged_parameters"]
 
@@ -62,27 +61,15 @@ def _tensors(index: ModelIndex, names: set[str]) -> dict[str, onnx.TensorProto]:
 
 
 def _varies(tensor: onnx.TensorProto | None, base_dir: Path | None) -> bool:
-    """Whether the tensor's values are known and not all equal."""
+    """Whether the tensor's values are known and not one value repeated."""
     if tensor is None:
         return False
     stored = stored_tensor(tensor, base_dir)
     if stored is not None:
-        return _not_constant(stored.chunks(_CHUNK))
+        return not holds_one_value(stored.chunks(_CHUNK))
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return False
     try:
-        return _not_constant([onnx.numpy_helper.to_array(tensor).reshape(-1)])  # an inline integer or bool tensor
+        return not holds_one_value([onnx.numpy_helper.to_array(tensor).reshape(-1)])  # an inline integer or bool tensor
     except (ValueError, TypeError):
         return False
-
-
-def _not_constant(chunks: Iterable[np.ndarray]) -> bool:
-    first = None
-    for chunk in chunks:
-        if chunk.size == 0:
-            continue
-        if first is None:
-            first = chunk.flat[0]
-        if (chunk != first).any():
-            return True
-    return False
