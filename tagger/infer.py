@@ -161,6 +161,8 @@ class GraphFacts:
     """Rank of a tensor where the file records its shape (value_info, graph inputs/outputs)."""
     shape_lengths: dict[str, int] = field(default_factory=dict)
     """Length of 1-D integer initializers (Reshape targets): the rank a Reshape produces."""
+    parameters: frozenset[str] = frozenset()
+    """Initializers named by a parameter path (and not merged): two nodes reading one are two calls."""
 
 
 @dataclass
@@ -355,7 +357,27 @@ class _Inference:
         nxt = np.minimum.accumulate(nxt[::-1])[::-1]
         after = np.full(n, -1, dtype=np.int64)
         after[:-1] = np.where(nxt[1:] < n, arr[np.minimum(nxt[1:], n - 1)], -1)
+        self._two_calls(before, after, last, nxt)
         return before, after
+
+    def _two_calls(self, before: np.ndarray, after: np.ndarray, last: np.ndarray, nxt: np.ndarray) -> None:
+        """Fact A holds per call: a node between two reads of one parameter (a module called twice,
+        or a weight tied into two modules: BART's embedding at the start of the encoder and of
+        the decoder) lies between two calls, in neither. Its neighbour after says nothing then:
+        it is set to the root, so the bound is the root and no rule reads the module as running."""
+        parameters = self.g.facts.parameters
+        if not parameters:
+            return
+        inputs = self.g.nodes
+        same = np.flatnonzero((before[1:-1] >= 0) & (before[1:-1] == after[1:-1])) + 1
+        verdict: dict[tuple[int, int], bool] = {}
+        for i in same.tolist():
+            pair = (int(last[i - 1]), int(nxt[i + 1]))
+            if pair not in verdict:
+                shared = parameters.intersection(inputs[pair[0]].input).intersection(inputs[pair[1]].input)
+                verdict[pair] = bool(shared)
+            if verdict[pair]:
+                after[i] = self.t.root
 
     def _bound(self, i: int, before, after, up, down) -> int:
         t = self.t
@@ -554,6 +576,15 @@ class _Inference:
                 frontier.extend(r for r in g.readers[k] if r in region)
         return found
 
+    def _one_parameter(self, firsts, seconds) -> bool:
+        """Whether a node of `firsts` and one of `seconds` read the same parameter: two calls."""
+        parameters = self.g.facts.parameters
+        if not parameters or not firsts or not seconds:
+            return False
+        nodes = self.g.nodes
+        read = parameters.intersection(name for i in firsts for name in nodes[i].input)
+        return any(not read.isdisjoint(nodes[k].input) for k in seconds)
+
     def _single_leaf(self, modules) -> int | None:
         if modules is not None and len(modules) == 1:
             (module,) = modules
@@ -584,7 +615,8 @@ class _Inference:
                 return leaf  # the use reads nothing else computed (a bias Add; not a fused residual norm)
         consumer_leaf = self._single_leaf(consumed)
         if consumer_leaf is not None and produced is not None and consumer_leaf in produced:
-            return consumer_leaf  # between two uses of one leaf
+            if not self._one_parameter(produced_from, consumed_by):
+                return consumer_leaf  # between two uses of one leaf (two reads of one parameter: two calls)
         if produced is not None and len(produced_from) >= 2:
             leaf = self._single_leaf(produced)
             if leaf is not None:

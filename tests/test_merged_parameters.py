@@ -161,3 +161,49 @@ def test_a_checkpoint_value_filling_several_parameters_names_none_of_them(tmp_pa
     decided = [(p.key, p.value) for p in model.graph.node[0].metadata_props]
     assert (("hierarchy.source", "initializer") in decided) is named
     assert (("hierarchy.module", "blk.a") in decided) is named
+
+
+def _independent_reads(values: np.ndarray) -> onnx.ModelProto:
+    """One embedding-like table read on two independent inputs (an encoder's and a decoder's ids),
+    nothing named between them (a fresh dynamo export: matrices anonymous, the rest merged)."""
+    table = numpy_helper.from_array(values.astype(np.float32).reshape(4, 4), "decoder.embed.weight")
+    nodes = [
+        helper.make_node("MatMul", ["x", "decoder.embed.weight"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["x2", "decoder.embed.weight"], ["b"]),
+        helper.make_node("Add", ["r", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "x2")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [table],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_varying_parameter_read_on_independent_inputs_names_neither_reader():
+    decided = _decided(_independent_reads(np.arange(16)))
+    assert decided[0][1] != "initializer" and decided[2][1] != "initializer"
+
+
+def test_nodes_between_two_calls_of_one_unit_are_not_certainly_inside_it():
+    """A unit called twice on its own result keeps its parameter's name, but the nodes between the
+    two calls ran in neither call: their bound is not the unit."""
+    p = numpy_helper.from_array(np.arange(4, dtype=np.float32), "blk.q.bias")
+    nodes = [
+        helper.make_node("Add", ["x", "blk.q.bias"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Add", ["r", "blk.q.bias"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [p],
+    )
+    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert result.assignments[0].module == "blk.q" and result.assignments[2].module == "blk.q"
+    assert result.bounds[1].bound != "blk.q"

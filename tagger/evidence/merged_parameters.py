@@ -17,7 +17,10 @@ module is called again (case 1) the work between two of its reads is its own or 
 and a repeated unit reads each of its weights as often as this one (ALBERT's shared layer reads
 every weight once per call). Between two reads of a tied weight (BART's or T5's embedding at the
 start of the encoder and of the decoder) run other modules whose parameters are read fewer times
-(the encoder's position table, every layer's own weights). Such a parameter names none of its readers either:
+(the encoder's position table, every layer's own weights); and a repeated unit's second call
+works on the first's result, where the two embeddings of an encoder-decoder read independent
+inputs (a fresh dynamo export names nothing between them: the matrices are anonymous and the
+rest merged). Such a parameter names none of its readers either:
 the one module its name is right for cannot be told from the others.
 
 The order of the reads cannot tell case 3 from case 1: in a dynamo export the matrices are
@@ -43,7 +46,7 @@ from pathlib import Path
 import onnx
 import onnx.numpy_helper
 
-from tagger.index import ModelIndex, graphs_within
+from tagger.index import ModelIndex, dataflow, graphs_within
 from tagger.paths import is_within
 from tagger.transfer.tensors import holds_one_value, stored_tensor
 
@@ -85,6 +88,7 @@ def _tied(index: ModelIndex, candidates: dict[str, list[int]], owners: dict[str,
                 reads.append((node_id, name))
     positions = [node for node, _ in reads]
     tied = set()
+    consumers: dict[str, list[int]] | None = None
     for name, nodes in candidates.items():
         owner, count = owners[name], len(nodes)
         for first, second in itertools.pairwise(sorted(nodes)):
@@ -94,7 +98,27 @@ def _tied(index: ModelIndex, candidates: dict[str, list[int]], owners: dict[str,
             if any(counts[other] < count and _foreign(owners[other], owner) for _, other in between):
                 tied.add(name)
                 break
+            consumers = dataflow(index.views)[1] if consumers is None else consumers
+            if not _reaches(index, consumers, first, second):
+                tied.add(name)  # two reads on independent inputs: the encoder's and the decoder's ids
+                break
     return tied
+
+
+def _reaches(index: ModelIndex, consumers: dict[str, list[int]], start: int, goal: int) -> bool:
+    """Whether `goal` depends on `start`'s results (walked forward, never past `goal`)."""
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        node = frontier.pop()
+        for name in index.views[node].output:
+            for reader in consumers.get(name, ()):
+                if reader == goal:
+                    return True
+                if reader < goal and reader not in seen:
+                    seen.add(reader)
+                    frontier.append(reader)
+    return False
 
 
 def _foreign(module: str, owner: str) -> bool:
