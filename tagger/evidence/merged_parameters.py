@@ -56,9 +56,7 @@ _CHUNK = 1 << 20
 """Values read at a time when checking that a tensor is constant (a random one differs at once)."""
 
 
-def merged_parameters(
-    index: ModelIndex, readers: dict[str, list[int]], owners: dict[str, str], base_dir: Path | None
-) -> set[str]:
+def merged_parameters(index: ModelIndex, readers: dict[str, list[int]], owners: dict[str, str], base_dir: Path | None) -> set[str]:
     """The initializers among `readers` (name -> the nodes reading it; `owners`: name -> module)
     that may stand for several parameters: merged equal ones (case 3) or one tied into other
     modules (case 2; see the module docstring)."""
