@@ -381,9 +381,9 @@ class _Inference:
 
     def _bound(self, i: int, before, after, up, down) -> int:
         t = self.t
-        if not self.ordered:
+        if not self.ordered:  # between its tagged producers and consumers; one side alone bounds nothing
             flows = [m for f in (up[i], down[i]) if f for m in f]
-            return t.lca_all(flows) if flows else t.root
+            return t.lca_all(flows) if up[i] and down[i] else t.root
         b, a = int(before[i]), int(after[i])
         bound = t.lca(b, a) if b >= 0 and a >= 0 else t.root
         if bound == t.root or (not up[i] and not down[i]):

@@ -478,3 +478,13 @@ def test_a_norm_whose_weight_a_tool_removed_is_not_put_in_the_linear_after_it():
     weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "head.weight")
     model.graph.initializer.append(weight)
     assert "head" not in _modules(model)[2:8]
+
+
+def test_in_a_reordered_graph_a_node_with_tagged_producers_only_is_bounded_by_nothing():
+    """Without the order, a node's certain bound is the common module of its tagged producers and
+    consumers; a node read by nothing tagged may run anywhere after its producer, not inside it."""
+    model = _chains([5, 0, 6, 1, 7, 2, 8, 3, 9, 4, 10])
+    model.graph.node.append(helper.make_node("Relu", ["e4"], ["t"]))
+    model.graph.output.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, None))
+    result = tag_model(model)
+    assert result.bounds[11].bound not in ("enc.b", "enc")
