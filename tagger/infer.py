@@ -85,6 +85,9 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
   - rule 2's weighted op only into a use that reads nothing else computed: LLaMA dynamo after
     onnxruntime's optimizer (o_proj and down_proj feed a fused SkipSimplifiedLayerNormalization
     that also reads the residual) wrong 3.7% -> 0, best 94.4 -> 98.1; no other row moves;
+  - no diamond into a matrix product's input or the flatten before it: held-out
+    nn.TransformerEncoder (nn.MultiheadAttention applies out_proj's weights itself, so the
+    attention core converges into out_proj's Gemm) dynamo strip_all wrong 60.3% -> 11.5%;
   - rule 2's flatten read by several Linears' Gemms (their caller) and no diamond into a matrix
     product's input: a fresh Qwen2 after onnxslim (which drops the multiplication by the
     all-ones norm weight and merges the q/k/v flattens) with --weights wrong 26.7% -> 5.0%;
@@ -515,7 +518,7 @@ class _Inference:
         g, t, labels = self.g, self.t, self.labels
         members = set(own)
         region = self._converging(members, start)
-        if any(g.op[k] in _WEIGHTED_OPS for k in members if not region.isdisjoint(g.writers[k])):
+        if any(self._feeds_weighted_op(k, members) for k in members if not region.isdisjoint(g.writers[k])):
             return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
         entries = {w for r in region for w in g.writers[r]}
         forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in region or k in members) >= 2]
@@ -529,6 +532,14 @@ class _Inference:
         if other >= 0 and other != leaf and t.leaf[other] and all(k in diamond for k in g.readers[fork]):
             return set()  # another leaf's whole output: post-processed by it, by the caller, or by this leaf
         return diamond
+
+    def _feeds_weighted_op(self, k: int, members: set[int]) -> bool:
+        """Whether leaf node `k` is a weighted op, or the flatten before one (a Linear on N-D input)."""
+        g = self.g
+        if g.op[k] in _WEIGHTED_OPS:
+            return True
+        readers = g.readers[k]
+        return g.op[k] in _RESHAPES and bool(readers) and all(r in members and g.op[r] in _WEIGHTED_OPS for r in readers)
 
     def _calls(self, members: dict[int, list[int]]):
         """Each leaf's nodes split into calls: runs of tagged nodes with no other module's between.

@@ -488,3 +488,23 @@ def test_in_a_reordered_graph_a_node_with_tagged_producers_only_is_bounded_by_no
     model.graph.output.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, None))
     result = tag_model(model)
     assert result.bounds[11].bound not in ("enc.b", "enc")
+
+
+def test_a_diamond_into_the_flatten_before_a_linears_gemm_is_not_that_linears():
+    """nn.MultiheadAttention applies `out_proj`'s weights itself: the attention core converges into
+    the flatten before the Gemm that reads them, and is still not `out_proj`'s."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["e", "x"], ["h"], None),
+        ("Pow", ["h", "two"], ["p"], None),
+        ("ReduceMean", ["p"], ["m"], {"axes": [-1]}),
+        ("Mul", ["h", "m"], ["n"], None),
+        ("Reshape", ["n", "flat"], ["f"], None),
+        ("Gemm", ["f", "attn.out_proj.weight", "attn.out_proj.bias"], ["g"], None),
+        ("Reshape", ["g", "restore"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("n", TensorProto.FLOAT, [1, 8, 4])]
+    model = _model(nodes, ["embed.bias", "attn.out_proj.bias"], (), {"flat": [-1, 4], "restore": [1, 8, 4]}, info)
+    weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "attn.out_proj.weight")
+    model.graph.initializer.append(weight)
+    assert "attn.out_proj" not in _modules(model)[2:5]
