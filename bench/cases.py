@@ -538,6 +538,13 @@ def _onnxslim(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
 
 
 def _ort_optimizer(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
+    """``ort_optimize`` with the arch's model type (ResNet goes through as "bert": no transformer
+    fusion matches, only ORT's basic pass)."""
+    heads, hidden = (0, 0) if arch == "resnet" else (_HEADS, _HIDDEN)
+    return ort_optimize(model, _ORT_MODEL_TYPE[arch], heads, hidden, arch)
+
+
+def ort_optimize(model: onnx.ModelProto, model_type: str, num_heads: int, hidden_size: int, label: str) -> onnx.ModelProto:
     """``optimize_model`` as users call it, falling back to ``opt_level=0`` when needed.
 
     The tool is given a file path: with a ModelProto, onnxruntime 1.32 moves the weights out into
@@ -545,7 +552,6 @@ def _ort_optimizer(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
     ``opt_level`` (1 for bert/gpt2/vit) yields, for BERT and ALBERT, a model that onnxruntime
     cannot load ("AddInitializedOrtValue Attempt to replace the existing tensor": the Gemm fusion
     reuses initializer names), so then the Python fusions alone (``opt_level=0``) are used.
-    ResNet goes through as model_type "bert": no transformer fusion matches, only ORT's basic pass.
     """
     import onnxruntime as ort
     from onnxruntime.transformers.optimizer import optimize_model
@@ -556,9 +562,9 @@ def _ort_optimizer(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
         for opt_level in (None, 0):
             result = optimize_model(
                 str(src),
-                model_type=_ORT_MODEL_TYPE[arch],
-                num_heads=0 if arch == "resnet" else _HEADS,
-                hidden_size=0 if arch == "resnet" else _HIDDEN,
+                model_type=model_type,
+                num_heads=num_heads,
+                hidden_size=hidden_size,
                 opt_level=opt_level,
                 use_gpu=False,
             ).model
@@ -569,7 +575,7 @@ def _ort_optimizer(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
             except Exception:  # any load failure means: try the next level
                 continue
             return result
-    raise UnsupportedCase(f"onnxruntime optimizer output for {arch} does not load")
+    raise UnsupportedCase(f"onnxruntime optimizer output for {label} does not load")
 
 
 def _quantize_dynamic(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:

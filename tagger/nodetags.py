@@ -49,9 +49,7 @@ class ModelTags:
     index: ModelIndex
 
 
-def model_tags(
-    model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), base_dir: Path | None = None
-) -> ModelTags:
+def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), base_dir: Path | None = None) -> ModelTags:
     """Read the tags of `model`, or decide them in memory if any node has none (with `sources`:
     evidence from outside the file, `tagger.transfer`; `base_dir`: the directory of its file)."""
     index = build_index(model)

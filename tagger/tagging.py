@@ -93,7 +93,11 @@ def tag_model(
         sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
         infer=infer,
         facts=GraphFacts(
-            context.modules.containers(), _weight_like(index, context.merged), context.modules.sequences(), *tensor_shapes(model)
+            context.modules.containers(),
+            _weight_like(index, context.merged),
+            context.modules.sequences(),
+            *tensor_shapes(model),
+            parameters=frozenset(context.parameters),
         ),
         callers=_function_callers(index),
     )

@@ -384,3 +384,127 @@ def test_an_output_head_on_an_unnamed_weight_after_the_last_named_module_is_not_
         shapes={"target": [8, 4]},
     )
     assert _modules(view)[2] == "model"
+
+
+def test_a_node_made_of_graph_inputs_alone_sitting_in_one_block_but_used_by_two_is_not_that_blocks():
+    """A mask built from a graph input depends on nothing of the stretch it sits in: a tool may
+    have moved it there (onnxruntime's optimizer moves GPT-2's into the first block). Used by the
+    first block and the second, it is certainly in neither alone."""
+    model = _model(
+        [
+            ("Add", ["x", "blk.0.a.bias"], ["h0"], None),
+            ("Neg", ["x"], ["mask"], None),
+            ("Mul", ["mask", "blk.0.b.bias"], ["h1"], None),
+            ("Add", ["h0", "h1"], ["h2"], None),
+            ("Add", ["h2", "blk.1.a.bias"], ["h3"], None),
+            ("Mul", ["mask", "blk.1.b.bias"], ["m1"], None),
+            ("Add", ["h3", "m1"], ["y"], None),
+        ],
+        params=["blk.0.a.bias", "blk.0.b.bias", "blk.1.a.bias", "blk.1.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.bounds[1].bound in ("", "blk")
+    assert not result.assignments[1].module.startswith("blk.0")
+
+
+def test_a_matmul_feeding_a_fused_residual_norm_is_not_that_norms():
+    """onnxruntime fuses the residual Add and the next norm into one node reading the norm's weight;
+    the projection before it (an o_proj on an unnamed weight) is not the norm's, as it is a bias
+    Add's: the fused node also reads a value computed elsewhere (the residual)."""
+    model = _model(
+        [
+            ("Add", ["x", "blk.a.bias"], ["r"], None),
+            ("Mul", ["r", "blk.b.weight"], ["n"], None),
+            ("MatMul", ["n", "val_0"], ["mm"], None),
+            ("Sum", ["mm", "r", "blk.norm.weight"], ["y"], None),
+        ],
+        params=["blk.a.bias", "blk.b.weight", "blk.norm.weight"],
+        anonymous=["val_0"],
+    )
+    assert _modules(model)[2] != "blk.norm"
+
+
+def test_a_quantize_dequantize_pair_writing_a_graph_output_is_its_producers():
+    """A static QDQ quantizer puts Q -> DQ on the model's output and gives the DQ that output's
+    name: the pair stands for the tensor it quantizes, the producer's."""
+    scale = numpy_helper.from_array(np.float32(0.1), "y_scale")
+    zero = numpy_helper.from_array(np.uint8(128), "y_zero_point")
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "enc.b.bias"], ["b"], None),
+            ("QuantizeLinear", ["b", "y_scale", "y_zero_point"], ["q"], None),
+            ("DequantizeLinear", ["q", "y_scale", "y_zero_point"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias"],
+    )
+    model.graph.initializer.extend([scale, zero])
+    assert _modules(model)[3:] == ["enc.b", "enc.b"]
+
+
+def test_one_flatten_read_by_the_gemms_of_several_linears_is_their_callers():
+    """onnxslim merges the equal flattens before q, k and v into one node: it flattens for each."""
+    nodes = [
+        ("Add", ["x", "attn.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "attn.q.bias"], ["gq"], None),
+        ("Gemm", ["f", "val_2", "attn.k.bias"], ["gk"], None),
+        ("Reshape", ["gq", "restore"], ["rq"], None),
+        ("Reshape", ["gk", "restore"], ["rk"], None),
+        ("Add", ["rq", "rk"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    params = ["attn.norm.bias", "attn.q.bias", "attn.k.bias"]
+    model = _model(nodes, params, ["val_1", "val_2"], {"flat": [-1, 4], "restore": [1, 8, 4]}, info)
+    assert _modules(model)[1] == "attn"
+
+
+def test_a_norm_whose_weight_a_tool_removed_is_not_put_in_the_linear_after_it():
+    """onnxslim removes a multiplication by an all-ones weight (a fresh RMSNorm's): the norm's
+    diamond then flows straight into the next Linear's MatMul, which runs no reduction itself."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["e", "x"], ["h"], None),
+        ("Pow", ["h", "two"], ["p"], None),
+        ("ReduceMean", ["p"], ["m"], {"axes": [-1]}),
+        ("Add", ["m", "two"], ["v"], None),
+        ("Sqrt", ["v"], ["s"], None),
+        ("Reciprocal", ["s"], ["r"], None),
+        ("Mul", ["h", "r"], ["n"], None),
+        ("MatMul", ["n", "head.weight"], ["y"], None),
+    ]
+    model = _model(nodes, params=["embed.bias"])
+    weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "head.weight")
+    model.graph.initializer.append(weight)
+    assert "head" not in _modules(model)[2:8]
+
+
+def test_in_a_reordered_graph_a_node_with_tagged_producers_only_is_bounded_by_nothing():
+    """Without the order, a node's certain bound is the common module of its tagged producers and
+    consumers; a node read by nothing tagged may run anywhere after its producer, not inside it."""
+    model = _chains([5, 0, 6, 1, 7, 2, 8, 3, 9, 4, 10])
+    model.graph.node.append(helper.make_node("Relu", ["e4"], ["t"]))
+    model.graph.output.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, None))
+    result = tag_model(model)
+    assert result.bounds[11].bound not in ("enc.b", "enc")
+
+
+def test_a_diamond_into_the_flatten_before_a_linears_gemm_is_not_that_linears():
+    """nn.MultiheadAttention applies `out_proj`'s weights itself: the attention core converges into
+    the flatten before the Gemm that reads them, and is still not `out_proj`'s."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["e", "x"], ["h"], None),
+        ("Pow", ["h", "two"], ["p"], None),
+        ("ReduceMean", ["p"], ["m"], {"axes": [-1]}),
+        ("Mul", ["h", "m"], ["n"], None),
+        ("Reshape", ["n", "flat"], ["f"], None),
+        ("Gemm", ["f", "attn.out_proj.weight", "attn.out_proj.bias"], ["g"], None),
+        ("Reshape", ["g", "restore"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("n", TensorProto.FLOAT, [1, 8, 4])]
+    model = _model(nodes, ["embed.bias", "attn.out_proj.bias"], (), {"flat": [-1, 4], "restore": [1, 8, 4]}, info)
+    weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "attn.out_proj.weight")
+    model.graph.initializer.append(weight)
+    assert "attn.out_proj" not in _modules(model)[2:5]

@@ -68,24 +68,26 @@ def test_a_fresh_export_after_real_tools_is_tagged_without_wrong_modules(row, fr
     assert scored.wrong <= 0.01, f"{scored.graded - scored.sound_count} of {scored.graded} nodes tagged with a wrong module"
 
 
-def _two_readers(values: np.ndarray, name: str = "layers.0.q.bias") -> onnx.ModelProto:
-    """x -> Add(x, p) -> MatMul(., W1) -> Add(., p) -> MatMul(., W2): `p` read twice, by the
-    work of two different Linear modules with named weights between them."""
+def _two_readers(values: np.ndarray, name: str = "layers.0.q.bias", repeated: bool = False) -> onnx.ModelProto:
+    """x -> Add(x, p) -> MatMul(., W1) -> Add(., p) -> MatMul(., W2): `p` read twice, with the work
+    of a Linear of another module between the reads. `repeated`: W2 is W1, so the two reads are
+    two calls of one unit that reads every weight as often (ALBERT's shared layer)."""
     w1 = numpy_helper.from_array(np.eye(4, dtype=np.float32), "layers.0.k.weight")
     w2 = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 2, "layers.1.v.weight")
     p = numpy_helper.from_array(values.astype(np.float32), name)
+    second = "layers.0.k.weight" if repeated else "layers.1.v.weight"
     nodes = [
         helper.make_node("Add", ["x", name], ["a"]),
         helper.make_node("MatMul", ["a", "layers.0.k.weight"], ["b"]),
         helper.make_node("Add", ["b", name], ["c"]),
-        helper.make_node("MatMul", ["c", "layers.1.v.weight"], ["y"]),
+        helper.make_node("MatMul", ["c", second], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [w1, w2, p],
+        [w1, p] if repeated else [w1, w2, p],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -101,10 +103,17 @@ def test_a_constant_read_by_two_modules_names_neither():
     assert decided[1] == ("layers.0.k", "initializer") and decided[3] == ("layers.1.v", "initializer")
 
 
-def test_a_varying_parameter_read_twice_keeps_its_name():
-    """A shared module called twice, or a tied weight: values no merge can produce."""
-    decided = _decided(_two_readers(np.arange(4)))
+def test_a_varying_parameter_of_a_unit_called_twice_keeps_its_name():
+    """ALBERT's shared layer: every weight of the unit is read once per call."""
+    decided = _decided(_two_readers(np.arange(4), repeated=True))
     assert decided[0] == ("layers.0.q", "initializer") and decided[2] == ("layers.0.q", "initializer")
+
+
+def test_a_varying_parameter_read_around_another_modules_single_use_names_neither_reader():
+    """A tied weight (BART's embedding read at the start of the encoder and of the decoder): its
+    name is right for one reader only, and which one the file does not say."""
+    decided = _decided(_two_readers(np.arange(4)))
+    assert decided[0][1] != "initializer" and decided[2][1] != "initializer"
 
 
 def test_a_constant_read_once_keeps_its_name():
@@ -116,10 +125,85 @@ def test_a_constant_read_once_keeps_its_name():
 
 @pytest.mark.parametrize(("values", "named"), [(np.zeros(4), False), (np.arange(4), True)])
 def test_values_in_external_data_are_read_from_the_models_directory(tmp_path, values, named):
-    model = _two_readers(values)
+    model = _two_readers(values, repeated=True)
     path = tmp_path / "m.onnx"
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
     loaded = onnx.load(path, load_external_data=False)
-    assert loaded.graph.initializer[2].data_location == TensorProto.EXTERNAL
+    assert loaded.graph.initializer[-1].data_location == TensorProto.EXTERNAL
     assert (_decided(loaded, tmp_path)[0] == ("layers.0.q", "initializer")) is named
     assert _decided(loaded, None)[0][1] != "initializer"  # values unknown: may be merged
+
+
+def test_a_single_value_read_twice_keeps_its_name():
+    """A quantizer reuses a weight's scale (a scalar) for the tensor it quantizes with it."""
+    decided = _decided(_two_readers(np.zeros(1), repeated=True))
+    assert decided[0] == ("layers.0.q", "initializer") and decided[2] == ("layers.0.q", "initializer")
+
+
+@pytest.mark.parametrize(("fill", "named"), [(True, False), (False, True)])
+def test_a_checkpoint_value_filling_several_parameters_names_none_of_them(tmp_path, fill, named):
+    """--weights: a fresh checkpoint holds the same zeros under many names; a fill identifies
+    nothing (`tagger.transfer.content` never matches one), a varying value does."""
+    from safetensors.numpy import save_file
+
+    values = np.zeros((8, 8), np.float32) if fill else np.arange(64, dtype=np.float32).reshape(8, 8)
+    other = values if fill else values + 100
+    save_file({"blk.a.weight": values, "blk.b.weight": other}, str(tmp_path / "model.safetensors"))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "val_1"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(values, "val_1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tag_proto(model, weights=str(tmp_path / "model.safetensors"))
+    decided = [(p.key, p.value) for p in model.graph.node[0].metadata_props]
+    assert (("hierarchy.source", "initializer") in decided) is named
+    assert (("hierarchy.module", "blk.a") in decided) is named
+
+
+def _independent_reads(values: np.ndarray) -> onnx.ModelProto:
+    """One embedding-like table read on two independent inputs (an encoder's and a decoder's ids),
+    nothing named between them (a fresh dynamo export: matrices anonymous, the rest merged)."""
+    table = numpy_helper.from_array(values.astype(np.float32).reshape(4, 4), "decoder.embed.weight")
+    nodes = [
+        helper.make_node("MatMul", ["x", "decoder.embed.weight"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["x2", "decoder.embed.weight"], ["b"]),
+        helper.make_node("Add", ["r", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "x2")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [table],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_varying_parameter_read_on_independent_inputs_names_neither_reader():
+    decided = _decided(_independent_reads(np.arange(16)))
+    assert decided[0][1] != "initializer" and decided[2][1] != "initializer"
+
+
+def test_nodes_between_two_calls_of_one_unit_are_not_certainly_inside_it():
+    """A unit called twice on its own result keeps its parameter's name, but the nodes between the
+    two calls ran in neither call: their bound is not the unit."""
+    p = numpy_helper.from_array(np.arange(4, dtype=np.float32), "blk.q.bias")
+    nodes = [
+        helper.make_node("Add", ["x", "blk.q.bias"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Add", ["r", "blk.q.bias"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [p],
+    )
+    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert result.assignments[0].module == "blk.q" and result.assignments[2].module == "blk.q"
+    assert result.bounds[1].bound != "blk.q"

@@ -106,7 +106,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     for owner in dict.fromkeys(owners.values()):
         context.modules.add(owner)
     readers = _readers(index, owners)
-    merged = merged_parameters(index, readers, context.base_dir)
+    merged = merged_parameters(index, readers, owners, context.base_dir)
     context.merged = frozenset(merged)
     context.parameters = {name: owner for name, owner in owners.items() if name not in merged}
     folded = {name for name in owners if _folded_bias(name, owners)}

@@ -11,6 +11,18 @@ reasons:
    built model every zero bias and every all-ones norm weight is equal, so one name such as
    `embeddings.LayerNorm.bias` is read by every projection of every layer.
 
+Case 2 gives a name to a module it does not belong to; case 1 does not. They differ in what
+runs between two reads: a module's call is one stretch of the execution order, so when a
+module is called again (case 1) the work between two of its reads is its own or its callers',
+and a repeated unit reads each of its weights as often as this one (ALBERT's shared layer reads
+every weight once per call). Between two reads of a tied weight (BART's or T5's embedding at the
+start of the encoder and of the decoder) run other modules whose parameters are read fewer times
+(the encoder's position table, every layer's own weights); and a repeated unit's second call
+works on the first's result, where the two embeddings of an encoder-decoder read independent
+inputs (a fresh dynamo export names nothing between them: the matrices are anonymous and the
+rest merged). Such a parameter names none of its readers either:
+the one module its name is right for cannot be told from the others.
+
 The order of the reads cannot tell case 3 from case 1: in a dynamo export the matrices are
 anonymous (`val_55`, a folded transpose), so between two reads of a merged bias there is often
 no other parameter name at all. The values can: two distinct parameters are equal only when
@@ -18,7 +30,8 @@ both were filled with one constant (zeros, ones); random initialisation and trai
 them equal. So an initializer read by more than one node whose values are all equal, or cannot
 be read (external data without its directory), may be merged and names none of its readers;
 one whose values differ is case 1 or 2 and keeps its name. A constant read once is one
-parameter's (a merge leaves at least two readers).
+parameter's (a merge leaves at least two readers), and so is a single value (a quantizer's
+scale or zero point, which it reuses for the tensors it quantizes with the weight).
 
 Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
 equal without being constant; merged, they read as one module called several times (case 1).
@@ -26,15 +39,16 @@ equal without being constant; merged, they read as one module called several tim
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import itertools
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.numpy_helper
 
-from tagger.index import ModelIndex, graphs_within
-from tagger.transfer.tensors import stored_tensor
+from tagger.index import ModelIndex, dataflow, graphs_within
+from tagger.paths import is_within
+from tagger.transfer.tensors import holds_one_value, stored_tensor
 
 __all__ = ["merged_parameters"]
 
@@ -42,14 +56,72 @@ _CHUNK = 1 << 20
 """Values read at a time when checking that a tensor is constant (a random one differs at once)."""
 
 
-def merged_parameters(index: ModelIndex, readers: dict[str, list[int]], base_dir: Path | None) -> set[str]:
-    """The initializers among `readers` (name -> the nodes reading it) that may stand for
-    several merged parameters (see the module docstring)."""
+def merged_parameters(index: ModelIndex, readers: dict[str, list[int]], owners: dict[str, str], base_dir: Path | None) -> set[str]:
+    """The initializers among `readers` (name -> the nodes reading it; `owners`: name -> module)
+    that may stand for several parameters: merged equal ones (case 3) or one tied into other
+    modules (case 2; see the module docstring)."""
     shared = {name for name, nodes in readers.items() if len(nodes) > 1}
     if not shared:
         return set()
     tensors = _tensors(index, shared)
-    return {name for name in shared if not _varies(tensors.get(name), base_dir)}
+    merged = {name for name in shared if not _varies(tensors.get(name), base_dir)}
+    varying = shared - merged
+    if varying:
+        merged |= _tied(index, {name: readers[name] for name in varying}, owners)
+    return merged
+
+
+def _tied(index: ModelIndex, candidates: dict[str, list[int]], owners: dict[str, str]) -> set[str]:
+    """The candidates with, between two consecutive reads in one graph, a read of another
+    module's parameter that is read fewer times than the candidate. Unnamed matrices do not count:
+    the dynamo exporter folds a transposed copy of a weight for each call (ALBERT's shared layer
+    reads `val_123` in one call and another copy in the next)."""
+    weights = owners.keys()
+    counts: dict[str, int] = {}
+    reads: list[tuple[int, str]] = []
+    for node_id, view in enumerate(index.views):
+        for name in view.input:
+            if name in weights:
+                counts[name] = counts.get(name, 0) + 1
+                reads.append((node_id, name))
+    positions = [node for node, _ in reads]
+    tied = set()
+    consumers: dict[str, list[int]] | None = None
+    for name, nodes in candidates.items():
+        owner, count = owners[name], len(nodes)
+        for first, second in itertools.pairwise(sorted(nodes)):
+            if index.graph_of[first] != index.graph_of[second]:
+                continue
+            between = reads[bisect.bisect_right(positions, first) : bisect.bisect_left(positions, second)]
+            if any(counts[other] < count and _foreign(owners[other], owner) for _, other in between):
+                tied.add(name)
+                break
+            consumers = dataflow(index.views)[1] if consumers is None else consumers
+            if not _reaches(index, consumers, first, second):
+                tied.add(name)  # two reads on independent inputs: the encoder's and the decoder's ids
+                break
+    return tied
+
+
+def _reaches(index: ModelIndex, consumers: dict[str, list[int]], start: int, goal: int) -> bool:
+    """Whether `goal` depends on `start`'s results (walked forward, never past `goal`)."""
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        node = frontier.pop()
+        for name in index.views[node].output:
+            for reader in consumers.get(name, ()):
+                if reader == goal:
+                    return True
+                if reader < goal and reader not in seen:
+                    seen.add(reader)
+                    frontier.append(reader)
+    return False
+
+
+def _foreign(module: str, owner: str) -> bool:
+    """Not the owner, one of its ancestors or descendants."""
+    return not (is_within(module, owner) or is_within(owner, module))
 
 
 def _tensors(index: ModelIndex, names: set[str]) -> dict[str, onnx.TensorProto]:
@@ -63,27 +135,15 @@ def _tensors(index: ModelIndex, names: set[str]) -> dict[str, onnx.TensorProto]:
 
 
 def _varies(tensor: onnx.TensorProto | None, base_dir: Path | None) -> bool:
-    """Whether the tensor's values are known and not all equal."""
+    """Whether the tensor's values are known and not one value repeated."""
     if tensor is None:
         return False
     stored = stored_tensor(tensor, base_dir)
     if stored is not None:
-        return _not_constant(stored.chunks(_CHUNK))
+        return not holds_one_value(stored.chunks(_CHUNK))
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return False
     try:
-        return _not_constant([onnx.numpy_helper.to_array(tensor).reshape(-1)])  # an inline integer or bool tensor
+        return not holds_one_value([onnx.numpy_helper.to_array(tensor).reshape(-1)])  # an inline integer or bool tensor
     except (ValueError, TypeError):
         return False
-
-
-def _not_constant(chunks: Iterable[np.ndarray]) -> bool:
-    first = None
-    for chunk in chunks:
-        if chunk.size == 0:
-            continue
-        if first is None:
-            first = chunk.flat[0]
-        if (chunk != first).any():
-            return True
-    return False

@@ -12,6 +12,10 @@ value: transformers 5 saves ViT's `layers.0.attention.q_proj` as
 the file puts before the checkpoint's names (a wrapper's `m.`: the file's
 `m.encoder.layer.0.attention.self.query.bias` ends with the checkpoint's name).
 
+A value filling a tensor (a freshly built model's zero biases and all-ones norms) identifies
+nothing and is never matched (`tagger.transfer.content`); the file's own names that may stand for
+merged parameters (`tagger.evidence.merged_parameters`) anchor nothing.
+
 Tied weights (one value, several parameter names): every name is kept, and the graph decides
 for each node reading it: the name whose module shares the longest path with the modules its
 neighbours' weights name (`lm_head` beside the final norm, `embed_tokens` beside the input),
@@ -51,6 +55,7 @@ class WeightsSource:
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         parameters = parameter_owners(index)
         named = set(parameters)
+        parameters = {name: owner for name, owner in parameters.items() if name not in context.merged}
         initializers = list(onnx_initializers(index.model, self.base_dir))
         matches = match_contents(initializers, self.tensors)
         quantized = match_quantized((t for t in initializers if t.name not in named), self.tensors)

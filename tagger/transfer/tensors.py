@@ -15,7 +15,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ __all__ = [
     "as_float",
     "onnx_initializers",
     "safetensors_tensors",
+    "holds_one_value",
     "stored_tensor",
 ]
 
@@ -206,3 +207,19 @@ def as_float(values: np.ndarray, dtype_name: str) -> np.ndarray:
     if dtype_name == "bfloat16":
         values = (values.astype(np.uint32) << 16).view(np.float32)
     return values.astype(np.float64)
+
+
+def holds_one_value(chunks: Iterable[np.ndarray]) -> bool:
+    """Whether more than one value was read and all are equal (a fill: zeros, ones). Reads chunk
+    by chunk and stops at the first difference (a random tensor differs at once)."""
+    first = None
+    seen = 0
+    for chunk in chunks:
+        seen += chunk.size
+        if chunk.size == 0:
+            continue
+        if first is None:
+            first = chunk.flat[0]
+        if (chunk != first).any():
+            return False
+    return seen > 1
