@@ -322,6 +322,8 @@ class _Inference:
         self._combined: set[int] = set()
         self._flows: dict[str, tuple[list[int], tuple[list, list]]] = {}
         """The last flows each way, with the labels they were pushed through."""
+        self._two_call_pairs: dict[int, bool] = {}
+        """`_two_calls`'s verdicts, by pair of positions (`first * count + second`)."""
 
     # ---- flows: the nearest tagged producers / consumers, pushed through untagged nodes only
 
@@ -398,14 +400,18 @@ class _Inference:
             return
         inputs = self.g.nodes
         same = np.flatnonzero((before[1:-1] >= 0) & (before[1:-1] == after[1:-1])) + 1
-        verdict: dict[tuple[int, int], bool] = {}
-        for i in same.tolist():
-            pair = (int(last[i - 1]), int(nxt[i + 1]))
-            if pair not in verdict:
-                shared = parameters.intersection(inputs[pair[0]].input).intersection(inputs[pair[1]].input)
-                verdict[pair] = bool(shared)
-            if verdict[pair]:
-                after[i] = self.t.root
+        # each distinct pair of tagged nodes around such a stretch judged once in a run (numpy spreads the verdicts)
+        count = len(before)
+        pairs, where = np.unique(last[same - 1] * count + nxt[same + 1], return_inverse=True)
+        judged = self._two_call_pairs
+        verdict = []
+        for pair in pairs.tolist():
+            found = judged.get(pair)
+            if found is None:
+                first, second = divmod(pair, count)
+                found = judged[pair] = bool(parameters.intersection(inputs[first].input).intersection(inputs[second].input))
+            verdict.append(found)
+        after[same[np.array(verdict, dtype=bool)[where.reshape(-1)]]] = self.t.root
 
     def _bound(self, i: int, before, after, up, down) -> int:
         t = self.t
