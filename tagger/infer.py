@@ -13,7 +13,9 @@ chain of ops one after the other, so most nodes directly follow a node they read
 than `_ORDERED_SHARE` of them do, the order says nothing and the bound is the lowest common
 ancestor of the node's tagged producers and consumers instead. Where the order holds overall
 but none of a node's tagged producers or consumers lies inside its bound, a tool moved it: the
-bound is widened to include them. A node computed from graph inputs and constants alone (a mask
+bound is widened to include them; a node that touches nothing tagged at all (a mask chain a tool
+moved in among the embeddings, in a fresh export that names almost nothing) is bounded by the
+root: its position is all that would place it. A node computed from graph inputs and constants alone (a mask
 built from `attention_mask`) depends on nothing of the stretch it sits in, so any tool may have
 moved it there; when some of its tagged consumers lie outside its bound, the bound is widened to
 include them too.
@@ -395,7 +397,9 @@ class _Inference:
             return t.lca_all(flows) if up[i] and down[i] else t.root
         b, a = int(before[i]), int(after[i])
         bound = t.lca(b, a) if b >= 0 and a >= 0 else t.root
-        if bound == t.root or (not up[i] and not down[i]):
+        if not up[i] and not down[i]:
+            return t.root  # touches nothing tagged: a tool may have put it anywhere (fact A says nothing)
+        if bound == t.root:
             return bound
         flows = [m for f in (up[i], down[i]) if f for m in f]
         if not any(t.within(m, bound) for m in flows):

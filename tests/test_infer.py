@@ -521,3 +521,26 @@ def test_a_diamond_into_the_flatten_before_a_linears_gemm_is_not_that_linears():
     weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "attn.out_proj.weight")
     model.graph.initializer.append(weight)
     assert "attn.out_proj" not in _modules(model)[2:5]
+
+
+def test_a_node_touching_nothing_tagged_is_not_placed_by_its_position():
+    """onnxslim moves a mask chain (it reads only a graph input) in among the embeddings' nodes;
+    read by nothing tagged either (a fresh export names almost nothing), its position is all
+    that would place it, and a tool chose that position."""
+    model = _model(
+        [
+            ("Add", ["x", "emb.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["a1"], None),
+            ("Relu", ["a1"], ["a2"], None),
+            ("Relu", ["a2"], ["a3"], None),
+            ("Neg", ["x"], ["n"], None),
+            ("Relu", ["n"], ["n1"], None),
+            ("Relu", ["n1"], ["z"], None),
+            ("Mul", ["a3", "emb.a.weight"], ["y"], None),
+        ],
+        params=["emb.a.bias", "emb.a.weight"],
+        outputs=("y", "z"),
+    )
+    result = tag_model(model)
+    assert result.assignments[2].module == "emb.a"  # the order holds: the chain's own nodes keep it
+    assert [result.bounds[i].bound for i in (4, 5, 6)] == ["", "", ""]
