@@ -31,7 +31,7 @@ import onnx
 import torch
 
 from bench import cases, metrics
-from bench.docs import ROOT
+from bench.docs import ROOT, publish
 from tagger import tag_proto
 from tagger.tagging import tag_model
 
@@ -474,6 +474,9 @@ def run(families: str | None = None, work: str = "bench/.cache", publish_docs: b
     )
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "heldout.md").write_text(text, encoding="utf-8")
+    publish(
+        "heldout", f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [docs/heldout.md](docs/heldout.md).\n"
+    )
 
 
 if __name__ == "__main__":

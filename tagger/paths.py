@@ -260,10 +260,23 @@ class ModuleSet:
                     self._by_unqualified.setdefault(_unqualified(path), []).append(path)
         prefix = caller + "." if caller else ""
         for name in (segment, ".".join(stripped)):
-            found = [p for p in self._by_unqualified.get(name, ()) if p.startswith(prefix)]
+            found = [
+                p for p in self._by_unqualified.get(name, ()) if p.startswith(prefix) and not self._skips_called(prefix, p, name)
+            ]
             if found:
                 return min(found, key=lambda p: (p.count("."), p)).split(".")
         return None
+
+    def _skips_called(self, prefix: str, path: str, name: str) -> bool:
+        """Whether reaching `path` from the caller skips a module the file's names show was called:
+        the exporter scopes every module it calls, so a skipped module is one reached through an
+        uncalled container (`self.model.decoder`), never one with a scope of its own (`attention`
+        in `/layer.0/attention/self/...` is no container `/layer.0/output/...` reaches through)."""
+        skipped = path[len(prefix) : len(path) - len(name) - 1]
+        if not skipped:
+            return False
+        parts = skipped.split(".")
+        return any(prefix + ".".join(parts[: end + 1]) in self._observed for end in range(len(parts)))
 
     def _longest_known_prefix(self, parts: list[str]) -> str:
         for end in range(len(parts), 0, -1):

@@ -313,37 +313,50 @@ def test_a_module_in_a_list_is_called_by_the_lists_parent():
     assert modules[1:4] == ["layers.0"] * 3
 
 
-def _blocks() -> onnx.ModelProto:
+def _blocks(norm_inside: bool = True) -> onnx.ModelProto:
     """Two residual blocks of a module list: each adds its input (the value its first child read)
-    to its last child's output, between its own nodes and the next block's."""
+    to its last child's output; with `norm_inside`, the block's own norm follows the Add (BERT's
+    `attention.output`), else the Add's result leaves the block (a post-LN layer's or ResNet's)."""
     nodes = [
         ("Add", ["x", "pre.bias"], ["p"], None),
         ("Relu", ["p"], ["r0"], None),
         ("Add", ["r0", "blocks.0.a.bias"], ["a0"], None),
         ("Add", ["a0", "blocks.0.b.bias"], ["b0"], None),
-        ("Add", ["b0", "r0"], ["s0"], None),  # blocks.0's residual
+        ("Add", ["b0", "r0"], ["j0"], None),  # blocks.0's residual
+        ("Add", ["j0", "blocks.0.norm.bias" if norm_inside else "two"], ["s0"], None),
         ("Add", ["s0", "blocks.1.a.bias"], ["a1"], None),
         ("Add", ["a1", "blocks.1.b.bias"], ["b1"], None),
-        ("Add", ["b1", "s0"], ["s1"], None),  # blocks.1's residual
+        ("Add", ["b1", "s0"], ["j1"], None),  # blocks.1's residual
+        ("Add", ["j1", "blocks.1.norm.bias" if norm_inside else "two"], ["s1"], None),
         ("Add", ["s1", "post.bias"], ["y"], None),
     ]
     params = ["pre.bias", "blocks.0.a.bias", "blocks.0.b.bias", "blocks.1.a.bias", "blocks.1.b.bias", "post.bias"]
+    if norm_inside:
+        params += ["blocks.0.norm.bias", "blocks.1.norm.bias"]
     return _model(nodes, params=params)
 
 
-def test_a_join_runs_in_the_deepest_module_holding_all_its_inputs_and_says_it_is_a_choice():
-    """`blocks.0` holds its input (its child `a` read it) and its child `b`'s output: the residual
-    Add may run there (or in a caller holding both), never in `b` or in the next block."""
+def test_a_join_followed_by_its_blocks_own_node_runs_in_that_block():
+    """BERT's `attention.output`: the residual Add sits between the block's child `b` and its own
+    norm, which uses the sum: by nesting it runs in `blocks.0`, certainly."""
     result = tag_model(_blocks())
     assert result.assignments[4].module == "blocks.0"
-    assert result.bounds[4].bound == "" and not result.bounds[4].certain
+    assert result.bounds[4].bound == "blocks.0" and result.bounds[4].certain
 
 
 def test_a_join_of_values_from_different_modules_is_refined_to_the_module_holding_both():
-    """The second block's input is the first block's residual, read by `blocks.1.a`: rule 3's
+    """The second block's input is the first block's output, read by `blocks.1.a`: rule 3's
     common caller of the producers is refined to `blocks.1`, which holds both."""
     modules = _modules(_blocks())
-    assert modules[4] == "blocks.0" and modules[7] == "blocks.1"
+    assert modules[4] == "blocks.0" and modules[8] == "blocks.1"
+
+
+def test_a_join_whose_result_leaves_the_modules_holding_its_inputs_stays_at_its_bound():
+    """A post-LN layer adds the residual after an attention that read the same input: the Add
+    may be the attention's or the layer's; with nothing after it inside the block, only the bound
+    is sure."""
+    modules = _modules(_blocks(norm_inside=False))
+    assert modules[4] not in ("blocks.0", "blocks.0.b") and modules[8] not in ("blocks.1", "blocks.1.b")
 
 
 def test_a_node_adding_an_unnamed_weight_to_a_modules_result_is_not_carried_into_that_module():
@@ -508,3 +521,26 @@ def test_a_diamond_into_the_flatten_before_a_linears_gemm_is_not_that_linears():
     weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "attn.out_proj.weight")
     model.graph.initializer.append(weight)
     assert "attn.out_proj" not in _modules(model)[2:5]
+
+
+def test_a_node_touching_nothing_tagged_is_not_placed_by_its_position():
+    """onnxslim moves a mask chain (it reads only a graph input) in among the embeddings' nodes;
+    read by nothing tagged either (a fresh export names almost nothing), its position is all
+    that would place it, and a tool chose that position."""
+    model = _model(
+        [
+            ("Add", ["x", "emb.a.bias"], ["a"], None),
+            ("Relu", ["a"], ["a1"], None),
+            ("Relu", ["a1"], ["a2"], None),
+            ("Relu", ["a2"], ["a3"], None),
+            ("Neg", ["x"], ["n"], None),
+            ("Relu", ["n"], ["n1"], None),
+            ("Relu", ["n1"], ["z"], None),
+            ("Mul", ["a3", "emb.a.weight"], ["y"], None),
+        ],
+        params=["emb.a.bias", "emb.a.weight"],
+        outputs=("y", "z"),
+    )
+    result = tag_model(model)
+    assert result.assignments[2].module == "emb.a"  # the order holds: the chain's own nodes keep it
+    assert [result.bounds[i].bound for i in (4, 5, 6)] == ["", "", ""]

@@ -39,3 +39,15 @@ def test_lca_and_within():
     assert lca("a.b", "x") == ""
     assert lca(None, "a") == "a"
     assert is_within("a.b.c", "a.b") and is_within("a", "") and not is_within("a.bc", "a.b")
+
+
+def test_a_segment_reaches_a_known_module_through_an_uncalled_container_only():
+    """`/decoder/...` is `model.decoder` when `model` has no scope of its own (an uncalled
+    container), but `/layer.0/output/...` is not `layer.0.attention.output` when the file's names
+    show `attention` called (`/layer.0/attention/self/...`)."""
+    modules = ModuleSet()
+    modules.add("model.decoder.block.0")
+    assert modules.resolve(["decoder", "block.0"]) == "model.decoder.block.0"
+    modules.add("encoder.layer.0.attention.output.LayerNorm")
+    modules.observe(["encoder", "layer.0", "attention", "self", "query"])
+    assert modules.resolve(["encoder", "layer.0", "output", "dense"]) == "encoder.layer.0.output.dense"
