@@ -106,9 +106,10 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     for owner in dict.fromkeys(owners.values()):
         context.modules.add(owner)
     readers = _readers(index, owners)
-    merged = merged_parameters(index, readers, owners, context.base_dir)
+    merged, tied = merged_parameters(index, readers, owners, context.base_dir)
+    context.parameters = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
+    merged |= tied
     context.merged = frozenset(merged)
-    context.parameters = {name: owner for name, owner in owners.items() if name not in merged}
     folded = {name for name in owners if _folded_bias(name, owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller

@@ -56,19 +56,21 @@ _CHUNK = 1 << 20
 """Values read at a time when checking that a tensor is constant (a random one differs at once)."""
 
 
-def merged_parameters(index: ModelIndex, readers: dict[str, list[int]], owners: dict[str, str], base_dir: Path | None) -> set[str]:
+def merged_parameters(
+    index: ModelIndex, readers: dict[str, list[int]], owners: dict[str, str], base_dir: Path | None
+) -> tuple[set[str], set[str]]:
     """The initializers among `readers` (name -> the nodes reading it; `owners`: name -> module)
-    that may stand for several parameters: merged equal ones (case 3) or one tied into other
-    modules (case 2; see the module docstring)."""
+    that may stand for several parameters: merged equal ones (case 3), and, apart, one tied into
+    or shared by other modules (case 2, or case 1 read on independent inputs; see the module
+    docstring). A tied name still names a module that owns it (T5's `shared`), just not each reader."""
     shared = {name for name, nodes in readers.items() if len(nodes) > 1}
     if not shared:
-        return set()
+        return set(), set()
     tensors = _tensors(index, shared)
     merged = {name for name in shared if not _varies(tensors.get(name), base_dir)}
     varying = shared - merged
-    if varying:
-        merged |= _tied(index, {name: readers[name] for name in varying}, owners)
-    return merged
+    tied = _tied(index, {name: readers[name] for name in varying}, owners) if varying else set()
+    return merged, tied
 
 
 def _tied(index: ModelIndex, candidates: dict[str, list[int]], owners: dict[str, str]) -> set[str]:
