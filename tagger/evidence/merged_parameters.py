@@ -69,33 +69,27 @@ def merged_parameters(
     tensors = _tensors(index, shared)
     merged = {name for name in shared if not _varies(tensors.get(name), base_dir)}
     varying = shared - merged
-    tied = _tied(index, {name: readers[name] for name in varying}, owners) if varying else set()
+    tied = _tied(index, varying, readers, owners) if varying else set()
     return merged, tied
 
 
-def _tied(index: ModelIndex, candidates: dict[str, list[int]], owners: dict[str, str]) -> set[str]:
+def _tied(index: ModelIndex, candidates: set[str], readers: dict[str, list[int]], owners: dict[str, str]) -> set[str]:
     """The candidates with, between two consecutive reads in one graph, a read of another
     module's parameter that is read fewer times than the candidate. Unnamed matrices do not count:
     the dynamo exporter folds a transposed copy of a weight for each call (ALBERT's shared layer
     reads `val_123` in one call and another copy in the next)."""
-    weights = owners.keys()
-    counts: dict[str, int] = {}
-    reads: list[tuple[int, str]] = []
-    for node_id, view in enumerate(index.views):
-        for name in view.input:
-            if name in weights:
-                counts[name] = counts.get(name, 0) + 1
-                reads.append((node_id, name))
+    reads = sorted((node, name) for name, nodes in readers.items() for node in nodes)
     positions = [node for node, _ in reads]
     tied = set()
     consumers: dict[str, list[int]] | None = None
-    for name, nodes in candidates.items():
+    for name in candidates:
+        nodes = readers[name]
         owner, count = owners[name], len(nodes)
         for first, second in itertools.pairwise(sorted(nodes)):
             if index.graph_of[first] != index.graph_of[second]:
                 continue
             between = reads[bisect.bisect_right(positions, first) : bisect.bisect_left(positions, second)]
-            if any(counts[other] < count and _foreign(owners[other], owner) for _, other in between):
+            if any(len(readers[other]) < count and _foreign(owners[other], owner) for _, other in between):
                 tied.add(name)
                 break
             consumers = dataflow(index.views)[1] if consumers is None else consumers
