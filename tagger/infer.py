@@ -39,13 +39,13 @@ Rules (the first that decides wins):
      built for a single leaf (ids for an embedding) is made by the leaf's caller.
   1b. (A) A QuantizeLinear -> DequantizeLinear pair writing a graph output is its producer's: the
      QDQ format pairs stand for the tensor they quantize and serve the op that wrote it.
-  2. (B) Inside one leaf: between two of its uses; a weighted op on an unnamed weight feeding
-     its parameter use when that use reads nothing else computed (a bias Add, not a fused
-     residual norm) - also for a module with children applying a parameter of its own (fact B
-     holds per parameter use: `nn.MultiheadAttention`'s `in_proj_bias`); a fork converging into it; a Reshape/Flatten pair wrapping a 2-D `Gemm`
-     (the Linear applied to N-D input; a flatten with no restore after is the caller's, and a
-     restore that splits into more dimensions than were flattened is the caller's reshape a
-     tool merged into it).
+  2. (B) Inside one leaf: between two of its uses; a weighted op on an unnamed weight feeding its
+     parameter use when that use reads nothing else computed (a bias Add, not a fused residual
+     norm) - also for a module with children applying a parameter of its own (fact B holds per
+     parameter use: `nn.MultiheadAttention`'s `in_proj_bias`); a fork converging into it; a
+     Reshape/Flatten pair wrapping a 2-D `Gemm` (the Linear applied to N-D input; a flatten with
+     no restore after is the caller's, and a restore that splits into more dimensions than were
+     flattened is the caller's reshape a tool merged into it).
   3. (C) Inputs from several modules inside the bound: their lowest common ancestor.
   Rules 1-3 repeat until nothing changes (each decision is context for the next). Then choices:
   4a. (C) A node reading several values runs in a module that holds them all. A value is held by
@@ -56,16 +56,17 @@ Rules (the first that decides wins):
      residual join runs in the block whose first child read its input and whose last child made
      the other. A caller holding both is possible too, hence a choice. Its decisions are context
      for rules 4-6 through dataflow, not through the order's neighbours.
-  4. A node fed by a single module runs in that module's caller (the parent of a leaf, past
-     module lists, which run no op) while the caller is still running: the next tagged node is
-     inside it, or the node's result goes no further than the caller's caller. Not for a node
-     that adds an unnamed weight-like initializer (a folded parameter or buffer, not a weighted
-     op's own weight): it brings in data of a module the file does not name, not only the
-     producer's result; nor for a node reading one of the model's arguments (data from outside
-     every module: a post-LN layer's residual join of its input with its attention's output). Nor, after the last tagged node, from the first weighted op on: its
-     weight is a leaf's of its own, and nothing after it says the producer's caller is still
-     running (an output head on a tied or transposed weight runs after the model body, in another
-     module; in a fresh export whose merged parameters name nothing, the whole body does).
+  4. A node fed by a single module runs in that module's caller (the parent of a leaf, past module
+     lists, which run no op) while the caller is still running: the next tagged node is inside it,
+     or the node's result goes no further than the caller's caller. Not for a node that adds an
+     unnamed weight-like initializer (a folded parameter or buffer, not a weighted op's own
+     weight): it brings in data of a module the file does not name, not only the producer's
+     result; nor for a node reading one of the model's arguments (data from outside every module:
+     a post-LN layer's residual join of its input with its attention's output). Nor, after the
+     last tagged node, from the first weighted op on: its weight is a leaf's of its own, and
+     nothing after it says the producer's caller is still running (an output head on a tied or
+     transposed weight runs after the model body, in another module; in a fresh export whose
+     merged parameters name nothing, the whole body does).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
      mask) and whose nearest tagged consumers are one module that has already started (the next
      tagged node is inside it) prepares their input inside it (in its caller, if a leaf). A node

@@ -17,6 +17,7 @@ from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, EvidenceSource, build_context, collect
 from tagger.evidence.initializers import module_of_parameter
+from tagger.fused import widen_residual_norms
 from tagger.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.paths import lca_all, parent
@@ -119,6 +120,8 @@ def tag_model(
         if len(still) == len(pending):
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
+    for scope in index.graphs:
+        widen_residual_norms(index.views, scope.node_ids, labels.modules, labels.sources, labels.facts.sequences)
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}

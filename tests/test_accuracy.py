@@ -45,14 +45,14 @@ FLOORS: dict[tuple[str, str, str], float] = {
     ("vit", "torchscript", "strip_aux"): 0.99,  # measured 100.0%
     ("vit", "torchscript", "strip_all"): 0.96,  # measured 96.9%
     ("vit", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
-    ("vit", "torchscript", "ort_optimizer"): 0.99,  # measured 100.0%
+    ("vit", "torchscript", "ort_optimizer"): 0.97,  # measured 97.6% (a fused final norm + last residual: their caller)
     ("vit", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("vit", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
     ("vit", "dynamo", "none"): 0.99,  # measured 100.0%
     ("vit", "dynamo", "strip_aux"): 0.99,  # measured 100.0%
     ("vit", "dynamo", "strip_all"): 0.96,  # measured 97.4%
     ("vit", "dynamo", "onnxslim"): 0.94,  # measured 94.6%
-    ("vit", "dynamo", "ort_optimizer"): 0.96,  # measured 96.6%
+    ("vit", "dynamo", "ort_optimizer"): 0.88,  # measured 89.7% (fused residual norms at their LCA: sound, not the norm)
     ("vit", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("vit", "dynamo", "gs_roundtrip"): 0.96,  # measured 97.4%
     ("resnet", "torchscript", "none"): 0.99,  # measured 100.0%
@@ -73,14 +73,14 @@ FLOORS: dict[tuple[str, str, str], float] = {
     ("gpt2", "torchscript", "strip_aux"): 0.98,  # measured 99.4%
     ("gpt2", "torchscript", "strip_all"): 0.84,  # measured 84.8%
     ("gpt2", "torchscript", "onnxslim"): 0.99,  # measured 100.0%
-    ("gpt2", "torchscript", "ort_optimizer"): 0.93,  # measured 94.2%
+    ("gpt2", "torchscript", "ort_optimizer"): 0.95,  # measured 96.2%
     ("gpt2", "torchscript", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("gpt2", "torchscript", "gs_roundtrip"): 0.99,  # measured 100.0%
     ("gpt2", "dynamo", "none"): 0.99,  # measured 100.0%
     ("gpt2", "dynamo", "strip_aux"): 0.98,  # measured 98.9%
     ("gpt2", "dynamo", "strip_all"): 0.80,  # measured 80.9%
     ("gpt2", "dynamo", "onnxslim"): 0.80,  # measured 81.3%
-    ("gpt2", "dynamo", "ort_optimizer"): 0.89,  # measured 89.8%
+    ("gpt2", "dynamo", "ort_optimizer"): 0.92,  # measured 93.9%
     ("gpt2", "dynamo", "quantize_dynamic"): 0.99,  # measured 100.0%
     ("gpt2", "dynamo", "gs_roundtrip"): 0.80,  # measured 80.9%
 }
@@ -112,9 +112,11 @@ def test_inference_beats_both_baselines_where_evidence_was_removed(case):
 def test_no_tag_names_a_wrong_module_on_nameless_dynamo_exports(case, tagged):
     """Issue 14's bar: with names and metadata gone (a strip, onnxslim, a graphsurgeon round
     trip), at most 1% of the nodes of a dynamo export are tagged outside their true module's
-    ancestry (measured: 0% on every architecture, docs/accuracy.md)."""
-    if case.exporter != "dynamo" or case.degradation not in ("strip_all", "onnxslim", "gs_roundtrip"):
-        pytest.skip("the bar is set for nameless dynamo exports")
+    ancestry (measured: 0% on every architecture, docs/accuracy.md). The same after onnxruntime's
+    optimizer, on either exporter: its fused nodes compute ops of two modules (`tagger.fused`)."""
+    nameless = case.exporter == "dynamo" and case.degradation in ("strip_all", "onnxslim", "gs_roundtrip")
+    if not nameless and case.degradation != "ort_optimizer":
+        pytest.skip("the bar is set for nameless dynamo exports and onnxruntime's fused nodes")
     model = onnx.load(tagged.path, load_external_data=False)
     scored = metrics.measure(metrics.node_modules(model), case.truth, set())
     assert scored.wrong <= 0.01, f"{scored.graded - scored.sound_count} of {scored.graded} nodes tagged with a wrong module"

@@ -579,3 +579,46 @@ def test_a_join_of_a_model_argument_with_a_modules_result_is_not_put_in_that_mod
         params=["layer.attn.q.bias", "layer.attn.o.bias", "layer.norm.weight"],
     )
     assert _modules(model)[3] == "layer"
+
+
+def _contrib(op, inputs, outputs):
+    return helper.make_node(op, inputs, outputs, domain="com.microsoft")
+
+
+def test_a_fused_bias_activation_is_the_linears_callers():
+    """onnxruntime's BiasGelu adds a Linear's bias and applies the activation its caller calls:
+    the node writes the activation's value, so it is the caller's, not the Linear's."""
+    model = _model([("MatMul", ["x", "val_0"], ["h"], None), ("Add", ["g", "ffn.out.bias"], ["y"], None)],
+                   params=["ffn.up.bias", "ffn.out.bias"], anonymous=["val_0"])  # fmt: skip
+    model.graph.node.insert(1, _contrib("BiasGelu", ["h", "ffn.up.bias"], ["g"]))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(model)[1] == "ffn"
+
+
+def test_a_fused_residual_norm_handing_on_the_previous_blocks_sum_is_their_callers():
+    """In a pre-norm model onnxruntime fuses block 0's residual Add with block 1's norm; the node
+    reads the norm's weight but also writes block 0's sum (its 4th output, read by the next
+    join): it belongs to both blocks' caller. A post-norm block's fused norm (no sum handed on,
+    the residual added by a caller of the norm) stays the norm's."""
+    first, second = "enc.first", "enc.second"
+    model = _model(
+        [
+            ("Add", ["x", f"{first}.attn.bias"], ["a"], None),
+            ("Add", ["a", f"{first}.mlp.bias"], ["m"], None),
+            ("Add", ["n1", f"{second}.attn.bias"], ["b"], None),
+            ("Add", ["b", "s"], ["r"], None),
+            ("Mul", ["r", f"{second}.out.weight"], ["y"], None),
+        ],
+        params=[f"{first}.attn.bias", f"{first}.mlp.bias", f"{second}.ln.weight", f"{second}.attn.bias", f"{second}.out.weight"],
+    )
+    model.graph.node.insert(2, _contrib("SkipLayerNormalization", ["m", "x", f"{second}.ln.weight"], ["n1", "", "", "s"]))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(model)[2] == "enc"
+    post_norm = _model(
+        [("Add", ["x", "attn.q.bias"], ["q"], None), ("Add", ["q", "attn.out.dense.bias"], ["a"], None),
+         ("Mul", ["n", "next.weight"], ["y"], None)],
+        params=["attn.q.bias", "attn.out.dense.bias", "attn.out.ln.weight", "next.weight"],
+    )  # fmt: skip
+    post_norm.graph.node.insert(2, _contrib("SkipLayerNormalization", ["a", "x", "attn.out.ln.weight"], ["n"]))
+    post_norm.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(post_norm)[2] == "attn.out.ln"

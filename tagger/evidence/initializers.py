@@ -34,6 +34,10 @@ own parameters (`in_proj_weight`, `in_proj_bias`, `q_proj_weight`) beside an `ou
 such an attention; its `out_proj` parameters are read by it. (A custom attention with those names
 that does call `out_proj` gets its caller: an ancestor of the truth, never another branch.)
 
+onnxruntime's contrib ops that apply an activation after the weights or bias they read
+(`BiasGelu`, `FusedConv`: `tagger.fused`) compute the activation's value too: they belong to the
+weights' module's caller.
+
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
 bias still says that each node reading it is a fused op: such a node reading its own weight
@@ -48,6 +52,7 @@ from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context
 from tagger.evidence.merged_parameters import merged_parameters
+from tagger.fused import applies_activation
 from tagger.index import ModelIndex, graphs_within
 from tagger.paths import lca_all, parent
 
@@ -144,7 +149,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     for node_id in sorted({node for nodes in readers.values() for node in nodes}):
         inputs = index.views[node_id].input
         owned = [owners[name] for name in inputs if name in owners and name not in merged]
-        if owned and not folded.isdisjoint(merged.intersection(inputs)):
+        if owned and (applies_activation(index.views[node_id]) or not folded.isdisjoint(merged.intersection(inputs))):
             owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
         if owned:
             found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)  # w + w_bias: a tie, their LCA
