@@ -139,6 +139,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import itertools
 import math
 import operator
@@ -278,23 +279,11 @@ class _Graph:
         self.writers = writers
         self.readers = readers
         self.op = [node.op_type for node in nodes]
-        self.constant = self._constants(nodes)
+        self.constant = _constants(writers, readers, [node.input for node in nodes])
         weights = facts.weights
         self.weighted = [node.op_type in _WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
         self.nodes = nodes
         self.facts = facts
-
-    def _constants(self, nodes: Sequence[NodeView]) -> list[bool]:
-        """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
-        depend on nothing that runs, so their place in the order means nothing (fact A)."""
-        constant: list[bool] = []
-        append = constant.append
-        for writers, node in zip(self.writers, nodes, strict=True):
-            if writers:  # every named input made by a constant node
-                append(all(constant[j] for j in writers) and len(writers) == len(node.input) - node.input.count(""))
-            else:
-                append(not any(node.input))
-        return constant
 
     def ordered(self) -> bool:
         """Whether the file keeps the exporter's order (fact A's check, see the docstring)."""
@@ -304,6 +293,27 @@ class _Graph:
                 total += 1
                 linked += (i - 1) in writers
         return total == 0 or linked >= _ORDERED_SHARE * total
+
+
+def _constants(writers: list[tuple[int, ...]], readers: list[list[int]], inputs: list[tuple[str, ...]]) -> list[bool]:
+    """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
+    depend on nothing that runs, so their place in the order means nothing (fact A). Swept
+    forward from the nodes without inputs through their readers only: a node's writers come
+    before it, so a heap visits each candidate after its writers are settled, and the many
+    nodes no constant reaches are never looked at."""
+    constant = [not any(names) for names in inputs]
+    pending = [k for i, flag in enumerate(constant) if flag for k in readers[i]]
+    heapq.heapify(pending)
+    while pending:
+        i = heapq.heappop(pending)
+        if constant[i]:
+            continue  # reached again through another writer
+        names, made = inputs[i], writers[i]
+        if all(constant[j] for j in made) and len(made) == len(names) - names.count(""):
+            constant[i] = True
+            for k in readers[i]:
+                heapq.heappush(pending, k)
+    return constant
 
 
 def infer_graph(nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts) -> Inferred:
