@@ -339,7 +339,7 @@ class _Inference:
         self.certain = [True] * len(evidence)
         self._combined: set[int] = set()
         self._flows: dict[str, tuple[list[int], tuple[list, list]]] = {}
-        """The last flows each way, with the labels they were pushed through."""
+        """The last flows each way and the last neighbours, with the labels they were computed from."""
         self._two_call_pairs: dict[int, bool] = {}
         """`_two_calls`'s verdicts, by pair of positions (`first * count + second`)."""
 
@@ -392,7 +392,12 @@ class _Inference:
 
     def _neighbours(self, labels: list[int]) -> tuple[list[int], list[int]]:
         """The nearest tagged label before and after each position (-1: none), with numpy; as
-        lists (the passes read them one position at a time: a list's item is cheaper than numpy's)."""
+        lists (the passes read them one position at a time: a list's item is cheaper than numpy's).
+        Computed again only when the labels changed since the last call (a pass that decided
+        nothing leaves them for the next one)."""
+        memo = self._flows.get("neighbours")
+        if memo is not None and memo[0] == labels:
+            return memo[1]
         arr = np.asarray(labels, dtype=np.int64)
         tagged = arr >= 0
         n = len(arr)
@@ -406,7 +411,9 @@ class _Inference:
         after = np.full(n, -1, dtype=np.int64)
         after[:-1] = np.where(nxt[1:] < n, arr[np.minimum(nxt[1:], n - 1)], -1)
         self._two_calls(before, after, last, nxt)
-        return before.tolist(), after.tolist()
+        found = before.tolist(), after.tolist()
+        self._flows["neighbours"] = (list(labels), found)
+        return found
 
     def _two_calls(self, before: np.ndarray, after: np.ndarray, last: np.ndarray, nxt: np.ndarray) -> None:
         """Fact A holds per call: a node between two reads of one parameter (a module called twice,

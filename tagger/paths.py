@@ -155,8 +155,8 @@ class ModuleSet:
         The scope's callers' scopes are read as the owner's ancestors too, while their segments are
         those ancestors' unqualified names and read as no known module.
         """
-        if not segments:
-            return
+        if not segments or self.resolve(segments) in self._known:
+            return  # it reads as a known module already (the common case: checked before any owner)
         named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
         if len(named) != 1:
             return

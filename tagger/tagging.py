@@ -164,8 +164,8 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
     modules, sources, facts = labels.modules, labels.sources, labels.facts
-    known = [modules[i] for i in ids]
-    inferred = labels.infer([index.views[i] for i in ids], known, facts)
+    known = modules[ids.start : ids.stop]  # a graph's nodes are consecutive in the index
+    inferred = labels.infer(index.views[ids.start : ids.stop], known, facts)
     bounds: dict[tuple[str, bool], Bound] = {}  # one immutable record per distinct bound (a model has few)
     for k, (node_id, before, after) in enumerate(zip(ids, known, inferred.modules, strict=False)):
         if before is None and after is not None:
