@@ -186,8 +186,8 @@ class Commands:
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
         """
-        from tagger.profiling import profile
         from tagger.feeds import parse_dim_option
+        from tagger.profiling import profile
 
         depth = check_integer("depth", depth)
         inputs, trace = check_text("inputs", inputs), check_text("trace", trace)

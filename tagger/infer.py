@@ -139,7 +139,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import heapq
 import itertools
 import math
 import operator
@@ -297,22 +296,22 @@ class _Graph:
 
 def _constants(writers: list[tuple[int, ...]], readers: list[list[int]], inputs: list[tuple[str, ...]]) -> list[bool]:
     """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
-    depend on nothing that runs, so their place in the order means nothing (fact A). Swept
-    forward from the nodes without inputs through their readers only: a node's writers come
-    before it, so a heap visits each candidate after its writers are settled, and the many
-    nodes no constant reaches are never looked at."""
-    constant = [not any(names) for names in inputs]
-    pending = [k for i, flag in enumerate(constant) if flag for k in readers[i]]
-    heapq.heapify(pending)
-    while pending:
-        i = heapq.heappop(pending)
-        if constant[i]:
-            continue  # reached again through another writer
-        names, made = inputs[i], writers[i]
-        if all(constant[j] for j in made) and len(made) == len(names) - names.count(""):
-            constant[i] = True
-            for k in readers[i]:
-                heapq.heappush(pending, k)
+    depend on nothing that runs, so their place in the order means nothing (fact A). Found in
+    waves from the nodes without inputs, through readers only: the many nodes no constant
+    reaches are never looked at. A node's writers come before it, so a wave looked at in order
+    settles the writers first; a node seen before a writer turned constant is seen again with it."""
+    constant = list(map(operator.not_, map(any, inputs)))  # no input at all: a `Constant`
+    wave = list(itertools.compress(range(len(constant)), constant))
+    while wave:
+        found = []
+        for i in sorted(set(itertools.chain.from_iterable(map(readers.__getitem__, wave)))):
+            made = writers[i]
+            if not constant[i] and all(map(constant.__getitem__, made)):
+                names = inputs[i]
+                if len(made) == len(names) - names.count(""):
+                    constant[i] = True
+                    found.append(i)
+        wave = found
     return constant
 
 
