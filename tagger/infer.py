@@ -195,6 +195,8 @@ class _Tree:
     def __init__(self, containers: set[str], sequences: set[str] | frozenset[str] = frozenset()) -> None:
         self._sequences = sequences
         self.paths: list[str] = []
+        self._dotted: list[str] = []
+        """Each path with a trailing dot: the prefix of everything below it (`within`)."""
         self.ids: dict[str, int] = {}
         self._lca: dict[tuple[int, int], int] = {}
         self._containers = containers
@@ -206,6 +208,7 @@ class _Tree:
         if found is None:
             found = self.ids[path] = len(self.paths)
             self.paths.append(path)
+            self._dotted.append(path + ".")
             self.leaf.append(path not in self._containers)
         return found
 
@@ -238,8 +241,7 @@ class _Tree:
             return True
         if b < 0:
             return False
-        below = self.paths[b]
-        return not below or self.paths[a].startswith(below + ".")
+        return b == self.root or self.paths[a].startswith(self._dotted[b])
 
     def depth(self, a: int) -> int:
         path = self.paths[a]

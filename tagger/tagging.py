@@ -142,7 +142,7 @@ def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
     the `Identity` copies TorchScript's deduplication reads them through."""
     weights = {name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None}
     weights.update(merged)
-    for view in index.views:
+    for view in index.views if merged else ():  # without merged parameters no copy reads one
         if view.op_type == "Identity" and view.input and view.input[0] in merged:
             weights.update(view.output)
     return frozenset(weights)
