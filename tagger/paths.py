@@ -78,6 +78,21 @@ def _unqualified(path: str) -> str:
     return ".".join(parts[end:])
 
 
+def _another_entry(segments: Sequence[str], module: str) -> bool:
+    """Whether a segment of `segments` names another entry of a list that holds `module` (`layers.1`
+    beside the path's `layers.0`)."""
+    entries = {}
+    parts = module.split(".")
+    for k in range(1, len(parts)):
+        if parts[k].isdigit() and not parts[k - 1].isdigit():
+            entries[parts[k - 1]] = parts[k]
+    for segment in segments:
+        base, _, index = segment.partition(".")
+        if index.isdigit() and entries.get(base, index) != index:
+            return True
+    return False
+
+
 def scope_segments(name: str) -> list[str] | None:
     """The scope part of a `/a/b/Op`-style name, or None when the name carries no scope.
 
@@ -154,11 +169,16 @@ class ModuleSet:
         appears under every caller with that path's unqualified name (`/decoder/shared/Gather`).
         The scope's callers' scopes are read as the owner's ancestors too, while their segments are
         those ancestors' unqualified names and read as no known module.
+
+        Not when a caller's segment is another entry of a list the owner lies in (`/m/layers.1/self_attn`
+        reading `m.layers.0.self_attn.*`): TorchScript names an entry by its own index, so the scope
+        is another object, a clone whose equal parameters (a fresh model's `copy.deepcopy`d layers)
+        the exporter stored once under the first one's names.
         """
         if not segments or self.resolve(segments) in self._known:
             return  # it reads as a known module already (the common case: checked before any owner)
         named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
-        if len(named) != 1:
+        if len(named) != 1 or _another_entry(segments, named[0]):
             return
         segments, module = tuple(segments), named[0]
         while segments and module and self.resolve(segments) not in self._known:

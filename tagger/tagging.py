@@ -98,6 +98,7 @@ def tag_model(
             context.modules.sequences(),
             *tensor_shapes(model),
             parameters=frozenset(context.parameters),
+            arguments=frozenset(name for scope in index.graphs for name in scope.inputs - scope.initializers),
         ),
         callers=_function_callers(index),
     )

@@ -5,7 +5,10 @@ Each row was wrong before its rule (wrong share in brackets): BART fresh dynamo 
 embedding's name on the encoder, then everything after it), Phi fresh dynamo + onnxslim (95.5%:
 a reordered graph bounded by its only named module), DistilBERT dynamo (5.1%: a post-LN residual
 put in the attention), ELECTRA fresh TorchScript (2.7%: a scope resolved past a called module),
-RoBERTa fresh dynamo + onnxslim (5.6%: a moved mask chain placed by its position).
+RoBERTa fresh dynamo + onnxslim (5.6%: a moved mask chain placed by its position),
+nn.TransformerEncoder dynamo + onnxslim (10.9%: nn.MultiheadAttention's out_proj Gemm put in
+out_proj, which never runs), and fresh TorchScript + onnxruntime's optimizer (4.0%: a deep-copied
+layer's scopes read as layer 0's, whose equal parameters the exporter kept once).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ ROWS = [
     ("distilbert", "dynamo", "noisy", "strip_all"),
     ("electra", "torchscript", "fresh", "none"),
     ("roberta", "dynamo", "fresh", "onnxslim"),
+    ("torch-encoder", "dynamo", "noisy", "onnxslim"),
+    ("torch-encoder", "torchscript", "fresh", "ort_optimizer"),
 ]
 
 

@@ -544,3 +544,38 @@ def test_a_node_touching_nothing_tagged_is_not_placed_by_its_position():
     result = tag_model(model)
     assert result.assignments[2].module == "emb.a"  # the order holds: the chain's own nodes keep it
     assert [result.bounds[i].bound for i in (4, 5, 6)] == ["", "", ""]
+
+
+def test_multihead_attention_applies_its_out_proj_and_in_proj_itself():
+    """`nn.MultiheadAttention` passes `out_proj.weight` to `F.multi_head_attention_forward`: the
+    Gemm reading it is the attention's (out_proj never runs), and the MatMul on the unnamed packed
+    `in_proj_weight` before the attention's own `in_proj_bias` Add is the attention's too."""
+    model = _model(
+        [
+            ("MatMul", ["x", "val_0"], ["q"], None),
+            ("Add", ["q", "enc.attn.in_proj_bias"], ["a"], None),
+            ("Softmax", ["a"], ["s"], None),
+            ("Gemm", ["s", "enc.attn.out_proj.weight", "enc.attn.out_proj.bias"], ["o"], None),
+            ("Add", ["o", "enc.norm.bias"], ["y"], None),
+        ],
+        params=["enc.attn.in_proj_bias", "enc.attn.out_proj.bias", "enc.norm.bias"],
+        anonymous=["val_0", "enc.attn.out_proj.weight"],
+    )
+    assert _modules(model)[:4] == ["enc.attn"] * 4
+
+
+def test_a_join_of_a_model_argument_with_a_modules_result_is_not_put_in_that_module():
+    """A post-LN layer adds its input (here the model's argument `x`) to its attention's output
+    before its norm: the join reads data from outside the attention, so rule 4 does not put it in
+    the attention; it stays at its certain bound, the layer."""
+    model = _model(
+        [
+            ("Add", ["x", "layer.attn.q.bias"], ["a"], None),
+            ("Relu", ["a"], ["r"], None),
+            ("Add", ["r", "layer.attn.o.bias"], ["o"], None),
+            ("Add", ["x", "o"], ["res"], None),
+            ("Mul", ["res", "layer.norm.weight"], ["y"], None),
+        ],
+        params=["layer.attn.q.bias", "layer.attn.o.bias", "layer.norm.weight"],
+    )
+    assert _modules(model)[3] == "layer"

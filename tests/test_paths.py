@@ -51,3 +51,16 @@ def test_a_segment_reaches_a_known_module_through_an_uncalled_container_only():
     modules.add("encoder.layer.0.attention.output.LayerNorm")
     modules.observe(["encoder", "layer.0", "attention", "self", "query"])
     assert modules.resolve(["encoder", "layer.0", "output", "dense"]) == "encoder.layer.0.output.dense"
+
+
+def test_a_scope_reading_a_known_module_by_another_path_is_that_module_but_not_a_clone_in_a_list():
+    """T5's `/decoder/shared` reads `shared.weight`: the one tied module. `/m/layers.1/self_attn`
+    reading `m.layers.0.self_attn.*` is another list entry, a deep-copied clone whose equal
+    (fresh) parameters the exporter stored once: it stays `m.layers.1.self_attn`."""
+    modules = ModuleSet()
+    modules.add("shared")
+    modules.add("m.layers.0.self_attn")
+    modules.read_shared(["decoder", "shared"], ["shared"])
+    modules.read_shared(["m", "layers.1", "self_attn"], ["m.layers.0.self_attn"])
+    assert modules.resolve(["decoder", "shared"]) == "shared"
+    assert modules.resolve(["m", "layers.1", "self_attn"]) == "m.layers.1.self_attn"

@@ -27,6 +27,13 @@ such a node computes two modules' ops, so it belongs to their common caller, the
 module's parent. The new bias alone names that caller too (a quantizer splits the node: the
 weight goes to a `ConvInteger`, the bias to the `Add` after it).
 
+`torch.nn.MultiheadAttention` never calls its `out_proj` child: its forward passes
+`out_proj.weight` and `out_proj.bias` to `F.multi_head_attention_forward`, so the attention module
+itself applies them (the exporter scopes that Gemm to it). A module that owns the attention's
+own parameters (`in_proj_weight`, `in_proj_bias`, `q_proj_weight`) beside an `out_proj` child is
+such an attention; its `out_proj` parameters are read by it. (A custom attention with those names
+that does call `out_proj` gets its caller: an ancestor of the truth, never another branch.)
+
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
 bias still says that each node reading it is a fused op: such a node reading its own weight
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context
 from tagger.evidence.merged_parameters import merged_parameters
@@ -44,24 +52,42 @@ from tagger.index import ModelIndex, graphs_within
 from tagger.paths import lca_all, parent
 
 SOURCE = "initializer"
-__all__ = ["SOURCE", "module_of_parameter", "parameter_owners", "propose"]
+__all__ = ["SOURCE", "attention_modules", "module_of_parameter", "parameter_owners", "propose"]
 
 _PARAMETER = re.compile(r"^[A-Za-z_]\w*(\.([A-Za-z_]\w*|\d+))+$")
 """Attribute names and list indices joined by dots: what `named_parameters()` and `named_buffers()` spell."""
 
 
-def module_of_parameter(name: str) -> str | None:
-    """The module owning a parameter or buffer named by its dotted path, else None."""
+_ATTENTION_OWN = frozenset({"in_proj_weight", "in_proj_bias", "q_proj_weight"})
+"""Parameters `nn.MultiheadAttention` holds itself (packed or separate q/k/v projections)."""
+
+
+def module_of_parameter(name: str, attentions: Collection[str] = ()) -> str | None:
+    """The module applying a parameter or buffer named by its dotted path, else None: its owner,
+    or the `nn.MultiheadAttention` among `attentions` whose `out_proj` it belongs to."""
     if not _PARAMETER.match(name):
         return None
-    return name.rpartition(".")[0]
+    owner = name.rpartition(".")[0]
+    caller, _, child = owner.rpartition(".")
+    return caller if child == "out_proj" and caller in attentions else owner
+
+
+def attention_modules(names: Iterable[str]) -> frozenset[str]:
+    """The modules that parameter names show to be `nn.MultiheadAttention`s (see the module docstring)."""
+    found = set()
+    for name in names:
+        owner, _, attribute = name.rpartition(".")
+        if attribute in _ATTENTION_OWN and _PARAMETER.match(name):
+            found.add(owner)
+    return frozenset(found)
 
 
 def parameter_owners(index: ModelIndex) -> dict[str, str]:
-    """The module owning each initializer the file names by a parameter path, leaving out the
+    """The module applying each initializer the file names by a parameter path, leaving out the
     names derived from a tensor the graph computes or receives (see the module docstring)."""
     computed: set[str] | None = None
     owners: dict[str, str] = {}
+    attentions = attention_modules(name for scope in index.graphs for name in scope.initializers)
     for scope in index.graphs:
         for name in scope.initializers:
             owner = module_of_parameter(name)
@@ -71,7 +97,7 @@ def parameter_owners(index: ModelIndex) -> dict[str, str]:
                 computed = _computed_tensors(index) if computed is None else computed
                 if _derived_from_tensor(name, computed):
                     continue
-            owners[name] = owner
+            owners[name] = module_of_parameter(name, attentions) if attentions else owner
     return owners
 
 
@@ -103,8 +129,8 @@ def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     owners = parameter_owners(index)
-    for owner in dict.fromkeys(owners.values()):
-        context.modules.add(owner)
+    for owner in dict.fromkeys(map(module_of_parameter, owners)):
+        context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     readers = _readers(index, owners)
     merged, tied = merged_parameters(index, readers, owners, context.base_dir)
     context.parameters = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
