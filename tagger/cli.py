@@ -17,7 +17,6 @@ from fire.trace import FireTrace
 
 from tagger import api
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.feeds import parse_dim_option
 from tagger.options import check_flag, check_integer, check_text
 
 __all__ = ["main", "Commands"]
@@ -108,6 +107,7 @@ class Commands:
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
         """
         from tagger.extract import extract, extract_all  # each command imports what only it runs
+        from tagger.feeds import parse_dim_option
 
         module, tag = check_text("module", module), check_text("tag", tag)
         output, out_dir = check_text("output", output), check_text("out_dir", out_dir)
@@ -186,6 +186,7 @@ class Commands:
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
         """
+        from tagger.feeds import parse_dim_option
         from tagger.profiling import profile
 
         depth = check_integer("depth", depth)

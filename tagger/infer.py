@@ -204,6 +204,8 @@ class _Tree:
     def __init__(self, containers: set[str], sequences: set[str] | frozenset[str] = frozenset()) -> None:
         self._sequences = sequences
         self.paths: list[str] = []
+        self._dotted: list[str] = []
+        """Each path with a trailing dot: the prefix of everything below it (`within`)."""
         self.ids: dict[str, int] = {}
         self._lca: dict[tuple[int, int], int] = {}
         self._containers = containers
@@ -215,6 +217,7 @@ class _Tree:
         if found is None:
             found = self.ids[path] = len(self.paths)
             self.paths.append(path)
+            self._dotted.append(path + ".")
             self.leaf.append(path not in self._containers)
         return found
 
@@ -247,8 +250,7 @@ class _Tree:
             return True
         if b < 0:
             return False
-        below = self.paths[b]
-        return not below or self.paths[a].startswith(below + ".")
+        return b == self.root or self.paths[a].startswith(self._dotted[b])
 
     def depth(self, a: int) -> int:
         path = self.paths[a]
@@ -287,23 +289,11 @@ class _Graph:
         self.writers = writers
         self.readers = readers
         self.op = [node.op_type for node in nodes]
-        self.constant = self._constants(nodes)
+        self.constant = _constants(writers, readers, [node.input for node in nodes])
         weights = facts.weights
         self.weighted = [node.op_type in _WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
         self.nodes = nodes
         self.facts = facts
-
-    def _constants(self, nodes: Sequence[NodeView]) -> list[bool]:
-        """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
-        depend on nothing that runs, so their place in the order means nothing (fact A)."""
-        constant: list[bool] = []
-        append = constant.append
-        for writers, node in zip(self.writers, nodes, strict=True):
-            if writers:  # every named input made by a constant node
-                append(all(constant[j] for j in writers) and len(writers) == len(node.input) - node.input.count(""))
-            else:
-                append(not any(node.input))
-        return constant
 
     def ordered(self) -> bool:
         """Whether the file keeps the exporter's order (fact A's check, see the docstring)."""
@@ -313,6 +303,27 @@ class _Graph:
                 total += 1
                 linked += (i - 1) in writers
         return total == 0 or linked >= _ORDERED_SHARE * total
+
+
+def _constants(writers: list[tuple[int, ...]], readers: list[list[int]], inputs: list[tuple[str, ...]]) -> list[bool]:
+    """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
+    depend on nothing that runs, so their place in the order means nothing (fact A). Found in
+    waves from the nodes without inputs, through readers only: the many nodes no constant
+    reaches are never looked at. A node's writers come before it, so a wave looked at in order
+    settles the writers first; a node seen before a writer turned constant is seen again with it."""
+    constant = list(map(operator.not_, map(any, inputs)))  # no input at all: a `Constant`
+    wave = list(itertools.compress(range(len(constant)), constant))
+    while wave:
+        found = []
+        for i in sorted(set(itertools.chain.from_iterable(map(readers.__getitem__, wave)))):
+            made = writers[i]
+            if not constant[i] and all(map(constant.__getitem__, made)):
+                names = inputs[i]
+                if len(made) == len(names) - names.count(""):
+                    constant[i] = True
+                    found.append(i)
+        wave = found
+    return constant
 
 
 def infer_graph(nodes: Sequence[NodeView], labels: list[str | None], facts: GraphFacts) -> Inferred:
@@ -338,7 +349,7 @@ class _Inference:
         self.certain = [True] * len(evidence)
         self._combined: set[int] = set()
         self._flows: dict[str, tuple[list[int], tuple[list, list]]] = {}
-        """The last flows each way, with the labels they were pushed through."""
+        """The last flows each way and the last neighbours, with the labels they were computed from."""
         self._two_call_pairs: dict[int, bool] = {}
         """`_two_calls`'s verdicts, by pair of positions (`first * count + second`)."""
 
@@ -391,7 +402,12 @@ class _Inference:
 
     def _neighbours(self, labels: list[int]) -> tuple[list[int], list[int]]:
         """The nearest tagged label before and after each position (-1: none), with numpy; as
-        lists (the passes read them one position at a time: a list's item is cheaper than numpy's)."""
+        lists (the passes read them one position at a time: a list's item is cheaper than numpy's).
+        Computed again only when the labels changed since the last call (a pass that decided
+        nothing leaves them for the next one)."""
+        memo = self._flows.get("neighbours")
+        if memo is not None and memo[0] == labels:
+            return memo[1]
         arr = np.asarray(labels, dtype=np.int64)
         tagged = arr >= 0
         n = len(arr)
@@ -405,7 +421,9 @@ class _Inference:
         after = np.full(n, -1, dtype=np.int64)
         after[:-1] = np.where(nxt[1:] < n, arr[np.minimum(nxt[1:], n - 1)], -1)
         self._two_calls(before, after, last, nxt)
-        return before.tolist(), after.tolist()
+        found = before.tolist(), after.tolist()
+        self._flows["neighbours"] = (list(labels), found)
+        return found
 
     def _two_calls(self, before: np.ndarray, after: np.ndarray, last: np.ndarray, nxt: np.ndarray) -> None:
         """Fact A holds per call: a node between two reads of one parameter (a module called twice,

@@ -175,8 +175,8 @@ class ModuleSet:
         is another object, a clone whose equal parameters (a fresh model's `copy.deepcopy`d layers)
         the exporter stored once under the first one's names.
         """
-        if not segments:
-            return
+        if not segments or self.resolve(segments) in self._known:
+            return  # it reads as a known module already (the common case: checked before any owner)
         named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
         if len(named) != 1 or _another_entry(segments, named[0]):
             return

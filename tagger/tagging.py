@@ -146,7 +146,7 @@ def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
     the `Identity` copies TorchScript's deduplication reads them through."""
     weights = {name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None}
     weights.update(merged)
-    for view in index.views:
+    for view in index.views if merged else ():  # without merged parameters no copy reads one
         if view.op_type == "Identity" and view.input and view.input[0] in merged:
             weights.update(view.output)
     return frozenset(weights)
@@ -168,8 +168,8 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
     """Inherit inside one graph, then let structure decide what is still unknown."""
     ids = scope.node_ids
     modules, sources, facts = labels.modules, labels.sources, labels.facts
-    known = [modules[i] for i in ids]
-    inferred = labels.infer([index.views[i] for i in ids], known, facts)
+    known = modules[ids.start : ids.stop]  # a graph's nodes are consecutive in the index
+    inferred = labels.infer(index.views[ids.start : ids.stop], known, facts)
     bounds: dict[tuple[str, bool], Bound] = {}  # one immutable record per distinct bound (a model has few)
     for k, (node_id, before, after) in enumerate(zip(ids, known, inferred.modules, strict=False)):
         if before is None and after is not None:

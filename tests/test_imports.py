@@ -13,7 +13,15 @@ import onnx
 import tagger
 from tests.graphs import chain_model
 
-_NOT_FOR_RETAG = ("onnxruntime", "onnx_graphsurgeon", "tagger.extract", "tagger.profiling", "tagger.auditing", "multiprocessing")
+_NOT_FOR_RETAG = (
+    "onnxruntime",
+    "onnx_graphsurgeon",
+    "tagger.extract",
+    "tagger.profiling",
+    "tagger.auditing",
+    "tagger.feeds",
+    "multiprocessing",
+)
 
 
 def _modules_after(code: str, *args: str) -> set[str]:

@@ -134,14 +134,14 @@ def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
     owners = parameter_owners(index)
-    for owner in dict.fromkeys(map(module_of_parameter, owners)):
+    for owner in dict.fromkeys(name.rpartition(".")[0] for name in owners):  # each a parameter path: `module_of_parameter`
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     readers = _readers(index, owners)
     merged, tied = merged_parameters(index, readers, owners, context.base_dir)
     context.parameters = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     merged |= tied
     context.merged = frozenset(merged)
-    folded = {name for name in owners if _folded_bias(name, owners)}
+    folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
@@ -152,7 +152,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if owned and (applies_activation(index.views[node_id]) or not folded.isdisjoint(merged.intersection(inputs))):
             owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
         if owned:
-            found[node_id] = owned[0] if len(owned) == 1 else _majority(owned)  # w + w_bias: a tie, their LCA
+            one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
+            found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
     return found
 
 
