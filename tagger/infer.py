@@ -937,15 +937,20 @@ class _Inference:
 
     def _constants_follow_users(self) -> None:
         """Rule 1 once every user is decided: a constant lives in the lowest common ancestor of
-        its users' modules (fact A: it has no place of its own in the order)."""
+        its users' modules (fact A: it has no place of its own in the order), and is as certain
+        as they are: a user's choice deeper than its bound leaves the constant that choice, bounded
+        by the users' bounds."""
         g, labels, t = self.g, self.labels, self.t
         for i in range(len(labels) - 1, -1, -1):
             if self.evidence[i] < 0 and g.constant[i] and g.readers[i]:
-                users = self._home(i, t.lca_all(labels[k] for k in g.readers[i]))
+                readers = g.readers[i]
+                users = self._home(i, t.lca_all(labels[k] for k in readers))
                 if users >= 0 and users != labels[i]:
                     labels[i] = users
-                    self.bounds[i] = users
-                    self.certain[i] = True
+                    # as sure as its users' tags: a user placed by a choice passes on its bound, not its choice
+                    bound = self._home(i, t.lca_all(self.bounds[k] if self.bounds[k] >= 0 else labels[k] for k in readers))
+                    self.certain[i] = all(self.certain[k] for k in readers)
+                    self.bounds[i] = users if self.certain[i] or bound < 0 else t.lca(bound, users)
 
 
 def _union(a: frozenset | None, b: frozenset | None, tree: _Tree | None) -> frozenset | None:

@@ -67,6 +67,24 @@ def test_nesting_a_choice_deeper_than_the_bound_is_not_certain():
     assert result.assignments[1].module == "enc.a" and not result.bounds[1].certain
 
 
+def test_a_constant_used_by_a_choice_is_no_more_certain_than_that_choice():
+    """A Constant lives where its users are; when their tag is a choice deeper than the bound, the
+    constant's is the same choice, with the same bound - not a certain tag."""
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.lin.bias"], ["a"], None),
+            ("Constant", [], ["shape"], {"value": numpy_helper.from_array(np.array([8, 4], dtype=np.int64))}),
+            ("Reshape", ["a", "shape"], ["r"], None),
+            ("Add", ["r", "enc.b.bias"], ["y"], None),
+        ],
+        params=["enc.a.lin.bias", "enc.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.assignments[2].module == "enc.a" and not result.bounds[2].certain
+    assert result.assignments[1].module == "enc.a"
+    assert result.bounds[1] == result.bounds[2]
+
+
 def _rms_norm(residual: bool) -> onnx.ModelProto:
     """embed -> decomposed RMSNorm (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul(x, .), Mul(weight))
     -> a Linear's bias; with `residual`, the norm's input is also added to the Linear's output."""
