@@ -640,3 +640,25 @@ def test_a_fused_residual_norm_handing_on_the_previous_blocks_sum_is_their_calle
     post_norm.graph.node.insert(2, _contrib("SkipLayerNormalization", ["a", "x", "attn.out.ln.weight"], ["n"]))
     post_norm.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     assert _modules(post_norm)[2] == "attn.out.ln"
+
+
+def test_a_matrix_product_on_a_modules_output_feeding_a_sibling_is_not_put_in_that_module():
+    """A Linear on an unnamed weight reading the encoder's result (made by the encoder itself,
+    after its children), placed before the decoder's first named op (a tool hoisting the
+    cross-attention's k/v projections): its weight is a leaf of its own, which nothing shows
+    inside the encoder: it stays at its bound. (On a leaf's result it is the leaf's caller's, as a
+    layer's MLP after its norm: `test_a_module_in_a_list_is_called_by_the_lists_parent`.)"""
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["e"], None),
+            ("Add", ["e", "enc.b.bias"], ["e2"], None),
+            ("Add", ["e", "e2"], ["eo"], None),
+            ("MatMul", ["eo", "val_0"], ["k"], None),
+            ("Add", ["x", "dec.a.bias"], ["d"], None),
+            ("Add", ["d", "k"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias", "dec.a.bias"],
+        anonymous=["val_0"],
+    )
+    tagged = _modules(model)
+    assert tagged[2] == "enc" and tagged[3] == ""
