@@ -64,10 +64,10 @@ Rules (the first that decides wins):
      result; nor for a node reading one of the model's arguments (data from outside every module:
      a post-LN layer's residual join of its input with its attention's output). A weighted op on
      the result of a module with children (its weight a leaf's of its own) is put in that module
-     only when the next tagged node is inside it, not because its result goes to a sibling (BART's
-     cross-attention k/v projections on the encoder's output, hoisted next to the encoder). Nor,
-     after the last tagged node, from the first weighted op on: its weight is a leaf's of its own,
-     and nothing after it says the producer's caller is still running (an output head on a tied or
+     only when the next tagged node is inside it, not because its result goes to a sibling (a
+     cross-attention's k/v projections on an encoder's output, hoisted next to it). Nor, after the
+     last tagged node, from the first weighted op on: its weight is a leaf's of its own, and
+     nothing after it says the producer's caller is still running (an output head on a tied or
      transposed weight runs after the model body, in another module; in a fresh export whose
      merged parameters name nothing, the whole body does).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
