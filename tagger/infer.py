@@ -136,6 +136,15 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
   - rule 4 for a weighted op on a container's result only while the next tagged node is inside
     it: held-out DeBERTa-v2 dynamo + onnxruntime's optimizer wrong 1.1% -> 0, BART and Qwen2 on
     the same tool exact +2.4 and +1.0; no bench.accuracy row (either init) moves.
+  - rule 1's embedding indices (a constant looked up by a `Gather` on a parameter is the caller's):
+    GPT-2 TorchScript strip_aux wrong 0.6% -> 0 (exact 99.4 -> 100), held-out DistilBERT,
+    DeBERTa-v2 TorchScript strip_all wrong 0.8/0.4% -> 0, CLIP 2.2 -> 1.5; BART's positional
+    embedding (a subclass computing its positions itself) -1 node exact, still sound.
+  - certainty: a node made of graph inputs alone, a tool's fused op (non-standard domain) and a
+    constant following uncertain users are choices bounded by the root or by their users' bounds;
+    with them every certain inherited tag on bench.accuracy (both inits) and the held-out set is
+    sound, except where the evidence itself misleads (a fresh model's folded BatchNorm, a fresh
+    model's deep-copied layers merged into the first one's names).
 Out of reach (ResNet after a strip: best 77.8%, every miss sound): a chain of parameter-free ops
 between one module's last tagged node and the next module's first (stem Conv -> Relu -> MaxPool
 -> first block; a block's last Relu before the next stage; ReduceMean -> Flatten -> classifier)
@@ -172,6 +181,7 @@ _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInt
 _MAX_FLOW = 8
 _LEAF_REACH = 64
 _MAX_CHOICES = 256
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
 
 @dataclass(frozen=True)
@@ -494,6 +504,7 @@ class _Inference:
             self._joins_pass()
             self._choices_pass(certain)
         self._constants_follow_users()
+        self._fused_ops_uncertain()
         paths = self.t.paths
         return Inferred(
             [paths[m] if m >= 0 else None for m in labels],
@@ -689,11 +700,24 @@ class _Inference:
 
     def _home(self, i: int, users: int) -> int:
         """Where a constant is made: where its users meet; a computation on constants (a mask or
-        index built from them) used by a leaf alone is made by the leaf's caller and passed in."""
+        index built from them) used by a leaf alone is made by the leaf's caller and passed in, and
+        so are the indices an embedding looks up (a `Gather` on a parameter: `F.embedding(input,
+        self.weight)` is the leaf's only op, its indices the caller's argument: position ids; an
+        embedding subclass computing its own positions, BART's, gets its caller: shallower, sound)."""
         t = self.t
-        if users >= 0 and self.g.nodes[i].input and t.leaf[users] and users != t.root:
+        if users >= 0 and t.leaf[users] and users != t.root and (self.g.nodes[i].input or self._looked_up(i)):
             return t.parent(users)
         return users
+
+    def _looked_up(self, i: int) -> bool:
+        """Whether node `i`'s value is only read as the indices of a `Gather` on a parameter."""
+        g = self.g
+        output = g.nodes[i].output[0] if g.nodes[i].output else ""
+        return bool(g.readers[i]) and all(
+            g.op[k] == "Gather" and len(g.nodes[k].input) > 1 and g.nodes[k].input[1] == output
+            and g.nodes[k].input[0] in g.facts.parameters
+            for k in g.readers[i]
+        )  # fmt: skip
 
     def _inside_leaf(self, i, produced, produced_from, consumed, consumed_by) -> int | None:
         """Rule 2 (fact B): the leaf whose ops this node lies among, if any."""
@@ -891,6 +915,8 @@ class _Inference:
             result[i] = module
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
+            if self.ordered and not up[i] and down[i]:  # made of graph inputs alone: a tool may have moved it
+                self.bounds[i], self.certain[i] = t.root, module == t.root
         self.labels[:] = result
 
     def _tail_cut(self, after) -> int:
@@ -944,6 +970,15 @@ class _Inference:
         if weighted:
             return False
         return bool(consumed) and module != t.root and t.within(t.lca_all(consumed), t.parent(module))
+
+    def _fused_ops_uncertain(self) -> None:
+        """A tool's fused op (a non-standard domain: onnxruntime's `SkipLayerNormalization`) sits
+        where its first op was but may compute a later module's ops too: facts A and C, which
+        read one node as one op, bound nothing about it. Its inferred tag stays, as a choice."""
+        nodes, root = self.g.nodes, self.t.root
+        for i, label in enumerate(self.labels):
+            if self.evidence[i] < 0 and label >= 0 and nodes[i].domain not in _STANDARD_DOMAINS:
+                self.bounds[i], self.certain[i] = root, label == root
 
     def _constants_follow_users(self) -> None:
         """Rule 1 once every user is decided: a constant lives in the lowest common ancestor of

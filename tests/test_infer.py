@@ -662,3 +662,36 @@ def test_a_matrix_product_on_a_modules_output_feeding_a_sibling_is_not_put_in_th
     )
     tagged = _modules(model)
     assert tagged[2] == "enc" and tagged[3] == ""
+
+
+def test_the_indices_an_embedding_looks_up_are_its_callers():
+    """`F.embedding(input, self.weight)` is an Embedding's only op: position ids built from
+    constants and looked up by it are made by its caller and passed in."""
+    positions = numpy_helper.from_array(np.arange(8, dtype=np.int64), "p")
+    model = _model(
+        [
+            ("Add", ["x", "emb.norm.bias"], ["a"], None),
+            ("Constant", [], ["ids"], {"value": positions}),
+            ("Gather", ["emb.pos.weight", "ids"], ["g"], None),
+            ("Add", ["a", "g"], ["y"], None),
+        ],
+        params=["emb.norm.bias"],
+    )
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((8, 4), dtype=np.float32), "emb.pos.weight"))
+    assert _modules(model)[1:3] == ["emb", "emb.pos"]
+
+
+def test_a_node_made_of_graph_inputs_alone_is_no_certain_tag():
+    """A mask built from the model's arguments depends on nothing that ran before it: a tool may
+    have moved it anywhere, so its position bounds nothing - its tag is a choice, bounded by the root."""
+    model = _model(
+        [
+            ("Add", ["x", "enc.a.bias"], ["a"], None),
+            ("Relu", ["x"], ["mask"], None),
+            ("Add", ["a", "mask"], ["m"], None),
+            ("Add", ["m", "enc.b.bias"], ["y"], None),
+        ],
+        params=["enc.a.bias", "enc.b.bias"],
+    )
+    result = tag_model(model)
+    assert result.bounds[1].bound == "" and not result.bounds[1].certain
