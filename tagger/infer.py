@@ -181,7 +181,6 @@ _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInt
 _MAX_FLOW = 8
 _LEAF_REACH = 64
 _MAX_CHOICES = 256
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
 
 @dataclass(frozen=True)
@@ -975,10 +974,10 @@ class _Inference:
         """A tool's fused op (a non-standard domain: onnxruntime's `SkipLayerNormalization`) sits
         where its first op was but may compute a later module's ops too: facts A and C, which
         read one node as one op, bound nothing about it. Its inferred tag stays, as a choice."""
-        nodes, root = self.g.nodes, self.t.root
-        for i, label in enumerate(self.labels):
-            if self.evidence[i] < 0 and label >= 0 and nodes[i].domain not in _STANDARD_DOMAINS:
-                self.bounds[i], self.certain[i] = root, label == root
+        root, labels = self.t.root, self.labels
+        for i in [i for i, node in enumerate(self.g.nodes) if node.domain and node.domain != "ai.onnx"]:
+            if self.evidence[i] < 0 and labels[i] >= 0:
+                self.bounds[i], self.certain[i] = root, labels[i] == root
 
     def _constants_follow_users(self) -> None:
         """Rule 1 once every user is decided: a constant lives in the lowest common ancestor of
