@@ -40,8 +40,6 @@ CONTRIB_DOMAIN = "com.microsoft"
 ACTIVATION_AFTER = frozenset({"BiasGelu", "FastGelu", "GemmFastGelu", "BiasSplitGelu", "FusedConv", "FusedGemm"})
 _RESIDUAL_NORMS = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"})
 _SUM_OUTPUT = 3
-PARAMETER_SOURCE = "initializer"
-"""`tagger.evidence.initializers.SOURCE` (not imported: evidence imports this module)."""
 _MAX_CHOICES = 64
 
 
@@ -55,17 +53,18 @@ def widen_residual_norms(
     ids: Sequence[int],
     modules: list[str | None],
     sources: Sequence[str],
+    parameter_source: str,
     sequences: Set[str] = frozenset(),
 ) -> None:
     """Give each fused residual norm of one graph (`ids`, positions in `views`) that computes
     another module's residual sum the common ancestor of its norm and of the module holding both
     summed values (past module lists, which run no op). Only where the norm's parameters alone
-    placed it: a name or tensor name that survived says which value the node writes (the tool
+    placed it (`sources[i] == parameter_source`): a name or tensor name that survived says which value the node writes (the tool
     kept the norm's output name), and that stays."""
     fused = [
         i
         for i in ids
-        if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == PARAMETER_SOURCE
+        if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == parameter_source
     ]
     if not fused:
         return

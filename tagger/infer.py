@@ -909,8 +909,7 @@ class _Inference:
             bound = self._bound(i, before, after, up, down)
             nxt = after[i] if self.ordered else -1
             tail = self.ordered and nxt < 0 and i >= cut
-            self._current = i
-            module, certain = self._choose(up[i], down[i], nxt, bound, self._brings_data(i), tail)
+            module, certain = self._choose(i, up[i], down[i], nxt, bound, tail)
             result[i] = module
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
@@ -937,13 +936,13 @@ class _Inference:
         inputs = g.nodes[i].input
         return (not g.weighted[i] and not g.facts.weights.isdisjoint(inputs)) or not g.facts.arguments.isdisjoint(inputs)
 
-    def _choose(self, produced, consumed, nxt: int, bound: int, brings_data: bool = False, tail: bool = False) -> tuple[int, bool]:
+    def _choose(self, i: int, produced, consumed, nxt: int, bound: int, tail: bool = False) -> tuple[int, bool]:
         t = self.t
         inside = [m for m in produced if t.within(m, bound)] if produced else []
-        if len(inside) == 1 and len(produced) == 1 and not brings_data:  # rule 4
+        if len(inside) == 1 and len(produced) == 1 and not self._brings_data(i):  # rule 4
             module = inside[0]
             caller = t.parent(module) if t.leaf[module] else module
-            weighted = self.g.weighted[self._current] and caller == module  # a product on a container's result
+            weighted = self.g.weighted[i] and caller == module  # a product on a container's result
             if self._still_open(caller, nxt, consumed, tail, weighted) and t.within(caller, bound):
                 return caller, caller == bound
         if consumed and len(consumed) == 1 and not inside:  # rule 5

@@ -16,6 +16,7 @@ import onnx
 from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, EvidenceSource, build_context, collect
+from tagger.evidence.initializers import SOURCE as INITIALIZER_SOURCE
 from tagger.evidence.initializers import module_of_parameter
 from tagger.fused import widen_residual_norms
 from tagger.index import GraphScope, ModelIndex, NodeView, build_index
@@ -121,7 +122,9 @@ def tag_model(
             break  # nothing more can be learnt from call sites: the rest falls back
         pending = still
     for scope in index.graphs:
-        widen_residual_norms(index.views, scope.node_ids, labels.modules, labels.sources, labels.facts.sequences)
+        widen_residual_norms(
+            index.views, scope.node_ids, labels.modules, labels.sources, INITIALIZER_SOURCE, labels.facts.sequences
+        )
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
