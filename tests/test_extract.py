@@ -243,6 +243,31 @@ def test_local_functions_and_their_domain_come_along(tmp_path):
     assert [s.name for s in report.inputs] == ["h"] and report.verification.passed
 
 
+def test_an_onnxruntime_op_in_the_default_domain_is_extracted_and_verified(tmp_path):
+    """onnxruntime's transformer optimizer writes `SimplifiedLayerNormalization` (an op of its own)
+    in the default domain: onnxruntime runs it, no ONNX schema describes it, so the checker refuses
+    any model holding one. The extracted module is checked with that op set aside, and runs."""
+    nodes = [
+        helper.make_node("Add", ["x", "m.a.bias"], ["a"], name="/m/a/Add"),
+        helper.make_node("SimplifiedLayerNormalization", ["a", "m.norm.weight"], ["n"], name="/m/norm/Norm", axis=-1, epsilon=1e-6),
+        helper.make_node("Add", ["n", "m.b.bias"], ["y"], name="/m/b/Add"),
+    ]
+    weights = [numpy_helper.from_array(np.full((4,), v, dtype=np.float32), name) for v, name in
+               ((0.1, "m.a.bias"), (1.5, "m.norm.weight"), (0.2, "m.b.bias"))]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], weights,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    tag_proto(model)
+    source = tmp_path / "ort.onnx"
+    onnx.save(model, source)
+    report = extract(source, module="m.norm", output=tmp_path / "norm.onnx", verify=True)
+    assert [n.op_type for n in load(report.output).graph.node] == ["SimplifiedLayerNormalization"]
+    assert report.verification.passed
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 
