@@ -50,7 +50,8 @@ Rules (the first that decides wins):
   Rules 1-3 repeat until nothing changes (each decision is context for the next). Then choices:
   4a. (C) A node reading several values runs in a module that holds them all. A value is held by
      the module that produced it and by each module a node reading it lies in (it was passed
-     in). The deepest module inside the bound (or inside rule 3's module) holding every input,
+     in); a value an untagged op without weights made from one other (a permute) is held where
+     that one was. The deepest module inside the bound (or inside rule 3's module) holding every input,
      and containing the next tagged node (fact A: the join's result is still used inside it), is
      chosen (past module lists) - or, where the tagged neighbours lie in two entries of one module
      list, the deepest inside the earlier entry (a list's caller only hands the running value from
@@ -153,6 +154,10 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
     best +0.4 to +1.0 on seven rows; T5 with `--weights` after onnxslim/gs +2.7/+3.7 (pipelines);
     no row's wrong share moves (a fused op excluded: Phi fresh + onnxruntime's optimizer would
     put a SkipLayerNormalization, which also runs the next layer's norm, in the earlier layer).
+  - rule 4a through untagged weight-free ops (holders of a permuted value): held-out ConvNeXt
+    (layer scale, permute back, residual join) exact and best +6.7 on six rows (both exporters,
+    both inits); no other row moves. Passing through weighted ops too put attention products in
+    the norm before them (T5, LLaMA, Qwen2 dynamo: wrong up to 3.2%): a weighted op is a leaf's.
 Out of reach (ResNet after a strip: best 74.1%, every miss sound): a chain of parameter-free ops
 between one module's last tagged node and the next module's first (stem Conv -> Relu -> MaxPool
 -> first block; a block's last Relu before the next stage; ReduceMean -> Flatten -> classifier)
@@ -904,7 +909,7 @@ class _Inference:
         if found is None:
             labels = self.labels
             counts: dict[int, list[int]] = {}
-            for k in (j, *self.g.readers[j]):
+            for k in (*self._passed_from(j), *self.g.readers[j]):
                 m = labels[k]
                 if m >= 0:
                     seen = counts.get(m)
@@ -918,6 +923,22 @@ class _Inference:
             ranked = sorted(counts, key=paths.__getitem__)
             found = self._held[j] = ([paths[m] for m in ranked], [(m, *counts[m]) for m in ranked])
         return found
+
+    def _passed_from(self, j: int) -> list[int]:
+        """Node `j` and, while it is untagged and reads one computed value only and no weight (a
+        transpose, a cast), the nodes it passes that value on from: such an op runs in a module
+        holding its input, so the value it makes is held where the value it read was (ConvNeXt's
+        permute back between the layer's scale and its residual join). A weighted op is a leaf's
+        of its own, which the value was passed to."""
+        g, labels = self.g, self.labels
+        chain = [j]
+        while labels[j] < 0 and not g.weighted[j] and len(chain) <= _MAX_FLOW:
+            computed = [k for k in dict.fromkeys(g.writers[j]) if not g.constant[k]]
+            if len(computed) != 1:
+                break
+            j = computed[0]
+            chain.append(j)
+        return chain
 
     def _choices_pass(self, certain_labels: list[int]) -> None:
         """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's

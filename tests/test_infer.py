@@ -713,3 +713,21 @@ def test_a_node_made_of_graph_inputs_alone_is_no_certain_tag():
     )
     result = tag_model(model)
     assert result.bounds[1].bound == "" and not result.bounds[1].certain
+
+
+def test_a_join_reading_a_value_passed_on_by_an_untagged_op_is_held_where_that_value_was():
+    """ConvNeXt's layer: its own scale parameter, a permute back, then the residual join with the
+    layer's input. The permute holds what the scale made, so the join holds both inputs in
+    `blocks.0` and ends that list entry; the permute between is the layer's too."""
+    nodes = [
+        ("Add", ["x", "pre.bias"], ["r0"], None),
+        ("Add", ["r0", "blocks.0.a.bias"], ["a0"], None),
+        ("Mul", ["a0", "blocks.0.scale"], ["s0"], None),
+        ("Transpose", ["s0"], ["t0"], None),
+        ("Add", ["r0", "t0"], ["j0"], None),  # blocks.0's residual
+        ("Add", ["j0", "blocks.1.a.bias"], ["a1"], None),
+        ("Mul", ["a1", "blocks.1.scale"], ["y"], None),
+    ]
+    params = ["pre.bias", "blocks.0.a.bias", "blocks.0.scale", "blocks.1.a.bias", "blocks.1.scale"]
+    modules = _modules(_model(nodes, params=params))
+    assert modules[3] == "blocks.0" and modules[4] == "blocks.0"
