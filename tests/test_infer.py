@@ -731,3 +731,23 @@ def test_a_join_reading_a_value_passed_on_by_an_untagged_op_is_held_where_that_v
     params = ["pre.bias", "blocks.0.a.bias", "blocks.0.scale", "blocks.1.a.bias", "blocks.1.scale"]
     modules = _modules(_model(nodes, params=params))
     assert modules[3] == "blocks.0" and modules[4] == "blocks.0"
+
+
+def test_work_after_a_list_entrys_own_last_op_bound_for_a_module_after_the_list_is_not_that_entrys():
+    """Swin's stage: the last block ends with its residual join (its own op), then the stage's
+    patch merging reshapes and slices that output before its norm. A list's caller takes the
+    running value on after an entry, so that chain is not put in the block."""
+    nodes = [
+        ("Add", ["x", "pre.bias"], ["r"], None),
+        ("Add", ["r", "stage.blocks.0.a.bias"], ["a"], None),
+        ("Relu", ["a"], ["h"], None),
+        ("Add", ["h", "stage.blocks.0.b.bias"], ["b"], None),
+        ("Add", ["b", "h"], ["j"], None),  # the block's residual: its own last op
+        ("Reshape", ["j", "shape"], ["v"], None),
+        ("Relu", ["v"], ["w"], None),
+        ("Add", ["w", "stage.merge.norm.bias"], ["y"], None),
+    ]
+    params = ["pre.bias", "stage.blocks.0.a.bias", "stage.blocks.0.b.bias", "stage.merge.norm.bias"]
+    modules = _modules(_model(nodes, params=params, shapes={"shape": [1, 8, 4]}))
+    assert modules[4] == "stage.blocks.0"
+    assert modules[5] == modules[6] == "stage"
