@@ -104,6 +104,8 @@ def tag_model(
         ),
         callers=_function_callers(index),
     )
+    conflicts = decision.conflicts
+    del decision  # its claims are in `labels` now: two dicts by node (10 MB at 300k nodes) freed before inference
     owners = body_modules(index, labels.modules, labels.facts.sequences)
     functions = [scope for scope in index.graphs if scope.kind == "function"]
     for scope in index.graphs:
@@ -128,7 +130,7 @@ def tag_model(
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
-    return TaggingResult(index, context, assignments, decision.conflicts, formatter, bounds)
+    return TaggingResult(index, context, assignments, conflicts, formatter, bounds)
 
 
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:
