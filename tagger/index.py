@@ -158,8 +158,9 @@ def build_index(model: onnx.ModelProto) -> ModelIndex:
 
 
 def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope, shared: dict[str, str]) -> None:
-    scope.initializers = frozenset(t.name for t in graph.initializer) | frozenset(t.values.name for t in graph.sparse_initializer)
-    scope.matrices = frozenset(t.name for t in graph.initializer if len(t.dims) >= 2)
+    names = [t.name for t in graph.initializer]  # read once: both sets share the strings
+    scope.initializers = frozenset(names) | frozenset(t.values.name for t in graph.sparse_initializer)
+    scope.matrices = frozenset(itertools.compress(names, [len(t.dims) >= 2 for t in graph.initializer]))
     scope.inputs = frozenset(i.name for i in graph.input)
     _add_nodes(index, graph.node, scope, shared)
 

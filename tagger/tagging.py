@@ -90,6 +90,7 @@ def tag_model(
     count = len(index.nodes)
     for module in set(decision.modules.values()):
         context.modules.add(module)
+    context.modules.forget_readings()  # the sources have run
     labels = _Labels(
         modules=list(map(decision.modules.get, range(count))),
         sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
