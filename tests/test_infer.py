@@ -369,12 +369,30 @@ def test_a_join_of_values_from_different_modules_is_refined_to_the_module_holdin
     assert modules[4] == "blocks.0" and modules[8] == "blocks.1"
 
 
-def test_a_join_whose_result_leaves_the_modules_holding_its_inputs_stays_at_its_bound():
+def test_a_join_ending_a_list_entry_is_that_entrys_as_a_choice():
+    """ResNet's block-end residual: the Add's result leaves `blocks.0` for `blocks.1`, and a
+    list's caller only hands the running value from entry to entry, so the join of the block's
+    input with its last child's output is the block's last op - a choice bounded by the list's
+    caller. The last block's join, followed by a module outside the list, stays at its bound."""
+    result = tag_model(_blocks(norm_inside=False))
+    assert result.assignments[4].module == "blocks.0" and not result.bounds[4].certain
+    assert result.assignments[8].module not in ("blocks.1", "blocks.1.b")
+
+
+def test_a_post_ln_join_whose_result_leaves_the_attention_stays_at_its_bound():
     """A post-LN layer adds the residual after an attention that read the same input: the Add
-    may be the attention's or the layer's; with nothing after it inside the block, only the bound
-    is sure."""
-    modules = _modules(_blocks(norm_inside=False))
-    assert modules[4] not in ("blocks.0", "blocks.0.b") and modules[8] not in ("blocks.1", "blocks.1.b")
+    may be the attention's or the layer's; with nothing after it inside the attention (the next
+    tagged node is the layer's feed-forward), only the bound, the layer, is sure."""
+    nodes = [
+        ("Add", ["x", "pre.bias"], ["r"], None),
+        ("Add", ["r", "layer.attn.q.bias"], ["q"], None),
+        ("Add", ["q", "layer.attn.out.bias"], ["o"], None),
+        ("Add", ["o", "r"], ["j"], None),  # the layer's residual
+        ("Relu", ["j"], ["n"], None),
+        ("Add", ["n", "layer.ffn.bias"], ["y"], None),
+    ]
+    modules = _modules(_model(nodes, params=["pre.bias", "layer.attn.q.bias", "layer.attn.out.bias", "layer.ffn.bias"]))
+    assert modules[3] == "layer"
 
 
 def test_a_node_adding_an_unnamed_weight_to_a_modules_result_is_not_carried_into_that_module():

@@ -201,3 +201,71 @@ def test_nodes_between_two_calls_of_one_unit_are_not_certainly_inside_it():
     result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert result.assignments[0].module == "blk.q" and result.assignments[2].module == "blk.q"
     assert result.bounds[1].bound != "blk.q"
+
+
+def _lookup_and_head(tied: bool) -> onnx.ModelProto:
+    """ids -> Gather(lm_head.weight) -> Add(layer.bias) -> MatMul(., val_9): an embedding whose
+    table carries the head's name (as the dynamo exporter names a tied weight) and a head reading
+    an unnamed matrix - the table transposed when `tied`, other values when not."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((10, 4)).astype(np.float32)
+    head = table.T.copy() if tied else rng.standard_normal((4, 10)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(table, "lm_head.weight"),
+        numpy_helper.from_array(head, "val_9"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "layer.bias"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["lm_head.weight", "ids"], ["e"]),
+        helper.make_node("Add", ["e", "layer.bias"], ["h"]),
+        helper.make_node("MatMul", ["h", "val_9"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_table_looked_up_and_read_transposed_by_a_head_is_tied_and_names_neither():
+    """A Linear never gathers its weight: a looked-up table whose transposed values an unnamed
+    matrix of a MatMul holds is one parameter of two modules, named after either."""
+    assert _decided(_lookup_and_head(tied=True))[0][1] != "initializer"
+    assert _decided(_lookup_and_head(tied=False))[0] == ("lm_head", "initializer")
+
+
+def test_a_dynamo_export_of_a_tied_lm_does_not_put_the_embedding_lookup_in_the_head(tmp_path):
+    """GPT-2 with its head tied to the embedding, torch's default exporter: the one parameter is
+    named `m.lm_head.weight`, the input `Gather` reads it and the head a folded transposed copy.
+    With names and metadata gone, the lookup must not be tagged with the head."""
+    import torch
+    import transformers as tf
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.m(input_ids=input_ids, use_cache=False).logits
+
+    torch.manual_seed(0)
+    inner = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=64, n_positions=32)).eval()
+    with torch.no_grad():
+        for parameter in inner.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    with cases._quiet():
+        torch.onnx.export(Logits(inner), (torch.randint(0, 64, (1, 6)),), str(tmp_path / "m.onnx"), dynamo=True)
+    model = onnx.load(tmp_path / "m.onnx")
+    (lookup,) = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0].endswith("lm_head.weight")]
+    truth = {p.key: p.value for p in lookup.metadata_props}["namespace"]
+    assert "wte" in truth, f"the exporter no longer names the tied table after the head's module: {truth}"
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.name = ""
+    tag_proto(model)
+    tags = {p.key: p.value for p in lookup.metadata_props}
+    assert not tags["hierarchy.module"].endswith("lm_head"), tags

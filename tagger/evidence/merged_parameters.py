@@ -33,6 +33,13 @@ one whose values differ is case 1 or 2 and keeps its name. A constant read once 
 parameter's (a merge leaves at least two readers), and so is a single value (a quantizer's
 scale or zero point, which it reuses for the tensors it quantizes with the weight).
 
+A tied head can also read the embedding's matrix under another name: the dynamo exporter folds
+`weight.T` into an unnamed constant for every Linear, and names the one tied parameter after one
+of its two modules (torch 2.13 with transformers 5: the head's, `lm_head.weight`, which the input
+`Gather` reads). A parameter looked up by a `Gather` whose transposed values an unnamed matrix
+read by a matrix product holds is read twice as well, by an embedding and by a Linear (a Linear
+never gathers its weight): it is tied, and names neither reader.
+
 Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
 equal without being constant; merged, they read as one module called several times (case 1).
 """
@@ -43,17 +50,20 @@ import bisect
 import itertools
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx.numpy_helper
 
 from tagger.index import ModelIndex, dataflow, graphs_within
 from tagger.paths import is_within
-from tagger.transfer.tensors import holds_one_value, stored_tensor
+from tagger.transfer.tensors import StoredTensor, holds_one_value, stored_tensor
 
 __all__ = ["merged_parameters"]
 
 _CHUNK = 1 << 20
 """Values read at a time when checking that a tensor is constant (a random one differs at once)."""
+_SAMPLE = 64
+"""Values of a row compared with a column to tell a transposed copy (random values never repeat)."""
 
 
 def merged_parameters(
@@ -64,13 +74,59 @@ def merged_parameters(
     or shared by other modules (case 2, or case 1 read on independent inputs; see the module
     docstring). A tied name still names a module that owns it (T5's `shared`), just not each reader."""
     shared = {name for name, nodes in readers.items() if len(nodes) > 1}
+    tied = _tied_to_a_transposed_copy(index, readers, base_dir)
     if not shared:
-        return set(), set()
+        return set(), tied
     tensors = _tensors(index, shared)
     merged = {name for name in shared if not _varies(tensors.get(name), base_dir)}
     varying = shared - merged
-    tied = _tied(index, varying, readers, owners) if varying else set()
+    tied |= _tied(index, varying, readers, owners) if varying else set()
     return merged, tied
+
+
+def _tied_to_a_transposed_copy(index: ModelIndex, readers: dict[str, list[int]], base_dir: Path | None) -> set[str]:
+    """The parameters read once, as the table of a `Gather` (an embedding lookup), whose
+    transposed values an unnamed matrix read by a `MatMul`/`Gemm` holds (see the module docstring)."""
+    views = index.views
+    lookups = {
+        name
+        for name, nodes in readers.items()
+        if len(nodes) == 1 and views[nodes[0]].op_type == "Gather" and views[nodes[0]].input[:1] == (name,)
+    }
+    tables = {name: t for name, t in _tensors(index, lookups).items() if len(t.dims) == 2} if lookups else {}
+    by_shape = {(int(t.dims[1]), int(t.dims[0]), t.data_type): name for name, t in tables.items()}
+    if not by_shape:
+        return set()
+    copies = [
+        t
+        for t in index.model.graph.initializer
+        if len(t.dims) == 2 and t.name not in readers and (int(t.dims[0]), int(t.dims[1]), t.data_type) in by_shape
+    ]
+    if not copies:
+        return set()
+    consumers = dataflow(views)[1]
+    tied = set()
+    for copy in copies:
+        if not any(
+            views[k].op_type in ("MatMul", "Gemm") and views[k].input[1:2] == (copy.name,) for k in consumers.get(copy.name, ())
+        ):
+            continue
+        name = by_shape[(int(copy.dims[0]), int(copy.dims[1]), copy.data_type)]
+        if _transposed(stored_tensor(tables[name], base_dir), stored_tensor(copy, base_dir)):
+            tied.add(name)
+    return tied
+
+
+def _transposed(table: StoredTensor | None, copy: StoredTensor | None) -> bool:
+    """Whether `copy` holds `table`'s values transposed, judged on the table's first row against
+    the copy's first column (up to `_SAMPLE` values, not all equal: a random row is matched by its
+    own transpose only)."""
+    if table is None or copy is None:
+        return False
+    count = min(table.shape[1], _SAMPLE)
+    row = table.read(0, count)
+    column = np.concatenate([copy.read(k * copy.shape[1], 1) for k in range(count)])
+    return not holds_one_value([row]) and np.array_equal(row, column)
 
 
 def _tied(index: ModelIndex, candidates: set[str], readers: dict[str, list[int]], owners: dict[str, str]) -> set[str]:
