@@ -21,7 +21,7 @@ from tagger.evidence.initializers import module_of_parameter
 from tagger.fused import widen_residual_norms
 from tagger.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
-from tagger.paths import lca_all, parent
+from tagger.paths import lca, lca_all, parent
 
 __all__ = ["Assignment", "Bound", "Infer", "TaggingResult", "tag_model"]
 
@@ -128,10 +128,26 @@ def tag_model(
         widen_residual_norms(
             index.views, scope.node_ids, labels.modules, labels.sources, INITIALIZER_SOURCE, labels.facts.sequences
         )
+    _widen_tied_lookups(index, labels.modules, labels.sources, context.tied_lookups)
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
     return TaggingResult(index, context, assignments, conflicts, formatter, bounds)
+
+
+def _widen_tied_lookups(index: ModelIndex, modules: list[str | None], sources: list[str], lookups: frozenset[int]) -> None:
+    """A lookup placed by a tied table's name alone (the name may be the head's: `merged_parameters`)
+    takes the lowest common ancestor of that name and the next module its graph names directly.
+    That ancestor holds the lookup either way: if the name is the embedding's, it contains it; if
+    it is the head's, the embedding and the head have a common caller whose stretch runs from the
+    lookup to the head, and the next named node runs inside it (fact A of `tagger.infer`)."""
+    for i in sorted(lookups):
+        if sources[i] != INITIALIZER_SOURCE or modules[i] is None:
+            continue
+        graph = index.graphs[index.graph_of[i]].node_ids
+        named = (j for j in graph[graph.index(i) + 1 :] if sources[j] not in ("inherited", "fallback") and modules[j] is not None)
+        after = next(named, None)
+        modules[i] = lca(modules[i], modules[after]) if after is not None else ""
 
 
 def _assignments(modules: list[str | None], sources: list[str], formatter: TagFormatter) -> list[Assignment]:

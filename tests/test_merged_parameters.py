@@ -203,21 +203,21 @@ def test_nodes_between_two_calls_of_one_unit_are_not_certainly_inside_it():
     assert result.bounds[1].bound != "blk.q"
 
 
-def _lookup_and_head(tied: bool) -> onnx.ModelProto:
-    """ids -> Gather(lm_head.weight) -> Add(layer.bias) -> MatMul(., val_9): an embedding whose
-    table carries the head's name (as the dynamo exporter names a tied weight) and a head reading
+def _lookup_and_head(tied: bool, table_name: str = "lm_head.weight") -> onnx.ModelProto:
+    """ids -> Gather(table) -> Add(model.layers.0.bias) -> MatMul(., val_9): an embedding whose
+    table may carry the head's name (as the dynamo exporter names a tied weight) and a head reading
     an unnamed matrix - the table transposed when `tied`, other values when not."""
     rng = np.random.default_rng(0)
     table = rng.standard_normal((10, 4)).astype(np.float32)
     head = table.T.copy() if tied else rng.standard_normal((4, 10)).astype(np.float32)
     inits = [
-        numpy_helper.from_array(table, "lm_head.weight"),
+        numpy_helper.from_array(table, table_name),
         numpy_helper.from_array(head, "val_9"),
-        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "layer.bias"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "model.layers.0.bias"),
     ]
     nodes = [
-        helper.make_node("Gather", ["lm_head.weight", "ids"], ["e"]),
-        helper.make_node("Add", ["e", "layer.bias"], ["h"]),
+        helper.make_node("Gather", [table_name, "ids"], ["e"]),
+        helper.make_node("Add", ["e", "model.layers.0.bias"], ["h"]),
         helper.make_node("MatMul", ["h", "val_9"], ["y"]),
     ]
     graph = helper.make_graph(
@@ -230,11 +230,14 @@ def _lookup_and_head(tied: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_a_table_looked_up_and_read_transposed_by_a_head_is_tied_and_names_neither():
+@pytest.mark.parametrize(("table_name", "widened"), [("lm_head.weight", ""), ("model.embed.weight", "model")])
+def test_a_table_looked_up_and_read_transposed_by_a_head_places_the_lookup_above_both(table_name, widened):
     """A Linear never gathers its weight: a looked-up table whose transposed values an unnamed
-    matrix of a MatMul holds is one parameter of two modules, named after either."""
-    assert _decided(_lookup_and_head(tied=True))[0][1] != "initializer"
-    assert _decided(_lookup_and_head(tied=False))[0] == ("lm_head", "initializer")
+    matrix of a MatMul holds is one parameter of an embedding and a head, named after either
+    (dynamo: the head's; TorchScript: the embedding's). The lookup takes the common ancestor of the
+    name and the next named module; an untied table keeps its name."""
+    assert _decided(_lookup_and_head(tied=True, table_name=table_name))[0] == (widened, "initializer")
+    assert _decided(_lookup_and_head(tied=False, table_name=table_name))[0] == (table_name.rpartition(".")[0], "initializer")
 
 
 def test_a_dynamo_export_of_a_tied_lm_does_not_put_the_embedding_lookup_in_the_head(tmp_path):

@@ -100,6 +100,9 @@ class Context:
     merged: frozenset[str] = frozenset()
     """Initializers that may stand for several merged parameters (`merged_parameters`): named,
     but weights of no module the file names for sure."""
+    tied_lookups: frozenset[int] = frozenset()
+    """Nodes looking up a table tied to a head (`merged_parameters.tied_lookup_tables`): the
+    table's name may be the head's, so their tag is widened after inference."""
 
 
 def build_context(index: ModelIndex, base_dir: Path | None = None) -> Context:

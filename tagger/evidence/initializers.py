@@ -51,7 +51,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context
-from tagger.evidence.merged_parameters import merged_parameters
+from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
 from tagger.fused import applies_activation
 from tagger.index import ModelIndex, graphs_within
 from tagger.paths import lca_all, parent
@@ -143,6 +143,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     context.parameters = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     merged |= tied
     context.merged = frozenset(merged)
+    tables = tied_lookup_tables(index, readers, context.base_dir)
+    context.tied_lookups = frozenset(node for name in tables for node in readers[name])
     folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller

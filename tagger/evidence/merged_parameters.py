@@ -33,12 +33,14 @@ one whose values differ is case 1 or 2 and keeps its name. A constant read once 
 parameter's (a merge leaves at least two readers), and so is a single value (a quantizer's
 scale or zero point, which it reuses for the tensors it quantizes with the weight).
 
-A tied head can also read the embedding's matrix under another name: the dynamo exporter folds
-`weight.T` into an unnamed constant for every Linear, and names the one tied parameter after one
-of its two modules (torch 2.13 with transformers 5: the head's, `lm_head.weight`, which the input
-`Gather` reads). A parameter looked up by a `Gather` whose transposed values an unnamed matrix
-read by a matrix product holds is read twice as well, by an embedding and by a Linear (a Linear
-never gathers its weight): it is tied, and names neither reader.
+A tied head can also read the embedding's matrix under another name: both exporters fold
+`weight.T` into an unnamed constant for a Linear, and name the one tied parameter after one of
+its two modules (torch 2.13 with transformers 5: TorchScript the embedding's, dynamo the head's,
+`lm_head.weight`, which the input `Gather` reads). A parameter looked up by a `Gather` whose
+transposed values an unnamed matrix read by a matrix product holds is read by an embedding and
+by a Linear (a Linear never gathers its weight): its name may be the head's, so the lookup is
+placed no deeper than the lowest common ancestor of that name and the next module the file
+names (`tied_lookup_tables`; the tagger widens it after inference, which reads the name as it is).
 
 Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
 equal without being constant; merged, they read as one module called several times (case 1).
@@ -58,7 +60,7 @@ from tagger.index import ModelIndex, dataflow, graphs_within
 from tagger.paths import is_within
 from tagger.transfer.tensors import StoredTensor, holds_one_value, stored_tensor
 
-__all__ = ["merged_parameters"]
+__all__ = ["merged_parameters", "tied_lookup_tables"]
 
 _CHUNK = 1 << 20
 """Values read at a time when checking that a tensor is constant (a random one differs at once)."""
@@ -74,19 +76,19 @@ def merged_parameters(
     or shared by other modules (case 2, or case 1 read on independent inputs; see the module
     docstring). A tied name still names a module that owns it (T5's `shared`), just not each reader."""
     shared = {name for name, nodes in readers.items() if len(nodes) > 1}
-    tied = _tied_to_a_transposed_copy(index, readers, base_dir)
     if not shared:
-        return set(), tied
+        return set(), set()
     tensors = _tensors(index, shared)
     merged = {name for name in shared if not _varies(tensors.get(name), base_dir)}
     varying = shared - merged
-    tied |= _tied(index, varying, readers, owners) if varying else set()
+    tied = _tied(index, varying, readers, owners) if varying else set()
     return merged, tied
 
 
-def _tied_to_a_transposed_copy(index: ModelIndex, readers: dict[str, list[int]], base_dir: Path | None) -> set[str]:
+def tied_lookup_tables(index: ModelIndex, readers: dict[str, list[int]], base_dir: Path | None) -> set[str]:
     """The parameters read once, as the table of a `Gather` (an embedding lookup), whose
-    transposed values an unnamed matrix read by a `MatMul`/`Gemm` holds (see the module docstring)."""
+    transposed values an unnamed matrix read by a `MatMul`/`Gemm` holds: a head tied to the
+    embedding, the name either module's (see the module docstring)."""
     views = index.views
     lookups = {
         name
