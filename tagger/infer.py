@@ -322,9 +322,9 @@ class _Graph:
                 if name:
                     producer[name] = i
         self.writers = writers
-        self.readers = readers
+        self.readers: list[tuple[int, ...]] = list(map(tuple, readers))  # half a list's bytes; most nodes have one reader
         self.op = [node.op_type for node in nodes]
-        self.constant = _constants(writers, readers, [node.input for node in nodes])
+        self.constant = _constants(writers, self.readers, [node.input for node in nodes])
         weights = facts.weights
         self.weighted = [node.op_type in _WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
         self.nodes = nodes
@@ -340,7 +340,7 @@ class _Graph:
         return total == 0 or linked >= _ORDERED_SHARE * total
 
 
-def _constants(writers: list[tuple[int, ...]], readers: list[list[int]], inputs: list[tuple[str, ...]]) -> list[bool]:
+def _constants(writers: list[tuple[int, ...]], readers: list[tuple[int, ...]], inputs: list[tuple[str, ...]]) -> list[bool]:
     """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
     depend on nothing that runs, so their place in the order means nothing (fact A). Found in
     waves from the nodes without inputs, through readers only: the many nodes no constant
@@ -387,17 +387,21 @@ class _Inference:
         """The last flows each way and the last neighbours, with the labels they were computed from."""
         self._two_call_pairs: dict[int, bool] = {}
         """`_two_calls`'s verdicts, by pair of positions (`first * count + second`)."""
+        self._single = _Singletons()
+        self._label_ints = np.empty(0, dtype=object)
 
     # ---- flows: the nearest tagged producers / consumers, pushed through untagged nodes only
 
     def _up(self, labels: list[int]) -> tuple[list, list]:
-        """For each node, the labels and the tagged nodes that are its nearest tagged producers
-        (computed again only when the labels changed since the last call)."""
+        """For each node, the labels (a frozenset) and the tagged nodes (a sorted tuple: a tenth of a
+        frozenset's bytes, and nothing iterates them in an order that matters) that are its
+        nearest tagged producers (computed again only when the labels changed since the last call)."""
         memo = self._flows.get("up")
         if memo is not None and memo[0] == labels:
             return memo[1]
         mods: list = [None] * len(labels)
         origins: list = [None] * len(labels)
+        single = self._single
         for i, writers in enumerate(self.g.writers):
             if labels[i] >= 0 or not writers:
                 continue
@@ -405,10 +409,10 @@ class _Inference:
             o: frozenset | None = None
             for j in writers:
                 if labels[j] >= 0:
-                    m2, o2 = frozenset((labels[j],)), frozenset((j,))
+                    m2, o2 = single[labels[j]], (j,)
                 else:
                     m2, o2 = mods[j], origins[j]
-                m, o = _union(m, m2, self.t), _union(o, o2, None)
+                m, o = _union(m, m2, self.t), _union_origins(o, o2)
             mods[i], origins[i] = m, o
         self._flows["up"] = (list(labels), (mods, origins))
         return mods, origins
@@ -419,7 +423,7 @@ class _Inference:
             return memo[1]
         mods: list = [None] * len(labels)
         origins: list = [None] * len(labels)
-        readers = self.g.readers
+        readers, single = self.g.readers, self._single
         for i in range(len(labels) - 1, -1, -1):
             if labels[i] >= 0 and not self.g.constant[i]:
                 continue
@@ -427,10 +431,10 @@ class _Inference:
             o: frozenset | None = None
             for k in readers[i]:
                 if labels[k] >= 0:
-                    m2, o2 = frozenset((labels[k],)), frozenset((k,))
+                    m2, o2 = single[labels[k]], (k,)
                 else:
                     m2, o2 = mods[k], origins[k]
-                m, o = _union(m, m2, self.t), _union(o, o2, None)
+                m, o = _union(m, m2, self.t), _union_origins(o, o2)
             mods[i], origins[i] = m, o
         self._flows["down"] = (list(labels), (mods, origins))
         return mods, origins
@@ -456,9 +460,17 @@ class _Inference:
         after = np.full(n, -1, dtype=np.int64)
         after[:-1] = np.where(nxt[1:] < n, arr[np.minimum(nxt[1:], n - 1)], -1)
         self._two_calls(before, after, last, nxt)
-        found = before.tolist(), after.tolist()
+        found = self._label_list(before), self._label_list(after)
         self._flows["neighbours"] = (list(labels), found)
         return found
+
+    def _label_list(self, labels: np.ndarray) -> list[int]:
+        """`labels.tolist()` holding one int object per label id (`tolist` makes one per position:
+        ids above 256 are objects of their own, 17 MB for the two neighbour lists at 300k nodes)."""
+        count = len(self.t.paths) + 1
+        if len(self._label_ints) < count:
+            self._label_ints = np.arange(-1, count - 1).astype(object)  # ids from -1 (none) up
+        return self._label_ints[labels + 1].tolist()
 
     def _two_calls(self, before: np.ndarray, after: np.ndarray, last: np.ndarray, nxt: np.ndarray) -> None:
         """Fact A holds per call: a node between two reads of one parameter (a module called twice,
@@ -589,7 +601,7 @@ class _Inference:
             q, dq = i, g.readers[i][0]
         else:
             return None
-        if g.readers[dq] or g.readers[q] != [dq] or len(g.writers[q]) != 1:
+        if g.readers[dq] or g.readers[q] != (dq,) or len(g.writers[q]) != 1:
             return None
         producer = labels[g.writers[q][0]]
         return producer if producer >= 0 else None
@@ -837,6 +849,7 @@ class _Inference:
             join = self._join(i, bound, before[i], after[i])
             if join is not None:
                 decided[i] = (join, bound)
+        self._held.clear()  # 12 MB at 300k nodes, and stale once the labels change
         for i, (module, bound) in decided.items():
             labels[i] = module
             self.bounds[i] = bound
@@ -1063,15 +1076,33 @@ class _Inference:
                     self.bounds[i] = users if self.certain[i] or bound < 0 else t.lca(bound, users)
 
 
-def _union(a: frozenset | None, b: frozenset | None, tree: _Tree | None) -> frozenset | None:
+class _Singletons(dict):
+    """`frozenset((x,))` for each int `x`, made once: most flows are one module or one node, and
+    a frozenset costs 216 bytes (a flow per untagged node each way: 80 MB at 300k nodes)."""
+
+    def __missing__(self, key: int) -> frozenset[int]:
+        found = self[key] = frozenset((key,))
+        return found
+
+
+def _union(a: frozenset | None, b: frozenset | None, tree: _Tree) -> frozenset | None:
     if a is None:
         return b
     if b is None or a is b or a == b:
         return a
     merged = a | b
     if len(merged) > _MAX_FLOW:
-        merged = frozenset((tree.lca_all(merged),)) if tree is not None else frozenset(sorted(merged)[:_MAX_FLOW])
+        merged = frozenset((tree.lca_all(merged),))
     return merged
+
+
+def _union_origins(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """`_union` of two flows' nodes, kept as sorted tuples: the first `_MAX_FLOW` nodes of both."""
+    if a is None:
+        return b
+    if b is None or a is b or a == b:
+        return a
+    return tuple(sorted(set(a).union(b))[:_MAX_FLOW])
 
 
 def tensor_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:

@@ -144,8 +144,9 @@ class ModuleSet:
         """Known modules that have known children (everything else is a leaf)."""
         return {path.rpartition(".")[0] for path in self._known if path}
 
-    def _forget_readings(self) -> None:
-        """A new known module changes how scopes read (`_memo`) and what ends with a name."""
+    def forget_readings(self) -> None:
+        """Drop the readings of scopes (`_memo`) and the index of names: a new known module
+        changes them, and once the sources have run nothing reads them (22 MB at 300k nodes)."""
         self._memo.clear()
         self._by_unqualified = None
 
@@ -200,7 +201,7 @@ class ModuleSet:
         known = self._known
         if path in known:
             return
-        self._forget_readings()
+        self.forget_readings()
         if path.count(".") > MAX_DEPTH:
             known.add(path)
             known.update(ancestors(path))

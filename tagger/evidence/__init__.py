@@ -180,6 +180,7 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
     proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
     for source in extra:
         proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
+    context.scope_modules.clear()  # a cache for the sources, which have all run
     for name in EXTERNAL:
         proposals.setdefault(name, {})
     modules: dict[int, str] = {}

@@ -92,6 +92,7 @@ def parameter_owners(index: ModelIndex) -> dict[str, str]:
     names derived from a tensor the graph computes or receives (see the module docstring)."""
     computed: set[str] | None = None
     owners: dict[str, str] = {}
+    shared: dict[str, str] = {}  # one copy of each owner: a module owns several parameters
     attentions = attention_modules(name for scope in index.graphs for name in scope.initializers)
     for scope in index.graphs:
         for name in scope.initializers:
@@ -102,7 +103,8 @@ def parameter_owners(index: ModelIndex) -> dict[str, str]:
                 computed = _computed_tensors(index) if computed is None else computed
                 if _derived_from_tensor(name, computed):
                     continue
-            owners[name] = module_of_parameter(name, attentions) if attentions else owner
+            owner = module_of_parameter(name, attentions) if attentions else owner
+            owners[name] = shared.setdefault(owner, owner)
     return owners
 
 

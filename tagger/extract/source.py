@@ -12,7 +12,7 @@ import onnx
 from tagger.api import tag_proto
 from tagger.extract.types import TensorTypes
 from tagger.index import STANDARD_DOMAINS, graphs_within, may_own_bodies, subgraphs
-from tagger.keys import read_tags
+from tagger.keys import read_entries, read_tags, tags_of
 from tagger.modelio import load_model_and_locations
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "R
 class Dataflow:
     """Who produces and who reads each tensor of the main graph (body reads count for the owner)."""
 
-    reads: list[list[str]]
+    reads: list[tuple[str, ...]]
     producer: dict[str, int]
     readers: dict[str, list[int]]
     initializers: set[str]
@@ -99,11 +99,12 @@ def make_source(model: onnx.ModelProto, path: Path, locations: set[str], retagge
 
 def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
     """Each main-graph node's `hierarchy.module` and `hierarchy.tag` (None when missing), read
-    by `tagger.keys.read_tags` (the last entry of a repeated key counts)."""
+    by `tagger.keys.read_entries` (the last entry of a repeated key counts)."""
     modules: list[str | None] = []
     tags: list[str | None] = []
+    shared: dict[str, str] = {}  # one copy of each module path and tag: a module's nodes repeat them (40 MB at 300k nodes)
     for node in graph.node:
-        found = read_tags(node.metadata_props)
+        found = tags_of(read_entries(node.metadata_props, shared))
         modules.append(found[0] if found else None)
         tags.append(found[1] if found else None)
     return modules, tags
@@ -111,13 +112,13 @@ def _tags(graph: onnx.GraphProto) -> tuple[list[str | None], list[str | None]]:
 
 def _dataflow(graph: onnx.GraphProto) -> Dataflow:
     initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
-    reads: list[list[str]] = []
+    reads: list[tuple[str, ...]] = []
     producer: dict[str, int] = {}
     readers: dict[str, list[int]] = {}
     for i, node in enumerate(graph.node):
-        names = [name for name in node.input if name]
+        names = tuple(name for name in node.input if name)  # a tuple: a third less than a list, for every node
         if may_own_bodies(node.op_type, node.domain) and (outer := _body_reads(node)):
-            names = list(dict.fromkeys(names + outer))
+            names = tuple(dict.fromkeys((*names, *outer)))
         reads.append(names)
         for name in names:
             if name in readers:
