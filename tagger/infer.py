@@ -1047,7 +1047,10 @@ class _Inference:
         module (Swin's patch merging slices the last block's output)."""
         t = self.t
         holder = t.paths[module].rpartition(".")[0]
-        return t.is_sequence(t.id(holder)) and not t.within(users, t.id(holder)) if holder else False
+        if not holder:
+            return False
+        lists = t.id(holder)
+        return t.is_sequence(lists) and not t.within(users, lists)
 
     def _fused_ops_uncertain(self) -> None:
         """A tool's fused op (a non-standard domain: onnxruntime's `SkipLayerNormalization`) sits

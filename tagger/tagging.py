@@ -144,8 +144,8 @@ def _widen_tied_lookups(index: ModelIndex, modules: list[str | None], sources: l
     for i in sorted(lookups):
         if sources[i] != INITIALIZER_SOURCE or modules[i] is None:
             continue
-        graph = index.graphs[index.graph_of[i]].node_ids
-        named = (j for j in graph[graph.index(i) + 1 :] if sources[j] not in ("inherited", "fallback") and modules[j] is not None)
+        rest = range(i + 1, index.graphs[index.graph_of[i]].node_ids.stop)  # a graph's ids are consecutive
+        named = (j for j in rest if sources[j] not in ("inherited", "fallback") and modules[j] is not None)
         after = next(named, None)
         modules[i] = lca(modules[i], modules[after]) if after is not None else ""
 
