@@ -81,10 +81,14 @@ def _reachable(score: cases.Score) -> str:
     return f"{100.0 * score.reachable_correct / score.reachable:.1f}% of {score.reachable}"
 
 
-def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool = True, init: str = "noisy") -> None:
+def run(
+    archs: str | None = None, work: str = "bench/.cache", publish_docs: bool = True, init: str = "noisy", shapes: str = "static"
+) -> None:
     """Build every case, score the tagger and every baseline, print and publish the table."""
     if init not in cases.INITS:
         raise SystemExit(f"error: --init must be one of {', '.join(cases.INITS)}")
+    if shapes not in cases.SHAPES:
+        raise SystemExit(f"error: --shapes must be one of {', '.join(cases.SHAPES)}")
     selected = tuple(archs.split(",")) if isinstance(archs, str) else tuple(archs or cases.ARCHS)
     work_dir = ROOT / work
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +106,7 @@ def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool
                 if not cases.supported(arch, exporter, degradation):
                     continue
                 try:
-                    case = cases.make_case(arch, exporter, degradation, work_dir, init)
+                    case = cases.make_case(arch, exporter, degradation, work_dir, init, shapes)
                 except cases.ToolFailed as failure:
                     rows.append(f"| {arch} | {exporter} | {degradation} | tool failed: {failure} |" + " |" * 14)
                     print(rows[-1], flush=True)
@@ -127,7 +131,9 @@ def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool
                 print(rows[-1], flush=True)
     table = "\n".join(rows)
     minima = _summary(results)
+    variant = _variant(init, shapes)
     command = "python -m bench.accuracy" + ("" if init == "noisy" else f" --init {init}")
+    command += "" if shapes == "static" else f" --shapes {shapes}"
     text = (
         f"Command: `{command}` ({time.perf_counter() - started:.0f} s on this machine).\n\n"
         f"Summary over architectures (every node is tagged in every case: coverage 100%):\n\n{minima}\n\n"
@@ -135,13 +141,26 @@ def run(archs: str | None = None, work: str = "bench/.cache", publish_docs: bool
     )
     if publish_docs and set(selected) == set(cases.ARCHS):
         (ROOT / "docs").mkdir(exist_ok=True)
-        name = "accuracy" if init == "noisy" else f"accuracy-{init}"
-        title = "# Accuracy benchmark" + ("" if init == "noisy" else f" ({init} init)")
-        (ROOT / "docs" / f"{name}.md").write_text(f"{title}\n\n{_LEGEND}\n{_INIT_NOTE[init]}\n\n{text}", encoding="utf-8")
+        name = "accuracy" + "".join(f"-{v}" for v in variant)
+        title = "# Accuracy benchmark" + (f" ({', '.join(variant)})" if variant else "")
+        note = _INIT_NOTE[init] + ("" if shapes == "static" else "\n\n" + _DYNAMIC_NOTE)
+        (ROOT / "docs" / f"{name}.md").write_text(f"{title}\n\n{_LEGEND}\n{note}\n\n{text}", encoding="utf-8")
         summary_only = text.split("Every case:")[0] + f"Every case, with both baselines: [docs/{name}.md](docs/{name}.md).\n"
         publish(name, summary_only)
     print("\n" + minima)
 
+
+def _variant(init: str, shapes: str) -> list[str]:
+    """The parts of a run that differ from the default (noisy init, static shapes)."""
+    return ([] if init == "noisy" else [init]) + ([] if shapes == "static" else [shapes])
+
+
+_DYNAMIC_NOTE = (
+    "Exports with dynamic batch and sequence sizes (`bench.cases.SHAPES`: dynamo `dynamic_shapes`, "
+    "TorchScript `dynamic_axes`), as users export for variable inputs: the graph computes its shapes "
+    "at run time, so it has many more shape and mask nodes (`Shape`, `Gather`, `Range`, `Where`) "
+    "without evidence of their own than a static export, whose exporter folds them into constants."
+)
 
 _LEGEND = """Accuracy = nodes whose `hierarchy.module` equals the truth / nodes with a truth. The truth is
 the undegraded export's own scope of the same node (dynamo `name_scopes` metadata; TorchScript

@@ -289,12 +289,41 @@ def _fingerprint() -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
 
 
-def _case_dir(arch: str, exporter: str, out_dir: Path, init: str = "noisy") -> Path:
-    variant = "" if init == "noisy" else f"-{init}"
+SHAPES = ("static", "dynamic")
+"""How input sizes are exported. ``static``: the example's sizes are baked into the graph.
+``dynamic``: batch (and sequence) sizes are symbolic, as users export for variable inputs
+(dynamo ``dynamic_shapes``, TorchScript ``dynamic_axes``): the graph then computes shapes at run
+time (``Shape``/``Gather`` chains on the inputs), and torch 2.13's dynamo exporter writes a
+placeholder module stack on its ``sym_size`` nodes (``tagger.evidence.metadata``)."""
+
+
+def dynamic_axes(arch: str) -> dict[str, dict[int, str]]:
+    """The symbolic dims of each input: batch, and sequence for token inputs."""
+    return {
+        name: ({0: "batch"} if name == "pixel_values" else {0: "batch", 1: "sequence"}) for name in INPUT_NAMES[arch]
+    }
+
+
+def _shape_options(arch: str, exporter: str, shapes: str) -> dict[str, object]:
+    """`torch.onnx.export` options for `shapes` (see `SHAPES`)."""
+    if shapes not in SHAPES:
+        raise ValueError(f"unknown shapes {shapes!r}; expected one of {SHAPES}")
+    if shapes == "static":
+        return {}
+    axes = dynamic_axes(arch)
+    if exporter == "torchscript":
+        return {"dynamic_axes": axes}
+    dims = {label: torch.export.Dim(label, min=1, max=64) for dims in axes.values() for label in dims.values()}
+    per_input = tuple({axis: dims[label] for axis, label in axes[name].items()} for name in INPUT_NAMES[arch])
+    return {"dynamic_shapes": (per_input,)}  # `Wrapper.forward(*inputs)`: one variadic argument
+
+
+def _case_dir(arch: str, exporter: str, out_dir: Path, init: str = "noisy", shapes: str = "static") -> Path:
+    variant = ("" if init == "noisy" else f"-{init}") + ("" if shapes == "static" else f"-{shapes}")
     return Path(out_dir) / f"{arch}-{exporter}{variant}-{_fingerprint()}"
 
 
-def export(arch: str, exporter: str, out_dir: Path, init: str = "noisy") -> Path:
+def export(arch: str, exporter: str, out_dir: Path, init: str = "noisy", shapes: str = "static") -> Path:
     """Plain ``torch.onnx.export`` of ``build_model(arch)`` to ``out_dir/<arch>-<exporter>-<fp>/model.onnx``.
 
     Default opset and defaults otherwise, so the dynamo file comes with ``model.onnx.data``
@@ -305,7 +334,8 @@ def export(arch: str, exporter: str, out_dir: Path, init: str = "noisy") -> Path
     _check_arch(arch)
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
-    final = _case_dir(arch, exporter, out_dir, init)
+    options = _shape_options(arch, exporter, shapes)
+    final = _case_dir(arch, exporter, out_dir, init, shapes)
     path = final / "model.onnx"
     if path.exists():
         return path
@@ -324,6 +354,7 @@ def export(arch: str, exporter: str, out_dir: Path, init: str = "noisy") -> Path
                     input_names=list(INPUT_NAMES[arch]),
                     output_names=list(OUTPUT_NAMES),
                     dynamo=exporter == "dynamo",
+                    **options,
                 )
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -352,7 +383,9 @@ def _dynamo_module(node: onnx.NodeProto) -> str | None:
                 return None
             if not isinstance(scopes, list):
                 return None
-            return str(scopes[-2]) if len(scopes) >= 2 else ""
+            # a stack not starting at the root is torch's placeholder for an empty one (dynamic-shape
+            # `sym_size` nodes, `tagger.evidence.metadata`): the op ran outside every module call
+            return str(scopes[-2]) if len(scopes) >= 2 and scopes[0] == "" else ""
     return None
 
 
@@ -645,9 +678,12 @@ class Case:
     truth: dict[int, str]
     nodes: int
     init: str = "noisy"
+    shapes: str = "static"
 
 
-def make_case(arch: str, exporter: str, degradation: str, work_dir: Path, init: str = "noisy") -> Case:
+def make_case(
+    arch: str, exporter: str, degradation: str, work_dir: Path, init: str = "noisy", shapes: str = "static"
+) -> Case:
     """Export (cached), degrade (cached as ``<degradation>.onnx`` next to the export), carry truth.
 
     ``none`` returns the export itself (dynamo: with its ``model.onnx.data``). Tools receive the
@@ -657,11 +693,11 @@ def make_case(arch: str, exporter: str, degradation: str, work_dir: Path, init: 
         raise ValueError(f"unknown degradation {degradation!r}; expected one of {DEGRADATIONS}")
     if not supported(arch, exporter, degradation):
         raise UnsupportedCase(f"{arch}/{exporter}/{degradation} is not supported")
-    src = export(arch, exporter, work_dir, init)
+    src = export(arch, exporter, work_dir, init, shapes)
     original = onnx.load(src, load_external_data=False)
     truth = truth_of_export(original, exporter, module_paths(arch))
     if degradation == "none":
-        return Case(arch, exporter, degradation, src, truth, len(original.graph.node), init)
+        return Case(arch, exporter, degradation, src, truth, len(original.graph.node), init, shapes)
 
     path = src.parent / f"{degradation}.onnx"
     if path.exists():
@@ -673,14 +709,14 @@ def make_case(arch: str, exporter: str, degradation: str, work_dir: Path, init: 
                 result = _TOOLS[degradation](full, arch)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise ToolFailed(f"{arch}/{exporter}/{degradation} ({init}): {type(exc).__name__}: {first}") from exc
+            raise ToolFailed(f"{arch}/{exporter}/{degradation} ({init}, {shapes}): {type(exc).__name__}: {first}") from exc
         _save_atomic(result, path)
     if degradation in ("strip_aux", "strip_all"):
         if len(result.graph.node) != len(original.graph.node):
             raise AssertionError(f"{path}: strip changed the node count")
     else:
         truth = carry_truth(original, truth, result)
-    return Case(arch, exporter, degradation, path, truth, len(result.graph.node), init)
+    return Case(arch, exporter, degradation, path, truth, len(result.graph.node), init, shapes)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 import onnx
 import torch
 
-__all__ = ["MODULES_KEY", "module_classes", "write_module_map"]
+__all__ = ["MODULES_KEY", "module_classes", "write_module_map", "write_modules"]
 
 MODULES_KEY = "hierarchy.modules"
 
@@ -43,3 +43,15 @@ def write_module_map(model: onnx.ModelProto, classes: dict[str, str]) -> None:
             return
     entry = model.metadata_props.add()
     entry.key, entry.value = MODULES_KEY, text
+
+
+def write_modules(model: torch.nn.Module, path: str) -> None:
+    """Write `model`'s `named_modules()` paths -> class names as JSON to `path`, for
+    `tagger retag MODEL.onnx --modules PATH` on a file this shim did not export (another exporter,
+    a converter, a deployment tool): the tagger then writes no module name outside this tree.
+    The paths are those of `model` itself: export `model` (not a wrapper around it), or prefix them."""
+    classes = module_classes(model)
+    if classes is None:
+        raise TypeError(f"{type(model).__name__} has no named_modules()")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(classes, file, indent=0)

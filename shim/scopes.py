@@ -8,7 +8,9 @@ This module guarantees that:
 
 1. a dynamo node with `pkg.torch.onnx.name_scopes` metadata gets the scope of the item before the
    last (`['', 'linear']`-style lists mean the root) and the last item, the fx node name, as its
-   op name;
+   op name; a list not starting at the root (`''`) is torch's placeholder for an empty module
+   stack (`['_empty_nn_module_stack_from_metadata_hook', 'sym_size_int_12']` on a dynamic-shape
+   export's `sym_size` nodes): the op ran outside every module call, so its scope is the root;
 2. a TorchScript node whose name is already scoped (starts with `/`) keeps its name: its scope is
    everything before the last `/`;
 3. every other node (exporter-made: optimizer `Split`s, `Identity_44`, `Constant_23`, nameless
@@ -87,7 +89,7 @@ def _parse_name_scopes(text: str, cache: dict[str, tuple[str, str] | None]) -> t
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             items = None
         if isinstance(items, list) and items and all(isinstance(item, str) for item in items):
-            path = items[-2] if len(items) >= 2 else ""
+            path = items[-2] if len(items) >= 2 and items[0] == "" else ""
             cache[text] = (scope_of_path(path), items[-1])
         else:
             cache[text] = None

@@ -19,6 +19,7 @@ from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError, TaggerError
 from tagger.evidence import EvidenceSource
 from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
+from tagger.module_tree import read_module_tree, tree_notes
 from tagger.namespace import write_namespaces
 from tagger.tagging import TaggingResult, tag_model
 from tagger.transfer import transfer_sources
@@ -35,18 +36,21 @@ def tag_proto(
     *,
     reference: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
+    modules: str | os.PathLike | None = None,
 ) -> CoverageReport:
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
     (`tagger.namespace`). `reference` (the ONNX file the model was made from) and `weights` (its
     checkpoint) add evidence (`tagger.transfer`); external data of `model` is looked for beside
-    `name` when that is the path of its file.
+    `name` when that is the path of its file. `modules` (a file of the model's `named_modules()`
+    paths, `tagger.module_tree`) checks every module name against the real tree.
     """
     base = Path(name).parent if name and Path(name).is_file() else None
+    tree = _tree(modules)
     sources = transfer_sources(reference, weights, base)
     with _gc_paused():
-        return _tag_proto(model, name, namespace, sources=sources, base_dir=base)
+        return _tag_proto(model, name, namespace, sources=sources, base_dir=base, tree=tree)
 
 
 @contextlib.contextmanager
@@ -61,19 +65,27 @@ def _gc_paused():
             gc.enable()
 
 
+def _tree(modules: str | os.PathLike | None) -> dict[str, str | None] | None:
+    return None if modules is None else read_module_tree(modules)
+
+
 def _tag_checked(
-    model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), base_dir: Path | None = None
+    model: onnx.ModelProto,
+    sources: Sequence[EvidenceSource] = (),
+    base_dir: Path | None = None,
+    tree: dict[str, str | None] | None = None,
 ) -> tuple[TaggingResult, list[str]]:
     """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
     is written; returns the report notes for what is only unusual (and what `sources` say)."""
     try:
-        result = tag_model(model, extra=sources, base_dir=base_dir)
+        result = tag_model(model, extra=sources, base_dir=base_dir, tree=tree)
     except TaggerError:
         raise  # a refused reference or checkpoint says so itself
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
-    return result, check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
+    notes = check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
+    return result, notes + tree_notes(result.context)
 
 
 def _flags(sources: Sequence[EvidenceSource]) -> list[str]:
@@ -89,8 +101,9 @@ def _tag_proto(
     inferred: bool = False,
     sources: Sequence[EvidenceSource] = (),
     base_dir: Path | None = None,
+    tree: dict[str, str | None] | None = None,
 ) -> CoverageReport:
-    result, notes = _tag_checked(model, sources, base_dir)
+    result, notes = _tag_checked(model, sources, base_dir, tree)
     namespaced = write_namespaces(result.index.nodes, result.assignments) if namespace else 0
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
@@ -107,6 +120,7 @@ def retag(
     force: bool = False,
     reference: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
+    modules: str | os.PathLike | None = None,
 ) -> CoverageReport:
     """Tag every node of the ONNX file `model` and write the tagged model.
 
@@ -117,11 +131,13 @@ def retag(
     replaces the link itself (a file a link points to is never written).
     `reference` (the ONNX file a tool started from) and `weights` (the checkpoint: a
     .safetensors file, a directory of shards, or a torch state dict) add evidence (`tagger.transfer`).
+    `modules`: a file of the model's true module paths (`tagger.module_tree`).
     """
     source = Path(model)
     destination = _destination(source, output, inplace)
     report_path = _report_path(report)
     proto, locations = load_model_and_locations(source)
+    tree = _tree(modules)
     sources = transfer_sources(reference, weights, source.parent)
     check_output_path(destination, force)  # after the input's own errors, before the work
     if report_path is not None:
@@ -135,6 +151,7 @@ def retag(
             inferred=report_path is not None,
             sources=sources,
             base_dir=source.parent,
+            tree=tree,
         )
     # the tags only add to the input's bytes: its size tells whether the output is small
     save_model(proto, source, destination, durable=inplace, locations=locations, size_hint=source.stat().st_size)
@@ -145,15 +162,19 @@ def retag(
 
 
 def report(
-    model: str | os.PathLike, reference: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
+    model: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    modules: str | os.PathLike | None = None,
 ) -> CoverageReport:
     """Analyse `model` and return its coverage report (with every inherited node's bound);
-    nothing is written (`reference`, `weights`: as for `retag`)."""
+    nothing is written (`reference`, `weights`, `modules`: as for `retag`)."""
     source = Path(model)
     proto = load_model(source)
+    tree = _tree(modules)
     sources = transfer_sources(reference, weights, source.parent)
     with _gc_paused():
-        result, notes = _tag_checked(proto, sources, source.parent)
+        result, notes = _tag_checked(proto, sources, source.parent, tree)
         return build_report(result, source.name, notes, inferred=True, given=_flags(sources))
 
 

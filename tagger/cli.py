@@ -35,6 +35,7 @@ class Commands:
         force: bool = False,
         reference: str | None = None,
         weights: str | None = None,
+        modules: str | None = None,
     ) -> None:
         """Tag MODEL and write MODEL stem + .tagged.onnx (or --output PATH, or --inplace).
 
@@ -43,9 +44,11 @@ class Commands:
         --force replaces an output (or report) path that is a symbolic link; without it that is refused.
         --reference ORIG.onnx  carry the tags of the model a tool made MODEL from (matched node to node)
         --weights CKPT         name anonymous weights after the checkpoint's tensors (.safetensors, a shard directory, .bin/.pt)
+        --modules FILE         the model's named_modules() paths (shim.write_modules): names outside them are never written
         """
         output, report = check_text("output", output), check_text("report", report)
         evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
+        evidence["modules"] = check_text("modules", modules)
         summary = api.retag(str(model), output, report, bool(inplace), namespace=bool(namespace), force=bool(force), **evidence)
         print(summary.summary())
 
@@ -58,14 +61,20 @@ class Commands:
         certain: bool = False,
         reference: str | None = None,
         weights: str | None = None,
+        modules: str | None = None,
     ) -> None:
         """Print MODEL's coverage report (text; --json, --markdown, or --html: a static page of the module tree).
 
         --json lists every inherited node with its module, the bound it was chosen in and whether
         it is certain; --certain lists only the certain ones.
-        --reference ORIG.onnx and --weights CKPT add evidence, as for retag.
+        --reference ORIG.onnx and --weights CKPT add evidence, --modules FILE checks names, as for retag.
         """
-        result = api.report(str(model), reference=check_text("reference", reference), weights=check_text("weights", weights))
+        result = api.report(
+            str(model),
+            reference=check_text("reference", reference),
+            weights=check_text("weights", weights),
+            modules=check_text("modules", modules),
+        )
         if certain:
             result = result.only_certain()
         if html:
@@ -73,10 +82,10 @@ class Commands:
         else:
             _show(result, json, markdown)
 
-    def tree(self, model: str, depth: int | None = None) -> None:
-        """Print MODEL's module tree with node counts, down to --depth N levels."""
+    def tree(self, model: str, depth: int | None = None, modules: str | None = None) -> None:
+        """Print MODEL's module tree with node counts, down to --depth N levels (--modules FILE: as for retag)."""
         depth = check_integer("depth", depth)
-        print(api.report(str(model)).tree(depth))
+        print(api.report(str(model), modules=check_text("modules", modules)).tree(depth))
 
     def extract(
         self,

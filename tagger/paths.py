@@ -129,6 +129,10 @@ class ModuleSet:
     def __len__(self) -> int:
         return len(self._known)
 
+    def paths(self) -> frozenset[str]:
+        """Every known module path."""
+        return frozenset(self._known)
+
     def sequences(self) -> set[str]:
         """Known modules whose children are all numbered (ModuleList, Sequential): they run no
         op of their own, so no node can belong to them."""
@@ -196,10 +200,24 @@ class ModuleSet:
             return True
         return path.split(".", 1)[0] in self._known
 
+    def adopt(self, tree: Iterable[str]) -> None:
+        """Make `tree` (every `named_modules()` path) the whole known set: authoritative from now
+        on, so nothing outside it is ever learnt (`add`)."""
+        known = {""}
+        for path in tree:
+            if path not in known:
+                known.add(path)
+                known.update(ancestors(path))
+        self._known = known
+        self.forget_readings()
+        self._shared.clear()
+        self.authoritative = True
+
     def add(self, path: str) -> None:
-        """Record `path` and all its ancestors as existing modules."""
+        """Record `path` and all its ancestors as existing modules (ignored once the set is
+        authoritative: a path outside the true tree is a claim, not a module)."""
         known = self._known
-        if path in known:
+        if path in known or self.authoritative:
             return
         self.forget_readings()
         if path.count(".") > MAX_DEPTH:
@@ -226,11 +244,7 @@ class ModuleSet:
         only for TorchScript-style names (`/a/b/Op`): in Keras-style `model/dense_1/Relu`,
         `dense_1` is a layer of its own.
         """
-        parts = list(self._resolve_prefix(tuple(segments), torchscript))
-        path = ".".join(parts)
-        if self.authoritative and path not in self._known:
-            path = self._longest_known_prefix(parts)
-        return path
+        return ".".join(self._resolve_prefix(tuple(segments), torchscript))
 
     def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...]:
         """Resolve scope by scope, memoised: sibling names share every prefix."""
@@ -298,10 +312,3 @@ class ModuleSet:
             return False
         parts = skipped.split(".")
         return any(prefix + ".".join(parts[: end + 1]) in self._observed for end in range(len(parts)))
-
-    def _longest_known_prefix(self, parts: list[str]) -> str:
-        for end in range(len(parts), 0, -1):
-            path = ".".join(parts[:end])
-            if path in self._known:
-                return path
-        return ""

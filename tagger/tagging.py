@@ -77,15 +77,20 @@ class _Labels:
 
 
 def tag_model(
-    model: onnx.ModelProto, infer: Infer = infer_graph, extra: Sequence[EvidenceSource] = (), base_dir: Path | None = None
+    model: onnx.ModelProto,
+    infer: Infer = infer_graph,
+    extra: Sequence[EvidenceSource] = (),
+    base_dir: Path | None = None,
+    tree: dict[str, str | None] | None = None,
 ) -> TaggingResult:
     """Decide a module, display tag and source for every node of `model` (model untouched);
     `infer` places the nodes without evidence (the benchmark passes its baselines here);
     `extra`: evidence sources from outside the file (`tagger.transfer`); `base_dir`: the
     directory of the model's file, where its external data lies (values are read from it only
-    to check a few shared parameters, `tagger.evidence.merged_parameters`)."""
+    to check a few shared parameters, `tagger.evidence.merged_parameters`); `tree`: the model's
+    true module paths (`tagger.module_tree`), when known from outside the file."""
     index = build_index(model)
-    context = build_context(index, base_dir)
+    context = build_context(index, base_dir, tree)
     decision = collect(index, context, extra)
     count = len(index.nodes)
     for module in set(decision.modules.values()):

@@ -27,11 +27,15 @@ def test_unknown_suffix_is_kept_literally_when_nothing_says_otherwise():
     assert ModuleSet().resolve(["block_2", "conv"]) == "block_2.conv"
 
 
-def test_authoritative_module_map_clamps_to_the_longest_existing_prefix():
+def test_an_authoritative_set_learns_nothing_and_leaves_unknown_scopes_unknown():
+    """A scope outside the true tree is no module-call naming (a converter's vocabulary: the
+    builder's `/model/layers.2/final_norm_layernorm` is `model.norm`), so no prefix of it is
+    claimed either; `tagger.evidence.collect` drops it and inference bounds the node."""
     modules = ModuleSet()
-    modules.add("encoder.layer.0")
-    modules.authoritative = True
-    assert modules.resolve(["encoder", "layer.0", "functional_scope"]) == "encoder.layer.0"
+    modules.adopt(["encoder.layer.0"])
+    modules.add("encoder.layer.0.functional_scope")
+    assert "encoder.layer.0.functional_scope" not in modules and "encoder" in modules
+    assert modules.resolve(["encoder", "layer.0", "functional_scope"]) not in modules
 
 
 def test_lca_and_within():

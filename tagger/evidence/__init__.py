@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,29 +104,54 @@ class Context:
     tied_lookups: frozenset[int] = frozenset()
     """Nodes looking up a table tied to a head (`merged_parameters.tied_lookup_tables`): the
     table's name may be the head's, so their tag is widened after inference."""
+    tree_origin: str | None = None
+    """Where the true module tree came from (`adopt_tree`); None: the file's names are unchecked."""
+    unknown_claims: Counter[str] = field(default_factory=Counter)
+    """Claimed module paths outside the true tree -> how many nodes claimed each (not written)."""
+
+    def adopt_tree(self, tree: dict[str, str | None], origin: str) -> None:
+        """Take `tree` (path -> class name or None) as the model's true `named_modules()`."""
+        self.modules.adopt(tree)
+        self.classes.update({path: name for path, name in tree.items() if name is not None})
+        self.tree_origin = origin
 
 
-def build_context(index: ModelIndex, base_dir: Path | None = None) -> Context:
-    """Seed the context from the shim's model-level `hierarchy.modules` map, when present."""
+def build_context(index: ModelIndex, base_dir: Path | None = None, tree: dict[str, str | None] | None = None) -> Context:
+    """Seed the context with the true module tree: `tree` (`--modules`) when given, else the
+    shim's model-level `hierarchy.modules` map when the file has one."""
     context = Context(base_dir=base_dir)
+    if tree is not None:
+        context.adopt_tree(tree, "the modules file")
+        return context
     for prop in index.model.metadata_props:
         if prop.key == MODULE_MAP_KEY:
-            _read_module_map(prop.value, context)
+            mapping = read_module_map(prop.value)
+            if mapping is not None:
+                context.adopt_tree(mapping, "the model's hierarchy.modules map")
     return context
 
 
-def _read_module_map(text: str, context: Context) -> None:
+def read_module_map(text: str) -> dict[str, str | None] | None:
+    """The shim's `hierarchy.modules` entry as path -> class name; None when it is no such map."""
     try:
         mapping = json.loads(text)
-    except json.JSONDecodeError:
-        return
+    except (json.JSONDecodeError, RecursionError):
+        return None
     if not isinstance(mapping, dict):
+        return None
+    return {path: name for path, name in mapping.items() if isinstance(path, str) and isinstance(name, str)}
+
+
+def _within_tree(proposals: dict[str, dict[int, str]], context: Context) -> None:
+    """Drop every claim naming no module of the true tree (when one is known): it is an
+    exporter's or converter's name, not a module; inference bounds those nodes instead."""
+    if context.tree_origin is None:
         return
-    for path, qualname in mapping.items():
-        if isinstance(path, str) and isinstance(qualname, str):
-            context.modules.add(path)
-            context.classes[path] = qualname
-    context.modules.authoritative = True
+    known = context.modules
+    for claims in proposals.values():
+        outside = [node for node, module in claims.items() if module not in known]
+        for node in outside:
+            context.unknown_claims[claims.pop(node)] += 1
 
 
 @dataclass
@@ -183,6 +209,7 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
     context.scope_modules.clear()  # a cache for the sources, which have all run
     for name in EXTERNAL:
         proposals.setdefault(name, {})
+    _within_tree(proposals, context)
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     for source in reversed(PRECEDENCE):

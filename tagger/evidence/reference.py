@@ -77,6 +77,10 @@ class ReferenceSource:
         modules = [None if a.source in _UNTRANSFERABLE else a.module for a in tagged.assignments]
         for path, name in tagged.context.classes.items():
             context.classes.setdefault(path, name)
+        if context.tree_origin is None and tagged.context.tree_origin is not None:
+            # the model a tool made from the reference has the reference's modules
+            theirs = tagged.context
+            context.adopt_tree({path: theirs.classes.get(path) for path in theirs.modules.paths()}, "the reference's module map")
         renamed, shared, weights = self._weights(index, tagged.index)
         matching = match_graphs(index, tagged.index, modules, renamed, shared)
         self._check(matching, len(index.views), weights)
