@@ -30,7 +30,10 @@ __all__ = ["main", "Commands"]
 
 
 class Commands:
-    """Tag every node of an ONNX model with the nn.Module it came from."""
+    """Tag every node of an ONNX model with the nn.Module it came from.
+
+    Example: tagger retag model.onnx && tagger tree model.tagged.onnx --depth 3
+    """
 
     def retag(
         self,
@@ -50,6 +53,7 @@ class Commands:
         --force replaces an output (or report) path that is a symbolic link; without it that is refused.
         --reference ORIG.onnx  carry the tags of the model a tool made MODEL from (matched node to node)
         --weights CKPT         name anonymous weights after the checkpoint's tensors (.safetensors, a shard directory, .bin/.pt)
+        Example: tagger retag model.onnx --report model.report.md
         """
         output, report = check_text("output", output), check_text("report", report)
         evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
@@ -71,6 +75,7 @@ class Commands:
         --json lists every inherited node with its module, the bound it was chosen in and whether
         it is certain; --certain lists only the certain ones.
         --reference ORIG.onnx and --weights CKPT add evidence, as for retag.
+        Example: tagger report model.tagged.onnx --markdown
         """
         result = api.report(str(model), reference=check_text("reference", reference), weights=check_text("weights", weights))
         if certain:
@@ -81,7 +86,10 @@ class Commands:
             _show(result, json, markdown)
 
     def tree(self, model: str, depth: int | None = None) -> None:
-        """Print MODEL's module tree with node counts, down to --depth N levels."""
+        """Print MODEL's module tree with node counts, down to --depth N levels.
+
+        Example: tagger tree model.tagged.onnx --depth 3
+        """
         depth = check_integer("depth", depth)
         print(api.report(str(model)).tree(depth))
 
@@ -112,6 +120,7 @@ class Commands:
         --branch then|else   the If branch to cut a module from when it lives in both (optimum's merged
                         decoders); --all writes every branch, its name in the file name
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
+        Example: tagger extract model.onnx --module m.encoder.layer.0 --output layer0.onnx --verify
         """
         from tagger.extract import extract, extract_all  # each command imports what only it runs
         from tagger.feeds import parse_dim_option
@@ -150,6 +159,7 @@ class Commands:
         --max_fallback P fail when a model's fallback share is above P percent
         --workers N      parallel processes (default: one per CPU)
         Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
+        Example: tagger audit models/ --max_fallback 0 --json
         """
         from tagger.auditing import audit
 
@@ -165,6 +175,7 @@ class Commands:
 
         Nodes are matched by name, then by output tensor; untagged models are tagged in memory,
         with --weights CKPT as evidence, and B also with --reference ORIG.onnx (often A itself).
+        Example: tagger diff model.onnx model.slim.onnx --reference model.onnx
         """
         from tagger.diffing import diff
 
@@ -192,6 +203,7 @@ class Commands:
         --runs N       measured runs (after --warmup N); --threads N intra-op threads (0: onnxruntime's default)
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
+        Example: tagger profile model.tagged.onnx --runs 20 --depth 4
         """
         from tagger.feeds import parse_dim_option
         from tagger.profiling import profile
@@ -237,8 +249,16 @@ def _help(args: list[str], asked: bool) -> str | None:
     if args and args[0] in _COMMANDS:
         component = getattr(commands, args[0])
         fire_trace.AddAccessedProperty(component, args[0], [args[0]], None, None)
-    text = helptext.HelpText(component, trace=fire_trace)
-    return re.sub(r"^(\s+)-h, --", r"\1--", text, flags=re.MULTILINE)  # -h means help, never a flag
+    return _readable(helptext.HelpText(component, trace=fire_trace))
+
+
+def _readable(text: str) -> str:
+    """fire's help made plain: `Type: str`, not `Optional['str | None']` (our annotations are strings);
+    no short flags (`-h` means help, and fire lists `-m` for --markdown though `-m` is ambiguous with
+    MODEL); a yes/no flag shown without a value (`--json`, not `--json=JSON`)."""
+    text = re.sub(r"Type: (?:Optional\[)?'([^']*?)(?: \| None)?'\]?", r"Type: \1", text)
+    text = re.sub(r"^(\s+)-[a-zA-Z], --", r"\1--", text, flags=re.MULTILINE)
+    return re.sub(r"--(\w+)=\S+(\n\s+Type: bool)", r"--\1\2", text)
 
 
 def _arguments(argv: list[str]) -> list[str]:

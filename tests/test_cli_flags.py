@@ -140,3 +140,13 @@ def test_help_after_the_fire_separator_is_help_and_runs_nothing(models, capsys):
     code, out, _ = run(["retag", "{m}", "--", "--help"], models, capsys)
     assert code == 0 and "tagger retag MODEL" in out
     assert sorted(files(models)) == ["m.onnx", "s.onnx"]
+
+
+@pytest.mark.parametrize("command", MISTYPED)
+def test_help_shows_plain_types_and_an_example(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Optional[" not in text and "Type: '" not in text
+    assert "Type: str" in text  # MODEL, A, PATHS
+    assert f"Example: tagger {command} " in text
+    assert not any(line.lstrip().startswith("-") and ", --" in line for line in text.splitlines())  # no -x, --xyz shortcuts
