@@ -268,6 +268,14 @@ def _inplace_and_output(root: Path) -> list[str]:
     return ["retag", str(_save(_chain(), root / "m.onnx")), "--inplace", "--output", str(root / "o.onnx")]
 
 
+def _mistyped_flag(root: Path) -> list[str]:
+    return ["retag", str(_save(_chain(), root / "m.onnx")), "--outptu", str(root / "o.onnx")]
+
+
+def _unknown_command(root: Path) -> list[str]:
+    return ["retagg", str(_save(_chain(), root / "m.onnx"))]
+
+
 def _report_suffix(root: Path) -> list[str]:
     return ["retag", str(_save(_chain(), root / "m.onnx")), "--report", str(root / "r.txt")]
 
@@ -367,6 +375,8 @@ CASES: tuple[BadInput, ...] = (
     BadInput("inplace-and-output", "`--inplace` together with `--output`", _inplace_and_output, 2, "exclude each other"),
     BadInput("report-suffix", "`--report` not ending in .json or .md", _report_suffix, 2, "must end in .json or .md"),
     BadInput("report-symlink", "a `--report` path that is a symbolic link", _report_symlink, 3, "symbolic link"),
+    BadInput("mistyped-flag", "a mistyped flag (checked before anything runs)", _mistyped_flag, 2, "did you mean --output?"),
+    BadInput("unknown-command", "a mistyped command", _unknown_command, 2, "did you mean retag?"),
 )
 
 

@@ -1,18 +1,25 @@
 """`tagger` on the command line, through fire: thin wrappers that print and return nothing.
 
-Exit codes (`tagger.errors.EXIT_CODES`): 0 success, 1 internal error, 2 bad input or option,
+Every argument is checked against the command's signature before anything runs (fire would run
+the command first and complain about a mistyped flag afterwards).
+
+Exit codes (`tagger.errors.EXIT_CODES`): 0 success, 1 internal error, 2 bad input, option or flag,
 3 output not writable; `audit` also 4 (a model missed a threshold) and 5 (a file could not be
 audited); `extract` 5 (--all: a module could not be extracted) and 6 (--verify failed).
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import inspect
 import os
 import re
 import sys
+from collections.abc import Mapping
 
 import fire
-from fire import helptext
+from fire import helptext, parser
 from fire.trace import FireTrace
 
 from tagger import api
@@ -23,7 +30,10 @@ __all__ = ["main", "Commands"]
 
 
 class Commands:
-    """Tag every node of an ONNX model with the nn.Module it came from."""
+    """Tag every node of an ONNX model with the nn.Module it came from.
+
+    Example: tagger retag model.onnx && tagger tree model.tagged.onnx --depth 3
+    """
 
     def retag(
         self,
@@ -45,6 +55,7 @@ class Commands:
         --reference ORIG.onnx  carry the tags of the model a tool made MODEL from (matched node to node)
         --weights CKPT         name anonymous weights after the checkpoint's tensors (.safetensors, a shard directory, .bin/.pt)
         --modules FILE         the model's named_modules() paths (shim.write_modules): names outside them are never written
+        Example: tagger retag model.onnx --report model.report.md
         """
         output, report = check_text("output", output), check_text("report", report)
         evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
@@ -68,6 +79,7 @@ class Commands:
         --json lists every inherited node with its module, the bound it was chosen in and whether
         it is certain; --certain lists only the certain ones.
         --reference ORIG.onnx and --weights CKPT add evidence, --modules FILE checks names, as for retag.
+        Example: tagger report model.tagged.onnx --markdown
         """
         result = api.report(
             str(model),
@@ -83,7 +95,10 @@ class Commands:
             _show(result, json, markdown)
 
     def tree(self, model: str, depth: int | None = None, modules: str | None = None) -> None:
-        """Print MODEL's module tree with node counts, down to --depth N levels (--modules FILE: as for retag)."""
+        """Print MODEL's module tree with node counts, down to --depth N levels (--modules FILE: as for retag).
+
+        Example: tagger tree model.tagged.onnx --depth 3
+        """
         depth = check_integer("depth", depth)
         print(api.report(str(model), modules=check_text("modules", modules)).tree(depth))
 
@@ -114,6 +129,7 @@ class Commands:
         --branch then|else   the If branch to cut a module from when it lives in both (optimum's merged
                         decoders); --all writes every branch, its name in the file name
         A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
+        Example: tagger extract model.onnx --module m.encoder.layer.0 --output layer0.onnx --verify
         """
         from tagger.extract import extract, extract_all  # each command imports what only it runs
         from tagger.feeds import parse_dim_option
@@ -152,6 +168,7 @@ class Commands:
         --max_fallback P fail when a model's fallback share is above P percent
         --workers N      parallel processes (default: one per CPU)
         Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
+        Example: tagger audit models/ --max_fallback 0 --json
         """
         from tagger.auditing import audit
 
@@ -167,6 +184,7 @@ class Commands:
 
         Nodes are matched by name, then by output tensor; untagged models are tagged in memory,
         with --weights CKPT as evidence, and B also with --reference ORIG.onnx (often A itself).
+        Example: tagger diff model.onnx model.slim.onnx --reference model.onnx
         """
         from tagger.diffing import diff
 
@@ -194,6 +212,7 @@ class Commands:
         --runs N       measured runs (after --warmup N); --threads N intra-op threads (0: onnxruntime's default)
         --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
+        Example: tagger profile model.tagged.onnx --runs 20 --depth 4
         """
         from tagger.feeds import parse_dim_option
         from tagger.profiling import profile
@@ -208,6 +227,9 @@ class Commands:
             print(result.to_markdown(), end="")
         else:
             print(result.to_text(depth))
+
+
+_COMMANDS = sorted(name for name, _ in inspect.getmembers(Commands, inspect.isfunction) if not name.startswith("_"))
 
 
 def _show(result, json: bool, markdown: bool) -> None:
@@ -225,20 +247,27 @@ def _check_inputs_or_dims(inputs: object, dim: object) -> None:
         raise InputError("--inputs gives the arrays, --dim sizes generated ones: pass one of them")
 
 
-def _help(argv: list[str]) -> str | None:
-    """The help text `-h`/`--help` asks for, or None. Answered here, on stdout, for the command
-    named first (fire would read `report MODEL -h` as `--html`, and run `report MODEL --help`)."""
-    flags = argv[: argv.index("--")] if "--" in argv else argv
-    if not any(arg in ("-h", "--help") for arg in flags):
+def _help(args: list[str], asked: bool) -> str | None:
+    """The help text `-h`/`--help` (or fire's `-- --help`) asks for, or None. Answered here, on stdout,
+    for the command named first (fire would read `report MODEL -h` as `--html`, and run `report MODEL --help`)."""
+    if not asked and not any(arg in ("-h", "--help") for arg in args):
         return None
     commands = Commands()
     fire_trace = FireTrace(commands, name="tagger")
     component: object = commands
-    if flags and not flags[0].startswith("-") and callable(getattr(commands, flags[0], None)) and not flags[0].startswith("_"):
-        component = getattr(commands, flags[0])
-        fire_trace.AddAccessedProperty(component, flags[0], [flags[0]], None, None)
-    text = helptext.HelpText(component, trace=fire_trace)
-    return re.sub(r"^(\s+)-h, --", r"\1--", text, flags=re.MULTILINE)  # -h means help, never a flag
+    if args and args[0] in _COMMANDS:
+        component = getattr(commands, args[0])
+        fire_trace.AddAccessedProperty(component, args[0], [args[0]], None, None)
+    return _readable(helptext.HelpText(component, trace=fire_trace))
+
+
+def _readable(text: str) -> str:
+    """fire's help made plain: `Type: str`, not `Optional['str | None']` (our annotations are strings);
+    no short flags (`-h` means help, and fire lists `-m` for --markdown though `-m` is ambiguous with
+    MODEL); a yes/no flag shown without a value (`--json`, not `--json=JSON`)."""
+    text = re.sub(r"Type: (?:Optional\[)?'([^']*?)(?: \| None)?'\]?", r"Type: \1", text)
+    text = re.sub(r"^(\s+)-[a-zA-Z], --", r"\1--", text, flags=re.MULTILINE)
+    return re.sub(r"--(\w+)=\S+(\n\s+Type: bool)", r"--\1\2", text)
 
 
 def _arguments(argv: list[str]) -> list[str]:
@@ -264,16 +293,109 @@ def _arguments(argv: list[str]) -> list[str]:
     return out
 
 
+def _split(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
+    """fire's split: the command's arguments, then fire's own flags after the last `--` (--help,
+    --completion, --trace, ...). fire ignores any other word there; here it is refused."""
+    args, after = parser.SeparateFlagArgs(argv)
+    fire_flags = parser.CreateParser()
+    fire_flags.exit_on_error = False
+    try:
+        flags, unknown = fire_flags.parse_known_args(after)
+    except argparse.ArgumentError as exc:
+        raise InputError(f"after --: {exc}") from None
+    if unknown:
+        raise InputError(f"{unknown[0]} after --: only fire's own flags go there (--help, --completion, --trace)")
+    return args, flags
+
+
+def _check_arguments(args: list[str], separator: str) -> None:
+    """Refuse an unknown command, flag or argument before anything runs: fire calls the command
+    first and only then complains about what it could not use (by then retag has written)."""
+    if separator in args:  # fire would apply what follows to the command's result, which is None
+        rest = args[args.index(separator) + 1 :]
+        if rest:
+            raise InputError(f"{rest[0]} after the separator {separator}: nothing takes arguments there")
+        args = args[: args.index(separator)]
+    if not args:
+        return  # fire lists the commands
+    command, *rest = args
+    if command not in _COMMANDS:
+        hint = _did_you_mean(command, _COMMANDS) or f"; the commands: {', '.join(_COMMANDS)}"
+        raise InputError(f"unknown command {command}{hint}")
+    _check_call(command, rest)
+
+
+def _check_call(command: str, args: list[str]) -> None:
+    """Bind `args` to the command's parameters as fire does, refusing what fire would leave over.
+    Stricter than fire on purpose: words fill only the required parameters (MODEL; A B; audit's
+    PATHS), never the flags after them (fire would write `retag a.onnx b.onnx` into b.onnx)."""
+    params = inspect.signature(getattr(Commands(), command)).parameters
+    given: set[str] = set()
+    words: list[str] = []
+    i = 0
+    while i < len(args):
+        if _is_flag(args[i]):
+            takes_next = "=" not in args[i] and i + 1 < len(args) and not _is_flag(args[i + 1])
+            given.add(_parameter(command, args[i], params, args[i + 1] if takes_next else None))
+            i += takes_next
+        else:
+            words.append(args[i])
+        i += 1
+    needed = [n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+    varargs = [n for n, p in params.items() if p.kind is p.VAR_POSITIONAL]
+    usage = " ".join(["tagger", command, *(n.upper() for n in needed), *(n.upper() + "..." for n in varargs), "[flags]"])
+    needed = [n for n in needed if n not in given]
+    if len(words) < len(needed):
+        raise InputError(f"missing {needed[len(words)].upper()} for {command}; usage: {usage}")
+    if len(words) > len(needed) and not varargs:
+        raise InputError(f"unexpected argument {words[len(needed)]} for {command}; usage: {usage}")
+
+
+def _parameter(command: str, arg: str, params: Mapping[str, inspect.Parameter], value: str | None) -> str:
+    """The parameter flag `arg` sets, read as fire reads it: `--out-dir` is `--out_dir`, `-o` the one
+    parameter starting with o, `--noX` sets yes/no flag X to False (and takes no value)."""
+    flag = arg.split("=", 1)[0]
+    key = flag.lstrip("-").replace("-", "_")
+    names = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+    yes_no = [n for n in names if isinstance(params[n].default, bool)]
+    if key in names:
+        return key
+    if key.startswith("no") and key[2:] in yes_no:
+        if "=" in arg or value is not None:
+            raise InputError(f"{flag} takes no value, got {arg.partition('=')[2] or value}")
+        return key[2:]
+    shortcut = [n for n in names if len(key) == 1 and n[0] == key]
+    if len(shortcut) == 1:
+        return shortcut[0]
+    if shortcut:
+        raise InputError(f"ambiguous flag {flag} for {command}: {' or '.join('--' + n for n in shortcut)}")
+    hint = _did_you_mean(key, names + ["no" + n for n in yes_no], "--") or f"; see tagger {command} --help"
+    raise InputError(f"unknown flag {flag} for {command}{hint}")
+
+
+def _is_flag(arg: str) -> bool:
+    """fire's test: `--anything`, or `-` and a letter (`-1` is a number, `-` the separator)."""
+    return arg.startswith("--") or re.match(r"-[a-zA-Z]", arg) is not None
+
+
+def _did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    """The closest choice as `; did you mean X?`, or "" when none is close."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TaggerError becomes one line on stderr and its exit code."""
-    args = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     try:
-        text = _help(args)
+        args, fire_flags = _split(argv)
+        text = _help(args, fire_flags.help)
         if text is not None:
             print(text)
             return 0
+        _check_arguments(args, fire_flags.separator)  # before fire, which runs first and complains after
         # an instance, not the class: fire then lists the commands when none is given
-        fire.Fire(Commands(), command=_arguments(args), name="tagger")
+        fire.Fire(Commands(), command=_arguments(argv), name="tagger")
     except TaggerError as exc:
         print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code

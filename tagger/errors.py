@@ -68,7 +68,7 @@ EXIT_CODES = {
     0: "success",
     1: "internal tagger error",
     2: "bad input (missing path, not an ONNX model, truncated or corrupt, unsafe or missing external data, a cycle), "
-    "a bad option value, or a missing optional package (onnxruntime)",
+    "a bad option value, an unknown command or flag, or a missing optional package (onnxruntime)",
     3: "output cannot be written (missing directory, a directory, a symbolic link without --force, the input)",
     4: "audit: a model missed a coverage threshold",
     5: "audit: a file could not be audited; extract --all: a module could not be extracted",
