@@ -383,9 +383,9 @@ def _dynamo_module(node: onnx.NodeProto) -> str | None:
                 return None
             if not isinstance(scopes, list):
                 return None
-            # a stack not starting at the root is torch's placeholder for an empty one (dynamic-shape
-            # `sym_size` nodes, `tagger.evidence.metadata`): the op ran outside every module call
-            return str(scopes[-2]) if len(scopes) >= 2 and scopes[0] == "" else ""
+            if len(scopes) >= 2 and scopes[0] != "":
+                return None  # torch's placeholder for an empty stack (dynamic-shape `sym_size` nodes): no record
+            return str(scopes[-2]) if len(scopes) >= 2 else ""
     return None
 
 

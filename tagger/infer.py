@@ -964,7 +964,7 @@ class _Inference:
         """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
         neighbours only what is certain)."""
         labels = self.labels
-        up, _ = self._up(labels)
+        up, origins = self._up(labels)
         down, _ = self._down(labels)
         before, after = self._neighbours(certain_labels)
         t = self.t
@@ -976,7 +976,7 @@ class _Inference:
             bound = self._bound(i, before, after, up, down)
             nxt = after[i] if self.ordered else -1
             tail = self.ordered and nxt < 0 and i >= cut
-            module, certain = self._choose(i, up[i], down[i], nxt, bound, tail)
+            module, certain = self._choose(i, up[i], down[i], nxt, bound, tail, origins[i])
             result[i] = module
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
@@ -1003,7 +1003,7 @@ class _Inference:
         inputs = g.nodes[i].input
         return (not g.weighted[i] and not g.facts.weights.isdisjoint(inputs)) or not g.facts.arguments.isdisjoint(inputs)
 
-    def _choose(self, i: int, produced, consumed, nxt: int, bound: int, tail: bool = False) -> tuple[int, bool]:
+    def _choose(self, i: int, produced, consumed, nxt: int, bound: int, tail: bool = False, origins=()) -> tuple[int, bool]:
         t = self.t
         inside = [m for m in produced if t.within(m, bound)] if produced else []
         if len(inside) == 1 and len(produced) == 1 and not self._brings_data(i):  # rule 4
@@ -1011,7 +1011,8 @@ class _Inference:
             caller = t.parent(module) if t.leaf[module] else module
             weighted = self.g.weighted[i] and caller == module  # a product on a container's result
             own = caller == module and not t.leaf[module]  # the module's own op, not a child's
-            if self._still_open(caller, nxt, consumed, tail, weighted, own) and t.within(caller, bound):
+            returned = self._handed_out(origins or (), caller)
+            if self._still_open(caller, nxt, consumed, tail, weighted, own, returned) and t.within(caller, bound):
                 return caller, caller == bound
         if consumed and len(consumed) == 1 and not inside:  # rule 5
             (module,) = consumed
@@ -1022,7 +1023,17 @@ class _Inference:
             return t.lca(bound, t.lca_all(consumed)), True
         return bound, True
 
-    def _still_open(self, module: int, nxt: int, consumed, tail: bool = False, weighted: bool = False, own: bool = False) -> bool:
+    def _handed_out(self, origins, caller: int) -> bool:
+        """Whether a tagged producer's value is already read by a tagged node outside `caller`:
+        then it is what `caller` returned (a module hands its caller only its return values), and
+        a node reading it may run after the return, in the caller's caller (BertModel takes the
+        embeddings' output's shape to build the mask of a dynamic-shape export)."""
+        labels, readers, t = self.labels, self.g.readers, self.t
+        return any(labels[r] >= 0 and not t.within(labels[r], caller) for o in origins for r in readers[o])
+
+    def _still_open(
+        self, module: int, nxt: int, consumed, tail: bool = False, weighted: bool = False, own: bool = False, returned: bool = False
+    ) -> bool:
         """Whether `module` may still be running: the next tagged node is inside it, or the node's
         result goes no further than its caller (it is the module's own output). After the last
         tagged node of an ordered graph nothing says the module is still running, so
@@ -1033,7 +1044,7 @@ class _Inference:
         t = self.t
         if (nxt < 0 and not tail) or (nxt >= 0 and t.within(nxt, module)):
             return True
-        if weighted or not consumed or module == t.root:
+        if weighted or returned or not consumed or module == t.root:
             return False
         users = t.lca_all(consumed)
         if own and self._leaves_its_list(module, users):

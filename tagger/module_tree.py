@@ -69,6 +69,8 @@ def tree_notes(context: Context) -> list[str]:
     """What the report says about the module names: checked against which tree, and what was
     dropped; or that nothing checked them."""
     if context.tree_origin is None:
+        if len(context.modules) <= 1:
+            return []  # nothing named a module: nothing to check
         return [
             "module names are the file's own, not checked against the model's module tree "
             "(give --modules FILE, written by shim.write_modules(model, FILE))"
