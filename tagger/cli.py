@@ -74,9 +74,13 @@ class Commands:
             _show(result, json, markdown)
 
     def tree(self, model: str, depth: int | None = None) -> None:
-        """Print MODEL's module tree with node counts, down to --depth N levels."""
+        """Print MODEL's module tree with node counts, down to --depth N levels.
+
+        Per module: its subtree's nodes (its own nodes: direct, certain, chosen, fallback); a module
+        whose own nodes are mostly chosen (inferred by choice, not from facts) is marked [mostly chosen].
+        """
         depth = check_integer("depth", depth)
-        print(api.report(str(model)).tree(depth))
+        print(api.report(str(model)).tree(depth, legend=True))
 
     def extract(
         self,
