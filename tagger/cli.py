@@ -139,19 +139,23 @@ class Commands:
         workers: int | None = None,
         json: bool = False,
         markdown: bool = False,
+        min_certain: float | None = None,
     ) -> None:
         """Audit the coverage of every model in PATHS (files; directories: their *.onnx, recursively).
 
         One line per model and a total (--json: JSON lines, one per model, then the total).
         --min_direct P   fail when a model's direct share is below P percent
         --max_fallback P fail when a model's fallback share is above P percent
+        --min_certain P  fail when a model's certain share (direct + certainly inferred nodes) is below P percent
         --workers N      parallel processes (default: one per CPU)
         Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
         """
         from tagger.auditing import audit
 
         json, markdown = check_flag("json", json), check_flag("markdown", markdown)
-        result = audit(*[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers)
+        result = audit(
+            *[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers, min_certain=min_certain
+        )
         _show(result, json, markdown)
         result.check()
 
