@@ -152,7 +152,7 @@ class CoverageReport(JsonReport):
             f"| {self.fallback} ({_pct(self.fallback, self.nodes)}) | {_pct(whole.known, self.nodes)} | {len(self.conflicts)} |",
             "",
         ]
-        rows += [f"> {_md(n)}" for n in self.notes]
+        rows += [f"> {_md(n)}" for n in self.notes] + ([""] if self.notes else [])
         rows += ["## By source", "", "| source | nodes |", "|---|---:|"]
         rows += [f"| {s} | {c} |" for s, c in sorted(self.by_source.items())]
         rows += ["", "## By op type", "", "| op | direct | inherited | fallback |", "|---|---:|---:|---:|"]
