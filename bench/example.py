@@ -15,7 +15,7 @@ def main() -> None:
     result = report(MODEL)
     lines = result.to_markdown().splitlines()
     head = lines[: lines.index("## By op type")]
-    tree = result.tree(depth=4)
+    tree = result.tree(depth=4, legend=True)
     text = "\n".join(
         [
             "`tagger report data/bert-tiny.onnx --markdown` (abridged):",

@@ -25,6 +25,7 @@ from tagger.errors import (
 _HOMES = {
     "tagger.api": ("report", "retag", "tag_proto"),
     "tagger.auditing": ("AuditReport", "AuditRow", "audit"),
+    "tagger.certainty": ("Certainty",),
     "tagger.coverage_report": ("ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report"),
     "tagger.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
     "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
@@ -39,6 +40,7 @@ _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = [
     "AuditReport",
     "AuditRow",
+    "Certainty",
     "ConflictRecord",
     "CoverageReport",
     "DiffReport",

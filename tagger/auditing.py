@@ -8,8 +8,9 @@ This module ensures that:
    it left pending are audited again one by one in fresh processes);
 3. rows come out in path order, whatever order the workers finish in;
 4. thresholds are percentages of each model's nodes: `min_direct` (direct evidence share at
-   least this) and `max_fallback` (root fallback share at most this); a model with no nodes
-   passes both;
+   least this), `max_fallback` (root fallback share at most this) and `min_certain` (certain
+   share at least this: direct and certainly inferred nodes, `tagger.certainty`); a model with
+   no nodes passes them all;
 5. `exit_code` is 0 when every file was audited and met the thresholds, `THRESHOLD_MISSED` (4)
    when some model missed one, `FILES_FAILED` (5) when some file could not be audited (it wins
    over 4: a failed file's coverage is unknown).
@@ -53,6 +54,8 @@ class AuditRow:
     direct: int = 0
     inherited: int = 0
     fallback: int = 0
+    chosen: int = 0
+    """Inherited nodes whose tag is a choice (`tagger.certainty`); the rest of `inherited` is certain."""
     conflicts: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -62,6 +65,11 @@ class AuditRow:
     @property
     def ok(self) -> bool:
         return self.error is None and not self.missed
+
+    @property
+    def certain(self) -> int:
+        """Nodes whose module is known, not chosen: direct and certainly inferred."""
+        return self.direct + self.inherited - self.chosen
 
     def share(self, count: int) -> float:
         """`count` as a percentage of this model's nodes (0 for an empty model)."""
@@ -74,6 +82,7 @@ class AuditRow:
             direct_pct=round(self.share(self.direct), 2),
             inherited_pct=round(self.share(self.inherited), 2),
             fallback_pct=round(self.share(self.fallback), 2),
+            certain_pct=round(self.share(self.certain), 2),
             ok=self.ok,
         )
         return data
@@ -88,6 +97,7 @@ class AuditReport:
     max_fallback: float | None
     workers: int
     seconds: float
+    min_certain: float | None = None
 
     @property
     def failed(self) -> list[AuditRow]:
@@ -120,6 +130,7 @@ class AuditReport:
         direct = sum(r.direct for r in audited)
         inherited = sum(r.inherited for r in audited)
         fallback = sum(r.fallback for r in audited)
+        chosen = sum(r.chosen for r in audited)
         return {
             "kind": "total",
             "models": len(self.rows),
@@ -130,12 +141,15 @@ class AuditReport:
             "direct": direct,
             "inherited": inherited,
             "fallback": fallback,
+            "chosen": chosen,
             "conflicts": sum(r.conflicts for r in audited),
             "direct_pct": round(100.0 * direct / nodes, 2) if nodes else 0.0,
             "inherited_pct": round(100.0 * inherited / nodes, 2) if nodes else 0.0,
             "fallback_pct": round(100.0 * fallback / nodes, 2) if nodes else 0.0,
+            "certain_pct": round(100.0 * (nodes - chosen - fallback) / nodes, 2) if nodes else 0.0,
             "min_direct": self.min_direct,
             "max_fallback": self.max_fallback,
+            "min_certain": self.min_certain,
             "workers": self.workers,
             "seconds": round(self.seconds, 3),
             "exit_code": self.exit_code,
@@ -157,7 +171,8 @@ class AuditReport:
         lines.append(
             f"total: {_plural(t['models'], 'model')}, {t['audited']} audited, {t['failed']} failed, {t['missed_threshold']} "
             f"missed a threshold; {t['nodes']} nodes — direct {t['direct_pct']:.1f}%, inherited {t['inherited_pct']:.1f}%, "
-            f"fallback {t['fallback_pct']:.1f}%; conflicts {t['conflicts']}; {_plural(self.workers, 'worker')}, "
+            f"fallback {t['fallback_pct']:.1f}%; certain {t['certain_pct']:.1f}%; conflicts {t['conflicts']}; "
+            f"{_plural(self.workers, 'worker')}, "
             f"{self.seconds:.2f} s"
         )
         return "\n".join(lines)
@@ -168,6 +183,7 @@ class AuditReport:
             for text in (
                 f"direct ≥ {self.min_direct:g}%" if self.min_direct is not None else "",
                 f"fallback ≤ {self.max_fallback:g}%" if self.max_fallback is not None else "",
+                f"certain ≥ {self.min_certain:g}%" if self.min_certain is not None else "",
             )
             if text
         )
@@ -176,22 +192,23 @@ class AuditReport:
             "",
             f"Thresholds: {thresholds or 'none'}. Exit code {self.exit_code}.",
             "",
-            "| model | nodes | direct | inherited | fallback | conflicts | result |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| model | nodes | direct | inherited | fallback | certain | conflicts | result |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in self.rows:
             if r.error is not None:
-                rows.append(f"| {markdown(r.path)} | – | – | – | – | – | **failed**: {markdown(r.error)} |")
+                rows.append(f"| {markdown(r.path)} | – | – | – | – | – | – | **failed**: {markdown(r.error)} |")
                 continue
             result = "ok" if r.ok else "**missed**: " + markdown("; ".join(r.missed))
             rows.append(
                 f"| {markdown(r.path)} | {r.nodes} | {pct(r.direct, r.nodes)} | {pct(r.inherited, r.nodes)} "
-                f"| {pct(r.fallback, r.nodes)} | {r.conflicts} | {result} |"
+                f"| {pct(r.fallback, r.nodes)} | {pct(r.certain, r.nodes)} | {r.conflicts} | {result} |"
             )
         t = self.totals()
         rows.append(
             f"| **total** ({t['models']} models, {t['failed']} failed) | {t['nodes']} | {t['direct_pct']:.1f}% "
-            f"| {t['inherited_pct']:.1f}% | {t['fallback_pct']:.1f}% | {t['conflicts']} | {t['missed_threshold']} missed |"
+            f"| {t['inherited_pct']:.1f}% | {t['fallback_pct']:.1f}% | {t['certain_pct']:.1f}% | {t['conflicts']} "
+            f"| {t['missed_threshold']} missed |"
         )
         return "\n".join(rows) + "\n"
 
@@ -222,14 +239,17 @@ def audit(
     min_direct: float | None = None,
     max_fallback: float | None = None,
     workers: int | None = None,
+    min_certain: float | None = None,
 ) -> AuditReport:
-    """Audit every model under `paths` (files and directories, see `find_models`).
+    """Audit every model under `paths` (files and directories, see `find_models`); the
+    thresholds are percentages (module docstring, point 4).
 
     `workers` worker processes (default: one per CPU, at most one per model; 1 audits in this
     process). Raises `InputError` when the paths hold no model at all.
     """
     min_direct = check_percentage("min_direct", min_direct)
     max_fallback = check_percentage("max_fallback", max_fallback)
+    min_certain = check_percentage("min_certain", min_certain)
     workers = check_integer("workers", workers, least=1)
     files = find_models(paths)
     if not files:
@@ -238,8 +258,8 @@ def audit(
     started = time.perf_counter()
     rows = _audit_files([str(f) for f in files], count)
     for row in rows:
-        row.missed = _missed(row, min_direct, max_fallback)
-    return AuditReport(rows, min_direct, max_fallback, count, time.perf_counter() - started)
+        row.missed = _missed(row, min_direct, max_fallback, min_certain)
+    return AuditReport(rows, min_direct, max_fallback, count, time.perf_counter() - started, min_certain)
 
 
 def audit_one(path: str) -> AuditRow:
@@ -258,6 +278,7 @@ def audit_one(path: str) -> AuditRow:
         direct=result.direct,
         inherited=result.inherited,
         fallback=result.fallback,
+        chosen=result.inherited - result.inherited_certain,
         conflicts=len(result.conflicts),
         seconds=time.perf_counter() - started,
     )
@@ -310,7 +331,7 @@ def _context():
     return multiprocessing.get_context("spawn")
 
 
-def _missed(row: AuditRow, min_direct: float | None, max_fallback: float | None) -> list[str]:
+def _missed(row: AuditRow, min_direct: float | None, max_fallback: float | None, min_certain: float | None) -> list[str]:
     if row.error is not None or not row.nodes:
         return []
     missed = []
@@ -318,6 +339,8 @@ def _missed(row: AuditRow, min_direct: float | None, max_fallback: float | None)
         missed.append(f"direct {row.share(row.direct):.1f}% < {min_direct:g}%")
     if max_fallback is not None and row.share(row.fallback) > max_fallback:
         missed.append(f"fallback {row.share(row.fallback):.1f}% > {max_fallback:g}%")
+    if min_certain is not None and row.share(row.certain) < min_certain:
+        missed.append(f"certain {row.share(row.certain):.1f}% < {min_certain:g}%")
     return missed
 
 
@@ -332,6 +355,7 @@ def _text_row(row: AuditRow) -> str:
     verdict = "ok    " if row.ok else "MISSED"
     line = (
         f"{verdict} {path}: {row.nodes} nodes — direct {pct(row.direct, row.nodes)}, "
-        f"inherited {pct(row.inherited, row.nodes)}, fallback {pct(row.fallback, row.nodes)}; conflicts {row.conflicts}"
+        f"inherited {pct(row.inherited, row.nodes)}, fallback {pct(row.fallback, row.nodes)}; "
+        f"certain {pct(row.certain, row.nodes)}; conflicts {row.conflicts}"
     )
     return line + (f" ({'; '.join(row.missed)})" if row.missed else "")

@@ -97,10 +97,12 @@ class Commands:
     def tree(self, model: str, depth: int | None = None, modules: str | None = None) -> None:
         """Print MODEL's module tree with node counts, down to --depth N levels (--modules FILE: as for retag).
 
+        Per module: its subtree's nodes (its own nodes: direct, certain, chosen, fallback); a module
+        whose own nodes are mostly chosen (inferred by choice, not from facts) is marked [mostly chosen].
         Example: tagger tree model.tagged.onnx --depth 3
         """
         depth = check_integer("depth", depth)
-        print(api.report(str(model), modules=check_text("modules", modules)).tree(depth))
+        print(api.report(str(model), modules=check_text("modules", modules)).tree(depth, legend=True))
 
     def extract(
         self,
@@ -160,12 +162,14 @@ class Commands:
         workers: int | None = None,
         json: bool = False,
         markdown: bool = False,
+        min_certain: float | None = None,
     ) -> None:
         """Audit the coverage of every model in PATHS (files; directories: their *.onnx, recursively).
 
         One line per model and a total (--json: JSON lines, one per model, then the total).
         --min_direct P   fail when a model's direct share is below P percent
         --max_fallback P fail when a model's fallback share is above P percent
+        --min_certain P  fail when a model's certain share (direct + certainly inferred nodes) is below P percent
         --workers N      parallel processes (default: one per CPU)
         Exit 4 when a model missed a threshold, 5 when a file could not be audited. Flags go after the paths.
         Example: tagger audit models/ --max_fallback 0 --json
@@ -173,7 +177,9 @@ class Commands:
         from tagger.auditing import audit
 
         json, markdown = check_flag("json", json), check_flag("markdown", markdown)
-        result = audit(*[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers)
+        result = audit(
+            *[str(p) for p in paths], min_direct=min_direct, max_fallback=max_fallback, workers=workers, min_certain=min_certain
+        )
         _show(result, json, markdown)
         result.check()
 

@@ -1,8 +1,10 @@
 """The coverage report: how every node got its tag, told honestly.
 
 Direct evidence, inheritance and fallback are counted apart (a root fallback is a guess, not
-coverage); every fallback node and every evidence conflict is listed. Renders as JSON for
-scripts and as Markdown or terminal text for people; names from the model are escaped.
+coverage), and inherited tags split into certain ones and choices, per module too
+(`tagger.certainty`: a module resting mostly on choices is marked in the tree); every fallback
+node and every evidence conflict is listed. Renders as JSON for scripts and as Markdown or
+terminal text for people; names from the model are escaped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
+from tagger.certainty import LEGEND, Certainty
 from tagger.display import TagFormatter
 from tagger.paths import MAX_DEPTH, ancestors
 from tagger.tagging import Assignment, TaggingResult
@@ -86,6 +89,8 @@ class CoverageReport(JsonReport):
     """Module -> its own nodes by category (`direct`, `inherited`, `fallback`)."""
     inherited_certain: int = 0
     """Inherited nodes whose tag is certain (the rest are choices deeper than their bound)."""
+    module_chosen: dict[str, int] = field(default_factory=dict)
+    """Module -> its own inherited nodes whose tag is a choice (modules without any left out)."""
     inferred: list[InferredRecord] | None = None
     """Every inherited node with its bound (built on request: `build_report(..., inferred=True)`)."""
 
@@ -98,12 +103,23 @@ class CoverageReport(JsonReport):
     def has_evidence(self) -> bool:
         return self.direct > 0
 
+    def certainty(self, module: str | None = None) -> Certainty:
+        """The own nodes of `module` (None: every node) by kind: direct, certain, chosen, fallback."""
+        if module is None:
+            return Certainty(self.direct, self.inherited_certain, self.inherited - self.inherited_certain, self.fallback)
+        own = self.module_sources.get(module, {})
+        chosen = self.module_chosen.get(module, 0)
+        return Certainty(own.get("direct", 0), own.get("inherited", 0) - chosen, chosen, own.get("fallback", 0))
+
     def summary(self) -> str:
-        """A few lines for the terminal after a retag."""
+        """A few lines for the terminal after a retag; `certain` is the certain share (direct and
+        certainly inferred nodes, `tagger.certainty`)."""
+        whole = self.certainty()
         lines = [
             f"{_safe(self.model)}: {self.nodes} nodes tagged — direct {self.direct} ({_pct(self.direct, self.nodes)}), "
-            f"inherited {self.inherited} ({_pct(self.inherited, self.nodes)}), "
-            f"fallback {self.fallback} ({_pct(self.fallback, self.nodes)}); conflicts {len(self.conflicts)}",
+            f"inherited {self.inherited} ({_pct(self.inherited, self.nodes)}, {whole.chosen} chosen), "
+            f"fallback {self.fallback} ({_pct(self.fallback, self.nodes)}); certain {_pct(whole.known, self.nodes)}; "
+            f"conflicts {len(self.conflicts)}",
         ]
         lines += [f"note: {_safe(n)}" for n in self.notes]
         if self.output:
@@ -118,28 +134,30 @@ class CoverageReport(JsonReport):
         parts += ["", "by op type (direct / inherited / fallback):"]
         for op, counts in sorted(self.by_op.items()):
             parts.append(f"  {_safe(op):<24} {counts['direct']:>6} {counts['inherited']:>6} {counts['fallback']:>6}")
-        parts += ["", "module tree:", self.tree()]
+        parts += ["", "module tree:", self.tree(legend=True)]
         parts += listing("fallback nodes", [_ref_text(r) for r in self.fallback_nodes])
         parts += listing("evidence conflicts", [_conflict_text(c) for c in self.conflicts])
         return "\n".join(parts)
 
     def to_markdown(self) -> str:
         """The full report as Markdown."""
+        whole = self.certainty()
         rows = [
             f"# Hierarchy coverage: `{_md(self.model)}`",
             "",
-            "| nodes | direct | inherited | fallback | conflicts |",
-            "|---:|---:|---:|---:|---:|",
+            "| nodes | direct | inherited | of which chosen | fallback | certain | conflicts |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.nodes} | {self.direct} ({_pct(self.direct, self.nodes)}) | {self.inherited} "
-            f"({_pct(self.inherited, self.nodes)}) | {self.fallback} ({_pct(self.fallback, self.nodes)}) | {len(self.conflicts)} |",
+            f"({_pct(self.inherited, self.nodes)}) | {whole.chosen} ({_pct(whole.chosen, self.nodes)}) "
+            f"| {self.fallback} ({_pct(self.fallback, self.nodes)}) | {_pct(whole.known, self.nodes)} | {len(self.conflicts)} |",
             "",
         ]
-        rows += [f"> {_md(n)}" for n in self.notes]
+        rows += [f"> {_md(n)}" for n in self.notes] + ([""] if self.notes else [])
         rows += ["## By source", "", "| source | nodes |", "|---|---:|"]
         rows += [f"| {s} | {c} |" for s, c in sorted(self.by_source.items())]
         rows += ["", "## By op type", "", "| op | direct | inherited | fallback |", "|---|---:|---:|---:|"]
         rows += [f"| {_md(op)} | {c['direct']} | {c['inherited']} | {c['fallback']} |" for op, c in sorted(self.by_op.items())]
-        rows += ["", "## Module tree", "", "```", self.tree().replace("```", "'''"), "```"]
+        rows += ["", "## Module tree", "", "```", self.tree().replace("```", "'''"), "```", "", _md(LEGEND)]
         rows += ["", f"## Fallback nodes ({len(self.fallback_nodes)})", ""]
         rows += [f"- {_md(_ref_text(r))}" for r in self.fallback_nodes] or ["none"]
         rows += ["", f"## Evidence conflicts ({len(self.conflicts)})", ""]
@@ -152,8 +170,9 @@ class CoverageReport(JsonReport):
 
         return render_html(self)
 
-    def tree(self, depth: int | None = None) -> str:
-        """The module tree with node counts: `total (own)` per module, to `depth` levels."""
+    def tree(self, depth: int | None = None, legend: bool = False) -> str:
+        """The module tree with node counts, to `depth` levels: per module `total (own: its own
+        nodes by kind)`, marked where they rest mostly on choices; `legend` explains both."""
         totals: Counter[str] = Counter()
         for module, count in self.modules.items():
             for path in [*ancestors(module), module]:
@@ -164,6 +183,8 @@ class CoverageReport(JsonReport):
                 children[path.rpartition(".")[0]].append(path)
         lines: list[str] = []
         self._tree_lines("", 0, depth, totals, children, lines)
+        if legend:
+            lines += ["", LEGEND]
         return "\n".join(lines)
 
     def _tree_lines(self, path, level, depth, totals, children, lines) -> None:
@@ -172,7 +193,9 @@ class CoverageReport(JsonReport):
         transparent = bool(path) and tag == self.tags.get(path.rpartition(".")[0])  # a module list: no segment of its own
         segment = tag.rsplit("/", 1)[-1] if tag and not transparent else ""
         cls = f"  {segment}" if segment and segment != label else ""
-        lines.append(f"{'  ' * level}{_safe(label)}{_safe(cls)}  {totals[path]} ({self.modules.get(path, 0)} own)")
+        own = self.certainty(path)
+        kinds = f": {own.counts()}" if own.nodes else ""
+        lines.append(f"{'  ' * level}{_safe(label)}{_safe(cls)}  {totals[path]} ({own.nodes} own{kinds}){own.mark}")
         if depth is not None and level >= depth:
             return
         for child in sorted(children.get(path, []), key=_natural):
@@ -210,6 +233,7 @@ def build_report(
     totals = dict.fromkeys(CATEGORIES, 0)
     for source, count in by_source.items():
         totals[_CATEGORY.get(source, "direct")] += count
+    certain = Counter(assignments[i].module for i, bound in result.bounds.items() if bound.certain)
     fallback_ids = _fallback_ids(assignments, per_assignment) if "fallback" in by_source else []
     inherited_ids = sorted(result.bounds) if inferred else []
     refs = _node_refs(index, fallback_ids + [c.node for c in result.conflicts] + inherited_ids)
@@ -232,7 +256,8 @@ def build_report(
         output=output,
         changed_nodes=changed_nodes,
         module_sources=module_sources,
-        inherited_certain=sum(bound.certain for bound in result.bounds.values()),
+        inherited_certain=sum(certain.values()),
+        module_chosen={m: own["inherited"] - certain[m] for m, own in module_sources.items() if own["inherited"] > certain[m]},
     )
     if inferred:
         report.inferred = [

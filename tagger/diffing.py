@@ -15,6 +15,10 @@ are compared by module. The rules:
    unmatched nodes, and `moved_out`/`moved_in` matched nodes whose module changed.
 4. Every matched node whose module changed is listed with both tags and how it was matched;
    modules with nodes only in A have disappeared, only in B appeared.
+5. A changed node whose tag is chosen on either side (`tagger.certainty`: inferred by choice,
+   not evidence or facts) is a change the tagger may have made, not the tool: they are counted,
+   and when they are more than half of the changes and B was tagged without `reference`, a note
+   says so and suggests tagging B with A as its reference.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tagger.certainty import MOSTLY_CHOSEN
 from tagger.modelio import load_model
 from tagger.nodetags import NodeTag, model_tags
 from tagger.text import LIST_LIMIT, JsonReport, listing
@@ -67,6 +72,14 @@ class NodeChange:
     module_b: str
     tag_a: str
     tag_b: str
+    kind_a: str = "direct"
+    kind_b: str = "direct"
+    """How sure each side's tag is (`tagger.certainty`)."""
+
+    @property
+    def chosen(self) -> bool:
+        """Whether either side's tag is a choice: the change may be the tagger's, not the tool's."""
+        return "chosen" in (self.kind_a, self.kind_b)
 
 
 @dataclass
@@ -86,6 +99,16 @@ class DiffReport(JsonReport):
     disappeared: list[str]
     appeared: list[str]
     changes: list[NodeChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chosen_changes(self) -> int:
+        """Changed nodes whose tag is a choice on one side at least (rule 5)."""
+        return sum(change.chosen for change in self.changes)
+
+    @property
+    def mostly_chosen(self) -> bool:
+        return self.chosen_changes > MOSTLY_CHOSEN * len(self.changes)
 
     @property
     def matched(self) -> int:
@@ -97,17 +120,19 @@ class DiffReport(JsonReport):
         return not (self.changes or self.removed or self.added)
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "matched": self.matched, "identical": self.identical}
+        return {**super().to_dict(), "matched": self.matched, "identical": self.identical, "chosen_changes": self.chosen_changes}
 
     def summary(self) -> str:
         lines = [
             f"{_safe(self.a)} ({self.nodes_a} nodes) -> {_safe(self.b)} ({self.nodes_b} nodes): "
             f"{self.matched} matched ({self.matched_by_name} by name, {self.matched_by_output} by output tensor), "
-            f"{self.removed} removed, {self.added} added, {len(self.changes)} changed module",
+            f"{self.removed} removed, {self.added} added, {len(self.changes)} changed module "
+            f"({self.chosen_changes} on a chosen tag)",
             f"modules: {sum(m.changed for m in self.modules)} of {len(self.modules)} changed, "
             f"{len(self.disappeared)} disappeared, {len(self.appeared)} appeared",
         ]
         lines += [f"note: {_safe(name)} had untagged nodes and was tagged in memory" for name in self.retagged]
+        lines += [f"note: {_safe(note)}" for note in self.notes]
         return "\n".join(lines)
 
     def to_text(self) -> str:
@@ -132,13 +157,14 @@ class DiffReport(JsonReport):
         rows = [
             f"# Tag diff: `{_md(self.a)}` → `{_md(self.b)}`",
             "",
-            "| nodes A | nodes B | matched by name | matched by output | removed | added | module changed |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| nodes A | nodes B | matched by name | matched by output | removed | added | module changed | on a chosen tag |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.nodes_a} | {self.nodes_b} | {self.matched_by_name} | {self.matched_by_output} | {self.removed} "
-            f"| {self.added} | {len(self.changes)} |",
+            f"| {self.added} | {len(self.changes)} | {self.chosen_changes} |",
             "",
         ]
         rows += [f"> {_md(name)} had untagged nodes and was tagged in memory" for name in self.retagged]
+        rows += [f"> {_md(note)}" for note in self.notes]
         rows += [
             "## Modules",
             "",
@@ -174,7 +200,13 @@ def diff(
     tags_a = model_tags(model_a, sources_a, path_a.parent)
     tags_b = model_tags(model_b, sources_b, path_b.parent)
     retagged = [str(path) for path, tags in ((path_a, tags_a), (path_b, tags_b)) if tags.retagged]
-    return compare(tags_a.nodes, tags_b.nodes, path_a.name, path_b.name, retagged)
+    report = compare(tags_a.nodes, tags_b.nodes, path_a.name, path_b.name, retagged)
+    if reference is None and report.mostly_chosen:
+        report.notes.append(
+            f"{report.chosen_changes} of {len(report.changes)} module changes are on tags the tagger chose (not evidence "
+            f"or facts): they may be its own choices, not the tool's; tag B with A as its reference: --reference {a}"
+        )
+    return report
 
 
 def compare(nodes_a: list[NodeTag], nodes_b: list[NodeTag], name_a: str, name_b: str, retagged: list[str]) -> DiffReport:
@@ -201,7 +233,7 @@ def compare(nodes_a: list[NodeTag], nodes_b: list[NodeTag], name_a: str, name_b:
             continue
         moved_out[x.module] += 1
         moved_in[y.module] += 1
-        changes.append(NodeChange(how, x.name, y.name, x.op_type, y.op_type, x.module, y.module, x.tag, y.tag))
+        changes.append(NodeChange(how, x.name, y.name, x.op_type, y.op_type, x.module, y.module, x.tag, y.tag, x.kind, y.kind))
     removed = Counter(n.module for i, n in enumerate(nodes_a) if i not in used_a)
     added = Counter(n.module for j, n in enumerate(nodes_b) if j not in used_b)
     tags = {n.module: n.tag for n in nodes_a}
@@ -262,5 +294,5 @@ def _change_text(change: NodeChange, escape) -> str:
     op = change.op_a if change.op_a == change.op_b else f"{change.op_a} -> {change.op_b}"
     return (
         f"{escape(name) or '(unnamed)'} ({escape(op)}, by {change.matched_by}): "
-        f"{escape(change.module_a) or '(root)'} -> {escape(change.module_b) or '(root)'}"
+        f"{escape(change.module_a) or '(root)'} -> {escape(change.module_b) or '(root)'}" + (" (chosen)" if change.chosen else "")
     )

@@ -6,9 +6,10 @@ The page guarantees:
    both, so nothing in it can run or call out even if a name got through;
 2. every text from the model (file name, module paths, tags) is HTML-escaped after control
    characters are made visible (`tagger.text.html_text`); numbers are the only other content;
-3. each module shows its subtree's node count, its own count, and a bar of the subtree's
-   direct / inherited / fallback shares; modules nest as `<details>` (the first three levels
-   open), children in natural order (`layer.2` before `layer.10`).
+3. each module shows its subtree's node count, its own count by kind, a bar of the subtree's
+   direct / certain / chosen / fallback shares (`tagger.certainty`), and the mark of a module
+   whose own nodes are mostly chosen; modules nest as `<details>` (the first three levels open),
+   children in natural order (`layer.2` before `layer.10`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
+from tagger.certainty import KINDS, LEGEND, MARK, Certainty
 from tagger.paths import ancestors
 from tagger.text import html_text, natural, pct
 
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["render_html"]
 
 _OPEN_LEVELS = 3
-_CATEGORIES = ("direct", "inherited", "fallback")
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em; color: #222; }
@@ -39,23 +40,24 @@ summary, .leaf { cursor: default; white-space: nowrap; padding: 1px 0; }
 .name { font-weight: 600; } .cls { color: #555; margin-left: .4em; } .count { color: #333; margin-left: .6em; }
 .bar { display: inline-block; width: 12em; height: .8em; margin-left: .8em; background: #eee; vertical-align: middle; }
 .bar span { display: inline-block; height: 100%; }
-.direct { background: #2e7d32; } .inherited { background: #81c784; } .fallback { background: #e53935; }
-.shares { color: #555; margin-left: .6em; font-size: .9em; }
+.direct { background: #2e7d32; } .certain { background: #81c784; } .chosen { background: #ffb300; }
+.fallback { background: #e53935; }
+.own, .shares { color: #555; margin-left: .6em; font-size: .9em; }
+.mark { color: #8a5a00; background: #fff3cd; margin-left: .6em; padding: 0 .3em; font-size: .9em; }
 .legend span.sw { display: inline-block; width: .9em; height: .9em; margin: 0 .3em 0 1em; vertical-align: middle; }
 """
 
 
 def render_html(report: CoverageReport) -> str:
     """The page for one coverage report."""
-    own: dict[str, Counter[str]] = defaultdict(Counter)
-    for module, counts in report.module_sources.items():
-        own[module].update(counts)
+    own = {module: report.certainty(module) for module in report.modules}
     subtree: dict[str, Counter[str]] = defaultdict(Counter)
     totals: Counter[str] = Counter()
     for module, count in report.modules.items():
+        kinds = {kind: getattr(own[module], kind) for kind in KINDS}
         for path in [*ancestors(module), module]:
             totals[path] += count
-            subtree[path].update(own.get(module, Counter()))
+            subtree[path].update(kinds)
     children: dict[str, list[str]] = defaultdict(list)
     for path in totals:
         if path:
@@ -70,13 +72,13 @@ def render_html(report: CoverageReport) -> str:
         f"<h1>Module tree: <code>{html_text(report.model)}</code></h1>",
         _totals_table(report),
         *[f'<p class="note">{html_text(note)}</p>' for note in report.notes],
-        '<p class="legend">Bars: share of the subtree\'s nodes tagged from'
-        + "".join(f'<span class="sw {c}"></span>{c}' for c in _CATEGORIES)
-        + ". Counts: subtree nodes (own nodes).</p>",
+        '<p class="legend">Bars: share of the subtree\'s nodes by kind:'
+        + "".join(f'<span class="sw {c}"></span>{c}' for c in KINDS)
+        + f". Counts: subtree nodes (own nodes), then the own nodes by kind. {html_text(LEGEND)}.</p>",
     ]
     if totals:
         parts.append('<ul class="tree">')
-        _module_html("", 0, report.tags, totals, report.modules, subtree, children, parts)
+        _module_html("", 0, report.tags, totals, own, subtree, children, parts)
         parts.append("</ul>")
     else:
         parts.append("<p>The model has no nodes.</p>")
@@ -85,31 +87,35 @@ def render_html(report: CoverageReport) -> str:
 
 
 def _totals_table(report: CoverageReport) -> str:
+    whole = report.certainty()
     cells = "".join(
-        f"<td>{count} ({pct(count, report.nodes)})</td>" for count in (report.direct, report.inherited, report.fallback)
+        f"<td>{count} ({pct(count, report.nodes)})</td>"
+        for count in (report.direct, report.inherited, whole.chosen, report.fallback)
     )
     return (
-        '<table class="totals"><tr><th>nodes</th><th>direct</th><th>inherited</th><th>fallback</th><th>conflicts</th></tr>'
-        f"<tr><td>{report.nodes}</td>{cells}<td>{len(report.conflicts)}</td></tr></table>"
+        '<table class="totals"><tr><th>nodes</th><th>direct</th><th>inherited</th><th>of which chosen</th><th>fallback</th>'
+        "<th>certain</th><th>conflicts</th></tr>"
+        f"<tr><td>{report.nodes}</td>{cells}<td>{pct(whole.known, report.nodes)}</td><td>{len(report.conflicts)}</td></tr></table>"
     )
 
 
-def _module_html(path, level, tags, totals, own_counts, subtree, children, parts) -> None:
+def _module_html(path, level, tags, totals, own: dict[str, Certainty], subtree, children, parts) -> None:
     label = path.rpartition(".")[2] if path else "(root)"
     tag = tags.get(path, "")
     segment = tag.rsplit("/", 1)[-1] if tag else ""
     cls = f'<span class="cls">{html_text(segment)}</span>' if segment and segment != label else ""
     counts = subtree[path]
-    whole = sum(counts[c] for c in _CATEGORIES) or totals[path]
-    bar = "".join(
-        f'<span class="{c}" style="width:{100.0 * counts[c] / whole:.2f}%"></span>' for c in _CATEGORIES if whole and counts[c]
-    )
-    shares = " · ".join(f"{c} {pct(counts[c], whole)}" for c in _CATEGORIES if counts[c])
+    whole = sum(counts[c] for c in KINDS) or totals[path]
+    bar = "".join(f'<span class="{c}" style="width:{100.0 * counts[c] / whole:.2f}%"></span>' for c in KINDS if whole and counts[c])
+    shares = " · ".join(f"{c} {pct(counts[c], whole)}" for c in KINDS if counts[c])
     title = html_text(f"{path or '(root)'}  {tag}".strip())
+    mine = own.get(path) or Certainty()
     line = (
         f'<span class="name" title="{title}">{html_text(label)}</span>{cls}'
-        f'<span class="count">{totals[path]} ({own_counts.get(path, 0)} own)</span>'
-        f'<span class="bar">{bar}</span><span class="shares">{shares}</span>'
+        f'<span class="count">{totals[path]} ({mine.nodes} own)</span>'
+        + (f'<span class="own">{mine.counts()}</span>' if mine.nodes else "")
+        + f'<span class="bar">{bar}</span><span class="shares">{shares}</span>'
+        + (f'<span class="mark">{html_text(MARK)}</span>' if mine.mostly_chosen else "")
     )
     kids = sorted(children.get(path, []), key=natural)
     if not kids:
@@ -118,5 +124,5 @@ def _module_html(path, level, tags, totals, own_counts, subtree, children, parts
     opened = " open" if level < _OPEN_LEVELS else ""
     parts.append(f"<li><details{opened}><summary>{line}</summary><ul>")
     for child in kids:
-        _module_html(child, level + 1, tags, totals, own_counts, subtree, children, parts)
+        _module_html(child, level + 1, tags, totals, own, subtree, children, parts)
     parts.append("</ul></details></li>")

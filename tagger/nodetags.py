@@ -5,7 +5,9 @@ The commands that look at tags (`diff`, `profile`) accept tagged and untagged mo
 1. when every node (main graph, control-flow bodies, functions) carries `hierarchy.module`,
    the tags in the file are used as they are;
 2. otherwise the model is tagged in memory (`tagger.tagging.tag_model`; existing direct tags are
-   kept as evidence) and `retagged` says so. The model object is never modified.
+   kept as evidence) and `retagged` says so. The model object is never modified;
+3. each node's tag has its kind (direct, certain, chosen, fallback: `tagger.certainty`); an
+   inherited tag read from the file is decided again to know whether it is certain.
 
 Nodes are addressed by position in `tagger.index` order, with their graph's label.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import onnx
 
+from tagger.certainty import file_kinds, result_kinds
 from tagger.evidence import EvidenceSource
 from tagger.index import ModelIndex, build_index
 from tagger.keys import tags_of
@@ -38,6 +41,8 @@ class NodeTag:
     module: str
     tag: str
     source: str
+    kind: str
+    """How sure the tag is: `direct`, `certain`, `chosen` or `fallback` (`tagger.certainty`)."""
 
 
 @dataclass
@@ -59,6 +64,9 @@ def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), b
         result = tag_model(model, extra=sources, base_dir=base_dir)
         index = result.index
         found = [(a.module, a.tag, a.source) for a in result.assignments]
+        kinds = result_kinds(result)
+    else:
+        kinds = file_kinds(model, found, sources, base_dir)  # type: ignore[arg-type] - every entry is set
     labels: dict[int, str] = {}
     positions: list[int] = []
     counters: dict[int, int] = {}
@@ -66,12 +74,12 @@ def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), b
         positions.append(counters.get(graph_id, 0))
         counters[graph_id] = positions[-1] + 1
     nodes = []
-    for node_id, (node, entry) in enumerate(zip(index.nodes, found, strict=True)):
+    for node_id, (node, entry, kind) in enumerate(zip(index.nodes, found, kinds, strict=True)):
         graph_id = index.graph_of[node_id]
         if graph_id not in labels:
             labels[graph_id] = index.graph_label(graph_id)
         module, tag, source = entry  # type: ignore[misc] - every entry is set once retagged
         nodes.append(
-            NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source)
+            NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source, kind)
         )
     return ModelTags(nodes, retagged, index)

@@ -15,6 +15,9 @@ How the numbers are made:
    sharing one inside its own graph, under a stand-in (onnxruntime would call it `<op>_<index>`,
    which can collide with real names). Weights stay in their external data file.
 4. Tags come from the file, or are decided in memory when a node has none (`tagger.nodetags`).
+   Each module's own nodes are counted by kind (direct, certain, chosen, fallback:
+   `tagger.certainty`), and a module whose own nodes are mostly chosen is marked: its self time
+   rests on the tagger's choices, not on evidence or facts.
 5. Control flow: the kernel of an If/Loop/Scan node lasts as long as the body kernels it runs,
    which onnxruntime also reports, each under its own node. The body kernels count for the body
    nodes' modules; the control-flow node keeps only its own time (its time less its bodies'),
@@ -47,6 +50,7 @@ from pathlib import Path
 
 import onnx
 
+from tagger.certainty import MARK, Certainty, by_module
 from tagger.errors import MissingDependency, TaggerError
 from tagger.feeds import DimSettings, Feeds, model_feeds, parse_dim_option, refusal
 from tagger.index import ModelIndex, build_index
@@ -83,6 +87,8 @@ class ModuleTime:
     total_us: float
     share: float
     """`total_us` as a fraction of the run's summed kernel time."""
+    certainty: Certainty = field(default_factory=Certainty)
+    """The module's own nodes (those `self_us` is the time of) by kind."""
 
 
 @dataclass
@@ -128,16 +134,31 @@ class ProfileReport(JsonReport):
         if self.retagged:
             lines.append("note: the model has untagged nodes; tags were decided in memory")
         lines += [f"note: {terminal(n)}" for n in self.notes]
+        lines += [f"note: {self.choices_note()}"] if self.choices_note() else []
         return "\n".join(lines)
+
+    def choices_note(self) -> str:
+        """How many nodes' tags are choices, and which mark says so ('' when none is)."""
+        chosen = sum(m.certainty.chosen for m in self.modules)
+        if not chosen:
+            return ""
+        nodes = sum(m.certainty.nodes for m in self.modules)
+        marked = sum(m.certainty.mostly_chosen for m in self.modules)
+        return (
+            f"{chosen} of {nodes} nodes are tagged by the tagger's choice, not by evidence or facts; "
+            f"{marked} modules whose own nodes are mostly chosen are marked {MARK}"
+        )
 
     def tree(self, depth: int | None = None) -> str:
         """The module tree with self and total time and share, down to `depth` levels."""
         shown = [m for m in self.modules if depth is None or _depth(m.module) <= depth]
-        labels = [("  " * _depth(m.module)) + terminal(_label(m.module)) for m in shown]
+        labels = [("  " * _depth(m.module)) + terminal(_label(m.module)) + m.certainty.mark for m in shown]
         width = max([len(label) for label in labels] + [6])
-        lines = [f"{'module':<{width}}  {'self µs':>10}  {'total µs':>10}  {'share':>6}  {'nodes':>5}"]
+        lines = [f"{'module':<{width}}  {'self µs':>10}  {'total µs':>10}  {'share':>6}  {'nodes':>5}  {'chosen':>7}"]
         for label, m in zip(labels, shown, strict=True):
-            lines.append(f"{label:<{width}}  {m.self_us:>10.1f}  {m.total_us:>10.1f}  {100 * m.share:>5.1f}%  {m.nodes:>5}")
+            lines.append(
+                f"{label:<{width}}  {m.self_us:>10.1f}  {m.total_us:>10.1f}  {100 * m.share:>5.1f}%  {m.nodes:>5}  {_chosen(m):>7}"
+            )
         if self.unmatched_us:
             share = 100 * self.unmatched_us / self.kernel_us
             label = "(unmatched kernels)"
@@ -170,12 +191,14 @@ class ProfileReport(JsonReport):
         ]
         if self.retagged:
             rows += ["> the model has untagged nodes; tags were decided in memory", ""]
-        rows += ["| module | self µs | total µs | share | nodes |", "|---|---:|---:|---:|---:|"]
+        if self.choices_note():
+            rows += [f"> {markdown(self.choices_note())}", ""]
+        rows += ["| module | self µs | total µs | share | nodes | own nodes by kind |", "|---|---:|---:|---:|---:|---|"]
         for m in self.modules:
             indent = "&nbsp;&nbsp;" * _depth(m.module)
-            rows.append(
-                f"| {indent}{markdown(_label(m.module))} | {m.self_us:.1f} | {m.total_us:.1f} | {100 * m.share:.1f}% | {m.nodes} |"
-            )
+            label = markdown(_label(m.module) + m.certainty.mark)
+            own = m.certainty.counts() if m.certainty.nodes else ""
+            rows.append(f"| {indent}{label} | {m.self_us:.1f} | {m.total_us:.1f} | {100 * m.share:.1f}% | {m.nodes} | {own} |")
         rows += ["", "## Slowest nodes", "", "| µs | op | node | module |", "|---:|---|---|---|"]
         rows += [
             f"| {n.us:.1f} | {markdown(n.op_type)} | {markdown(n.name) or '(unnamed)'} | {markdown(n.module) or '(root)'} |"
@@ -233,7 +256,7 @@ def profile(
             self_us[tag.module] += mean
         node_times.append(NodeTime(tag.name, tag.op_type, tag.module, mean))
     control_us = sum(node_us.get(owner, 0.0) for owner in owners)
-    own_nodes: Counter[str] = Counter(t.module for t in tags.nodes)
+    own = by_module((t.module for t in tags.nodes), (t.kind for t in tags.nodes))
     kernel_us = sum(node_us.values()) + sum(unmatched.values())
     tag_of = {t.module: t.tag for t in tags.nodes}
     report = ProfileReport(
@@ -246,7 +269,7 @@ def profile(
         run_us=run_us,
         unmatched_us=sum(unmatched.values()),
         control_flow_us=control_us,
-        modules=_module_times(self_us, own_nodes, tag_of, kernel_us),
+        modules=_module_times(self_us, own, tag_of, kernel_us),
         nodes=sorted(node_times, key=lambda n: -n.us),
         unmatched=dict(sorted(unmatched.items(), key=lambda item: -item[1])),
         inputs={name: list(array.shape) for name, array in feeds.items()},
@@ -390,13 +413,13 @@ def _inside(ts: float, starts: list[float], runs: list[tuple[float, float]]) -> 
     return position >= 0 and ts <= runs[position][1]
 
 
-def _module_times(self_us: Counter[str], own_nodes: Counter[str], tag_of: dict[str, str], kernel_us: float) -> list[ModuleTime]:
+def _module_times(self_us: Counter[str], own: dict[str, Certainty], tag_of: dict[str, str], kernel_us: float) -> list[ModuleTime]:
     total_us: Counter[str] = Counter()
     total_nodes: Counter[str] = Counter()
-    for module in set(own_nodes) | set(self_us):
+    for module in set(own) | set(self_us):
         for path in [*ancestors(module), module]:
             total_us[path] += self_us.get(module, 0.0)
-            total_nodes[path] += own_nodes.get(module, 0)
+            total_nodes[path] += own[module].nodes if module in own else 0
     children: dict[str, list[str]] = defaultdict(list)
     for path in total_nodes:
         if path:
@@ -405,13 +428,20 @@ def _module_times(self_us: Counter[str], own_nodes: Counter[str], tag_of: dict[s
 
     def visit(path: str) -> None:
         share = total_us[path] / kernel_us if kernel_us else 0.0
-        ordered.append(ModuleTime(path, tag_of.get(path, ""), total_nodes[path], self_us.get(path, 0.0), total_us[path], share))
+        mine = own.get(path, Certainty())
+        time = ModuleTime(path, tag_of.get(path, ""), total_nodes[path], self_us.get(path, 0.0), total_us[path], share, mine)
+        ordered.append(time)
         for child in sorted(children.get(path, []), key=natural):
             visit(child)
 
     if total_nodes:
         visit("")
     return ordered
+
+
+def _chosen(m: ModuleTime) -> str:
+    """`chosen/own` nodes of a module with own nodes, else empty."""
+    return f"{m.certainty.chosen}/{m.certainty.nodes}" if m.certainty.nodes else ""
 
 
 def _depth(module: str) -> int:

@@ -134,3 +134,38 @@ def test_the_report_renders_as_json_lines_and_markdown(models):
     assert records[-1] == {**result.totals(), "seconds": records[-1]["seconds"]}
     text = result.to_markdown()
     assert text.startswith("# Hierarchy audit") and "Exit code 4." in text and "**missed**: direct" in text
+
+
+def test_min_certain_fails_a_model_with_chosen_tags_and_passes_at_zero(models):
+    strict = run_cli("audit", models / "good", models / "partial", "--min_certain", 100, "--json")
+    assert strict.returncode == 4, strict.stderr
+    good, partial, total = (json.loads(line) for line in strict.stdout.splitlines())
+    assert good["ok"] and good["certain_pct"] == 100.0 and good["chosen"] == 0
+    assert partial["chosen"] > 0 and partial["missed"] == [f"certain {partial['certain_pct']:.1f}% < 100%"]
+    assert total["min_certain"] == 100.0 and total["chosen"] == partial["chosen"]
+    assert run_cli("audit", models / "good", models / "partial", "--min_certain", 0).returncode == 0
+
+
+def test_the_certain_share_is_on_every_line_of_text_and_markdown(models):
+    result = audit(models / "good", models / "partial", workers=1)
+    partial = result.rows[1]
+    share = f"certain {100 * (partial.direct + partial.inherited - partial.chosen) / partial.nodes:.1f}%"
+    lines = result.to_text().splitlines()
+    assert share in lines[1] and "certain 100.0%" in lines[0] and "; certain " in lines[2]
+    table = result.to_markdown().splitlines()
+    assert "| certain |" in table[4] and all(row.count("|") == table[4].count("|") for row in table[4:])
+
+
+SUGGESTED_MIN_CERTAIN = 95
+"""The threshold README suggests: every TorchScript export of the benchmark models measured
+97.1-100% certain, with or without a tool that keeps names; stripped ones 7.4-80.4%."""
+
+
+def test_the_suggested_min_certain_passes_torchscript_exports_and_the_shim_and_fails_stripped_exports(built_cases):
+    exports = [case.path for (_, exporter, how), case in built_cases.items() if exporter == "torchscript" and "strip" not in how]
+    exports += [REPO_ROOT / "data" / "bert-tiny-shim.onnx", REPO_ROOT / "data" / "bert-tiny-torchscript.onnx"]
+    passed = audit(*exports, min_certain=SUGGESTED_MIN_CERTAIN, workers=1)
+    assert passed.exit_code == 0, [(r.path, r.missed) for r in passed.rows if not r.ok]
+    stripped = [case.path for (_, exporter, how), case in built_cases.items() if exporter == "torchscript" and how == "strip_all"]
+    failed = audit(*stripped, min_certain=SUGGESTED_MIN_CERTAIN, workers=1)
+    assert failed.exit_code == 4 and all(row.missed for row in failed.rows)

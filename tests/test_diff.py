@@ -104,3 +104,20 @@ def test_cli_json_and_markdown(built_cases):
     assert ("Gelu", "BiasGelu") in fused  # onnxruntime fused the dense layer's bias into the activation
     text = subprocess.run([*run, "--markdown"], capture_output=True, text=True, env=env, check=True).stdout
     assert text.startswith("# Tag diff:") and "## Nodes whose module changed" in text
+
+
+def test_changes_on_chosen_tags_suggest_the_reference_and_vanish_with_it(built_cases):
+    before = built_cases[("bert", "dynamo", "none")].path
+    after = built_cases[("bert", "dynamo", "onnxslim")].path  # onnxslim drops the metadata: B's tags are inferred
+    alone = diff(before, after)
+    assert alone.changes and alone.chosen_changes == sum("chosen" in (c.kind_a, c.kind_b) for c in alone.changes)
+    assert alone.mostly_chosen and f"--reference {before}" in alone.summary()
+    assert all(line.endswith("(chosen)") for line in alone.to_text().splitlines()[-len(alone.changes) :])
+    referenced = diff(before, after, reference=before)
+    assert referenced.chosen_changes < alone.chosen_changes and not referenced.notes
+
+
+def test_a_tool_that_keeps_the_names_changes_no_chosen_tag(built_cases):
+    before = built_cases[("bert", "torchscript", "none")].path
+    result = diff(before, built_cases[("bert", "torchscript", "onnxslim")].path)
+    assert result.chosen_changes == 0 and not result.notes and "--reference" not in result.summary()

@@ -316,3 +316,27 @@ def test_an_extract_that_fails_the_checker_leaves_nothing_behind(tmp_path):
     with pytest.raises(TaggerError, match="fails the ONNX checker"):
         extract(source, module="enc.b", output=tmp_path / "b.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("module", ["m.encoder.layer.0.intermediate", "m.encoder.layer.0"])
+def test_the_summary_counts_chosen_nodes_inside_and_at_the_boundary(module, built_cases, tmp_path):
+    from tagger.nodetags import model_tags
+
+    path = built_cases[("bert", "dynamo", "strip_all")].path
+    result = extract(path, module=module, output=tmp_path / "cut.onnx")
+    full = load(path)
+    nodes = model_tags(full, base_dir=path.parent).nodes[: len(full.graph.node)]  # the main graph comes first
+    inside = {i for i, n in enumerate(nodes) if n.module == module or n.module.startswith(module + ".")}
+    inputs, outputs = {t.name for t in result.inputs}, {t.name for t in result.outputs}
+    around = {
+        i for i, node in enumerate(full.graph.node) if i not in inside and (inputs & set(node.output) or outputs & set(node.input))
+    }
+    assert result.chosen == sum(nodes[i].kind == "chosen" for i in inside)
+    assert result.boundary_chosen == sum(nodes[i].kind == "chosen" for i in around)
+    assert result.chosen + result.boundary_chosen > 0
+    assert f"note: {result.chosen} of its nodes and {result.boundary_chosen} at its boundary" in result.summary()
+
+
+def test_an_export_with_scoped_names_extracts_without_a_note_on_choices(built_cases, tmp_path):
+    result = extract(built_cases[("bert", "torchscript", "none")].path, module="m.encoder.layer.0", output=tmp_path / "l.onnx")
+    assert (result.chosen, result.boundary_chosen) == (0, 0) and "note:" not in result.summary()

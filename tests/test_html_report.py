@@ -60,8 +60,10 @@ def test_the_tree_shows_every_module_with_its_counts_and_shares(built_cases):
     assert len(counts) == len({m for path in result.modules for m in _with_ancestors(path)})
     assert counts[0] == (str(result.nodes), str(result.modules.get("", 0)))  # the root first
     assert sum(int(own) for _, own in counts) == result.nodes
-    widths = [float(w) for w in re.findall(r'class="(?:direct|inherited|fallback)" style="width:([\d.]+)%"', page)]
-    assert widths[:2] == [round(100 * result.direct / result.nodes, 2), round(100 * result.inherited / result.nodes, 2)]
+    widths = [float(w) for w in re.findall(r'class="(?:direct|certain|chosen|fallback)" style="width:([\d.]+)%"', page)]
+    whole = result.certainty()
+    assert whole.chosen > 0  # the root's bar shows all three kinds present in a stripped export
+    assert widths[:3] == [round(100 * count / result.nodes, 2) for count in (whole.direct, whole.certain, whole.chosen)]
 
 
 def test_cli_report_html_prints_the_page(built_cases):

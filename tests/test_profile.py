@@ -130,3 +130,19 @@ def onnx_structure(path: Path):
     import onnx
 
     return onnx.load(path, load_external_data=False)
+
+
+def test_a_stripped_export_shows_each_modules_chosen_nodes_and_marks_its_guesses(built_cases):
+    from tagger import report
+    from tagger.certainty import MARK
+
+    path = built_cases[("bert", "dynamo", "strip_all")].path
+    result, coverage = profile(path, runs=1), report(path)
+    own = {m.module: m.certainty for m in result.modules if m.certainty.nodes}
+    assert own == {module: coverage.certainty(module) for module in coverage.modules}
+    marked = [m for m in result.modules if m.certainty.mostly_chosen]
+    assert marked and all(f"{m.module.rpartition('.')[2] or '(root)'}{m.certainty.mark}" in result.tree() for m in marked)
+    assert result.tree().count(MARK) == len(marked)
+    assert f"{coverage.certainty().chosen} of {coverage.nodes} nodes are tagged by the tagger's choice" in result.summary()
+    data = json.loads(result.to_json())
+    assert sum(m["certainty"]["chosen"] for m in data["modules"]) == coverage.certainty().chosen

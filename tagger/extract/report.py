@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 
 from tagger.errors import ModelsFailed, VerificationFailed
+from tagger.extract.choices import choices
 from tagger.extract.cut import Cut
 from tagger.extract.source import Source
 from tagger.extract.verify import Verification
@@ -49,6 +50,10 @@ class ExtractReport:
     model: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
     branch: str | None = None
     """The body the module was cut from (`If 'optimum::if'/then_branch`), None for the main graph."""
+    chosen: int = 0
+    """Selected nodes whose tag is a choice, not evidence or facts (`tagger.extract.choices`)."""
+    boundary_chosen: int = 0
+    """Nodes outside whose tag is a choice and that produce an input or read an output."""
 
     @property
     def selection(self) -> str:
@@ -67,6 +72,11 @@ class ExtractReport:
             for n, word in ((len(self.inputs), "input"), (len(self.outputs), "output"), (self.initializers, "initializer"))
         )
         line = f"{self.selection}: {_plural(self.nodes, 'node')}{pulled}, {counts}{external} -> {self.output}"
+        if self.chosen or self.boundary_chosen:
+            line += (
+                f"\nnote: {self.chosen} of its nodes and {self.boundary_chosen} at its boundary (producing its inputs or "
+                "reading its outputs) are tagged by the tagger's choice, not by evidence or facts: the cut may be off there"
+            )
         return line if self.verification is None else f"{line}\n{self.verification.summary()}"
 
     def to_dict(self) -> dict:
@@ -99,6 +109,8 @@ class ExtractAllReport:
         verified = [r for r in self.reports if r.verification is not None]
         passed = sum(r.verification.passed for r in verified)
         proof = f", verify passed {passed} of {len(verified)}" if verified else ""
+        resting = sum(bool(r.chosen or r.boundary_chosen) for r in self.reports)
+        proof += f", {resting} with chosen nodes inside or at the boundary" if resting else ""
         listed = "; ".join(f"{module or '(root)'}: {error}" for module, error in list(self.failures.items())[:3])
         failed = f", {len(self.failures)} failed: {listed}" if self.failures else ""
         return f"depth {self.depth}: {len(self.reports)} modules extracted{proof}{failed} -> {self.index}"
@@ -127,6 +139,7 @@ def _spec(info: onnx.ValueInfoProto) -> TensorSpec:
 
 def extract_report(src: Source, cut: Cut, model: onnx.ModelProto, kept: list[int], output: Path) -> ExtractReport:
     selected = set(cut.selected)
+    chosen = choices(src, cut)
     return ExtractReport(
         source=str(src.path),
         output=str(output),
@@ -141,6 +154,8 @@ def extract_report(src: Source, cut: Cut, model: onnx.ModelProto, kept: list[int
         retagged=src.retagged,
         branch=src.body.label if src.body is not None else None,
         model=model,
+        chosen=chosen.inside,
+        boundary_chosen=chosen.boundary,
     )
 
 
@@ -152,6 +167,8 @@ def index_json(src: Source, depth: int, reports: list[ExtractReport], failures: 
             "file": Path(report.output).name,
             "nodes": report.nodes,
             "pulled": report.pulled,
+            "chosen": report.chosen,
+            "boundary_chosen": report.boundary_chosen,
             "inputs": [asdict(spec) for spec in report.inputs],
             "outputs": [asdict(spec) for spec in report.outputs],
             "external_data": report.external_data,

@@ -60,6 +60,8 @@ class Source:
     """Where this source lives when it is a control-flow body made a model (`tagger.extract.body`)."""
     children: dict[int, list[Source]] = field(default_factory=dict)
     """Node position -> its bodies as sources, built on first use (`tagger.extract.body.body_sources`)."""
+    kinds: dict[tuple[tuple[int, str], ...], list[str]] | None = None
+    """The root source's nodes by kind per graph, decided on first use (`tagger.extract.choices`)."""
 
     @property
     def nodes(self):
