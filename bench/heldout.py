@@ -157,6 +157,10 @@ FAMILIES: dict[str, HeldOut] = {
             vocab_size=VOCAB, num_mel_bins=16, max_source_positions=16, max_target_positions=16, pad_token_id=1,
             bos_token_id=0, eos_token_id=2, decoder_start_token_id=0)).get_encoder(),
             ("input_features",), "last_hidden_state", "bert", "audio: Conv1d stem, fixed sinusoidal positions"),
+        HeldOut("mobilebert", lambda: _tf().MobileBertModel(_tf().MobileBertConfig(
+            embedding_size=16, intra_bottleneck_size=16, num_feedforward_networks=1, **_text())),
+            _TEXT_IN, "pooler_output", "bert", "bottlenecks, NoNorm (x * weight + bias: a fresh init's equal "
+            "norm weights and biases everywhere), the pooler: a named module after the whole body"),
         HeldOut("torch-encoder", _torch_encoder, ("src",), None, "bert",
             "plain nn.TransformerEncoder: nn.MultiheadAttention's fused in_proj, no transformers code"),
         HeldOut("torch-cnn", _TorchCNN, ("image",), None, "bert", "hand-written CNN: Conv+BatchNorm in Sequentials, Linear head"),

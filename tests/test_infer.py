@@ -781,3 +781,48 @@ def test_a_node_reading_a_value_already_handed_out_of_its_producers_caller_is_le
         params=["m.emb.norm.bias", "m.enc.q.bias", "m.enc.o.bias"],
     )
     assert _modules(without_hand_off)[1] == "m.emb"  # still chosen: the caller may still be running
+
+
+def test_work_behind_an_unnamed_leafs_matrix_product_is_not_carried_into_the_first_modules_caller():
+    """A fresh export names only the embedding and the pooler (every bias and norm weight merged):
+    between them run the encoder's Linears on unnamed weights. A node behind such a product reads
+    that leaf's output, not the embedding's, and the leaf may run anywhere inside the bound: the
+    body stays at its bound (the model), never in `model.emb` (a wrong branch). Before the first
+    product the embedding's result is still carried on in its caller."""
+    model = _model(
+        [
+            ("Add", ["x", "model.emb.word.bias"], ["e"], None),
+            ("Relu", ["e"], ["r"], None),
+            ("MatMul", ["r", "val_1"], ["h"], None),
+            ("Relu", ["h"], ["h2"], None),
+            ("MatMul", ["h2", "val_2"], ["h3"], None),
+            ("Relu", ["h3"], ["h4"], None),
+            ("Add", ["h4", "model.pooler.dense.bias"], ["y"], None),
+        ],
+        params=["model.emb.word.bias", "model.pooler.dense.bias"],
+        anonymous=["val_1", "val_2"],
+    )
+    tagged = _modules(model)
+    assert tagged[1] == "model.emb"
+    assert tagged[3:6] == ["model"] * 3
+
+
+def test_a_mask_prepared_for_an_unnamed_leafs_work_is_not_put_in_the_next_named_module():
+    """A mask built from a model argument feeds the body's attention, whose products run on
+    unnamed weights, and only through them reaches the pooler (the next named module): it
+    prepares the unnamed leaves' input, not the pooler's, and stays at its bound."""
+    model = _model(
+        [
+            ("Add", ["x", "model.emb.word.bias"], ["e"], None),
+            ("Cast", ["x"], ["mask"], {"to": TensorProto.FLOAT}),
+            ("MatMul", ["e", "val_1"], ["h"], None),
+            ("Add", ["h", "mask"], ["s"], None),
+            ("MatMul", ["s", "val_2"], ["h2"], None),
+            ("Relu", ["h2"], ["h3"], None),
+            ("Add", ["h3", "model.pooler.dense.bias"], ["y"], None),
+        ],
+        params=["model.emb.word.bias", "model.pooler.dense.bias"],
+        anonymous=["val_1", "val_2"],
+    )
+    tagged = _modules(model)
+    assert tagged[1] == "model" and tagged[3] == "model"

@@ -42,6 +42,10 @@ by a Linear (a Linear never gathers its weight): its name may be the head's, so 
 placed no deeper than the lowest common ancestor of that name and the next module the file
 names (`tied_lookup_tables`; the tagger widens it after inference, which reads the name as it is).
 
+What a merged name leaves is a body that names nothing between a fresh model's first named
+module (the embedding lookup) and the next (a pooler): placing that body is inference's job, and
+`infer` stops its choices at the body's unnamed weighted ops (rules 4 and 5; issue 22).
+
 Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
 equal without being constant; merged, they read as one module called several times (case 1).
 """
