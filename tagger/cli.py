@@ -78,7 +78,7 @@ class Commands:
 
         --json lists every inherited node with its module, the bound it was chosen in and whether
         it is certain; --certain lists only the certain ones.
-        --reference ORIG.onnx and --weights CKPT add evidence, --modules FILE checks names, as for retag.
+        --reference ORIG.onnx and --weights CKPT add evidence and --modules FILE checks names, as for retag.
         Example: tagger report model.tagged.onnx --markdown
         """
         result = api.report(
