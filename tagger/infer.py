@@ -423,6 +423,8 @@ class _Inference:
         self._combined: set[int] = set()
         self._flows: dict[str, tuple[list[int], tuple[list, list]]] = {}
         """The last flows each way and the last neighbours, with the labels they were computed from."""
+        self._shared_stretches: dict[tuple[int, int, int], bool] = {}
+        """`_moved_and_shared`'s verdicts, by (consumers' module, first and last consumer)."""
         self._two_call_pairs: dict[int, bool] = {}
         """`_two_calls`'s verdicts, by pair of positions (`first * count + second`)."""
         self._single = _Singletons()
@@ -1003,7 +1005,7 @@ class _Inference:
         neighbours only what is certain)."""
         labels = self.labels
         up, origins = self._up(labels)
-        down, _ = self._down(labels)
+        down, users = self._down(labels)
         before, after = self._neighbours(certain_labels)
         t = self.t
         result = list(labels)
@@ -1020,8 +1022,42 @@ class _Inference:
             self.bounds[i] = bound if t.within(module, bound) else module
             self.certain[i] = certain
             if self.ordered and not up[i] and down[i]:  # made of graph inputs alone: a tool may have moved it
+                if self._moved_and_shared(i, before, after, down[i], users[i]):
+                    result[i] = module = t.root
                 self.bounds[i], self.certain[i] = t.root, module == t.root
         self.labels[:] = result
+
+    def _moved_and_shared(self, i: int, before, after, consumed, users: tuple[int, ...]) -> bool:
+        """Whether a node made of graph inputs alone has a result shared by separate stretches
+        (`_shared`) and a position that cannot be where it ran: its tagged consumers lie outside
+        the stretch it sits in (a tool moved it), or it sits inside its consumers' module, which
+        cannot compute in one stretch what another stretch of it reads. Such a value exists
+        before the first of them, computed by whichever module received the graph inputs
+        (BertModel builds the mask every layer reads); its consumers do not say which, nor does
+        its position: only the root is certain (onnxruntime's optimizer moves a dynamic-shape
+        BERT's mask chain into the first layer, and ALBERT's into its shared layer)."""
+        t = self.t
+        b, a = before[i], after[i]
+        here = t.lca(b, a) if b >= 0 and a >= 0 else t.root
+        reach = t.lca_all(consumed)
+        if all(t.within(m, here) for m in consumed) and not t.within(here, reach):
+            return False  # its position holds its consumers, from outside them: not moved
+        return self._shared(reach, consumed, users)
+
+    def _shared(self, reach: int, consumed, users: tuple[int, ...]) -> bool:
+        """Whether the tagged consumers `users` (in modules `consumed`, below `reach`) lie in
+        separate stretches: two entries of a module list, or two calls of one module (a tagged
+        node outside `reach` lies between the first and the last of them)."""
+        t = self.t
+        if len(consumed) > 1 and t.is_sequence(reach):
+            return True
+        key = (reach, min(users), max(users))
+        found = self._shared_stretches.get(key)
+        if found is None:
+            span = np.asarray(self.labels[key[1] : key[2] + 1])
+            found = any(not t.within(int(m), reach) for m in np.unique(span[span >= 0]))
+            self._shared_stretches[key] = found
+        return found
 
     def _tail_cut(self, after) -> int:
         """The first weighted op after the last tagged node (or the end): from there on, the work
