@@ -826,3 +826,40 @@ def test_a_mask_prepared_for_an_unnamed_leafs_work_is_not_put_in_the_next_named_
     )
     tagged = _modules(model)
     assert tagged[1] == "model" and tagged[3] == "model"
+
+
+def _mask_model(cast_at: int) -> onnx.ModelProto:
+    """Two list entries reading one mask built from a second graph input; the Cast that builds it
+    is put at position `cast_at` (1: before the list, as exported; 2: inside entry 0, as a tool
+    re-sorting the graph leaves it)."""
+    nodes = [
+        ("Add", ["x", "m.emb.bias"], ["e"]),
+        ("Add", ["e", "m.enc.layer.0.q.bias"], ["q0"]),
+        ("Add", ["c", "m.enc.layer.0.attn.bias"], ["k0"]),
+        ("Mul", ["q0", "k0"], ["h0"]),
+        ("Add", ["h0", "m.enc.layer.1.q.bias"], ["q1"]),
+        ("Add", ["c", "m.enc.layer.1.attn.bias"], ["k1"]),
+        ("Mul", ["q1", "k1"], ["y"]),
+    ]
+    nodes.insert(cast_at, ("Cast", ["mask"], ["c"]))
+    params = ["m.emb.bias", "m.enc.layer.0.q.bias", "m.enc.layer.0.attn.bias", "m.enc.layer.1.q.bias", "m.enc.layer.1.attn.bias"]
+    graph = helper.make_graph(
+        [helper.make_node(op, i, o, **({"to": TensorProto.FLOAT} if op == "Cast" else {})) for op, i, o in nodes],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "mask")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.full((4,), 0.5, dtype=np.float32), name) for name in params],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_mask_shared_by_list_entries_that_a_tool_moved_into_one_entry_is_placed_at_the_root():
+    """A value made of graph inputs alone that two entries read exists before both: whichever
+    module received the inputs built it (BertModel's mask). Moved into entry 0 (onnxruntime's
+    optimizer on a dynamic-shape BERT), neither its position nor its consumers say which: root."""
+    moved = _mask_model(cast_at=2)
+    tag_proto(moved)
+    assert tags_of(moved)[2]["hierarchy.module"] == ""  # was m.enc: a wrong branch for BertModel's mask
+    as_exported = _mask_model(cast_at=1)
+    tag_proto(as_exported)
+    assert tags_of(as_exported)[1]["hierarchy.module"] == "m"  # its position between m.emb and m.enc places it
