@@ -18,7 +18,10 @@ moved in among the embeddings, in a fresh export that names almost nothing) is b
 root: its position is all that would place it. A node computed from graph inputs and constants alone (a mask
 built from `attention_mask`) depends on nothing of the stretch it sits in, so any tool may have
 moved it there; when some of its tagged consumers lie outside its bound, the bound is widened to
-include them too.
+include them too. When separate stretches share its result (two entries of a module list, two
+calls of one module) it exists before the first of them, built by whichever module received the
+graph inputs; if its position cannot be where it ran (a tool moved it, or it sits inside its
+consumers' module), nothing places it below the root, and it is placed there (certain).
 
 **B. A leaf owns what converges into its parameter uses.** A module without children that has
 parameters (a `Linear`, a norm) runs its ops from its input to its last parameter use. So a node
@@ -203,6 +206,13 @@ dynamo export after strip_all / onnxslim / graphsurgeon; exact / sound / best):
     69.9 -> 90.3), strip_aux 17.9% -> 2.9%, ALBERT strip_all 18.6% -> 0 and strip_aux 13.5% -> 0;
     static ALBERT TorchScript strip_all 0.6% -> 0. No other row of the 280-row grid (5 archs x
     both exporters x 7 degradations x both inits x static and dynamic shapes) moves.
+  - a node made of graph inputs alone, shared by separate stretches and out of place, at the
+    root (same grid): BERT / ALBERT dynamo dynamic after onnxruntime's optimizer wrong 17.6% /
+    17.1% -> 0, after onnxslim 2.7% / 2.3% -> 0 / 0.8%; the worst dynamic row 17.6% -> 2.9%.
+    Costs exact where the benchmark wrapper's only child built the mask (GPT-2 after the optimizer
+    93.1 -> 72.4, static 93.9 -> 87.8; ViT, GPT-2 after onnxslim -2 to -6; ALBERT -1 where the
+    exporter computes the additive mask in the first call of its shared layer): every such tag is
+    the root, sound; unwrapped, the root is the model that built the mask.
 Out of reach (ResNet after a strip: best 74.1%, every miss sound): a chain of parameter-free ops
 between one module's last tagged node and the next module's first (stem Conv -> Relu -> MaxPool
 -> first block; a block's last Relu before the next stage; ReduceMean -> Flatten -> classifier)
