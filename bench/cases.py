@@ -297,24 +297,27 @@ time (``Shape``/``Gather`` chains on the inputs), and torch 2.13's dynamo export
 placeholder module stack on its ``sym_size`` nodes (``tagger.evidence.metadata``)."""
 
 
-def dynamic_axes(arch: str) -> dict[str, dict[int, str]]:
-    """The symbolic dims of each input: batch, and sequence for token inputs."""
-    return {
-        name: ({0: "batch"} if name == "pixel_values" else {0: "batch", 1: "sequence"}) for name in INPUT_NAMES[arch]
-    }
+_BATCH_ONLY = ("pixel_values", "image", "input_features")
+"""Inputs whose other dims are fixed by the weights (channels, mel bins) or by the model (image size)."""
 
 
-def _shape_options(arch: str, exporter: str, shapes: str) -> dict[str, object]:
-    """`torch.onnx.export` options for `shapes` (see `SHAPES`)."""
+def dynamic_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    """The symbolic dims of each input: batch, and sequence for token inputs (the decoder's own)."""
+    sequence = {name: "decoder_sequence" if name.startswith("decoder") else "sequence" for name in names}
+    return {name: {0: "batch"} if name in _BATCH_ONLY else {0: "batch", 1: sequence[name]} for name in names}
+
+
+def shape_options(names: tuple[str, ...], exporter: str, shapes: str) -> dict[str, object]:
+    """`torch.onnx.export` options for `shapes` (see `SHAPES`) of a model taking `names` positionally."""
     if shapes not in SHAPES:
         raise ValueError(f"unknown shapes {shapes!r}; expected one of {SHAPES}")
     if shapes == "static":
         return {}
-    axes = dynamic_axes(arch)
+    axes = dynamic_axes(names)
     if exporter == "torchscript":
         return {"dynamic_axes": axes}
     dims = {label: torch.export.Dim(label, min=1, max=64) for dims in axes.values() for label in dims.values()}
-    per_input = tuple({axis: dims[label] for axis, label in axes[name].items()} for name in INPUT_NAMES[arch])
+    per_input = tuple({axis: dims[label] for axis, label in axes[name].items()} for name in names)
     return {"dynamic_shapes": (per_input,)}  # `Wrapper.forward(*inputs)`: one variadic argument
 
 
@@ -334,7 +337,7 @@ def export(arch: str, exporter: str, out_dir: Path, init: str = "noisy", shapes:
     _check_arch(arch)
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
-    options = _shape_options(arch, exporter, shapes)
+    options = shape_options(INPUT_NAMES[arch], exporter, shapes)
     final = _case_dir(arch, exporter, out_dir, init, shapes)
     path = final / "model.onnx"
     if path.exists():

@@ -238,15 +238,18 @@ def _fingerprint() -> str:
     return hashlib.sha1(f"{HELDOUT_VERSION}|{cases._fingerprint()}".encode()).hexdigest()[:8]
 
 
-def export(name: str, exporter: str, init: str, work: Path) -> tuple[Path, frozenset[str]]:
-    """Plain `torch.onnx.export` (defaults; dynamo writes external data), cached under `work` and
-    renamed into place; returns the file and the wrapper's `named_modules()` paths."""
+def export(name: str, exporter: str, init: str, work: Path, shapes: str = "static") -> tuple[Path, frozenset[str]]:
+    """Plain `torch.onnx.export` (defaults; dynamo writes external data; `shapes` as in
+    `bench.cases.SHAPES`), cached under `work` and renamed into place; returns the file and the
+    wrapper's `named_modules()` paths."""
     try:
         wrapper, inputs = build(name, init)
     except Exception as exc:
         raise cases.ExportError(f"build: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}") from exc
     modules = frozenset(path for path, _ in wrapper.named_modules())
-    final = work / f"heldout-{name}-{exporter}-{init}-{_fingerprint()}"
+    options = cases.shape_options(FAMILIES[name].inputs, exporter, shapes)
+    variant = "" if shapes == "static" else f"-{shapes}"
+    final = work / f"heldout-{name}-{exporter}-{init}{variant}-{_fingerprint()}"
     path = final / "model.onnx"
     if path.exists():
         return path, modules
@@ -264,6 +267,7 @@ def export(name: str, exporter: str, init: str, work: Path) -> tuple[Path, froze
                     input_names=list(FAMILIES[name].inputs),
                     output_names=["output"],
                     dynamo=exporter == "dynamo",
+                    **options,
                 )
         except Exception as exc:
             _FAILED[final.name] = _one_line(exc)
@@ -281,9 +285,11 @@ def _degrade(model: onnx.ModelProto, family: HeldOut, degradation: str) -> onnx.
     return cases.degrade(model, degradation, family.name)
 
 
-def degraded(name: str, exporter: str, init: str, degradation: str, work: Path) -> tuple[Path, dict[int, str], frozenset[str]]:
+def degraded(
+    name: str, exporter: str, init: str, degradation: str, work: Path, shapes: str = "static"
+) -> tuple[Path, dict[int, str], frozenset[str]]:
     """The degraded file (cached beside the export), its truth by node position, and the modules."""
-    src, modules = export(name, exporter, init, work)
+    src, modules = export(name, exporter, init, work, shapes)
     original = onnx.load(src, load_external_data=False)
     truth = cases.truth_of_export(original, exporter, set(modules))
     if degradation == "none":
@@ -334,11 +340,11 @@ class Row:
         return "; ".join(f"{t} → {g} ({s}, {op}) ×{n}" for (t, g, s, op), n in pairs.most_common(k))
 
 
-def score_row(name: str, exporter: str, init: str, degradation: str, work: Path) -> Row:
+def score_row(name: str, exporter: str, init: str, degradation: str, work: Path, shapes: str = "static") -> Row:
     """Tag one degraded file with `tag_proto` (its path, so external data is found) and score it."""
     row = Row(name, exporter, init, degradation)
     try:
-        path, truth, modules = degraded(name, exporter, init, degradation, work)
+        path, truth, modules = degraded(name, exporter, init, degradation, work, shapes)
     except (cases.ExportError, cases.ToolFailed, cases.UnsupportedCase) as exc:
         row.failure = str(exc)
         return row
@@ -435,12 +441,23 @@ exported module. ort_optimizer uses model type `bert` for encoders, `gpt2` for d
 for BART (num_heads 2, hidden 32)."""
 
 
-def run(families: str | None = None, work: str = "bench/.cache", publish_docs: bool = True, detail: bool = False) -> None:
-    """Export, degrade, tag and score every selected family; print and write docs/heldout.md."""
+def _selected(families: str | None, shapes: str) -> tuple[str, ...]:
+    """The families asked for; an unknown family or shapes mode is one error line."""
+    if shapes not in cases.SHAPES:
+        raise SystemExit(f"error: --shapes must be one of {', '.join(cases.SHAPES)}")
     selected = tuple(families.split(",")) if isinstance(families, str) else tuple(families or FAMILIES)
     unknown = [f for f in selected if f not in FAMILIES]
     if unknown:
         raise SystemExit(f"error: unknown families {', '.join(unknown)}; expected some of {', '.join(FAMILIES)}")
+    return selected
+
+
+def run(
+    families: str | None = None, work: str = "bench/.cache", publish_docs: bool = True, detail: bool = False, shapes: str = "static"
+) -> None:
+    """Export, degrade, tag and score every selected family; print and write docs/heldout.md
+    (`--shapes dynamic`: docs/heldout-dynamic.md)."""
+    selected = _selected(families, shapes)
     work_dir = ROOT / work
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -450,7 +467,7 @@ def run(families: str | None = None, work: str = "bench/.cache", publish_docs: b
         for exporter in EXPORTERS:
             for init in INITS:
                 for degradation in DEGRADATIONS:
-                    rows.append(score_row(name, exporter, init, degradation, work_dir))
+                    rows.append(score_row(name, exporter, init, degradation, work_dir, shapes))
                     print(_line(rows[-1]), flush=True)
                     if detail and _flagged(rows[-1]):
                         print(_detail(rows[-1]), flush=True)
@@ -459,6 +476,8 @@ def run(families: str | None = None, work: str = "bench/.cache", publish_docs: b
     if not publish_docs or set(selected) != set(FAMILIES):
         return
     command = "python -m bench.heldout" + (f" --families {','.join(selected)}" if set(selected) != set(FAMILIES) else "")
+    command += "" if shapes == "static" else f" --shapes {shapes}"
+    page = "heldout" if shapes == "static" else f"heldout-{shapes}"
     why = "\n".join(f"- `{f.name}`: {f.why}" for f in FAMILIES.values() if f.name in selected)
     failed: dict[str, list[str]] = {}
     for r in rows:
@@ -467,7 +486,8 @@ def run(families: str | None = None, work: str = "bench/.cache", publish_docs: b
     failures = "\n".join(f"- {what} ({', '.join(degradations)})" for what, degradations in failed.items())
     flagged = [r for r in rows if _flagged(r)]
     text = (
-        f"# Held-out architectures\n\n{_LEGEND}\n\nFamilies and what each adds:\n\n{why}\n\n"
+        f"# Held-out architectures{'' if shapes == 'static' else f' ({shapes} shapes)'}\n\n{_LEGEND}\n\n"
+        f"Families and what each adds:\n\n{why}\n\n"
         f"Command: `{command}` ({time.perf_counter() - started:.0f} s on this machine).\n\n"
         f"Summary per exporter x degradation x init:\n\n{summary}\n\n"
         f"Rows that failed (export or tool), skipped:\n\n{failures or '- none'}\n\n"
@@ -477,10 +497,8 @@ def run(families: str | None = None, work: str = "bench/.cache", publish_docs: b
         + "\n"
     )
     (ROOT / "docs").mkdir(exist_ok=True)
-    (ROOT / "docs" / "heldout.md").write_text(text, encoding="utf-8")
-    publish(
-        "heldout", f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [docs/heldout.md](docs/heldout.md).\n"
-    )
+    (ROOT / "docs" / f"{page}.md").write_text(text, encoding="utf-8")
+    publish(page, f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [docs/{page}.md](docs/{page}.md).\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ are compared by module. The rules:
 4. Every matched node whose module changed is listed with both tags and how it was matched;
    modules with nodes only in A have disappeared, only in B appeared.
 5. A changed node whose tag is chosen on either side (`tagger.certainty`: inferred by choice,
-   not evidence or facts) is a change the tagger may have made, not the tool: they are counted,
+   not evidence or facts), or inferred on one side as a bound holding the other side's module
+   (evidence the tool removed), is a change the tagger may have made, not the tool: they are counted,
    and when they are more than half of the changes and B was tagged without `reference`, a note
    says so and suggests tagging B with A as its reference.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 from tagger.certainty import MOSTLY_CHOSEN
 from tagger.modelio import load_model
 from tagger.nodetags import NodeTag, model_tags
+from tagger.paths import is_within
 from tagger.text import LIST_LIMIT, JsonReport, listing
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
@@ -78,8 +80,14 @@ class NodeChange:
 
     @property
     def chosen(self) -> bool:
-        """Whether either side's tag is a choice: the change may be the tagger's, not the tool's."""
-        return "chosen" in (self.kind_a, self.kind_b)
+        """Whether the change may be the tagger's, not the tool's: either side's tag is a choice,
+        or one side is an inferred bound holding the other side's module (the tool removed the
+        evidence; the tagger then says only what is certain, a shallower module)."""
+        if "chosen" in (self.kind_a, self.kind_b):
+            return True
+        return (self.kind_b == "certain" and is_within(self.module_a, self.module_b)) or (
+            self.kind_a == "certain" and is_within(self.module_b, self.module_a)
+        )
 
 
 @dataclass
