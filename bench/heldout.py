@@ -479,7 +479,9 @@ def run(families: str | None = None, work: str = "bench/.cache", publish_docs: b
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "heldout.md").write_text(text, encoding="utf-8")
     publish(
-        "heldout", f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [docs/heldout.md](docs/heldout.md).\n"
+        "heldout",
+        f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [heldout.md](heldout.md).\n",
+        ("docs/accuracy-summary.md",),
     )
 
 
