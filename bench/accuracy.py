@@ -6,9 +6,10 @@ producer inheritance) — and scores each against the truth of the undegraded ex
 
     python -m bench.accuracy [--archs bert,vit] [--work bench/.cache] [--init fresh]
 
-Writes the table to docs/accuracy.md and into README.md between the accuracy markers; with
+Writes the table to docs/accuracy.md and its summary into docs/accuracy-summary.md between the
+accuracy markers; with
 `--init fresh` (models exported with transformers' init untouched, see `bench.cases.INITS`) to
-docs/accuracy-fresh.md and the README's accuracy-fresh markers.
+docs/accuracy-fresh.md and docs/accuracy-summary.md's accuracy-fresh markers.
 """
 
 from __future__ import annotations
@@ -145,8 +146,8 @@ def run(
         title = "# Accuracy benchmark" + (f" ({', '.join(variant)})" if variant else "")
         note = _INIT_NOTE[init] + ("" if shapes == "static" else "\n\n" + _DYNAMIC_NOTE)
         (ROOT / "docs" / f"{name}.md").write_text(f"{title}\n\n{_LEGEND}\n{note}\n\n{text}", encoding="utf-8")
-        summary_only = text.split("Every case:")[0] + f"Every case, with both baselines: [docs/{name}.md](docs/{name}.md).\n"
-        publish(name, summary_only)
+        summary_only = text.split("Every case:")[0] + f"Every case, with both baselines: [{name}.md]({name}.md).\n"
+        publish(name, summary_only, ("docs/accuracy-summary.md",))
     print("\n" + minima)
 
 

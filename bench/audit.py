@@ -8,7 +8,7 @@ file beside it). Each setting runs as the CLI would be run by a CI job, in a fre
 alternating settings so that both see the same machine load; the table gives the median wall
 time of the whole command and the median time the audit itself reports (`seconds` in the total
 line of `--json`, which leaves out interpreter start and imports). Writes docs/audit.md and the
-README's `audit` block.
+`audit` block of docs/insight.md.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def run(models: int = 50, repeats: int = 9, work: str = "bench/.cache", publish_
     if publish_docs:
         (ROOT / "docs").mkdir(exist_ok=True)
         (ROOT / "docs" / "audit.md").write_text("# Audit benchmark\n\n" + text, encoding="utf-8")
-        publish("audit", text)
+        publish("audit", text, ("docs/insight.md",))
     print(text)
     return ""
 

@@ -498,7 +498,12 @@ def run(
     )
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / f"{page}.md").write_text(text, encoding="utf-8")
-    publish(page, f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [docs/{page}.md](docs/{page}.md).\n")
+    if shapes == "static":  # the dynamic page stands alone, linked from the static one's summary page
+        publish(
+            "heldout",
+            f"Command: `{command}`.\n\n{summary}\n\nEvery row and every wrong node: [heldout.md](heldout.md).\n",
+            ("docs/accuracy-summary.md",),
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ across control-flow bodies: `bench.graph_truth`; scores: `bench.metrics`.
 
     python -m bench.pipelines [--families llama,t5] [--exporters optimum,dynamo] [--tools none,onnxslim]
 
-Writes docs/pipelines.md and the README section between the pipelines markers (full runs only).
+Writes docs/pipelines.md and the summary in docs/real-pipelines.md between the pipelines markers
+(full runs only).
 """
 
 from __future__ import annotations
@@ -305,7 +306,11 @@ def run(
         (ROOT / "docs").mkdir(exist_ok=True)
         (ROOT / "docs" / "pipelines.md").write_text("# Real-pipeline benchmark\n\n" + _LEGEND + "\n" + text, encoding="utf-8")
         brief = text.split("Per exporter x tool")[0]
-        publish("pipelines", brief + "Every row, the failures and the legend: [docs/pipelines.md](docs/pipelines.md).\n")
+        publish(
+            "pipelines",
+            brief + "Every row, the failures and the legend: [pipelines.md](pipelines.md).\n",
+            ("docs/real-pipelines.md",),
+        )
 
 
 def _invented_line(tag: str, where: list[str]) -> str:
@@ -317,7 +322,7 @@ def _invented_line(tag: str, where: list[str]) -> str:
 def pivot(rows: list[Row]) -> str:
     """Exact accuracy (pooled over families and files) per exporter x tool, with invented-module
     nodes, heads missed (not tagged with the head's own module: an ancestor counts as missed too)
-    and failed rows noted in the cell: the README's one-screen view."""
+    and failed rows noted in the cell: docs/real-pipelines.md's one-screen view."""
     tools = [t for t in TOOLS if any(r.tool == t for r in rows)]
     lines = ["| exporter | " + " | ".join(tools) + " |", "|---|" + "---:|" * len(tools)]
     for exporter in [e for e in EXPORTERS if any(r.exporter == e for r in rows)]:

@@ -16,7 +16,7 @@ many floors) and, by default, only up to 100k nodes.
     python -m bench.scale [--sizes 10000,100000,300000] [--kinds lean,synthetic,torchscript,dynamo]
                           [--repeats 3] [--anchors_up_to 100000] [--quick]
 
-Writes the tables to docs/scale.md and into README.md between the scale markers.
+Writes the tables to docs/scale.md and into docs/scale-summary.md between the scale markers.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def run(
     print(text)
     if publish_docs:
         (ROOT / "docs" / "scale.md").write_text("# Scale benchmark\n\n" + text, encoding="utf-8")
-        publish("scale", text)
+        publish("scale", text, ("docs/scale-summary.md",))
 
 
 def _compile_tagger() -> None:

@@ -7,7 +7,7 @@ child process reporting wall time and peak RSS (`bench.scale.measure`'s way), me
 
     python -m bench.transfer_scale [--layers 2326] [--external_gb 1.2] [--repeats 3]
 
-Writes its table into docs/transfer.md and the README between the transfer-scale markers.
+Writes its table into docs/transfer.md between the transfer-scale markers.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def run(layers: int = 2326, external_gb: float = 1.2, repeats: int = 3, publish_
     text = "\n".join(rows)
     print(text)
     if publish_docs:
-        publish("transfer-scale", text, ("README.md", "docs/transfer.md"))
+        publish("transfer-scale", text, ("docs/transfer.md",))
 
 
 if __name__ == "__main__":
