@@ -10,7 +10,10 @@ are valid rather than realistic:
    types, masks and indices of any table with two rows); booleans are random.
 
 When onnxruntime refuses the feeds, `refusal` turns its message into one line that names the
-node, the inputs it reads, the sizes used, and how to give others (`--dim`, `--inputs`).
+node, the inputs it reads, the sizes used, and how to give others (`--dim`, `--inputs`). When it
+cannot even load the model (a tool wrote a file it refuses: onnxconverter-common's fp16 with
+`keep_io_types`, its own optimizer's reused initializer names), `load_refusal` makes its first line
+the error: the file is bad input (exit 2), whichever command ran it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ from tagger.errors import InputError
 from tagger.index import graphs_within
 from tagger.input_rules import DimSettings, parse_dim_option, plan_inputs
 
-__all__ = ["DimSettings", "Feeds", "load_feeds", "make_feeds", "model_feeds", "parse_dim_option", "refusal"]
+__all__ = [
+    "DimSettings",
+    "Feeds",
+    "load_feeds",
+    "load_refusal",
+    "make_feeds",
+    "model_feeds",
+    "onnxruntime_message",
+    "parse_dim_option",
+    "refusal",
+]
 
 _INPUTS_NAMED = 4
 """How many inputs a refusal line names before it says how many more."""
@@ -108,12 +121,25 @@ _NODE = re.compile(r"Name:\s*'([^']*)'")
 _INPUT = re.compile(r"\binput(?: name)?:\s*'?([^\s',]+)'?", re.IGNORECASE)
 _STATUS = "Status Message:"
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_LOAD_FROM = re.compile(r"^Load model from .*? failed:\s*")
+
+
+def onnxruntime_message(error: BaseException) -> str:
+    """onnxruntime's message as one line: its first, without the `[ONNXRuntimeError] : 1 : FAIL :`
+    prefix and the `Load model from PATH failed:` the caller says anyway."""
+    first = _ORT_PREFIX.sub("", (str(error).strip().splitlines() or [""])[0]).strip()
+    return _LOAD_FROM.sub("", first).strip()
+
+
+def load_refusal(where: object, error: BaseException) -> InputError:
+    """onnxruntime cannot load the model at `where` (a path, or words naming it): bad input."""
+    return InputError(f"onnxruntime cannot load {where}: {onnxruntime_message(error)[:300]}")
 
 
 def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: BaseException) -> InputError:
     """onnxruntime refused to run on `feeds`: one line naming the node, the inputs it reads,
     the sizes used and how to pass others."""
-    message = _ORT_PREFIX.sub("", (str(error).strip().splitlines() or [""])[0]).strip()
+    message = onnxruntime_message(error)
     node = _NODE.search(message)
     message = message.partition(_STATUS)[2].strip() or message  # the node is named once, below
     named = _INPUT.search(message)

@@ -32,7 +32,8 @@ How the numbers are made:
    holds the executor's own work between kernels.
 7. Inputs: an `.npz` file whose arrays are named after the graph inputs, or feeds generated from
    the model (`tagger.feeds`: shared symbols, sizes tied to weights, `--dim`); a run onnxruntime
-   refuses is bad input (`tagger.feeds.refusal`).
+   refuses is bad input (`tagger.feeds.refusal`), and so is a model it cannot load
+   (`tagger.feeds.load_refusal`: a tool wrote a file onnxruntime refuses).
 
 onnxruntime is imported only when a profile runs.
 """
@@ -52,7 +53,7 @@ import onnx
 
 from tagger.certainty import MARK, Certainty, by_module
 from tagger.errors import MissingDependency, TaggerError
-from tagger.feeds import DimSettings, Feeds, model_feeds, parse_dim_option, refusal
+from tagger.feeds import DimSettings, Feeds, load_refusal, model_feeds, parse_dim_option, refusal
 from tagger.index import ModelIndex, build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
@@ -366,8 +367,7 @@ def _profiled_events(
         try:
             session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise TaggerError(f"onnxruntime cannot run {source}: {first}") from None
+            raise load_refusal(source, exc) from None
         arrays = dict(feeds)
         try:
             for _ in range(runs):

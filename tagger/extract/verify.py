@@ -5,12 +5,14 @@ model, it computes the values its outputs take there. So:
 
 1. the full model runs once in onnxruntime with the boundary tensors exposed as extra graph
    outputs (feeds from `tagger.feeds`: generated or given; a run onnxruntime refuses is bad
-   input, `tagger.feeds.refusal`), its weights read from the data file in place; a cut of an If
+   input, `tagger.feeds.refusal`; so is a full model onnxruntime cannot load,
+   `tagger.feeds.load_refusal`), its weights read from the data file in place; a cut of an If
    branch: the full model runs with the branch's outer-scope inputs exposed and the condition
    input (when the If reads a graph input) set to take that branch, then the branch made a model
    runs on them with the boundary exposed (`tagger.extract.body`, rule 3);
 2. the extracted model runs from its own file (its external data resolved as a user's would be),
-   fed those values by name;
+   fed those values by name; if onnxruntime cannot load or run it while it ran the full model,
+   the extraction is wrong: the verification fails and says why;
 3. every output is compared with the full model's value of the same tensor: same dtype and
    shape, and equal, or within `TOLERANCE` (absolute, relative above magnitude 1). Integer and
    boolean tensors must be equal.
@@ -36,7 +38,7 @@ import onnx
 
 from tagger.errors import MissingDependency, TaggerError
 from tagger.extract.body import branch_value
-from tagger.feeds import Feeds, refusal
+from tagger.feeds import Feeds, load_refusal, onnxruntime_message, refusal
 
 if TYPE_CHECKING:
     from tagger.extract.cut import Cut
@@ -79,10 +81,12 @@ def full_model_values(
     names: Iterable[str],
     types: Mapping[str, onnx.TypeProto],
     feeds: Mapping[str, np.ndarray],
+    label: object = "the full model",
 ) -> dict[str, np.ndarray]:
     """Run the full model (structure in memory, weights from `base_dir`) exposing `names`.
 
-    Returns the feeds plus the value of every requested tensor that is not a feed.
+    Returns the feeds plus the value of every requested tensor that is not a feed. A model
+    onnxruntime cannot load, called `label` in the message, or a run it refuses is an `InputError`.
     """
     wanted = [name for name in dict.fromkeys(names) if name not in feeds]
     instrumented = onnx.ModelProto()
@@ -94,7 +98,7 @@ def full_model_values(
         exposed = instrumented.graph.output.add(name=name)
         if name in types:
             exposed.type.CopyFrom(types[name])
-    session = _session(instrumented.SerializeToString(), base_dir)
+    session = _session(instrumented.SerializeToString(), base_dir, label)
     try:
         values = session.run(wanted, dict(feeds)) if wanted else []
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -104,8 +108,12 @@ def full_model_values(
 
 def compare_outputs(path: Path, inputs: list[str], outputs: list[str], values: Mapping[str, np.ndarray]) -> Verification:
     """Run the model at `path` on `values[inputs]`; compare its outputs with `values[outputs]`."""
-    session = _session(str(path), None)
-    results = session.run(outputs, {name: values[name] for name in inputs})
+    session = _session(str(path), None, path)
+    try:
+        results = session.run(outputs, {name: values[name] for name in inputs})
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        why = f"onnxruntime cannot run {path}: {onnxruntime_message(exc)[:300]}"
+        return Verification(False, len(outputs), 0, float("nan"), [why])
     exact = 0
     worst = 0.0
     failures: list[str] = []
@@ -133,8 +141,9 @@ def _has_nan(array: np.ndarray) -> bool:
     )
 
 
-def _session(model: str | bytes, base_dir: Path | None):
-    """A deterministic CPU session; a model given as bytes reads its external data from `base_dir`."""
+def _session(model: str | bytes, base_dir: Path | None, label: object):
+    """A deterministic CPU session; a model given as bytes reads its external data from `base_dir`;
+    one onnxruntime cannot load is an `InputError` naming `label`."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -148,9 +157,7 @@ def _session(model: str | bytes, base_dir: Path | None):
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        where = model if isinstance(model, str) else "the full model"
-        raise TaggerError(f"onnxruntime cannot load {where}: {first}") from None
+        raise load_refusal(label, exc) from None
 
 
 def boundary_values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict:
@@ -174,7 +181,8 @@ def _scope_values(src: Source, names: list[str], feeds: Mapping[str, np.ndarray]
         condition = {body.node.input[0]: take} if take is not None and body.node.input else {}
         outer = _scope_values(body.outer, inputs, feeds, {**condition, **forced})
         run_on = _with_arrays(feeds, {name: outer[name] for name in inputs})
-    return full_model_values(src.model, src.path.parent.resolve(), names, types, run_on)
+    label = src.path if src.body is None else f"{src.path} ({src.body.label} made a model)"
+    return full_model_values(src.model, src.path.parent.resolve(), names, types, run_on, label)
 
 
 def _with_arrays(feeds: Mapping[str, np.ndarray], arrays: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:

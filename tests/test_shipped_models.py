@@ -1,0 +1,102 @@
+"""Every command runs on what users ship (issue 23): models made by real deployment tools.
+
+- a file onnxruntime cannot load is bad input (exit 2, its first line), from every command that
+  runs onnxruntime;
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from bench import cases
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "tagger", *map(str, args)], capture_output=True, text=True, env=env, check=False)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory):
+    """(arch, exporter) -> a plain `torch.onnx.export` of the tiny model (`bench.cases.export`), built once."""
+    directory = tmp_path_factory.mktemp("exports")
+    return lambda arch, exporter: cases.export(arch, exporter, directory)
+
+
+def refused_by_onnxruntime(path: Path, optimize: bool = False) -> str:
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    with pytest.raises(Exception) as caught:  # noqa: B017 - onnxruntime raises its own types
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. a model onnxruntime cannot load is bad input
+
+
+@pytest.fixture(scope="module")
+def converter_fp16(exports, tmp_path_factory) -> Path:
+    """onnxconverter-common's fp16 of GPT-2 with `keep_io_types=True`: it keeps a Cast to float
+    whose output it typed float16, which onnxruntime refuses to load (onnx.checker accepts it;
+    only its full check, with shape inference, sees the mismatch)."""
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    model = onnx.load(exports("gpt2", "torchscript"))
+    path = tmp_path_factory.mktemp("occ") / "gpt2.fp16.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "-inf will be truncated to -10000.0"
+        onnx.save(convert_float_to_float16(model, keep_io_types=True), path)
+    onnx.checker.check_model(path)
+    assert "does not match expected type" in refused_by_onnxruntime(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ort_optimized(exports, tmp_path_factory) -> Path:
+    """onnxruntime's transformer optimizer on BERT at its default level: a model that loads with
+    graph optimizations off but not on (its initializers are added twice: "Attempt to replace
+    the existing tensor")."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    path = tmp_path_factory.mktemp("optimized") / "bert.opt.onnx"
+    result = optimize_model(str(exports("bert", "torchscript")), model_type="bert", num_heads=2, hidden_size=32, use_gpu=False)
+    onnx.save(result.model, path)
+    assert "Attempt to replace the existing tensor" in refused_by_onnxruntime(path, optimize=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["profile", "--runs", "1"],
+        ["extract", "--module", "m.h.0", "--verify", "--output", "{tmp}/h0.onnx"],
+        ["extract", "--all", "--depth", "2", "--out_dir", "{tmp}/all", "--verify"],
+    ],
+    ids=["profile", "extract-verify", "extract-all-verify"],
+)
+def test_a_model_onnxruntime_cannot_load_exits_2_with_its_first_line(command, converter_fp16, tmp_path):
+    result = run_cli(command[0], converter_fp16, *(arg.format(tmp=tmp_path) for arg in command[1:]))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "internal error" not in result.stderr
+    assert result.stderr.startswith(f"tagger: error: onnxruntime cannot load {converter_fp16}: Type Error: ")
+    assert "[ONNXRuntimeError]" not in result.stderr  # onnxruntime's prefix is dropped, its message kept
+
+
+def test_a_model_onnxruntime_cannot_load_optimized_exits_2_from_profile_optimize(ort_optimized):
+    assert run_cli("profile", ort_optimized, "--runs", "1").returncode == 0  # it runs unoptimized
+    result = run_cli("profile", ort_optimized, "--runs", "1", "--optimize")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and f"onnxruntime cannot load {ort_optimized}: " in result.stderr
