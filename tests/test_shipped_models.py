@@ -2,6 +2,8 @@
 
 - a file onnxruntime cannot load is bad input (exit 2, its first line), from every command that
   runs onnxruntime;
+- `extract --verify` on fp16 files compares within a few ULPs of each tensor's magnitude (float32
+  stays bit-exact), and says which tolerance it used;
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -100,3 +103,69 @@ def test_a_model_onnxruntime_cannot_load_optimized_exits_2_from_profile_optimize
     result = run_cli("profile", ort_optimized, "--runs", "1", "--optimize")
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and f"onnxruntime cannot load {ort_optimized}: " in result.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# 2. fp16 verification: a tolerance that follows the dtype
+
+
+@pytest.fixture(scope="module")
+def ort_fp16(exports, tmp_path_factory) -> Path:
+    """GPT-2 converted by onnxruntime's own fp16 converter (it loads and runs), inputs kept float32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    path = tmp_path_factory.mktemp("fp16") / "gpt2.fp16.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(convert_float_to_float16(onnx.load(exports("gpt2", "torchscript")), keep_io_types=True), path)
+    return path
+
+
+def test_fp16_module_verifies_within_a_few_ulps_and_says_so(ort_fp16, tmp_path):
+    """The CPU provider runs the block's ops in float32 and drops the Cast pair at the cut inside
+    the full model, so the block's output differs by a rounding step: not bit-exact, but within
+    `ULPS` units in the last place at the tensor's magnitude."""
+    from tagger.extract import extract
+    from tagger.extract.verify import ULPS
+
+    result = run_cli("extract", ort_fp16, "--module", "m.h.0", "--output", tmp_path / "h0.onnx", "--verify")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "verify passed: 0 of 1 outputs bit-identical" in result.stdout
+    assert f"tolerance float16: {ULPS} ULPs at each tensor's largest magnitude, here at most " in result.stdout
+
+    report = extract(ort_fp16, module="m.h.0", output=tmp_path / "h0.onnx", verify=True)
+    verification = report.verification
+    assert verification.passed and set(verification.tolerances) == {"float16"}
+    assert 0 < verification.max_abs_diff <= float(verification.tolerances["float16"].rpartition(" ")[2])
+
+
+def test_fp16_tolerance_still_fails_a_wrong_value(ort_fp16, tmp_path, monkeypatch):
+    """The extracted block, compared with the full model's values moved by one ULP of their
+    magnitude in one element, passes; moved by `ULPS` + 2 ULPs, fails."""
+    import importlib
+
+    from tagger.extract import extract
+
+    verify = importlib.import_module("tagger.extract.verify")
+    seen = []
+    compare = verify.compare_outputs
+    monkeypatch.setattr(verify, "compare_outputs", lambda *args: seen.append(args) or compare(*args))
+    extract(ort_fp16, module="m.h.0", output=tmp_path / "h0.onnx", verify=True)
+    path, inputs, outputs, values = seen[0]
+    for ulps, passes in ((1, True), (verify.ULPS + 2, False)):  # the block itself may be 1 ULP off
+        moved = dict(values)
+        for name in outputs:
+            moved[name] = values[name].copy()
+            moved[name].flat[0] += np.float16(ulps * np.spacing(np.abs(values[name]).max()))
+        result = compare(path, inputs, outputs, moved)
+        assert result.passed is passes, result.summary()
+
+
+def test_float32_verification_stays_bit_exact(exports, tmp_path):
+    from tagger.extract import extract
+
+    report = extract(exports("gpt2", "torchscript"), module="m.h.0", output=tmp_path / "h0.onnx", verify=True)
+    verification = report.verification
+    assert verification.passed and verification.exact == verification.compared == 1 and verification.max_abs_diff == 0
+    assert verification.tolerances == {"float32": "1e-06 absolute, relative above 1"}
+
