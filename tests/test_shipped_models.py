@@ -4,6 +4,7 @@
   runs onnxruntime;
 - `extract --verify` on fp16 files compares within a few ULPs of each tensor's magnitude (float32
   stays bit-exact), and says which tolerance it used;
+- models whose data files share a name (`model.onnx.data`) tag into one folder side by side;
 """
 
 from __future__ import annotations
@@ -169,3 +170,46 @@ def test_float32_verification_stays_bit_exact(exports, tmp_path):
     assert verification.passed and verification.exact == verification.compared == 1 and verification.max_abs_diff == 0
     assert verification.tolerances == {"float32": "1e-06 absolute, relative above 1"}
 
+
+# ------------------------------------------------------------------------------------------
+# 3. data files that share a name, tagged into one folder
+
+
+def run_model(path: Path, arch: str) -> list:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, cases.sample_inputs(arch))
+
+
+def test_two_exports_with_model_onnx_data_tag_into_one_folder(exports, tmp_path):
+    """Both dynamo exports come with `model.onnx.data`: the first keeps the name beside its
+    output, the second's copy is named after its output; both run as their inputs do, and
+    running the second again shares its own copy (no new file)."""
+    bert, gpt2 = exports("bert", "dynamo"), exports("gpt2", "dynamo")
+    assert (bert.parent / "model.onnx.data").is_file() and (gpt2.parent / "model.onnx.data").is_file()
+    out = tmp_path / "tagged"
+    out.mkdir()
+    for source, name in ((bert, "bert.onnx"), (gpt2, "gpt2.onnx")):
+        result = run_cli("retag", source, "--output", out / name)
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["bert.onnx", "gpt2.onnx", "gpt2.onnx.data", "model.onnx.data"]
+    assert (out / "model.onnx.data").read_bytes() == (bert.parent / "model.onnx.data").read_bytes()  # not overwritten
+    assert (out / "gpt2.onnx.data").read_bytes() == (gpt2.parent / "model.onnx.data").read_bytes()
+    locations = {e.value for t in onnx.load(out / "gpt2.onnx", load_external_data=False).graph.initializer for e in t.external_data}
+    assert "gpt2.onnx.data" in locations and "model.onnx.data" not in locations
+    for source, name, arch in ((bert, "bert.onnx", "bert"), (gpt2, "gpt2.onnx", "gpt2")):
+        for want, got in zip(run_model(source, arch), run_model(out / name, arch), strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert run_cli("retag", gpt2, "--output", out / "gpt2.onnx").returncode == 0
+    assert len(list(out.iterdir())) == 4
+
+
+def test_a_module_extracted_into_a_folder_holding_another_models_data(exports, tmp_path):
+    """`extract` writes through the same code: its data copy too is named after its output."""
+    out = tmp_path / "cut"
+    out.mkdir()
+    (out / "model.onnx.data").write_bytes(b"another model's weights")
+    result = run_cli("extract", exports("bert", "dynamo"), "--module", "m.encoder.layer.0", "--output", out / "layer0.onnx")
+    assert result.returncode == 0, result.stderr
+    assert (out / "model.onnx.data").read_bytes() == b"another model's weights"
+    assert "(external: layer0.onnx.data)" in result.stdout
+    ort.InferenceSession(str(out / "layer0.onnx"), providers=["CPUExecutionProvider"])
