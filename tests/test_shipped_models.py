@@ -5,6 +5,8 @@
 - `extract --verify` on fp16 files compares within a few ULPs of each tensor's magnitude (float32
   stays bit-exact), and says which tolerance it used;
 - models whose data files share a name (`model.onnx.data`) tag into one folder side by side;
+- generated feeds run: sizes stated beside the model (`config.json`, `preprocessor_config.json`,
+  `genai_config.json`), other image sizes tried when onnxruntime refuses the first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from bench import cases
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+GENAI = REPO_ROOT / "data" / "genai"
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
@@ -213,3 +216,145 @@ def test_a_module_extracted_into_a_folder_holding_another_models_data(exports, t
     assert (out / "model.onnx.data").read_bytes() == b"another model's weights"
     assert "(external: layer0.onnx.data)" in result.stdout
     ort.InferenceSession(str(out / "layer0.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_two_onnxruntime_genai_outputs_tag_into_one_folder(tmp_path):
+    """The builder calls every output's data `model.onnx.data` (data/genai): LLaMA and Qwen2
+    tagged into one folder keep apart, and both run as their inputs do."""
+    from tagger.feeds import make_feeds
+
+    out = tmp_path / "tagged"
+    out.mkdir()
+    for family in ("llama", "qwen2"):
+        result = run_cli("retag", GENAI / family / "model.onnx", "--output", out / f"{family}.onnx")
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["llama.onnx", "model.onnx.data", "qwen2.onnx", "qwen2.onnx.data"]
+    for family in ("llama", "qwen2"):
+        source = GENAI / family / "model.onnx"
+        feeds = dict(make_feeds(onnx.load(source, load_external_data=False), base_dir=source.parent))
+        want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feeds)
+        got = ort.InferenceSession(str(out / f"{family}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# 4. feeds that run
+
+
+@pytest.fixture(scope="module")
+def swin(tmp_path_factory) -> Path:
+    """A tiny transformers Swin exported as optimum does (every axis of `pixel_values` dynamic),
+    alone in its folder: only 32 x 32 (and multiples) runs (its window Reshape), though shape
+    inference accepts the 4 x 4 its patch conv allows."""
+    import contextlib
+    import io
+
+    import torch
+    from transformers import SwinConfig, SwinModel
+
+    torch.manual_seed(0)
+    config = SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4)
+    model = SwinModel(config).eval()
+
+    class Pixels(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return self.m(pixel_values=pixel_values).last_hidden_state
+
+    path = tmp_path_factory.mktemp("swin") / "model.onnx"
+    axes = {"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"}, "last_hidden_state": {0: "batch_size"}}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Pixels(model), (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, input_names=["pixel_values"],
+            output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
+        )  # fmt: skip
+    return path
+
+
+def test_swin_profile_tries_larger_sizes_after_the_window_reshape_refuses_4x4(swin):
+    from tagger import profile
+    from tagger.feeds import make_feeds
+
+    first = make_feeds(onnx.load(swin))
+    assert first["pixel_values"].shape == (1, 3, 4, 4) and first.alternatives is not None  # what shape inference accepts
+    result = profile(swin, runs=1, warmup=0)
+    assert result.dims == {"batch_size": 1, "num_channels": 3, "height": 32, "width": 32}
+    assert result.inputs == {"pixel_values": [1, 3, 32, 32]} and result.kernel_us > 0
+
+
+def test_swin_extract_verify_runs_on_the_sizes_that_run(swin, tmp_path):
+    result = run_cli("extract", swin, "--module", "m.encoder.layers.0", "--output", tmp_path / "l0.onnx", "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "verify passed: 1 of 1 outputs bit-identical" in result.stdout
+
+
+def test_given_sizes_are_not_replaced_and_the_refusal_names_the_node(swin):
+    result = run_cli("profile", swin, "--runs", "1", "--dim", "height=4,width=4")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "at node '/m/encoder/layers.0/blocks.0/Reshape" in result.stderr and "height=4" in result.stderr
+
+
+def test_every_size_refused_gives_the_first_refusal_and_how_many_were_tried(swin, tmp_path):
+    """When every size is refused, the first refusal is reported (it names the node and the sizes
+    used), and how many other sizes were tried: the next steps of the stride, doubling, the
+    common image sizes, at most 12."""
+    from tagger.feeds import Refused, first_that_runs, make_feeds
+
+    feeds = make_feeds(onnx.load(swin))
+    seen = []
+
+    def refuse(feeds):
+        seen.append(feeds.dims["height"])
+        raise Refused(f"refused at {feeds.dims['height']}")
+
+    with pytest.raises(Refused) as caught:
+        first_that_runs(feeds, refuse)
+    assert seen[0] == 4 and seen[1:4] == [8, 12, 16] and 224 in seen and len(seen) == 13
+    assert str(caught.value).startswith("refused at 4; 12 other sizes of height, width were refused too (up to height=")
+
+
+@pytest.mark.parametrize(
+    ("files", "size", "reason"),
+    [
+        ({"config.json": {"image_size": 64, "num_channels": 1}}, 64, "config.json image_size"),
+        (
+            {"config.json": {"image_size": 64}, "preprocessor_config.json": {"size": {"height": 96, "width": 96}}},
+            96,
+            "preprocessor_config.json size",
+        ),
+        ({"preprocessor_config.json": {"do_center_crop": True, "crop_size": 32, "size": {"shortest_edge": 40}}}, 32, "crop_size"),
+    ],
+    ids=["config", "preprocessor", "crop"],
+)
+def test_image_size_is_read_beside_an_optimum_export(files, size, reason, swin, tmp_path):
+    import json
+    import shutil
+
+    from tagger.input_rules import plan_inputs
+
+    shutil.copy(swin, tmp_path / "model.onnx")
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    plan = plan_inputs(onnx.load(tmp_path / "model.onnx"), base_dir=tmp_path)
+    assert plan.dims["height"] == plan.dims["width"] == size and reason in plan.reasons["height"]
+    assert plan.dims["num_channels"] == 3  # the patch conv's weight says so, whatever a file says
+
+
+def test_genai_head_size_comes_from_genai_config_and_the_model_runs():
+    """`past_key_values.*` end in `kv_cache_dim`, a symbol: only genai_config.json says it is 16."""
+    from tagger import profile
+
+    for family in ("llama", "qwen2"):
+        result = profile(GENAI / family / "model.onnx", runs=1, warmup=0)
+        assert result.dims["kv_cache_dim"] == 16 and result.inputs["past_key_values.0.key"] == [1, 2, 1, 16]
+
+
+def test_genai_context_length_bounds_the_sequence_sizes():
+    result = run_cli("profile", GENAI / "llama" / "model.onnx", "--dim", "past_sequence_length=300")
+    assert result.returncode == 2
+    assert "past_sequence_length=300 exceeds 256, the genai_config.json context_length" in result.stderr
