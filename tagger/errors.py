@@ -67,7 +67,8 @@ class VerificationFailed(TaggerError):
 EXIT_CODES = {
     0: "success",
     1: "internal tagger error",
-    2: "bad input (missing path, not an ONNX model, truncated or corrupt, unsafe or missing external data, a cycle), "
+    2: "bad input (missing path, not an ONNX model, truncated or corrupt, unsafe or missing external data, a cycle, "
+    "a model onnxruntime cannot load or inputs it refuses), "
     "a bad option value, an unknown command or flag, or a missing optional package (onnxruntime)",
     3: "output cannot be written (missing directory, a directory, a symbolic link without --force, the input)",
     4: "audit: a model missed a coverage threshold",

@@ -9,17 +9,25 @@ are valid rather than realistic:
 3. integer inputs that index a table stay below its size; others are 0 or 1 (valid token
    types, masks and indices of any table with two rows); booleans are random.
 
+Generated sizes also follow what the config files beside the model state (`tagger.stated_sizes`);
+and when onnxruntime refuses generated feeds, `first_that_runs` tries the plan's other sizes
+(`tagger.input_rules` rule 8) before giving up.
+
 When onnxruntime refuses the feeds, `refusal` turns its message into one line that names the
-node, the inputs it reads, the sizes used, and how to give others (`--dim`, `--inputs`).
+node, the inputs it reads, the sizes used, and how to give others (`--dim`, `--inputs`). When it
+cannot even load the model (a tool wrote a file it refuses: onnxconverter-common's fp16 with
+`keep_io_types`, its own optimizer's reused initializer names), `load_refusal` makes its first line
+the error: the file is bad input (exit 2), whichever command ran it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -27,21 +35,39 @@ from onnx import TensorProto
 
 from tagger.errors import InputError
 from tagger.index import graphs_within
-from tagger.input_rules import DimSettings, parse_dim_option, plan_inputs
+from tagger.input_rules import DimSettings, InputPlan, parse_dim_option, plan_inputs
 
-__all__ = ["DimSettings", "Feeds", "load_feeds", "make_feeds", "model_feeds", "parse_dim_option", "refusal"]
+__all__ = [
+    "DimSettings",
+    "Feeds",
+    "Refused",
+    "first_that_runs",
+    "load_feeds",
+    "load_refusal",
+    "make_feeds",
+    "model_feeds",
+    "onnxruntime_message",
+    "parse_dim_option",
+    "refusal",
+]
 
 _INPUTS_NAMED = 4
 """How many inputs a refusal line names before it says how many more."""
 
 
+class Refused(InputError):
+    """onnxruntime refused to run the model on the feeds (it loaded the model)."""
+
+
 @dataclass
 class Feeds(Mapping[str, np.ndarray]):
-    """Arrays by graph input name; `dims` the size chosen per symbol; `origin` where they came from."""
+    """Arrays by graph input name; `dims` the size chosen per symbol; `origin` where they came from;
+    `alternatives` the feeds to try, in order, when onnxruntime refuses these (generated only)."""
 
     arrays: dict[str, np.ndarray]
     dims: dict[str, int] = field(default_factory=dict)
     origin: str = "generated"
+    alternatives: Callable[[], Iterator[Feeds]] | None = field(default=None, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -54,16 +80,34 @@ class Feeds(Mapping[str, np.ndarray]):
 
 
 def model_feeds(
-    model: onnx.ModelProto, inputs: str | os.PathLike | None = None, dims: DimSettings | int | str | dict = 1, seed: int = 0
+    model: onnx.ModelProto,
+    inputs: str | os.PathLike | None = None,
+    dims: DimSettings | int | str | dict = 1,
+    seed: int = 0,
+    base_dir: str | os.PathLike | None = None,
 ) -> Feeds:
-    """The arrays of the `.npz` at `inputs`, or feeds generated for `model` with `dims`."""
-    return load_feeds(inputs, model) if inputs is not None else make_feeds(model, dims, seed)
+    """The arrays of the `.npz` at `inputs`, or feeds generated for `model` with `dims` (and the
+    sizes stated by the config files in `base_dir`, the model's directory)."""
+    return load_feeds(inputs, model) if inputs is not None else make_feeds(model, dims, seed, base_dir)
 
 
-def make_feeds(model: onnx.ModelProto, dims: DimSettings | int | str | dict = 1, seed: int = 0) -> Feeds:
+def make_feeds(
+    model: onnx.ModelProto, dims: DimSettings | int | str | dict = 1, seed: int = 0, base_dir: str | os.PathLike | None = None
+) -> Feeds:
     """One generated array per graph input that is not an initializer (rules in the docstring)."""
     settings = dims if isinstance(dims, DimSettings) else parse_dim_option(dims)
-    plan = plan_inputs(model, settings)
+    plan = plan_inputs(model, settings, None if base_dir is None else Path(base_dir))
+    feeds = _generated(model, plan, seed)
+
+    def alternatives() -> Iterator[Feeds]:
+        for sizes in plan.alternatives:
+            yield make_feeds(model, DimSettings(settings.default, {**settings.named, **sizes}), seed, base_dir)
+
+    feeds.alternatives = alternatives if plan.alternatives else None
+    return feeds
+
+
+def _generated(model: onnx.ModelProto, plan: InputPlan, seed: int) -> Feeds:
     rng = np.random.default_rng(seed)
     initializers = {t.name for t in model.graph.initializer}
     arrays = {
@@ -72,6 +116,32 @@ def make_feeds(model: onnx.ModelProto, dims: DimSettings | int | str | dict = 1,
         if value.name not in initializers
     }
     return Feeds(arrays, plan.dims)
+
+
+_T = TypeVar("_T")
+
+
+def first_that_runs(feeds: Feeds, attempt: Callable[[Feeds], _T]) -> tuple[Feeds, _T]:
+    """`attempt(feeds)`, or, when onnxruntime refuses generated feeds, `attempt` on their
+    alternatives in order (`tagger.input_rules` rule 8): the first that runs, with its result.
+    When every one is refused, the first refusal (it names the node and the sizes), saying how
+    many others were tried."""
+    try:
+        return feeds, attempt(feeds)
+    except Refused as refused:
+        if feeds.alternatives is None:
+            raise
+        first = refused
+    tried: list[Feeds] = []
+    for other in feeds.alternatives():
+        tried.append(other)
+        try:
+            return other, attempt(other)
+        except Refused:
+            continue
+    changed = sorted({key for other in tried for key, size in other.dims.items() if feeds.dims.get(key) != size})
+    largest = ", ".join(f"{key}={tried[-1].dims[key]}" for key in changed)
+    raise Refused(f"{first}; {len(tried)} other sizes of {', '.join(changed)} were refused too (up to {largest})") from None
 
 
 def _random_array(value: onnx.ValueInfoProto, shape: tuple[int, ...], bound: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -108,12 +178,25 @@ _NODE = re.compile(r"Name:\s*'([^']*)'")
 _INPUT = re.compile(r"\binput(?: name)?:\s*'?([^\s',]+)'?", re.IGNORECASE)
 _STATUS = "Status Message:"
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_LOAD_FROM = re.compile(r"^Load model from .*? failed:\s*")
 
 
-def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: BaseException) -> InputError:
+def onnxruntime_message(error: BaseException) -> str:
+    """onnxruntime's message as one line: its first, without the `[ONNXRuntimeError] : 1 : FAIL :`
+    prefix and the `Load model from PATH failed:` the caller says anyway."""
+    first = _ORT_PREFIX.sub("", (str(error).strip().splitlines() or [""])[0]).strip()
+    return _LOAD_FROM.sub("", first).strip()
+
+
+def load_refusal(where: object, error: BaseException) -> InputError:
+    """onnxruntime cannot load the model at `where` (a path, or words naming it): bad input."""
+    return InputError(f"onnxruntime cannot load {where}: {onnxruntime_message(error)[:300]}")
+
+
+def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: BaseException) -> Refused:
     """onnxruntime refused to run on `feeds`: one line naming the node, the inputs it reads,
     the sizes used and how to pass others."""
-    message = _ORT_PREFIX.sub("", (str(error).strip().splitlines() or [""])[0]).strip()
+    message = onnxruntime_message(error)
     node = _NODE.search(message)
     message = message.partition(_STATUS)[2].strip() or message  # the node is named once, below
     named = _INPUT.search(message)
@@ -135,7 +218,7 @@ def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: Base
         else "check the arrays of --inputs"
     )
     which = "generated inputs" if origin == "generated" else f"inputs {origin}"
-    return InputError(f"onnxruntime refused the {which}{where}{reads}: {message[:240]}{sizes}; {advice}")
+    return Refused(f"onnxruntime refused the {which}{where}{reads}: {message[:240]}{sizes}; {advice}")
 
 
 def _inputs_upstream(model: onnx.ModelProto, node_name: str, inputs: set[str]) -> list[str]:

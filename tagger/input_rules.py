@@ -20,12 +20,20 @@ rules, each resting on something the file itself states:
    kernel. When onnxruntime's symbolic shape inference refuses the sizes chosen (a ViT adds a
    fixed position table after its patch conv: one image size fits), those axes grow together
    by the conv's stride until it accepts them (at most `_SEARCH_STEPS` tries).
-5. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
+5. **Stated beside the model.** A symbol no weight fixes takes the size the config files beside
+   the model state (`tagger.stated_sizes`: an optimum export's image size and channels, an
+   onnxruntime-genai output's head size and KV heads); a size above a stated limit (genai's
+   `context_length`) is refused.
+6. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
    everything else, the default (`--dim N`, 1).
-6. **Id ranges.** An integer input followed through ops that only move or copy values
+7. **Id ranges.** An integer input followed through ops that only move or copy values
    (`Cast`, `Unsqueeze`, `Reshape`, `Gather` data, `Concat`, ...) into the indices of a `Gather`
    whose data is a weight must stay below that table's size on the gathered axis; the smallest
    table wins. Inputs that reach no table keep 0/1, valid for any table of two rows.
+8. **Other sizes when a run is refused.** Shape inference may accept a conv-spatial size that a
+   run refuses (a Swin's window Reshape takes one grid only): the plan lists larger sizes of
+   those symbols (`InputPlan.alternatives`: the next steps of the stride, doubling, the common
+   image sizes), and `tagger.feeds.first_that_runs` tries them before giving up.
 
 Where the file states no relation (a mask whose length is named `total_sequence_length` with
 nothing tying it to the cache's name), the sizes stay independent; onnxruntime then refuses the
@@ -38,12 +46,14 @@ import ast
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 
 from tagger.errors import InputError
 from tagger.index import graphs_within
+from tagger.stated_sizes import StatedSizes, stated_sizes
 from tagger.symbolic_shapes import infer_symbolic, weights_as_inputs
 
 __all__ = ["DimSettings", "InputPlan", "parse_dim_option", "plan_inputs"]
@@ -77,6 +87,8 @@ class InputPlan:
     reasons: dict[str, str]
     id_bounds: dict[str, int]
     """Integer input -> exclusive upper bound of its values (the smallest table it indexes)."""
+    alternatives: list[dict[str, int]] = field(default_factory=list)
+    """Other sizes of the conv-spatial symbols to try when onnxruntime refuses these (rule 8)."""
 
 
 def parse_dim_option(value: object) -> DimSettings:
@@ -124,8 +136,9 @@ def _size(text: object, key: object) -> int:
         raise InputError(f"{wanted}, got {text!r}") from None
 
 
-def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings()) -> InputPlan:
-    """Decide every dynamic dim of the graph inputs and every integer input's range (rules above)."""
+def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), base_dir: Path | None = None) -> InputPlan:
+    """Decide every dynamic dim of the graph inputs and every integer input's range (rules above);
+    `base_dir`: the model's directory, whose config files may state sizes (`tagger.stated_sizes`)."""
     facts = _Facts(model)
     inputs = _graph_inputs(model)
     keys = {value.name: _dim_keys(value) for value in inputs}
@@ -137,17 +150,12 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings()) -
         choices = ", ".join(sorted(known | referenced)) or "none: every dim is static"
         raise InputError(f"--dim names no dim of the model's inputs: {', '.join(unknown)} (its dims: {choices})")
     required, lower = facts.weight_sizes(keys)
+    stated = stated_sizes(base_dir, keys)
     dims: dict[str, int] = {}
     reasons: dict[str, str] = {}
     for key in sorted((known - set(expressions)) | referenced):
-        if key in settings.named:
-            dims[key], reasons[key] = settings.named[key], "given"
-        elif key in required:
-            dims[key], reasons[key] = required[key]
-        else:
-            dims[key] = max(settings.default, lower.get(key, (0, 0))[0])
-            reasons[key] = "default" if dims[key] == settings.default else "at least the conv's kernel"
-    searched = {key: lower[key] for key in lower if reasons[key] != "given" and key not in required}
+        dims[key], reasons[key] = _choose(key, settings, required, stated, lower)
+    searched = {key: lower[key] for key in lower if reasons[key] in ("default", "at least the conv's kernel")}
     if searched:
         _search_spatial(model, keys, dims, reasons, searched)
     for key, (tree, _) in expressions.items():
@@ -158,9 +166,63 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings()) -
         reasons[key] = "expression"
         if dims[key] < 0:
             raise InputError(f"dim {key!r} evaluates to {dims[key]} with {_listing(dims)}; set its parts with --dim NAME=VALUE")
+    _check_limits(dims, stated.limits)
     shapes = {name: tuple(key if isinstance(key, int) else dims[key] for key in dim_keys) for name, dim_keys in keys.items()}
     bounds = {v.name: bound for v in inputs if _is_integer(v) and (bound := facts.id_bound(v.name)) is not None}
-    return InputPlan(shapes, dims, reasons, bounds)
+    return InputPlan(shapes, dims, reasons, bounds, _alternatives(dims, searched))
+
+
+def _choose(
+    key: str,
+    settings: DimSettings,
+    required: Mapping[str, tuple[int, str]],
+    stated: StatedSizes,
+    lower: Mapping[str, tuple[int, int]],
+) -> tuple[int, str]:
+    """A symbol's size and why: given, tied to a weight, stated beside the model, else the default
+    (at least a conv's kernel)."""
+    if key in settings.named:
+        return settings.named[key], "given"
+    if key in required:
+        return required[key]
+    if key in stated.sizes:
+        return stated.sizes[key]
+    size = max(settings.default, lower.get(key, (0, 0))[0])
+    return size, "default" if size == settings.default else "at least the conv's kernel"
+
+
+def _check_limits(dims: Mapping[str, int], limits: Mapping[str, tuple[int, str]]) -> None:
+    for key, (largest, reason) in limits.items():
+        if dims.get(key, 0) > largest:
+            raise InputError(f"dim {key}={dims[key]} exceeds {largest}, the {reason}; set a smaller one with --dim {key}=VALUE")
+
+
+_RETRIES = 12
+"""How many other sizes of the conv-spatial symbols are tried when onnxruntime refuses a run."""
+_COMMON_SIZES = (224, 256, 384, 512)
+"""Image sizes models are commonly made for."""
+
+
+def _alternatives(dims: Mapping[str, int], searched: Mapping[str, tuple[int, int]]) -> list[dict[str, int]]:
+    """Larger sizes of the conv-spatial symbols to try, in order, when onnxruntime refuses a run
+    that shape inference accepted (a Swin's window Reshape takes one grid only): the next few
+    steps of the stride, then doubling, then the common image sizes; at most `_RETRIES`."""
+    if not searched:
+        return []
+    first = next(iter(searched))
+    least, stride = searched[first]
+    targets = {least + k * stride for k in range(1, 8)} | {least << k for k in range(1, 9)} | set(_COMMON_SIZES)
+    trials: list[dict[str, int]] = []
+    for target in sorted(t for t in targets if t > dims[first]):
+        trial = {key: _on_grid(target, *searched[key]) for key in searched}
+        if trial not in trials:
+            trials.append(trial)
+    return trials[:_RETRIES]
+
+
+def _on_grid(target: int, least: int, stride: int) -> int:
+    """The smallest size at least `target` that a conv of kernel extent `least` and `stride` covers exactly."""
+    return least + max(0, -(-(target - least) // stride)) * stride
 
 
 _SEARCH_STEPS = 64

@@ -155,7 +155,8 @@ def save_model(
     locations: set[str] | None = None,
     size_hint: int | None = None,
 ) -> None:
-    """Write `model` atomically; make its external data reachable from `destination`.
+    """Write `model` atomically; make its external data reachable from `destination` (a data
+    file copied under the output's name has its new name written into `model`'s entries).
     `durable`: flush to the disk before the rename (for an output that replaces the input).
     `check`: run on the written temporary file before the rename; if it raises, nothing is
     left behind and the destination is untouched. `locations`: the model's external data
@@ -164,7 +165,9 @@ def save_model(
     directory = destination.parent
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist: {directory}")
-    _share_external_data(external_locations(model) if locations is None else locations, source.parent, directory)
+    renamed = _share_external_data(external_locations(model) if locations is None else locations, source.parent, destination)
+    if renamed:
+        _relocate(model, renamed)
     try:
         plan = plan_encoding(model, size_hint=size_hint)
     except ValueError as exc:
@@ -241,28 +244,61 @@ def _keep_attributes(destination: Path, handle: int) -> None:
     os.fchmod(handle, stat.S_IMODE(before.st_mode))
 
 
-def _share_external_data(locations: set[str], source_dir: Path, target_dir: Path) -> None:
+def _share_external_data(locations: set[str], source_dir: Path, destination: Path) -> dict[str, str]:
     """Beside the input the data file is shared; elsewhere it is copied beside the output.
 
     Not linked: onnx refuses external data files with several hard links or behind a symlink
     (its guard against link attacks), and a hard link would make the user's original model
     fail that check too. The copy goes through a temporary name, so a failure leaves nothing.
+
+    A file of the same name already beside the output with other bytes is another model's data
+    (onnxruntime-genai calls every output's `model.onnx.data`; tagging several into one folder
+    meets it): it is left alone, and the copy is named after the output instead,
+    `<output name>.data` (`.<k>.data` for a second colliding file). A file of that name belongs
+    to the output and is replaced. Returns {location: new location} for the renamed copies.
     """
     if not locations:
-        return
-    source_dir, target_dir = source_dir.resolve(), target_dir.resolve()
+        return {}
+    source_dir, target_dir = source_dir.resolve(), destination.parent.resolve()
     if source_dir == target_dir:
-        return
+        return {}
+    renamed: dict[str, str] = {}
     for location in sorted(locations):
         source = source_dir / location
         target = target_dir / location
+        if target.exists() and not target.is_dir() and _same_data(source, target):
+            continue
         if target.exists():
-            if os.path.samefile(source, target) or _same_content(source, target):
+            renamed[location] = _own_data_name(destination.name, set(locations) | set(renamed.values()))
+            target = target_dir / renamed[location]
+            if target.exists() and not target.is_dir() and _same_data(source, target):
                 continue
-            raise OutputError(f"{target} exists and is not the model's external data; remove it or choose another output")
         target.parent.mkdir(parents=True, exist_ok=True)
         with source.open("rb") as data:
             atomic_write(target, lambda stream, data=data: shutil.copyfileobj(data, stream))
+    return renamed
+
+
+def _same_data(source: Path, target: Path) -> bool:
+    return os.path.samefile(source, target) or _same_content(source, target)
+
+
+def _own_data_name(output_name: str, taken: set[str]) -> str:
+    """`<output name>.data`, or `<output name>.<k>.data` when the model uses that name already."""
+    name, k = f"{output_name}.data", 1
+    while name in taken:
+        k += 1
+        name = f"{output_name}.{k}.data"
+    return name
+
+
+def _relocate(model: onnx.ModelProto, renamed: dict[str, str]) -> None:
+    """Point the model's external data entries at the renamed data files."""
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value in renamed:
+                    entry.value = renamed[entry.value]
 
 
 def _same_content(a: Path, b: Path, chunk: int = 1 << 20) -> bool:

@@ -31,8 +31,11 @@ How the numbers are made:
    shares, the unmatched share and the control-flow overhead add up to 100%. `run_us` is the wall time of a run, which also
    holds the executor's own work between kernels.
 7. Inputs: an `.npz` file whose arrays are named after the graph inputs, or feeds generated from
-   the model (`tagger.feeds`: shared symbols, sizes tied to weights, `--dim`); a run onnxruntime
-   refuses is bad input (`tagger.feeds.refusal`).
+   the model (`tagger.feeds`: shared symbols, sizes tied to weights, sizes stated by the config
+   files beside the model, `--dim`; when onnxruntime refuses them, the plan's other image sizes
+   are tried, each in a session of its own, and the report shows the sizes that ran); a run onnxruntime
+   refuses is bad input (`tagger.feeds.refusal`), and so is a model it cannot load
+   (`tagger.feeds.load_refusal`: a tool wrote a file onnxruntime refuses).
 
 onnxruntime is imported only when a profile runs.
 """
@@ -52,7 +55,7 @@ import onnx
 
 from tagger.certainty import MARK, Certainty, by_module
 from tagger.errors import MissingDependency, TaggerError
-from tagger.feeds import DimSettings, Feeds, model_feeds, parse_dim_option, refusal
+from tagger.feeds import DimSettings, Feeds, first_that_runs, load_refusal, model_feeds, parse_dim_option, refusal
 from tagger.index import ModelIndex, build_index
 from tagger.modelio import load_model, save_text
 from tagger.nodetags import model_tags
@@ -231,9 +234,10 @@ def profile(
     proto = load_model(source)
     tags = model_tags(proto, base_dir=source.parent)
     names = _run_names(tags.index)
-    feeds = model_feeds(proto, inputs, settings)
-    events = _profiled_events(
-        source, proto, names.run_names if names.changed else None, feeds, runs + warmup, optimize, threads, trace
+    run_names = names.run_names if names.changed else None
+    feeds, events = first_that_runs(
+        model_feeds(proto, inputs, settings, base_dir=source.parent),
+        lambda feeds: _profiled_events(source, proto, run_names, feeds, runs + warmup, optimize, threads, trace),
     )
     kernels, run_us = _measured(events, warmup)
 
@@ -366,8 +370,7 @@ def _profiled_events(
         try:
             session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise TaggerError(f"onnxruntime cannot run {source}: {first}") from None
+            raise load_refusal(source, exc) from None
         arrays = dict(feeds)
         try:
             for _ in range(runs):

@@ -57,7 +57,7 @@ from tagger.extract.cut import Cut, all_modules, locate, make_cut, modules_at_de
 from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, extract_report, index_json
 from tagger.extract.source import Source, load_source
 from tagger.extract.verify import boundary_values, record_verification, unverifiable
-from tagger.feeds import DimSettings, Feeds, model_feeds
+from tagger.feeds import DimSettings, Feeds, first_that_runs, model_feeds
 from tagger.modelio import save_text
 from tagger.options import check_integer
 
@@ -102,7 +102,7 @@ def extract(
         if value is not None and not isinstance(value, str):
             raise InputError(f"--{name} must be a string, got {value!r}")
     root = load_source(model)
-    feeds = model_feeds(root.model, inputs, dim) if verify else None
+    feeds = model_feeds(root.model, inputs, dim, base_dir=root.path.parent) if verify else None
     src, selected = locate(root, module, tag, branch)
     cut = make_cut(src, module, tag, pull_producers, selected)
     destination = Path(output) if output is not None else _default_output(src, module, tag)
@@ -133,7 +133,7 @@ def extract_all(
     if depth is None:
         raise InputError("--all needs --depth N")
     root = load_source(model)
-    feeds = model_feeds(root.model, inputs, dim) if verify else None
+    feeds = model_feeds(root.model, inputs, dim, base_dir=root.path.parent) if verify else None
     scopes = scoped_groups(root, depth)
     if not scopes:
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(root)} components")
@@ -178,7 +178,7 @@ def _values_by_scope(cuts: list[tuple[Source, Cut]], feeds: Feeds | None) -> dic
 
 def _values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict | str:
     """The full model's values of the cuts' boundary tensors, or why no run can give them."""
-    return unverifiable(src) or boundary_values(src, cuts, feeds)
+    return unverifiable(src) or first_that_runs(feeds, lambda feeds: boundary_values(src, cuts, feeds))[1]
 
 
 def _entry_name(src: Source, module: str) -> str:
