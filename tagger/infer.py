@@ -239,6 +239,9 @@ _ROUNDS = 4
 _ORDERED_SHARE = 0.3
 _RESHAPES = frozenset({"Reshape", "Flatten"})
 _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
+_PRODUCTS = _WEIGHTED_OPS | {"MatMulNBits"}
+"""Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
+but applies no weight)."""
 _MAX_FLOW = 8
 _LEAF_REACH = 64
 _MAX_CHOICES = 256
@@ -821,7 +824,7 @@ class _Inference:
         seen: set[int] = set()
         for k in producers:
             inputs = g.nodes[k].input
-            if not facts.weights.isdisjoint(inputs) or not facts.parameters.isdisjoint(inputs):
+            if g.op[k] in _PRODUCTS and (not facts.weights.isdisjoint(inputs) or not facts.parameters.isdisjoint(inputs)):
                 inputs = {j for j in g.writers[k] if not g.constant[j]}
                 if not seen.isdisjoint(inputs):
                     return True
