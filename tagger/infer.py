@@ -43,13 +43,15 @@ Rules (the first that decides wins):
      built for a single leaf (ids for an embedding) is made by the leaf's caller.
   1b. (A) A QuantizeLinear -> DequantizeLinear pair writing a graph output is its producer's: the
      QDQ format pairs stand for the tensor they quantize and serve the op that wrote it.
-  2. (B) Inside one leaf: between two of its uses; a weighted op on an unnamed weight feeding its
-     parameter use when that use reads nothing else computed (a bias Add, not a fused residual
-     norm) - also for a module with children applying a parameter of its own (fact B holds per
-     parameter use: `nn.MultiheadAttention`'s `in_proj_bias`); a fork converging into it; a
-     Reshape/Flatten pair wrapping a 2-D `Gemm` (the Linear applied to N-D input; a flatten with
-     no restore after is the caller's, and a restore that splits into more dimensions than were
-     flattened is the caller's reshape a tool merged into it).
+  2. (B) Inside one leaf: between two of its uses; a join of its own branches (not of two weighted
+     ops on one value: slices of its one product, a converter's q, k, v of a fused `qkv_proj`); a
+     weighted op on an unnamed weight feeding its parameter use when that use reads nothing else
+     computed (a bias Add, not a fused residual norm) - also for a module with children applying a
+     parameter of its own (fact B holds per parameter use: `nn.MultiheadAttention`'s
+     `in_proj_bias`); a fork converging into it; a Reshape/Flatten pair wrapping a 2-D `Gemm` (the
+     Linear applied to N-D input; a flatten with no restore after is the caller's, and a restore
+     that splits into more dimensions than were flattened is the caller's reshape a tool merged
+     into it).
   3. (C) Inputs from several modules inside the bound: their lowest common ancestor.
   Rules 1-3 repeat until nothing changes (each decision is context for the next). Then choices:
   4a. (C) A node reading several values runs in a module that holds them all. A value is held by
@@ -61,7 +63,8 @@ Rules (the first that decides wins):
      list, the deepest inside the earlier entry (a list's caller only hands the running value from
      entry to entry, so the join ends that entry; not for a tool's fused op): a
      residual join runs in the block whose first child read its input and whose last child made
-     the other. A caller holding both is possible too, hence a choice. Its decisions are context
+     the other. A caller holding both is possible too, hence a choice. Values that are all results
+     of one leaf's own ops are joined after its last parameter use (fact B), in its caller. Its decisions are context
      for rules 4-6 through dataflow, not through the order's neighbours.
   4. A node fed by a single module runs in that module's caller (the parent of a leaf, past module
      lists, which run no op) while the caller is still running: the next tagged node is inside it,
@@ -249,6 +252,9 @@ _ROUNDS = 4
 _ORDERED_SHARE = 0.3
 _RESHAPES = frozenset({"Reshape", "Flatten"})
 _WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
+_PRODUCTS = _WEIGHTED_OPS | {"MatMulNBits"}
+"""Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
+but applies no weight)."""
 _MAX_FLOW = 8
 _LEAF_REACH = 64
 _MAX_CHOICES = 256
@@ -821,9 +827,25 @@ class _Inference:
                 return consumer_leaf  # between two uses of one leaf (two reads of one parameter: two calls)
         if produced is not None and len(produced_from) >= 2:
             leaf = self._single_leaf(produced)
-            if leaf is not None:
+            if leaf is not None and not self._split_products(produced_from):
                 return leaf  # joins one leaf's own branches (a quantized MatMul's rescale)
         return None
+
+    def _split_products(self, producers) -> bool:
+        """Whether two of `producers` are weighted ops on one computed value: a leaf applies its
+        weight once, so they are slices of its one product (a converter's q, k, v of a fused
+        `qkv_proj`), and what joins them runs after the leaf returned, in its caller."""
+        g = self.g
+        facts = g.facts
+        seen: set[int] = set()
+        for k in producers:
+            inputs = g.nodes[k].input
+            if g.op[k] in _PRODUCTS and (not facts.weights.isdisjoint(inputs) or not facts.parameters.isdisjoint(inputs)):
+                inputs = {j for j in g.writers[k] if not g.constant[j]}
+                if not seen.isdisjoint(inputs):
+                    return True
+                seen |= inputs
+        return False
 
     def _weight_into_use(self, i: int) -> int | None:
         """A matrix product on an unnamed weight whose result goes straight into one parameter use
@@ -924,6 +946,8 @@ class _Inference:
         if math.prod(map(len, holders)) > _MAX_CHOICES:
             return None
         deepest = max((t.lca_all(choice) for choice in itertools.product(*holders)), key=t.depth)
+        if t.leaf[deepest] and all(self.labels[j] == deepest for j in writers):
+            deepest = t.parent(deepest)  # fact B: a leaf's own results are joined after its last use, by its caller
         while t.is_sequence(deepest) and deepest != bound:
             deepest = t.parent(deepest)
         if deepest == bound or not t.within(deepest, bound) or t.is_sequence(deepest):

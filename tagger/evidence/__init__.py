@@ -54,8 +54,10 @@ EXTERNAL = ("reference",)
 """Sources from outside the file (`tagger.transfer`: `--reference`), given to `collect` by the
 caller; they rank below every registered source (the file's own evidence wins). `--weights`
 claims as `initializer` and adds to it without overriding the file's own parameter names.
-An external source may outrank the file's claim on a node where it says (`decided_by`) that a
-stronger source decided it before a tool deleted that evidence (`tagger.evidence.reference`)."""
+A source from outside the file may outrank the file's claim on a node where it says (`decided_by`)
+that a stronger source decided it: before a tool deleted that evidence (`tagger.evidence.reference`),
+or by the values of the weight the node reads, where the file names that weight in a converter's
+words (`tagger.evidence.weights`)."""
 PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
@@ -204,8 +206,10 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
     sources (from outside the file) run last; one named like a registered source adds to its
     claims without overriding any; an `EXTERNAL` one wins only where `_outranked` says."""
     proposals = {name: source.propose(index, context) for name, source in registered_sources().items()}
+    own: list[dict[int, str]] = []
     for source in extra:
-        proposals[source.SOURCE] = {**source.propose(index, context), **proposals.get(source.SOURCE, {})}
+        own.append(source.propose(index, context))
+        proposals[source.SOURCE] = {**own[-1], **proposals.get(source.SOURCE, {})}
     context.scope_modules.clear()  # a cache for the sources, which have all run
     for name in EXTERNAL:
         proposals.setdefault(name, {})
@@ -215,9 +219,10 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
     for source in reversed(PRECEDENCE):
         modules.update(proposals[source])
         sources.update(dict.fromkeys(proposals[source], source))
-    for source in extra:  # before kept sources: a kept tag outranks everything
-        if source.SOURCE in EXTERNAL:
-            outranked = _outranked(source, proposals[source.SOURCE], sources)
+    for source, claims in zip(extra, own, strict=True):  # before kept sources: a kept tag outranks everything
+        if getattr(source, "decided_by", None):
+            known = context.modules if context.tree_origin is not None else None
+            outranked = _outranked(source, {n: m for n, m in claims.items() if known is None or m in known}, sources)
             modules.update(outranked)
             sources.update(dict.fromkeys(outranked, source.SOURCE))
     sources.update(context.kept_sources)  # tags keep the source they were decided by

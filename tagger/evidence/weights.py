@@ -33,6 +33,7 @@ from tagger.evidence.initializers import module_of_parameter, parameter_owners
 from tagger.index import ModelIndex
 from tagger.paths import lca, lca_all
 from tagger.transfer.checkpoint import checkpoint_tensors
+from tagger.transfer.composite import candidate_signatures, match_parts, weight_targets
 from tagger.transfer.content import match_contents, match_quantized
 from tagger.transfer.tensors import onnx_initializers
 
@@ -55,26 +56,90 @@ class WeightsSource:
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         parameters = parameter_owners(index)
         named = set(parameters)
-        parameters = {name: owner for name, owner in parameters.items() if name not in context.merged}
+        converted = {name for name, owner in parameters.items() if _converter_name(owner, context.op_names)}
         initializers = list(onnx_initializers(index.model, self.base_dir))
         matches = match_contents(initializers, self.tensors)
         quantized = match_quantized((t for t in initializers if t.name not in named), self.tensors)
         matches.update({name: found for name, found in quantized.items() if name not in matches})
-        prefix = _prefix(named, {t.name for t in self.tensors})
-        renamed = _module_renames(matches, named)
-        owners: dict[str, list[str]] = {}
-        for name, params in matches.items():
-            if name in named:
-                continue
-            modules = [renamed.get(m, prefix + m) for m in dict.fromkeys(map(module_of_parameter, params)) if m is not None]
-            if modules:
-                owners[name] = modules
-        self.notes.append(_note(self.checkpoint, len(self.tensors), len(owners)))
+        unexplained = {t.name for t in initializers} - (named - converted) - matches.keys()
+        targets = weight_targets(index.views, index.nodes, {t.name: t for t in initializers}, unexplained)
+        lengths = {length for target in targets for length in target.lengths}
+        parts = match_parts(targets, candidate_signatures(self.tensors, lengths)) if targets else {}
+        if converted.isdisjoint(matches.keys() | parts.keys()):
+            converted = set()  # the file's names are its own: they teach the checkpoint's renames
+        else:  # the file speaks a converter's words: every weight found in the checkpoint is its tensor
+            converted |= named & matches.keys()
+        own = named - converted
+        parameters = {name: owner for name, owner in parameters.items() if name in own and name not in context.merged}
+        prefix = _prefix(own, {t.name for t in self.tensors})
+        renamed = _module_renames(matches, own) if not converted else {}
+        owners = _owners(matches, own, renamed, prefix)
+        owners.update(_owners_of_parts(parts, renamed, prefix))
+        self.notes.append(_note(self.checkpoint, len(self.tensors), len(owners), len(parts)))
         owners.update(_derived(owners, {t.name for t in initializers} - named))
         for found in owners.values():
             for module in found:
                 context.modules.add(module)
-        return _proposals(index, owners, parameters)
+        proposals = _proposals(index, owners, parameters)
+        self.decided_by = _outranking(index, proposals, owners, converted)
+        if self.decided_by and context.tree_origin is None:
+            context.adopt_tree(_checkpoint_tree(self.tensors, renamed, prefix), _TREE_ORIGIN)
+        return proposals
+
+
+_TREE_ORIGIN = "the checkpoint's parameter names (--weights; the file's own weight names are a converter's)"
+_STRONG = "metadata"
+"""The source whose rank a weight found by value in the checkpoint takes over a converter's name:
+like the dynamo exporter's metadata, it names the module the values came from."""
+
+
+def _converter_name(module: str, op_names: frozenset[str]) -> bool:
+    """A parameter path with an op type among its segments (`layers.0.attn.q_proj.MatMul.weight`)
+    is a converter's name for a weight it built, not a `named_parameters()` path: no module is
+    called like an op its parent runs (`names` rule 1)."""
+    return any(segment in op_names for segment in module.split("."))
+
+
+def _owners(matches: dict[str, tuple[str, ...]], own: set[str], renamed: dict[str, str], prefix: str) -> dict[str, list[str]]:
+    """Each matched initializer the file does not name itself -> the modules of its tensors."""
+    owners: dict[str, list[str]] = {}
+    for name, params in matches.items():
+        if name in own:
+            continue
+        modules = [renamed.get(m, prefix + m) for m in dict.fromkeys(map(module_of_parameter, params)) if m is not None]
+        if modules:
+            owners[name] = modules
+    return owners
+
+
+def _owners_of_parts(parts: dict[str, tuple[str, ...]], renamed: dict[str, str], prefix: str) -> dict[str, list[str]]:
+    """A weight made of checkpoint tensors (concatenated) belongs to their modules' common
+    caller, which applies them together; a slice of one tensor to that tensor's module."""
+    owners: dict[str, list[str]] = {}
+    for name, params in parts.items():
+        modules = [module_of_parameter(param) for param in params]
+        if None not in modules:
+            owners[name] = [lca_all([renamed.get(m, prefix + m) for m in modules]) or ""]
+    return owners
+
+
+def _outranking(index: ModelIndex, proposals: dict[int, str], owners: dict[str, list[str]], converted: set[str]) -> dict[int, str]:
+    """The nodes reading a weight the file names in a converter's words whose values the
+    checkpoint holds: there the checkpoint's module wins over the file's names (`collect`)."""
+    found = {name for name in converted if name in owners}
+    if not found:
+        return {}
+    return {node: _STRONG for node in proposals if not found.isdisjoint(index.views[node].input)}
+
+
+def _checkpoint_tree(tensors: list, renamed: dict[str, str], prefix: str) -> dict[str, str | None]:
+    """The modules owning the checkpoint's parameters, and their ancestors."""
+    tree: dict[str, str | None] = {"": None}
+    for tensor in tensors:
+        module = module_of_parameter(tensor.name)
+        if module is not None:
+            tree[renamed.get(module, prefix + module)] = None
+    return tree
 
 
 def _prefix(named: set[str], checkpoint_names: set[str]) -> str:
@@ -129,9 +194,10 @@ def _derived(owners: dict[str, list[str]], anonymous: set[str]) -> dict[str, lis
     return found
 
 
-def _note(checkpoint: Path, tensors: int, matched: int) -> str:
+def _note(checkpoint: Path, tensors: int, matched: int, parts: int = 0) -> str:
     if matched:
-        return f"weights: {matched} initializers of the model hold tensors of {checkpoint.name} ({tensors} tensors)"
+        built = f", {parts} of them built from parts of them (concatenated, sliced or block-quantized)" if parts else ""
+        return f"weights: {matched} initializers of the model hold tensors of {checkpoint.name} ({tensors} tensors){built}"
     return f"weights: none of the {tensors} tensors of {checkpoint.name} fits an initializer of the model; no tag changed"
 
 

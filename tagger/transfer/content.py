@@ -16,9 +16,10 @@ increasing affine function of it up to rounding: the sums of its rows and of its
 correlate with `w`'s (or, transposed, with `w`'s columns and rows) above `MIN_CORRELATION`
 whatever `s` and `z` are, while unrelated matrices' sums do not correlate (`match_quantized`).
 
-Not handled: per-channel quantization, packed 4-bit weights, weights concatenated by a fusion
-(onnxruntime's packed QKV), folded arithmetic (a weight scaled by a constant). Those are matched
-by name or structure instead (`tagger.transfer.matching`).
+Not handled here: per-channel quantization and folded arithmetic (a weight scaled by a constant),
+matched by name or structure instead (`tagger.transfer.matching`); weights concatenated or sliced
+by a converter (onnxruntime's packed QKV, the genai builder's fused q/k/v) and block-quantized
+4-bit weights (`MatMulNBits`) are `tagger.transfer.composite`'s.
 
 Values are hashed in chunks straight from the files (`tagger.transfer.tensors`), each tensor in
 one pass: only tensors whose element count occurs on both sides are read at all, and never more
