@@ -167,7 +167,7 @@ def main() -> None:
             for name, tag, expected in r["misses"]:
                 print(f"  {r['family']} {r['variant']} {r['evidence']}: {name}: {tag!r} (truth {expected!r})")
     if not args.no_publish:
-        publish("genai", table, (DOC,))
+        publish("genai", table, ("docs/genai.md",))
 
 
 if __name__ == "__main__":
