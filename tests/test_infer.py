@@ -864,3 +864,21 @@ def test_a_mask_shared_by_list_entries_that_a_tool_moved_into_one_entry_goes_to_
     as_exported = _mask_model(cast_at=1)
     tag_proto(as_exported)
     assert tags_of(as_exported)[1]["hierarchy.module"] == "m"  # its position between m.emb and m.enc places it
+
+
+def test_rules_table_runs_every_rule_module_once_with_steps_of_its_kind():
+    """`tagger.infer.RULES` is what orders the run: every module of the package that holds a rule
+    (`STEPS`) is in it once, and a certain rule only decides or sweeps, a choice only chooses."""
+    import importlib
+    import pkgutil
+
+    import tagger.infer as infer
+
+    with_steps = {
+        info.name
+        for info in pkgutil.iter_modules(infer.__path__)
+        if hasattr(importlib.import_module(f"tagger.infer.{info.name}"), "STEPS")
+    }
+    listed = [module for _, module, _ in infer.RULES]
+    assert sorted(listed) == sorted(with_steps) and len(set(listed)) == len(listed)
+    assert [kind for kind, _ in infer._steps()] == [kind for _, _, kind in infer.RULES]

@@ -1,0 +1,44 @@
+"""Rule 3: inputs from several modules. Certain.
+
+It rests on fact C:
+
+**C. A value produced in one module and consumed in another belongs to neither.** A node whose
+own inputs come from different modules (inside its bound) runs in their common caller, their
+lowest common ancestor. A node that only passes a value from module `A` on to module `B` is
+placed in neither unless fact B puts it there; its bound is what is certain.
+
+  3. (C) Inputs from several modules inside the bound: their lowest common ancestor.
+"""
+
+from __future__ import annotations
+
+from tagger.infer.state import Flows, State, Steps
+
+__all__ = ["STEPS"]
+
+
+def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
+    if flows.up[i] is None:
+        return None
+    combined = _combining(state, i, bound, flows.up)
+    if combined is not None:
+        state.combined.add(i)
+    return combined
+
+
+def _combining(state: State, i: int, bound: int, up: list) -> int | None:
+    """Rule 3 (fact C): the node's own inputs come from different modules inside the bound
+    (not a chain after such a node: that may already be one of them, or their caller)."""
+    t, labels, g = state.tree, state.labels, state.graph
+    if len(g.writers[i]) < 2:
+        return None  # one side at most
+    sides = set()
+    for j in g.writers[i]:
+        flow = (labels[j],) if labels[j] >= 0 else up[j]
+        inside = [m for m in flow or () if t.within(m, bound)]
+        if inside:
+            sides.add(t.lca_all(inside))
+    return t.lca_all(sides) if len(sides) > 1 else None
+
+
+STEPS = Steps(decide=decide)

@@ -1,0 +1,72 @@
+"""Rule 1: a constant, or a computation on constants. It rests on fact A (`flows.py`): a node computed
+from constants alone has no place in the order; it lives where it is used. Certain, until its
+users are choices.
+
+  1. (A) A constant, or a computation on constants: where its users meet (their LCA); one
+     built for a single leaf (ids for an embedding) is made by the leaf's caller.
+
+`decide` places such a node once all its users are tagged (no later rule looks at it before);
+`settle` places it again once every user is decided.
+"""
+
+from __future__ import annotations
+
+from tagger.infer.state import OPEN, Flows, State, Steps
+
+__all__ = ["STEPS", "home"]
+
+
+def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
+    """Rule 1 for node `i`: where its users meet, if it is made of constants (`OPEN` while a user is
+    untagged)."""
+    t, g, labels = state.tree, state.graph, state.labels
+    if not g.constant[i]:
+        return None
+    users = {labels[k] for k in g.readers[i]}
+    if users and -1 not in users:
+        return home(state, i, t.lca_all(users))
+    return OPEN
+
+
+def home(state: State, i: int, users: int) -> int:
+    """Where a constant is made: where its users meet; a computation on constants (a mask or
+    index built from them) used by a leaf alone is made by the leaf's caller and passed in, and
+    so are the indices an embedding looks up (a `Gather` on a parameter: `F.embedding(input,
+    self.weight)` is the leaf's only op, its indices the caller's argument: position ids; an
+    embedding subclass computing its own positions, BART's, gets its caller: shallower, sound)."""
+    t = state.tree
+    if users >= 0 and t.leaf[users] and users != t.root and (state.graph.nodes[i].input or _looked_up(state, i)):
+        return t.parent(users)
+    return users
+
+
+def _looked_up(state: State, i: int) -> bool:
+    """Whether node `i`'s value is only read as the indices of a `Gather` on a parameter."""
+    g = state.graph
+    output = g.nodes[i].output[0] if g.nodes[i].output else ""
+    return bool(g.readers[i]) and all(
+        g.op[k] == "Gather" and len(g.nodes[k].input) > 1 and g.nodes[k].input[1] == output
+        and g.nodes[k].input[0] in g.facts.parameters
+        for k in g.readers[i]
+    )  # fmt: skip
+
+
+def follow_users(state: State) -> None:
+    """Rule 1 once every user is decided: a constant lives in the lowest common ancestor of
+    its users' modules (fact A: it has no place of its own in the order), and is as certain
+    as they are: a user's choice deeper than its bound leaves the constant that choice, bounded
+    by the users' bounds."""
+    g, labels, t = state.graph, state.labels, state.tree
+    for i in range(len(labels) - 1, -1, -1):
+        if state.evidence[i] < 0 and g.constant[i] and g.readers[i]:
+            readers = g.readers[i]
+            users = home(state, i, t.lca_all(labels[k] for k in readers))
+            if users >= 0 and users != labels[i]:
+                labels[i] = users
+                # as sure as its users' tags: a user placed by a choice passes on its bound, not its choice
+                bound = home(state, i, t.lca_all(state.bounds[k] if state.bounds[k] >= 0 else labels[k] for k in readers))
+                state.certain[i] = all(state.certain[k] for k in readers)
+                state.bounds[i] = users if state.certain[i] or bound < 0 else t.lca(bound, users)
+
+
+STEPS = Steps(decide=decide, settle=follow_users)

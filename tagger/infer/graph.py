@@ -1,0 +1,120 @@
+"""The graph the rules read: what the caller knows beyond labels (`GraphFacts`), and the dataflow
+by position, built once (`Graph`: who reads whom, what kind of op each node is, which nodes are
+computed from constants alone)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import onnx
+
+from tagger.index import NodeView
+
+__all__ = ["PRODUCTS", "RESHAPES", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
+
+_ORDERED_SHARE = 0.3
+RESHAPES = frozenset({"Reshape", "Flatten"})
+WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
+PRODUCTS = WEIGHTED_OPS | {"MatMulNBits"}
+"""Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
+but applies no weight)."""
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What inference may know beyond labels: modules with children, weight-like constants,
+    module lists (which own no op: an inferred list becomes its parent), and tensor ranks."""
+
+    containers: set[str] = field(default_factory=set)
+    weights: frozenset[str] = frozenset()
+    """Initializers that are weights of no module the file names: unnamed folded or transposed
+    parameters (`val_103`), and names that may stand for several merged parameters."""
+    sequences: set[str] = field(default_factory=set)
+    ranks: dict[str, int] = field(default_factory=dict)
+    """Rank of a tensor where the file records its shape (value_info, graph inputs/outputs)."""
+    shape_lengths: dict[str, int] = field(default_factory=dict)
+    """Length of 1-D integer initializers (Reshape targets): the rank a Reshape produces."""
+    parameters: frozenset[str] = frozenset()
+    """Initializers named by a parameter path (and not merged): two nodes reading one are two calls."""
+    arguments: frozenset[str] = frozenset()
+    """Graph inputs that are no initializer: the model's arguments, values from outside every module."""
+
+
+class Graph:
+    """Dataflow by position, built once: who reads whom, and what kind of op each node is."""
+
+    def __init__(self, nodes: Sequence[NodeView], facts: GraphFacts) -> None:
+        producer: dict[str, int] = {}
+        writers: list[tuple[int, ...]] = []
+        readers: list[list[int]] = [[] for _ in nodes]
+        get = producer.get
+        produced = functools.partial(operator.is_not, None)
+        for i, node in enumerate(nodes):
+            found = tuple(filter(produced, map(get, node.input)))
+            writers.append(found)
+            for j in found:
+                read = readers[j]
+                if not read or read[-1] != i:
+                    read.append(i)
+            for name in node.output:
+                if name:
+                    producer[name] = i
+        self.writers = writers
+        self.readers: list[tuple[int, ...]] = list(map(tuple, readers))  # half a list's bytes; most nodes have one reader
+        self.op = [node.op_type for node in nodes]
+        self.constant = _constants(writers, self.readers, [node.input for node in nodes])
+        weights = facts.weights
+        self.weighted = [node.op_type in WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
+        self.nodes = nodes
+        self.facts = facts
+
+    def ordered(self) -> bool:
+        """Whether the file keeps the exporter's order (fact A's check, see `flows.py`)."""
+        linked = total = 0
+        for i, writers in enumerate(self.writers):
+            if writers:
+                total += 1
+                linked += (i - 1) in writers
+        return total == 0 or linked >= _ORDERED_SHARE * total
+
+
+def _constants(writers: list[tuple[int, ...]], readers: list[tuple[int, ...]], inputs: list[tuple[str, ...]]) -> list[bool]:
+    """Nodes computed from constants alone (a `Constant`, a `ConstantOfShape` of one): they
+    depend on nothing that runs, so their place in the order means nothing (fact A). Found in
+    waves from the nodes without inputs, through readers only: the many nodes no constant
+    reaches are never looked at. A node's writers come before it, so a wave looked at in order
+    settles the writers first; a node seen before a writer turned constant is seen again with it."""
+    constant = list(map(operator.not_, map(any, inputs)))  # no input at all: a `Constant`
+    wave = list(itertools.compress(range(len(constant)), constant))
+    while wave:
+        found = []
+        for i in sorted(set(itertools.chain.from_iterable(map(readers.__getitem__, wave)))):
+            made = writers[i]
+            if not constant[i] and all(map(constant.__getitem__, made)):
+                names = inputs[i]
+                if len(made) == len(names) - names.count(""):
+                    constant[i] = True
+                    found.append(i)
+        wave = found
+    return constant
+
+
+def tensor_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
+    """Ranks of the main graph's tensors whose shape the file records, and the lengths of its 1-D
+    integer initializers (Reshape targets): what `_restores` compares."""
+    graph = model.graph
+    ranks = {
+        info.name: len(info.type.tensor_type.shape.dim)
+        for info in (*graph.value_info, *graph.input, *graph.output)
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")
+    }
+    lengths = {
+        tensor.name: tensor.dims[0]
+        for tensor in graph.initializer
+        if len(tensor.dims) == 1 and tensor.data_type == onnx.TensorProto.INT64
+    }
+    return ranks, lengths

@@ -1,0 +1,260 @@
+"""Rule 2: inside one leaf. Certain.
+
+It rests on fact B:
+
+**B. A leaf owns what converges into its parameter uses.** A module without children that has
+parameters (a `Linear`, a norm) runs its ops from its input to its last parameter use. So a node
+lying between two uses of one leaf belongs to it; a matrix product on an unnamed weight whose
+result goes straight into a leaf's parameter use is that leaf's (a `Linear`'s MatMul before its
+bias Add); the ops that fork from one value and converge into a leaf, reading nothing else, are
+the leaf's (a decomposed RMSNorm: `Pow -> ReduceMean -> ... -> Mul(x, .) -> Mul(weight)`) -
+unless the fork's value is the whole output of another tagged leaf (an activation between two
+Linears has the same shape and may run in the first leaf, the caller, or a module between).
+
+  2. (B) Inside one leaf: between two of its uses; a join of its own branches (not of two weighted
+     ops on one value: slices of its one product, a converter's q, k, v of a fused `qkv_proj`); a
+     weighted op on an unnamed weight feeding its parameter use when that use reads nothing else
+     computed (a bias Add, not a fused residual norm) - also for a module with children applying a
+     parameter of its own (fact B holds per parameter use: `nn.MultiheadAttention`'s
+     `in_proj_bias`); a fork converging into it; a Reshape/Flatten pair wrapping a 2-D `Gemm` (the
+     Linear applied to N-D input; a flatten with no restore after is the caller's, and a restore
+     that splits into more dimensions than were flattened is the caller's reshape a tool merged
+     into it).
+
+`decide` runs it node by node (with the other certain rules, `tagger.infer.RULES`); the fork
+converging into a leaf (`_diamonds`) is a `sweep` over every call of every leaf, once those passes settle.
+"""
+
+from __future__ import annotations
+
+from tagger.infer.graph import PRODUCTS, RESHAPES, WEIGHTED_OPS
+from tagger.infer.state import Flows, State, Steps
+
+__all__ = ["STEPS"]
+
+_LEAF_REACH = 64
+
+
+def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
+    return _inside_leaf(state, i, flows.up[i], flows.up_origins[i], flows.down[i], flows.down_origins[i])
+
+
+def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by) -> int | None:
+    """Rule 2 (fact B): the leaf whose ops this node lies among, if any."""
+    g = state.graph
+    if g.op[i] in RESHAPES:
+        wrapped = _gemm_wrap(state, i)
+        if wrapped is not None:
+            return wrapped
+    if g.weighted[i]:
+        owner = _weight_into_use(state, i)
+        if owner is not None:
+            return owner
+    consumer_leaf = _single_leaf(state, consumed)
+    if consumer_leaf is not None and produced is not None and consumer_leaf in produced:
+        if not _one_parameter(state, produced_from, consumed_by):
+            return consumer_leaf  # between two uses of one leaf (two reads of one parameter: two calls)
+    if produced is not None and len(produced_from) >= 2:
+        leaf = _single_leaf(state, produced)
+        if leaf is not None and not _split_products(state, produced_from):
+            return leaf  # joins one leaf's own branches (a quantized MatMul's rescale)
+    return None
+
+
+def _single_leaf(state: State, modules) -> int | None:
+    if modules is not None and len(modules) == 1:
+        (module,) = modules
+        if state.tree.leaf[module] and module != state.tree.root:
+            return module
+    return None
+
+
+def _one_parameter(state: State, firsts, seconds) -> bool:
+    """Whether a node of `firsts` and one of `seconds` read the same parameter: two calls."""
+    parameters = state.graph.facts.parameters
+    if not parameters or not firsts or not seconds:
+        return False
+    nodes = state.graph.nodes
+    read = parameters.intersection(name for i in firsts for name in nodes[i].input)
+    return any(not read.isdisjoint(nodes[k].input) for k in seconds)
+
+
+def _split_products(state: State, producers) -> bool:
+    """Whether two of `producers` are weighted ops on one computed value: a leaf applies its
+    weight once, so they are slices of its one product (a converter's q, k, v of a fused
+    `qkv_proj`), and what joins them runs after the leaf returned, in its caller."""
+    g = state.graph
+    facts = g.facts
+    seen: set[int] = set()
+    for k in producers:
+        inputs = g.nodes[k].input
+        if g.op[k] in PRODUCTS and (not facts.weights.isdisjoint(inputs) or not facts.parameters.isdisjoint(inputs)):
+            inputs = {j for j in g.writers[k] if not g.constant[j]}
+            if not seen.isdisjoint(inputs):
+                return True
+            seen |= inputs
+    return False
+
+
+def _weight_into_use(state: State, i: int) -> int | None:
+    """A matrix product on an unnamed weight whose result goes straight into one parameter use
+    of a leaf (or of a module applying its own parameter) that reads nothing else computed: a
+    Linear's MatMul before its bias Add (not a fused residual norm, which also reads the residual)."""
+    g, labels = state.graph, state.labels
+    if len({labels[k] for k in g.readers[i]}) != 1:
+        return None
+    use = g.readers[i][0]
+    if state.evidence[use] < 0 or not all(j == i or g.constant[j] for j in g.writers[use]):
+        return None
+    owner = _single_leaf(state, {labels[use]})
+    return owner if owner is not None else _own_parameter_use(state, use)
+
+
+def _own_parameter_use(state: State, use: int) -> int | None:
+    """The module of tagged node `use` when it reads a parameter of that module's own (not of a
+    child): the module applies it itself, as a leaf does (`nn.MultiheadAttention`'s
+    `in_proj_bias`, added after the MatMul on its `in_proj_weight`)."""
+    module = state.evidence[use]
+    path = state.tree.paths[module]
+    own = any(name.rpartition(".")[0] == path for name in state.graph.nodes[use].input if name in state.graph.facts.parameters)
+    return module if own and module != state.tree.root else None
+
+
+def _gemm_wrap(state: State, i: int) -> int | None:
+    """A Reshape/Flatten next to a tagged `Gemm` (2-D only: a Linear on N-D input is wrapped in
+    a flatten before and a restore after) is the Gemm's leaf. A flatten with no restore after
+    the Gemm is the caller's (a `Flatten` module before a classifier). A tool may merge the
+    restore with the caller's next reshape; the merged node computes the caller's value (a
+    split into heads: a higher rank than was flattened), so it is the caller's. One flatten
+    read by the Gemms of several Linears (onnxslim merges the equal flattens of q, k and v)
+    flattens for each of them: their common caller's."""
+    g, evidence, t = state.graph, state.evidence, state.tree
+    gemms = {evidence[k] for k in g.readers[i] if g.op[k] == "Gemm" and evidence[k] >= 0}
+    if len(gemms) > 1:
+        return t.lca_all(gemms)  # one flatten for several Linears (a tool merged their equal ones)
+    for k in g.readers[i]:
+        if g.op[k] == "Gemm" and evidence[k] >= 0 and _single_leaf(state, {evidence[k]}) is not None:
+            restored = any(g.op[r] in RESHAPES for r in g.readers[k])
+            return evidence[k] if restored else t.parent(evidence[k])  # alone: a Flatten of the caller
+    for j in g.writers[i]:
+        if g.op[j] == "Gemm" and evidence[j] >= 0 and _single_leaf(state, {evidence[j]}) is not None:
+            flattened = [_rank_in(state, w) for w in g.writers[j] if g.op[w] in RESHAPES]
+            restored = _rank_out(state, i)
+            if restored is not None and flattened and all(r is not None and restored > r for r in flattened):
+                return t.parent(evidence[j])
+            return evidence[j]
+    return None
+
+
+def _rank_in(state: State, node: int) -> int | None:
+    return state.graph.facts.ranks.get(state.graph.nodes[node].input[0])
+
+
+def _rank_out(state: State, node: int) -> int | None:
+    view = state.graph.nodes[node]
+    rank = state.graph.facts.ranks.get(view.output[0])
+    if rank is None and len(view.input) > 1:
+        rank = state.graph.facts.shape_lengths.get(view.input[1])
+    return rank
+
+
+def _diamonds(state: State) -> bool:
+    """Rule 2's fork converging into a leaf, for every call of every leaf with parameter uses."""
+    t, labels = state.tree, state.labels
+    members: dict[int, list[int]] = {}  # the leaves with parameter uses
+    for label in state.evidence:
+        if label >= 0 and t.leaf[label] and label != t.root:
+            members.setdefault(label, [])
+    decided = False
+    for leaf, own, start in _calls(state, members) if members else ():
+        for d in _diamond(state, leaf, own, start):
+            if labels[d] < 0:
+                labels[d] = leaf
+                state.bounds[d] = leaf
+                decided = True
+    return decided
+
+
+def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
+    """The untagged nodes whose every result ends in the leaf's nodes, taken from the last value
+    that forks into two of them (a decomposed norm's input) - when they read nothing else (an
+    attention's probabilities also read the values: no diamond) and the fork is not another
+    leaf's whole output."""
+    g, t, labels = state.graph, state.tree, state.labels
+    members = set(own)
+    region = _converging(state, members, start)
+    if any(_feeds_weighted_op(state, k, members) for k in members if not region.isdisjoint(g.writers[k])):
+        return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
+    entries = {w for r in region for w in g.writers[r]}
+    forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in region or k in members) >= 2]
+    if not forks:
+        return set()
+    fork = max(forks)
+    diamond = _after(state, fork, region)
+    if not all(w == fork or w in diamond or g.constant[w] for d in diamond for w in g.writers[d]):
+        return set()
+    other = labels[fork]
+    if other >= 0 and other != leaf and t.leaf[other] and all(k in diamond for k in g.readers[fork]):
+        return set()  # another leaf's whole output: post-processed by it, by the caller, or by this leaf
+    return diamond
+
+
+def _feeds_weighted_op(state: State, k: int, members: set[int]) -> bool:
+    """Whether leaf node `k` is a weighted op, or the flatten before one (a Linear on N-D input)."""
+    g = state.graph
+    if g.op[k] in WEIGHTED_OPS:
+        return True
+    readers = g.readers[k]
+    return g.op[k] in RESHAPES and bool(readers) and all(r in members and g.op[r] in WEIGHTED_OPS for r in readers)
+
+
+def _calls(state: State, members: dict[int, list[int]]):
+    """Each leaf's nodes split into calls: runs of tagged nodes with no other module's between.
+    With each, the position before which its ops are not looked for: a leaf's ops lie close
+    before its parameter use (`_LEAF_REACH` nodes bounds the walk; tools that group ops by
+    type, like onnxruntime's quantizer, put other modules' tagged nodes in between)."""
+    run: list[int] = []
+    current = -1
+    for i, label in enumerate(state.labels):
+        if label < 0:
+            continue
+        if label != current:
+            if current in members:
+                yield current, run, run[0] - _LEAF_REACH
+            current, run = label, []
+        run.append(i)
+    if current in members:
+        yield current, run, run[0] - _LEAF_REACH
+
+
+def _converging(state: State, own: set[int], start: int) -> set[int]:
+    """Untagged nodes after `start` all of whose readers are in `own` or in the result (walked
+    backwards; by fact A the leaf's stretch holds no other module's tagged node)."""
+    g, labels = state.graph, state.labels
+    region: set[int] = set()
+    frontier = [w for i in own for w in g.writers[i]]
+    while frontier:
+        w = frontier.pop()
+        if w <= start or w in region or w in own or labels[w] >= 0 or g.constant[w]:
+            continue
+        readers = g.readers[w]
+        if readers and all(k in region or k in own for k in readers):
+            region.add(w)
+            frontier.extend(g.writers[w])
+    return region
+
+
+def _after(state: State, fork: int, region: set[int]) -> set[int]:
+    """The nodes of `region` reachable from `fork`."""
+    g = state.graph
+    found: set[int] = set()
+    frontier = [k for k in g.readers[fork] if k in region]
+    while frontier:
+        k = frontier.pop()
+        if k not in found:
+            found.add(k)
+            frontier.extend(r for r in g.readers[k] if r in region)
+    return found
+
+
+STEPS = Steps(decide=decide, sweep=_diamonds)

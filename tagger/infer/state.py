@@ -1,0 +1,82 @@
+"""What the rules share in one graph's run (`State`), what a rule module contributes to the run
+(`Steps`), and the result (`Inferred`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from tagger.infer.flows import Dataflow
+from tagger.infer.graph import Graph
+from tagger.infer.tree import Tree
+
+__all__ = ["CERTAIN", "CHOICE", "OPEN", "Flows", "Inferred", "State", "Steps"]
+
+CERTAIN, CHOICE = "certain", "choice"
+"""What a rule's result is: certain (it follows from the facts), or a choice deeper than the bound."""
+OPEN = -1
+"""A `decide` result: the node is this rule's, and it stays open (no later rule looks at it)."""
+
+
+@dataclass
+class Inferred:
+    """Per node (graph order): the inferred module (None: nothing known), the bound it was chosen
+    in (what fact A makes certain), and whether the module itself is certain."""
+
+    modules: list[str | None]
+    bounds: list[str | None]
+    certain: list[bool]
+
+
+@dataclass
+class State:
+    """One graph's run: module ids per node (-1: none) as the file says them (`evidence`) and as
+    decided so far (`labels`), each node's `bounds` and whether its label is `certain`; the rules
+    read and write these lists, and nothing else of one another."""
+
+    graph: Graph
+    tree: Tree
+    evidence: list[int]
+    labels: list[int]
+    bounds: list[int]
+    certain: list[bool]
+    ordered: bool
+    """Whether the file keeps the exporter's order (fact A's check: `Graph.ordered`)."""
+    flow: Dataflow
+    combined: set[int] = field(default_factory=set)
+    """The nodes rule 3 decided: rule 4a may refine them."""
+
+    @classmethod
+    def start(cls, graph: Graph, tree: Tree, evidence: list[int]) -> State:
+        count = len(evidence)
+        return cls(graph, tree, evidence, list(evidence), [-1] * count, [True] * count, graph.ordered(), Dataflow(graph, tree))
+
+
+class Flows(NamedTuple):
+    """The flows a `decide` step reads, for every node (`Dataflow.up` on the labels, `Dataflow.down`
+    on the evidence): the nearest tagged producers' modules and nodes, and the consumers'."""
+
+    up: list
+    up_origins: list
+    down: list
+    down_origins: list
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What one rule module contributes to the run (`tagger.infer.RULES` orders them), each optional:
+
+    - `decide(state, i, bound, flows)`: a certain rule on one untagged node, in the repeated pass of
+      rules 1-3 (the first rule that returns a module id, or `OPEN`, decides); `bound` is fact A's
+      bound of a node with two producers or more (the root otherwise);
+    - `sweep(state)`: a certain rule on the whole graph once those passes settle; returns whether it
+      decided anything (then the passes run again);
+    - `choose(state, certain_labels)`: a choice on what the certain rules left open, given their labels;
+    - `settle(state)`: last, on every decided node (a constant follows its users; what is certain).
+    """
+
+    decide: Callable[[State, int, int, Flows], int | None] | None = None
+    sweep: Callable[[State], bool] | None = None
+    choose: Callable[[State, list[int]], None] | None = None
+    settle: Callable[[State], None] | None = None
