@@ -882,3 +882,23 @@ def test_rules_table_runs_every_rule_module_once_with_steps_of_its_kind():
     listed = [module for _, module, _ in infer.RULES]
     assert sorted(listed) == sorted(with_steps) and len(set(listed)) == len(listed)
     assert [kind for kind, _ in infer._steps()] == [kind for _, _, kind in infer.RULES]
+
+
+def test_work_behind_an_unnamed_norm_with_nothing_named_after_is_not_carried_into_the_named_modules_caller():
+    """A fresh export merges every norm weight, so the embeddings' norm applies a weight the file
+    does not name (fact B: it is a leaf's work, which may run anywhere in the bound). After it
+    nothing is named: nothing says the embeddings still run, so the shape and mask work on the
+    norm's output (BertModel's, in a dynamic-shape export) is not filed under them."""
+    model = _model(
+        [
+            ("Add", ["x", "model.emb.word.bias"], ["e"], None),
+            ("LayerNormalization", ["e", "val_1"], ["n"], None),
+            ("Shape", ["n"], ["s"], None),
+            ("Cast", ["s"], ["c"], {"to": TensorProto.FLOAT}),
+            ("Mul", ["n", "c"], ["y"], None),
+        ],
+        params=["model.emb.word.bias"],
+        anonymous=["val_1"],
+    )
+    tagged = _modules(model)
+    assert "model.emb" not in tagged[2:4], tagged

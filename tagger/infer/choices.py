@@ -22,7 +22,10 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      untagged weighted op (in dataflow, between it and its producer): it reads the output of a
      leaf the file does not name (fact B), which may run anywhere in the bound, so nothing says
      the producer's caller is still running (a fresh export naming only the embedding and the
-     pooler: the whole encoder in between is no longer the embeddings'). Except when that caller
+     pooler: the whole encoder in between is no longer the embeddings'; a norm op applying a
+     weight the file does not name - a fresh export's merged norm parameters - is such a leaf's
+     work too, and past it with nothing named after, nothing says the caller runs on either:
+     BertModel's mask work on its embeddings' output). Except when that caller
      is an entry of a module list: the list's caller only hands the running value from entry to
      entry (rule 4a), so what follows an entry's named leaf up to the next entry is that entry's
      or the next one's (a LLaMA layer's MLP on unnamed weights after its named norm). Nor for a
@@ -61,6 +64,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tagger.infer.flows import bound as bound_of
+from tagger.infer.graph import NORMS
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
@@ -157,14 +161,18 @@ def _tail_cut(state: State, after) -> int:
 
 
 def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[bool]]:
-    """Per node, whether an untagged weighted op lies between it and its nearest tagged
-    producers (behind), and between it and its nearest tagged consumers (ahead), in dataflow
-    through untagged nodes. Such an op is the work of a leaf the file does not name (fact B:
-    a weighted op is a leaf's), which may run anywhere inside the bound: behind it a node
-    reads that leaf's output, not its producer's; ahead of it a node prepares that leaf's
+    """Per node, whether an untagged weighted op (or a norm op applying an unnamed weight: a
+    fresh export's merged norm parameters) lies between it and its nearest tagged producers
+    (behind), and between it and its nearest tagged consumers (ahead), in dataflow through
+    untagged nodes. Such an op is the work of a leaf the file does not name (fact B: an op
+    applying a parameter is a leaf's), which may run anywhere inside the bound: behind it a
+    node reads that leaf's output, not its producer's; ahead of it a node prepares that leaf's
     input, not only its tagged consumers'."""
     count = len(labels)
-    leaves = [w and label < 0 for w, label in zip(state.graph.weighted, labels, strict=True)]
+    graph = state.graph
+    weights = graph.facts.weights
+    normed = [op in NORMS and not weights.isdisjoint(node.input) for op, node in zip(graph.op, graph.nodes, strict=True)]
+    leaves = [(w or n) and label < 0 for w, n, label in zip(graph.weighted, normed, labels, strict=True)]
     if not any(leaves):
         return [False] * count, [False] * count  # every weighted op on an unnamed weight is tagged
     return _reach(state.graph.writers, leaves, labels, range(count)), _reach(
@@ -219,6 +227,7 @@ def _choose(
         own = caller == module and not t.leaf[module]  # the module's own op, not a child's
         behind = behind and not _list_entry(state, caller)  # the list's caller only hands its value on
         returned = _handed_out(state, origins or (), caller)
+        tail = tail or (behind and nxt < 0)  # past an unnamed leaf, nothing named after: nothing says it runs on
         if _still_open(state, caller, nxt, consumed, tail, weighted or behind or returned, own) and t.within(caller, bound):
             return caller, caller == bound
     if consumed and len(consumed) == 1 and not inside and not ahead:  # rule 5

@@ -14,12 +14,23 @@ import onnx
 
 from tagger.index import NodeView
 
-__all__ = ["PRODUCTS", "RESHAPES", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
+__all__ = ["NORMS", "PRODUCTS", "RESHAPES", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
 
 _ORDERED_SHARE = 0.3
 RESHAPES = frozenset({"Reshape", "Flatten"})
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
 PRODUCTS = WEIGHTED_OPS | {"MatMulNBits"}
+NORMS = frozenset(
+    {
+        "LayerNormalization",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "RMSNormalization",
+        "SimplifiedLayerNormalization",
+    }
+)
+"""Norm ops: one applies a norm module's parameters (its weight and bias) to its input."""
 """Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
 but applies no weight)."""
 
