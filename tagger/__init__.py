@@ -4,8 +4,9 @@ Works on any ONNX file without torch: evidence (earlier tags, dynamo metadata, s
 tensor names, parameter names, graph structure), context inheritance, and a root fallback that
 is reported apart. Tags land in node `metadata_props` as `hierarchy.module`, `hierarchy.tag`
 and `hierarchy.source`; nothing else in the model changes. `extract` cuts any module out of a
-model as a runnable ONNX model. `audit`, `diff` and `profile` look at many models, two versions
-of one, and where its time goes, by module.
+model as a runnable ONNX model; `module_nodes` lists a module's node names for onnxruntime's
+quantizers. `audit`, `diff` and `profile` look at many models, two versions of one, and where
+its time goes, by module.
 """
 
 import importlib
@@ -30,6 +31,7 @@ _HOMES = {
     "tagger.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
     "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.extract.verify": ("Verification",),
+    "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
     "tagger.profiling": ("ModuleTime", "NodeTime", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
@@ -48,11 +50,13 @@ __all__ = [
     "ExtractReport",
     "InferredRecord",
     "InputError",
+    "ListedNode",
     "MissingDependency",
     "ModelsFailed",
     "ModuleDiff",
     "ModuleTime",
     "NodeChange",
+    "NodeList",
     "NodeRef",
     "NodeTime",
     "OutputError",
@@ -67,6 +71,7 @@ __all__ = [
     "diff",
     "extract",
     "extract_all",
+    "module_nodes",
     "modules_at_depth",
     "profile",
     "report",

@@ -18,7 +18,7 @@ its children are.
 A tagged file does not say which of its `inherited` tags were choices: `hierarchy.source` is
 `inherited` for both. `report` and `audit` decide every inherited tag again anyway (an earlier
 inherited tag is no evidence, `tagger.evidence.tags`), which gives the retag's own answer.
-The commands that keep the file's tags (`diff`, `profile`, `extract`) decide them again too,
+The commands that keep the file's tags (`diff`, `profile`, `extract`, `nodes`) decide them again too,
 once, when the file holds an inherited tag (`file_kinds`): a kept inherited tag is certain when
 the new decision puts the node in the same module with certainty, and chosen otherwise (a file
 tagged by another version of the tagger, or edited: nothing makes its tag certain).
@@ -123,13 +123,14 @@ def file_kinds(
     found: Sequence[tuple[str, str, str]],
     sources: Sequence[EvidenceSource] = (),
     base_dir: Path | None = None,
+    tree: dict[str, str | None] | None = None,
 ) -> list[str]:
     """Every node's kind for the tags a file holds (`found`: `(module, tag, source)` per node in
     `tagger.index` order). Inherited tags are decided again once (module docstring); a file
     without any is not tagged at all."""
     if not any(source == "inherited" for _, _, source in found):
         return [kind_of(source, True) for _, _, source in found]
-    again = tag_model(model, extra=sources, base_dir=base_dir)
+    again = tag_model(model, extra=sources, base_dir=base_dir, tree=tree)
     decided = result_kinds(again)
     kinds = []
     for (module, _, source), assignment, kind in zip(found, again.assignments, decided, strict=True):

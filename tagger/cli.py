@@ -24,7 +24,7 @@ from fire.trace import FireTrace
 
 from tagger import api
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.options import check_flag, check_integer, check_text
+from tagger.options import check_flag, check_integer, check_names, check_text
 
 __all__ = ["main", "Commands"]
 
@@ -153,6 +153,39 @@ class Commands:
             result = extract_all(str(model), depth, out_dir, bool(pull_producers), bool(verify), **feeds)
         print(result.summary())
         result.check()
+
+    def nodes(
+        self,
+        model: str,
+        module: str | None = None,
+        tag: str | None = None,
+        op_types: str | None = None,
+        json: bool = False,
+        reference: str | None = None,
+        weights: str | None = None,
+        modules: str | None = None,
+    ) -> None:
+        """Print the names of a module's nodes, one per line: onnxruntime's quantizers take them (nodes_to_exclude).
+
+        --module PATH     the module and everything below it ("" = the whole model); --tag PATTERN  glob on hierarchy.tag
+        --op_types A,B    only nodes of these op types (MatMul,Gemm,Conv)
+        --json            a JSON list, per node: name, op_type, graph, module, tag and kind (direct, certain, chosen, fallback)
+        --reference ORIG.onnx and --weights CKPT add evidence and --modules FILE checks names, as for retag
+                          (when MODEL has untagged nodes: it is then tagged in memory)
+        Nodes left out (no name, inside a function) and listed nodes whose tag is chosen are said on stderr.
+        A path fire would read as a number (0.10) must be quoted twice: --module '"0.10"'.
+        Example: tagger nodes model.onnx --module m.encoder.layer.0 --op_types MatMul > layer0.txt
+        """
+        from tagger.nodelist import module_nodes
+
+        module, tag = check_text("module", module), check_text("tag", tag)
+        evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
+        evidence["modules"] = check_text("modules", modules)
+        json = check_flag("json", json)
+        result = module_nodes(str(model), module, tag, check_names("op_types", op_types), **evidence)
+        print(result.to_json() if json else result.to_text(), end="\n" if json else "")
+        for line in result.notes(text=not json):
+            print(f"tagger: {line}", file=sys.stderr)
 
     def audit(
         self,

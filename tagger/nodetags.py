@@ -1,6 +1,6 @@
 """The tag of every node of a model: read from the file, or decided in memory when missing.
 
-The commands that look at tags (`diff`, `profile`) accept tagged and untagged models alike:
+The commands that look at tags (`diff`, `profile`, `nodes`) accept tagged and untagged models alike:
 
 1. when every node (main graph, control-flow bodies, functions) carries `hierarchy.module`,
    the tags in the file are used as they are;
@@ -54,19 +54,25 @@ class ModelTags:
     index: ModelIndex
 
 
-def model_tags(model: onnx.ModelProto, sources: Sequence[EvidenceSource] = (), base_dir: Path | None = None) -> ModelTags:
+def model_tags(
+    model: onnx.ModelProto,
+    sources: Sequence[EvidenceSource] = (),
+    base_dir: Path | None = None,
+    tree: dict[str, str | None] | None = None,
+) -> ModelTags:
     """Read the tags of `model`, or decide them in memory if any node has none (with `sources`:
-    evidence from outside the file, `tagger.transfer`; `base_dir`: the directory of its file)."""
+    evidence from outside the file, `tagger.transfer`; `base_dir`: the directory of its file;
+    `tree`: the model's true module paths, `tagger.module_tree`)."""
     index = build_index(model)
     found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
     if retagged:
-        result = tag_model(model, extra=sources, base_dir=base_dir)
+        result = tag_model(model, extra=sources, base_dir=base_dir, tree=tree)
         index = result.index
         found = [(a.module, a.tag, a.source) for a in result.assignments]
         kinds = result_kinds(result)
     else:
-        kinds = file_kinds(model, found, sources, base_dir)  # type: ignore[arg-type] - every entry is set
+        kinds = file_kinds(model, found, sources, base_dir, tree)  # type: ignore[arg-type] - every entry is set
     labels: dict[int, str] = {}
     positions: list[int] = []
     counters: dict[int, int] = {}

@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 from tagger.errors import InputError
 
-__all__ = ["check_choice", "check_flag", "check_integer", "check_percentage", "check_text"]
+__all__ = ["check_choice", "check_flag", "check_integer", "check_names", "check_percentage", "check_text"]
 
 
 def check_integer(name: str, value: object, least: int = 0) -> int | None:
@@ -55,3 +55,14 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise InputError(f"--{name} must be one of {', '.join(sorted(choices))}, got {value!r}")
     return value
+
+
+def check_names(name: str, value: object) -> list[str] | None:
+    """Names separated by commas: fire reads `MatMul,Gemm` as a tuple, `MatMul` as a str, `[a, b]`
+    as a list (None passes; a number, a flag without value or an empty list is refused)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else None
+    if items is None or not all(isinstance(item, str) for item in items) or not any(item.strip() for item in items):
+        raise InputError(f"--{name} needs names separated by commas (MatMul,Gemm), got {value!r}")
+    return [item.strip() for item in items if item.strip()]

@@ -27,6 +27,11 @@ MISTYPED = {
         "--module",
         ["extract", "{m}", "--module", "m.encoder.layer.0", "--output", "{tmp}/layer.onnx"],
     ),
+    "nodes": (
+        ["nodes", "{s}", "--modul", "m.encoder.layer.0", "--op_types", "MatMul"],
+        "--module",
+        ["nodes", "{s}", "--module", "m.encoder.layer.0", "--op_types", "MatMul"],
+    ),
     "audit": (["audit", "{tmp}", "--max_falback", "0"], "--max_fallback", ["audit", "{tmp}", "--max_fallback", "0", "--workers=1"]),
     "diff": (["diff", "{m}", "{s}", "--refrence", "{m}"], "--reference", ["diff", "{m}", "{s}", "--reference", "{m}"]),
     "profile": (["profile", "{m}", "--rusn", "1"], "--runs", ["profile", "{m}", "--runs", "1", "--warmup", "0"]),
@@ -90,7 +95,7 @@ def test_retag_with_a_mistyped_flag_prints_one_line_as_a_process(models):
     "argv, line",
     [
         (["retagg", "{m}"], "unknown command retagg; did you mean retag?"),
-        (["zzz"], "unknown command zzz; the commands: audit, diff, extract, profile, report, retag, tree"),
+        (["zzz"], "unknown command zzz; the commands: audit, diff, extract, nodes, profile, report, retag, tree"),
         (["retag"], "missing MODEL for retag; usage: tagger retag MODEL [flags]"),
         (["diff", "{m}"], "missing B for diff; usage: tagger diff A B [flags]"),
         (["retag", "{m}", "{s}"], "unexpected argument {s} for retag; usage: tagger retag MODEL [flags]"),

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import os
 from dataclasses import dataclass
 
 from tagger.errors import InputError
 from tagger.extract.body import body_sources, branch_matches, scope_label
 from tagger.extract.source import Dataflow, Source, load_source
-from tagger.paths import is_within
+from tagger.selection import not_selected, selects, with_ancestors
 
 __all__ = ["Cut", "all_modules", "groups_at", "locate", "make_cut", "modules_at_depth", "scoped_groups"]
-
-_NEARBY_LIMIT = 6
 
 
 @dataclass
@@ -31,10 +27,8 @@ class Cut:
 
 
 def _matching(src: Source, module: str | None, tag: str | None) -> list[int]:
-    if module is not None:
-        return [i for i, path in enumerate(src.modules) if is_within(path, module)]
-    assert tag is not None
-    return [i for i, text in enumerate(src.tags) if fnmatch.fnmatchcase(text, tag)]
+    """The nodes of `src` in the selection (`tagger.selection`)."""
+    return [i for i, (path, text) in enumerate(zip(src.modules, src.tags, strict=True)) if selects(path, text, module, tag)]
 
 
 def locate(src: Source, module: str | None, tag: str | None, branch: str | None = None) -> tuple[Source, list[int]]:
@@ -83,10 +77,9 @@ def _branch_name(scope: Source, found: list[tuple[Source, list[int]]]) -> str:
 
 
 def _not_found(src: Source, module: str | None, tag: str | None) -> str:
-    if module is not None:
-        return f"no node belongs to module {module!r}; {_nearby_modules(src, module)}"
-    examples = list(dict.fromkeys(text for scope in _all_scopes(src) for text in scope.tags))[:3]
-    return f"no node's hierarchy.tag matches {tag!r}; tags look like {', '.join(examples)}"
+    scopes = _all_scopes(src)
+    paths = (path for scope in scopes for path in scope.modules)
+    return not_selected(paths, (text for scope in scopes for text in scope.tags), module, tag)
 
 
 def _all_scopes(src: Source) -> list[Source]:
@@ -96,29 +89,7 @@ def _all_scopes(src: Source) -> list[Source]:
 
 def all_modules(src: Source) -> list[str]:
     """Every module path named by a tag (bodies included), with its ancestors, in order of first appearance."""
-    found: dict[str, None] = {}
-    for path in dict.fromkeys(path for scope in _all_scopes(src) for path in scope.modules):
-        parts = path.split(".")
-        for k in range(1, len(parts) + 1):
-            found.setdefault(".".join(parts[:k]), None)
-    found.pop("", None)
-    return list(found)
-
-
-def _nearby_modules(src: Source, module: str) -> str:
-    """Paths ending in it and siblings under its deepest existing ancestor, else close spellings."""
-    modules = all_modules(src)
-    known = set(modules)
-    parts = module.split(".")
-    ancestor = next((".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1) if ".".join(parts[:k]) in known), None)
-    siblings = [m for m in modules if ancestor is not None and m.count(".") == ancestor.count(".") + 1 and is_within(m, ancestor)]
-    nearby = list(dict.fromkeys([m for m in modules if m.endswith("." + module)] + siblings))
-    nearby = nearby or difflib.get_close_matches(module, modules, n=_NEARBY_LIMIT, cutoff=0.6)
-    nearby = nearby or [m for m in modules if "." not in m]
-    if not nearby:
-        return "the model names no modules"
-    more = ", ..." if len(nearby) > _NEARBY_LIMIT else ""
-    return f"modules near it: {', '.join(nearby[:_NEARBY_LIMIT])}{more}"
+    return with_ancestors(path for scope in _all_scopes(src) for path in scope.modules)
 
 
 def modules_at_depth(model: str | os.PathLike, depth: int) -> list[str]:
