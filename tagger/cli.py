@@ -237,29 +237,38 @@ class Commands:
         runs: int = 10,
         warmup: int = 1,
         dim: object = 1,
-        optimize: bool = False,
+        optimize: object = "all",
         threads: int = 0,
         trace: str | None = None,
         depth: int | None = None,
         json: bool = False,
         markdown: bool = False,
+        provider: object = "CPUExecutionProvider",
+        timeline: str | None = None,
+        speedscope: str | None = None,
     ) -> None:
         """Run MODEL in onnxruntime with profiling on and print its latency per module as a tree.
 
         --inputs NPZ   arrays named after the graph inputs (default: generated from the model; dynamic
                        sizes: --dim N for all, --dim NAME=VALUE per symbol, repeatable)
         --runs N       measured runs (after --warmup N); --threads N intra-op threads (0: onnxruntime's default)
-        --optimize     let onnxruntime fuse nodes (default off, so every kernel is one node of the file)
+        --optimize L   onnxruntime's graph optimizations: off, basic, extended, layout or all (default all,
+                       as a session runs; kernels are matched to the graph onnxruntime wrote, tagged with
+                       MODEL as its reference); off: every kernel is one node of the file
+        --provider P   execution providers in order (P or P1,P2; default CPUExecutionProvider)
+        --timeline PATH.json    module spans around the kernels, Trace Event Format (Perfetto, chrome://tracing)
+        --speedscope PATH.json  a per-module flame graph in speedscope's format
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
-        Example: tagger profile model.tagged.onnx --runs 20 --depth 4
+        Example: tagger profile model.tagged.onnx --runs 20 --depth 4 --timeline model.trace.json
         """
         from tagger.feeds import parse_dim_option
         from tagger.profiling import profile
 
         depth = check_integer("depth", depth)
         inputs, trace = check_text("inputs", inputs), check_text("trace", trace)
+        views = {"timeline": check_text("timeline", timeline), "speedscope": check_text("speedscope", speedscope)}
         _check_inputs_or_dims(inputs, dim)
-        result = profile(str(model), inputs, runs, warmup, parse_dim_option(dim), bool(optimize), threads, trace)
+        result = profile(str(model), inputs, runs, warmup, parse_dim_option(dim), optimize, threads, trace, provider, **views)
         if json:
             print(result.to_json())
         elif markdown:

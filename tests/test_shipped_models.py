@@ -102,11 +102,13 @@ def test_a_model_onnxruntime_cannot_load_exits_2_with_its_first_line(command, co
     assert "[ONNXRuntimeError]" not in result.stderr  # onnxruntime's prefix is dropped, its message kept
 
 
-def test_a_model_onnxruntime_cannot_load_optimized_exits_2_from_profile_optimize(ort_optimized):
-    assert run_cli("profile", ort_optimized, "--runs", "1").returncode == 0  # it runs unoptimized
-    result = run_cli("profile", ort_optimized, "--runs", "1", "--optimize")
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and f"onnxruntime cannot load {ort_optimized}: " in result.stderr
+def test_a_model_onnxruntime_cannot_load_optimized_exits_2_from_profile_unless_optimize_off(ort_optimized):
+    assert run_cli("profile", ort_optimized, "--runs", "1", "--optimize", "off").returncode == 0  # it runs unoptimized
+    for flags in ([], ["--optimize"]):  # the default (all) and a bare --optimize: what sessions run
+        result = run_cli("profile", ort_optimized, "--runs", "1", *flags)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and f"onnxruntime cannot load {ort_optimized}: " in result.stderr
+        assert result.stderr.endswith("(graph optimizations all; --optimize off profiles it unoptimized)\n")
 
 
 # ------------------------------------------------------------------------------------------

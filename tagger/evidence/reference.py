@@ -36,6 +36,8 @@ from tagger.transfer.matching import Matching, match_graphs
 from tagger.transfer.tensors import FLOAT_DTYPES, onnx_initializers
 
 if TYPE_CHECKING:
+    import onnx
+
     from tagger.tagging import TaggingResult
 
 SOURCE = "reference"
@@ -59,12 +61,14 @@ class ReferenceSource:
     SOURCE = SOURCE
     FLAG = "--reference"
 
-    def __init__(self, reference: str | Path, base_dir: Path | None) -> None:
+    def __init__(self, reference: str | Path, base_dir: Path | None, model: onnx.ModelProto | None = None) -> None:
+        """`model`: the reference's structure when it is not the file's as stored (`profile` runs
+        a copy with unique node names); its weights are still read beside `reference`."""
         from tagger.modelio import load_model
 
         self.path = Path(reference)
         self.base_dir = base_dir
-        self.model = load_model(self.path)  # a bad reference fails before any work
+        self.model = load_model(self.path) if model is None else model  # a bad reference fails before any work
         self.notes: list[str] = []
         self.matching: Matching | None = None
         self.decided_by: dict[int, str] = {}

@@ -1,0 +1,209 @@
+"""The graph onnxruntime executes, tagged, and which of its nodes each profiled kernel stands for.
+
+`profile` measures kernels; this module says which nodes (and so which modules) they ran:
+
+1. **Levels.** `--optimize off|basic|extended|layout|all` is onnxruntime's
+   `GraphOptimizationLevel` (`ORT_DISABLE_ALL` ... `ORT_ENABLE_ALL`, a session's default); `all`
+   is the default, `True` (a bare `--optimize`) means `all` and `False` means `off`.
+2. **Off.** Every kernel is a node of the file: the graph is the file itself (under the unique run
+   names of `tagger.profiling`), tagged as read or decided in memory (`tagger.nodetags`).
+3. **On.** The session writes the graph it optimized (`SessionOptions.optimized_model_filepath`,
+   initializers into an external data file beside it, so a model of any size can be written)
+   into a temporary directory. That graph is tagged with the model that ran as its reference
+   (`tagger.evidence.reference`, the machinery of `--reference`): nodes onnxruntime kept are
+   matched by name or output, fused ones take the module that wrote their output or the common
+   ancestor of the nodes they replaced, as transfer decides. Tag entries onnxruntime copied onto
+   the nodes (a fused node would carry several nodes' entries, the last read) are dropped first,
+   so the reference decides; a graph the reference check refuses is tagged on its own, noted.
+4. **Kernels.** A kernel's name (`<name>_kernel_time`, or `args.node_name` where onnxruntime
+   writes it) names nodes of that graph. Most name one node. A name several nodes share (onnxruntime
+   names the fused nodes of both branches of an If alike) stands for those of them in graphs that
+   ran (a graph ran when a kernel named one of its nodes alone); a kernel that still stands for
+   several nodes (both branches ran, or a partition an execution provider compiled from many
+   nodes) counts for their common module.
+5. **Compiled partitions.** onnxruntime refuses to write a graph holding partitions a provider
+   compiled (TensorRT, OpenVINO, QNN, CoreML: "contains compiled nodes"). The session is then
+   made again without writing; the file's nodes are the graph, and a partition's kernel, whose
+   nodes onnxruntime does not name, is unmatched with that reason. (Not run here: only the CPU
+   and Azure providers are installed.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from tagger.errors import InputError
+from tagger.keys import READ_KEYS
+from tagger.nodetags import ModelTags, model_tags
+from tagger.paths import lca_all
+
+__all__ = [
+    "LEVELS",
+    "OPTIMIZED_NAME",
+    "ExecutedGraph",
+    "Level",
+    "executed_graph",
+    "kernel_module",
+    "narrowed",
+    "optimization_level",
+]
+
+OPTIMIZED_NAME = "optimized.onnx"
+_DATA_SUFFIX = ".data"
+_COMPILED = "contains compiled nodes"
+
+LEVELS: dict[str, str] = {
+    "off": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "layout": "ORT_ENABLE_LAYOUT",
+    "all": "ORT_ENABLE_ALL",
+}
+_ALIASES = {"disable": "off", "none": "off", "on": "all", "enable": "all"}
+
+
+@dataclass(frozen=True)
+class Level:
+    """One graph optimization level: `name` (off, basic, ...) and onnxruntime's constant."""
+
+    name: str
+    constant: str
+
+    @property
+    def fuses(self) -> bool:
+        return self.name != "off"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.constant})"
+
+
+def optimization_level(value: object) -> Level:
+    """The level `--optimize` names: off, basic, extended, layout, all; True is all, False off."""
+    if value is True or value is False:
+        name = "all" if value else "off"
+    elif isinstance(value, str) and value.strip().lower() in {**LEVELS, **_ALIASES}:
+        name = _ALIASES.get(value.strip().lower(), value.strip().lower())
+    else:
+        raise InputError(f"--optimize takes one of {', '.join(LEVELS)} (default all), got {value!r}")
+    return Level(name, LEVELS[name])
+
+
+def session_options(options, level: Level, workdir: Path, write: bool) -> None:
+    """Set the level on onnxruntime `SessionOptions`; with `write`, have it write the graph it
+    optimized into `workdir` (weights in an external data file beside it)."""
+    import onnxruntime as ort
+
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level.constant)
+    if write and level.fuses:
+        options.optimized_model_filepath = str(workdir / OPTIMIZED_NAME)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", OPTIMIZED_NAME + _DATA_SUFFIX)
+
+
+def refuses_to_write(exc: BaseException) -> bool:
+    """Whether onnxruntime refused to write its graph because a provider compiled partitions."""
+    return _COMPILED in str(exc)
+
+
+@dataclass
+class ExecutedGraph:
+    """The tagged graph that ran, and the nodes each kernel name stands for."""
+
+    tags: ModelTags
+    kernels: dict[str, tuple[int, ...]]
+    written: bool
+    """Whether this is the graph onnxruntime wrote (else the file's, under its run names)."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> int:
+        return len(self.tags.nodes)
+
+
+def executed_graph(
+    file_tags: ModelTags | None,
+    run_names: list[str],
+    ran: onnx.ModelProto,
+    source: Path,
+    workdir: Path,
+) -> ExecutedGraph:
+    """The graph behind the kernels: onnxruntime's written graph in `workdir` tagged with `ran`
+    (the model the session loaded; its weights beside `source`) as reference, or, when none was
+    written, the file's nodes under `run_names` (`file_tags`, tagged here if not given)."""
+    written = workdir / OPTIMIZED_NAME
+    if not written.exists():
+        tags = file_tags if file_tags is not None else model_tags(ran, base_dir=source.parent)
+        return ExecutedGraph(tags, _by_name(run_names), written=False)
+    from tagger.evidence.reference import ReferenceSource
+    from tagger.modelio import load_model
+
+    graph = load_model(written)
+    _drop_copied_entries(graph)
+    reference = ReferenceSource(source, workdir, model=ran)
+    notes: list[str] = []
+    try:
+        tags = model_tags(graph, [reference], base_dir=workdir)
+        notes += reference.notes
+    except InputError as exc:  # the reference check refused the graph onnxruntime wrote
+        tags = model_tags(graph, base_dir=workdir)
+        notes.append(f"the graph onnxruntime ran was tagged without the file as reference: {exc}")
+    return ExecutedGraph(tags, _by_name([view.name for view in tags.index.views]), written=True, notes=notes)
+
+
+def _by_name(names: list[str]) -> dict[str, tuple[int, ...]]:
+    ids: dict[str, list[int]] = defaultdict(list)
+    for node_id, name in enumerate(names):
+        ids[name].append(node_id)
+    return {name: tuple(found) for name, found in ids.items()}
+
+
+def _drop_copied_entries(model: onnx.ModelProto) -> None:
+    """Remove the tag and scope entries onnxruntime copied onto the nodes of its graph."""
+    from tagger.index import build_index
+
+    for node in build_index(model).nodes:
+        kept = [entry for entry in node.metadata_props if entry.key not in READ_KEYS]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+
+
+def narrowed(graph: ExecutedGraph, names: set[str]) -> ExecutedGraph:
+    """`graph` with each kernel name that several nodes share (onnxruntime names fused nodes alike
+    in both branches of an If) narrowed to the nodes of graphs that ran: those holding a node that
+    a kernel of `names` names alone. A name whose nodes all lie in graphs that ran stays whole."""
+    graph_of = graph.tags.index.graph_of
+    ran = {graph_of[ids[0]] for name, ids in graph.kernels.items() if name in names and len(ids) == 1}
+    kernels = dict(graph.kernels)
+    for name, ids in graph.kernels.items():
+        if len(ids) > 1 and name in names:
+            kernels[name] = tuple(i for i in ids if graph_of[i] in ran) or ids
+    return ExecutedGraph(graph.tags, kernels, graph.written, graph.notes)
+
+
+def kernel_module(graph: ExecutedGraph, node_ids: tuple[int, ...]) -> str:
+    """The module a kernel counts for: its node's, or the common module of the nodes it stands for."""
+    modules = {graph.tags.nodes[i].module for i in node_ids}
+    if len(modules) == 1:
+        return next(iter(modules))
+    return lca_all(sorted(modules)) or ""
+
+
+def kernel_name(event: dict, suffix: str) -> str:
+    """The node name of a kernel event: `args.node_name` where given, else its name less `suffix`."""
+    named = event.get("args", {}).get("node_name")
+    if isinstance(named, str) and named:
+        return named
+    return event["name"][: -len(suffix)]
+
+
+def remove_written(workdir: Path) -> None:
+    """Forget a graph an earlier attempt wrote (the next feeds run in a new session)."""
+    for name in (OPTIMIZED_NAME, OPTIMIZED_NAME + _DATA_SUFFIX):
+        path = workdir / name
+        if path.exists():
+            os.remove(path)
