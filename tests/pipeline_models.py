@@ -108,19 +108,24 @@ def vit_dynamic(directory: Path) -> Path:
     config = ViTConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
     )
-    model = ViTModel(config).eval()
+    return export_pixels(ViTModel(config).eval(), directory / "vit_dynamic.onnx")
 
-    class Pixels(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
 
-        def forward(self, pixel_values):
-            return self.m(pixel_values=pixel_values).last_hidden_state
+class _Pixels(torch.nn.Module):
+    """A vision model called on `pixel_values` alone, returning its last hidden state."""
 
-    path = directory / "vit_dynamic.onnx"
+    def __init__(self, m: torch.nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.m(pixel_values=pixel_values).last_hidden_state
+
+
+def export_pixels(model: torch.nn.Module, path: Path) -> Path:
+    """TorchScript export with every axis of `pixel_values` dynamic, as optimum exports vision models."""
     axes = {"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"}, "last_hidden_state": {0: "batch_size"}}
-    return _export(Pixels(model), (torch.randn(1, 3, 32, 32),), path, ["pixel_values"], ["last_hidden_state"], axes)
+    return _export(_Pixels(model), (torch.randn(1, 3, 32, 32),), path, ["pixel_values"], ["last_hidden_state"], axes)
 
 
 def merged_decoder(directory: Path) -> Path:

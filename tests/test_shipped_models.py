@@ -249,33 +249,14 @@ def swin(tmp_path_factory) -> Path:
     """A tiny transformers Swin exported as optimum does (every axis of `pixel_values` dynamic),
     alone in its folder: only 32 x 32 (and multiples) runs (its window Reshape), though shape
     inference accepts the 4 x 4 its patch conv allows."""
-    import contextlib
-    import io
-
     import torch
     from transformers import SwinConfig, SwinModel
 
+    from tests.pipeline_models import export_pixels
+
     torch.manual_seed(0)
     config = SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4)
-    model = SwinModel(config).eval()
-
-    class Pixels(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, pixel_values):
-            return self.m(pixel_values=pixel_values).last_hidden_state
-
-    path = tmp_path_factory.mktemp("swin") / "model.onnx"
-    axes = {"pixel_values": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"}, "last_hidden_state": {0: "batch_size"}}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Pixels(model), (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, input_names=["pixel_values"],
-            output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
-        )  # fmt: skip
-    return path
+    return export_pixels(SwinModel(config).eval(), tmp_path_factory.mktemp("swin") / "model.onnx")
 
 
 def test_swin_profile_tries_larger_sizes_after_the_window_reshape_refuses_4x4(swin):
