@@ -13,6 +13,7 @@ Writes its table into docs/transfer.md between the transfer-scale markers.
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,8 +28,11 @@ from onnx import TensorProto, helper
 
 from bench import synthetic
 from bench.docs import ROOT, publish
-from bench.scale import _peak_rss_mb
 
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports `ru_maxrss` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def measure(operation: str, path: str, reference: str = "") -> None:
     """Child-process entry: `retag` PATH (with `--reference` when given); prints seconds and peak RSS."""
