@@ -54,7 +54,7 @@ def _parse(text: str, file: Path) -> dict[str, str | None]:
         except (json.JSONDecodeError, RecursionError) as exc:
             raise InputError(f"modules file {file} is not valid JSON: {exc}") from None
         return _from_json(value, file)
-    return {line.strip(): None for line in text.splitlines() if line.strip() or line == ""}
+    return {line.strip(): None for line in text.splitlines() if line.strip()}  # the root is added by the caller
 
 
 def _from_json(value: object, file: Path) -> dict[str, str | None]:

@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tagger.infer.flows import bound as bound_of
-from tagger.infer.graph import NORMS
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
@@ -170,9 +169,7 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     input, not only its tagged consumers'."""
     count = len(labels)
     graph = state.graph
-    weights = graph.facts.weights
-    normed = [op in NORMS and not weights.isdisjoint(node.input) for op, node in zip(graph.op, graph.nodes, strict=True)]
-    leaves = [(w or n) and label < 0 for w, n, label in zip(graph.weighted, normed, labels, strict=True)]
+    leaves = [(w or n) and label < 0 for w, n, label in zip(graph.weighted, graph.normed, labels, strict=True)]
     if not any(leaves):
         return [False] * count, [False] * count  # every weighted op on an unnamed weight is tagged
     return _reach(state.graph.writers, leaves, labels, range(count)), _reach(

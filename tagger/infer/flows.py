@@ -58,47 +58,37 @@ class Dataflow:
         """For each node, the labels (a frozenset) and the tagged nodes (a sorted tuple: a tenth of a
         frozenset's bytes, and nothing iterates them in an order that matters) that are its
         nearest tagged producers (computed again only when the labels changed since the last call)."""
-        memo = self._flows.get("up")
+        graph = self.g
+        return self._flow("up", labels, graph.writers, range(len(labels)), lambda i: labels[i] >= 0 or not graph.writers[i])
+
+    def down(self, labels: list[int]) -> tuple[list, list]:
+        """The same for the nearest tagged consumers; a tagged constant looks on to its readers too."""
+        constant = self.g.constant
+        order = range(len(labels) - 1, -1, -1)
+        return self._flow("down", labels, self.g.readers, order, lambda i: labels[i] >= 0 and not constant[i])
+
+    def _flow(self, key: str, labels: list[int], links, order, skip) -> tuple[list, list]:
+        """One direction's flow: nodes visited in `order` (every node after its `links`), through
+        untagged nodes only; `skip(i)`: a node whose own flow is not needed."""
+        memo = self._flows.get(key)
         if memo is not None and memo[0] == labels:
             return memo[1]
         mods: list = [None] * len(labels)
         origins: list = [None] * len(labels)
-        single = self._single
-        for i, writers in enumerate(self.g.writers):
-            if labels[i] >= 0 or not writers:
+        single, tree = self._single, self.t
+        for i in order:
+            if skip(i):
                 continue
             m: frozenset | None = None
             o: frozenset | None = None
-            for j in writers:
+            for j in links[i]:
                 if labels[j] >= 0:
                     m2, o2 = single[labels[j]], (j,)
                 else:
                     m2, o2 = mods[j], origins[j]
-                m, o = _union(m, m2, self.t), _union_origins(o, o2)
+                m, o = _union(m, m2, tree), _union_origins(o, o2)
             mods[i], origins[i] = m, o
-        self._flows["up"] = (list(labels), (mods, origins))
-        return mods, origins
-
-    def down(self, labels: list[int]) -> tuple[list, list]:
-        memo = self._flows.get("down")
-        if memo is not None and memo[0] == labels:
-            return memo[1]
-        mods: list = [None] * len(labels)
-        origins: list = [None] * len(labels)
-        readers, single = self.g.readers, self._single
-        for i in range(len(labels) - 1, -1, -1):
-            if labels[i] >= 0 and not self.g.constant[i]:
-                continue
-            m: frozenset | None = None
-            o: frozenset | None = None
-            for k in readers[i]:
-                if labels[k] >= 0:
-                    m2, o2 = single[labels[k]], (k,)
-                else:
-                    m2, o2 = mods[k], origins[k]
-                m, o = _union(m, m2, self.t), _union_origins(o, o2)
-            mods[i], origins[i] = m, o
-        self._flows["down"] = (list(labels), (mods, origins))
+        self._flows[key] = (list(labels), (mods, origins))
         return mods, origins
 
     def neighbours(self, labels: list[int]) -> tuple[list[int], list[int]]:

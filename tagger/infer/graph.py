@@ -80,6 +80,8 @@ class Graph:
         self.constant = _constants(writers, self.readers, [node.input for node in nodes])
         weights = facts.weights
         self.weighted = [node.op_type in WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
+        self.normed = [node.op_type in NORMS and not weights.isdisjoint(node.input) for node in nodes]
+        """Norm ops applying a weight the file does not name (a fresh export's merged parameters)."""
         self.nodes = nodes
         self.facts = facts
 
