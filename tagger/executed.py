@@ -143,7 +143,8 @@ def executed_graph(
 
     graph = load_model(written)
     _drop_copied_entries(graph)
-    reference = ReferenceSource(source, workdir, model=ran)
+    decided = file_tags.result if file_tags is not None and file_tags.index.model is ran else None  # tagged once
+    reference = ReferenceSource(source, workdir, model=ran, tagged=decided)
     notes: list[str] = []
     try:
         tags = model_tags(graph, [reference], base_dir=workdir)

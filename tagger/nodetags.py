@@ -24,7 +24,7 @@ from tagger.certainty import file_kinds, result_kinds
 from tagger.evidence import EvidenceSource
 from tagger.index import ModelIndex, build_index
 from tagger.keys import tags_of
-from tagger.tagging import tag_model
+from tagger.tagging import TaggingResult, tag_model
 
 __all__ = ["NodeTag", "ModelTags", "model_tags"]
 
@@ -52,6 +52,8 @@ class ModelTags:
     nodes: list[NodeTag]
     retagged: bool
     index: ModelIndex
+    result: TaggingResult | None = None
+    """The tagging that decided them, when `retagged` (a reference source can reuse it)."""
 
 
 def model_tags(
@@ -66,6 +68,7 @@ def model_tags(
     index = build_index(model)
     found = [tags_of(view.metadata) for view in index.views]
     retagged = any(entry is None for entry in found)
+    result = None
     if retagged:
         result = tag_model(model, extra=sources, base_dir=base_dir, tree=tree)
         index = result.index
@@ -88,4 +91,4 @@ def model_tags(
         nodes.append(
             NodeTag(labels[graph_id], positions[node_id], node.name, node.op_type, tuple(node.output), module, tag, source, kind)
         )
-    return ModelTags(nodes, retagged, index)
+    return ModelTags(nodes, retagged, index, result)

@@ -61,14 +61,22 @@ class ReferenceSource:
     SOURCE = SOURCE
     FLAG = "--reference"
 
-    def __init__(self, reference: str | Path, base_dir: Path | None, model: onnx.ModelProto | None = None) -> None:
+    def __init__(
+        self,
+        reference: str | Path,
+        base_dir: Path | None,
+        model: onnx.ModelProto | None = None,
+        tagged: TaggingResult | None = None,
+    ) -> None:
         """`model`: the reference's structure when it is not the file's as stored (`profile` runs
-        a copy with unique node names); its weights are still read beside `reference`."""
+        a copy with unique node names); its weights are still read beside `reference`. `tagged`:
+        `model` already tagged by the caller (as `tag_model` with its directory), not tagged again."""
         from tagger.modelio import load_model
 
         self.path = Path(reference)
         self.base_dir = base_dir
         self.model = load_model(self.path) if model is None else model  # a bad reference fails before any work
+        self.tagged = tagged
         self.notes: list[str] = []
         self.matching: Matching | None = None
         self.decided_by: dict[int, str] = {}
@@ -77,7 +85,8 @@ class ReferenceSource:
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
         from tagger.tagging import tag_model
 
-        tagged = tag_model(self.model)
+        # tagged as `tagger retag` tags it: with its directory, where its weights' values are read
+        tagged = self.tagged if self.tagged is not None else tag_model(self.model, base_dir=self.path.parent)
         modules = [None if a.source in _UNTRANSFERABLE else a.module for a in tagged.assignments]
         for path, name in tagged.context.classes.items():
             context.classes.setdefault(path, name)
