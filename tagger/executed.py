@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
 
 from tagger.errors import InputError
+from tagger.evidence import EXTERNAL
 from tagger.keys import READ_KEYS
 from tagger.nodetags import ModelTags, model_tags
 from tagger.paths import lca_all
@@ -149,10 +150,23 @@ def executed_graph(
     try:
         tags = model_tags(graph, [reference], base_dir=workdir)
         notes += reference.notes
+        if file_tags is not None and reference.matching is not None:
+            tags = _with_file_kinds(tags, reference.matching.images, file_tags)
     except InputError as exc:  # the reference check refused the graph onnxruntime wrote
         tags = model_tags(graph, base_dir=workdir)
         notes.append(f"the graph onnxruntime ran was tagged without the file as reference: {exc}")
     return ExecutedGraph(tags, _by_name([view.name for view in tags.index.views]), written=True, notes=notes)
+
+
+def _with_file_kinds(tags: ModelTags, images: dict[int, int], file_tags: ModelTags) -> ModelTags:
+    """A node carried over from the file by name or output keeps the file node's kind: a tag the
+    tagger chose in the file is still a choice on the graph that ran, not reference evidence.
+    (The reference is the file itself, `ran`: same node order, so positions line up.)"""
+    nodes = list(tags.nodes)
+    for node_id, image in images.items():
+        if nodes[node_id].source in EXTERNAL and image < len(file_tags.nodes):
+            nodes[node_id] = replace(nodes[node_id], kind=file_tags.nodes[image].kind)
+    return replace(tags, nodes=nodes)
 
 
 def _by_name(names: list[str]) -> dict[str, tuple[int, ...]]:

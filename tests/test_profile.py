@@ -150,6 +150,18 @@ def test_a_stripped_export_shows_each_modules_chosen_nodes_and_marks_its_guesses
     assert sum(m["certainty"]["chosen"] for m in data["modules"]) == coverage.certainty().chosen
 
 
+def test_chosen_tags_stay_chosen_on_the_graph_onnxruntime_runs(built_cases):
+    """The executed graph is tagged with the file as its reference; a node carried over by name
+    keeps the file node's kind, so the default profile does not show the file's choices as evidence."""
+    from tagger import report
+
+    path = built_cases[("bert", "dynamo", "strip_all")].path
+    result, coverage = profile(path, runs=1), report(path)
+    assert result.optimization.endswith("all") or "ENABLE_ALL" in result.optimization
+    chosen = sum(m.certainty.chosen for m in result.modules)
+    assert 0 < chosen <= coverage.certainty().chosen
+
+
 # ------------------------------------------------------------------------------------------
 # The graph onnxruntime executes (default: ORT_ENABLE_ALL), providers, files for viewers
 
