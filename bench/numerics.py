@@ -3,11 +3,11 @@
 Rows: the optimum exports `bench.pipelines` caches (BERT; LLaMA with a KV cache; ViT; T5's
 encoder and decoder with past) against what the tools people quantize or convert with made of
 them: `quantize_dynamic` (per tensor, and `per_channel=True`), `quantize_static` (QDQ, random
-calibration), onnxconverter-common's fp16 (inputs and outputs fp16 too: with `keep_io_types=True` onnxruntime refuses
-most of its outputs, FIELD-NOTES §8) and onnxruntime's transformer
-optimizer; and onnxruntime-genai's int4 builds against their fp32 builds (when
-`/work/genai-cache` holds them: `bench/genai_fixtures.py`). Everything runs with default inputs
-(generated, as a user's first run would).
+calibration), onnxconverter-common's fp16 (inputs and outputs fp16 too: with
+`keep_io_types=True` onnxruntime refuses most of its outputs, FIELD-NOTES §8), onnxruntime's
+transformer optimizer with and without `--float16`; and onnxruntime-genai's int4 builds against
+their fp32 builds (when `/work/genai-cache` holds them: `bench/genai_fixtures.py`). Everything
+runs with default inputs (generated, as a user's first run would).
 
 Per row: the pieces listed at the default depth, how many have an own figure (the derived module
 run alone on the float inputs), the worst module by own error, and the run time. Then peak
@@ -44,9 +44,8 @@ from tagger.numerics import numerics
 
 FILES = (("bert", "optimum", "model"), ("llama", "optimum-past", "model"), ("vit", "optimum", "model"),
          ("t5", "optimum", "encoder_model"), ("t5", "optimum-past", "decoder_with_past_model"))
-TOOLS = ("quantize_dynamic", "per_channel", "quantize_static", "fp16", "ort_optimizer")
+TOOLS = ("quantize_dynamic", "per_channel", "quantize_static", "fp16", "ort_optimizer", "ort_fp16")
 GENAI = Path("/work/genai-cache")
-DOC = "docs/numerics.md"
 
 
 @dataclass
@@ -65,18 +64,27 @@ class Row:
                 str(self.own or ""), self.worst, f"{self.seconds:.1f}"]
 
 
-def _derived(path: Path, tool: str) -> Path | None:
+def _derived(path: Path, tool: str, family: str) -> Path | None:
     """The file `tool` makes of `path`, cached beside it (the pipelines' tools through `degraded`)."""
-    if tool in ("per_channel", "fp16"):
+    if tool in ("per_channel", "fp16", "ort_fp16"):
         target = path.parent / "tools" / f"{path.stem}.{tool}.onnx"
         if not target.exists():
             target.parent.mkdir(exist_ok=True)
-            _make(path, target, tool)
+            _make(path, target, tool, family)
         return target
     return None  # the caller uses `degraded`
 
 
-def _make(path: Path, target: Path, tool: str) -> None:
+def _make(path: Path, target: Path, tool: str, family: str = "") -> None:
+    if tool == "ort_fp16":  # onnxruntime's transformer optimizer with --float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        from bench.pipeline_tools import _ort_optimizer
+
+        optimized = OnnxModel(_ort_optimizer(onnx.load(path), family))
+        optimized.convert_float_to_float16(keep_io_types=True)
+        onnx.save(optimized.model, target)
+        return
     if tool in ("per_channel", "quantize_dynamic"):
         from onnxruntime.quantization import quantize_dynamic
 
@@ -115,7 +123,7 @@ def matrix_rows(work: Path) -> list[Row]:
             continue
         for tool in TOOLS:
             try:
-                derived = _derived(exported.path, tool) or degraded(exported, tool)
+                derived = _derived(exported.path, tool, family) or degraded(exported, tool)
             except (ToolError, Exception) as exc:  # noqa: BLE001 - a tool that fails is a row, not a crash
                 rows.append(Row(label, tool, f"tool failed: {str(exc)[:60]}"))
                 continue
@@ -213,9 +221,9 @@ def main(work: str = str(ROOT / "bench" / ".cache"), memory_nodes: int = 100_000
     print(f"\n({time.perf_counter() - started:.0f} s)")
     example = genai_example()
     if publish_doc:
-        publish("numerics", table, (DOC,))
+        publish("numerics", table, ("docs/numerics.md",))
         if example:
-            publish("numerics-example", example, (DOC,))
+            publish("numerics-example", example, ("docs/numerics.md",))
 
 
 if __name__ == "__main__":

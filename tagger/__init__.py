@@ -6,7 +6,7 @@ is reported apart. Tags land in node `metadata_props` as `hierarchy.module`, `hi
 and `hierarchy.source`; nothing else in the model changes. `extract` cuts any module out of a
 model as a runnable ONNX model; `module_nodes` lists a module's node names for onnxruntime's
 quantizers. `audit`, `diff` and `profile` look at many models, two versions of one, and where
-its time goes, by module.
+its time goes, by module; `numerics` at which module loses the accuracy after quantization or fp16.
 """
 
 import importlib
@@ -32,6 +32,9 @@ _HOMES = {
     "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.extract.verify": ("Verification",),
     "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
+    "tagger.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
+    "tagger.numerics.partition": ("Piece",),
+    "tagger.numerics.stats": ("ErrorStats",),
     "tagger.profiling": ("ModuleTime", "NodeTime", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
@@ -46,6 +49,7 @@ __all__ = [
     "ConflictRecord",
     "CoverageReport",
     "DiffReport",
+    "ErrorStats",
     "ExtractAllReport",
     "ExtractReport",
     "InferredRecord",
@@ -54,12 +58,15 @@ __all__ = [
     "MissingDependency",
     "ModelsFailed",
     "ModuleDiff",
+    "ModuleNumerics",
     "ModuleTime",
     "NodeChange",
     "NodeList",
     "NodeRef",
     "NodeTime",
+    "NumericsReport",
     "OutputError",
+    "Piece",
     "ProfileReport",
     "Report",
     "TaggerError",
@@ -73,6 +80,7 @@ __all__ = [
     "extract_all",
     "module_nodes",
     "modules_at_depth",
+    "numerics",
     "profile",
     "report",
     "retag",
