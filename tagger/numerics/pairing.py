@@ -34,6 +34,10 @@ __all__ = ["GROW_LIMIT", "ModulePair", "pair_module", "tensor_names"]
 GROW_LIMIT = 64
 """Most nodes the derived cut grows upstream to reach tensors the float model has."""
 
+_REPRESENTATION_OPS = frozenset({"Cast", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Identity"})
+"""Ops that change how a value is stored, not what it is: growing through them takes no other
+module's computation into the own figure (quantizing a module's input is part of its error)."""
+
 
 @dataclass
 class ModulePair:
@@ -113,6 +117,10 @@ def _own_cut(pair: ModulePair, derived_src: Source, derived_nodes: list[int], fl
         pair.why = "the derived model computes the module's outputs in other modules' nodes"
         return
     pair.derived_cut = cut
+    borrowed = sorted({derived_src.nodes[i].op_type for i in set(selected) - set(derived_nodes)} - _REPRESENTATION_OPS)
+    if borrowed:
+        note = f"own figure includes other modules' {', '.join(borrowed[:3])} (the tool renamed the tensors between them)"
+        pair.why = f"{pair.why}; {note}" if pair.why else note
 
 
 def _grown(src: Source, nodes: list[int], float_tensors: set[str]) -> list[int] | str:
