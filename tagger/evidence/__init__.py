@@ -55,9 +55,9 @@ EXTERNAL = ("reference",)
 caller; they rank below every registered source (the file's own evidence wins). `--weights`
 claims as `initializer` and adds to it without overriding the file's own parameter names.
 A source from outside the file may outrank the file's claim on a node where it says (`decided_by`)
-that a stronger source decided it: before a tool deleted that evidence (`tagger.evidence.reference`),
+that a stronger source decided it: before a tool deleted that evidence (`tagger.transfer.reference`),
 or by the values of the weight the node reads, where the file names that weight in a converter's
-words (`tagger.evidence.weights`)."""
+words (`tagger.transfer.weights`)."""
 PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""

@@ -1,12 +1,15 @@
 """Tag transfer: evidence from what a tool started from, outside the file being tagged.
 
-- `--reference ORIGINAL.onnx` (`tagger.evidence.reference`): the model before the tool, tagged
-  with its own evidence, matched node to node (`matching`), its tags carried over.
-- `--weights CHECKPOINT` (`tagger.evidence.weights`): the checkpoint the model was exported
-  from; an anonymous initializer holding a checkpoint tensor's values gets its name.
+- `--reference ORIGINAL.onnx` (`reference`): the model before the tool, tagged with its own
+  evidence (as `retag` tags it), matched node to node (`matching`), its tags carried over.
+- `--weights CHECKPOINT` (`weights`): the checkpoint the model was exported from; an anonymous
+  initializer holding a checkpoint tensor's values gets its name.
 
-Both compare weights by value (`content`), read lazily from their files (`tensors`,
-`checkpoint`): no model's or checkpoint's weights are loaded whole.
+Both are evidence sources from outside the file, given to
+`tagger.evidence.collect` by the caller. This package sits above `tagger.evidence` and
+`tagger.tagging` (a reference is tagged as the file is); both compare weights by value
+(`content`, `composite`), read lazily through `tagger.tensorbytes`: no model's or checkpoint's
+weights are loaded whole.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ def transfer_sources(
     """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
     the tagged model's directory (its external data), None for a model only in memory. A bad
     reference or checkpoint raises `InputError` here, before any work."""
-    from tagger.evidence.reference import ReferenceSource
-    from tagger.evidence.weights import WeightsSource
+    from tagger.transfer.reference import ReferenceSource
+    from tagger.transfer.weights import WeightsSource
 
     sources: list[EvidenceSource] = []
     if reference is not None:

@@ -31,9 +31,9 @@ from tagger.errors import InputError
 from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.keys import MODULE_KEY
+from tagger.tensorbytes.stored import FLOAT_DTYPES, onnx_initializers
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
-from tagger.transfer.tensors import FLOAT_DTYPES, onnx_initializers
 
 if TYPE_CHECKING:
     import onnx

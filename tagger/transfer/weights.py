@@ -32,10 +32,10 @@ from tagger.evidence import Context
 from tagger.evidence.initializers import module_of_parameter, parameter_owners
 from tagger.index import ModelIndex
 from tagger.paths import lca, lca_all
-from tagger.transfer.checkpoint import checkpoint_tensors
+from tagger.tensorbytes.checkpoint import checkpoint_tensors
+from tagger.tensorbytes.stored import onnx_initializers
 from tagger.transfer.composite import candidate_signatures, match_parts, weight_targets
 from tagger.transfer.content import match_contents, match_quantized
-from tagger.transfer.tensors import onnx_initializers
 
 SOURCE = "initializer"
 __all__ = ["SOURCE", "WeightsSource"]
