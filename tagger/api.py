@@ -17,7 +17,7 @@ import onnx
 
 from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError, TaggerError
-from tagger.evidence import EvidenceSource
+from tagger.evidence import ExternalSource
 from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.module_tree import read_module_tree, tree_notes
 from tagger.namespace import write_namespaces
@@ -71,7 +71,7 @@ def _tree(modules: str | os.PathLike | None) -> dict[str, str | None] | None:
 
 def _tag_checked(
     model: onnx.ModelProto,
-    sources: Sequence[EvidenceSource] = (),
+    sources: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> tuple[TaggingResult, list[str]]:
@@ -84,13 +84,13 @@ def _tag_checked(
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
-    notes = check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
+    notes = check_index(result.index) + [note for source in sources for note in source.notes]
     return result, notes + tree_notes(result.context)
 
 
-def _flags(sources: Sequence[EvidenceSource]) -> list[str]:
+def _flags(sources: Sequence[ExternalSource]) -> list[str]:
     """The command-line flags of the transfer sources in use (`--reference`, `--weights`)."""
-    return [flag for flag in (getattr(source, "FLAG", None) for source in sources) if flag]
+    return [source.FLAG for source in sources]
 
 
 def _tag_proto(
@@ -99,7 +99,7 @@ def _tag_proto(
     namespace: bool = False,
     output: str | None = None,
     inferred: bool = False,
-    sources: Sequence[EvidenceSource] = (),
+    sources: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> CoverageReport:

@@ -5,7 +5,7 @@
 - `--weights CHECKPOINT` (`weights`): the checkpoint the model was exported from; an anonymous
   initializer holding a checkpoint tensor's values gets its name.
 
-Both are evidence sources from outside the file, given to
+Both are evidence sources from outside the file (`tagger.evidence.ExternalSource`), given to
 `tagger.evidence.collect` by the caller. This package sits above `tagger.evidence` and
 `tagger.tagging` (a reference is tagged as the file is); both compare weights by value
 (`content`, `composite`), read lazily through `tagger.tensorbytes`: no model's or checkpoint's
@@ -17,21 +17,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tagger.evidence import EvidenceSource
+from tagger.evidence import ExternalSource
 
 __all__ = ["transfer_sources"]
 
 
 def transfer_sources(
     reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None
-) -> list[EvidenceSource]:
+) -> list[ExternalSource]:
     """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
     the tagged model's directory (its external data), None for a model only in memory. A bad
     reference or checkpoint raises `InputError` here, before any work."""
     from tagger.transfer.reference import ReferenceSource
     from tagger.transfer.weights import WeightsSource
 
-    sources: list[EvidenceSource] = []
+    sources: list[ExternalSource] = []
     if reference is not None:
         sources.append(ReferenceSource(_path(reference, "--reference"), base_dir))
     if weights is not None:

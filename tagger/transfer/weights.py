@@ -51,6 +51,8 @@ class WeightsSource:
         self.checkpoint = Path(checkpoint)
         self.base_dir = base_dir
         self.notes: list[str] = []
+        self.decided_by: dict[int, str] = {}
+        """Node -> the rank its claim takes (`_STRONG`) where the file names the weight in a converter's words."""
         self.tensors = checkpoint_tensors(self.checkpoint)  # a bad checkpoint fails before any work
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
@@ -70,7 +72,7 @@ class WeightsSource:
         else:  # the file speaks a converter's words: every weight found in the checkpoint is its tensor
             converted |= named & matches.keys()
         own = named - converted
-        parameters = {name: owner for name, owner in parameters.items() if name in own and name not in context.merged}
+        parameters = {name: owner for name, owner in parameters.items() if name in own and name not in context.parameters.merged}
         prefix = _prefix(own, {t.name for t in self.tensors})
         renamed = _module_renames(matches, own) if not converted else {}
         owners = _owners(matches, own, renamed, prefix)
