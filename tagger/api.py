@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from tagger.coverage_report import CoverageReport, build_report
-from tagger.errors import InputError, OutputError, TaggerError
+from tagger.errors import InputError, OutputError, ParameterError, TaggerError, param
 from tagger.evidence import ExternalSource
 from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.module_tree import read_module_tree, tree_notes
@@ -180,12 +180,12 @@ def report(
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:
     if inplace and output is not None:
-        raise InputError("--inplace and --output exclude each other")
+        raise InputError(f"{param('inplace')} and {param('output')} exclude each other")
     if inplace:
         return source
     destination = Path(output) if output is not None else default_output(source)
     if destination.exists() and source.exists() and os.path.samefile(destination, source):
-        raise OutputError(f"output {destination} is the input; use --inplace to overwrite it")
+        raise OutputError(f"output {destination} is the input; use {param('inplace')} to overwrite it")
     return destination
 
 
@@ -194,5 +194,5 @@ def _report_path(report: str | os.PathLike | None) -> Path | None:
         return None
     path = Path(report)
     if path.suffix not in (".json", ".md"):
-        raise InputError(f"--report must end in .json or .md: {path}")
+        raise ParameterError("report", f"must end in .json or .md: {path}")
     return path

@@ -8,9 +8,11 @@ So the arguments are read here first, as fire would read them:
 2. fire's own flags go after a last `--` and nothing else does (`split_fire_flags`);
 3. every flag is checked against the command's parameters, with the closest valid one offered,
    and every word against its required arguments (`check_arguments`);
-4. repeated `--dim` flags are joined into one for fire (`fire_arguments`).
+4. repeated `--dim` flags are joined into one for fire (`fire_arguments`);
+5. a value fire parsed is checked where only the command line gives it (`check_text`, `check_flag`).
 
-Every refusal is one `InputError` line (exit 2), before any work.
+Every refusal is one `InputError` line (exit 2), before any work; an error of the library names
+parameters, which the command line prints as its flags (`error_line`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,41 @@ from collections.abc import Callable, Mapping
 from fire import helptext, parser
 from fire.trace import FireTrace
 
-from tagger.errors import InputError
+from tagger.errors import InputError, TaggerError, one_line
 
-__all__ = ["check_arguments", "command_names", "fire_arguments", "help_text", "split_fire_flags"]
+__all__ = [
+    "check_arguments",
+    "check_flag",
+    "check_text",
+    "command_names",
+    "error_line",
+    "fire_arguments",
+    "help_text",
+    "split_fire_flags",
+]
+
+
+def error_line(error: TaggerError) -> str:
+    """The one line the command line prints for `error`: each parameter it names as its flag
+    (`max_fallback` -> `--max_fallback`; the commands take the library's parameter names)."""
+    return one_line(error.spelled(lambda parameter: f"--{parameter}"))
+
+
+def check_text(name: str, value: object) -> str | None:
+    """One value, as text: fire reads `--module 0` as an int and `--module 0.10` as a float
+    (None passes; a flag without value, a list or a dict is refused)."""
+    if value is None:
+        return None
+    if isinstance(value, bool | list | tuple | dict):
+        raise InputError(f"--{name} needs one value, got {value!r}")
+    return str(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A flag: fire gives a flag followed by a value that value instead of True."""
+    if not isinstance(value, bool):
+        raise InputError(f"--{name} takes no value, got {value!r}: put the flags after the paths")
+    return value
 
 
 def command_names(commands: object) -> list[str]:

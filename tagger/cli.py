@@ -16,9 +16,9 @@ import sys
 import fire
 
 from tagger import api
-from tagger.arguments import check_arguments, fire_arguments, help_text, split_fire_flags
+from tagger.arguments import check_arguments, check_flag, check_text, error_line, fire_arguments, help_text, split_fire_flags
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.options import check_flag, check_integer, check_names, check_text
+from tagger.options import check_integer, check_names
 
 __all__ = ["main", "Commands"]
 
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         check_arguments(commands, args, fire_flags.separator)  # before fire, which runs first and complains after
         fire.Fire(commands, command=fire_arguments(argv), name="tagger")
     except TaggerError as exc:
-        print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
+        print(f"tagger: error: {error_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.errors import InputError
+from tagger.errors import InputError, ParameterError
 from tagger.evidence import EXTERNAL
 from tagger.keys import READ_KEYS
 from tagger.nodetags import ModelTags, model_tags
@@ -90,7 +90,7 @@ def optimization_level(value: object) -> Level:
     elif isinstance(value, str) and value.strip().lower() in {**LEVELS, **_ALIASES}:
         name = _ALIASES.get(value.strip().lower(), value.strip().lower())
     else:
-        raise InputError(f"--optimize takes one of {', '.join(LEVELS)} (default all), got {value!r}")
+        raise ParameterError("optimize", f"takes one of {', '.join(LEVELS)} (default all), got {value!r}")
     return Level(name, LEVELS[name])
 
 

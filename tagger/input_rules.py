@@ -24,8 +24,8 @@ rules, each resting on something the file itself states:
    the model state (`tagger.stated_sizes`: an optimum export's image size and channels, an
    onnxruntime-genai output's head size and KV heads); a size above a stated limit (genai's
    `context_length`) is refused.
-6. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
-   everything else, the default (`--dim N`, 1).
+6. **Given sizes win**: `dim` `NAME=VALUE` (`--dim NAME=VALUE`) sets a symbol (or an expression's
+   whole name); everything else, the default (`dim` N, 1).
 7. **Id ranges.** An integer input followed through ops that only move or copy values
    (`Cast`, `Unsqueeze`, `Reshape`, `Gather` data, `Concat`, ...) into the indices of a `Gather`
    whose data is a weight must stay below that table's size on the gathered axis; the smallest
@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tagger.errors import InputError
+from tagger.errors import InputError, ParameterError, param
 from tagger.index import graphs_within
 from tagger.stated_sizes import StatedSizes, stated_sizes
 from tagger.symbolic_shapes import infer_symbolic, weights_as_inputs
@@ -98,18 +98,18 @@ def parse_dim_option(value: object) -> DimSettings:
     for key, size in _dim_items(value):
         if key is None:
             if size < 1:
-                raise InputError(f"--dim N must be a positive integer, got {size}")
+                raise ParameterError("dim", f"N must be a positive integer, got {size}")
             default = size
         else:
             if size < 0:
-                raise InputError(f"--dim {key}=VALUE must be a non-negative integer, got {size}")
+                raise ParameterError("dim", f"{key}=VALUE must be a non-negative integer, got {size}")
             named[key] = size
     return DimSettings(default, named)
 
 
 def _dim_items(value: object) -> Iterator[tuple[str | None, int]]:
     if isinstance(value, bool):
-        raise InputError(f"--dim takes N or NAME=VALUE, got {value!r}")
+        raise ParameterError("dim", f"takes N or NAME=VALUE, got {value!r}")
     if isinstance(value, int):
         yield None, value
     elif isinstance(value, dict):
@@ -123,7 +123,7 @@ def _dim_items(value: object) -> Iterator[tuple[str | None, int]]:
             key, sep, size = part.rpartition("=")
             yield (key.strip() if sep else None), _size(size.strip(), key)
     else:
-        raise InputError(f"--dim takes N or NAME=VALUE, got {value!r}")
+        raise ParameterError("dim", f"takes N or NAME=VALUE, got {value!r}")
 
 
 def _size(text: object, key: object) -> int:
@@ -132,8 +132,8 @@ def _size(text: object, key: object) -> int:
     try:
         return int(str(text))
     except ValueError:
-        wanted = f"--dim {key}=VALUE needs an integer VALUE" if key else "--dim takes N or NAME=VALUE"
-        raise InputError(f"{wanted}, got {text!r}") from None
+        wanted = f"{key}=VALUE needs an integer VALUE" if key else "takes N or NAME=VALUE"
+        raise ParameterError("dim", f"{wanted}, got {text!r}") from None
 
 
 def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), base_dir: Path | None = None) -> InputPlan:
@@ -148,7 +148,7 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), b
     unknown = sorted(set(settings.named) - known - referenced)
     if unknown:
         choices = ", ".join(sorted(known | referenced)) or "none: every dim is static"
-        raise InputError(f"--dim names no dim of the model's inputs: {', '.join(unknown)} (its dims: {choices})")
+        raise ParameterError("dim", f"names no dim of the model's inputs: {', '.join(unknown)} (its dims: {choices})")
     required, lower = facts.weight_sizes(keys)
     stated = stated_sizes(base_dir, keys)
     dims: dict[str, int] = {}
@@ -165,7 +165,8 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), b
         dims[key] = _evaluate(tree, dims)
         reasons[key] = "expression"
         if dims[key] < 0:
-            raise InputError(f"dim {key!r} evaluates to {dims[key]} with {_listing(dims)}; set its parts with --dim NAME=VALUE")
+            evaluated = f"dim {key!r} evaluates to {dims[key]} with {_listing(dims)}"
+            raise InputError(f"{evaluated}; set its parts with {param('dim')} NAME=VALUE")
     _check_limits(dims, stated.limits)
     shapes = {name: tuple(key if isinstance(key, int) else dims[key] for key in dim_keys) for name, dim_keys in keys.items()}
     bounds = {v.name: bound for v in inputs if _is_integer(v) and (bound := facts.id_bound(v.name)) is not None}
@@ -194,7 +195,8 @@ def _choose(
 def _check_limits(dims: Mapping[str, int], limits: Mapping[str, tuple[int, str]]) -> None:
     for key, (largest, reason) in limits.items():
         if dims.get(key, 0) > largest:
-            raise InputError(f"dim {key}={dims[key]} exceeds {largest}, the {reason}; set a smaller one with --dim {key}=VALUE")
+            exceeds = f"dim {key}={dims[key]} exceeds {largest}, the {reason}"
+            raise InputError(f"{exceeds}; set a smaller one with {param('dim')} {key}=VALUE")
 
 
 _RETRIES = 12
@@ -295,7 +297,8 @@ def _dim_keys(value: onnx.ValueInfoProto) -> list[int | str]:
         raise InputError(f"cannot make a feed for input {value.name!r}: not a tensor")
     tensor_type = value.type.tensor_type
     if not tensor_type.HasField("shape"):
-        raise InputError(f"cannot make a feed for input {value.name!r}: its rank is unknown; pass arrays with --inputs NPZ")
+        unknown = f"cannot make a feed for input {value.name!r}: its rank is unknown"
+        raise InputError(f"{unknown}; pass arrays with {param('inputs')} NPZ")
     keys: list[int | str] = []
     for axis, dim in enumerate(tensor_type.shape.dim):
         if dim.HasField("dim_value"):

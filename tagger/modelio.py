@@ -26,7 +26,7 @@ from typing import BinaryIO
 import onnx
 from google.protobuf.message import DecodeError
 
-from tagger.errors import InputError, OutputError
+from tagger.errors import InputError, OutputError, param
 from tagger.index import may_hold_tensors
 from tagger.serialize import PROTOBUF_LIMIT, plan_encoding
 
@@ -135,7 +135,8 @@ def check_output_path(path: Path, force: bool = False, what: str = "output") -> 
     """
     if path.is_symlink():
         if not force:
-            raise OutputError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); use --force to replace the link")
+            link = f"{what} {path} is a symbolic link (to {os.readlink(path)})"
+            raise OutputError(f"{link}; use {param('force')} to replace the link")
     elif path.is_dir():
         raise OutputError(f"{what} {path} is a directory")
     if not path.parent.is_dir():

@@ -33,15 +33,15 @@ def transfer_sources(
 
     sources: list[ExternalSource] = []
     if reference is not None:
-        sources.append(ReferenceSource(_path(reference, "--reference"), base_dir))
+        sources.append(ReferenceSource(_path(reference, "reference"), base_dir))
     if weights is not None:
-        sources.append(WeightsSource(_path(weights, "--weights"), base_dir))
+        sources.append(WeightsSource(_path(weights, "weights"), base_dir))
     return sources
 
 
-def _path(value: object, flag: str) -> Path:
-    from tagger.errors import InputError
+def _path(value: object, parameter: str) -> Path:
+    from tagger.errors import ParameterError
 
     if isinstance(value, bool | list | tuple | dict) or value == "":
-        raise InputError(f"{flag} needs one path, got {value!r}")
+        raise ParameterError(parameter, f"needs one path, got {value!r}")
     return Path(str(value))

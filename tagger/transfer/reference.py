@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagger.errors import InputError
+from tagger.errors import InputError, param
 from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.keys import MODULE_KEY
@@ -126,7 +126,7 @@ class ReferenceSource:
         found = matching.weights / weights if weights else 0.0
         if nodes and kept < MIN_KEPT_EDGES and found < MIN_WEIGHTS:
             raise InputError(
-                f"--reference {self.path.name} is not the model this one was made from: {kept:.0%} of the connections "
+                f"{param('reference')} {self.path.name} is not the model this one was made from: {kept:.0%} of the connections "
                 f"between nodes with shared names and {found:.0%} of the weights match it"
             )
 
