@@ -33,9 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from tagger.dim_settings import DimSettings, parse_dim_option
 from tagger.errors import InputError, param
 from tagger.index import graphs_within
-from tagger.input_rules import DimSettings, InputPlan, parse_dim_option, plan_inputs
+from tagger.input_rules import InputPlan, plan_inputs
 
 __all__ = [
     "DimSettings",
