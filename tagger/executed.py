@@ -10,7 +10,7 @@
 3. **On.** The session writes the graph it optimized (`SessionOptions.optimized_model_filepath`,
    initializers into an external data file beside it, so a model of any size can be written)
    into a temporary directory. That graph is tagged with the model that ran as its reference
-   (`tagger.evidence.reference`, the machinery of `--reference`): nodes onnxruntime kept are
+   (`tagger.transfer.reference`, the machinery of `--reference`): nodes onnxruntime kept are
    matched by name or output, fused ones take the module that wrote their output or the common
    ancestor of the nodes they replaced, as transfer decides. Tag entries onnxruntime copied onto
    the nodes (a fused node would carry several nodes' entries, the last read) are dropped first,
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.errors import InputError
+from tagger.errors import InputError, ParameterError
 from tagger.evidence import EXTERNAL
 from tagger.keys import READ_KEYS
 from tagger.nodetags import ModelTags, model_tags
@@ -90,7 +90,7 @@ def optimization_level(value: object) -> Level:
     elif isinstance(value, str) and value.strip().lower() in {**LEVELS, **_ALIASES}:
         name = _ALIASES.get(value.strip().lower(), value.strip().lower())
     else:
-        raise InputError(f"--optimize takes one of {', '.join(LEVELS)} (default all), got {value!r}")
+        raise ParameterError("optimize", f"takes one of {', '.join(LEVELS)} (default all), got {value!r}")
     return Level(name, LEVELS[name])
 
 
@@ -139,8 +139,8 @@ def executed_graph(
     if not written.exists():
         tags = file_tags if file_tags is not None else model_tags(ran, base_dir=source.parent)
         return ExecutedGraph(tags, _by_name(run_names), written=False)
-    from tagger.evidence.reference import ReferenceSource
     from tagger.modelio import load_model
+    from tagger.transfer.reference import ReferenceSource
 
     graph = load_model(written)
     _drop_copied_entries(graph)
