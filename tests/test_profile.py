@@ -234,9 +234,9 @@ def test_a_kernel_name_shared_by_both_branches_of_an_if_counts_for_the_branch_th
     common module of all its nodes (as a partition standing for many nodes would)."""
     import onnxruntime as ort
 
-    from tagger.executed import executed_graph, kernel_module, narrowed, optimization_level, session_options
     from tagger.nodetags import model_tags
     from tagger.paths import lca_all
+    from tagger.profiling.executed import executed_graph, kernel_module, narrowed, optimization_level, session_options
 
     path = pipeline_model("merged_decoder")
     proto = onnx_structure(path)

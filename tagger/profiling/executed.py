@@ -6,7 +6,7 @@
    `GraphOptimizationLevel` (`ORT_DISABLE_ALL` ... `ORT_ENABLE_ALL`, a session's default); `all`
    is the default, `True` (a bare `--optimize`) means `all` and `False` means `off`.
 2. **Off.** Every kernel is a node of the file: the graph is the file itself (under the unique run
-   names of `tagger.profiling`), tagged as read or decided in memory (`tagger.nodetags`).
+   names of `tagger.profiling.session`), tagged as read or decided in memory (`tagger.nodetags`).
 3. **On.** The session writes the graph it optimized (`SessionOptions.optimized_model_filepath`,
    initializers into an external data file beside it, so a model of any size can be written)
    into a temporary directory. That graph is tagged with the model that ran as its reference

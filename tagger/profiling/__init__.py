@@ -1,0 +1,182 @@
+"""`tagger profile MODEL`: latency per module, from onnxruntime's own profiler.
+
+How the numbers are made:
+
+1. The model runs in onnxruntime (`provider`: the CPU provider unless told) with
+   `SessionOptions.enable_profiling`; its JSON trace holds one `cat == "Node"` event per executed
+   kernel, named `<node name>_kernel_time`, with its duration in microseconds and its provider
+   (`args.provider`). Only events inside the measured `model_run`s count (the first `warmup`
+   runs allocate memory and are left out); times are means per run.
+2. Graph optimizations run at the session's default level (`ORT_ENABLE_ALL`) unless told
+   (`optimize`: off, basic, extended, layout, all). Kernels are matched to the graph onnxruntime
+   executed (`tagger.profiling.executed`): when it optimizes, the graph it writes, tagged with the file as
+   its reference (fused kernels take the module transfer gives a fused node); at `off`, the
+   file's own nodes. A kernel whose name is no node's is counted under `unmatched` with the
+   reason, never guessed; one that stands for several nodes counts for their common module.
+3. Every kernel must name one node, so nodes run under unique names in an in-memory copy when
+   theirs are not: a body node whose name recurs in another body (the two branches of an
+   optimum merged decoder repeat every name) runs as `<name>@<body>`; a node without a name, or
+   sharing one inside its own graph, under a stand-in (onnxruntime would call it `<op>_<index>`,
+   which can collide with real names). Weights stay in their external data file. That copy is
+   also the reference of the optimized graph (its stand-ins carry no name evidence).
+4. Tags come from the file, or are decided in memory when a node has none (`tagger.nodetags`).
+   Each module's own nodes are counted by kind (direct, certain, chosen, fallback:
+   `tagger.certainty`), and a module whose own nodes are mostly chosen is marked: its self time
+   rests on the tagger's choices, not on evidence or facts.
+5. Control flow: the kernel of an If/Loop/Scan node lasts as long as the body kernels it runs,
+   which onnxruntime also reports, each under its own node. The body kernels count for the body
+   nodes' modules; the control-flow node keeps only its own time (its time less its bodies'),
+   so nothing is counted twice. That own time is the body executor's work between kernels
+   (allocations, feeding and fetching each body node: measured ~3.5 µs per body node run on
+   optimum's T5 merged decoder, 55% of the If's time), the same kind of time as `run_us` less
+   `kernel_us` in the main graph: it is shown apart as control-flow overhead, charged to no
+   module (an If of a merged decoder would otherwise put half the run on the root).
+6. Per module: `self` is the time of its own nodes, `total` that of its nodes and everything
+   below it; `share` is `total` over the summed kernel time of the run, so the top-level modules'
+   shares, the unmatched share and the control-flow overhead add up to 100%. `run_us` is the wall time of a run, which also
+   holds the executor's own work between kernels. Each module's `providers` splits its total by
+   provider, and kernels that ran on another provider than the first listed are listed apart.
+7. Inputs: an `.npz` file whose arrays are named after the graph inputs, or feeds generated from
+   the model (`tagger.feeds`: shared symbols, sizes tied to weights, sizes stated by the config
+   files beside the model, `--dim`; when onnxruntime refuses them, the plan's other image sizes
+   are tried, each in a session of its own, and the report shows the sizes that ran); a run onnxruntime
+   refuses is bad input (`tagger.feeds.refusal`), and so is a model it cannot load
+   (`tagger.feeds.load_refusal`: a tool wrote a file onnxruntime refuses).
+8. Files for viewers (`tagger.profiling.timeline`): `timeline` (Trace Event Format: module spans nest
+   around the kernels) and `speedscope` (speedscope's evented format: a per-module flame graph).
+
+onnxruntime is imported only when a profile runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tagger.feeds import DimSettings, first_that_runs, model_feeds, parse_dim_option
+from tagger.modelio import load_model
+from tagger.nodetags import model_tags
+from tagger.options import check_integer
+from tagger.profiling.attribution import Attribution
+from tagger.profiling.executed import ExecutedGraph, executed_graph, optimization_level
+from tagger.profiling.report import ModuleTime, NodeTime, ProfileReport
+from tagger.profiling.session import DEFAULT_PROVIDER, RunNames, Session, provider_names, renamed, run_names
+from tagger.profiling.timeline import DrawnKernel, steps, trace_events, write_json
+from tagger.profiling.timeline import speedscope as speedscope_document
+from tagger.profiling.trace import Measured, measured
+from tagger.text import LIST_LIMIT, terminal
+
+__all__ = ["DEFAULT_PROVIDER", "ModuleTime", "NodeTime", "ProfileReport", "profile", "provider_names"]
+
+
+def profile(
+    model: str | os.PathLike,
+    inputs: str | os.PathLike | None = None,
+    runs: int = 10,
+    warmup: int = 1,
+    dim: DimSettings | int | str | dict = 1,
+    optimize: str | bool = "all",
+    threads: int = 0,
+    trace: str | os.PathLike | None = None,
+    provider: str | Sequence[str] = DEFAULT_PROVIDER,
+    timeline: str | os.PathLike | None = None,
+    speedscope: str | os.PathLike | None = None,
+) -> ProfileReport:
+    """Run `model` `warmup + runs` times in onnxruntime with profiling on; time per module.
+
+    `inputs`: an `.npz` of arrays named after the graph inputs (default: feeds generated from the
+    model, dynamic sizes from `dim`: N for all, `"NAME=VALUE,..."`, a dict or `DimSettings` per name).
+    `optimize`: onnxruntime's graph optimization level, `off`, `basic`, `extended`, `layout` or
+    `all` (the default, what a session runs; True is `all`, False `off`): kernels are attributed
+    on the graph onnxruntime executed (`tagger.profiling.executed`). `threads`: intra-op threads (0:
+    onnxruntime's default). `provider`: execution providers in order (`"A,B"` or a list; the
+    suffix `ExecutionProvider` may be left out). `trace` keeps the raw onnxruntime trace at that
+    path; `timeline` writes the module trace (Trace Event Format) and `speedscope` speedscope's
+    format (`tagger.profiling.timeline`).
+    """
+    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 0)):
+        check_integer(name, value, least)
+    level = optimization_level(optimize)
+    providers = provider_names(provider)
+    settings = dim if isinstance(dim, DimSettings) else parse_dim_option(dim)
+    source = Path(model)
+    proto = load_model(source)
+    file_tags = model_tags(proto, base_dir=source.parent)
+    names = run_names(file_tags.index)
+    ran = renamed(proto, names.run_names) if names.changed else proto
+    with tempfile.TemporaryDirectory(prefix="tagger-profile-") as workdir:
+        session = Session(source, ran, names.changed, level, providers, threads, trace, Path(workdir), runs + warmup)
+        feeds, events = first_that_runs(model_feeds(proto, inputs, settings, base_dir=source.parent), session.events)
+        graph = executed_graph(file_tags, names.run_names, ran, source, Path(workdir))
+    kernels = measured(events, warmup)
+    report = Attribution(graph, runs, session.compiled).report(source.name, kernels, session.used or list(providers))
+    report.runs, report.warmup, report.optimization = runs, warmup, str(level)
+    report.retagged, report.file_nodes = file_tags.retagged, len(file_tags.nodes)
+    report.inputs = {name: list(array.shape) for name, array in feeds.items()}
+    report.dims = dict(feeds.dims)
+    report.trace = None if trace is None else str(trace)
+    report.notes = _notes(names, graph, session.notes, report)
+    _write_views(report, kernels, timeline, speedscope)
+    return report
+
+
+
+def _notes(names: RunNames, graph: ExecutedGraph, session_notes: list[str], report: ProfileReport) -> list[str]:
+    notes = list(session_notes)
+    if names.stand_ins:
+        notes.append(f"{names.stand_ins} unnamed or duplicate-named nodes ran under stand-in names")
+    if names.qualified:
+        notes.append(f"{names.qualified} body nodes whose names recur in another body ran as <name>@<body>")
+    if graph.written:
+        notes.append(
+            f"kernels attributed on the graph onnxruntime executed ({graph.nodes} nodes; the file has "
+            f"{report.file_nodes}), tagged with the file as its reference"
+        )
+    notes += graph.notes
+    if report.unmatched:
+        notes.append(f"{len(report.unmatched)} kernels match no node of the graph that ran: " + _listed(report.unmatched_why))
+    groups = sum(1 for n in report.nodes if n.nodes > 1)
+    if groups:
+        notes.append(f"{groups} kernels stand for several nodes each and count for the common module of their nodes")
+    if report.elsewhere:
+        us = sum(n.us for n in report.elsewhere)
+        notes.append(
+            f"{len(report.elsewhere)} kernels ({us:.1f} µs) ran on another provider than {report.providers[0]}: "
+            + ", ".join(sorted({n.provider for n in report.elsewhere}))
+        )
+    if report.control_flow_us:
+        owners = sum(1 for n in report.nodes if n.control_flow)
+        notes.append(
+            f"{owners} control-flow nodes: their bodies' kernels count for the body nodes; their own time "
+            "(the body executor's work between kernels) is control-flow overhead, charged to no module"
+        )
+    return notes
+
+
+def _listed(why: dict[str, str]) -> str:
+    shown = [f"{terminal(name)} ({reason})" for name, reason in list(why.items())[:LIST_LIMIT]]
+    more = len(why) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+def _write_views(report: ProfileReport, kernels: Measured, timeline, speedscope) -> None:
+    """Write the module trace and the speedscope file, when asked."""
+    if timeline is None and speedscope is None:
+        return
+    module_of = {n.name: (n.module, n.op_type) for n in report.nodes if not n.control_flow}
+    drawn = []
+    for kernel in kernels.kernels:
+        if kernel.name in report.unmatched:
+            drawn.append(DrawnKernel(kernel.run, kernel.ts, kernel.dur, kernel.name, kernel.op, None, kernel.provider))
+        elif kernel.name in module_of:
+            module, op = module_of[kernel.name]
+            drawn.append(DrawnKernel(kernel.run, kernel.ts, kernel.dur, kernel.name, op, module, kernel.provider))
+    spans = steps(drawn, kernels.runs)
+    if timeline is not None:
+        write_json(trace_events(spans, report.model), timeline)
+        report.timeline = str(timeline)
+    if speedscope is not None:
+        write_json(speedscope_document(spans, report.model), speedscope)
+        report.speedscope = str(speedscope)
