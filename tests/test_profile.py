@@ -276,10 +276,10 @@ def spans_nest(events: list[dict]) -> None:
             assert disjoint or within(a, b) or within(b, a), (a, b)
 
 
-def test_timeline_and_speedscope_files_nest_module_spans_around_the_kernels(built_cases, tmp_path):
+def test_perfetto_and_speedscope_files_nest_module_spans_around_the_kernels(built_cases, tmp_path):
     timeline, flame = tmp_path / "timeline.json", tmp_path / "flame.json"
-    result = profile(built_cases[("bert", "dynamo", "none")].path, runs=2, warmup=1, timeline=timeline, speedscope=flame)
-    assert result.timeline == str(timeline) and result.speedscope == str(flame)
+    result = profile(built_cases[("bert", "dynamo", "none")].path, runs=2, warmup=1, perfetto=timeline, speedscope=flame)
+    assert result.perfetto == str(timeline) and result.speedscope == str(flame)
 
     events = json.loads(timeline.read_text())["traceEvents"]
     complete = [e for e in events if e["ph"] == "X"]
@@ -321,7 +321,7 @@ def test_timeline_and_speedscope_files_nest_module_spans_around_the_kernels(buil
     assert {"(root)", "m.encoder.layer.0", "model_run"} <= names
 
 
-def test_cli_writes_the_timeline_and_names_the_level(built_cases, tmp_path):
+def test_cli_writes_the_trace_under_its_older_name_timeline_and_names_the_level(built_cases, tmp_path):
     case = built_cases[("bert", "dynamo", "none")]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [

@@ -42,8 +42,10 @@ How the numbers are made:
    are tried, each in a session of its own, and the report shows the sizes that ran); a run onnxruntime
    refuses is bad input (`tagger.feeds.refusal`), and so is a model it cannot load
    (`tagger.feeds.load_refusal`: a tool wrote a file onnxruntime refuses).
-8. Files for viewers (`tagger.profiling.timeline`): `timeline` (Trace Event Format: module spans nest
-   around the kernels) and `speedscope` (speedscope's evented format: a per-module flame graph).
+8. Files for viewers (`tagger.profiling.views`): `perfetto` (Trace Event Format: module spans
+   nest around the kernels; `timeline` is its older name), `speedscope` (speedscope's evented
+   format: a per-module flame graph) and `node_data` (Model Explorer node data: each node's
+   kernel time on the file's nodes, module totals beside them).
 
 onnxruntime is imported only when a profile runs.
 """
@@ -53,19 +55,23 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from tagger.feeds import DimSettings, first_that_runs, model_feeds, parse_dim_option
+import onnx
+
+from tagger.errors import InputError
+from tagger.feeds import DimSettings, Feeds, first_that_runs, model_feeds, parse_dim_option
 from tagger.modelio import load_model
-from tagger.nodetags import model_tags
+from tagger.nodetags import ModelTags, model_tags
 from tagger.options import check_integer
 from tagger.profiling.attribution import Attribution
-from tagger.profiling.executed import ExecutedGraph, executed_graph, optimization_level
+from tagger.profiling.comparison import compare
+from tagger.profiling.executed import ExecutedGraph, Level, executed_graph, optimization_level
 from tagger.profiling.report import ModuleTime, NodeTime, ProfileReport
 from tagger.profiling.session import DEFAULT_PROVIDER, RunNames, Session, provider_names, renamed, run_names
-from tagger.profiling.timeline import DrawnKernel, steps, trace_events, write_json
-from tagger.profiling.timeline import speedscope as speedscope_document
 from tagger.profiling.trace import Measured, measured
+from tagger.profiling.views import write_views
 from tagger.text import LIST_LIMIT, terminal
 
 __all__ = ["DEFAULT_PROVIDER", "ModuleTime", "NodeTime", "ProfileReport", "profile", "provider_names"]
@@ -81,8 +87,11 @@ def profile(
     threads: int = 0,
     trace: str | os.PathLike | None = None,
     provider: str | Sequence[str] = DEFAULT_PROVIDER,
-    timeline: str | os.PathLike | None = None,
+    perfetto: str | os.PathLike | None = None,
     speedscope: str | os.PathLike | None = None,
+    node_data: str | os.PathLike | None = None,
+    compare_unoptimized: bool = False,
+    timeline: str | os.PathLike | None = None,
 ) -> ProfileReport:
     """Run `model` `warmup + runs` times in onnxruntime with profiling on; time per module.
 
@@ -93,12 +102,17 @@ def profile(
     on the graph onnxruntime executed (`tagger.profiling.executed`). `threads`: intra-op threads (0:
     onnxruntime's default). `provider`: execution providers in order (`"A,B"` or a list; the
     suffix `ExecutionProvider` may be left out). `trace` keeps the raw onnxruntime trace at that
-    path; `timeline` writes the module trace (Trace Event Format) and `speedscope` speedscope's
-    format (`tagger.profiling.timeline`).
+    path; `perfetto` writes the module trace (Trace Event Format; `timeline` is the same file's
+    older name), `speedscope` speedscope's format and `node_data` Model Explorer node data
+    (`tagger.profiling.views`). `compare_unoptimized` runs the model again with optimizations
+    off, on the same inputs, and sets `comparison` (`tagger.profiling.comparison`).
     """
     for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 0)):
         check_integer(name, value, least)
+    perfetto = _one_path("perfetto", perfetto, "timeline", timeline)
     level = optimization_level(optimize)
+    if compare_unoptimized and not level.fuses:
+        raise InputError("--compare_unoptimized compares a level that optimizes with off; --optimize is off")
     providers = provider_names(provider)
     settings = dim if isinstance(dim, DimSettings) else parse_dim_option(dim)
     source = Path(model)
@@ -106,21 +120,57 @@ def profile(
     file_tags = model_tags(proto, base_dir=source.parent)
     names = run_names(file_tags.index)
     ran = renamed(proto, names.run_names) if names.changed else proto
-    with tempfile.TemporaryDirectory(prefix="tagger-profile-") as workdir:
-        session = Session(source, ran, names.changed, level, providers, threads, trace, Path(workdir), runs + warmup)
-        feeds, events = first_that_runs(model_feeds(proto, inputs, settings, base_dir=source.parent), session.events)
-        graph = executed_graph(file_tags, names.run_names, ran, source, Path(workdir))
-    kernels = measured(events, warmup)
-    report = Attribution(graph, runs, session.compiled).report(source.name, kernels, session.used or list(providers))
-    report.runs, report.warmup, report.optimization = runs, warmup, str(level)
-    report.retagged, report.file_nodes = file_tags.retagged, len(file_tags.nodes)
+    run = _Run(source, ran, file_tags, names, providers, threads, runs, warmup)
+    feeds = model_feeds(proto, inputs, settings, base_dir=source.parent)
+    report, attribution, kernels, feeds = run.at(level, feeds, trace)
     report.inputs = {name: list(array.shape) for name, array in feeds.items()}
     report.dims = dict(feeds.dims)
     report.trace = None if trace is None else str(trace)
-    report.notes = _notes(names, graph, session.notes, report)
-    _write_views(report, kernels, timeline, speedscope)
+    if compare_unoptimized:
+        off, *_ = run.at(optimization_level("off"), Feeds(feeds.arrays, feeds.dims, feeds.origin), None)
+        report.comparison = compare(
+            str(level), (off.modules, off.kernel_us, off.run_us), (report.modules, report.kernel_us, report.run_us)
+        )
+    write_views(report, kernels, attribution.graph, (file_tags.index, names.run_names), perfetto, speedscope, node_data)
     return report
 
+
+@dataclass(frozen=True)
+class _Run:
+    """One model profiled at a level: everything but the level and the inputs is fixed."""
+
+    source: Path
+    ran: onnx.ModelProto
+    file_tags: ModelTags
+    names: RunNames
+    providers: tuple[str, ...]
+    threads: int
+    runs: int
+    warmup: int
+
+    def at(self, level: Level, feeds: Feeds, trace) -> tuple[ProfileReport, Attribution, Measured, Feeds]:
+        """Run at `level` on `feeds` (or the next feeds that run), attribute the kernels."""
+        with tempfile.TemporaryDirectory(prefix="tagger-profile-") as workdir:
+            session = Session(
+                self.source,
+                self.ran,
+                self.names.changed,
+                level,
+                self.providers,
+                self.threads,
+                trace,
+                Path(workdir),
+                self.runs + self.warmup,
+            )
+            feeds, events = first_that_runs(feeds, session.events)
+            graph = executed_graph(self.file_tags, self.names.run_names, self.ran, self.source, Path(workdir))
+        kernels = measured(events, self.warmup)
+        attribution = Attribution(graph, self.runs, session.compiled)
+        report = attribution.report(self.source.name, kernels, session.used or list(self.providers))
+        report.runs, report.warmup, report.optimization = self.runs, self.warmup, str(level)
+        report.retagged, report.file_nodes = self.file_tags.retagged, len(self.file_tags.nodes)
+        report.notes = _notes(self.names, graph, session.notes, report)
+        return report, attribution, kernels, feeds
 
 
 def _notes(names: RunNames, graph: ExecutedGraph, session_notes: list[str], report: ProfileReport) -> list[str]:
@@ -161,22 +211,8 @@ def _listed(why: dict[str, str]) -> str:
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
-def _write_views(report: ProfileReport, kernels: Measured, timeline, speedscope) -> None:
-    """Write the module trace and the speedscope file, when asked."""
-    if timeline is None and speedscope is None:
-        return
-    module_of = {n.name: (n.module, n.op_type) for n in report.nodes if not n.control_flow}
-    drawn = []
-    for kernel in kernels.kernels:
-        if kernel.name in report.unmatched:
-            drawn.append(DrawnKernel(kernel.run, kernel.ts, kernel.dur, kernel.name, kernel.op, None, kernel.provider))
-        elif kernel.name in module_of:
-            module, op = module_of[kernel.name]
-            drawn.append(DrawnKernel(kernel.run, kernel.ts, kernel.dur, kernel.name, op, module, kernel.provider))
-    spans = steps(drawn, kernels.runs)
-    if timeline is not None:
-        write_json(trace_events(spans, report.model), timeline)
-        report.timeline = str(timeline)
-    if speedscope is not None:
-        write_json(speedscope_document(spans, report.model), speedscope)
-        report.speedscope = str(speedscope)
+def _one_path(name: str, value, alias: str, alias_value):
+    """`value`, or `alias_value` under the option's older name; both, naming different files, is bad input."""
+    if value is not None and alias_value is not None and str(value) != str(alias_value):
+        raise InputError(f"--{alias} is the older name of --{name}: give one of them")
+    return value if value is not None else alias_value

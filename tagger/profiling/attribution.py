@@ -103,7 +103,6 @@ class Attribution:
         return f"no node of the file is named so (on {provider}); fused or renamed by onnxruntime"
 
 
-
 def without_bodies(graph: ExecutedGraph, kernel_us: dict[str, float]) -> dict[str, float]:
     """Each control-flow kernel's time less the time of the kernels its bodies ran (never below 0):
     its kernel encloses theirs, and they are counted under the body nodes."""
@@ -114,7 +113,6 @@ def without_bodies(graph: ExecutedGraph, kernel_us: dict[str, float]) -> dict[st
         for owner in owners:
             body_us[owner] += us / len(owners)
     return {name: max(0.0, us - sum(body_us.get(i, 0.0) for i in graph.kernels[name])) for name, us in kernel_us.items()}
-
 
 
 def module_times(

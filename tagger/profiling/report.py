@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tagger.certainty import MARK, Certainty
+from tagger.profiling.comparison import Comparison
 from tagger.text import LIST_LIMIT, JsonReport, markdown, pct, terminal
 
 __all__ = ["PROVIDER_SUFFIX", "ModuleTime", "NodeTime", "ProfileReport", "depth_of", "short_provider"]
@@ -99,8 +100,13 @@ class ProfileReport(JsonReport):
     """Mean kernel time per run by provider."""
     elsewhere: list[NodeTime] = field(default_factory=list)
     """Kernels that ran on another provider than the first listed, slowest first."""
-    timeline: str | None = None
+    perfetto: str | None = None
+    """The Trace Event Format file written (`--perfetto`, alias `--timeline`)."""
     speedscope: str | None = None
+    node_data: str | None = None
+    """The Model Explorer node data file written."""
+    comparison: Comparison | None = None
+    """Per module, the time with graph optimizations off and at the level that ran (`compare_unoptimized`)."""
 
     def summary(self) -> str:
         lines = [
@@ -177,6 +183,8 @@ class ProfileReport(JsonReport):
                 f"  {node.us:>10.1f} µs  {terminal(node.op_type):<20} {terminal(node.name) or '(unnamed)'}  "
                 f"[{terminal(node.module) or '(root)'}]"
             )
+        if self.comparison is not None:
+            parts += ["", self.comparison.table(depth)]
         return "\n".join(parts)
 
     def to_markdown(self) -> str:
@@ -218,6 +226,8 @@ class ProfileReport(JsonReport):
             f"| {markdown(short_provider(n.provider))} |"
             for n in self.nodes[:LIST_LIMIT]
         ]
+        if self.comparison is not None:
+            rows += ["", self.comparison.to_markdown().rstrip("\n")]
         return "\n".join(rows) + "\n"
 
 

@@ -85,7 +85,6 @@ def run_names(index: ModelIndex) -> RunNames:
     return RunNames(out, qualified, stand_ins)
 
 
-
 class Session:
     """Runs the model in onnxruntime sessions with profiling on, one per feeds tried."""
 
