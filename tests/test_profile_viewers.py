@@ -216,7 +216,7 @@ def test_the_cli_writes_the_three_files_and_the_comparison(built_cases, tmp_path
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     files = [tmp_path / f"{name}.json" for name in ("p", "s", "n")]
     command = [sys.executable, "-m", "tagger", "profile", built_cases[("bert", "dynamo", "none")].path, "--runs", "1"]
-    command += ["--perfetto", files[0], "--speedscope", files[1], "--node_data", files[2], "--compare_unoptimized"]
+    command += ["--perfetto", files[0], "--speedscope", files[1], "--node-data", files[2], "--compare-unoptimized"]
     done = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert all(_strict_json(path) for path in files)
