@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,7 @@ def profile(
     node_data: str | os.PathLike | None = None,
     compare_unoptimized: bool = False,
     timeline: str | os.PathLike | None = None,
+    partitions: Mapping[str, Sequence[str]] | None = None,
 ) -> ProfileReport:
     """Run `model` `warmup + runs` times in onnxruntime with profiling on; time per module.
 
@@ -105,7 +106,9 @@ def profile(
     path; `perfetto` writes the module trace (Trace Event Format; `timeline` is the same file's
     older name), `speedscope` speedscope's format and `node_data` Model Explorer node data
     (`tagger.profiling.views`). `compare_unoptimized` runs the model again with optimizations
-    off, on the same inputs, and sets `comparison` (`tagger.profiling.comparison`).
+    off, on the same inputs, and sets `comparison` (`tagger.profiling.comparison`). `partitions`
+    names the nodes each compiled partition's kernel holds, where onnxruntime does not
+    (`tagger.profiling.attribution`, point 4).
     """
     for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 0)):
         check_integer(name, value, least)
@@ -120,7 +123,7 @@ def profile(
     file_tags = model_tags(proto, base_dir=source.parent)
     names = run_names(file_tags.index)
     ran = renamed(proto, names.run_names) if names.changed else proto
-    run = _Run(source, ran, file_tags, names, providers, threads, runs, warmup)
+    run = _Run(source, ran, file_tags, names, providers, threads, runs, warmup, dict(partitions or {}))
     feeds = model_feeds(proto, inputs, settings, base_dir=source.parent)
     report, attribution, kernels, feeds = run.at(level, feeds, trace)
     report.inputs = {name: list(array.shape) for name, array in feeds.items()}
@@ -147,6 +150,7 @@ class _Run:
     threads: int
     runs: int
     warmup: int
+    partitions: dict[str, Sequence[str]]
 
     def at(self, level: Level, feeds: Feeds, trace) -> tuple[ProfileReport, Attribution, Measured, Feeds]:
         """Run at `level` on `feeds` (or the next feeds that run), attribute the kernels."""
@@ -165,7 +169,7 @@ class _Run:
             feeds, events = first_that_runs(feeds, session.events)
             graph = executed_graph(self.file_tags, self.names.run_names, self.ran, self.source, Path(workdir))
         kernels = measured(events, self.warmup)
-        attribution = Attribution(graph, self.runs, session.compiled)
+        attribution = Attribution(graph, self.runs, session.compiled, self.partitions)
         report = attribution.report(self.source.name, kernels, session.used or list(self.providers))
         report.runs, report.warmup, report.optimization = self.runs, self.warmup, str(level)
         report.retagged, report.file_nodes = self.file_tags.retagged, len(self.file_tags.nodes)

@@ -10,15 +10,23 @@
 3. Per module: `self` is the time of its own nodes, `total` that of its nodes and everything
    below it; `share` is `total` over the summed kernel time of the run. Each module's
    `providers` splits its total by provider.
+4. Providers and partitions: a kernel that stands for several nodes (a partition an execution
+   provider runs as one kernel: CUDA graphs, TensorRT, DirectML; `partitions` names their nodes
+   where onnxruntime does not) counts its time for the common module of its nodes, and each of
+   its nodes, in its own module, as placed on the kernel's provider: a module's
+   `provider_nodes` counts its subtree's nodes by the provider that ran them, its `providers`
+   its time.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from tagger.certainty import Certainty, by_module
 from tagger.paths import ancestors
-from tagger.profiling.executed import ExecutedGraph, kernel_module, narrowed
+from tagger.profiling.executed import ExecutedGraph, kernel_module, narrowed, partitioned
 from tagger.profiling.report import ModuleTime, NodeTime, ProfileReport
 from tagger.profiling.trace import Measured
 from tagger.text import natural
@@ -29,8 +37,10 @@ __all__ = ["Attribution", "module_times", "without_bodies"]
 class Attribution:
     """Kernel times per run, attributed to the nodes and modules of the graph that ran."""
 
-    def __init__(self, graph: ExecutedGraph, runs: int, compiled: bool = False) -> None:
-        self.graph = graph
+    def __init__(
+        self, graph: ExecutedGraph, runs: int, compiled: bool = False, partitions: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        self.graph = partitioned(graph, partitions) if partitions else graph
         self.runs = runs
         self.compiled = compiled
         index = graph.tags.index
@@ -49,6 +59,7 @@ class Attribution:
         own_us = without_bodies(graph, {name: sum(c.values()) for name, c in matched.items()})
         self_us: Counter[str] = Counter()
         self_providers: dict[str, Counter[str]] = defaultdict(Counter)
+        placed: dict[str, Counter[str]] = defaultdict(Counter)
         node_times: list[NodeTime] = []
         for name, by_provider in matched.items():
             time = self._node_time(name, own_us[name], by_provider)
@@ -56,6 +67,8 @@ class Attribution:
             if not time.control_flow:  # a control-flow node's own time is overhead (point 5)
                 self_us[time.module] += time.us
                 self_providers[time.module].update(by_provider)
+            for node_id in graph.kernels[name]:  # each node where it is, on its kernel's provider (point 4)
+                placed[graph.tags.nodes[node_id].module][time.provider] += 1
         control_us = sum(t.us for t in node_times if t.control_flow)
         tags = graph.tags.nodes
         own = by_module((t.module for t in tags), (t.kind for t in tags))
@@ -76,7 +89,7 @@ class Attribution:
             run_us=measured.run_us,
             unmatched_us=sum(unmatched.values()),
             control_flow_us=control_us,
-            modules=module_times(self_us, self_providers, own, {t.module: t.tag for t in tags}, kernel_us),
+            modules=module_times(_Own(self_us, self_providers, placed, own), {t.module: t.tag for t in tags}, kernel_us),
             nodes=nodes,
             unmatched=dict(sorted(unmatched.items(), key=lambda item: -item[1])),
             unmatched_why={name: self._why(name, measured.providers.get(name, "")) for name in unmatched},
@@ -115,21 +128,29 @@ def without_bodies(graph: ExecutedGraph, kernel_us: dict[str, float]) -> dict[st
     return {name: max(0.0, us - sum(body_us.get(i, 0.0) for i in graph.kernels[name])) for name, us in kernel_us.items()}
 
 
-def module_times(
-    self_us: Counter[str],
-    self_providers: dict[str, Counter[str]],
-    own: dict[str, Certainty],
-    tag_of: dict[str, str],
-    kernel_us: float,
-) -> list[ModuleTime]:
+@dataclass
+class _Own:
+    """Per module, what its own nodes account for: time, time by provider, nodes by the provider
+    their kernel ran on, nodes by kind."""
+
+    us: Counter[str]
+    providers: dict[str, Counter[str]]
+    placed: dict[str, Counter[str]]
+    kinds: dict[str, Certainty]
+
+
+def module_times(own: _Own, tag_of: dict[str, str], kernel_us: float) -> list[ModuleTime]:
+    """Every module with its subtree's totals, depth-first, children in natural order."""
     total_us: Counter[str] = Counter()
     total_nodes: Counter[str] = Counter()
     providers: dict[str, Counter[str]] = defaultdict(Counter)
-    for module in set(own) | set(self_us):
+    placed: dict[str, Counter[str]] = defaultdict(Counter)
+    for module in set(own.kinds) | set(own.us):
         for path in [*ancestors(module), module]:
-            total_us[path] += self_us.get(module, 0.0)
-            total_nodes[path] += own[module].nodes if module in own else 0
-            providers[path].update(self_providers.get(module, {}))
+            total_us[path] += own.us.get(module, 0.0)
+            total_nodes[path] += own.kinds[module].nodes if module in own.kinds else 0
+            providers[path].update(own.providers.get(module, {}))
+            placed[path].update(own.placed.get(module, {}))
     children: dict[str, list[str]] = defaultdict(list)
     for path in total_nodes:
         if path:
@@ -138,9 +159,10 @@ def module_times(
 
     def visit(path: str) -> None:
         share = total_us[path] / kernel_us if kernel_us else 0.0
-        mine = own.get(path, Certainty())
-        time = ModuleTime(path, tag_of.get(path, ""), total_nodes[path], self_us.get(path, 0.0), total_us[path], share, mine)
+        mine = own.kinds.get(path, Certainty())
+        time = ModuleTime(path, tag_of.get(path, ""), total_nodes[path], own.us.get(path, 0.0), total_us[path], share, mine)
         time.providers.update(providers[path].most_common())
+        time.provider_nodes.update(placed[path].most_common())
         ordered.append(time)
         for child in sorted(children.get(path, []), key=natural):
             visit(child)

@@ -53,10 +53,17 @@ class ModuleTime:
     """The module's own nodes (those `self_us` is the time of) by kind."""
     providers: dict[str, float] = field(default_factory=dict)
     """`total_us` by execution provider, most first."""
+    provider_nodes: dict[str, int] = field(default_factory=dict)
+    """The subtree's nodes by the provider their kernel ran on, most first (nodes no kernel ran
+    are in none)."""
 
     def provider_shares(self) -> str:
-        """`CPU 80% / CUDA 20%`: the subtree's time by provider ('' when none ran)."""
-        return " / ".join(f"{short_provider(p)} {pct(us, self.total_us)}" for p, us in self.providers.items() if us)
+        """`CUDA 80% (30 nodes) / CPU 20% (3 nodes)`: the subtree's time and nodes by provider ('' when none ran)."""
+        names = list(dict.fromkeys([*self.providers, *self.provider_nodes]))
+        return " / ".join(
+            f"{short_provider(p)} {pct(self.providers.get(p, 0.0), self.total_us)} ({self.provider_nodes.get(p, 0)} nodes)"
+            for p in names
+        )
 
 
 @dataclass
