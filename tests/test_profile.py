@@ -341,3 +341,21 @@ def test_cli_writes_the_trace_under_its_older_name_timeline_and_names_the_level(
     assert result.returncode == 0, result.stderr
     assert "graph optimizations off (ORT_DISABLE_ALL)" in result.stdout
     assert json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+
+
+def test_compare_unoptimized_shows_each_module_at_both_levels_in_one_table(built_cases):
+    case = built_cases[("bert", "dynamo", "none")]
+    result = profile(case.path, runs=2, warmup=1, compare_unoptimized=True)
+    comparison = result.comparison
+    assert comparison.level == "all (ORT_ENABLE_ALL)" and comparison.optimized_kernel_us == result.kernel_us
+    by_path = {m.module: m for m in comparison.modules}
+    assert [m.module for m in comparison.modules][:2] == ["", "m"]  # depth-first from the root
+    root = by_path[""]
+    assert root.unoptimized_us == pytest.approx(comparison.unoptimized_kernel_us)  # no unmatched kernel at off
+    assert root.unoptimized_nodes == case.nodes and root.optimized_nodes == result.graph_nodes < case.nodes
+    for module in result.modules:
+        assert by_path[module.module].optimized_us == module.total_us
+    assert by_path["m.embeddings"].optimized_nodes < by_path["m.embeddings"].unoptimized_nodes  # the embedding fusion
+    assert "graph optimizations off vs all (ORT_ENABLE_ALL):" in result.to_text()
+    assert "## Graph optimizations off vs all" in result.to_markdown()
+    assert json.loads(result.to_json())["comparison"]["modules"][0]["module"] == ""
