@@ -32,7 +32,7 @@ _HOMES = {
     "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.extract.verify": ("Verification",),
     "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
-    "tagger.profiling": ("ModuleTime", "NodeTime", "ProfileReport", "profile"),
+    "tagger.profiling": ("ModuleGain", "ModuleTime", "NodeTime", "OptimizationComparison", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
 extraction, auditing (multiprocessing) nor profiling."""
@@ -54,11 +54,13 @@ __all__ = [
     "MissingDependency",
     "ModelsFailed",
     "ModuleDiff",
+    "ModuleGain",
     "ModuleTime",
     "NodeChange",
     "NodeList",
     "NodeRef",
     "NodeTime",
+    "OptimizationComparison",
     "OutputError",
     "ProfileReport",
     "Report",

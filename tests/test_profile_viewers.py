@@ -222,3 +222,18 @@ def test_the_cli_writes_the_three_files_and_the_comparison(built_cases, tmp_path
     assert all(_strict_json(path) for path in files)
     assert "graph optimizations off vs all (ORT_ENABLE_ALL):" in done.stdout
     assert "node data: " in done.stdout
+
+
+def test_node_data_of_a_merged_decoder_keys_the_if_branches_as_the_adapter_draws_them(pipeline_model, tmp_path):
+    """optimum's merged decoder: every node sits in a branch of one If, which the adapter draws inside
+    the main graph as `<If>/<branch>/<node>`; the If's own time (control-flow overhead) is on no node."""
+    path = pipeline_model("merged_decoder")
+    out = tmp_path / "merged.node-data.json"
+    result = profile(path, runs=1, warmup=1, node_data=out)
+    ((graph_id, entry),) = _strict_json(out).items()
+    assert graph_id == onnx.load(path, load_external_data=False).graph.name
+    assert all(key.startswith("optimum::if/then_branch/") or key.startswith("optimum::if/else_branch/") for key in entry["results"])
+    held = sum(value["value"] for value in entry["results"].values())
+    assert held == pytest.approx(result.kernel_us - result.control_flow_us - result.unmatched_us, rel=0.1)
+    graphs = _explorer_graphs(path)
+    assert set(entry["results"]) <= set(graphs[graph_id])

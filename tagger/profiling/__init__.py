@@ -66,7 +66,7 @@ from tagger.modelio import load_model
 from tagger.nodetags import ModelTags, model_tags
 from tagger.options import check_integer
 from tagger.profiling.attribution import Attribution
-from tagger.profiling.comparison import compare
+from tagger.profiling.comparison import ModuleGain, OptimizationComparison, compare
 from tagger.profiling.executed import ExecutedGraph, Level, executed_graph, optimization_level
 from tagger.profiling.report import ModuleTime, NodeTime, ProfileReport
 from tagger.profiling.session import DEFAULT_PROVIDER, RunNames, Session, provider_names, renamed, run_names
@@ -74,7 +74,16 @@ from tagger.profiling.trace import Measured, measured
 from tagger.profiling.views import write_views
 from tagger.text import LIST_LIMIT, terminal
 
-__all__ = ["DEFAULT_PROVIDER", "ModuleTime", "NodeTime", "ProfileReport", "profile", "provider_names"]
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "ModuleGain",
+    "ModuleTime",
+    "NodeTime",
+    "OptimizationComparison",
+    "ProfileReport",
+    "profile",
+    "provider_names",
+]
 
 
 def profile(

@@ -21,7 +21,7 @@ from tagger.text import markdown, natural, terminal
 if TYPE_CHECKING:
     from tagger.profiling.report import ModuleTime
 
-__all__ = ["Comparison", "ModuleGain", "compare"]
+__all__ = ["OptimizationComparison", "ModuleGain", "compare"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ModuleGain:
 
 
 @dataclass
-class Comparison:
+class OptimizationComparison:
     """The two runs' totals and their modules side by side."""
 
     level: str
@@ -93,7 +93,7 @@ class Comparison:
 
 def compare(
     level: str, unoptimized: tuple[list[ModuleTime], float, float], optimized: tuple[list[ModuleTime], float, float]
-) -> Comparison:
+) -> OptimizationComparison:
     """The modules of both runs side by side; each run as (modules, kernel µs, run µs)."""
     off = {m.module: m for m in unoptimized[0]}
     on = {m.module: m for m in optimized[0]}
@@ -107,7 +107,7 @@ def compare(
         )
         for path in set(off) | set(on)
     }
-    return Comparison(level, unoptimized[1], optimized[1], unoptimized[2], optimized[2], _depth_first(gains))
+    return OptimizationComparison(level, unoptimized[1], optimized[1], unoptimized[2], optimized[2], _depth_first(gains))
 
 
 def _depth_first(gains: dict[str, ModuleGain]) -> list[ModuleGain]:

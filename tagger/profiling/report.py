@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tagger.certainty import MARK, Certainty
-from tagger.profiling.comparison import Comparison
+from tagger.profiling.comparison import OptimizationComparison
 from tagger.text import LIST_LIMIT, JsonReport, markdown, pct, terminal
 
 __all__ = ["PROVIDER_SUFFIX", "ModuleTime", "NodeTime", "ProfileReport", "depth_of", "short_provider"]
@@ -112,7 +112,7 @@ class ProfileReport(JsonReport):
     speedscope: str | None = None
     node_data: str | None = None
     """The Model Explorer node data file written."""
-    comparison: Comparison | None = None
+    comparison: OptimizationComparison | None = None
     """Per module, the time with graph optimizations off and at the level that ran (`compare_unoptimized`)."""
 
     def summary(self) -> str:
