@@ -35,7 +35,7 @@ _HOMES = {
     "tagger.extract.verify": ("Verification",),
     "tagger.modelio": ("write_model",),
     "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
-    "tagger.profiling": ("ModuleTime", "NodeTime", "ProfileReport", "profile"),
+    "tagger.profiling": ("ModuleGain", "ModuleTime", "NodeTime", "OptimizationComparison", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
 extraction, auditing (multiprocessing) nor profiling."""
@@ -57,11 +57,13 @@ __all__ = [
     "MissingDependency",
     "ModelsFailed",
     "ModuleDiff",
+    "ModuleGain",
     "ModuleTime",
     "NodeChange",
     "NodeList",
     "NodeRef",
     "NodeTime",
+    "OptimizationComparison",
     "OutputError",
     "ParameterError",
     "ProfileReport",

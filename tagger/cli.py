@@ -238,8 +238,11 @@ class Commands:
         json: bool = False,
         markdown: bool = False,
         provider: object = "CPUExecutionProvider",
-        timeline: str | None = None,
+        perfetto: str | None = None,
         speedscope: str | None = None,
+        node_data: str | None = None,
+        compare_unoptimized: bool = False,
+        timeline: str | None = None,
     ) -> None:
         """Run MODEL in onnxruntime with profiling on and print its latency per module as a tree.
 
@@ -250,19 +253,26 @@ class Commands:
                        as a session runs; kernels are matched to the graph onnxruntime wrote, tagged with
                        MODEL as its reference); off: every kernel is one node of the file
         --provider P   execution providers in order (P or P1,P2; default CPUExecutionProvider)
-        --timeline PATH.json    module spans around the kernels, Trace Event Format (Perfetto, chrome://tracing)
+        --perfetto PATH.json    module spans around the kernels, Trace Event Format (ui.perfetto.dev,
+                                chrome://tracing); --timeline PATH.json is its older name
         --speedscope PATH.json  a per-module flame graph in speedscope's format
+        --node_data PATH.json   Model Explorer node data: each node's time on the file's nodes (--node_data_paths)
+        --compare_unoptimized   also run with optimizations off: per module, unoptimized vs optimized time
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
-        Example: tagger profile model.tagged.onnx --runs 20 --depth 4 --timeline model.trace.json
+        Example: tagger profile model.tagged.onnx --runs 20 --depth 4 --perfetto model.trace.json
         """
         from tagger.feeds import parse_dim_option
         from tagger.profiling import profile
 
         depth = check_integer("depth", depth)
         inputs, trace = check_text("inputs", inputs), check_text("trace", trace)
-        views = {"timeline": check_text("timeline", timeline), "speedscope": check_text("speedscope", speedscope)}
+        files = {"perfetto": perfetto, "speedscope": speedscope, "node_data": node_data, "timeline": timeline}
+        views = {name: check_text(name, value) for name, value in files.items()}
         _check_inputs_or_dims(inputs, dim)
-        result = profile(str(model), inputs, runs, warmup, parse_dim_option(dim), optimize, threads, trace, provider, **views)
+        dims, compare = parse_dim_option(dim), bool(compare_unoptimized)
+        result = profile(
+            str(model), inputs, runs, warmup, dims, optimize, threads, trace, provider, compare_unoptimized=compare, **views
+        )
         if json:
             print(result.to_json())
         elif markdown:

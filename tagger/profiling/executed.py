@@ -6,7 +6,7 @@
    `GraphOptimizationLevel` (`ORT_DISABLE_ALL` ... `ORT_ENABLE_ALL`, a session's default); `all`
    is the default, `True` (a bare `--optimize`) means `all` and `False` means `off`.
 2. **Off.** Every kernel is a node of the file: the graph is the file itself (under the unique run
-   names of `tagger.profiling`), tagged as read or decided in memory (`tagger.nodetags`).
+   names of `tagger.profiling.session`), tagged as read or decided in memory (`tagger.nodetags`).
 3. **On.** The session writes the graph it optimized (`SessionOptions.optimized_model_filepath`,
    initializers into an external data file beside it, so a model of any size can be written)
    into a temporary directory. That graph is tagged with the model that ran as its reference
@@ -26,12 +26,17 @@
    made again without writing; the file's nodes are the graph, and a partition's kernel, whose
    nodes onnxruntime does not name, is unmatched with that reason. (Not run here: only the CPU
    and Azure providers are installed.)
+6. **Partitions given.** Where the nodes of each compiled partition are known (a kernel name and
+   the names of the nodes it holds, `partitioned`), its kernel stands for those nodes like any
+   kernel of several nodes: it counts for their common module, and each node is placed on the
+   kernel's provider. (Tested on constructed events: no provider here compiles partitions.)
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -52,6 +57,7 @@ __all__ = [
     "kernel_module",
     "narrowed",
     "optimization_level",
+    "partitioned",
 ]
 
 OPTIMIZED_NAME = "optimized.onnx"
@@ -198,6 +204,23 @@ def narrowed(graph: ExecutedGraph, names: set[str]) -> ExecutedGraph:
         if len(ids) > 1 and name in names:
             kernels[name] = tuple(i for i in ids if graph_of[i] in ran) or ids
     return ExecutedGraph(graph.tags, kernels, graph.written, graph.notes)
+
+
+def partitioned(graph: ExecutedGraph, partitions: Mapping[str, Sequence[str]]) -> ExecutedGraph:
+    """`graph` with each partition's kernel standing for the nodes it holds (rule 6): `partitions`
+    maps a kernel name to the names of its nodes in that graph. A name no node has is noted; a
+    partition none of whose nodes the graph has is left unmatched."""
+    kernels = dict(graph.kernels)
+    notes = list(graph.notes)
+    missing: list[str] = []
+    for kernel, members in partitions.items():
+        ids = sorted({i for name in members for i in graph.kernels.get(name, ())})
+        missing += [name for name in members if name not in graph.kernels]
+        if ids:
+            kernels[kernel] = tuple(ids)
+    if missing:
+        notes.append(f"{len(missing)} nodes named in the partitions are not in the graph that ran: " + ", ".join(missing[:5]))
+    return ExecutedGraph(graph.tags, kernels, graph.written, notes)
 
 
 def kernel_module(graph: ExecutedGraph, node_ids: tuple[int, ...]) -> str:
