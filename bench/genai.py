@@ -85,7 +85,7 @@ def _weighted(model: onnx.ModelProto) -> set[int]:
 
 
 def _checkpoint_modules(hf: Path) -> set[str]:
-    from tagger.transfer.checkpoint import checkpoint_tensors
+    from tagger.tensorbytes.checkpoint import checkpoint_tensors
 
     found = {""}
     for tensor in checkpoint_tensors(hf / "model.safetensors"):

@@ -13,8 +13,8 @@ that:
 3. the written file is then loaded without its weights and rewritten in memory: scoped node and
    tensor names (`shim.rename`), the `hierarchy.modules` map (`shim.modules`) and, with
    `retag=True`, the tagger's `hierarchy.*` tags on every node (`tagger.tag_proto`);
-4. it is saved back over `f` atomically; an external data file (`model.onnx.data`) is left exactly
-   as torch wrote it.
+4. it is saved back over `f` atomically, keeping the file's mode (`tagger.write_model`); an
+   external data file (`model.onnx.data`) is neither read nor rewritten: left exactly as torch wrote it.
 
 Without `f` torch writes nothing and returns an `ONNXProgram`; there is nothing to rewrite then,
 so the program is returned as torch made it (with a warning). The `ONNXProgram` returned with `f`
@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 
-from shim import files, modules, rename
+from shim import modules, rename
 from shim.errors import ExportFailed
-from tagger import CoverageReport, tag_proto
+from tagger import CoverageReport, tag_proto, write_model
 
 __all__ = ["ExportResult", "export"]
 
@@ -112,13 +113,13 @@ def export(
         return ExportResult(program, None, exporter, model_class, 0, 0, 0, 0, time.perf_counter() - start, torch_seconds)
 
     path = Path(f)
-    proto = files.load_structure(path)
+    proto = onnx.load(path, load_external_data=False)  # the weights stay in their data file, never read
     renamed = rename.scope_names(proto, exporter)
     classes = modules.module_classes(model)
     if classes is not None:
         modules.write_module_map(proto, classes)
     report = tag_proto(proto, path.name) if retag else None
-    files.save_atomic(proto, path)
+    write_model(proto, path)  # its external data references as torch wrote them
     return ExportResult(
         program=program,
         path=path,

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 
 import onnx
 
-from tagger.index import dataflow
-from tagger.keys import NAME_SCOPES_KEY
+from shim.graphs import dataflow
 
 __all__ = ["Origin", "graph_origins", "scope_of_path"]
+
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+"""The dynamo exporter's per-node scope metadata (torch's key; the tagger reads it too, as evidence)."""
 
 
 @dataclass(slots=True)

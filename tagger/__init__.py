@@ -3,7 +3,8 @@
 Works on any ONNX file without torch: evidence (earlier tags, dynamo metadata, scoped names,
 tensor names, parameter names, graph structure), context inheritance, and a root fallback that
 is reported apart. Tags land in node `metadata_props` as `hierarchy.module`, `hierarchy.tag`
-and `hierarchy.source`; nothing else in the model changes. `extract` cuts any module out of a
+and `hierarchy.source`; nothing else in the model changes (`tag_proto` tags a model in memory,
+`write_model` writes it back over its file atomically). `extract` cuts any module out of a
 model as a runnable ONNX model; `module_nodes` lists a module's node names for onnxruntime's
 quantizers. `audit`, `diff` and `profile` look at many models, two versions of one, and where
 its time goes, by module; `numerics` at which module loses the accuracy after quantization or fp16.
@@ -18,6 +19,7 @@ from tagger.errors import (
     MissingDependency,
     ModelsFailed,
     OutputError,
+    ParameterError,
     TaggerError,
     ThresholdMissed,
     VerificationFailed,
@@ -31,11 +33,12 @@ _HOMES = {
     "tagger.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
     "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.extract.verify": ("Verification",),
+    "tagger.modelio": ("write_model",),
     "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
     "tagger.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
     "tagger.numerics.partition": ("Piece",),
     "tagger.numerics.stats": ("ErrorStats",),
-    "tagger.profiling": ("ModuleTime", "NodeTime", "ProfileReport", "profile"),
+    "tagger.profiling": ("ModuleGain", "ModuleTime", "NodeTime", "OptimizationComparison", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
 extraction, auditing (multiprocessing) nor profiling."""
@@ -58,6 +61,7 @@ __all__ = [
     "MissingDependency",
     "ModelsFailed",
     "ModuleDiff",
+    "ModuleGain",
     "ModuleNumerics",
     "ModuleTime",
     "NodeChange",
@@ -65,7 +69,9 @@ __all__ = [
     "NodeRef",
     "NodeTime",
     "NumericsReport",
+    "OptimizationComparison",
     "OutputError",
+    "ParameterError",
     "Piece",
     "ProfileReport",
     "Report",
@@ -85,6 +91,7 @@ __all__ = [
     "report",
     "retag",
     "tag_proto",
+    "write_model",
 ]
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import onnx
 
 from tagger.coverage_report import CoverageReport, build_report
-from tagger.errors import InputError, OutputError, TaggerError
-from tagger.evidence import EvidenceSource
+from tagger.errors import InputError, OutputError, ParameterError, TaggerError, param
+from tagger.evidence import ExternalSource
 from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.module_tree import read_module_tree, tree_notes
 from tagger.namespace import write_namespaces
@@ -71,7 +71,7 @@ def _tree(modules: str | os.PathLike | None) -> dict[str, str | None] | None:
 
 def _tag_checked(
     model: onnx.ModelProto,
-    sources: Sequence[EvidenceSource] = (),
+    sources: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> tuple[TaggingResult, list[str]]:
@@ -84,13 +84,13 @@ def _tag_checked(
     except Exception:
         diagnose(model)  # undecodable UTF-8 is bad input; anything else stays an internal error
         raise
-    notes = check_index(result.index) + [note for source in sources for note in getattr(source, "notes", ())]
+    notes = check_index(result.index) + [note for source in sources for note in source.notes]
     return result, notes + tree_notes(result.context)
 
 
-def _flags(sources: Sequence[EvidenceSource]) -> list[str]:
+def _flags(sources: Sequence[ExternalSource]) -> list[str]:
     """The command-line flags of the transfer sources in use (`--reference`, `--weights`)."""
-    return [flag for flag in (getattr(source, "FLAG", None) for source in sources) if flag]
+    return [source.FLAG for source in sources]
 
 
 def _tag_proto(
@@ -99,7 +99,7 @@ def _tag_proto(
     namespace: bool = False,
     output: str | None = None,
     inferred: bool = False,
-    sources: Sequence[EvidenceSource] = (),
+    sources: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> CoverageReport:
@@ -180,12 +180,12 @@ def report(
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:
     if inplace and output is not None:
-        raise InputError("--inplace and --output exclude each other")
+        raise InputError(f"{param('inplace')} and {param('output')} exclude each other")
     if inplace:
         return source
     destination = Path(output) if output is not None else default_output(source)
     if destination.exists() and source.exists() and os.path.samefile(destination, source):
-        raise OutputError(f"output {destination} is the input; use --inplace to overwrite it")
+        raise OutputError(f"output {destination} is the input; use {param('inplace')} to overwrite it")
     return destination
 
 
@@ -194,5 +194,5 @@ def _report_path(report: str | os.PathLike | None) -> Path | None:
         return None
     path = Path(report)
     if path.suffix not in (".json", ".md"):
-        raise InputError(f"--report must end in .json or .md: {path}")
+        raise ParameterError("report", f"must end in .json or .md: {path}")
     return path

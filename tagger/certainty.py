@@ -32,7 +32,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.evidence import EvidenceSource
+from tagger.evidence import ExternalSource
 from tagger.tagging import TaggingResult, tag_model
 
 __all__ = ["KINDS", "LEGEND", "MARK", "MOSTLY_CHOSEN", "Certainty", "by_module", "file_kinds", "kind_of", "result_kinds"]
@@ -121,7 +121,7 @@ def result_kinds(result: TaggingResult) -> list[str]:
 def file_kinds(
     model: onnx.ModelProto,
     found: Sequence[tuple[str, str, str]],
-    sources: Sequence[EvidenceSource] = (),
+    sources: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> list[str]:

@@ -1,7 +1,7 @@
 """`tagger` on the command line, through fire: thin wrappers that print and return nothing.
 
 Every argument is checked against the command's signature before anything runs (fire would run
-the command first and complain about a mistyped flag afterwards).
+the command first and complain about a mistyped flag afterwards: `tagger.arguments`).
 
 Exit codes (`tagger.errors.EXIT_CODES`): 0 success, 1 internal error, 2 bad input, option or flag,
 3 output not writable; `audit` also 4 (a model missed a threshold) and 5 (a file could not be
@@ -10,21 +10,15 @@ audited); `extract` 5 (--all: a module could not be extracted) and 6 (--verify f
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import inspect
 import os
-import re
 import sys
-from collections.abc import Mapping
 
 import fire
-from fire import helptext, parser
-from fire.trace import FireTrace
 
 from tagger import api
+from tagger.arguments import check_arguments, check_flag, check_text, error_line, fire_arguments, help_text, split_fire_flags
 from tagger.errors import InputError, TaggerError, one_line
-from tagger.options import check_flag, check_integer, check_names, check_text
+from tagger.options import check_integer, check_names
 
 __all__ = ["main", "Commands"]
 
@@ -278,8 +272,11 @@ class Commands:
         json: bool = False,
         markdown: bool = False,
         provider: object = "CPUExecutionProvider",
-        timeline: str | None = None,
+        perfetto: str | None = None,
         speedscope: str | None = None,
+        node_data: str | None = None,
+        compare_unoptimized: bool = False,
+        timeline: str | None = None,
     ) -> None:
         """Run MODEL in onnxruntime with profiling on and print its latency per module as a tree.
 
@@ -290,28 +287,32 @@ class Commands:
                        as a session runs; kernels are matched to the graph onnxruntime wrote, tagged with
                        MODEL as its reference); off: every kernel is one node of the file
         --provider P   execution providers in order (P or P1,P2; default CPUExecutionProvider)
-        --timeline PATH.json    module spans around the kernels, Trace Event Format (Perfetto, chrome://tracing)
+        --perfetto PATH.json    module spans around the kernels, Trace Event Format (ui.perfetto.dev,
+                                chrome://tracing); --timeline PATH.json is its older name
         --speedscope PATH.json  a per-module flame graph in speedscope's format
+        --node_data PATH.json   Model Explorer node data: each node's time on the file's nodes (--node_data_paths)
+        --compare_unoptimized   also run with optimizations off: per module, unoptimized vs optimized time
         --trace PATH   keep onnxruntime's raw trace; --depth N limits the tree
-        Example: tagger profile model.tagged.onnx --runs 20 --depth 4 --timeline model.trace.json
+        Example: tagger profile model.tagged.onnx --runs 20 --depth 4 --perfetto model.trace.json
         """
         from tagger.feeds import parse_dim_option
         from tagger.profiling import profile
 
         depth = check_integer("depth", depth)
         inputs, trace = check_text("inputs", inputs), check_text("trace", trace)
-        views = {"timeline": check_text("timeline", timeline), "speedscope": check_text("speedscope", speedscope)}
+        files = {"perfetto": perfetto, "speedscope": speedscope, "node_data": node_data, "timeline": timeline}
+        views = {name: check_text(name, value) for name, value in files.items()}
         _check_inputs_or_dims(inputs, dim)
-        result = profile(str(model), inputs, runs, warmup, parse_dim_option(dim), optimize, threads, trace, provider, **views)
+        dims, compare = parse_dim_option(dim), bool(compare_unoptimized)
+        result = profile(
+            str(model), inputs, runs, warmup, dims, optimize, threads, trace, provider, compare_unoptimized=compare, **views
+        )
         if json:
             print(result.to_json())
         elif markdown:
             print(result.to_markdown(), end="")
         else:
             print(result.to_text(depth))
-
-
-_COMMANDS = sorted(name for name, _ in inspect.getmembers(Commands, inspect.isfunction) if not name.startswith("_"))
 
 
 def _show(result, json: bool, markdown: bool) -> None:
@@ -329,157 +330,20 @@ def _check_inputs_or_dims(inputs: object, dim: object) -> None:
         raise InputError("--inputs gives the arrays, --dim sizes generated ones: pass one of them")
 
 
-def _help(args: list[str], asked: bool) -> str | None:
-    """The help text `-h`/`--help` (or fire's `-- --help`) asks for, or None. Answered here, on stdout,
-    for the command named first (fire would read `report MODEL -h` as `--html`, and run `report MODEL --help`)."""
-    if not asked and not any(arg in ("-h", "--help") for arg in args):
-        return None
-    commands = Commands()
-    fire_trace = FireTrace(commands, name="tagger")
-    component: object = commands
-    if args and args[0] in _COMMANDS:
-        component = getattr(commands, args[0])
-        fire_trace.AddAccessedProperty(component, args[0], [args[0]], None, None)
-    return _readable(helptext.HelpText(component, trace=fire_trace))
-
-
-def _readable(text: str) -> str:
-    """fire's help made plain: `Type: str`, not `Optional['str | None']` (our annotations are strings);
-    no short flags (`-h` means help, and fire lists `-m` for --markdown though `-m` is ambiguous with
-    MODEL); a yes/no flag shown without a value (`--json`, not `--json=JSON`)."""
-    text = re.sub(r"Type: (?:Optional\[)?'([^']*?)(?: \| None)?'\]?", r"Type: \1", text)
-    text = re.sub(r"^(\s+)-[a-zA-Z], --", r"\1--", text, flags=re.MULTILINE)
-    return re.sub(r"--(\w+)=\S+(\n\s+Type: bool)", r"--\1\2", text)
-
-
-def _arguments(argv: list[str]) -> list[str]:
-    """fire's view of the arguments: repeated `--dim` flags joined into one (fire keeps the last)."""
-    out: list[str] = []
-    dims: list[str] = []
-    position = 0
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--dim" and i + 1 < len(argv):
-            position = position if dims else len(out)
-            dims.append(argv[i + 1])
-            i += 1
-        elif arg.startswith("--dim="):
-            position = position if dims else len(out)
-            dims.append(arg.removeprefix("--dim="))
-        else:
-            out.append(arg)
-        i += 1
-    if dims:
-        out[position:position] = ["--dim", ",".join(dims)]
-    return out
-
-
-def _split(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
-    """fire's split: the command's arguments, then fire's own flags after the last `--` (--help,
-    --completion, --trace, ...). fire ignores any other word there; here it is refused."""
-    args, after = parser.SeparateFlagArgs(argv)
-    fire_flags = parser.CreateParser()
-    fire_flags.exit_on_error = False
-    try:
-        flags, unknown = fire_flags.parse_known_args(after)
-    except argparse.ArgumentError as exc:
-        raise InputError(f"after --: {exc}") from None
-    if unknown:
-        raise InputError(f"{unknown[0]} after --: only fire's own flags go there (--help, --completion, --trace)")
-    return args, flags
-
-
-def _check_arguments(args: list[str], separator: str) -> None:
-    """Refuse an unknown command, flag or argument before anything runs: fire calls the command
-    first and only then complains about what it could not use (by then retag has written)."""
-    if separator in args:  # fire would apply what follows to the command's result, which is None
-        rest = args[args.index(separator) + 1 :]
-        if rest:
-            raise InputError(f"{rest[0]} after the separator {separator}: nothing takes arguments there")
-        args = args[: args.index(separator)]
-    if not args:
-        return  # fire lists the commands
-    command, *rest = args
-    if command not in _COMMANDS:
-        hint = _did_you_mean(command, _COMMANDS) or f"; the commands: {', '.join(_COMMANDS)}"
-        raise InputError(f"unknown command {command}{hint}")
-    _check_call(command, rest)
-
-
-def _check_call(command: str, args: list[str]) -> None:
-    """Bind `args` to the command's parameters as fire does, refusing what fire would leave over.
-    Stricter than fire on purpose: words fill only the required parameters (MODEL; A B; audit's
-    PATHS), never the flags after them (fire would write `retag a.onnx b.onnx` into b.onnx)."""
-    params = inspect.signature(getattr(Commands(), command)).parameters
-    given: set[str] = set()
-    words: list[str] = []
-    i = 0
-    while i < len(args):
-        if _is_flag(args[i]):
-            takes_next = "=" not in args[i] and i + 1 < len(args) and not _is_flag(args[i + 1])
-            given.add(_parameter(command, args[i], params, args[i + 1] if takes_next else None))
-            i += takes_next
-        else:
-            words.append(args[i])
-        i += 1
-    needed = [n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
-    varargs = [n for n, p in params.items() if p.kind is p.VAR_POSITIONAL]
-    usage = " ".join(["tagger", command, *(n.upper() for n in needed), *(n.upper() + "..." for n in varargs), "[flags]"])
-    needed = [n for n in needed if n not in given]
-    if len(words) < len(needed):
-        raise InputError(f"missing {needed[len(words)].upper()} for {command}; usage: {usage}")
-    if len(words) > len(needed) and not varargs:
-        raise InputError(f"unexpected argument {words[len(needed)]} for {command}; usage: {usage}")
-
-
-def _parameter(command: str, arg: str, params: Mapping[str, inspect.Parameter], value: str | None) -> str:
-    """The parameter flag `arg` sets, read as fire reads it: `--out-dir` is `--out_dir`, `-o` the one
-    parameter starting with o, `--noX` sets yes/no flag X to False (and takes no value)."""
-    flag = arg.split("=", 1)[0]
-    key = flag.lstrip("-").replace("-", "_")
-    names = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
-    yes_no = [n for n in names if isinstance(params[n].default, bool)]
-    if key in names:
-        return key
-    if key.startswith("no") and key[2:] in yes_no:
-        if "=" in arg or value is not None:
-            raise InputError(f"{flag} takes no value, got {arg.partition('=')[2] or value}")
-        return key[2:]
-    shortcut = [n for n in names if len(key) == 1 and n[0] == key]
-    if len(shortcut) == 1:
-        return shortcut[0]
-    if shortcut:
-        raise InputError(f"ambiguous flag {flag} for {command}: {' or '.join('--' + n for n in shortcut)}")
-    hint = _did_you_mean(key, names + ["no" + n for n in yes_no], "--") or f"; see tagger {command} --help"
-    raise InputError(f"unknown flag {flag} for {command}{hint}")
-
-
-def _is_flag(arg: str) -> bool:
-    """fire's test: `--anything`, or `-` and a letter (`-1` is a number, `-` the separator)."""
-    return arg.startswith("--") or re.match(r"-[a-zA-Z]", arg) is not None
-
-
-def _did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
-    """The closest choice as `; did you mean X?`, or "" when none is close."""
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {prefix}{close[0]}?" if close else ""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TaggerError becomes one line on stderr and its exit code."""
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    commands = Commands()  # an instance, not the class: fire then lists the commands when none is given
     try:
-        args, fire_flags = _split(argv)
-        text = _help(args, fire_flags.help)
+        args, fire_flags = split_fire_flags(argv)
+        text = help_text(commands, args, fire_flags.help)
         if text is not None:
             print(text)
             return 0
-        _check_arguments(args, fire_flags.separator)  # before fire, which runs first and complains after
-        # an instance, not the class: fire then lists the commands when none is given
-        fire.Fire(Commands(), command=_arguments(argv), name="tagger")
+        check_arguments(commands, args, fire_flags.separator)  # before fire, which runs first and complains after
+        fire.Fire(commands, command=fire_arguments(argv), name="tagger")
     except TaggerError as exc:
-        print(f"tagger: error: {one_line(exc)}", file=sys.stderr)
+        print(f"tagger: error: {error_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush

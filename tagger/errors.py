@@ -1,6 +1,14 @@
-"""Errors with meaning: each maps to one clear message line and a documented exit code."""
+"""Errors with meaning: each maps to one clear message line and a documented exit code.
+
+A message names the library's parameters, never a command-line flag: `param("max_fallback")` marks
+the name, `str(error)` spells it as the parameter (`max_fallback must be ...`) and the command line
+as its flag (`--max_fallback must be ...`, through `TaggerError.spelled`).
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 from tagger.text import terminal
 
@@ -10,11 +18,22 @@ __all__ = [
     "MissingDependency",
     "ModelsFailed",
     "OutputError",
+    "ParameterError",
     "TaggerError",
     "ThresholdMissed",
     "VerificationFailed",
     "one_line",
+    "param",
 ]
+
+_NAMED = re.compile("\ue000(\\w+)\ue001")
+"""A parameter's name as `param` marks it (characters of Unicode's private use area)."""
+
+
+def param(parameter: str) -> str:
+    """`parameter` as an error message mentions it: spelled when the message is shown, as the
+    parameter by the library, as its flag by the command line (`TaggerError.spelled`)."""
+    return f"\ue000{parameter}\ue001"
 
 
 class TaggerError(Exception):
@@ -22,11 +41,35 @@ class TaggerError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        return self.spelled(lambda parameter: parameter)
+
+    @property
+    def message(self) -> str:
+        """The message with the parameters it names still marked: for an error that extends another's."""
+        return super().__str__()
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with each parameter it names (`param`) spelled by `spell`."""
+        return _NAMED.sub(lambda found: spell(found[1]), self.message)
+
 
 class InputError(TaggerError):
     """The input path or file is unusable: missing, not ONNX, truncated, unsafe."""
 
     exit_code = 2
+
+
+class ParameterError(InputError):
+    """A parameter's value is refused: `parameter` names it, `problem` says what it must be."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{param(parameter)} {problem}")
+        self.parameter = parameter
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.parameter, self.problem)  # from a worker process, as raised
 
 
 class OutputError(TaggerError):

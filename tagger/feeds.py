@@ -14,7 +14,7 @@ and when onnxruntime refuses generated feeds, `first_that_runs` tries the plan's
 (`tagger.input_rules` rule 8) before giving up.
 
 When onnxruntime refuses the feeds, `refusal` turns its message into one line that names the
-node, the inputs it reads, the sizes used, and how to give others (`--dim`, `--inputs`). When it
+node, the inputs it reads, the sizes used, and how to give others (parameters `dim`, `inputs`). When it
 cannot even load the model (a tool wrote a file it refuses: onnxconverter-common's fp16 with
 `keep_io_types`, its own optimizer's reused initializer names), `load_refusal` makes its first line
 the error: the file is bad input (exit 2), whichever command ran it.
@@ -33,9 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from tagger.errors import InputError
+from tagger.dim_settings import DimSettings, parse_dim_option
+from tagger.errors import InputError, param
 from tagger.index import graphs_within
-from tagger.input_rules import DimSettings, InputPlan, parse_dim_option, plan_inputs
+from tagger.input_rules import InputPlan, plan_inputs
 
 __all__ = [
     "DimSettings",
@@ -141,7 +142,7 @@ def first_that_runs(feeds: Feeds, attempt: Callable[[Feeds], _T]) -> tuple[Feeds
             continue
     changed = sorted({key for other in tried for key, size in other.dims.items() if feeds.dims.get(key) != size})
     largest = ", ".join(f"{key}={tried[-1].dims[key]}" for key in changed)
-    raise Refused(f"{first}; {len(tried)} other sizes of {', '.join(changed)} were refused too (up to {largest})") from None
+    raise Refused(f"{first.message}; {len(tried)} other sizes of {', '.join(changed)} were refused too (up to {largest})") from None
 
 
 def _random_array(value: onnx.ValueInfoProto, shape: tuple[int, ...], bound: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -149,14 +150,15 @@ def _random_array(value: onnx.ValueInfoProto, shape: tuple[int, ...], bound: int
     try:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type; pass --inputs NPZ") from None
+        unsupported = f"cannot make a feed for input {value.name!r}: unsupported element type"
+        raise InputError(f"{unsupported}; pass {param('inputs')} NPZ") from None
     if elem_type == TensorProto.BOOL:
         return rng.integers(0, 2, size=shape).astype(bool)
     if np.issubdtype(dtype, np.integer):
         return rng.integers(0, bound if bound else 2, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
         return rng.standard_normal(size=shape).astype(dtype)
-    raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type {dtype}; pass --inputs NPZ")
+    raise InputError(f"cannot make a feed for input {value.name!r}: unsupported element type {dtype}; pass {param('inputs')} NPZ")
 
 
 def load_feeds(path: str | os.PathLike, model: onnx.ModelProto) -> Feeds:
@@ -213,9 +215,9 @@ def refusal(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], error: Base
     dims = getattr(feeds, "dims", {})
     sizes = f"; sizes used: {', '.join(f'{k}={v}' for k, v in dims.items())}" if dims else ""
     advice = (
-        "set sizes with --dim NAME=VALUE or pass arrays with --inputs NPZ"
+        f"set sizes with {param('dim')} NAME=VALUE or pass arrays with {param('inputs')} NPZ"
         if origin == "generated"
-        else "check the arrays of --inputs"
+        else f"check the arrays of {param('inputs')}"
     )
     which = "generated inputs" if origin == "generated" else f"inputs {origin}"
     return Refused(f"onnxruntime refused the {which}{where}{reads}: {message[:240]}{sizes}; {advice}")

@@ -24,8 +24,8 @@ rules, each resting on something the file itself states:
    the model state (`tagger.stated_sizes`: an optimum export's image size and channels, an
    onnxruntime-genai output's head size and KV heads); a size above a stated limit (genai's
    `context_length`) is refused.
-6. **Given sizes win**: `--dim NAME=VALUE` sets a symbol (or an expression's whole name);
-   everything else, the default (`--dim N`, 1).
+6. **Given sizes win**: `dim` `NAME=VALUE` (`--dim NAME=VALUE`) sets a symbol (or an expression's
+   whole name); everything else, the default (`dim` N, 1).
 7. **Id ranges.** An integer input followed through ops that only move or copy values
    (`Cast`, `Unsqueeze`, `Reshape`, `Gather` data, `Concat`, ...) into the indices of a `Gather`
    whose data is a weight must stay below that table's size on the gathered axis; the smallest
@@ -38,44 +38,29 @@ rules, each resting on something the file itself states:
 Where the file states no relation (a mask whose length is named `total_sequence_length` with
 nothing tying it to the cache's name), the sizes stay independent; onnxruntime then refuses the
 inputs and `tagger.feeds.refusal` says which input and how to set the size.
+
+This module decides the plan; what the weights an input reaches say (rules 3, 4's kernel bound,
+7) is read by `tagger.input_weights`, and the sizes given (rule 6) arrive as
+`tagger.dim_settings.DimSettings`.
 """
 
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from tagger.errors import InputError
-from tagger.index import graphs_within
+from tagger.dim_settings import DimSettings
+from tagger.errors import InputError, ParameterError, param
+from tagger.input_weights import InputWeights
 from tagger.stated_sizes import StatedSizes, stated_sizes
 from tagger.symbolic_shapes import infer_symbolic, weights_as_inputs
 
-__all__ = ["DimSettings", "InputPlan", "parse_dim_option", "plan_inputs"]
-
-_SAME_SHAPE = frozenset(
-    {"Identity", "Cast", "CastLike", "Dropout", "Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Sqrt", "Exp", "Log", "Erf", "Softmax"}
-)
-"""Ops whose first output has the shape of their first input."""
-_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where"})
-"""Broadcasting element-wise ops: a weight operand ties the axes where its dims are above 1."""
-_SAME_VALUES_FIRST = frozenset(
-    {"Identity", "Cast", "CastLike", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose", "Slice", "Tile", "Split"}
-)
-"""Ops whose outputs hold only values of their first input (ids keep their range through them)."""
-
-
-@dataclass(frozen=True)
-class DimSettings:
-    """Sizes asked for on the command line: `default` for every dynamic dim, `named` per symbol."""
-
-    default: int = 1
-    named: Mapping[str, int] = field(default_factory=dict)
+__all__ = ["InputPlan", "plan_inputs"]
 
 
 @dataclass
@@ -91,55 +76,14 @@ class InputPlan:
     """Other sizes of the conv-spatial symbols to try when onnxruntime refuses these (rule 8)."""
 
 
-def parse_dim_option(value: object) -> DimSettings:
-    """`--dim N`, `--dim NAME=VALUE[,NAME=VALUE...]` (also `N,NAME=VALUE`), or fire's dict/list."""
-    default = 1
-    named: dict[str, int] = {}
-    for key, size in _dim_items(value):
-        if key is None:
-            if size < 1:
-                raise InputError(f"--dim N must be a positive integer, got {size}")
-            default = size
-        else:
-            if size < 0:
-                raise InputError(f"--dim {key}=VALUE must be a non-negative integer, got {size}")
-            named[key] = size
-    return DimSettings(default, named)
+_NOTHING_GIVEN = DimSettings()
+"""The default for every dynamic dim, no size per symbol."""
 
 
-def _dim_items(value: object) -> Iterator[tuple[str | None, int]]:
-    if isinstance(value, bool):
-        raise InputError(f"--dim takes N or NAME=VALUE, got {value!r}")
-    if isinstance(value, int):
-        yield None, value
-    elif isinstance(value, dict):
-        for key, size in value.items():
-            yield str(key), _size(size, key)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _dim_items(item)
-    elif isinstance(value, str):
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            key, sep, size = part.rpartition("=")
-            yield (key.strip() if sep else None), _size(size.strip(), key)
-    else:
-        raise InputError(f"--dim takes N or NAME=VALUE, got {value!r}")
-
-
-def _size(text: object, key: object) -> int:
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    try:
-        return int(str(text))
-    except ValueError:
-        wanted = f"--dim {key}=VALUE needs an integer VALUE" if key else "--dim takes N or NAME=VALUE"
-        raise InputError(f"{wanted}, got {text!r}") from None
-
-
-def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), base_dir: Path | None = None) -> InputPlan:
+def plan_inputs(model: onnx.ModelProto, settings: DimSettings = _NOTHING_GIVEN, base_dir: Path | None = None) -> InputPlan:
     """Decide every dynamic dim of the graph inputs and every integer input's range (rules above);
     `base_dir`: the model's directory, whose config files may state sizes (`tagger.stated_sizes`)."""
-    facts = _Facts(model)
+    facts = InputWeights(model)
     inputs = _graph_inputs(model)
     keys = {value.name: _dim_keys(value) for value in inputs}
     known = {key for dims in keys.values() for key in dims if isinstance(key, str)}
@@ -148,7 +92,7 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), b
     unknown = sorted(set(settings.named) - known - referenced)
     if unknown:
         choices = ", ".join(sorted(known | referenced)) or "none: every dim is static"
-        raise InputError(f"--dim names no dim of the model's inputs: {', '.join(unknown)} (its dims: {choices})")
+        raise ParameterError("dim", f"names no dim of the model's inputs: {', '.join(unknown)} (its dims: {choices})")
     required, lower = facts.weight_sizes(keys)
     stated = stated_sizes(base_dir, keys)
     dims: dict[str, int] = {}
@@ -165,7 +109,8 @@ def plan_inputs(model: onnx.ModelProto, settings: DimSettings = DimSettings(), b
         dims[key] = _evaluate(tree, dims)
         reasons[key] = "expression"
         if dims[key] < 0:
-            raise InputError(f"dim {key!r} evaluates to {dims[key]} with {_listing(dims)}; set its parts with --dim NAME=VALUE")
+            evaluated = f"dim {key!r} evaluates to {dims[key]} with {_listing(dims)}"
+            raise InputError(f"{evaluated}; set its parts with {param('dim')} NAME=VALUE")
     _check_limits(dims, stated.limits)
     shapes = {name: tuple(key if isinstance(key, int) else dims[key] for key in dim_keys) for name, dim_keys in keys.items()}
     bounds = {v.name: bound for v in inputs if _is_integer(v) and (bound := facts.id_bound(v.name)) is not None}
@@ -194,7 +139,8 @@ def _choose(
 def _check_limits(dims: Mapping[str, int], limits: Mapping[str, tuple[int, str]]) -> None:
     for key, (largest, reason) in limits.items():
         if dims.get(key, 0) > largest:
-            raise InputError(f"dim {key}={dims[key]} exceeds {largest}, the {reason}; set a smaller one with --dim {key}=VALUE")
+            exceeds = f"dim {key}={dims[key]} exceeds {largest}, the {reason}"
+            raise InputError(f"{exceeds}; set a smaller one with {param('dim')} {key}=VALUE")
 
 
 _RETRIES = 12
@@ -295,7 +241,8 @@ def _dim_keys(value: onnx.ValueInfoProto) -> list[int | str]:
         raise InputError(f"cannot make a feed for input {value.name!r}: not a tensor")
     tensor_type = value.type.tensor_type
     if not tensor_type.HasField("shape"):
-        raise InputError(f"cannot make a feed for input {value.name!r}: its rank is unknown; pass arrays with --inputs NPZ")
+        unknown = f"cannot make a feed for input {value.name!r}: its rank is unknown"
+        raise InputError(f"{unknown}; pass arrays with {param('inputs')} NPZ")
     keys: list[int | str] = []
     for axis, dim in enumerate(tensor_type.shape.dim):
         if dim.HasField("dim_value"):
@@ -343,194 +290,3 @@ def _evaluate(tree: ast.Expression, dims: Mapping[str, int]) -> int:
         return left // right if right else 0
 
     return value(tree.body)
-
-
-class _Facts:
-    """Who reads each tensor (any graph; bodies read outer names directly) and the weights' dims."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        self.weights: dict[str, tuple[int, ...]] = {}
-        for graph in graphs_within(model.graph):
-            for tensor in graph.initializer:
-                self.weights[tensor.name] = tuple(tensor.dims)
-            for node in graph.node:
-                for name in node.input:
-                    if name:
-                        self.consumers[name].append(node)
-                if node.op_type == "Constant" and node.output:
-                    for attribute in node.attribute:
-                        if attribute.name == "value" and attribute.type == onnx.AttributeProto.TENSOR:
-                            self.weights[node.output[0]] = tuple(attribute.t.dims)
-
-    # ---------------------------------------------------------------- sizes from weights
-
-    def weight_sizes(self, keys: Mapping[str, list[int | str]]) -> tuple[dict[str, tuple[int, str]], dict[str, tuple[int, int]]]:
-        """Symbol -> (size, reason) fixed by a weight; symbol -> (least size, step): a conv's
-        spatial axis is at least its kernel and grows by its stride."""
-        required: dict[str, tuple[int, str]] = {}
-        lower: dict[str, tuple[int, int]] = {}
-        for name, dim_keys in keys.items():
-            for node, position in self._shape_keeping_readers(name, len(dim_keys)):
-                for axis, size, step in self._ties(node, position, len(dim_keys)):
-                    key = dim_keys[axis]
-                    if isinstance(key, int):
-                        continue
-                    if step:
-                        least, known_step = lower.get(key, (0, step))
-                        lower[key] = (max(least, size), max(known_step, step))
-                    elif key not in required:
-                        required[key] = (size, f"{node.op_type} {node.name or '(unnamed)'}")
-        return required, lower
-
-    def _shape_keeping_readers(self, name: str, rank: int) -> Iterator[tuple[onnx.NodeProto, int]]:
-        """(node, input position) of every reader of `name` or of a same-shape copy of it."""
-        seen = {name}
-        todo = [name]
-        while todo:
-            tensor = todo.pop()
-            for node in self.consumers.get(tensor, []):
-                for position, read in enumerate(node.input):
-                    if read != tensor:
-                        continue
-                    yield node, position
-                    if node.output and self._keeps_shape(node, position, rank) and node.output[0] not in seen:
-                        seen.add(node.output[0])
-                        todo.append(node.output[0])
-
-    def _keeps_shape(self, node: onnx.NodeProto, position: int, rank: int) -> bool:
-        if node.op_type in _SAME_SHAPE:
-            return position == 0
-        if node.op_type in _ELEMENTWISE and node.domain in ("", "ai.onnx"):
-            others = [self.weights.get(other) for i, other in enumerate(node.input) if i != position]
-            return all(dims is not None and len(dims) <= rank for dims in others)  # broadcast against smaller weights only
-        return False
-
-    def _ties(self, node: onnx.NodeProto, position: int, rank: int) -> Iterator[tuple[int, int, int]]:
-        """(axis of the input, size, step) that `node` ties to its weights: the axis is `size`
-        (step 0), or at least `size` and grows by `step`."""
-        rule = _TIE_RULES.get(node.op_type)
-        if rule is None or node.domain not in ("", "ai.onnx") or rank == 0:
-            return
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        weights = [self.weights.get(name) for name in node.input]
-        yield from rule(weights, position, rank, attrs)
-
-    # ---------------------------------------------------------------- id ranges
-
-    def id_bound(self, name: str) -> int | None:
-        """The smallest table size among the `Gather`s whose indices carry `name`'s values."""
-        bound: int | None = None
-        seen = {name}
-        todo = [name]
-        while todo:
-            tensor = todo.pop()
-            for node in self.consumers.get(tensor, []):
-                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor:
-                    table = self.weights.get(node.input[0])
-                    if table:
-                        axis = _axis(node, len(table))
-                        bound = table[axis] if bound is None else min(bound, table[axis])
-                    continue
-                carries = node.op_type == "Concat" or (
-                    node.op_type in (*_SAME_VALUES_FIRST, "Gather") and node.input and node.input[0] == tensor
-                )
-                if not carries:
-                    continue
-                for output in node.output:
-                    if output and output not in seen:
-                        seen.add(output)
-                        todo.append(output)
-        return bound
-
-
-_Weights = list[tuple[int, ...] | None]
-"""The dims of each input of a node that is a weight, None for the others."""
-
-
-def _conv_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    weight = weights[1] if len(weights) > 1 else None
-    if position != 0 or weight is None or len(weight) != rank or rank < 3:
-        return
-    yield 1, weight[1] * int(attrs.get("group", 1)), 0
-    yield from _kernel_bounds(weight, attrs, rank)
-
-
-def _conv_transpose_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    weight = weights[1] if len(weights) > 1 else None
-    if position == 0 and weight is not None and len(weight) == rank and rank >= 3:
-        yield 1, weight[0], 0
-
-
-def _channel_norm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    scale = weights[1] if len(weights) > 1 else None
-    if position == 0 and scale and rank >= 2:
-        yield 1, scale[0], 0
-
-
-def _layer_norm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    scale = weights[1] if len(weights) > 1 else None
-    if position != 0 or scale is None:
-        return
-    start = int(attrs.get("axis", -1)) % rank
-    for offset, size in enumerate(scale[-(rank - start) :] if scale else ()):
-        yield start + offset, size, 0
-
-
-def _matmul_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    other = weights[1 - position] if len(weights) == 2 and position in (0, 1) else None
-    if other is None or len(other) != 2:
-        return
-    if position == 0:
-        yield rank - 1, other[0], 0
-    elif rank >= 2:
-        yield rank - 2, other[1], 0
-
-
-def _gemm_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    weight = weights[1] if len(weights) > 1 else None
-    if position == 0 and weight is not None and len(weight) == 2 and rank == 2:
-        yield (0 if attrs.get("transA") else 1), weight[1 if attrs.get("transB") else 0], 0
-
-
-def _elementwise_ties(weights: _Weights, position: int, rank: int, attrs: Mapping) -> Iterator[tuple[int, int, int]]:
-    for i, dims in enumerate(weights):
-        if i == position or dims is None or len(dims) > rank:
-            continue
-        for offset, size in enumerate(dims):
-            if size > 1:
-                yield rank - len(dims) + offset, size, 0
-
-
-_TIE_RULES = {
-    "Conv": _conv_ties,
-    "ConvTranspose": _conv_transpose_ties,
-    "BatchNormalization": _channel_norm_ties,
-    "InstanceNormalization": _channel_norm_ties,
-    "LayerNormalization": _layer_norm_ties,
-    "MatMul": _matmul_ties,
-    "Gemm": _gemm_ties,
-    **dict.fromkeys(_ELEMENTWISE, _elementwise_ties),
-}
-"""Per op, the axes of an input that its weights fix (standard domain only)."""
-
-
-def _axis(node: onnx.NodeProto, rank: int) -> int:
-    for attribute in node.attribute:
-        if attribute.name == "axis":
-            return attribute.i % rank
-    return 0
-
-
-def _kernel_bounds(weight: tuple[int, ...], attrs: Mapping[str, object], rank: int) -> Iterator[tuple[int, int, int]]:
-    """A Conv's spatial input sizes are at least its dilated kernel, less its explicit pads, and
-    the sizes it covers exactly grow by its stride."""
-    spatial = rank - 2
-    dilations = list(attrs.get("dilations") or [1] * spatial)  # type: ignore[call-overload]
-    strides = list(attrs.get("strides") or [1] * spatial)  # type: ignore[call-overload]
-    pads = list(attrs.get("pads") or [0] * (2 * spatial))  # type: ignore[call-overload]
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-        return
-    for i in range(spatial):
-        extent = dilations[i] * (weight[2 + i] - 1) + 1 - pads[i] - pads[i + spatial]
-        yield 2 + i, max(extent, 1), max(int(strides[i]), 1)

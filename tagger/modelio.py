@@ -26,7 +26,7 @@ from typing import BinaryIO
 import onnx
 from google.protobuf.message import DecodeError
 
-from tagger.errors import InputError, OutputError
+from tagger.errors import InputError, OutputError, param
 from tagger.index import may_hold_tensors
 from tagger.serialize import PROTOBUF_LIMIT, plan_encoding
 
@@ -39,6 +39,7 @@ __all__ = [
     "load_model_and_locations",
     "save_model",
     "save_text",
+    "write_model",
 ]
 
 _WRITE_BUFFER = 1 << 20
@@ -134,7 +135,8 @@ def check_output_path(path: Path, force: bool = False, what: str = "output") -> 
     """
     if path.is_symlink():
         if not force:
-            raise OutputError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); use --force to replace the link")
+            link = f"{what} {path} is a symbolic link (to {os.readlink(path)})"
+            raise OutputError(f"{link}; use {param('force')} to replace the link")
     elif path.is_dir():
         raise OutputError(f"{what} {path} is a directory")
     if not path.parent.is_dir():
@@ -319,3 +321,12 @@ def save_text(text: str, destination: Path) -> None:
     if not directory.is_dir():
         raise OutputError(f"report directory does not exist: {directory}")
     atomic_write(destination, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def write_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write `model` over `path` atomically (a failure leaves `path` as it was), keeping the mode of
+    the file it replaces. The model is written as it is in memory: external data references stay
+    as they are, their files neither read nor written (so `path` belongs beside its data file).
+    For a model changed in place (`tag_proto`) after `onnx.load(path, load_external_data=False)`."""
+    data = model.SerializeToString()
+    atomic_write(Path(path), lambda stream: stream.write(data))

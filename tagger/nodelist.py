@@ -33,7 +33,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.errors import InputError
+from tagger.errors import InputError, ParameterError, param
 from tagger.index import ModelIndex
 from tagger.modelio import load_model
 from tagger.module_tree import read_module_tree
@@ -175,10 +175,10 @@ def module_nodes(
     from tagger.transfer import transfer_sources
 
     if (module is None) == (tag is None):
-        raise InputError("give exactly one of --module PATH or --tag PATTERN")
+        raise InputError(f"give exactly one of {param('module')} PATH or {param('tag')} PATTERN")
     for name, value in (("module", module), ("tag", tag)):
         if value is not None and not isinstance(value, str):
-            raise InputError(f"--{name} must be a string, got {value!r}")
+            raise ParameterError(name, f"must be a string, got {value!r}")
     op_types = check_names("op_types", op_types)  # "MatMul,Gemm" or a list
     source = Path(model)
     proto = load_model(source)

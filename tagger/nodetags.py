@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from tagger.certainty import file_kinds, result_kinds
-from tagger.evidence import EvidenceSource
+from tagger.evidence import ExternalSource
 from tagger.index import ModelIndex, build_index
 from tagger.keys import tags_of
 from tagger.tagging import TaggingResult, tag_model
@@ -58,7 +58,7 @@ class ModelTags:
 
 def model_tags(
     model: onnx.ModelProto,
-    sources: Sequence[EvidenceSource] = (),
+    sources: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> ModelTags:

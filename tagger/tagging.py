@@ -15,7 +15,7 @@ import onnx
 
 from tagger.bodies import body_modules, settle_owners
 from tagger.display import TagFormatter
-from tagger.evidence import Conflict, Context, EvidenceSource, build_context, collect
+from tagger.evidence import Conflict, Context, ExternalSource, build_context, collect
 from tagger.evidence.initializers import SOURCE as INITIALIZER_SOURCE
 from tagger.evidence.initializers import module_of_parameter
 from tagger.fused import widen_residual_norms
@@ -79,7 +79,7 @@ class _Labels:
 def tag_model(
     model: onnx.ModelProto,
     infer: Infer = infer_graph,
-    extra: Sequence[EvidenceSource] = (),
+    extra: Sequence[ExternalSource] = (),
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> TaggingResult:
@@ -102,10 +102,10 @@ def tag_model(
         infer=infer,
         facts=GraphFacts(
             context.modules.containers(),
-            _weight_like(index, context.merged),
+            _weight_like(index, context.parameters.merged),
             context.modules.sequences(),
             *tensor_shapes(model),
-            parameters=frozenset(context.parameters),
+            parameters=frozenset(context.parameters.owners),
             arguments=frozenset(name for scope in index.graphs for name in scope.inputs - scope.initializers),
         ),
         callers=_function_callers(index),
@@ -133,7 +133,7 @@ def tag_model(
         widen_residual_norms(
             index.views, scope.node_ids, labels.modules, labels.sources, INITIALIZER_SOURCE, labels.facts.sequences
         )
-    _widen_tied_lookups(index, labels.modules, labels.sources, context.tied_lookups)
+    _widen_tied_lookups(index, labels.modules, labels.sources, context.parameters.tied_lookups)
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}

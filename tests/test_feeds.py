@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 
 from tagger import profile
+from tagger.dim_settings import DimSettings, parse_dim_option
 from tagger.errors import InputError
 from tagger.extract import extract
 from tagger.feeds import make_feeds
-from tagger.input_rules import DimSettings, parse_dim_option
 from tests.graphs import chain_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

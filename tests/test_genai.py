@@ -18,8 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tagger import tag_proto
+from tagger.tensorbytes.stored import StoredTensor
 from tagger.transfer.composite import NBits, Target, candidate_signatures, match_parts, nbits_signatures, row_signatures
-from tagger.transfer.tensors import StoredTensor
 
 DATA = Path(__file__).resolve().parent / "data" / "genai"
 

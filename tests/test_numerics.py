@@ -137,7 +137,7 @@ def test_markdown_and_json_carry_every_module(built_cases, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--depth", 0], "depth must be 1 or more"),
+        (["--depth", 0], "--depth must be an integer >= 1, got 0"),
         (["--inputs", "x.npz", "--dim", 2], "pass one of them"),
         (["--exclude_worst", "a"], "exclude_worst"),
     ],

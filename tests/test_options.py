@@ -1,16 +1,22 @@
-"""Every bad option value is bad input: one `tagger: error: --NAME ...` line and exit 2, nothing written."""
+"""Every bad option value is bad input: one `tagger: error: --NAME ...` line and exit 2, nothing written.
+The library's own errors name its parameters (`max_fallback`); only the command line spells them as flags."""
 
 from __future__ import annotations
 
+import ast
 import inspect
+import pickle
+import re
 import subprocess
 import sys
 
 import onnx
 import pytest
 
-from tagger import report, retag
+from tagger import InputError, ParameterError, audit, report, retag
+from tagger.arguments import error_line
 from tagger.errors import MissingDependency
+from tests.conftest import REPO_ROOT
 from tests.graphs import chain_model
 
 BAD_OPTIONS = {
@@ -25,6 +31,10 @@ BAD_OPTIONS = {
     "profile-optimize-unknown": (["profile", "{model}", "--optimize", "fast"], "--optimize"),
     "profile-provider-missing": (["profile", "{model}", "--provider", "NoSuch"], "--provider"),
     "profile-timeline-without-path": (["profile", "{model}", "--timeline"], "--timeline"),
+    "profile-perfetto-without-path": (["profile", "{model}", "--perfetto"], "--perfetto"),
+    "profile-node-data-without-path": (["profile", "{model}", "--node_data"], "--node_data"),
+    "profile-perfetto-and-timeline": (["profile", "{model}", "--perfetto", "{tmp}/a", "--timeline", "{tmp}/b"], "--timeline"),
+    "profile-compare-when-off": (["profile", "{model}", "--optimize", "off", "--compare_unoptimized"], "--compare_unoptimized"),
     "extract-module-without-value": (["extract", "{model}", "--module"], "--module"),
     "extract-tag-list": (["extract", "{model}", "--tag", "[a,b]"], "--tag"),
     "extract-module-and-tag": (["extract", "{model}", "--module", "enc", "--tag", "*"], "--module"),
@@ -87,3 +97,38 @@ def test_a_failed_verification_has_its_own_documented_exit_code(tmp_path):
     one.verification = Verification(True, 1, 1, 0.0)
     with pytest.raises(ModelsFailed, match="1 module could not be extracted"):
         every.check()
+
+
+def test_a_library_error_names_the_parameter_and_the_command_line_its_flag(model, tmp_path):
+    with pytest.raises(ParameterError) as caught:
+        audit(model, max_fallback=120)
+    error = caught.value
+    assert error.parameter == "max_fallback" and error.exit_code == 2
+    assert str(error) == "max_fallback must be a percentage between 0 and 100, got 120"
+    assert error_line(error) == "--max_fallback must be a percentage between 0 and 100, got 120"
+    assert error_line(pickle.loads(pickle.dumps(error))) == error_line(error)  # as a worker process raised it
+    with pytest.raises(InputError) as caught:
+        retag(model, inplace=True, output=tmp_path / "o.onnx")
+    assert str(caught.value) == "inplace and output exclude each other"
+    assert error_line(caught.value) == "--inplace and --output exclude each other"
+
+
+_CLI = {"cli.py", "arguments.py"}
+_ERRORS = {"InputError", "OutputError", "ParameterError", "Refused", "TaggerError", "VerificationFailed", "ModelsFailed"}
+
+
+def _error_texts(tree: ast.AST) -> list[tuple[int, str]]:
+    """The literal text of every error the module raises or builds (a call to an error type)."""
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", None) in _ERRORS]
+    return [(c.lineno, t.value) for c in calls for t in ast.walk(c) if isinstance(t, ast.Constant) and isinstance(t.value, str)]
+
+
+def test_no_library_error_spells_a_command_line_flag():
+    spelled = []
+    for path in sorted((REPO_ROOT / "tagger").rglob("*.py")):
+        if path.name in _CLI:
+            continue
+        for line, text in _error_texts(ast.parse(path.read_text(encoding="utf-8"))):
+            if re.search(r"(?<![\w-])--[a-z]", text):
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{line}: {text}")
+    assert spelled == []

@@ -234,9 +234,9 @@ def test_a_kernel_name_shared_by_both_branches_of_an_if_counts_for_the_branch_th
     common module of all its nodes (as a partition standing for many nodes would)."""
     import onnxruntime as ort
 
-    from tagger.executed import executed_graph, kernel_module, narrowed, optimization_level, session_options
     from tagger.nodetags import model_tags
     from tagger.paths import lca_all
+    from tagger.profiling.executed import executed_graph, kernel_module, narrowed, optimization_level, session_options
 
     path = pipeline_model("merged_decoder")
     proto = onnx_structure(path)
@@ -276,10 +276,10 @@ def spans_nest(events: list[dict]) -> None:
             assert disjoint or within(a, b) or within(b, a), (a, b)
 
 
-def test_timeline_and_speedscope_files_nest_module_spans_around_the_kernels(built_cases, tmp_path):
+def test_perfetto_and_speedscope_files_nest_module_spans_around_the_kernels(built_cases, tmp_path):
     timeline, flame = tmp_path / "timeline.json", tmp_path / "flame.json"
-    result = profile(built_cases[("bert", "dynamo", "none")].path, runs=2, warmup=1, timeline=timeline, speedscope=flame)
-    assert result.timeline == str(timeline) and result.speedscope == str(flame)
+    result = profile(built_cases[("bert", "dynamo", "none")].path, runs=2, warmup=1, perfetto=timeline, speedscope=flame)
+    assert result.perfetto == str(timeline) and result.speedscope == str(flame)
 
     events = json.loads(timeline.read_text())["traceEvents"]
     complete = [e for e in events if e["ph"] == "X"]
@@ -321,7 +321,7 @@ def test_timeline_and_speedscope_files_nest_module_spans_around_the_kernels(buil
     assert {"(root)", "m.encoder.layer.0", "model_run"} <= names
 
 
-def test_cli_writes_the_timeline_and_names_the_level(built_cases, tmp_path):
+def test_cli_writes_the_trace_under_its_older_name_timeline_and_names_the_level(built_cases, tmp_path):
     case = built_cases[("bert", "dynamo", "none")]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [
@@ -341,3 +341,21 @@ def test_cli_writes_the_timeline_and_names_the_level(built_cases, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "graph optimizations off (ORT_DISABLE_ALL)" in result.stdout
     assert json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+
+
+def test_compare_unoptimized_shows_each_module_at_both_levels_in_one_table(built_cases):
+    case = built_cases[("bert", "dynamo", "none")]
+    result = profile(case.path, runs=2, warmup=1, compare_unoptimized=True)
+    comparison = result.comparison
+    assert comparison.level == "all (ORT_ENABLE_ALL)" and comparison.optimized_kernel_us == result.kernel_us
+    by_path = {m.module: m for m in comparison.modules}
+    assert [m.module for m in comparison.modules][:2] == ["", "m"]  # depth-first from the root
+    root = by_path[""]
+    assert root.unoptimized_us == pytest.approx(comparison.unoptimized_kernel_us)  # no unmatched kernel at off
+    assert root.unoptimized_nodes == case.nodes and root.optimized_nodes == result.graph_nodes < case.nodes
+    for module in result.modules:
+        assert by_path[module.module].optimized_us == module.total_us
+    assert by_path["m.embeddings"].optimized_nodes < by_path["m.embeddings"].unoptimized_nodes  # the embedding fusion
+    assert "graph optimizations off vs all (ORT_ENABLE_ALL):" in result.to_text()
+    assert "## Graph optimizations off vs all" in result.to_markdown()
+    assert json.loads(result.to_json())["comparison"]["modules"][0]["module"] == ""

@@ -196,7 +196,7 @@ def test_every_other_family_is_refused_as_a_reference(degraded, families, family
 
 
 def test_reference_with_external_data_is_hashed_from_its_file_not_loaded(degraded):
-    from tagger.transfer.tensors import onnx_initializers
+    from tagger.tensorbytes.stored import onnx_initializers
 
     case = degraded("llama", "onnxslim")
     reference = load_model(case.family.export)

@@ -9,6 +9,10 @@ in `REGISTRY`. Two orders follow from that table, declared here together:
    metadata, parameter names; phase `TEACH`) run first and teach the `ModuleSet`, then the
    name-based sources (phase `RESOLVE`) resolve exporter quirks against it, each phase in
    precedence order.
+
+What a source hands the sources after it is a declared field of `Context` (the module set, class
+names, the scope cache; `ParameterFacts` from the initializer source); what a source from outside
+the file hands the caller is a declared member of `ExternalSource`.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ __all__ = [
     "Evidence",
     "EvidenceSource",
     "EXTERNAL",
+    "ExternalSource",
     "PRECEDENCE",
     "REGISTRY",
     "RUN_ORDER",
+    "ParameterFacts",
     "build_context",
     "collect",
     "registered_sources",
@@ -55,9 +61,9 @@ EXTERNAL = ("reference",)
 caller; they rank below every registered source (the file's own evidence wins). `--weights`
 claims as `initializer` and adds to it without overriding the file's own parameter names.
 A source from outside the file may outrank the file's claim on a node where it says (`decided_by`)
-that a stronger source decided it: before a tool deleted that evidence (`tagger.evidence.reference`),
+that a stronger source decided it: before a tool deleted that evidence (`tagger.transfer.reference`),
 or by the values of the weight the node reads, where the file names that weight in a converter's
-words (`tagger.evidence.weights`)."""
+words (`tagger.transfer.weights`)."""
 PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
@@ -82,6 +88,22 @@ class Conflict:
     rejected: Evidence
 
 
+@dataclass(frozen=True)
+class ParameterFacts:
+    """What the initializer source (phase `TEACH`) learns from the parameter names the file's
+    initializers carry, for the name source (`RESOLVE`), `--weights` and inference after it."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+    """Module owning each initializer named by a parameter path (`initializers.parameter_owners`),
+    merged ones left out (the name source's shared modules, rule 3 of `names`)."""
+    merged: frozenset[str] = frozenset()
+    """Initializers that may stand for several merged parameters (`merged_parameters`): named,
+    but weights of no module the file names for sure."""
+    tied_lookups: frozenset[int] = frozenset()
+    """Nodes looking up a table tied to a head (`merged_parameters.tied_lookup_tables`): the
+    table's name may be the head's, so their tag is widened after inference."""
+
+
 @dataclass
 class Context:
     """What the sources share: known module paths and their class names."""
@@ -97,15 +119,8 @@ class Context:
     """Op types a name segment may be the node name of (`names.op_names`), set by the name source."""
     base_dir: Path | None = None
     """The directory of the model's file (its external data), None for a model only in memory."""
-    parameters: dict[str, str] = field(default_factory=dict)
-    """Module owning each initializer named by a parameter path (`initializers.parameter_owners`),
-    set by the initializer source for the name source (shared modules, rule 3 of `names`)."""
-    merged: frozenset[str] = frozenset()
-    """Initializers that may stand for several merged parameters (`merged_parameters`): named,
-    but weights of no module the file names for sure."""
-    tied_lookups: frozenset[int] = frozenset()
-    """Nodes looking up a table tied to a head (`merged_parameters.tied_lookup_tables`): the
-    table's name may be the head's, so their tag is widened after inference."""
+    parameters: ParameterFacts = field(default_factory=ParameterFacts)
+    """Set once by the initializer source, which runs before every source that reads it."""
     tree_origin: str | None = None
     """Where the true module tree came from (`adopt_tree`); None: the file's names are unchecked."""
     unknown_claims: Counter[str] = field(default_factory=Counter)
@@ -171,8 +186,9 @@ class EvidenceSource(Protocol):
 
     `SOURCE` is the name written in `hierarchy.source` (and in `REGISTRY`). `propose` returns a
     module path for each node (by index position) the source has evidence for, and nothing for
-    the others. It never changes the model or the index; it may add what it learnt to `context`
-    (module paths, class names, kept sources, the scope cache) for the sources that run after it.
+    the others. It never changes the model or the index; it may add what it learnt to the declared
+    fields of `context` (module paths, class names, kept sources, the scope cache, the parameter
+    facts) for the sources that run after it.
     """
 
     SOURCE: str
@@ -180,12 +196,29 @@ class EvidenceSource(Protocol):
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]: ...
 
 
-def _outranked(source: EvidenceSource, proposals: dict[int, str], sources: dict[int, str]) -> dict[int, str]:
+@runtime_checkable
+class ExternalSource(EvidenceSource, Protocol):
+    """A source from outside the file (`tagger.transfer`), given to `collect` by the caller.
+
+    Besides its claims it hands the caller, once `propose` has run, what the report says of it
+    and where its claims may outrank the file's own.
+    """
+
+    FLAG: str
+    """The option that gave it (`--reference`, `--weights`): the report's advice names the ones in use."""
+    notes: list[str]
+    """Lines for the report (what was matched, what was found)."""
+    decided_by: dict[int, str]
+    """Node -> the source that decided its module where this source learnt it (empty: none
+    outranks the file's evidence; see `_outranked`)."""
+
+
+def _outranked(source: ExternalSource, proposals: dict[int, str], sources: dict[int, str]) -> dict[int, str]:
     """The claims of an external source that win over the file's own: it may say, in `decided_by`,
     which source decided a node's module where it learnt it (the reference, before a tool deleted
     evidence); the claim wins where that source outranks the one that decided the node here."""
     rank = {name: i for i, name in enumerate(PRECEDENCE)}
-    decided_by: dict[int, str] = getattr(source, "decided_by", {})
+    decided_by = source.decided_by
     return {
         node: module
         for node, module in proposals.items()
@@ -199,7 +232,7 @@ def registered_sources() -> dict[str, EvidenceSource]:
     return {name: importlib.import_module(f"tagger.evidence.{modules[name]}") for name in RUN_ORDER}
 
 
-def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource] = ()) -> Decision:
+def collect(index: ModelIndex, context: Context, extra: Sequence[ExternalSource] = ()) -> Decision:
     """Run every source in `RUN_ORDER` and merge in `PRECEDENCE`: the highest-precedence claim
     wins, every disagreement with it is a conflict. The merge is dict updates from the lowest
     precedence up (C-level: a 100k-node model has several claims on every node). `extra`
@@ -220,7 +253,7 @@ def collect(index: ModelIndex, context: Context, extra: Sequence[EvidenceSource]
         modules.update(proposals[source])
         sources.update(dict.fromkeys(proposals[source], source))
     for source, claims in zip(extra, own, strict=True):  # before kept sources: a kept tag outranks everything
-        if getattr(source, "decided_by", None):
+        if source.decided_by:
             known = context.modules if context.tree_origin is not None else None
             outranked = _outranked(source, {n: m for n, m in claims.items() if known is None or m in known}, sources)
             modules.update(outranked)

@@ -50,7 +50,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable
 
-from tagger.evidence import Context
+from tagger.evidence import Context, ParameterFacts
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
 from tagger.fused import applies_activation
 from tagger.index import ModelIndex, graphs_within
@@ -140,11 +140,11 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     readers = _readers(index, owners)
     merged, tied = merged_parameters(index, readers, owners, context.base_dir)
-    context.parameters = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
+    named = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     merged |= tied
-    context.merged = frozenset(merged)
     tables = tied_lookup_tables(index, readers, context.base_dir)
-    context.tied_lookups = frozenset(node for name in tables for node in readers[name])
+    lookups = frozenset(node for name in tables for node in readers[name])
+    context.parameters = ParameterFacts(named, frozenset(merged), lookups)
     folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller

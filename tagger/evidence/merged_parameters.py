@@ -62,7 +62,7 @@ import onnx.numpy_helper
 
 from tagger.index import ModelIndex, dataflow, graphs_within
 from tagger.paths import is_within
-from tagger.transfer.tensors import StoredTensor, holds_one_value, stored_tensor
+from tagger.tensorbytes.stored import StoredTensor, holds_one_value, stored_tensor
 
 __all__ = ["merged_parameters", "tied_lookup_tables"]
 

@@ -132,7 +132,7 @@ def _read_shared_modules(
     index: ModelIndex, named: list[tuple[int, str]], segments_of: dict[str, list[str] | None], context: Context
 ) -> None:
     """Rule 3: teach the module set the TorchScript scopes that name a known module by its one path."""
-    parameters = context.parameters
+    parameters = context.parameters.owners
     if not parameters:
         return
     read: dict[str, set[str]] = {}

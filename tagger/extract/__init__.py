@@ -51,7 +51,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tagger.errors import InputError, OutputError, TaggerError
+from tagger.errors import InputError, OutputError, ParameterError, TaggerError, param
 from tagger.extract.build import build_model, refuse_source_files, write_checked
 from tagger.extract.cut import Cut, all_modules, locate, make_cut, modules_at_depth, scoped_groups
 from tagger.extract.report import ExtractAllReport, ExtractReport, TensorSpec, extract_report, index_json
@@ -97,10 +97,10 @@ def extract(
     verify an If branch, its condition input is set to take the branch.
     """
     if (module is None) == (tag is None):
-        raise InputError("give exactly one of --module PATH or --tag PATTERN")
+        raise InputError(f"give exactly one of {param('module')} PATH or {param('tag')} PATTERN")
     for name, value in (("module", module), ("tag", tag), ("branch", branch)):
         if value is not None and not isinstance(value, str):
-            raise InputError(f"--{name} must be a string, got {value!r}")
+            raise ParameterError(name, f"must be a string, got {value!r}")
     root = load_source(model)
     feeds = model_feeds(root.model, inputs, dim, base_dir=root.path.parent) if verify else None
     src, selected = locate(root, module, tag, branch)
@@ -131,7 +131,7 @@ def extract_all(
     """
     check_integer("depth", depth)
     if depth is None:
-        raise InputError("--all needs --depth N")
+        raise ParameterError("depth", "must be an integer >= 0, got None")
     root = load_source(model)
     feeds = model_feeds(root.model, inputs, dim, base_dir=root.path.parent) if verify else None
     scopes = scoped_groups(root, depth)
@@ -139,7 +139,7 @@ def extract_all(
         raise InputError(f"no module has depth {depth}; the deepest module path has {_max_depth(root)} components")
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
-        raise OutputError(f"--out_dir is not a directory: {directory}")
+        raise OutputError(f"{param('out_dir')} is not a directory: {directory}")
     directory.mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
     cuts: list[tuple[Source, Cut]] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tagger.errors import InputError
+from tagger.errors import InputError, param
 from tagger.extract.body import body_sources, branch_matches, scope_label
 from tagger.extract.source import Dataflow, Source, load_source
 from tagger.selection import not_selected, selects, with_ancestors
@@ -42,12 +42,12 @@ def locate(src: Source, module: str | None, tag: str | None, branch: str | None 
     if not found:
         raise InputError(_not_found(src, module, tag))
     if branch is not None:
-        named = [(scope, nodes) for scope, nodes in found if scope.body is not None and branch_matches(scope.body, branch)]
-        if not named:
+        in_branch = [(scope, nodes) for scope, nodes in found if scope.body is not None and branch_matches(scope.body, branch)]
+        if not in_branch:
             raise InputError(f"{what} lives in no body named {branch!r}: it lives in {_joined(found)}")
-        found = named
+        found = in_branch
     if len(found) > 1:
-        choices = " or ".join(f"--branch {_branch_name(scope, found)}" for scope, _ in found)
+        choices = " or ".join(f"{param('branch')} {_branch_name(scope, found)}" for scope, _ in found)
         raise InputError(f"{what} lives in {_joined(found)}; pass {choices}")
     return found[0]
 

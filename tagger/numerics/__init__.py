@@ -61,12 +61,10 @@ def numerics(
     Both run on the `.npz` at `inputs`, or on feeds generated for the float model with `dim` (as
     for `profile`, `tagger.feeds`), cast to the derived model's input types.
     """
-    check_integer("depth", depth)
+    check_integer("depth", depth, least=1)
     float_src = load_source(float_model)
     derived_src = _derived_source(Path(derived_model), Path(float_model))
     depth = default_depth(float_src) if depth is None else depth
-    if depth < 1:
-        raise InputError(f"depth must be 1 or more, got {depth}")
     float_pieces = partition(float_src.modules, depth)
     pairs, notes = _pairs(float_src, derived_src, float_pieces, depth)
     feeds = model_feeds(float_src.model, inputs, dim, base_dir=float_src.path.parent)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagger.tensorbytes.stored import FLOAT_DTYPES, StoredTensor, as_float
 from tagger.transfer.content import MIN_CORRELATION
-from tagger.transfer.tensors import FLOAT_DTYPES, StoredTensor, as_float
 
 __all__ = [
     "GROUPS",

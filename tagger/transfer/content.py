@@ -21,7 +21,7 @@ matched by name or structure instead (`tagger.transfer.matching`); weights conca
 by a converter (onnxruntime's packed QKV, the genai builder's fused q/k/v) and block-quantized
 4-bit weights (`MatMulNBits`) are `tagger.transfer.composite`'s.
 
-Values are hashed in chunks straight from the files (`tagger.transfer.tensors`), each tensor in
+Values are hashed in chunks straight from the files (`tagger.tensorbytes.stored`), each tensor in
 one pass: only tensors whose element count occurs on both sides are read at all, and never more
 than one chunk of a tensor is in memory. Tensors whose elements are all equal (an untrained LayerNorm's ones, a zero
 bias) and values shared by more than `MAX_NAMES` tensors are ambiguous and match nothing.
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.transfer.tensors import FLOAT_DTYPES, QUANTIZED_DTYPES, StoredTensor, as_float
+from tagger.tensorbytes.stored import FLOAT_DTYPES, QUANTIZED_DTYPES, StoredTensor, as_float
 
 __all__ = ["MAX_NAMES", "MIN_CORRELATION", "MIN_SIZE", "match_contents", "match_quantized"]
 

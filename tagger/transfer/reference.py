@@ -27,13 +27,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagger.errors import InputError
+from tagger.errors import InputError, param
 from tagger.evidence import Context
 from tagger.index import ModelIndex
 from tagger.keys import MODULE_KEY
+from tagger.tensorbytes.stored import FLOAT_DTYPES, onnx_initializers
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
-from tagger.transfer.tensors import FLOAT_DTYPES, onnx_initializers
 
 if TYPE_CHECKING:
     import onnx
@@ -126,7 +126,7 @@ class ReferenceSource:
         found = matching.weights / weights if weights else 0.0
         if nodes and kept < MIN_KEPT_EDGES and found < MIN_WEIGHTS:
             raise InputError(
-                f"--reference {self.path.name} is not the model this one was made from: {kept:.0%} of the connections "
+                f"{param('reference')} {self.path.name} is not the model this one was made from: {kept:.0%} of the connections "
                 f"between nodes with shared names and {found:.0%} of the weights match it"
             )
 

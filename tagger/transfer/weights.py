@@ -32,10 +32,10 @@ from tagger.evidence import Context
 from tagger.evidence.initializers import module_of_parameter, parameter_owners
 from tagger.index import ModelIndex
 from tagger.paths import lca, lca_all
-from tagger.transfer.checkpoint import checkpoint_tensors
+from tagger.tensorbytes.checkpoint import checkpoint_tensors
+from tagger.tensorbytes.stored import onnx_initializers
 from tagger.transfer.composite import candidate_signatures, match_parts, weight_targets
 from tagger.transfer.content import match_contents, match_quantized
-from tagger.transfer.tensors import onnx_initializers
 
 SOURCE = "initializer"
 __all__ = ["SOURCE", "WeightsSource"]
@@ -51,6 +51,8 @@ class WeightsSource:
         self.checkpoint = Path(checkpoint)
         self.base_dir = base_dir
         self.notes: list[str] = []
+        self.decided_by: dict[int, str] = {}
+        """Node -> the rank its claim takes (`_STRONG`) where the file names the weight in a converter's words."""
         self.tensors = checkpoint_tensors(self.checkpoint)  # a bad checkpoint fails before any work
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
@@ -70,7 +72,7 @@ class WeightsSource:
         else:  # the file speaks a converter's words: every weight found in the checkpoint is its tensor
             converted |= named & matches.keys()
         own = named - converted
-        parameters = {name: owner for name, owner in parameters.items() if name in own and name not in context.merged}
+        parameters = {name: owner for name, owner in parameters.items() if name in own and name not in context.parameters.merged}
         prefix = _prefix(own, {t.name for t in self.tensors})
         renamed = _module_renames(matches, own) if not converted else {}
         owners = _owners(matches, own, renamed, prefix)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger.errors import InputError
-from tagger.transfer.tensors import StoredTensor, safetensors_tensors
+from tagger.tensorbytes.stored import StoredTensor, safetensors_tensors
 
 __all__ = ["checkpoint_tensors"]
 

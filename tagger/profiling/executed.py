@@ -6,11 +6,11 @@
    `GraphOptimizationLevel` (`ORT_DISABLE_ALL` ... `ORT_ENABLE_ALL`, a session's default); `all`
    is the default, `True` (a bare `--optimize`) means `all` and `False` means `off`.
 2. **Off.** Every kernel is a node of the file: the graph is the file itself (under the unique run
-   names of `tagger.profiling`), tagged as read or decided in memory (`tagger.nodetags`).
+   names of `tagger.profiling.session`), tagged as read or decided in memory (`tagger.nodetags`).
 3. **On.** The session writes the graph it optimized (`SessionOptions.optimized_model_filepath`,
    initializers into an external data file beside it, so a model of any size can be written)
    into a temporary directory. That graph is tagged with the model that ran as its reference
-   (`tagger.evidence.reference`, the machinery of `--reference`): nodes onnxruntime kept are
+   (`tagger.transfer.reference`, the machinery of `--reference`): nodes onnxruntime kept are
    matched by name or output, fused ones take the module that wrote their output or the common
    ancestor of the nodes they replaced, as transfer decides. Tag entries onnxruntime copied onto
    the nodes (a fused node would carry several nodes' entries, the last read) are dropped first,
@@ -26,18 +26,23 @@
    made again without writing; the file's nodes are the graph, and a partition's kernel, whose
    nodes onnxruntime does not name, is unmatched with that reason. (Not run here: only the CPU
    and Azure providers are installed.)
+6. **Partitions given.** Where the nodes of each compiled partition are known (a kernel name and
+   the names of the nodes it holds, `partitioned`), its kernel stands for those nodes like any
+   kernel of several nodes: it counts for their common module, and each node is placed on the
+   kernel's provider. (Tested on constructed events: no provider here compiles partitions.)
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
 
-from tagger.errors import InputError
+from tagger.errors import InputError, ParameterError
 from tagger.evidence import EXTERNAL
 from tagger.keys import READ_KEYS
 from tagger.nodetags import ModelTags, model_tags
@@ -52,6 +57,7 @@ __all__ = [
     "kernel_module",
     "narrowed",
     "optimization_level",
+    "partitioned",
 ]
 
 OPTIMIZED_NAME = "optimized.onnx"
@@ -90,7 +96,7 @@ def optimization_level(value: object) -> Level:
     elif isinstance(value, str) and value.strip().lower() in {**LEVELS, **_ALIASES}:
         name = _ALIASES.get(value.strip().lower(), value.strip().lower())
     else:
-        raise InputError(f"--optimize takes one of {', '.join(LEVELS)} (default all), got {value!r}")
+        raise ParameterError("optimize", f"takes one of {', '.join(LEVELS)} (default all), got {value!r}")
     return Level(name, LEVELS[name])
 
 
@@ -139,8 +145,8 @@ def executed_graph(
     if not written.exists():
         tags = file_tags if file_tags is not None else model_tags(ran, base_dir=source.parent)
         return ExecutedGraph(tags, _by_name(run_names), written=False)
-    from tagger.evidence.reference import ReferenceSource
     from tagger.modelio import load_model
+    from tagger.transfer.reference import ReferenceSource
 
     graph = load_model(written)
     _drop_copied_entries(graph)
@@ -198,6 +204,23 @@ def narrowed(graph: ExecutedGraph, names: set[str]) -> ExecutedGraph:
         if len(ids) > 1 and name in names:
             kernels[name] = tuple(i for i in ids if graph_of[i] in ran) or ids
     return ExecutedGraph(graph.tags, kernels, graph.written, graph.notes)
+
+
+def partitioned(graph: ExecutedGraph, partitions: Mapping[str, Sequence[str]]) -> ExecutedGraph:
+    """`graph` with each partition's kernel standing for the nodes it holds (rule 6): `partitions`
+    maps a kernel name to the names of its nodes in that graph. A name no node has is noted; a
+    partition none of whose nodes the graph has is left unmatched."""
+    kernels = dict(graph.kernels)
+    notes = list(graph.notes)
+    missing: list[str] = []
+    for kernel, members in partitions.items():
+        ids = sorted({i for name in members for i in graph.kernels.get(name, ())})
+        missing += [name for name in members if name not in graph.kernels]
+        if ids:
+            kernels[kernel] = tuple(ids)
+    if missing:
+        notes.append(f"{len(missing)} nodes named in the partitions are not in the graph that ran: " + ", ".join(missing[:5]))
+    return ExecutedGraph(graph.tags, kernels, graph.written, notes)
 
 
 def kernel_module(graph: ExecutedGraph, node_ids: tuple[int, ...]) -> str:
