@@ -3,9 +3,11 @@
 Rows: the optimum exports `bench.pipelines` caches (BERT; LLaMA with a KV cache; ViT; T5's
 encoder and decoder with past) against what the tools people quantize or convert with made of
 them: `quantize_dynamic` (per tensor, and `per_channel=True`), `quantize_static` (QDQ, random
-calibration), onnxconverter-common's fp16 (inputs and outputs fp16 too: with
-`keep_io_types=True` onnxruntime refuses most of its outputs, FIELD-NOTES §8), onnxruntime's
-transformer optimizer with and without `--float16`; and onnxruntime-genai's int4 builds against
+calibration), fp16 by onnxruntime's converter (`OnnxModel.convert_float_to_float16`,
+`keep_io_types=True`) and by onnxconverter-common (`fp16_occ`, its defaults: onnxruntime refuses
+what it makes of a graph holding a Cast to float, FIELD-NOTES §8; such rows are that refusal,
+the exit 2 every command gives), onnxruntime's transformer optimizer with and without
+`--float16`; and onnxruntime-genai's int4 builds against
 their fp32 builds (when `/work/genai-cache` holds them: `bench/genai_fixtures.py`). Everything
 runs with default inputs (generated, as a user's first run would).
 
@@ -42,7 +44,7 @@ from tagger.numerics import numerics
 
 FILES = (("bert", "optimum", "model"), ("llama", "optimum-past", "model"), ("vit", "optimum", "model"),
          ("t5", "optimum", "encoder_model"), ("t5", "optimum-past", "decoder_with_past_model"))
-TOOLS = ("quantize_dynamic", "per_channel", "quantize_static", "fp16", "ort_optimizer", "ort_fp16")
+TOOLS = ("quantize_dynamic", "per_channel", "quantize_static", "fp16", "fp16_occ", "ort_optimizer", "ort_fp16")
 GENAI = Path("/work/genai-cache")
 
 
@@ -64,7 +66,7 @@ class Row:
 
 def _derived(path: Path, tool: str, family: str) -> Path | None:
     """The file `tool` makes of `path`, cached beside it (the pipelines' tools through `degraded`)."""
-    if tool in ("per_channel", "fp16", "ort_fp16"):
+    if tool in ("per_channel", "fp16", "fp16_occ", "ort_fp16"):
         target = path.parent / "tools" / f"{path.stem}.{tool}.onnx"
         if not target.exists():
             target.parent.mkdir(exist_ok=True)
@@ -74,14 +76,15 @@ def _derived(path: Path, tool: str, family: str) -> Path | None:
 
 
 def _make(path: Path, target: Path, tool: str, family: str = "") -> None:
-    if tool == "ort_fp16":  # onnxruntime's transformer optimizer with --float16
+    if tool in ("fp16", "ort_fp16"):  # onnxruntime's float16 converter, alone or after its optimizer (--float16)
         from onnxruntime.transformers.onnx_model import OnnxModel
 
         from bench.pipeline_tools import _ort_optimizer
 
-        optimized = OnnxModel(_ort_optimizer(onnx.load(path), family))
-        optimized.convert_float_to_float16(keep_io_types=True)
-        onnx.save(optimized.model, target)
+        model = onnx.load(path)
+        converted = OnnxModel(_ort_optimizer(model, family) if tool == "ort_fp16" else model)
+        converted.convert_float_to_float16(keep_io_types=True)
+        onnx.save(converted.model, target)
         return
     if tool == "per_channel":
         from onnxruntime.quantization import quantize_dynamic

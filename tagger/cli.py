@@ -191,6 +191,7 @@ class Commands:
         json: bool = False,
         markdown: bool = False,
         exclude_worst: int | None = None,
+        node_data: str | None = None,
     ) -> None:
         """Which module loses the accuracy: per module, the error DERIVED_MODEL (int8, fp16, optimized) adds to FLOAT_MODEL's.
 
@@ -200,16 +201,17 @@ class Commands:
         --inputs NPZ / --dim N, --dim NAME=VALUE  the inputs, as for profile (default: generated)
         --exclude_worst K  print the float model's node names of the K worst modules instead, one per line
                            (nodes_to_exclude for onnxruntime's quantizers)
+        --node_data OUT.json   Model Explorer node data: the float model's nodes coloured by their module's own error
         Example: tagger numerics model.onnx model.int8.onnx --depth 4
         """
         from tagger.feeds import parse_dim_option
         from tagger.numerics import numerics
 
         json, markdown = check_flag("json", json), check_flag("markdown", markdown)
-        inputs = check_text("inputs", inputs)
+        inputs, node_data = check_text("inputs", inputs), check_text("node_data", node_data)
         check_integer("exclude_worst", exclude_worst)
         _check_inputs_or_dims(inputs, dim)
-        result = numerics(str(float_model), str(derived_model), inputs, parse_dim_option(dim), depth)
+        result = numerics(str(float_model), str(derived_model), inputs, parse_dim_option(dim), depth, node_data)
         if exclude_worst is not None:
             print("\n".join(result.nodes_to_exclude(exclude_worst)))
             return

@@ -184,3 +184,27 @@ def test_pieces_cover_every_node_once_and_keep_shallow_branches_whole():
     }
     assert Piece("m.encoder", own=True).label == "m.encoder (own nodes)" and Piece("", own=True).label == "(root)"
     assert is_within("m.encoder.layer.0", "m.encoder")
+
+
+def test_node_data_colours_the_float_models_nodes_by_their_modules_own_error(built_cases, tmp_path):
+    import json
+
+    case = built_cases[("bert", "torchscript", "none")]
+    float_model, derived = perturbed(case.path, f"{LAYER0}.attention.output.dense", tmp_path)
+    path = tmp_path / "numerics.node-data.json"
+    report = numerics(float_model, derived, node_data=path)
+    document = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"{c} is no JSON"))
+    ((graph_id, entry),) = document.items()
+    model = onnx.load(float_model, load_external_data=False)
+    assert graph_id == model.graph.name and entry["gradient"]
+    names = {node.name: node for node in model.graph.node}
+    assert set(entry["results"]) <= set(names)
+    values = {name: result["value"] for name, result in entry["results"].items()}
+    modules = {name: tags_of({p.key: p.value for p in names[name].metadata_props})[0] for name in values}
+    worst = max(values.values())
+    assert worst > 0 and {is_within(modules[name], LAYER0) for name, value in values.items() if value == worst} == {True}
+    assert all(value == 0 for name, value in values.items() if is_within(modules[name], LAYER1))
+    assert entry["modules"][LAYER0] == worst and any("node data" in note for note in report.notes)
+    dacite = pytest.importorskip("dacite")
+    builder = pytest.importorskip("model_explorer.node_data_builder")
+    dacite.from_dict(builder.ModelNodeData, {"graphsData": document}, config=dacite.Config(check_types=True))

@@ -44,6 +44,7 @@ from tagger.numerics.pairing import ModulePair, pair_module, tensor_names
 from tagger.numerics.partition import Piece, partition
 from tagger.numerics.report import ModuleNumerics, NumericsReport
 from tagger.numerics.runs import LevelValues, compare, level_values, own_error
+from tagger.numerics.views import write_numerics_node_data
 from tagger.options import check_integer
 
 __all__ = ["ModuleNumerics", "NumericsReport", "default_depth", "numerics"]
@@ -55,11 +56,14 @@ def numerics(
     inputs: str | os.PathLike | None = None,
     dim: DimSettings | int | str | dict = 1,
     depth: int | None = None,
+    node_data: str | os.PathLike | None = None,
 ) -> NumericsReport:
     """Per module at `depth`, the error the derived model adds and receives (module docstring).
 
     Both run on the `.npz` at `inputs`, or on feeds generated for the float model with `dim` (as
-    for `profile`, `tagger.feeds`), cast to the derived model's input types.
+    for `profile`, `tagger.feeds`), cast to the derived model's input types. `node_data` writes
+    Model Explorer node data there: the float model's nodes coloured by their module's own error
+    (`tagger.numerics.views`).
     """
     check_integer("depth", depth, least=1)
     float_src = load_source(float_model)
@@ -71,7 +75,11 @@ def numerics(
     feeds, values = first_that_runs(feeds, lambda f: level_values(float_src, derived_src, pairs, f))
     modules = [_figures(pair, float_src, derived_src, values, float_pieces[pair.piece]) for pair in pairs]
     modules.sort(key=ModuleNumerics.sort_key)
-    return NumericsReport(str(float_model), str(derived_model), depth, _describe(feeds), modules, notes)
+    report = NumericsReport(str(float_model), str(derived_model), depth, _describe(feeds), modules, notes)
+    if node_data is not None:
+        written = write_numerics_node_data(report, float_src, float_pieces, node_data)
+        report.notes.append(f"node data: {written} nodes of the float model coloured by own error in {node_data}")
+    return report
 
 
 def default_depth(src: Source) -> int:
