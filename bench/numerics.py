@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -101,7 +102,8 @@ def _row(label: str, tool: str, float_path: Path, derived: Path) -> Row:
     try:
         report = numerics(float_path, derived)
     except TaggerError as exc:
-        return Row(label, tool, f"error: {str(exc)[:80]}", seconds=time.perf_counter() - start)
+        message = re.sub(r"/\S*/", "", str(exc))  # file names, not this machine's paths
+        return Row(label, tool, f"error: {message[:90]}", seconds=time.perf_counter() - start)
     seconds = time.perf_counter() - start
     measured = [m for m in report.modules if m.own is not None and not math.isnan(m.own.snr_db)]
     worst = report.modules[0] if measured else None
@@ -150,7 +152,7 @@ def genai_example() -> str | None:
     here = Path.cwd()
     os.chdir(folder)  # contextlib.chdir is Python 3.11+
     try:
-        text = numerics("fp32-fused/model.onnx", "int4-fused/model.onnx").to_text()
+        text = numerics("fp32-fused/model.onnx", "int4-fused/model.onnx", weights="hf").to_text()
     finally:
         os.chdir(here)
     return "```\n" + text.rstrip() + "\n```"

@@ -192,6 +192,8 @@ class Commands:
         markdown: bool = False,
         exclude_worst: int | None = None,
         node_data: str | None = None,
+        weights: str | None = None,
+        modules: str | None = None,
     ) -> None:
         """Which module loses the accuracy: per module, the error DERIVED_MODEL (int8, fp16, optimized) adds to FLOAT_MODEL's.
 
@@ -202,6 +204,7 @@ class Commands:
         --exclude_worst K  print the float model's node names of the K worst modules instead, one per line
                            (nodes_to_exclude for onnxruntime's quantizers)
         --node_data OUT.json   Model Explorer node data: the float model's nodes coloured by their module's own error
+        --weights CKPT and --modules FILE  evidence for both models' tags, as for retag (DERIVED also takes FLOAT as reference)
         Example: tagger numerics model.onnx model.int8.onnx --depth 4
         """
         from tagger.feeds import parse_dim_option
@@ -211,7 +214,8 @@ class Commands:
         inputs, node_data = check_text("inputs", inputs), check_text("node_data", node_data)
         check_integer("exclude_worst", exclude_worst)
         _check_inputs_or_dims(inputs, dim)
-        result = numerics(str(float_model), str(derived_model), inputs, parse_dim_option(dim), depth, node_data)
+        evidence = {"weights": check_text("weights", weights), "modules": check_text("modules", modules)}
+        result = numerics(str(float_model), str(derived_model), inputs, parse_dim_option(dim), depth, node_data, **evidence)
         if exclude_worst is not None:
             print("\n".join(result.nodes_to_exclude(exclude_worst)))
             return

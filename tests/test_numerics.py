@@ -208,3 +208,30 @@ def test_node_data_colours_the_float_models_nodes_by_their_modules_own_error(bui
     dacite = pytest.importorskip("dacite")
     builder = pytest.importorskip("model_explorer.node_data_builder")
     dacite.from_dict(builder.ModelNodeData, {"graphsData": document}, config=dacite.Config(check_types=True))
+
+
+def test_weights_name_a_genai_builds_modules_after_the_checkpoint_in_both_models(tmp_path):
+    """onnxruntime-genai's builder names its nodes in its own words (`layers.2/final_norm_layernorm`
+    for `model.norm`); with `--weights` both models' pieces are the HF model's modules."""
+    import json
+    import shutil
+
+    from onnxruntime.quantization import quantize_dynamic
+
+    from tests.conftest import REPO_ROOT
+
+    data = REPO_ROOT / "tests" / "data" / "genai"
+    float_model = tmp_path / "model.onnx"
+    shutil.copy(data / "llama-fp32-fused.onnx", float_model)
+    shutil.copy(data / "config.json", tmp_path / "config.json")
+    quantized = tmp_path / "int8.onnx"
+    quantize_dynamic(float_model, quantized)
+    tree = set(json.loads((data / "modules.json").read_text(encoding="utf-8")))
+
+    sizes = {"kv_cache_dim": 16}  # the head size: genai_config.json says it, this fixture has none
+    unchecked = {m.piece.module for m in numerics(float_model, quantized, dim=sizes).modules}
+    checked = numerics(float_model, quantized, dim=sizes, weights=data / "model.safetensors")
+    assert not unchecked <= tree | {""}  # the builder's own scope names
+    assert {m.piece.module for m in checked.modules} <= tree | {""}
+    layers = [m for m in checked.modules if m.piece.module.startswith("model.layers.")]
+    assert layers and all(m.own is not None and m.own.snr_db < 80 for m in layers)

@@ -36,7 +36,7 @@ from pathlib import Path
 from tagger.api import tag_proto
 from tagger.errors import InputError
 from tagger.extract.cut import groups_at
-from tagger.extract.source import Source, load_source, make_source
+from tagger.extract.source import Source, make_source
 from tagger.feeds import DimSettings, Feeds, first_that_runs, model_feeds
 from tagger.keys import read_tags
 from tagger.modelio import load_model_and_locations
@@ -57,17 +57,21 @@ def numerics(
     dim: DimSettings | int | str | dict = 1,
     depth: int | None = None,
     node_data: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    modules: str | os.PathLike | None = None,
 ) -> NumericsReport:
     """Per module at `depth`, the error the derived model adds and receives (module docstring).
 
     Both run on the `.npz` at `inputs`, or on feeds generated for the float model with `dim` (as
     for `profile`, `tagger.feeds`), cast to the derived model's input types. `node_data` writes
     Model Explorer node data there: the float model's nodes coloured by their module's own error
-    (`tagger.numerics.views`).
+    (`tagger.numerics.views`). `weights` (the checkpoint) and `modules` (the `named_modules()`
+    paths) are evidence for both models' tags, as for `retag`: with them both are tagged in memory.
     """
     check_integer("depth", depth, least=1)
-    float_src = load_source(float_model)
-    derived_src = _derived_source(Path(derived_model), Path(float_model))
+    evidence = {"weights": weights, "modules": modules}
+    float_src = _source(Path(float_model), evidence)
+    derived_src = _source(Path(derived_model), {**evidence, "reference": Path(float_model)})
     depth = default_depth(float_src) if depth is None else depth
     float_pieces = partition(float_src.modules, depth)
     pairs, notes = _pairs(float_src, derived_src, float_pieces, depth)
@@ -93,13 +97,15 @@ def default_depth(src: Source) -> int:
     return deepest
 
 
-def _derived_source(path: Path, reference: Path) -> Source:
-    """The derived model, tagged in memory with the float model as reference when a node has no tag."""
+def _source(path: Path, evidence: dict) -> Source:
+    """A model tagged in memory when a node has no tag or evidence is given (the derived model
+    with the float model as its `reference`), as an extraction source."""
     model, locations = load_model_and_locations(path)
-    untagged = any(read_tags(node.metadata_props) is None for node in model.graph.node)
-    if untagged:
-        tag_proto(model, str(path), reference=reference)
-    return make_source(model, path, locations, untagged)
+    given = {key: value for key, value in evidence.items() if value is not None}
+    retag = any(read_tags(node.metadata_props) is None for node in model.graph.node) or set(given) - {"reference"}
+    if retag:
+        tag_proto(model, str(path), **given)
+    return make_source(model, path, locations, bool(retag))
 
 
 def _pairs(
