@@ -200,7 +200,7 @@ class Commands:
         Per module at --depth N (default: where the model splits into its repeated blocks), worst first:
         own  the derived module run on the float model's inputs (the error it adds: SNR, cosine, max |diff|)
         out  its outputs in the derived model; in  its inputs there (the error it receives)
-        --inputs NPZ / --dim N, --dim NAME=VALUE  the inputs, as for profile (default: generated)
+        --inputs NPZ, or --dim N / --dim NAME=VALUE (repeatable): the inputs, as for profile (default: generated)
         --exclude_worst K  print the float model's node names of the K worst modules instead, one per line
                            (nodes_to_exclude for onnxruntime's quantizers)
         --node_data OUT.json   Model Explorer node data: the float model's nodes coloured by their module's own error
