@@ -7,7 +7,7 @@ and `hierarchy.source`; nothing else in the model changes (`tag_proto` tags a mo
 `write_model` writes it back over its file atomically). `extract` cuts any module out of a
 model as a runnable ONNX model; `module_nodes` lists a module's node names for onnxruntime's
 quantizers. `audit`, `diff` and `profile` look at many models, two versions of one, and where
-its time goes, by module.
+its time goes, by module; `numerics` at which module loses the accuracy after quantization or fp16.
 """
 
 import importlib
@@ -35,6 +35,9 @@ _HOMES = {
     "tagger.extract.verify": ("Verification",),
     "tagger.modelio": ("write_model",),
     "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
+    "tagger.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
+    "tagger.numerics.partition": ("Piece",),
+    "tagger.numerics.stats": ("ErrorStats",),
     "tagger.profiling": ("ModuleGain", "ModuleTime", "NodeTime", "OptimizationComparison", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
@@ -49,6 +52,7 @@ __all__ = [
     "ConflictRecord",
     "CoverageReport",
     "DiffReport",
+    "ErrorStats",
     "ExtractAllReport",
     "ExtractReport",
     "InferredRecord",
@@ -58,14 +62,17 @@ __all__ = [
     "ModelsFailed",
     "ModuleDiff",
     "ModuleGain",
+    "ModuleNumerics",
     "ModuleTime",
     "NodeChange",
     "NodeList",
     "NodeRef",
     "NodeTime",
+    "NumericsReport",
     "OptimizationComparison",
     "OutputError",
     "ParameterError",
+    "Piece",
     "ProfileReport",
     "Report",
     "TaggerError",
@@ -79,6 +86,7 @@ __all__ = [
     "extract_all",
     "module_nodes",
     "modules_at_depth",
+    "numerics",
     "profile",
     "report",
     "retag",

@@ -181,6 +181,46 @@ class Commands:
         for line in result.notes(text=not json):
             print(f"tagger: {line}", file=sys.stderr)
 
+    def numerics(
+        self,
+        float_model: str,
+        derived_model: str,
+        depth: int | None = None,
+        inputs: str | None = None,
+        dim: object = 1,
+        json: bool = False,
+        markdown: bool = False,
+        exclude_worst: int | None = None,
+        node_data: str | None = None,
+        weights: str | None = None,
+        modules: str | None = None,
+    ) -> None:
+        """Which module loses the accuracy: per module, the error DERIVED_MODEL (int8, fp16, optimized) adds to FLOAT_MODEL's.
+
+        Per module at --depth N (default: where the model splits into its repeated blocks), worst first:
+        own  the derived module run on the float model's inputs (the error it adds: SNR, cosine, max |diff|)
+        out  its outputs in the derived model; in  its inputs there (the error it receives)
+        --inputs NPZ, or --dim N / --dim NAME=VALUE (repeatable): the inputs, as for profile (default: generated)
+        --exclude_worst K  print the float model's node names of the K worst modules instead, one per line
+                           (nodes_to_exclude for onnxruntime's quantizers)
+        --node_data OUT.json   Model Explorer node data: the float model's nodes coloured by their module's own error
+        --weights CKPT and --modules FILE  evidence for both models' tags, as for retag (DERIVED also takes FLOAT as reference)
+        Example: tagger numerics model.onnx model.int8.onnx --depth 4
+        """
+        from tagger.feeds import parse_dim_option
+        from tagger.numerics import numerics
+
+        json, markdown = check_flag("json", json), check_flag("markdown", markdown)
+        inputs, node_data = check_text("inputs", inputs), check_text("node_data", node_data)
+        check_integer("exclude_worst", exclude_worst)
+        _check_inputs_or_dims(inputs, dim)
+        evidence = {"weights": check_text("weights", weights), "modules": check_text("modules", modules)}
+        result = numerics(str(float_model), str(derived_model), inputs, parse_dim_option(dim), depth, node_data, **evidence)
+        if exclude_worst is not None:
+            print("\n".join(result.nodes_to_exclude(exclude_worst)))
+            return
+        _show(result, json, markdown)
+
     def audit(
         self,
         *paths: str,

@@ -35,6 +35,11 @@ MISTYPED = {
     "audit": (["audit", "{tmp}", "--max_falback", "0"], "--max_fallback", ["audit", "{tmp}", "--max_fallback", "0", "--workers=1"]),
     "diff": (["diff", "{m}", "{s}", "--refrence", "{m}"], "--reference", ["diff", "{m}", "{s}", "--reference", "{m}"]),
     "profile": (["profile", "{m}", "--rusn", "1"], "--runs", ["profile", "{m}", "--runs", "1", "--warmup", "0"]),
+    "numerics": (
+        ["numerics", "{m}", "{s}", "--node_dta", "{tmp}/nd.json"],
+        "--node_data",
+        ["numerics", "{m}", "{s}", "--node_data", "{tmp}/nd.json"],
+    ),
 }
 
 
@@ -95,7 +100,7 @@ def test_retag_with_a_mistyped_flag_prints_one_line_as_a_process(models):
     "argv, line",
     [
         (["retagg", "{m}"], "unknown command retagg; did you mean retag?"),
-        (["zzz"], "unknown command zzz; the commands: audit, diff, extract, nodes, profile, report, retag, tree"),
+        (["zzz"], "unknown command zzz; the commands: audit, diff, extract, nodes, numerics, profile, report, retag, tree"),
         (["retag"], "missing MODEL for retag; usage: tagger retag MODEL [flags]"),
         (["diff", "{m}"], "missing B for diff; usage: tagger diff A B [flags]"),
         (["retag", "{m}", "{s}"], "unexpected argument {s} for retag; usage: tagger retag MODEL [flags]"),

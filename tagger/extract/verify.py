@@ -64,6 +64,7 @@ __all__ = [
     "Verification",
     "boundary_values",
     "compare_outputs",
+    "cpu_session",
     "full_model_values",
     "record_verification",
     "tolerance_of",
@@ -119,7 +120,7 @@ def full_model_values(
         exposed = instrumented.graph.output.add(name=name)
         if name in types:
             exposed.type.CopyFrom(types[name])
-    session = _session(instrumented.SerializeToString(), base_dir, label)
+    session = cpu_session(instrumented.SerializeToString(), base_dir, label)
     try:
         values = session.run(wanted, dict(feeds)) if wanted else []
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -129,7 +130,7 @@ def full_model_values(
 
 def compare_outputs(path: Path, inputs: list[str], outputs: list[str], values: Mapping[str, np.ndarray]) -> Verification:
     """Run the model at `path` on `values[inputs]`; compare its outputs with `values[outputs]`."""
-    session = _session(str(path), None, path)
+    session = cpu_session(str(path), None, path)
     try:
         results = session.run(outputs, {name: values[name] for name in inputs})
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -224,7 +225,7 @@ def _has_nan(array: np.ndarray) -> bool:
     )
 
 
-def _session(model: str | bytes, base_dir: Path | None, label: object):
+def cpu_session(model: str | bytes, base_dir: Path | None, label: object):
     """A deterministic CPU session; a model given as bytes reads its external data from `base_dir`;
     one onnxruntime cannot load is an `InputError` naming `label`."""
     try:
