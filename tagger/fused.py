@@ -17,6 +17,11 @@ another. The parameters name only the first; a tag on it alone points into the w
   and the module that holds both summed values (the deepest module where each is produced or
   read, as `tagger.infer`'s rule 4a says). A post-norm block's fused node (no sum output, the
   residual added by the norm's caller) writes only the norm's value and stays the norm's.
+- The same fused norm with no parameter naming it (a fresh model's norm weights merged) was
+  placed by inference beside the module that added the residual; the norm it also computes is
+  read by its caller or later (the next block, the final norm whose value the graph returns).
+  It takes the lowest common ancestor of the module holding both summed values and the modules
+  reading its results (`widen_inferred_residual_norms`).
 
 Measured (wrong / exact, onnxruntime's optimizer rows): bench.accuracy GPT-2 dynamo 8.2% / 89.8
 -> 0 / 93.9, BERT and ALBERT dynamo 2.8% -> 0 (BiasGelu, FastGelu), GPT-2 TorchScript 1.9% -> 0;
