@@ -33,7 +33,8 @@ def _evidenced(case: cases.Case) -> set[str]:
 def _score(case: cases.Case, infer: Infer, evidenced: set[str]) -> tuple[cases.Score, metrics.Metrics]:
     model = onnx.load(case.path, load_external_data=False)
     tag_with(model, infer, case.path.parent)
-    return cases.score(model, case), metrics.measure(metrics.node_modules(model), case.truth, evidenced)
+    measured = metrics.measure(metrics.node_modules(model), case.truth, evidenced, cases.folded_of(case.path))
+    return cases.score(model, case), measured
 
 
 def _share(value: float, graded: int) -> str:
@@ -42,7 +43,7 @@ def _share(value: float, graded: int) -> str:
 
 def _metric_cells(m: metrics.Metrics) -> str:
     """sound / wrong / best / reachable cells of one row (exact is the accuracy column)."""
-    return " | ".join(_share(v, m.graded) for v in (m.sound, m.wrong, m.best, m.reachable))
+    return " | ".join((_share(m.sound, m.graded), metrics.wrong_cell(m), _share(m.best, m.graded), _share(m.reachable, m.graded)))
 
 
 def _pct(score: cases.Score) -> str:
@@ -63,14 +64,14 @@ def _summary(results: dict[tuple[str, str], list[tuple[str, cases.Score, metrics
         arch, worst, _ = min(graded, key=lambda item: item[1].accuracy)
         reach = sum(s.reachable for _, s, _ in graded)
         hit = sum(s.reachable_correct for _, s, _ in graded)
-        wrong_arch, _, most_wrong = max(graded, key=lambda item: item[2].wrong)
+        wrong_arch, _, most_wrong = max(graded, key=lambda item: (item[2].wrong - item[2].folded, item[2].wrong))
         best_arch, _, least_best = min(graded, key=lambda item: item[2].best)
         sound, best, reachable = (
             sum(getattr(m, key) for _, _, m in graded) / len(graded) for key in ("sound", "best", "reachable")
         )
         lines.append(
             f"| {exporter} | {degradation} | {100 * mean:.1f}% | {100 * worst.accuracy:.1f}% ({arch}) "
-            f"| {100 * hit / reach:.1f}% of {reach} | {100 * sound:.1f}% | {100 * most_wrong.wrong:.1f}% ({wrong_arch}) "
+            f"| {100 * hit / reach:.1f}% of {reach} | {100 * sound:.1f}% | {metrics.wrong_cell(most_wrong)} ({wrong_arch}) "
             f"| {100 * best:.1f}% | {100 * least_best.best:.1f}% ({best_arch}) | {100 * reachable:.1f}% |"
         )
     return "\n".join(lines)
@@ -178,7 +179,11 @@ of its ancestors (too shallow, but true); *wrong* = 100% − sound (the tag name
 evidences — a module named by an initializer, node name, tensor name or metadata value of that
 file (the model-level `hierarchy.modules` map included), computed by `bench/metrics.py` from the
 file alone, independently of the tagger; 100% means the tagger said everything the file allows;
-*reachable*: the truth itself is evidenced — the ceiling of exact for any tagger.
+*reachable*: the truth itself is evidenced — the ceiling of exact for any tagger. A wrong share
+followed by *(x% folded)*: of the wrong nodes, x% are a weighted op the exporter folded a
+sibling module into (a BatchNorm into the Conv before it): the node computes both modules, it is
+tagged with the one whose weight it reads and the exporter records the other, so its truth is
+either (`bench/metrics.py`, `folded_modules`).
 *On reachable modules*: accuracy over
 the nodes whose true module carries direct evidence somewhere in the model (it or a descendant);
 the rest belong to modules nothing in the file names — typically parameter-free activations
@@ -193,8 +198,9 @@ _INIT_NOTE = {
     "and all-ones norm weight is equal, and the dynamo exporter keeps one initializer for equal tensors, "
     "named after whichever parameter came first: one parameter name is read by modules it does not "
     "belong to (`tagger.evidence.merged_parameters`). ResNet's wrong share is the Conv with BatchNorm "
-    "folded in: the folded bias is zero and the exporter leaves no trace of the fold, so the Conv is "
-    "tagged with its convolution while the exporter records the norm. The same cases with "
+    "folded in (the *folded* part of the wrong cell): the folded bias is zero and the exporter leaves no "
+    "trace of the fold, so the Conv is tagged with its convolution, whose weight it reads, while the "
+    "exporter records the norm; the node computes both. The same cases with "
     "trained-like weights: [accuracy.md](accuracy.md).",
 }
 

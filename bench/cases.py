@@ -484,6 +484,22 @@ def carry_truth(original: onnx.ModelProto, truth: dict[int, str], result: onnx.M
     return carried
 
 
+def folded_of(path: Path) -> dict[int, str]:
+    """`bench.metrics.folded_modules` of the export the file at `path` was made from (`model.onnx`
+    beside it), carried to the file as its truth is: by position after a strip (the node order is
+    kept), by node name or output tensor after a tool (a quantized Conv's Mul carries its fold)."""
+    from bench.metrics import folded_modules
+
+    result = onnx.load(path, load_external_data=False)
+    source = path.parent / "model.onnx"
+    if path.name == source.name or not source.exists():
+        return folded_modules(result)
+    original = onnx.load(source, load_external_data=False)
+    if path.stem in ("strip_aux", "strip_all"):
+        return folded_modules(original)
+    return carry_truth(original, folded_modules(original), result)
+
+
 # --------------------------------------------------------------------------------------------
 # degradations
 

@@ -8,7 +8,12 @@ nodes that have a truth:
 - `wrong` = 1 - sound - the tag points into another branch, or the node is untagged;
 - `best` - the tag equals the deepest ancestor-or-self of the truth that the degraded file still
   evidences: 100% means the tagger said everything the file allows;
-- `reachable` - the truth itself is evidenced: the ceiling of `exact` for any tagger.
+- `reachable` - the truth itself is evidenced: the ceiling of `exact` for any tagger;
+- `folded` - of the wrong ones, the nodes an exporter made of two sibling modules: it folded one
+  module's affine op (a BatchNorm) into the weighted op before it, so the node computes both; it
+  reads the weight of the one (named `<module>.weight`), the exporter records the other as its
+  scope. Either module is its truth; the row shows them apart instead of counting them as errors
+  of the tagger or hiding them (`folded_modules`).
 
 What a file "evidences" is computed here from the file alone, independently of the tagger: a
 module is evidenced when any initializer name, node name, tensor name or metadata value (node,
@@ -29,7 +34,16 @@ from typing import TypeVar
 
 import onnx
 
-__all__ = ["Metrics", "deepest_evidenced", "evidenced_modules", "is_sound", "measure", "node_modules"]
+__all__ = [
+    "Metrics",
+    "deepest_evidenced",
+    "evidenced_modules",
+    "folded_modules",
+    "is_sound",
+    "measure",
+    "node_modules",
+    "wrong_cell",
+]
 
 MODULE_KEY = "hierarchy.module"
 
@@ -47,6 +61,8 @@ class Metrics:
     sound_count: int
     best_count: int
     reachable_count: int
+    folded_count: int = 0
+    """Wrong nodes whose tag is the other module of an exporter's fold (see the module docstring)."""
 
     def _share(self, count: int) -> float:
         return count / self.graded if self.graded else 0.0
@@ -64,6 +80,10 @@ class Metrics:
         return 1.0 - self.sound if self.graded else 0.0
 
     @property
+    def folded(self) -> float:
+        return self._share(self.folded_count)
+
+    @property
     def best(self) -> float:
         return self._share(self.best_count)
 
@@ -79,6 +99,7 @@ class Metrics:
             self.sound_count + other.sound_count,
             self.best_count + other.best_count,
             self.reachable_count + other.reachable_count,
+            self.folded_count + other.folded_count,
         )
 
 
@@ -102,16 +123,53 @@ def deepest_evidenced(truth: str, evidenced: Set[str]) -> str:
     return ""
 
 
-def measure(predicted: Mapping[K, str | None], truth: Mapping[K, str], evidenced: Set[str]) -> Metrics:
-    """Score predicted tags against the truth; nodes absent from `predicted` count as untagged."""
-    exact = sound = best = reachable = 0
+def measure(
+    predicted: Mapping[K, str | None], truth: Mapping[K, str], evidenced: Set[str], folded: Mapping[K, str] | None = None
+) -> Metrics:
+    """Score predicted tags against the truth; nodes absent from `predicted` count as untagged.
+    `folded` (`folded_modules`): per node, the module whose weight it reads, for `folded_count`."""
+    exact = sound = best = reachable = fold = 0
     for key, true_module in truth.items():
         tag = predicted.get(key)
         exact += tag == true_module
-        sound += is_sound(tag, true_module)
+        right = is_sound(tag, true_module)
+        sound += right
         best += tag == deepest_evidenced(true_module, evidenced)
         reachable += true_module in evidenced
-    return Metrics(len(truth), exact, sound, best, reachable)
+        fold += not right and tag is not None and tag == (folded or {}).get(key) and _siblings(tag, true_module)
+    return Metrics(len(truth), exact, sound, best, reachable, fold)
+
+
+_WEIGHTED_OPS = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
+)
+_WEIGHT = re.compile(r"(.+)\.weight(?:_quantized)?")
+"""`<module>.weight`, or its int8 copy as onnxruntime's quantizers name it."""
+
+
+def folded_modules(model: onnx.ModelProto) -> dict[int, str]:
+    """Main-graph weighted nodes -> the module whose `<module>.weight` initializer they read."""
+    initializers = {t.name for t in model.graph.initializer}
+    found: dict[int, str] = {}
+    for i, node in enumerate(model.graph.node):
+        if node.op_type not in _WEIGHTED_OPS:
+            continue
+        weights = [m.group(1) for name in node.input if name in initializers and (m := _WEIGHT.fullmatch(name))]
+        if len(weights) == 1:
+            found[i] = weights[0]
+    return found
+
+
+def wrong_cell(m: Metrics) -> str:
+    """The wrong share as the tables print it, the folded nodes said apart: `37.0% (37.0% folded)`."""
+    if not m.graded:
+        return "n/a"
+    cell = f"{100.0 * m.wrong:.1f}%"
+    return f"{cell} ({100.0 * m.folded:.1f}% folded)" if m.folded_count else cell
+
+
+def _siblings(a: str, b: str) -> bool:
+    return a != b and a.rpartition(".")[0] == b.rpartition(".")[0]
 
 
 def node_modules(model: onnx.ModelProto) -> dict[int, str | None]:

@@ -17,6 +17,11 @@ another. The parameters name only the first; a tag on it alone points into the w
   and the module that holds both summed values (the deepest module where each is produced or
   read, as `tagger.infer`'s rule 4a says). A post-norm block's fused node (no sum output, the
   residual added by the norm's caller) writes only the norm's value and stays the norm's.
+- The same fused norm with no parameter naming it (a fresh model's norm weights merged) was
+  placed by inference beside the module that added the residual; the norm it also computes is
+  read by its caller or later (the next block, the final norm whose value the graph returns).
+  It takes the lowest common ancestor of the module holding both summed values and the modules
+  reading its results (`widen_inferred_residual_norms`).
 
 Measured (wrong / exact, onnxruntime's optimizer rows): bench.accuracy GPT-2 dynamo 8.2% / 89.8
 -> 0 / 93.9, BERT and ALBERT dynamo 2.8% -> 0 (BiasGelu, FastGelu), GPT-2 TorchScript 1.9% -> 0;
@@ -34,7 +39,7 @@ from collections.abc import Sequence, Set
 from tagger.index import NodeView
 from tagger.paths import is_within, lca, lca_all, parent
 
-__all__ = ["ACTIVATION_AFTER", "CONTRIB_DOMAIN", "applies_activation", "widen_residual_norms"]
+__all__ = ["ACTIVATION_AFTER", "CONTRIB_DOMAIN", "applies_activation", "widen_inferred_residual_norms", "widen_residual_norms"]
 
 CONTRIB_DOMAIN = "com.microsoft"
 ACTIVATION_AFTER = frozenset({"BiasGelu", "FastGelu", "GemmFastGelu", "BiasSplitGelu", "FusedConv", "FusedGemm"})
@@ -87,6 +92,42 @@ def widen_residual_norms(
             while widened in sequences:
                 widened = parent(widened)
             modules[i] = widened
+
+
+def widen_inferred_residual_norms(
+    views: Sequence[NodeView],
+    ids: Sequence[int],
+    modules: list[str | None],
+    sources: Sequence[str],
+    inferred_source: str,
+    graph_outputs: Set[str] = frozenset(),
+    sequences: Set[str] = frozenset(),
+) -> None:
+    """A fused residual norm that inference placed (no parameter names it: a fresh model's merged
+    norm weights) computes two modules' work, the residual sum's and the norm's, and inference
+    placed it by one of them. The norm's value is read by the norm's caller or later, so the
+    lowest common ancestor of the module holding the summed values and the modules reading the
+    node's results (the root for a result the graph returns) holds both: the node takes it."""
+    fused = [
+        i
+        for i in ids
+        if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == inferred_source
+    ]
+    if not fused:
+        return
+    producer, readers = _dataflow(views, ids)
+    for i in fused:
+        if modules[i] is None:
+            continue
+        held = [_holders(name, producer, readers, modules, {}, {}) - {modules[i]} or {modules[i]} for name in views[i].input[:2]]
+        adder = _deepest_holding_all(held) or modules[i]
+        reading = {modules[k] for name in views[i].output if name for k in readers.get(name, ()) if modules[k] is not None}
+        if any(name in graph_outputs for name in views[i].output):
+            reading.add("")
+        widened = lca_all([adder, *reading]) if reading else adder
+        while widened in sequences:
+            widened = parent(widened)
+        modules[i] = widened
 
 
 def _dataflow(views: Sequence[NodeView], ids: Sequence[int]) -> tuple[dict[str, int], dict[str, list[int]]]:

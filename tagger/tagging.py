@@ -18,7 +18,7 @@ from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, ExternalSource, build_context, collect
 from tagger.evidence.initializers import SOURCE as INITIALIZER_SOURCE
 from tagger.evidence.initializers import module_of_parameter
-from tagger.fused import widen_residual_norms
+from tagger.fused import widen_inferred_residual_norms, widen_residual_norms
 from tagger.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.paths import lca, lca_all, parent
@@ -133,11 +133,20 @@ def tag_model(
         widen_residual_norms(
             index.views, scope.node_ids, labels.modules, labels.sources, INITIALIZER_SOURCE, labels.facts.sequences
         )
+        returned = _returned(index, scope)
+        widen_inferred_residual_norms(
+            index.views, scope.node_ids, labels.modules, labels.sources, "inherited", returned, labels.facts.sequences
+        )
     _widen_tied_lookups(index, labels.modules, labels.sources, context.parameters.tied_lookups)
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
     return TaggingResult(index, context, assignments, conflicts, formatter, bounds)
+
+
+def _returned(index: ModelIndex, scope) -> frozenset[str]:
+    """The tensors the main graph returns (a body's or a function's results are its owner's business)."""
+    return frozenset(value.name for value in index.model.graph.output) if scope.kind == "main" else frozenset()
 
 
 def _widen_tied_lookups(index: ModelIndex, modules: list[str | None], sources: list[str], lookups: frozenset[int]) -> None:

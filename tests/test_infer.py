@@ -902,3 +902,22 @@ def test_work_behind_an_unnamed_norm_with_nothing_named_after_is_not_carried_int
     )
     tagged = _modules(model)
     assert "model.emb" not in tagged[2:4], tagged
+
+
+def test_a_fused_residual_norm_that_inference_placed_holds_the_sum_and_its_readers():
+    """A fresh model's norm weights are merged (`merged_parameters`): no parameter names the fused
+    norm after the last layer, and inference places it with the layer that added the residual.
+    It also computes the final norm, whose value the graph returns: it takes the root, which
+    holds both (an inferred tag inside the layer would name the wrong branch for the norm)."""
+    model = _model(
+        [
+            ("Add", ["x", "layers.0.fc.bias"], ["h0"], None),
+            ("Add", ["h0", "layers.1.attn.bias"], ["r1"], None),
+            ("Add", ["r1", "layers.1.fc.bias"], ["h1"], None),
+        ],
+        params=["layers.0.fc.bias", "layers.1.attn.bias", "layers.1.fc.bias"],
+        anonymous=["val_0"],
+    )
+    model.graph.node.append(_contrib("SkipLayerNormalization", ["h1", "r1", "val_0"], ["y"]))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(model) == ["layers.0.fc", "layers.1.attn", "layers.1.fc", ""]

@@ -76,3 +76,26 @@ def test_a_stripped_real_export_leaves_parameter_free_modules_unreachable(built_
     perfect = metrics.measure(case.truth, case.truth, found)  # a tagger that knows the truth
     assert perfect.exact == perfect.sound == 1.0
     assert perfect.best == perfect.reachable < 1.0
+
+
+def _folded_conv() -> onnx.ModelProto:
+    """A Conv reading `block.conv.weight` (its BatchNorm `block.norm` folded in), then a Relu."""
+    weight = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "block.conv.weight")
+    nodes = [helper.make_node("Conv", ["x", "block.conv.weight"], ["y"]), helper.make_node("Relu", ["y"], ["z"])]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, "g", [value("x", TensorProto.FLOAT, [1, 1, 2, 2])], [value("z", TensorProto.FLOAT, [1, 1, 2, 2])], [weight]
+    )
+    return helper.make_model(graph)
+
+
+def test_a_conv_tagged_with_the_sibling_whose_weight_it_reads_is_wrong_and_counted_folded():
+    folded = metrics.folded_modules(_folded_conv())
+    assert folded == {0: "block.conv"}
+    truth = {0: "block.norm", 1: "block.act"}
+    m = metrics.measure({0: "block.conv", 1: "other.act"}, truth, {""}, folded)
+    assert (m.wrong, m.folded_count) == (1.0, 1)  # the Relu's wrong tag is no fold
+    assert metrics.wrong_cell(m) == "100.0% (50.0% folded)"
+    cousin = metrics.measure({0: "block.conv"}, {0: "other.norm"}, {""}, folded)
+    assert cousin.folded_count == 0  # not a sibling: a wrong tag, however it reads the weight
+    assert metrics.wrong_cell(metrics.measure({0: "block", 1: "block"}, truth, {""}, folded)) == "0.0%"
