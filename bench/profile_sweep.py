@@ -38,7 +38,8 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,8 @@ from bench.family_exports import ExportedFile, ExportError, export
 from bench.pipeline_tools import TOOLS, ToolError, degraded
 from tagger import profile
 from tagger.errors import InputError, TaggerError
+from tagger.paths import ancestors
+from tagger.profiling import ProfileReport
 
 BAR = 0.99
 GENAI = Path("/work/genai-cache")
@@ -74,7 +77,10 @@ class Row:
     """Unmatched kernel -> the report's reason."""
     graph_nodes: int = 0
     file_nodes: int = 0
+    outside: list[str] = field(default_factory=list)
+    """Modules of the report that the file's own tags do not name."""
     seconds: float = 0.0
+    report: ProfileReport | None = field(default=None, repr=False)
 
     @property
     def ran(self) -> bool:
@@ -86,7 +92,7 @@ class Row:
 
     def cells(self) -> list[str]:
         if not self.ran:
-            return [self.group, self.file, self.status, *[""] * 7, f"{self.seconds:.1f}"]
+            return [self.group, self.file, self.status, *[""] * 8, f"{self.seconds:.1f}"]
         unmatched = str(len(self.unmatched)) + (f": {_reasons(self.unmatched)}" if self.unmatched else "")
         return [
             self.group,
@@ -97,6 +103,7 @@ class Row:
             _pct(self.root_us, self.kernel_us),
             _pct(self.control_us, self.kernel_us) if self.control_us else "",
             unmatched,
+            str(len(self.outside)) + (f": {', '.join(f'`{m}`' for m in self.outside[:3])}" if self.outside else ""),
             str(self.graph_nodes),
             str(self.file_nodes),
             f"{self.seconds:.1f}",
@@ -104,7 +111,7 @@ class Row:
 
 
 HEADER = ["group", "file", "level", "kernels µs", "on modules", "on the root", "control flow", "unmatched (why)",
-          "graph nodes", "file nodes", "s"]  # fmt: skip
+          "modules not in the file", "graph nodes", "file nodes", "s"]  # fmt: skip
 
 
 def _pct(part: float, whole: float) -> str:
@@ -116,12 +123,14 @@ def _reasons(why: dict[str, str]) -> str:
     return "; ".join(shown) + (f"; and {len(why) - 3} more" if len(why) > 3 else "")
 
 
-def profile_row(group: str, label: str, path: Path) -> Row:
-    """Profile `path` at the default level (2 runs after 1 warm-up) and fill a row."""
+def profile_row(group: str, label: str, path: Path, retries: Sequence[Mapping[str, int]] = ()) -> Row:
+    """Profile `path` at the default level (2 runs after 1 warm-up) and fill a row. When onnxruntime
+    refuses the generated inputs, each of `retries` is tried in turn as `dim` (the sizes a user
+    would pass with `--dim`); the label says which ran."""
     row = Row(group, label)
     start = time.perf_counter()
     try:
-        report = profile(path, runs=2, warmup=1)
+        report, dims = _profiled(path, retries)
     except InputError as exc:
         row.status = f"onnxruntime refuses it: {_short(exc)}"
     except TaggerError as exc:
@@ -129,14 +138,41 @@ def profile_row(group: str, label: str, path: Path) -> Row:
     except Exception as exc:  # noqa: BLE001 - a crash is a finding for the table, not the end of the sweep
         row.status = f"crash: {type(exc).__name__}: {_short(exc)}"
     else:
+        row.report = report
+        row.file += f" (`--dim {','.join(f'{k}={v}' for k, v in dims.items())}`)" if dims else ""
         row.level, row.kernel_us, row.control_us = report.optimization, report.kernel_us, report.control_flow_us
         row.module_us = sum(m.self_us for m in report.modules)
         row.root_us = next((m.self_us for m in report.modules if m.module == ""), 0.0)
         row.unmatched = {name: report.unmatched_why.get(name, "") for name in report.unmatched}
         row.graph_nodes, row.file_nodes = report.graph_nodes, report.file_nodes
+        row.outside = _outside_the_file(path, report)
     row.seconds = time.perf_counter() - start
     print("| " + " | ".join(row.cells()) + " |", flush=True)
     return row
+
+
+def _profiled(path: Path, retries: Sequence[Mapping[str, int]]) -> tuple[ProfileReport, Mapping[str, int]]:
+    refused: InputError | None = None
+    for dims in ({}, *retries):
+        try:
+            return profile(path, runs=2, warmup=1, dim=dict(dims) if dims else 1), dims
+        except InputError as exc:
+            if "generated inputs" not in str(exc):
+                raise
+            refused = exc
+    assert refused is not None
+    raise refused
+
+
+def _outside_the_file(path: Path, report: ProfileReport) -> list[str]:
+    """Modules the report counts time for that are no module the file's own tags name (nor an
+    ancestor of one): a name onnxruntime gave, taken for a module."""
+    from tagger.modelio import load_model
+    from tagger.nodetags import model_tags
+
+    named = {tag.module for tag in model_tags(load_model(path), base_dir=path.parent).nodes}
+    known = named | {a for module in named for a in ancestors(module)}
+    return sorted(m.module for m in report.modules if m.module not in known)
 
 
 def _short(exc: BaseException) -> str:
@@ -148,8 +184,23 @@ def _short(exc: BaseException) -> str:
 # the files
 
 
-def case_files(work: Path) -> Iterator[tuple[str, str, Path | str]]:
-    """(group, label, path or the reason there is none) of every benchmark case, both shapes."""
+@dataclass(frozen=True)
+class File:
+    """One file to profile, or the reason there is none."""
+
+    group: str
+    label: str
+    path: Path | str
+    key: tuple[str, ...] | None = None
+    """The export this file is (family, exporter, file), or None."""
+    source: tuple[str, ...] | None = None
+    """The export it was made from (a tool's input): the sizes that ran it are tried when this file's are refused."""
+    retries: tuple[tuple[tuple[str, int], ...], ...] = ()
+    """Sizes (`--dim`) to try in turn when onnxruntime refuses the generated inputs."""
+
+
+def case_files(work: Path) -> Iterator[File]:
+    """Every benchmark case, both shapes."""
     for shapes in cases.SHAPES:
         for arch in cases.ARCHS:
             for exporter in cases.EXPORTERS:
@@ -163,18 +214,20 @@ def case_files(work: Path) -> Iterator[tuple[str, str, Path | str]]:
                             path: Path | str = cases.make_case(arch, exporter, degradation, work, "noisy", shapes).path
                     except (cases.ToolFailed, cases.ExportError) as exc:
                         path = f"not built: {_short(exc)}"
-                    yield f"cases {shapes}", label, path
+                    yield File(f"cases {shapes}", label, path)
 
 
-def optimum_files(pipelines_work: Path, work: Path) -> Iterator[tuple[str, str, Path | str]]:
-    """(group, label, path or reason) of every optimum file of the pipelines matrix after each tool
-    and fp16 conversion."""
+def optimum_files(pipelines_work: Path, work: Path) -> Iterator[File]:
+    """Every optimum file of the pipelines matrix after each tool and fp16 conversion; a file a
+    tool made is tried on the sizes its input ran with when its generated inputs are refused (a
+    quantized ViT's channels are tied to no float weight, and the config stating them is one
+    folder up)."""
     for family in families.FAMILIES:
         for exporter in ("optimum", "optimum-past"):
             try:
                 exported = export(family, exporter, pipelines_work)
             except ExportError as exc:
-                yield "optimum", f"{family} {exporter}", f"not exported: {_short(exc)}"
+                yield File("optimum", f"{family} {exporter}", f"not exported: {_short(exc)}")
                 continue
             for file in exported:
                 for tool in (*TOOLS, *FP16):
@@ -185,7 +238,8 @@ def optimum_files(pipelines_work: Path, work: Path) -> Iterator[tuple[str, str, 
                         path = f"tool failed: {_short(exc)}"
                     if isinstance(path, Path) and path.with_suffix(".noload").exists():
                         label += " (no CPU load)"
-                    yield "optimum", label, path
+                    source = (family, exporter, file.component)
+                    yield File("optimum", label, path, *((source, None) if tool == "none" else (None, source)))
 
 
 def _tool_file(file: ExportedFile, tool: str, work: Path) -> Path:
@@ -215,39 +269,58 @@ def _tool_file(file: ExportedFile, tool: str, work: Path) -> Path:
     return target
 
 
-def genai_files(root: Path = GENAI) -> Iterator[tuple[str, str, Path | str]]:
-    """(group, label, path) of every onnxruntime-genai build in `root` (family/variant/model.onnx)."""
+GENAI_RETRY = (("past_sequence_length", 0),)
+"""onnxruntime refuses a past of one token on the fp16 builds ("Shape mismatch attempting to re-use
+buffer", its own buffer reuse around the casts it inserts): the first step of generation, no past."""
+
+
+def genai_files(root: Path = GENAI) -> Iterator[File]:
+    """Every onnxruntime-genai build in `root` (family/variant/model.onnx)."""
     for path in sorted(root.glob("*/*/model.onnx")):
-        yield "genai", f"{path.parent.parent.name} {path.parent.name}", path
+        yield File("genai", f"{path.parent.parent.name} {path.parent.name}", path, retries=(GENAI_RETRY,))
 
 
 # --------------------------------------------------------------------------------------------
 # the table
 
 
+_NOT_RUN = {
+    "onnxruntime refuses it": "files onnxruntime refuses to load or whose inputs it refuses",
+    "tool failed": "a tool made no file",
+    "not exported": "an export optimum has no task for",
+    "not built": "a case not built",
+}
+
+
 def render(rows: list[Row], seconds: float) -> tuple[str, str]:
     """The table with its summary, and the summary line alone."""
     ran = [row for row in rows if row.ran]
     over = [row for row in ran if row.attributed >= BAR]
-    listed = all(all(why for why in row.unmatched.values()) for row in ran)
     unmatched = sum(len(row.unmatched) for row in ran)
-    worst = min(ran, key=lambda row: row.attributed) if ran else None
+    unexplained = sum(1 for row in ran for why in row.unmatched.values() if not why)
+    outside = sum(1 for row in ran if row.outside)
+    why = Counter(row.status.split(":")[0] for row in rows if not row.ran)
+    others = ", ".join(f"{count} {_NOT_RUN.get(status, status)}" for status, count in why.most_common())
     summary = (
-        f"{len(rows)} files, {len(ran)} ran at the default level (the {len(rows) - len(ran)} others: a file onnxruntime "
-        f"refuses, or one a tool did not make); **{len(over)} of {len(ran)} attribute ≥ {BAR:.0%} of their kernel time "
-        f"to modules**; {unmatched} unmatched kernels" + (" (each with its reason)" if unmatched and listed else "")
+        f"{len(rows)} rows; {len(ran)} files ran at onnxruntime's default level" + (f" (not run: {others})" if others else "")
+        + f"; **{len(over)} of {len(ran)} put ≥ {BAR:.0%} of their kernel time on modules**; {unmatched} unmatched kernels"
+        + (f" ({unexplained} without a reason)" if unexplained else " (each with its reason)" if unmatched else "")
+        + f"; {outside} files with time on a module their own tags do not name"
     )
-    if worst is not None:
-        summary += f"; worst: {worst.file} ({worst.group}), {_pct(worst.module_us, worst.kernel_us)}"
-    control = [row for row in ran if row.control_us]
-    if control:
-        most = max(control, key=lambda row: row.control_us / row.kernel_us)
-        summary += (
-            f"; control-flow overhead (charged to no module) in {len(control)} files, at most "
-            f"{_pct(most.control_us, most.kernel_us)} ({most.file})"
-        )
-    summary += f". `python -m bench.profile_sweep`, {seconds:.0f} s on this machine."
-    lines = ["| " + " | ".join(HEADER) + " |", "|---|---|---|" + "---:|" * 4 + "---|" + "---:|" * 3]
+    below = [row for row in ran if row.attributed < BAR]
+    if below:
+        worst = min(below, key=lambda row: row.attributed)
+        summary += f"; worst: {worst.file}, {_pct(worst.module_us, worst.kernel_us)} on modules"
+        overhead = [row for row in below if not row.unmatched and row.module_us >= BAR * (row.kernel_us - row.control_us)]
+        if len(overhead) == len(below):
+            most = max(below, key=lambda row: row.control_us / row.kernel_us)
+            summary += (
+                f"; the {len(below)} below {BAR:.0%} are the files with an If, whose rest is its control-flow overhead "
+                f"(up to {_pct(most.control_us, most.kernel_us)}: the body executor's work between body kernels, which the "
+                "report shows apart and charges to no module)"
+            )
+    summary += f". `python -m bench.profile_sweep`: {seconds:.0f} s on this machine, the exports cached."
+    lines = ["| " + " | ".join(HEADER) + " |", "|---|---|---|" + "---:|" * 4 + "---|---|" + "---:|" * 3]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return summary + "\n\n" + "\n".join(lines), summary
 
@@ -274,13 +347,18 @@ def main(
     }
     print("| " + " | ".join(HEADER) + " |")
     rows: list[Row] = []
+    sizes: dict[tuple[str, ...], dict[str, int]] = {}  # the sizes each tool's input ran with
     for group in groups:
-        for kind, label, path in sources[group]():
-            if isinstance(path, Path):
-                rows.append(profile_row(kind, label, path))
-            else:
-                rows.append(Row(kind, label, path))
+        for file in sources[group]():
+            if not isinstance(file.path, Path):
+                rows.append(Row(file.group, file.label, file.path))
                 print("| " + " | ".join(rows[-1].cells()) + " |", flush=True)
+                continue
+            retries = [dict(r) for r in file.retries] + ([sizes[file.source]] if file.source in sizes else [])
+            rows.append(profile_row(file.group, file.label, file.path, retries))
+            report = rows[-1].report
+            if file.key is not None and report is not None and report.dims:
+                sizes[file.key] = dict(report.dims)
     text, summary = render(rows, time.perf_counter() - started)
     print("\n" + summary)
     if publish_doc and set(groups) == set(GROUPS):
