@@ -10,9 +10,11 @@ How the numbers are made:
 2. Graph optimizations run at the session's default level (`ORT_ENABLE_ALL`) unless told
    (`optimize`: off, basic, extended, layout, all). Kernels are matched to the graph onnxruntime
    executed (`tagger.profiling.executed`): when it optimizes, the graph it writes, tagged with the file as
-   its reference (fused kernels take the module transfer gives a fused node); at `off`, the
-   file's own nodes. A kernel whose name is no node's is counted under `unmatched` with the
-   reason, never guessed; one that stands for several nodes counts for their common module.
+   its reference and within the file's modules (fused kernels take the module transfer gives a
+   fused node; nodes onnxruntime made without a name, such as an inlined function body, are
+   found by execution order); at `off`, the file's own nodes. A kernel whose name is no node's
+   is counted under `unmatched` with the reason, never guessed; one that stands for several
+   nodes counts for their common module.
 3. Every kernel must name one node, so nodes run under unique names in an in-memory copy when
    theirs are not: a body node whose name recurs in another body (the two branches of an
    optimum merged decoder repeat every name) runs as `<name>@<body>`; a node without a name, or

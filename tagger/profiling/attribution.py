@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from tagger.certainty import Certainty, by_module
 from tagger.paths import ancestors
-from tagger.profiling.executed import ExecutedGraph, kernel_module, narrowed, partitioned
+from tagger.profiling.executed import ExecutedGraph, kernel_module, narrowed, partitioned, placed_by_order, unnamed_kernel
 from tagger.profiling.report import ModuleTime, NodeTime, ProfileReport
 from tagger.profiling.trace import Measured
 from tagger.text import natural
@@ -47,7 +47,7 @@ class Attribution:
         self.owners = {scope.owner for scope in index.graphs if scope.owner is not None}
 
     def report(self, model: str, measured: Measured, providers: list[str]) -> ProfileReport:
-        self.graph = graph = narrowed(self.graph, set(measured.totals))
+        self.graph = graph = placed_by_order(narrowed(self.graph, set(measured.totals)), measured.sequences())
         runs = self.runs
         matched: dict[str, Counter[str]] = {}
         unmatched: dict[str, float] = {}
@@ -92,7 +92,7 @@ class Attribution:
             modules=module_times(_Own(self_us, self_providers, placed, own), {t.module: t.tag for t in tags}, kernel_us),
             nodes=nodes,
             unmatched=dict(sorted(unmatched.items(), key=lambda item: -item[1])),
-            unmatched_why={name: self._why(name, measured.providers.get(name, "")) for name in unmatched},
+            unmatched_why={n: self._why(n, measured.providers.get(n, ""), measured.ops.get(n, "")) for n in unmatched},
             graph_nodes=graph.nodes,
             graph_written=graph.written,
             providers=list(providers),
@@ -108,9 +108,14 @@ class Attribution:
         control = any(i in self.owners for i in ids)
         return NodeTime(name, ops, kernel_module(self.graph, ids), us, provider, len(ids), control)
 
-    def _why(self, name: str, provider: str) -> str:
+    def _why(self, name: str, provider: str, op: str) -> str:
         if self.compiled and provider != "CPUExecutionProvider":
             return f"a partition {provider} compiled; onnxruntime does not name its nodes"
+        if self.graph.written and unnamed_kernel(name, op):
+            return (
+                f"a node onnxruntime made without a name (profiled as <op>_<its node index>, on {provider}), "
+                "whose place in the run does not line up with one unnamed node of the graph it wrote"
+            )
         if self.graph.written:
             return f"no node of the graph onnxruntime wrote is named so (on {provider})"
         return f"no node of the file is named so (on {provider}); fused or renamed by onnxruntime"

@@ -30,20 +30,33 @@
    the names of the nodes it holds, `partitioned`), its kernel stands for those nodes like any
    kernel of several nodes: it counts for their common module, and each node is placed on the
    kernel's provider. (Tested on constructed events: no provider here compiles partitions.)
+7. **Nodes onnxruntime made without a name.** Where no kernel exists for an op (Softmax in fp16
+   on the CPU), onnxruntime inlines the op's function body: nodes without a name, which it
+   profiles as `<op>_<its node index>`, an index the graph it writes does not hold. Such a kernel
+   (its name is its op and a number, and names no node) is placed by execution order
+   (`placed_by_order`): onnxruntime runs a graph's nodes in the order it writes them, so the
+   unnamed kernels between two kernels matched by name to one node each are the unnamed nodes
+   between those two nodes of the same graph, one for one, when every node there is unnamed and
+   their ops are the kernels' ops in order. A gap that does not line up so, or a kernel placed
+   on different nodes in different runs, stays unmatched, with that reason.
+8. **Modules.** The graph that ran is tagged within the file's modules (its tags' paths and
+   their ancestors, and the modules of its `hierarchy.modules` map): onnxruntime renames some
+   tensors it rewrites (an fp16 weight cast back to float once becomes `FusedBack_<name>`), and
+   such a name is no module of the model.
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
 
 from tagger.errors import InputError, ParameterError
-from tagger.evidence import EXTERNAL
+from tagger.evidence import EXTERNAL, MODULE_MAP_KEY, read_module_map
 from tagger.keys import READ_KEYS
 from tagger.nodetags import ModelTags, model_tags
 from tagger.paths import lca_all
@@ -54,10 +67,13 @@ __all__ = [
     "ExecutedGraph",
     "Level",
     "executed_graph",
+    "file_modules",
     "kernel_module",
     "narrowed",
     "optimization_level",
     "partitioned",
+    "placed_by_order",
+    "unnamed_kernel",
 ]
 
 OPTIMIZED_NAME = "optimized.onnx"
@@ -154,7 +170,7 @@ def executed_graph(
     reference = ReferenceSource(source, workdir, model=ran, tagged=decided)
     notes: list[str] = []
     try:
-        tags = model_tags(graph, [reference], base_dir=workdir)
+        tags = model_tags(graph, [reference], base_dir=workdir, tree=file_modules(file_tags) if file_tags is not None else None)
         notes += reference.notes
         if file_tags is not None and reference.matching is not None:
             tags = _with_file_kinds(tags, reference.matching.images, file_tags)
@@ -162,6 +178,18 @@ def executed_graph(
         tags = model_tags(graph, base_dir=workdir)
         notes.append(f"the graph onnxruntime ran was tagged without the file as reference: {exc}")
     return ExecutedGraph(tags, _by_name([view.name for view in tags.index.views]), written=True, notes=notes)
+
+
+def file_modules(file_tags: ModelTags) -> dict[str, str | None]:
+    """The modules the graph that ran is tagged within (rule 8): those of the file's
+    `hierarchy.modules` map, with their classes, and every module its nodes are tagged with."""
+    tree: dict[str, str | None] = {}
+    for prop in file_tags.index.model.metadata_props:
+        if prop.key == MODULE_MAP_KEY:
+            tree.update(read_module_map(prop.value) or {})
+    for tag in file_tags.nodes:
+        tree.setdefault(tag.module, None)
+    return tree
 
 
 def _with_file_kinds(tags: ModelTags, images: dict[int, int], file_tags: ModelTags) -> ModelTags:
@@ -204,6 +232,70 @@ def narrowed(graph: ExecutedGraph, names: set[str]) -> ExecutedGraph:
         if len(ids) > 1 and name in names:
             kernels[name] = tuple(i for i in ids if graph_of[i] in ran) or ids
     return ExecutedGraph(graph.tags, kernels, graph.written, graph.notes)
+
+
+def unnamed_kernel(name: str, op: str) -> bool:
+    """Whether a kernel's name is the one onnxruntime gives a node without a name: `<op>_<index>`."""
+    return bool(op) and name.startswith(op + "_") and name[len(op) + 1 :].isdigit()
+
+
+_START = -1
+"""The anchor of a kernel sequence's first kernels: the start of a graph."""
+
+
+def placed_by_order(graph: ExecutedGraph, runs: Sequence[Sequence[tuple[str, str]]]) -> ExecutedGraph:
+    """`graph` with the kernels of nodes onnxruntime made without a name placed on those nodes by
+    execution order (rule 7); `runs`: each measured run's kernels, `(name, op)` in the order they ran."""
+    views = graph.tags.index.views
+    if all(view.name for view in views):
+        return graph
+    found: dict[str, set[int]] = defaultdict(set)
+    for sequence in runs:
+        for name, node_id in _aligned(graph, sequence):
+            found[name].add(node_id)
+    if not found:
+        return graph
+    kernels = dict(graph.kernels)
+    kernels.update({name: (next(iter(ids)),) for name, ids in found.items() if len(ids) == 1})
+    return ExecutedGraph(graph.tags, kernels, graph.written, graph.notes)
+
+
+def _aligned(graph: ExecutedGraph, sequence: Sequence[tuple[str, str]]) -> Iterator[tuple[str, int]]:
+    """(kernel name, node id) of each unnamed kernel of one run that lines up with an unnamed node."""
+    anchor: int | None = _START  # the node of the last kernel matched by name to one node; None: unknown
+    gap: list[tuple[str, str]] | None = []  # the unnamed kernels since; None: a kernel no rule places broke it
+    for name, op in sequence:
+        ids = graph.kernels.get(name)
+        if ids is None:
+            if gap is not None and unnamed_kernel(name, op):
+                gap.append((name, op))
+            else:
+                gap = None
+            continue
+        node = ids[0] if len(ids) == 1 else None
+        if gap and anchor is not None and node is not None:
+            yield from _fill(graph, anchor, node, gap)
+        anchor, gap = node, []
+    if gap and anchor is not None and anchor != _START:
+        yield from _fill(graph, anchor, None, gap)
+
+
+def _fill(graph: ExecutedGraph, before: int, after: int | None, gap: list[tuple[str, str]]) -> Iterator[tuple[str, int]]:
+    """Pair `gap` with the nodes strictly between `before` and `after` (`_START`: the start of
+    `after`'s graph; None: the end of `before`'s) when they are all unnamed, in one graph, of the
+    same ops in the same order."""
+    index = graph.tags.index
+    graph_id = index.graph_of[after if before == _START and after is not None else before]
+    span = index.graphs[graph_id].node_ids
+    if after is not None and index.graph_of[after] != graph_id:
+        return
+    start = span.start if before == _START else before + 1
+    stop = span.stop if after is None else after
+    nodes = range(start, stop)
+    views = index.views
+    if len(nodes) != len(gap) or any(views[i].name or views[i].op_type != op for i, (_, op) in zip(nodes, gap, strict=True)):
+        return
+    yield from ((name, node_id) for (name, _), node_id in zip(gap, nodes, strict=True))
 
 
 def partitioned(graph: ExecutedGraph, partitions: Mapping[str, Sequence[str]]) -> ExecutedGraph:

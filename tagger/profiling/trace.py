@@ -5,14 +5,15 @@
 2. A kernel is a `cat == "Node"` event named `<node name>_kernel_time` (or naming its node in
    `args.node_name`), with its start and duration in µs, its op (`args.op_name`) and provider
    (`args.provider`). Only kernels inside a measured run count.
-3. `Measured.totals` sums each kernel name's time per provider over the measured runs.
+3. `Measured.totals` sums each kernel name's time per provider over the measured runs;
+   `Measured.sequences` lists each run's kernels in the order they started.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tagger.errors import TaggerError
 from tagger.profiling.executed import kernel_name
@@ -43,10 +44,19 @@ class Measured:
     totals: dict[str, Counter[str]]
     providers: dict[str, str]
     """Kernel name -> the provider it ran on (the last event's)."""
+    ops: dict[str, str] = field(default_factory=dict)
+    """Kernel name -> its op (`args.op_name`)."""
 
     @property
     def run_us(self) -> float:
         return sum(end - start for start, end in self.runs) / len(self.runs)
+
+    def sequences(self) -> list[list[tuple[str, str]]]:
+        """Each measured run's kernels as `(name, op)`, in the order they started."""
+        by_run: dict[int, list[Kernel]] = defaultdict(list)
+        for kernel in self.kernels:
+            by_run[kernel.run].append(kernel)
+        return [[(k.name, k.op) for k in sorted(by_run[run], key=lambda k: k.ts)] for run in sorted(by_run)]
 
 
 def measured(events: list[dict], warmup: int) -> Measured:
@@ -59,6 +69,7 @@ def measured(events: list[dict], warmup: int) -> Measured:
     kernels: list[Kernel] = []
     totals: dict[str, Counter[str]] = defaultdict(Counter)
     providers: dict[str, str] = {}
+    ops: dict[str, str] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith(KERNEL_SUFFIX):
             continue
@@ -67,10 +78,11 @@ def measured(events: list[dict], warmup: int) -> Measured:
             continue
         args = event.get("args", {})
         name, provider = kernel_name(event, KERNEL_SUFFIX), str(args.get("provider", ""))
-        kernels.append(Kernel(run, float(event["ts"]), float(event["dur"]), name, str(args.get("op_name", "")), provider))
+        op = str(args.get("op_name", ""))
+        kernels.append(Kernel(run, float(event["ts"]), float(event["dur"]), name, op, provider))
         totals[name][provider] += float(event["dur"])
-        providers[name] = provider
-    return Measured(kernels, kept, dict(totals), providers)
+        providers[name], ops[name] = provider, op
+    return Measured(kernels, kept, dict(totals), providers, ops)
 
 
 def _run_of(ts: float, starts: list[float], runs: list[tuple[float, float]]) -> int | None:
