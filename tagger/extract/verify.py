@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from tagger.errors import MissingDependency, TaggerError
+from tagger.errors import InputError, MissingDependency, TaggerError
 from tagger.extract.body import branch_value
 from tagger.feeds import Feeds, load_refusal, onnxruntime_message, refusal
 
@@ -241,6 +241,17 @@ def _session(model: str | bytes, base_dir: Path | None, label: object):
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise load_refusal(label, exc) from None
+
+
+def runtime_refusal(path: Path) -> str | None:
+    """None when onnxruntime loads the model at `path` (a default CPU session, optimizations off:
+    only whether it accepts the model is asked), else its first line; `MissingDependency` when
+    onnxruntime is not installed."""
+    try:
+        _session(str(path), None, path.name)
+    except InputError as exc:
+        return str(exc).split(": ", 1)[-1]  # onnxruntime's line, without the temporary file's name
+    return None
 
 
 def boundary_values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict:
