@@ -412,7 +412,8 @@ def test_a_cached_decoder_whose_mask_length_is_its_own_symbol_runs_with_default_
     model, inputs, names, outputs = wrapped_model("llama")
     path = tmp_path / "llama.onnx"
     with cases._quiet():
-        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=outputs, dynamo=False, dynamic_axes=_axes("llama", names))
+        axes = _axes("llama", names)
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=outputs, dynamo=False, dynamic_axes=axes)
     dims = {d.dim_param for value in onnx.load(path).graph.input for d in value.type.tensor_type.shape.dim}
     assert {"total_sequence", "past_sequence", "sequence"} <= dims
     result = run_cli("profile", path, "--runs", "1")
