@@ -144,9 +144,9 @@ def dynamic(family: str, exporter: str, work: Path) -> Produced:
     modules, _ = _wrapped_paths(family)
     path = directory / "model.onnx"
     return Produced(
-        f"{exporter} dynamic",
+        f"{exporter} export",
         family,
-        "",
+        "dynamic_axes" if exporter == "torchscript" else "dynamic_shapes",
         path,
         modules,
         path,

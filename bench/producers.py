@@ -84,7 +84,9 @@ def _loads(path: Path) -> str:
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        return "no: " + (str(exc).strip().splitlines() or [""])[0][:120]
+        from tagger.feeds import onnxruntime_message
+
+        return "no: " + onnxruntime_message(exc)[:160]
     return "yes"
 
 
