@@ -193,6 +193,7 @@ def _document(rows: list[Row], table: list[str], elapsed: float, skipped: list[s
         "`profile` on a file onnxruntime refuses to load).",
         "",
         *(f"- `tagger {name}` on {r.producer} {r.family} {r.variant}: exit {code}: {msg}" for r, name, code, msg in unexpected),
+        *(["- none other"] if not unexpected else []),
         "",
         "Files onnxruntime refuses to load (bad input: `extract --verify` and `profile` exit 2 with its first line; "
         "`retag`, `report` and `audit` read the structure only and tag them):",
