@@ -271,7 +271,7 @@ def olive(variant: str, work: Path) -> Produced:
 # onnxruntime-genai model builder (its own environment, cached by bench/genai_fixtures.py)
 
 GENAI_FAMILIES = ("llama", "qwen2", "phi3")
-GENAI_VARIANTS = ("fp32-fused", "fp32-unfused", "int4-fused", "int4-unfused")
+GENAI_VARIANTS = ("fp32-fused", "fp32-unfused", "int4-fused", "int4-unfused", "fp16-fused", "fp16-unfused")
 
 
 def genai(family: str, variant: str) -> Produced:

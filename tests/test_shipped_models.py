@@ -422,3 +422,27 @@ def test_a_cached_decoder_whose_mask_length_is_its_own_symbol_runs_with_default_
     from tagger import profile
 
     assert profile(path, runs=1, warmup=0).dims["total_sequence"] == 2
+
+
+def test_a_genai_fp16_output_onnxruntime_runs_only_with_an_empty_cache_runs_with_default_inputs(tmp_path):
+    """onnxruntime-genai's fp16 LLaMA built for the CPU (`-p fp16 -e cpu`, tests/data/genai): the CPU
+    provider runs its first step (an empty cache) and fails every later one inside its own Cast
+    (`Shape mismatch attempting to re-use buffer`). The empty past is tried once the other sizes
+    are refused; the batch and the new tokens, which size the outputs, never go to 0."""
+    path = REPO_ROOT / "tests" / "data" / "genai" / "llama-fp16-fused" / "model.onnx"
+    assert run_cli("profile", path, "--runs", "1").returncode == 0
+    result = run_cli("extract", path, "--all", "--depth", "2", "--out_dir", tmp_path, "--verify")
+    assert result.returncode == 0, result.stderr
+    from tagger import profile
+    from tagger.feeds import DimSettings, _other_sizes
+    from tagger.input_rules import plan_inputs
+
+    assert profile(path, runs=1, warmup=0).dims["past_sequence_length"] == 0
+    model = onnx.load(path, load_external_data=False)
+    zeros = {
+        name
+        for sizes in _other_sizes(model, plan_inputs(model, base_dir=path.parent), DimSettings())
+        for name, size in sizes.items()
+        if size == 0
+    }
+    assert zeros == {"past_sequence_length"}
