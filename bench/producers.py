@@ -93,7 +93,8 @@ def _loads(path: Path) -> str:
 def _truth(produced: Produced, model: onnx.ModelProto) -> dict[NodeKey, str]:
     if produced.kind == "genai":
         layers = int(produced.extra["layers"])
-        return {((), i): genai.truth(node.name, produced.family, layers) for i, node in enumerate(model.graph.node)}
+        truth = {((), i): genai.truth(node.name, produced.family, layers) for i, node in enumerate(model.graph.node)}
+        return {key: module for key, module in truth.items() if module in produced.modules}
     assert produced.truth_from is not None
     source = onnx.load(produced.truth_from, load_external_data=False)
     truth = truth_of(source, produced.modules, produced.kind)
