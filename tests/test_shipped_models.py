@@ -285,7 +285,7 @@ def test_given_sizes_are_not_replaced_and_the_refusal_names_the_node(swin):
 def test_every_size_refused_gives_the_first_refusal_and_how_many_were_tried(swin, tmp_path):
     """When every size is refused, the first refusal is reported (it names the node and the sizes
     used), and how many other sizes were tried: the next steps of the stride, doubling, the
-    common image sizes, at most 12."""
+    common image sizes, at most 12; then the batch raised by one (`tagger.feeds._other_sizes`)."""
     from tagger.feeds import Refused, first_that_runs, make_feeds
 
     feeds = make_feeds(onnx.load(swin))
@@ -297,8 +297,9 @@ def test_every_size_refused_gives_the_first_refusal_and_how_many_were_tried(swin
 
     with pytest.raises(Refused) as caught:
         first_that_runs(feeds, refuse)
-    assert seen[0] == 4 and seen[1:4] == [8, 12, 16] and 224 in seen and len(seen) == 13
-    assert str(caught.value).startswith("refused at 4; 12 other sizes of height, width were refused too (up to height=")
+    assert seen[0] == 4 and seen[1:4] == [8, 12, 16] and 224 in seen and len(seen) == 14 and seen[13] == 4
+    assert str(caught.value).startswith("refused at 4; 13 other sizes of batch_size, height, width were refused too (up to ")
+    assert str(caught.value).endswith("(up to batch_size=2, height=384, width=384)")  # at most 12 image sizes: not 512
 
 
 @pytest.mark.parametrize(
