@@ -65,12 +65,12 @@ def _inside_layer(segments: list[str], family: str) -> list[str]:
     if head == "attn":
         if not rest:
             return ["self_attn"]
+        if rest[0] in ("q_rotary", "k_rotary") or rest[1:2] == ["repeat_kv"]:
+            return ["self_attn"]  # the fp16 graph's rotary and GQA head repeat: HF runs both in the attention's forward
         if rest[0] == "qkv_proj":
             return ["self_attn", "qkv_proj"] if family == "phi3" else ["self_attn"]
         if rest[0] in ("q_proj", "k_proj", "v_proj") and family == "phi3":
             return ["self_attn", "qkv_proj"]
-        if rest[0] in ("q_rotary", "k_rotary") or rest[1:2] == ["repeat_kv"]:
-            return ["self_attn"]  # the fp16 graph's rotary and GQA head repeat: HF runs both in the attention's forward
         return ["self_attn", rest[0]]
     if head == "mlp" and rest:
         if family == "phi3" and rest[0] in ("gate_proj", "up_proj"):
