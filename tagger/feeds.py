@@ -167,7 +167,7 @@ def first_that_runs(feeds: Feeds, attempt: Callable[[Feeds], _T]) -> tuple[Feeds
         except Refused:
             continue
     changed = sorted({key for other in tried for key, size in other.dims.items() if feeds.dims.get(key) != size})
-    largest = ", ".join(f"{key}={max(other.dims[key] for other in tried)}" for key in changed)
+    largest = ", ".join(f"{key}={tried[-1].dims[key]}" for key in changed)
     raise Refused(f"{first}; {len(tried)} other sizes of {', '.join(changed)} were refused too (up to {largest})") from None
 
 
