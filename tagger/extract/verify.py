@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from tagger.errors import InputError, MissingDependency, TaggerError
+from tagger.errors import MissingDependency, TaggerError
 from tagger.extract.body import branch_value
 from tagger.feeds import Feeds, load_refusal, onnxruntime_message, refusal
 
@@ -244,13 +244,20 @@ def _session(model: str | bytes, base_dir: Path | None, label: object):
 
 
 def runtime_refusal(path: Path) -> str | None:
-    """None when onnxruntime loads the model at `path` (a default CPU session, optimizations off:
-    only whether it accepts the model is asked), else its first line; `MissingDependency` when
+    """None when onnxruntime loads the model at `path` (a CPU session, optimizations off: only
+    whether it accepts the model is asked), else its first line; `MissingDependency` when
     onnxruntime is not installed."""
     try:
-        _session(str(path), None, path.name)
-    except InputError as exc:
-        return str(exc).split(": ", 1)[-1]  # onnxruntime's line, without the temporary file's name
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependency("extraction", "onnxruntime") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        return onnxruntime_message(exc)
     return None
 
 
