@@ -14,9 +14,10 @@ weights), `invented` (distinct tagged paths that are no module of the HF model).
 
 The truth comes from the builder's node names through the hand-written `truth` mapping below
 (its vocabulary: `attn` is `self_attn`, a fused `qkv_proj` the attention itself, `GroupQueryAttention`
-the attention, `layers.{N}/final_norm_layernorm` `model.norm`, the mask and constant nodes the
-`model` that builds the mask; Phi-3's split `gate_proj`/`up_proj` its `gate_up_proj`, its q/k/v its
-`qkv_proj`, its `act_fn` its `activation_fn`). It is used only here, never by the tagger.
+and the fp16 graph's `q_rotary`/`k_rotary` and `k_proj/repeat_kv` the attention, `layers.{N}/final_norm_layernorm`
+`model.norm`, the mask and constant nodes the `model` that builds the mask; Phi-3's split
+`gate_proj`/`up_proj` its `gate_up_proj`, its q/k/v its `qkv_proj`, its `act_fn` its
+`activation_fn`). It is used only here, never by the tagger.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def _inside_layer(segments: list[str], family: str) -> list[str]:
     if head == "attn":
         if not rest:
             return ["self_attn"]
+        if rest[0] in ("q_rotary", "k_rotary") or rest[1:2] == ["repeat_kv"]:
+            return ["self_attn"]  # the fp16 graph's rotary and GQA head repeat: HF runs both in the attention's forward
         if rest[0] == "qkv_proj":
             return ["self_attn", "qkv_proj"] if family == "phi3" else ["self_attn"]
         if rest[0] in ("q_proj", "k_proj", "v_proj") and family == "phi3":

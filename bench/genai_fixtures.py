@@ -11,13 +11,15 @@ imports torch), not in the tagger's:
 For each family (LLaMA, Qwen2, Phi-3) it saves a tiny random HF CausalLM (hidden 64, 2 layers,
 4 heads, 2 KV heads, vocab 128) with N(0, 0.02) noise on every weight (no two tensors equal, as
 in a trained checkpoint), its `named_modules()` as `modules.json`, then runs
-`python -m onnxruntime_genai.models.builder -i HF -o OUT -p fp32|int4 -e cpu` with the q/k/v
+`python -m onnxruntime_genai.models.builder -i HF -o OUT -p fp32|int4|fp16 -e cpu` with the q/k/v
 projections fused (the builder's default) and unfused (`--extra_options fuse_qkv=false`).
 Layout: `CACHE/FAMILY/hf/{model.safetensors,config.json,modules.json}` and
 `CACHE/FAMILY/PRECISION-fused|unfused/model.onnx[.data]`. Existing outputs are kept.
 
 `--fixture` also copies the fp32 fused LLaMA output (weights inline) and its checkpoint and
-module tree into `tests/data/genai/` (under 1 MB together).
+module tree into `tests/data/genai/`, and the fp16 fused LLaMA output as the builder wrote it
+(`model.onnx`, `model.onnx.data`, `genai_config.json`) into `tests/data/genai/llama-fp16-fused/`
+(under 1 MB together).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import sys
 from pathlib import Path
 
 FAMILIES = ("llama", "qwen2", "phi3")
-PRECISIONS = ("fp32", "int4")
+PRECISIONS = ("fp32", "int4", "fp16")
 FUSIONS = ("fused", "unfused")
 _TINY = dict(
     hidden_size=64,
@@ -120,6 +122,9 @@ def copy_fixture(family_dir: Path) -> None:
     onnx.save(model, str(FIXTURE_DIR / "llama-fp32-fused.onnx"))
     for name in ("model.safetensors", "config.json", "modules.json"):
         shutil.copy(family_dir / "hf" / name, FIXTURE_DIR / name)
+    (FIXTURE_DIR / "llama-fp16-fused").mkdir(exist_ok=True)
+    for name in ("model.onnx", "model.onnx.data", "genai_config.json"):
+        shutil.copy(family_dir / "fp16-fused" / name, FIXTURE_DIR / "llama-fp16-fused" / name)
 
 
 if __name__ == "__main__":

@@ -149,22 +149,32 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 def run_commands(path: Path) -> dict[str, str | None]:
     """Run each of `COMMANDS` on `path` as a user does (`python -m tagger`, this tree's code);
     None for a command that exits 0, else its last error line and exit code."""
+    return {
+        name: None if code == 0 else f"exit {code}: {message}" if code > 0 else message
+        for name, (code, message) in command_results(path, COMMANDS).items()
+    }
+
+
+def command_results(path: Path, commands: dict[str, tuple[str, ...]], timeout: int = 300) -> dict[str, tuple[int, str]]:
+    """Run each command on `path` as a user does (`python -m tagger`, this tree's code): its exit
+    code (-1 when it timed out) and the last line it wrote to stderr."""
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
-    results: dict[str, str | None] = {}
-    for name, template in COMMANDS.items():
+    results: dict[str, tuple[int, str]] = {}
+    for name, template in commands.items():
         with tempfile.TemporaryDirectory() as tmp:
             argv = [part.format(model=path, tmp=tmp) for part in template]
+            command = [sys.executable, "-m", "tagger", *argv]
             try:
-                done = subprocess.run([sys.executable, "-m", "tagger", *argv], capture_output=True, text=True, timeout=300, env=env)
+                done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
             except subprocess.TimeoutExpired:
-                results[name] = "timed out"
+                results[name] = (-1, "timed out")
                 continue
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         message = (lines or ["no message"])[-1].replace(str(path), path.name)
-        results[name] = None if done.returncode == 0 else f"exit {done.returncode}: {message[:160]}"
+        results[name] = (done.returncode, message[:160])
     return results
 
 

@@ -11,7 +11,9 @@ are valid rather than realistic:
 
 Generated sizes also follow what the config files beside the model state (`tagger.stated_sizes`);
 and when onnxruntime refuses generated feeds, `first_that_runs` tries the plan's other sizes
-(`tagger.input_rules` rule 8) before giving up.
+(`tagger.input_rules` rule 8), then each symbol left at the default size raised by one, then
+set to 0 where no output's dim is that symbol alone (`_other_sizes`: a mask over past and new
+tokens whose length the file does not tie to them; an empty cache), before giving up.
 
 When onnxruntime refuses the feeds, `refusal` turns its message into one line that names the
 node, the inputs it reads, the sizes used, and how to give others (parameters `dim`, `inputs`). When it
@@ -100,12 +102,37 @@ def make_feeds(
     plan = plan_inputs(model, settings, None if base_dir is None else Path(base_dir))
     feeds = _generated(model, plan, seed)
 
+    others = _other_sizes(model, plan, settings)
+
     def alternatives() -> Iterator[Feeds]:
-        for sizes in plan.alternatives:
+        for sizes in [*plan.alternatives, *others]:
             yield make_feeds(model, DimSettings(settings.default, {**settings.named, **sizes}), seed, base_dir)
 
-    feeds.alternatives = alternatives if plan.alternatives else None
+    feeds.alternatives = alternatives if plan.alternatives or others else None
     return feeds
+
+
+_OTHER_SIZES_AT_MOST = 8
+"""How many symbols `_other_sizes` tries at each of its sizes when a run is refused."""
+
+
+def _other_sizes(model: onnx.ModelProto, plan: InputPlan, settings: DimSettings) -> list[dict[str, int]]:
+    """Sizes to try when a run is refused, after the plan's own (`tagger.input_rules` rule 8), one
+    symbol at a time among those that took the default size (no rule, no option, no expression set
+    them):
+
+    - raised by one: sizes the file ties without saying so. The mask of a cached decoder named
+      `total_sequence` (or a dynamo `s53`) beside a cache `past_sequence` and new tokens
+      `sequence` must be as long as both together; at the default 1 each, raising the mask's runs;
+    - 0, for a symbol no graph output's dim is alone: an empty cache, a decoder's first step
+      (onnxruntime-genai's fp16 LLaMA runs on the CPU provider only so). Its outputs keep their
+      sizes, so the run still computes something; a batch or sequence of 0 would not, and is
+      never tried."""
+    free = [name for name, size in plan.dims.items() if size == settings.default and name not in settings.named]
+    free = [name for name in free if name.isidentifier()][:_OTHER_SIZES_AT_MOST]
+    outputs = {dim.dim_param for value in model.graph.output for dim in value.type.tensor_type.shape.dim}
+    raised = [{name: settings.default + 1} for name in free]
+    return raised + [{name: 0} for name in free if name not in outputs and settings.default != 0]
 
 
 def _generated(model: onnx.ModelProto, plan: InputPlan, seed: int) -> Feeds:

@@ -267,13 +267,17 @@ def test_extract_all_on_the_gpt2_merged_decoder_verifies_each_layer_of_each_bran
         _checked_and_run(Path(report.output))
 
 
-def test_verify_of_a_branch_the_default_inputs_cannot_run_is_one_line_saying_how(gpt2_merged, tmp_path):
+def test_verify_of_a_branch_finds_sizes_that_run_and_refused_sizes_are_one_line_saying_how(gpt2_merged, tmp_path):
     """The default sizes (all 1) give a mask of length 1 after one cached token: onnxruntime refuses
-    the with-past branch; the error says which sizes were used and how to pass others."""
+    the with-past branch, and the mask's size raised by one runs (`tagger.feeds`). Sizes given
+    that disagree are refused: the error says which sizes were used and how to pass others."""
     output = tmp_path / "h0.onnx"
-    refused = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify", "--output", output)
+    default = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify", "--output", output)
+    assert default.returncode == 0 and "verify passed" in default.stdout, default.stderr
+    refused = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify",
+                      "--dim", "past=2", "--dim", "total=1", "--output", output)  # fmt: skip
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert "--dim NAME=VALUE" in refused.stderr and "past=1" in refused.stderr
+    assert "--dim NAME=VALUE" in refused.stderr and "past=2" in refused.stderr
     sized = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify",
                     "--dim", "past=2", "--dim", "total=3", "--output", output)  # fmt: skip
     assert sized.returncode == 0, sized.stderr

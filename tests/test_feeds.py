@@ -111,9 +111,26 @@ def _unrelated_mask(path: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "command", [["profile"], ["extract", "--module", "m.model.layers.0", "--verify"]], ids=["profile", "extract"]
 )
-def test_inputs_onnxruntime_refuses_exit_2_with_one_line_that_says_how(command, pipeline_model, tmp_path):
+def test_an_unrelated_mask_length_is_found_by_raising_it(command, pipeline_model, tmp_path):
+    """Nothing ties the mask's `total_sequence_length` to the past and new tokens: 1 each is
+    refused, and raising the mask's symbol by one (`tagger.feeds._other_sizes`) runs."""
     path = _unrelated_mask(pipeline_model("llama_with_past"), tmp_path)
     result = run_cli(command[0], path, *command[1:])
+    assert result.returncode == 0, result.stderr
+    if command[0] == "profile":
+        from tagger import profile
+
+        assert profile(path, runs=1, warmup=0).dims["total_sequence_length"] == 2
+
+
+@pytest.mark.parametrize(
+    "command", [["profile"], ["extract", "--module", "m.model.layers.0", "--verify"]], ids=["profile", "extract"]
+)
+def test_inputs_onnxruntime_refuses_exit_2_with_one_line_that_says_how(command, pipeline_model, tmp_path):
+    """Sizes given that disagree (a mask of 1 over a past of 3) are refused, whatever else is tried."""
+    path = _unrelated_mask(pipeline_model("llama_with_past"), tmp_path)
+    given = ["--dim", "total_sequence_length=1", "--dim", "past_sequence_length=3"]
+    result = run_cli(command[0], path, *command[1:], *given)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     line = result.stderr

@@ -285,7 +285,7 @@ def test_given_sizes_are_not_replaced_and_the_refusal_names_the_node(swin):
 def test_every_size_refused_gives_the_first_refusal_and_how_many_were_tried(swin, tmp_path):
     """When every size is refused, the first refusal is reported (it names the node and the sizes
     used), and how many other sizes were tried: the next steps of the stride, doubling, the
-    common image sizes, at most 12."""
+    common image sizes, at most 12; then the batch raised by one (`tagger.feeds._other_sizes`)."""
     from tagger.feeds import Refused, first_that_runs, make_feeds
 
     feeds = make_feeds(onnx.load(swin))
@@ -297,8 +297,8 @@ def test_every_size_refused_gives_the_first_refusal_and_how_many_were_tried(swin
 
     with pytest.raises(Refused) as caught:
         first_that_runs(feeds, refuse)
-    assert seen[0] == 4 and seen[1:4] == [8, 12, 16] and 224 in seen and len(seen) == 13
-    assert str(caught.value).startswith("refused at 4; 12 other sizes of height, width were refused too (up to height=")
+    assert seen[0] == 4 and seen[1:4] == [8, 12, 16] and 224 in seen and len(seen) == 14 and seen[13] == 4
+    assert str(caught.value).startswith("refused at 4; 13 other sizes of batch_size, height, width were refused too (up to ")
 
 
 @pytest.mark.parametrize(
@@ -341,3 +341,108 @@ def test_genai_context_length_bounds_the_sequence_sizes():
     result = run_cli("profile", GENAI / "llama" / "model.onnx", "--dim", "past_sequence_length=300")
     assert result.returncode == 2
     assert "past_sequence_length=300 exceeds 256, the genai_config.json context_length" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# 5. extraction: onnxruntime decides when the ONNX checker refuses (tagger.extract rule 6)
+
+
+def test_a_genai_output_extracts_every_module_though_the_checker_refuses_some(tmp_path):
+    """The builder's own constants fail the checker's shape inference (`rank (1) vs (0)`) and its
+    `SimplifiedLayerNormalization` has no ONNX schema; onnxruntime runs both, so every module at
+    depth 2 is written, verified, and the checker's objection is stated where it was overruled."""
+    import json
+
+    result = run_cli("extract", GENAI / "llama" / "model.onnx", "--all", "--depth", "2", "--out_dir", tmp_path, "--verify")
+    assert result.returncode == 0, result.stderr + result.stdout
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["failures"] == {} and all(entry["verification"]["passed"] for entry in index["modules"])
+    overruled = {entry["module"]: entry["checker"] for entry in index["modules"] if entry["checker"]}
+    assert "differ in rank: (1) vs (0)" in overruled["model.attn_mask_reformat"]
+    assert f"{len(overruled)} refused by the ONNX checker and loaded by onnxruntime (it decides)" in result.stdout
+    for module in overruled:  # what the report says holds: the checker refuses the file, onnxruntime loads it
+        path = tmp_path / f"{module}.onnx"
+        with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+            onnx.checker.check_model(str(path), full_check=True)
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_a_module_neither_the_checker_nor_onnxruntime_accepts_is_not_written(tmp_path):
+    from tagger.errors import TaggerError
+    from tagger.extract import extract
+    from tests.graphs import chain_model
+
+    model = chain_model(["/enc/a/Relu", "/enc/b/Relu", "/enc/c/Relu"])
+    model.graph.node[1].attribute.append(onnx.helper.make_attribute("not_a_relu_attribute", 1))
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(TaggerError, match="fails the ONNX checker: .*; and onnxruntime refuses it: "):
+        extract(tmp_path / "m.onnx", module="enc.b", output=tmp_path / "b.onnx")
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def test_without_onnxruntime_runtime_ops_are_checked_aside_with_their_external_data(tmp_path, monkeypatch):
+    """Without onnxruntime the checker decides, with onnxruntime's own default-domain ops set
+    aside; the set-aside copy is checked beside the written file, so its external data
+    (`model.onnx.data` of the genai output) resolves."""
+    from tagger.errors import MissingDependency
+    from tagger.extract import extract, verify
+
+    def missing(path):
+        raise MissingDependency("verification", "onnxruntime")
+
+    monkeypatch.setattr(verify, "runtime_refusal", missing)
+    report = extract(GENAI / "llama" / "model.onnx", module="model.layers.0", output=tmp_path / "layer0.onnx")
+    assert report.checker is None and "SimplifiedLayerNormalization" in {n.op_type for n in onnx.load(report.output).graph.node}
+    assert report.external_data == ["model.onnx.data"]
+
+
+# ------------------------------------------------------------------------------------------
+# 6. sizes the file ties without stating them
+
+
+def test_a_cached_decoder_whose_mask_length_is_its_own_symbol_runs_with_default_inputs(tmp_path):
+    """A TorchScript LLaMA exported with `dynamic_axes` naming the mask's length `total_sequence`
+    apart from `past_sequence` and `sequence`: nothing in the file ties them, onnxruntime refuses
+    1 + 1 tokens under a mask of 1; raising the mask's symbol by one runs."""
+    import torch
+
+    from bench.family_exports import wrapped_model
+    from bench.producer_builds import _axes
+
+    model, inputs, names, outputs = wrapped_model("llama")
+    path = tmp_path / "llama.onnx"
+    with cases._quiet():
+        axes = _axes("llama", names)
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=outputs, dynamo=False, dynamic_axes=axes)
+    dims = {d.dim_param for value in onnx.load(path).graph.input for d in value.type.tensor_type.shape.dim}
+    assert {"total_sequence", "past_sequence", "sequence"} <= dims
+    result = run_cli("profile", path, "--runs", "1")
+    assert result.returncode == 0, result.stderr
+    assert run_cli("extract", path, "--all", "--depth", "3", "--out_dir", tmp_path / "all", "--verify").returncode == 0
+    from tagger import profile
+
+    assert profile(path, runs=1, warmup=0).dims["total_sequence"] == 2
+
+
+def test_a_genai_fp16_output_onnxruntime_runs_only_with_an_empty_cache_runs_with_default_inputs(tmp_path):
+    """onnxruntime-genai's fp16 LLaMA built for the CPU (`-p fp16 -e cpu`, tests/data/genai): the CPU
+    provider runs its first step (an empty cache) and fails every later one inside its own Cast
+    (`Shape mismatch attempting to re-use buffer`). The empty past is tried once the other sizes
+    are refused; the batch and the new tokens, which size the outputs, never go to 0."""
+    path = REPO_ROOT / "tests" / "data" / "genai" / "llama-fp16-fused" / "model.onnx"
+    assert run_cli("profile", path, "--runs", "1").returncode == 0
+    result = run_cli("extract", path, "--all", "--depth", "2", "--out_dir", tmp_path, "--verify")
+    assert result.returncode == 0, result.stderr
+    from tagger import profile
+    from tagger.feeds import DimSettings, _other_sizes
+    from tagger.input_rules import plan_inputs
+
+    assert profile(path, runs=1, warmup=0).dims["past_sequence_length"] == 0
+    model = onnx.load(path, load_external_data=False)
+    zeros = {
+        name
+        for sizes in _other_sizes(model, plan_inputs(model, base_dir=path.parent), DimSettings())
+        for name, size in sizes.items()
+        if size == 0
+    }
+    assert zeros == {"past_sequence_length"}

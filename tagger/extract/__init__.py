@@ -37,7 +37,14 @@ module computes inside the full model, from the same tensors, under the same nam
    `metadata_props` (the tags), `doc_string` and the value types inside bodies, so it is not
    made at all (everything it wrote would be replaced).
 6. **Validated.** The model is written beside the output under a temporary name, must pass
-   `onnx.checker.check_model(full_check=True)`, and only then takes the output's name.
+   `onnx.checker.check_model(full_check=True)`, and only then takes the output's name. When the
+   checker refuses it, onnxruntime is the arbiter: a model it loads is written, and the report
+   states the checker's objection (`ExtractReport.checker`). The model a user ships is the one
+   onnxruntime runs, and producers write models the checker refuses that it runs (the
+   onnxruntime-genai builder's constants fail the checker's shape inference, `rank (1) vs (0)`;
+   onnxruntime's optimizer puts its own ops in the default domain). A model neither accepts is
+   not written. Without onnxruntime installed, the checker decides (runtime ops in the default
+   domain set aside).
 
 `verify=True` proves the result (`tagger.extract.verify`): the extracted model, fed the full model's
 values of its inputs, must reproduce the full model's values of its outputs.
@@ -67,8 +74,10 @@ __all__ = ["ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extrac
 def _extract_cut(src: Source, cut: Cut, destination: Path, data_source: Path) -> ExtractReport:
     refuse_source_files(src, destination)
     model, kept = build_model(src, cut)
-    write_checked(model, data_source, destination)
-    return extract_report(src, cut, model, kept, destination)
+    objection = write_checked(model, data_source, destination)
+    report = extract_report(src, cut, model, kept, destination)
+    report.checker = objection
+    return report
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from tagger.errors import InputError, OutputError, TaggerError
+from tagger.errors import InputError, MissingDependency, OutputError, TaggerError
 from tagger.extract.cut import Cut
 from tagger.extract.source import Source
 from tagger.index import subgraphs
@@ -158,24 +158,41 @@ def _opset_imports(source: onnx.ModelProto, model: onnx.ModelProto) -> list[onnx
     return imports
 
 
-def write_checked(model: onnx.ModelProto, data_source: Path, destination: Path) -> None:
-    """Save under a temporary name beside `destination`, run the full checker, then rename."""
+def write_checked(model: onnx.ModelProto, data_source: Path, destination: Path) -> str | None:
+    """Save under a temporary name beside `destination`, validate it, then rename (rule 6).
+
+    The ONNX checker (full) decides first. When it refuses the model, onnxruntime decides: a model
+    it loads is written, since a user's model that onnxruntime runs must extract (the
+    onnxruntime-genai builder's constants fail the checker's shape inference, `rank (1) vs (0)`,
+    and onnxruntime's optimizer writes its own ops in the default domain; both run). Returns the
+    checker's objection that onnxruntime overruled, or None. Without onnxruntime installed, a
+    checker refusal stands unless it comes from runtime ops in the default domain alone."""
     if destination.is_dir():
         raise OutputError(f"output is a directory: {destination}")
-    save_model(model, data_source, destination, check=_full_check)
+    verdict: list[str] = []
+    save_model(model, data_source, destination, check=lambda path: verdict.extend(_validate(path)))
+    return verdict[0] if verdict else None
 
 
-def _full_check(path: Path) -> None:
+def _validate(path: Path) -> list[str]:
+    """[] when the full checker accepts the written file; [its objection] when onnxruntime loads
+    what the checker refuses; raises `TaggerError` when neither accepts it."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
+        return []
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        runtime_ops = _runtime_ops_aside(path)
-        if runtime_ops is None:
-            raise TaggerError(f"the extracted model fails the ONNX checker: {_first_line(exc)}") from None
-        try:  # everything but the runtime's own ops, which no ONNX schema describes
-            onnx.checker.check_model(runtime_ops, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as again:
-            raise TaggerError(f"the extracted model fails the ONNX checker: {_first_line(again)}") from None
+        objection = _first_line(exc)
+    from tagger.extract.verify import runtime_refusal
+
+    try:
+        refused = runtime_refusal(path)
+    except MissingDependency:
+        if _passes_with_runtime_ops_aside(path):
+            return []
+        raise TaggerError(f"the extracted model fails the ONNX checker: {objection}") from None
+    if refused is not None:
+        raise TaggerError(f"the extracted model fails the ONNX checker: {objection}; and onnxruntime refuses it: {refused}")
+    return [objection]
 
 
 def _first_line(exc: Exception) -> str:
@@ -186,12 +203,11 @@ _ASIDE = "tagger.unchecked"
 """The domain a checked copy moves runtime ops to: the checker skips domains it has no schemas for."""
 
 
-def _runtime_ops_aside(path: Path) -> onnx.ModelProto | None:
-    """A copy of the written model (weights left on disk) whose default-domain ops that no ONNX
-    schema knows are moved to a domain of their own, or None when it has none. onnxruntime's
-    transformer optimizer writes some of its own ops in the default domain
-    (`SimplifiedLayerNormalization`); onnxruntime runs them, the source model has them already, and
-    the ONNX checker refuses any model holding one."""
+def _passes_with_runtime_ops_aside(path: Path) -> bool:
+    """Whether a copy of the written model (structure only, beside it, so that its external data
+    resolves) whose default-domain ops that no ONNX schema knows are moved to a domain of their
+    own passes the full checker. onnxruntime's transformer optimizer writes some of its own ops in
+    the default domain (`SimplifiedLayerNormalization`); the checker refuses any model holding one."""
     model = onnx.load(str(path), load_external_data=False)
     moved = False
     for node in _all_nodes(model.graph.node):
@@ -199,9 +215,17 @@ def _runtime_ops_aside(path: Path) -> onnx.ModelProto | None:
             node.domain = _ASIDE
             moved = True
     if not moved:
-        return None
+        return False
     model.opset_import.append(onnx.helper.make_opsetid(_ASIDE, 1))
-    return model
+    aside = path.with_name(f"{path.name}.aside")
+    try:
+        onnx.save(model, str(aside))
+        onnx.checker.check_model(str(aside), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
+    return True
 
 
 def refuse_source_files(src: Source, destination: Path) -> None:

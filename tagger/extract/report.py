@@ -54,6 +54,9 @@ class ExtractReport:
     """Selected nodes whose tag is a choice, not evidence or facts (`tagger.extract.choices`)."""
     boundary_chosen: int = 0
     """Nodes outside whose tag is a choice and that produce an input or read an output."""
+    checker: str | None = None
+    """The full ONNX checker's objection to the written model, which onnxruntime overruled by
+    loading it (`tagger.extract` rule 6); None when the checker accepted it."""
 
     @property
     def selection(self) -> str:
@@ -77,6 +80,8 @@ class ExtractReport:
                 f"\nnote: {self.chosen} of its nodes and {self.boundary_chosen} at its boundary (producing its inputs or "
                 "reading its outputs) are tagged by the tagger's choice, not by evidence or facts: the cut may be off there"
             )
+        if self.checker is not None:
+            line += f"\nnote: the ONNX checker refuses it ({self.checker}); onnxruntime loads it, and decides"
         return line if self.verification is None else f"{line}\n{self.verification.summary()}"
 
     def to_dict(self) -> dict:
@@ -111,6 +116,8 @@ class ExtractAllReport:
         proof = f", verify passed {passed} of {len(verified)}" if verified else ""
         resting = sum(bool(r.chosen or r.boundary_chosen) for r in self.reports)
         proof += f", {resting} with chosen nodes inside or at the boundary" if resting else ""
+        overruled = sum(r.checker is not None for r in self.reports)
+        proof += f", {overruled} refused by the ONNX checker and loaded by onnxruntime (it decides)" if overruled else ""
         listed = "; ".join(f"{module or '(root)'}: {error}" for module, error in list(self.failures.items())[:3])
         failed = f", {len(self.failures)} failed: {listed}" if self.failures else ""
         return f"depth {self.depth}: {len(self.reports)} modules extracted{proof}{failed} -> {self.index}"
@@ -172,6 +179,7 @@ def index_json(src: Source, depth: int, reports: list[ExtractReport], failures: 
             "inputs": [asdict(spec) for spec in report.inputs],
             "outputs": [asdict(spec) for spec in report.outputs],
             "external_data": report.external_data,
+            "checker": report.checker,
             "verification": asdict(report.verification) if report.verification else None,
         }
         for report in reports

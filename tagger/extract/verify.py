@@ -244,6 +244,24 @@ def cpu_session(model: str | bytes, base_dir: Path | None, label: object):
         raise load_refusal(label, exc) from None
 
 
+def runtime_refusal(path: Path) -> str | None:
+    """None when onnxruntime loads the model at `path` (a CPU session, optimizations off: only
+    whether it accepts the model is asked), else its first line; `MissingDependency` when
+    onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependency("extraction", "onnxruntime") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        return onnxruntime_message(exc)
+    return None
+
+
 def boundary_values(src: Source, cuts: list[Cut], feeds: Feeds) -> dict:
     """The full model's values of every boundary tensor of `cuts`, from one onnxruntime run on the
     full model's `feeds` (for a body: one run of each enclosing model and one of the body,
