@@ -107,7 +107,9 @@ def widen_inferred_residual_norms(
     norm weights) computes two modules' work, the residual sum's and the norm's, and inference
     placed it by one of them. The norm's value is read by the norm's caller or later, so the
     lowest common ancestor of the module holding the summed values and the modules reading the
-    node's results (the root for a result the graph returns) holds both: the node takes it."""
+    node's results (the root for a result the graph returns) holds both: the node takes it. When
+    nothing reads its results (a builder's dead final norm), the norm is the adder's or a later
+    module's, and both lie in the adder's caller: the node takes that."""
     fused = [
         i
         for i in ids
@@ -124,10 +126,18 @@ def widen_inferred_residual_norms(
         reading = {modules[k] for name in views[i].output if name for k in readers.get(name, ()) if modules[k] is not None}
         if any(name in graph_outputs for name in views[i].output):
             reading.add("")
-        widened = lca_all([adder, *reading]) if reading else adder
+        widened = lca_all([adder, *reading]) if reading else _caller(adder, sequences)
         while widened in sequences:
             widened = parent(widened)
         modules[i] = widened
+
+
+def _caller(module: str, sequences: Set[str]) -> str:
+    """The module that called `module` (past module lists, which run no op); the root's is the root."""
+    caller = parent(module)
+    while caller and caller in sequences:
+        caller = parent(caller)
+    return caller
 
 
 def _dataflow(views: Sequence[NodeView], ids: Sequence[int]) -> tuple[dict[str, int], dict[str, list[int]]]:

@@ -921,3 +921,22 @@ def test_a_fused_residual_norm_that_inference_placed_holds_the_sum_and_its_reade
     model.graph.node.append(_contrib("SkipLayerNormalization", ["h1", "r1", "val_0"], ["y"]))
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     assert _modules(model) == ["layers.0.fc", "layers.1.attn", "layers.1.fc", ""]
+
+
+def test_a_fused_residual_norm_whose_result_nothing_reads_takes_the_adders_caller():
+    """A builder's final norm whose result is read by nothing (a tiny onnxruntime-genai Phi-3):
+    the norm it computes is the adder's or a later module's, and both lie in the adder's caller,
+    past the module list."""
+    model = _model(
+        [
+            ("Add", ["x", "m.layers.0.fc.bias"], ["h0"], None),
+            ("Add", ["h0", "m.layers.1.attn.bias"], ["r1"], None),
+            ("Mul", ["r1", "m.layers.1.norm.weight"], ["n1"], None),
+            ("Add", ["n1", "m.layers.1.fc.bias"], ["y"], None),
+        ],
+        params=["m.layers.0.fc.bias", "m.layers.1.attn.bias", "m.layers.1.norm.weight", "m.layers.1.fc.bias"],
+        anonymous=["val_0"],
+    )
+    model.graph.node.append(_contrib("SkipLayerNormalization", ["y", "r1", "val_0"], ["dead"]))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(model)[4] == "m"
