@@ -21,7 +21,8 @@ another. The parameters name only the first; a tag on it alone points into the w
   placed by inference beside the module that added the residual; the norm it also computes is
   read by its caller or later (the next block, the final norm whose value the graph returns).
   It takes the lowest common ancestor of the module holding both summed values and the modules
-  reading its results (`widen_inferred_residual_norms`).
+  reading its results (`widen_inferred_residual_norms`); both kinds are widened in one pass over
+  the graph (`widen_residual_norms`).
 
 Measured (wrong / exact, onnxruntime's optimizer rows): bench.accuracy GPT-2 dynamo 8.2% / 89.8
 -> 0 / 93.9, BERT and ALBERT dynamo 2.8% -> 0 (BiasGelu, FastGelu), GPT-2 TorchScript 1.9% -> 0;
@@ -59,21 +60,33 @@ def widen_residual_norms(
     modules: list[str | None],
     sources: Sequence[str],
     parameter_source: str,
+    inferred_source: str,
+    graph_outputs: Set[str] = frozenset(),
     sequences: Set[str] = frozenset(),
 ) -> None:
-    """Give each fused residual norm of one graph (`ids`, positions in `views`) that computes
-    another module's residual sum the common ancestor of its norm and of the module holding both
-    summed values (past module lists, which run no op). Only where the norm's parameters alone
-    placed it (`sources[i] == parameter_source`): a name or tensor name that survived says which value the node writes (the tool
-    kept the norm's output name), and that stays."""
-    fused = [
-        i
-        for i in ids
-        if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == parameter_source
-    ]
-    if not fused:
+    """Widen the fused residual norms of one graph (`ids`, positions in `views`): those the norm's
+    parameters placed (`_widen_named`), then those inference placed (`widen_inferred_residual_norms`).
+    `graph_outputs` are the tensors the graph returns, `sequences` the module lists (which run no op)."""
+    named = _fused_norms(views, ids, sources, parameter_source)
+    inferred = _fused_norms(views, ids, sources, inferred_source)
+    if not named and not inferred:
         return
-    producer, readers = _dataflow(views, ids)
+    flow = _dataflow(views, ids)
+    _widen_named(views, named, modules, flow, sequences)
+    widen_inferred_residual_norms(views, inferred, modules, flow, graph_outputs, sequences)
+
+
+def _fused_norms(views: Sequence[NodeView], ids: Sequence[int], sources: Sequence[str], source: str) -> list[int]:
+    """The fused residual norms among `ids` that `source` placed."""
+    return [i for i in ids if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == source]
+
+
+def _widen_named(views: Sequence[NodeView], fused: list[int], modules: list[str | None], flow, sequences: Set[str]) -> None:
+    """Give each fused residual norm that computes another module's residual sum the common
+    ancestor of its norm and of the module holding both summed values. Only where the norm's
+    parameters alone placed it: a name or tensor name that survived says which value the node
+    writes (the tool kept the norm's output name), and that stays."""
+    producer, readers = flow
     norms = {i: modules[i] for i in fused}
     made_by: dict[str, str] = {}  # a fused node's sum was made by the module that added it, not by the norm
     for i in fused:
@@ -88,20 +101,11 @@ def widen_residual_norms(
         if len(view.output) > _SUM_OUTPUT:
             made_by[view.output[_SUM_OUTPUT]] = adder
         if hands_on_sum or not is_within(norm, adder):
-            widened = lca(norm, adder)
-            while widened in sequences:
-                widened = parent(widened)
-            modules[i] = widened
+            modules[i] = _past_lists(lca(norm, adder), sequences)
 
 
 def widen_inferred_residual_norms(
-    views: Sequence[NodeView],
-    ids: Sequence[int],
-    modules: list[str | None],
-    sources: Sequence[str],
-    inferred_source: str,
-    graph_outputs: Set[str] = frozenset(),
-    sequences: Set[str] = frozenset(),
+    views: Sequence[NodeView], fused: list[int], modules: list[str | None], flow, graph_outputs: Set[str], sequences: Set[str]
 ) -> None:
     """A fused residual norm that inference placed (no parameter names it: a fresh model's merged
     norm weights) computes two modules' work, the residual sum's and the norm's, and inference
@@ -110,14 +114,7 @@ def widen_inferred_residual_norms(
     node's results (the root for a result the graph returns) holds both: the node takes it. When
     nothing reads its results (a builder's dead final norm), the norm is the adder's or a later
     module's, and both lie in the adder's caller: the node takes that."""
-    fused = [
-        i
-        for i in ids
-        if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == inferred_source
-    ]
-    if not fused:
-        return
-    producer, readers = _dataflow(views, ids)
+    producer, readers = flow
     for i in fused:
         if modules[i] is None:
             continue
@@ -126,18 +123,14 @@ def widen_inferred_residual_norms(
         reading = {modules[k] for name in views[i].output if name for k in readers.get(name, ()) if modules[k] is not None}
         if any(name in graph_outputs for name in views[i].output):
             reading.add("")
-        widened = lca_all([adder, *reading]) if reading else _caller(adder, sequences)
-        while widened in sequences:
-            widened = parent(widened)
-        modules[i] = widened
+        modules[i] = _past_lists(lca_all([adder, *reading]) if reading else parent(adder), sequences)
 
 
-def _caller(module: str, sequences: Set[str]) -> str:
-    """The module that called `module` (past module lists, which run no op); the root's is the root."""
-    caller = parent(module)
-    while caller and caller in sequences:
-        caller = parent(caller)
-    return caller
+def _past_lists(module: str, sequences: Set[str]) -> str:
+    """`module`, or its nearest ancestor that is no module list (a list runs no op)."""
+    while module and module in sequences:
+        module = parent(module)
+    return module
 
 
 def _dataflow(views: Sequence[NodeView], ids: Sequence[int]) -> tuple[dict[str, int], dict[str, list[int]]]:

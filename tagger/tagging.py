@@ -18,7 +18,7 @@ from tagger.display import TagFormatter
 from tagger.evidence import Conflict, Context, ExternalSource, build_context, collect
 from tagger.evidence.initializers import SOURCE as INITIALIZER_SOURCE
 from tagger.evidence.initializers import module_of_parameter
-from tagger.fused import widen_inferred_residual_norms, widen_residual_norms
+from tagger.fused import widen_residual_norms
 from tagger.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.paths import lca, lca_all, parent
@@ -131,11 +131,14 @@ def tag_model(
         pending = still
     for scope in index.graphs:
         widen_residual_norms(
-            index.views, scope.node_ids, labels.modules, labels.sources, INITIALIZER_SOURCE, labels.facts.sequences
-        )
-        returned = _returned(index, scope)
-        widen_inferred_residual_norms(
-            index.views, scope.node_ids, labels.modules, labels.sources, "inherited", returned, labels.facts.sequences
+            index.views,
+            scope.node_ids,
+            labels.modules,
+            labels.sources,
+            INITIALIZER_SOURCE,
+            "inherited",
+            _returned(index, scope),
+            labels.facts.sequences,
         )
     _widen_tied_lookups(index, labels.modules, labels.sources, context.parameters.tied_lookups)
     formatter = TagFormatter(context.classes)

@@ -125,9 +125,8 @@ def _own_cut(pair: ModulePair, derived_src: Source, derived_nodes: list[int], fl
 
 def _grown(src: Source, nodes: list[int], float_tensors: set[str]) -> list[int] | str:
     """`nodes` plus their producers, transitively, through every tensor the float model lacks."""
-    flow, chosen = src.flow, set(nodes)
-    pulled = {i for i in chosen}
-    stack = list(chosen)
+    flow, pulled = src.flow, set(nodes)
+    stack = list(pulled)
     added = 0
     while stack:
         i = stack.pop()
