@@ -22,7 +22,7 @@ import onnx
 from bench import cases, metrics
 from bench.baselines import BASELINES, tag_with
 from bench.docs import ROOT, publish
-from tagger.tagging import Infer
+from tagger.pipeline.tagging import Infer
 
 
 def _evidenced(case: cases.Case) -> set[str]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import onnx
 
-from tagger.index import NodeView
 from tagger.infer import GraphFacts, Inferred, infer_graph
-from tagger.paths import lca
-from tagger.tagging import Infer, tag_model
-from tagger.write import write_tags
+from tagger.model.index import NodeView
+from tagger.model.paths import lca
+from tagger.pipeline.tagging import Infer, tag_model
+from tagger.writing.write import write_tags
 
 __all__ = ["BASELINES", "tag_with"]
 

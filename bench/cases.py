@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 import torch
 
-from tagger.index import graphs_within
+from tagger.model.index import graphs_within
 
 ARCHS: tuple[str, ...] = ("bert", "albert", "vit", "resnet", "gpt2")
 """bert: encoder; albert: one shared layer called repeatedly (TorchScript ``_N`` suffix quirk);

@@ -3,7 +3,7 @@
 For each architecture x exporter x degradation (default: none, onnxslim, onnxruntime's
 transformer optimizer) the model is tagged once, then every module at every depth (0 = the whole
 model) is extracted with `tagger.extract` and counted: passes `onnx.checker.check_model(full_check
-=True)`, loads in onnxruntime, reproduces the full model's tensors (`tagger.extract.verify`: bit-exact, or
+=True)`, loads in onnxruntime, reproduces the full model's tensors (`tagger.commands.extract.verify`: bit-exact, or
 within 1e-6). In the same run `onnx.utils.extract_model` gets the same boundary tensor names: how
 often it produces a model at all, how many of its models pass the full checker and verify, and
 the time both take (each includes its own load, save and check). A synthetic model of many layers
@@ -31,10 +31,10 @@ import onnxruntime as ort
 from bench import cases, synthetic
 from bench.docs import ROOT, publish
 from tagger import extract, extract_all, retag
+from tagger.commands.extract import ExtractReport, modules_at_depth
+from tagger.commands.extract.verify import compare_outputs, full_model_values
 from tagger.errors import TaggerError
-from tagger.extract import ExtractReport, modules_at_depth
-from tagger.extract.verify import compare_outputs, full_model_values
-from tagger.feeds import make_feeds
+from tagger.inputs.feeds import make_feeds
 
 ARCHS = ("bert", "vit", "gpt2", "resnet", "albert")
 DEGRADATIONS = ("none", "onnxslim", "ort_optimizer")

@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tagger.index import graphs_within, subgraphs
+from tagger.model.index import graphs_within, subgraphs
 
 __all__ = ["MUTATIONS", "Base", "CaseResult", "bases_from", "check", "fuzz_case", "mutate", "every_node", "run"]
 

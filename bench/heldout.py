@@ -33,7 +33,7 @@ import torch
 from bench import cases, metrics
 from bench.docs import ROOT, publish
 from tagger import tag_proto
-from tagger.tagging import tag_model
+from tagger.pipeline.tagging import tag_model
 
 __all__ = ["FAMILIES", "HeldOut", "Row", "run"]
 

@@ -40,8 +40,8 @@ import onnx
 from bench.docs import ROOT, publish
 from bench.family_exports import ExportError, export
 from bench.pipeline_tools import ToolError, degraded
+from tagger.commands.numerics import numerics
 from tagger.errors import TaggerError
-from tagger.numerics import numerics
 
 FILES = (("bert", "optimum", "model"), ("llama", "optimum-past", "model"), ("vit", "optimum", "model"),
          ("t5", "optimum", "encoder_model"), ("t5", "optimum-past", "decoder_with_past_model"))
@@ -190,7 +190,7 @@ def _weights_rounded_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 _FLOOR = """
 import sys, onnxruntime as ort
-from tagger.feeds import make_feeds
+from tagger.inputs.feeds import make_feeds
 import onnx
 for path in sys.argv[1:]:
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

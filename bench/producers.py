@@ -84,7 +84,7 @@ def _loads(path: Path) -> str:
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        from tagger.feeds import onnxruntime_message
+        from tagger.inputs.feeds import onnxruntime_message
 
         return "no: " + onnxruntime_message(exc)[:160]
     return "yes"

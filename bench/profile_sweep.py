@@ -10,7 +10,7 @@ inputs it generates (as a user's first run), and the row records:
   counted for the root module only (a tag that names no module below the model);
 - **unmatched**: kernels that match no node of the graph that ran, and the reasons the report gives;
 - **control flow**: the own time of If/Loop/Scan kernels (the body executor's work between body
-  kernels), which the report shows apart and charges to no module (`tagger.profiling`, point 5);
+  kernels), which the report shows apart and charges to no module (`tagger.commands.profiling`, point 5);
 - the level that ran, the nodes of the graph onnxruntime executed and of the file, the seconds.
 
 A file onnxruntime refuses (the report's `InputError`) is a row saying so, not a crash.
@@ -50,9 +50,9 @@ from bench.docs import ROOT, publish
 from bench.family_exports import ExportedFile, ExportError, export
 from bench.pipeline_tools import TOOLS, ToolError, degraded
 from tagger import profile
+from tagger.commands.profiling import ProfileReport
 from tagger.errors import InputError, TaggerError
-from tagger.paths import ancestors
-from tagger.profiling import ProfileReport
+from tagger.model.paths import ancestors
 
 BAR = 0.99
 GENAI = Path("/work/genai-cache")
@@ -167,8 +167,8 @@ def _profiled(path: Path, retries: Sequence[Mapping[str, int]]) -> tuple[Profile
 def _outside_the_file(path: Path, report: ProfileReport) -> list[str]:
     """Modules the report counts time for that are no module the file's own tags name (nor an
     ancestor of one): a name onnxruntime gave, taken for a module."""
-    from tagger.modelio import load_model
-    from tagger.nodetags import model_tags
+    from tagger.commands.nodetags import model_tags
+    from tagger.model.modelio import load_model
 
     named = {tag.module for tag in model_tags(load_model(path), base_dir=path.parent).nodes}
     known = named | {a for module in named for a in ancestors(module)}

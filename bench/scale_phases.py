@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from tagger.coverage_report import build_report
-from tagger.index import build_index
-from tagger.modelio import load_model_and_locations, save_model
-from tagger.tagging import tag_model
-from tagger.validate import check_index
-from tagger.write import write_tags
+from tagger.model.index import build_index
+from tagger.model.modelio import load_model_and_locations, save_model
+from tagger.pipeline.tagging import tag_model
+from tagger.reporting.coverage_report import build_report
+from tagger.writing.validate import check_index
+from tagger.writing.write import write_tags
 
 
 def measure_phases(path: str) -> dict[str, float]:

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import tagger.cli  # noqa: F401  (what `python -m tagger` imports)
-from tagger.index import build_index
-from tagger.modelio import load_model_and_locations, save_model
-from tagger.tagging import Assignment
-from tagger.write import write_tags
+from tagger.model.index import build_index
+from tagger.model.modelio import load_model_and_locations, save_model
+from tagger.pipeline.tagging import Assignment
+from tagger.writing.write import write_tags
 
 
 def main(source: Path) -> None:

@@ -23,8 +23,8 @@ import onnx
 from bench import transfer_cases as tc
 from bench.docs import ROOT, publish
 from tagger import tag_proto
-from tagger.keys import MODULE_KEY
-from tagger.modelio import load_model
+from tagger.model.keys import MODULE_KEY
+from tagger.model.modelio import load_model
 
 MODES = ("none", "reference", "weights")
 

@@ -27,18 +27,18 @@ from tagger.errors import (
 
 _HOMES = {
     "tagger.api": ("report", "retag", "tag_proto"),
-    "tagger.auditing": ("AuditReport", "AuditRow", "audit"),
-    "tagger.certainty": ("Certainty",),
-    "tagger.coverage_report": ("ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report"),
-    "tagger.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
-    "tagger.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
-    "tagger.extract.verify": ("Verification",),
-    "tagger.modelio": ("write_model",),
-    "tagger.nodelist": ("ListedNode", "NodeList", "module_nodes"),
-    "tagger.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
-    "tagger.numerics.partition": ("Piece",),
-    "tagger.numerics.stats": ("ErrorStats",),
-    "tagger.profiling": ("ModuleGain", "ModuleTime", "NodeTime", "OptimizationComparison", "ProfileReport", "profile"),
+    "tagger.commands.auditing": ("AuditReport", "AuditRow", "audit"),
+    "tagger.reporting.certainty": ("Certainty",),
+    "tagger.reporting.coverage_report": ("ConflictRecord", "CoverageReport", "InferredRecord", "NodeRef", "Report"),
+    "tagger.commands.diffing": ("DiffReport", "ModuleDiff", "NodeChange", "diff"),
+    "tagger.commands.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
+    "tagger.commands.extract.verify": ("Verification",),
+    "tagger.model.modelio": ("write_model",),
+    "tagger.commands.nodelist": ("ListedNode", "NodeList", "module_nodes"),
+    "tagger.commands.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
+    "tagger.commands.numerics.partition": ("Piece",),
+    "tagger.commands.numerics.stats": ("ErrorStats",),
+    "tagger.commands.profiling": ("ModuleGain", "ModuleTime", "NodeTime", "OptimizationComparison", "ProfileReport", "profile"),
 }
 """Where each public name lives. Imported on first use (PEP 562): `tagger retag` loads neither
 extraction, auditing (multiprocessing) nor profiling."""

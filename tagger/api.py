@@ -15,16 +15,16 @@ from pathlib import Path
 
 import onnx
 
-from tagger.coverage_report import CoverageReport, build_report
 from tagger.errors import InputError, OutputError, ParameterError, TaggerError, param
 from tagger.evidence import ExternalSource
-from tagger.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
-from tagger.module_tree import read_module_tree, tree_notes
-from tagger.namespace import write_namespaces
-from tagger.tagging import TaggingResult, tag_model
+from tagger.model.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
+from tagger.pipeline.tagging import TaggingResult, tag_model
+from tagger.reporting.coverage_report import CoverageReport, build_report
 from tagger.transfer import transfer_sources
-from tagger.validate import check_index, diagnose
-from tagger.write import write_tags
+from tagger.transfer.module_tree import read_module_tree, tree_notes
+from tagger.writing.namespace import write_namespaces
+from tagger.writing.validate import check_index, diagnose
+from tagger.writing.write import write_tags
 
 __all__ = ["retag", "report", "tag_proto"]
 
@@ -41,10 +41,10 @@ def tag_proto(
     """Tag an in-memory model in place (every node, subgraphs and functions included).
 
     `namespace=True` also writes Model Explorer's `namespace` entry where a node has none
-    (`tagger.namespace`). `reference` (the ONNX file the model was made from) and `weights` (its
+    (`tagger.writing.namespace`). `reference` (the ONNX file the model was made from) and `weights` (its
     checkpoint) add evidence (`tagger.transfer`); external data of `model` is looked for beside
     `name` when that is the path of its file. `modules` (a file of the model's `named_modules()`
-    paths, `tagger.module_tree`) checks every module name against the real tree.
+    paths, `tagger.transfer.module_tree`) checks every module name against the real tree.
     """
     base = Path(name).parent if name and Path(name).is_file() else None
     tree = _tree(modules)
@@ -75,7 +75,7 @@ def _tag_checked(
     base_dir: Path | None = None,
     tree: dict[str, str | None] | None = None,
 ) -> tuple[TaggingResult, list[str]]:
-    """Decide the tags, then refuse what is no valid graph (`tagger.validate`) before anything
+    """Decide the tags, then refuse what is no valid graph (`tagger.writing.validate`) before anything
     is written; returns the report notes for what is only unusual (and what `sources` say)."""
     try:
         result = tag_model(model, extra=sources, base_dir=base_dir, tree=tree)
@@ -131,7 +131,7 @@ def retag(
     replaces the link itself (a file a link points to is never written).
     `reference` (the ONNX file a tool started from) and `weights` (the checkpoint: a
     .safetensors file, a directory of shards, or a torch state dict) add evidence (`tagger.transfer`).
-    `modules`: a file of the model's true module paths (`tagger.module_tree`).
+    `modules`: a file of the model's true module paths (`tagger.transfer.module_tree`).
     """
     source = Path(model)
     destination = _destination(source, output, inplace)

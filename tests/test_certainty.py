@@ -1,5 +1,5 @@
 """Certainty in every output people read: each node is direct, certain, chosen or fallback
-(`tagger.certainty`), counted per module, and a module whose own nodes are mostly chosen is marked.
+(`tagger.reporting.certainty`), counted per module, and a module whose own nodes are mostly chosen is marked.
 
 Real exports only (`tests/conftest.py`): a TorchScript BERT (every node named: all direct), and
 exports stripped of names and metadata by `bench.cases.strip_all` (most nodes inherited, some
@@ -14,9 +14,9 @@ from collections import Counter
 import onnx
 
 from tagger import report, retag
-from tagger.certainty import KINDS, MARK
-from tagger.keys import MODULE_KEY, SOURCE_KEY
-from tagger.nodetags import model_tags
+from tagger.commands.nodetags import model_tags
+from tagger.model.keys import MODULE_KEY, SOURCE_KEY
+from tagger.reporting.certainty import KINDS, MARK
 
 STRIPPED = ("bert", "dynamo", "strip_all")
 EXPORT = ("bert", "torchscript", "none")

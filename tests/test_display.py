@@ -1,6 +1,6 @@
 """hierarchy.tag display paths."""
 
-from tagger.display import TagFormatter
+from tagger.pipeline.display import TagFormatter
 
 CLASSES = {
     "": "BertModel",

@@ -6,7 +6,7 @@ import json
 import struct
 
 from tagger import evidence
-from tagger.keys import DIRECT_SOURCES
+from tagger.model.keys import DIRECT_SOURCES
 from tagger.transfer import transfer_sources
 from tests.conftest import REPO_ROOT
 

@@ -320,7 +320,7 @@ def test_an_extract_that_fails_the_checker_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("module", ["m.encoder.layer.0.intermediate", "m.encoder.layer.0"])
 def test_the_summary_counts_chosen_nodes_inside_and_at_the_boundary(module, built_cases, tmp_path):
-    from tagger.nodetags import model_tags
+    from tagger.commands.nodetags import model_tags
 
     path = built_cases[("bert", "dynamo", "strip_all")].path
     result = extract(path, module=module, output=tmp_path / "cut.onnx")

@@ -269,7 +269,7 @@ def test_extract_all_on_the_gpt2_merged_decoder_verifies_each_layer_of_each_bran
 
 def test_verify_of_a_branch_finds_sizes_that_run_and_refused_sizes_are_one_line_saying_how(gpt2_merged, tmp_path):
     """The default sizes (all 1) give a mask of length 1 after one cached token: onnxruntime refuses
-    the with-past branch, and the mask's size raised by one runs (`tagger.feeds`). Sizes given
+    the with-past branch, and the mask's size raised by one runs (`tagger.inputs.feeds`). Sizes given
     that disagree are refused: the error says which sizes were used and how to pass others."""
     output = tmp_path / "h0.onnx"
     default = run_cli("extract", gpt2_merged, "--module", "m.transformer.h.0", "--branch", "then", "--verify", "--output", output)

@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 
 from tagger import profile
-from tagger.dim_settings import DimSettings, parse_dim_option
+from tagger.commands.extract import extract
 from tagger.errors import InputError
-from tagger.extract import extract
-from tagger.feeds import make_feeds
+from tagger.inputs.dim_settings import DimSettings, parse_dim_option
+from tagger.inputs.feeds import make_feeds
 from tests.graphs import chain_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def _unrelated_mask(path: Path, tmp_path: Path) -> Path:
 )
 def test_an_unrelated_mask_length_is_found_by_raising_it(command, pipeline_model, tmp_path):
     """Nothing ties the mask's `total_sequence_length` to the past and new tokens: 1 each is
-    refused, and raising the mask's symbol by one (`tagger.feeds._other_sizes`) runs."""
+    refused, and raising the mask's symbol by one (`tagger.inputs.feeds._other_sizes`) runs."""
     path = _unrelated_mask(pipeline_model("llama_with_past"), tmp_path)
     result = run_cli(command[0], path, *command[1:])
     assert result.returncode == 0, result.stderr

@@ -16,10 +16,10 @@ from tests.graphs import chain_model
 _NOT_FOR_RETAG = (
     "onnxruntime",
     "onnx_graphsurgeon",
-    "tagger.extract",
-    "tagger.profiling",
-    "tagger.auditing",
-    "tagger.feeds",
+    "tagger.commands.extract",
+    "tagger.commands.profiling",
+    "tagger.commands.auditing",
+    "tagger.inputs.feeds",
     "multiprocessing",
 )
 
@@ -49,8 +49,8 @@ def test_import_tagger_loads_no_cli_and_no_command_module():
 
 
 def test_public_names_resolve_to_their_modules_objects():
-    from tagger.extract import extract
-    from tagger.extract.verify import Verification
-    from tagger.profiling import profile
+    from tagger.commands.extract import extract
+    from tagger.commands.extract.verify import Verification
+    from tagger.commands.profiling import profile
 
     assert tagger.extract is extract and tagger.Verification is Verification and tagger.profile is profile

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tagger.index import build_index
+from tagger.model.index import build_index
 from tests.graphs import function_model, if_model
 
 

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tagger import tag_proto
-from tagger.tagging import tag_model
+from tagger.pipeline.tagging import tag_model
 from tests.graphs import tags_of
 
 

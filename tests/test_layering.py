@@ -128,7 +128,7 @@ def test_no_import_cycle_runs_through_a_subpackage_of_tagger():
 def test_the_graph_sees_every_kind_of_import():
     graph = import_graph()
     assert "tagger.tensorbytes" in graph["tagger.evidence"]  # module level (merged_parameters)
-    assert "tagger.tagging" in graph["tagger.transfer"]  # inside a function, and under TYPE_CHECKING (reference)
+    assert "tagger.pipeline" in graph["tagger.transfer"]  # inside a function, and under TYPE_CHECKING (reference)
     assert "tagger.evidence" not in graph["tagger.tensorbytes"] and "tagger.transfer" not in graph["tagger.evidence"]
 
 

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench import cases, metrics
 from tagger import tag_proto
-from tagger.tagging import tag_model
+from tagger.pipeline.tagging import tag_model
 
 FRESH_ROWS = [
     (arch, exporter, degradation)

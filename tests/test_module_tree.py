@@ -16,7 +16,7 @@ import pytest
 from tagger import report, retag, tag_proto
 from tagger.cli import main
 from tagger.errors import InputError
-from tagger.module_tree import read_module_tree
+from tagger.transfer.module_tree import read_module_tree
 from tests.conftest import REPO_ROOT
 from tests.graphs import chain_model, tags_of
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from tagger import retag
-from tagger.namespace import namespace_of
+from tagger.writing.namespace import namespace_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FOUR_KEYS = ("hierarchy.module", "hierarchy.tag", "hierarchy.source", "namespace")

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tagger import retag
 from tagger.cli import main
-from tagger.keys import tags_of
-from tagger.paths import is_within
+from tagger.model.keys import tags_of
+from tagger.model.paths import is_within
 from tests.conftest import REPO_ROOT
 from tests.graphs import chain_model, function_model, if_model
 

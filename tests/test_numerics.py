@@ -15,11 +15,11 @@ from onnx import numpy_helper
 
 from tagger import retag
 from tagger.cli import main
-from tagger.keys import tags_of
-from tagger.numerics import numerics
-from tagger.numerics.partition import Piece, partition
-from tagger.numerics.stats import Accumulator
-from tagger.paths import is_within
+from tagger.commands.numerics import numerics
+from tagger.commands.numerics.partition import Piece, partition
+from tagger.commands.numerics.stats import Accumulator
+from tagger.model.keys import tags_of
+from tagger.model.paths import is_within
 
 LAYER0, LAYER1 = "m.encoder.layer.0", "m.encoder.layer.1"
 

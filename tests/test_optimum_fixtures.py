@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from tagger.index import graphs_within
+from tagger.model.index import graphs_within
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "optimum"
 FIXTURES = ("t5-decoder_model_merged.onnx", "llama-with-past.onnx", "vit.onnx")

@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from tagger import InputError, ParameterError, audit, report, retag
-from tagger.arguments import error_line
+from tagger.cli.arguments import error_line
 from tagger.errors import MissingDependency
 from tests.conftest import REPO_ROOT
 from tests.graphs import chain_model

@@ -1,6 +1,6 @@
 """Module-path normalisation: exporter scopes become real named_modules() paths."""
 
-from tagger.paths import ModuleSet, is_within, lca, scope_segments
+from tagger.model.paths import ModuleSet, is_within, lca, scope_segments
 
 
 def test_scope_segments_split_scoped_names_and_ignore_flat_ones():

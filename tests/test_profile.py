@@ -104,7 +104,7 @@ def main_graph_kernel_us(trace: Path, model: Path, warmup: int, runs: int) -> fl
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["with-past-branch", "first-step-branch"])
 def test_merged_decoder_counts_each_kernel_once_and_adds_up_to_the_run(use_cache, pipeline_model, tmp_path):
-    from tagger.feeds import make_feeds
+    from tagger.inputs.feeds import make_feeds
 
     path = pipeline_model("merged_decoder")
     feeds = make_feeds(onnx_structure(path))
@@ -136,7 +136,7 @@ def onnx_structure(path: Path):
 
 def test_a_stripped_export_shows_each_modules_chosen_nodes_and_marks_its_guesses(built_cases):
     from tagger import report
-    from tagger.certainty import MARK
+    from tagger.reporting.certainty import MARK
 
     path = built_cases[("bert", "dynamo", "strip_all")].path
     result, coverage = profile(path, runs=1, optimize="off"), report(path)  # the file's nodes, as report counts them
@@ -234,9 +234,9 @@ def test_a_kernel_name_shared_by_both_branches_of_an_if_counts_for_the_branch_th
     common module of all its nodes (as a partition standing for many nodes would)."""
     import onnxruntime as ort
 
-    from tagger.nodetags import model_tags
-    from tagger.paths import lca_all
-    from tagger.profiling.executed import executed_graph, kernel_module, narrowed, optimization_level, session_options
+    from tagger.commands.nodetags import model_tags
+    from tagger.commands.profiling.executed import executed_graph, kernel_module, narrowed, optimization_level, session_options
+    from tagger.model.paths import lca_all
 
     path = pipeline_model("merged_decoder")
     proto = onnx_structure(path)

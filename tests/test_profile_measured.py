@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from tagger import profile, retag
-from tagger.keys import MODULE_KEY
-from tagger.paths import ancestors
+from tagger.model.keys import MODULE_KEY
+from tagger.model.paths import ancestors
 
 pytest.importorskip("onnxruntime")
 
@@ -48,7 +48,7 @@ def test_the_nodes_onnxruntime_inlines_without_a_name_are_placed_by_execution_or
 def test_the_graph_that_ran_is_tagged_within_the_files_modules(bert_fp16):
     """onnxruntime casts each fp16 weight back to float once, as an initializer named
     `FusedBack_<weight>`: that name is no module (`FusedBack_m.encoder...`)."""
-    from tagger.nodetags import model_tags
+    from tagger.commands.nodetags import model_tags
 
     result = profile(bert_fp16, runs=1, warmup=0)
     file_modules = {t.module for t in model_tags(onnx.load(bert_fp16, load_external_data=False)).nodes}
@@ -108,9 +108,15 @@ def test_unnamed_kernels_whose_place_does_not_line_up_stay_unmatched(bert_fp16, 
     unmatched (the report then says why), the other gaps are placed."""
     import onnxruntime as ort
 
-    from tagger.nodetags import model_tags
-    from tagger.profiling.attribution import Attribution
-    from tagger.profiling.executed import executed_graph, optimization_level, placed_by_order, session_options, unnamed_kernel
+    from tagger.commands.nodetags import model_tags
+    from tagger.commands.profiling.attribution import Attribution
+    from tagger.commands.profiling.executed import (
+        executed_graph,
+        optimization_level,
+        placed_by_order,
+        session_options,
+        unnamed_kernel,
+    )
 
     trace = tmp_path / "trace.json"
     profile(bert_fp16, runs=1, warmup=0, trace=trace)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from tagger import profile
-from tagger.modelio import load_model
-from tagger.nodetags import model_tags
-from tagger.paths import lca_all
-from tagger.profiling.attribution import Attribution
-from tagger.profiling.executed import executed_graph
-from tagger.profiling.trace import measured
+from tagger.commands.nodetags import model_tags
+from tagger.commands.profiling.attribution import Attribution
+from tagger.commands.profiling.executed import executed_graph
+from tagger.commands.profiling.trace import measured
+from tagger.model.modelio import load_model
+from tagger.model.paths import lca_all
 
 TRT = "TensorrtExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -17,8 +17,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from tagger import profile, retag
-from tagger.index import build_index
-from tagger.node_data import ExplorerId, explorer_ids, merge, node_data
+from tagger.model.index import build_index
+from tagger.reporting.node_data import ExplorerId, explorer_ids, merge, node_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEEDSCOPE_SCHEMA = REPO_ROOT / "tests" / "data" / "speedscope" / "file-format-schema.json"

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench.cases import truth_of_export
 from tagger import report, tag_proto
-from tagger.paths import lca_all
+from tagger.model.paths import lca_all
 
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")

@@ -12,10 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import tagger.modelio
-import tagger.serialize
+import tagger.model.modelio
+import tagger.model.serialize
 from tagger import retag
-from tagger.serialize import SMALL_GRAPH, plan_encoding
+from tagger.model.serialize import SMALL_GRAPH, plan_encoding
 from tests.graphs import chain_model, function_model, if_model
 
 FUTURE_FIELD = b"\xf8\x06\x2a"  # field 111, varint 42: a field no onnx version defines
@@ -95,7 +95,7 @@ def test_a_structure_over_protobufs_limit_is_one_error_line_and_no_file(tmp_path
     """The limit is lowered so the test does not need 2 GB of memory; the CLI gets the same error."""
     source, output = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(chain_model(["a", "b", "c"]), source)
-    monkeypatch.setattr(tagger.modelio, "PROTOBUF_LIMIT", 100)
+    monkeypatch.setattr(tagger.model.modelio, "PROTOBUF_LIMIT", 100)
     with pytest.raises(tagger.OutputError, match="over protobuf's 2 GB limit"):
         retag(source, output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
@@ -104,7 +104,7 @@ def test_a_structure_over_protobufs_limit_is_one_error_line_and_no_file(tmp_path
 def test_a_large_model_is_written_in_pieces_with_the_same_bytes(tmp_path, monkeypatch):
     """Large in bytes, not in nodes: the threshold is lowered below this model's size."""
     model = chain_model([f"/layer.{i}/Relu" for i in range(2_000)])
-    monkeypatch.setattr(tagger.serialize, "SMALL_GRAPH", model.ByteSize() // 2)
+    monkeypatch.setattr(tagger.model.serialize, "SMALL_GRAPH", model.ByteSize() // 2)
     assert plan_encoding(model).messages > 2_000
     source, output = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(model, source)

@@ -131,8 +131,8 @@ def test_fp16_module_verifies_within_a_few_ulps_and_says_so(ort_fp16, tmp_path):
     """The CPU provider runs the block's ops in float32 and drops the Cast pair at the cut inside
     the full model, so the block's output differs by a rounding step: not bit-exact, but within
     `ULPS` units in the last place at the tensor's magnitude."""
-    from tagger.extract import extract
-    from tagger.extract.verify import ULPS
+    from tagger.commands.extract import extract
+    from tagger.commands.extract.verify import ULPS
 
     result = run_cli("extract", ort_fp16, "--module", "m.h.0", "--output", tmp_path / "h0.onnx", "--verify")
     assert result.returncode == 0, result.stderr + result.stdout
@@ -150,9 +150,9 @@ def test_fp16_tolerance_still_fails_a_wrong_value(ort_fp16, tmp_path, monkeypatc
     magnitude in one element, passes; moved by `ULPS` + 2 ULPs, fails."""
     import importlib
 
-    from tagger.extract import extract
+    from tagger.commands.extract import extract
 
-    verify = importlib.import_module("tagger.extract.verify")
+    verify = importlib.import_module("tagger.commands.extract.verify")
     seen = []
     compare = verify.compare_outputs
     monkeypatch.setattr(verify, "compare_outputs", lambda *args: seen.append(args) or compare(*args))
@@ -168,7 +168,7 @@ def test_fp16_tolerance_still_fails_a_wrong_value(ort_fp16, tmp_path, monkeypatc
 
 
 def test_float32_verification_stays_bit_exact(exports, tmp_path):
-    from tagger.extract import extract
+    from tagger.commands.extract import extract
 
     report = extract(exports("gpt2", "torchscript"), module="m.h.0", output=tmp_path / "h0.onnx", verify=True)
     verification = report.verification
@@ -223,7 +223,7 @@ def test_a_module_extracted_into_a_folder_holding_another_models_data(exports, t
 def test_two_onnxruntime_genai_outputs_tag_into_one_folder(tmp_path):
     """The builder calls every output's data `model.onnx.data` (data/genai): LLaMA and Qwen2
     tagged into one folder keep apart, and both run as their inputs do."""
-    from tagger.feeds import make_feeds
+    from tagger.inputs.feeds import make_feeds
 
     out = tmp_path / "tagged"
     out.mkdir()
@@ -261,7 +261,7 @@ def swin(tmp_path_factory) -> Path:
 
 def test_swin_profile_tries_larger_sizes_after_the_window_reshape_refuses_4x4(swin):
     from tagger import profile
-    from tagger.feeds import make_feeds
+    from tagger.inputs.feeds import make_feeds
 
     first = make_feeds(onnx.load(swin))
     assert first["pixel_values"].shape == (1, 3, 4, 4) and first.alternatives is not None  # what shape inference accepts
@@ -285,8 +285,8 @@ def test_given_sizes_are_not_replaced_and_the_refusal_names_the_node(swin):
 def test_every_size_refused_gives_the_first_refusal_and_how_many_were_tried(swin, tmp_path):
     """When every size is refused, the first refusal is reported (it names the node and the sizes
     used), and how many other sizes were tried: the next steps of the stride, doubling, the
-    common image sizes, at most 12; then the batch raised by one (`tagger.feeds._other_sizes`)."""
-    from tagger.feeds import Refused, first_that_runs, make_feeds
+    common image sizes, at most 12; then the batch raised by one (`tagger.inputs.feeds._other_sizes`)."""
+    from tagger.inputs.feeds import Refused, first_that_runs, make_feeds
 
     feeds = make_feeds(onnx.load(swin))
     seen = []
@@ -318,7 +318,7 @@ def test_image_size_is_read_beside_an_optimum_export(files, size, reason, swin, 
     import json
     import shutil
 
-    from tagger.input_rules import plan_inputs
+    from tagger.inputs.input_rules import plan_inputs
 
     shutil.copy(swin, tmp_path / "model.onnx")
     for name, content in files.items():
@@ -344,7 +344,7 @@ def test_genai_context_length_bounds_the_sequence_sizes():
 
 
 # ------------------------------------------------------------------------------------------
-# 5. extraction: onnxruntime decides when the ONNX checker refuses (tagger.extract rule 6)
+# 5. extraction: onnxruntime decides when the ONNX checker refuses (tagger.commands.extract rule 6)
 
 
 def test_a_genai_output_extracts_every_module_though_the_checker_refuses_some(tmp_path):
@@ -368,8 +368,8 @@ def test_a_genai_output_extracts_every_module_though_the_checker_refuses_some(tm
 
 
 def test_a_module_neither_the_checker_nor_onnxruntime_accepts_is_not_written(tmp_path):
+    from tagger.commands.extract import extract
     from tagger.errors import TaggerError
-    from tagger.extract import extract
     from tests.graphs import chain_model
 
     model = chain_model(["/enc/a/Relu", "/enc/b/Relu", "/enc/c/Relu"])
@@ -384,8 +384,8 @@ def test_without_onnxruntime_runtime_ops_are_checked_aside_with_their_external_d
     """Without onnxruntime the checker decides, with onnxruntime's own default-domain ops set
     aside; the set-aside copy is checked beside the written file, so its external data
     (`model.onnx.data` of the genai output) resolves."""
+    from tagger.commands.extract import extract, verify
     from tagger.errors import MissingDependency
-    from tagger.extract import extract, verify
 
     def missing(path):
         raise MissingDependency("verification", "onnxruntime")
@@ -434,8 +434,8 @@ def test_a_genai_fp16_output_onnxruntime_runs_only_with_an_empty_cache_runs_with
     result = run_cli("extract", path, "--all", "--depth", "2", "--out_dir", tmp_path, "--verify")
     assert result.returncode == 0, result.stderr
     from tagger import profile
-    from tagger.feeds import DimSettings, _other_sizes
-    from tagger.input_rules import plan_inputs
+    from tagger.inputs.feeds import DimSettings, _other_sizes
+    from tagger.inputs.input_rules import plan_inputs
 
     assert profile(path, runs=1, warmup=0).dims["past_sequence_length"] == 0
     model = onnx.load(path, load_external_data=False)

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench.baselines import BASELINES
 from tagger import tag_proto
-from tagger.tagging import tag_model
+from tagger.pipeline.tagging import tag_model
 from tests.graphs import chain_model, function_model, if_model, tags_of
 
 

@@ -1,7 +1,7 @@
 """One reader of the tag contract: a node with a repeated tag key reads the same in every command.
 
 A tool that appends its own `hierarchy.*` entries leaves a node with two of each key; the last
-entry is the current one (`tagger.keys.read_entries`). retag, report, diff, profile and extract
+entry is the current one (`tagger.model.keys.read_entries`). retag, report, diff, profile and extract
 must all read that node as belonging to the last entry's module.
 """
 
@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 from tagger import diff, extract, profile, report, retag
-from tagger.keys import MODULE_KEY, SOURCE_KEY, TAG_KEY, read_tags
+from tagger.model.keys import MODULE_KEY, SOURCE_KEY, TAG_KEY, read_tags
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import onnx
 import pytest
 
 from tagger import report, retag, tag_proto
-from tagger.keys import MODULE_KEY, OWNED_KEYS, SOURCE_KEY
-from tagger.modelio import load_model
+from tagger.model.keys import MODULE_KEY, OWNED_KEYS, SOURCE_KEY
+from tagger.model.modelio import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("onnxslim", "ort_optimizer", "quantize_dynamic", "quantize_qdq", "gs_roundtrip")

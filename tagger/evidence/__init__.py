@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tagger.index import ModelIndex
-from tagger.paths import ModuleSet
+from tagger.model.index import ModelIndex
+from tagger.model.paths import ModuleSet
 
 __all__ = [
     "Conflict",

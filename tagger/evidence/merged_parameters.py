@@ -60,8 +60,8 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 
-from tagger.index import ModelIndex, dataflow, graphs_within
-from tagger.paths import is_within
+from tagger.model.index import ModelIndex, dataflow, graphs_within
+from tagger.model.paths import is_within
 from tagger.tensorbytes.stored import StoredTensor, holds_one_value, stored_tensor
 
 __all__ = ["merged_parameters", "tied_lookup_tables"]

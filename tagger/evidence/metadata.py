@@ -17,8 +17,8 @@ from __future__ import annotations
 import ast
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex
-from tagger.keys import CLASS_HIERARCHY_KEY, NAME_SCOPES_KEY
+from tagger.model.index import ModelIndex
+from tagger.model.keys import CLASS_HIERARCHY_KEY, NAME_SCOPES_KEY
 
 SOURCE = "metadata"
 __all__ = ["SOURCE", "propose"]

@@ -40,8 +40,8 @@ import re
 import onnx
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex
-from tagger.paths import scope_segments
+from tagger.model.index import ModelIndex
+from tagger.model.paths import scope_segments
 
 SOURCE = "name"
 __all__ = ["SOURCE", "module_of_scope", "op_names", "propose"]

@@ -8,8 +8,8 @@ they are derived again from the same direct evidence, which gives the same answe
 from __future__ import annotations
 
 from tagger.evidence import Context
-from tagger.index import ModelIndex
-from tagger.keys import MODULE_KEY, SOURCE_KEY
+from tagger.model.index import ModelIndex
+from tagger.model.keys import MODULE_KEY, SOURCE_KEY
 
 SOURCE = "tag"
 __all__ = ["SOURCE", "propose"]

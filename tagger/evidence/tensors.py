@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tagger.evidence import Context
 from tagger.evidence.names import module_of_scope
-from tagger.index import ModelIndex
+from tagger.model.index import ModelIndex
 
 SOURCE = "tensor"
 __all__ = ["SOURCE", "propose"]

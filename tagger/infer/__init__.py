@@ -28,11 +28,11 @@ import importlib
 import itertools
 from collections.abc import Sequence
 
-from tagger.index import NodeView
 from tagger.infer.flows import bound as bound_of
 from tagger.infer.graph import Graph, GraphFacts, tensor_shapes
 from tagger.infer.state import CERTAIN, CHOICE, Flows, Inferred, State, Steps
 from tagger.infer.tree import Tree
+from tagger.model.index import NodeView
 
 __all__ = ["RULES", "GraphFacts", "Inferred", "infer_graph", "tensor_shapes"]
 

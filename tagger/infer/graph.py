@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from tagger.index import NodeView
+from tagger.model.index import NodeView
 
 __all__ = ["NORMS", "PRODUCTS", "RESHAPES", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
 

@@ -81,7 +81,7 @@ class StoredTensor:
 def onnx_initializers(model: onnx.ModelProto, base_dir: Path | None) -> Iterator[StoredTensor]:
     """The float and 8-bit integer initializers of every graph of `model` (external data found
     under `base_dir`, the model's directory; without one, external tensors are skipped)."""
-    from tagger.index import graphs_within
+    from tagger.model.index import graphs_within
 
     for graph in graphs_within(model.graph):
         for tensor in graph.initializer:
@@ -133,7 +133,7 @@ def _external_reader(
     tensor: onnx.TensorProto, base_dir: Path, dtype: np.dtype, count: int
 ) -> Callable[[int, int], np.ndarray] | None:
     """A reader of the tensor's bytes in its data file; None when the entry is unusable (a
-    location outside the model's directory is never opened: `tagger.modelio` refuses those)."""
+    location outside the model's directory is never opened: `tagger.model.modelio` refuses those)."""
     entries = {entry.key: entry.value for entry in tensor.external_data}
     location = entries.get("location")
     if not location or Path(location).is_absolute():

@@ -7,7 +7,7 @@
 
 Both are evidence sources from outside the file (`tagger.evidence.ExternalSource`), given to
 `tagger.evidence.collect` by the caller. This package sits above `tagger.evidence` and
-`tagger.tagging` (a reference is tagged as the file is); both compare weights by value
+`tagger.pipeline.tagging` (a reference is tagged as the file is); both compare weights by value
 (`content`, `composite`), read lazily through `tagger.tensorbytes`: no model's or checkpoint's
 weights are loaded whole.
 """

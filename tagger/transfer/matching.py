@@ -39,8 +39,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tagger.index import ModelIndex, dataflow
-from tagger.paths import lca_all
+from tagger.model.index import ModelIndex, dataflow
+from tagger.model.paths import lca_all
 
 __all__ = ["Matching", "match_graphs"]
 
@@ -105,7 +105,7 @@ class _Reference:
 
 
 _Flow = tuple[dict[str, int], dict[str, list[int]]]
-"""A graph's producer of each tensor and its readers, by position (`tagger.index.dataflow`)."""
+"""A graph's producer of each tensor and its readers, by position (`tagger.model.index.dataflow`)."""
 
 
 def match_graphs(

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from tagger.errors import InputError, param
 from tagger.evidence import Context
-from tagger.index import ModelIndex
-from tagger.keys import MODULE_KEY
+from tagger.model.index import ModelIndex
+from tagger.model.keys import MODULE_KEY
 from tagger.tensorbytes.stored import FLOAT_DTYPES, onnx_initializers
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
@@ -38,7 +38,7 @@ from tagger.transfer.matching import Matching, match_graphs
 if TYPE_CHECKING:
     import onnx
 
-    from tagger.tagging import TaggingResult
+    from tagger.pipeline.tagging import TaggingResult
 
 SOURCE = "reference"
 __all__ = ["MIN_KEPT_EDGES", "MIN_WEIGHTS", "SOURCE", "ReferenceSource"]
@@ -71,7 +71,7 @@ class ReferenceSource:
         """`model`: the reference's structure when it is not the file's as stored (`profile` runs
         a copy with unique node names); its weights are still read beside `reference`. `tagged`:
         `model` already tagged by the caller (as `tag_model` with its directory), not tagged again."""
-        from tagger.modelio import load_model
+        from tagger.model.modelio import load_model
 
         self.path = Path(reference)
         self.base_dir = base_dir
@@ -83,7 +83,7 @@ class ReferenceSource:
         """Node matched by name or output -> the source that decided its reference node's module."""
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
-        from tagger.tagging import tag_model
+        from tagger.pipeline.tagging import tag_model
 
         # tagged as `tagger retag` tags it: with its directory, where its weights' values are read
         tagged = self.tagged if self.tagged is not None else tag_model(self.model, base_dir=self.path.parent)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from tagger.evidence import Context
 from tagger.evidence.initializers import module_of_parameter, parameter_owners
-from tagger.index import ModelIndex
-from tagger.paths import lca, lca_all
+from tagger.model.index import ModelIndex
+from tagger.model.paths import lca, lca_all
 from tagger.tensorbytes.checkpoint import checkpoint_tensors
 from tagger.tensorbytes.stored import onnx_initializers
 from tagger.transfer.composite import candidate_signatures, match_parts, weight_targets

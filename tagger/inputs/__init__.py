@@ -1,0 +1,3 @@
+"""The inputs models are run on (`profile`, `extract --verify`, `numerics`): given or generated
+(`feeds`), by the rules of `input_rules`.
+"""
