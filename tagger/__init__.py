@@ -11,8 +11,6 @@ its time goes, by module; `numerics` at which module loses the accuracy after qu
 """
 
 import importlib
-import sys
-import types
 
 from tagger.errors import (
     InputError,
@@ -107,16 +105,3 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-class _Package(types.ModuleType):
-    """`tagger.extract` is the function, as when it was imported eagerly: the import system's
-    binding of the `tagger.extract` subpackage onto this module is not kept (the subpackage
-    stays in `sys.modules`)."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _HOME_OF and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

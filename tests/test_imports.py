@@ -5,8 +5,10 @@ public names still resolve to what they always were."""
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
+import types
 
 import onnx
 
@@ -54,3 +56,21 @@ def test_public_names_resolve_to_their_modules_objects():
     from tagger.commands.profiling import profile
 
     assert tagger.extract is extract and tagger.Verification is Verification and tagger.profile is profile
+
+
+def test_no_part_of_tagger_is_named_as_a_public_name():
+    """`tagger.extract` and `tagger.numerics` are the functions whatever was imported before: no
+    module or package directly in `tagger/` carries a public name, so the import system never binds
+    one over the other (the commands' packages live in `tagger/commands/`)."""
+    parts = {info.name for info in pkgutil.iter_modules(tagger.__path__)}
+    assert parts.isdisjoint(tagger.__all__)
+    code = (
+        "import json, pkgutil, tagger, importlib; "
+        "names = [m.name for m in pkgutil.walk_packages(tagger.__path__, 'tagger.') if m.name != 'tagger.__main__']; "
+        "[importlib.import_module(name) for name in names]; "
+        "print(json.dumps([n for n in tagger.__all__ if type(getattr(tagger, n)).__name__ == 'module']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert type(tagger) is types.ModuleType and callable(tagger.extract) and callable(tagger.numerics)
