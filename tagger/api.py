@@ -88,9 +88,9 @@ def _tag_checked(
     return result, notes + tree_notes(result.context)
 
 
-def _flags(sources: Sequence[ExternalSource]) -> list[str]:
-    """The command-line flags of the transfer sources in use (`--reference`, `--weights`)."""
-    return [source.FLAG for source in sources]
+def _given(sources: Sequence[ExternalSource]) -> list[str]:
+    """The parameters of the transfer sources in use (`reference`, `weights`)."""
+    return [source.PARAMETER for source in sources]
 
 
 def _tag_proto(
@@ -108,7 +108,7 @@ def _tag_proto(
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
         notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
-    return build_report(result, name, notes, changed, output, inferred, _flags(sources))
+    return build_report(result, name, notes, changed, output, inferred, _given(sources))
 
 
 def retag(
@@ -175,7 +175,7 @@ def report(
     sources = transfer_sources(reference, weights, source.parent)
     with _gc_paused():
         result, notes = _tag_checked(proto, sources, source.parent, tree)
-        return build_report(result, source.name, notes, inferred=True, given=_flags(sources))
+        return build_report(result, source.name, notes, inferred=True, given=_given(sources))
 
 
 def _destination(source: Path, output: str | os.PathLike | None, inplace: bool) -> Path:

@@ -2,15 +2,15 @@
 
 A message names the library's parameters, never a command-line flag: `param("max_fallback")` marks
 the name, `str(error)` spells it as the parameter (`max_fallback must be ...`) and the command line
-as its flag (`--max_fallback must be ...`, through `TaggerError.spelled`).
+as its flag (`--max_fallback must be ...`, through `TaggerError.spelled`). A report's notes name
+parameters the same way (`tagger.text.spelled`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
-from tagger.text import terminal
+from tagger.text import as_parameter, param, spelled, terminal
 
 __all__ = [
     "EXIT_CODES",
@@ -26,15 +26,6 @@ __all__ = [
     "param",
 ]
 
-_NAMED = re.compile("\ue000(\\w+)\ue001")
-"""A parameter's name as `param` marks it (characters of Unicode's private use area)."""
-
-
-def param(parameter: str) -> str:
-    """`parameter` as an error message mentions it: spelled when the message is shown, as the
-    parameter by the library, as its flag by the command line (`TaggerError.spelled`)."""
-    return f"\ue000{parameter}\ue001"
-
 
 class TaggerError(Exception):
     """Base of every error the tagger reports to a user (never a traceback)."""
@@ -42,7 +33,7 @@ class TaggerError(Exception):
     exit_code = 1
 
     def __str__(self) -> str:
-        return self.spelled(lambda parameter: parameter)
+        return self.spelled(as_parameter)
 
     @property
     def message(self) -> str:
@@ -51,7 +42,7 @@ class TaggerError(Exception):
 
     def spelled(self, spell: Callable[[str], str]) -> str:
         """The message with each parameter it names (`param`) spelled by `spell`."""
-        return _NAMED.sub(lambda found: spell(found[1]), self.message)
+        return spelled(self.message, spell)
 
 
 class InputError(TaggerError):

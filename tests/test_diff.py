@@ -112,7 +112,7 @@ def test_changes_on_chosen_tags_suggest_the_reference_and_vanish_with_it(built_c
     alone = diff(before, after)
     assert alone.changes and alone.chosen_changes == sum(c.chosen for c in alone.changes)
     assert all("chosen" in (c.kind_a, c.kind_b) or "certain" in (c.kind_a, c.kind_b) for c in alone.changes if c.chosen)
-    assert alone.mostly_chosen and f"--reference {before}" in alone.summary()
+    assert alone.mostly_chosen and f"as its reference: reference {before}" in alone.summary()  # the CLI: --reference
     assert all(line.endswith("(chosen)") for line in alone.to_text().splitlines()[-len(alone.changes) :])
     referenced = diff(before, after, reference=before)
     assert referenced.chosen_changes < alone.chosen_changes and not referenced.notes
@@ -121,4 +121,4 @@ def test_changes_on_chosen_tags_suggest_the_reference_and_vanish_with_it(built_c
 def test_a_tool_that_keeps_the_names_changes_no_chosen_tag(built_cases):
     before = built_cases[("bert", "torchscript", "none")].path
     result = diff(before, built_cases[("bert", "torchscript", "onnxslim")].path)
-    assert result.chosen_changes == 0 and not result.notes and "--reference" not in result.summary()
+    assert result.chosen_changes == 0 and not result.notes and "as its reference" not in result.summary()

@@ -37,6 +37,6 @@ def test_sources_from_outside_the_file_declare_what_they_hand_the_caller(tmp_pat
     checkpoint = tmp_path / "c.safetensors"
     checkpoint.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
     sources = transfer_sources(REPO_ROOT / "data" / "bert-tiny.onnx", checkpoint, None)
-    assert [source.FLAG for source in sources] == ["--reference", "--weights"]
+    assert [source.PARAMETER for source in sources] == ["reference", "weights"]
     for source in sources:
         assert isinstance(source, evidence.ExternalSource) and source.notes == [] and source.decided_by == {}

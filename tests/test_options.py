@@ -113,8 +113,13 @@ def test_a_library_error_names_the_parameter_and_the_command_line_its_flag(model
     assert error_line(caught.value) == "--inplace and --output exclude each other"
 
 
-_CLI = {"cli.py", "arguments.py"}
 _ERRORS = {"InputError", "OutputError", "ParameterError", "Refused", "TaggerError", "VerificationFailed", "ModelsFailed"}
+_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def _library_modules() -> list:
+    """Every module of `tagger/` but the command line's own (`tagger/cli/`)."""
+    return [path for path in sorted((REPO_ROOT / "tagger").rglob("*.py")) if path.parent.name != "cli"]
 
 
 def _error_texts(tree: ast.AST) -> list[tuple[int, str]]:
@@ -123,12 +128,54 @@ def _error_texts(tree: ast.AST) -> list[tuple[int, str]]:
     return [(c.lineno, t.value) for c in calls for t in ast.walk(c) if isinstance(t, ast.Constant) and isinstance(t.value, str)]
 
 
+def _texts(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every literal text of the module a user may read (errors, report notes and lines, advice):
+    all but docstrings and `EXIT_CODES`, the command line's documented exit codes."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):  # a docstring, or an attribute's docstring after it
+            skipped |= {id(s.value) for s in body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)}
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "EXIT_CODES" for target in node.targets):
+            skipped |= {id(c) for c in ast.walk(node.value)}
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped
+    ]
+
+
 def test_no_library_error_spells_a_command_line_flag():
     spelled = []
-    for path in sorted((REPO_ROOT / "tagger").rglob("*.py")):
-        if path.name in _CLI:
-            continue
+    for path in _library_modules():
         for line, text in _error_texts(ast.parse(path.read_text(encoding="utf-8"))):
-            if re.search(r"(?<![\w-])--[a-z]", text):
+            if _FLAG.search(text):
                 spelled.append(f"{path.relative_to(REPO_ROOT)}:{line}: {text}")
     assert spelled == []
+
+
+def test_no_report_note_of_the_library_spells_a_command_line_flag():
+    """Notes, advice and report lines name parameters with `param` (`tagger.text.spelled`), never
+    `--flag`: the Python API reads `pass reference or weights`, the command line `--reference`."""
+    spelled = []
+    for path in _library_modules():
+        for line, text in _texts(ast.parse(path.read_text(encoding="utf-8"))):
+            if _FLAG.search(text):
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{line}: {text}")
+    assert spelled == []
+
+
+def test_a_report_note_names_the_parameter_and_the_command_line_its_flag(tmp_path, capsys):
+    from tagger.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(chain_model(["/enc/a/Relu", "", "", "", "/enc/b/Relu"]), path)  # mostly inferred, names unchecked
+    notes = report(path).notes
+    assert any(note.endswith("placed by inference only; pass reference or weights, or export with shim.export") for note in notes)
+    assert "(give modules FILE, written by shim.write_modules(model, FILE))" in notes[-1]
+    assert not any(_FLAG.search(note) or "\ue000" in note for note in notes)
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "pass --reference or --weights, or export with shim.export" in out
+    assert "(give --modules FILE, written by shim.write_modules(model, FILE))" in out
+    assert report(path).notes == notes  # the command line's spelling ends with it

@@ -309,13 +309,13 @@ def test_cli_flags_on_retag_report_and_diff(degraded, tmp_path):
 
 def test_inference_heavy_report_says_what_would_fix_it(degraded):
     case = degraded("llama", "onnxslim")
-    advice = "placed by inference only; pass --reference or --weights, or export with shim.export"
+    advice = "placed by inference only; pass reference or weights, or export with shim.export"  # `--reference` on the CLI
     assert any(advice in note for note in report(case.path).notes)
     assert not any(advice in note for note in report(case.path, reference=case.family.export).notes)
     with_weights = [note for note in report(case.path, weights=case.family.checkpoint).notes if "inference only" in note]
     assert with_weights and all(
-        "pass --reference, or export with shim.export" in note for note in with_weights
-    )  # never "pass --weights" again
+        "pass reference, or export with shim.export" in note for note in with_weights
+    )  # never "pass weights" again
 
 
 def test_transfer_is_lossless(degraded, tmp_path):

@@ -16,9 +16,19 @@ import sys
 import fire
 
 from tagger import api
-from tagger.cli.arguments import check_arguments, check_flag, check_text, error_line, fire_arguments, help_text, split_fire_flags
+from tagger.cli.arguments import (
+    as_flag,
+    check_arguments,
+    check_flag,
+    check_text,
+    error_line,
+    fire_arguments,
+    help_text,
+    split_fire_flags,
+)
 from tagger.commands.options import check_integer, check_names
 from tagger.errors import InputError, TaggerError, one_line
+from tagger.text import spelling
 
 __all__ = ["main", "Commands"]
 
@@ -347,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
             return 0
         check_arguments(commands, args, fire_flags.separator)  # before fire, which runs first and complains after
-        fire.Fire(commands, command=fire_arguments(argv), name="tagger")
+        with spelling(as_flag):  # the reports' notes name the flags
+            fire.Fire(commands, command=fire_arguments(argv), name="tagger")
     except TaggerError as exc:
         print(f"tagger: error: {error_line(exc)}", file=sys.stderr)
         return exc.exit_code

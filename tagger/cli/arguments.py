@@ -29,6 +29,7 @@ from fire.trace import FireTrace
 from tagger.errors import InputError, TaggerError, one_line
 
 __all__ = [
+    "as_flag",
     "check_arguments",
     "check_flag",
     "check_text",
@@ -40,10 +41,15 @@ __all__ = [
 ]
 
 
+def as_flag(parameter: str) -> str:
+    """A parameter as the command line spells it (`max_fallback` -> `--max_fallback`): the commands
+    take the library's parameter names."""
+    return f"--{parameter}"
+
+
 def error_line(error: TaggerError) -> str:
-    """The one line the command line prints for `error`: each parameter it names as its flag
-    (`max_fallback` -> `--max_fallback`; the commands take the library's parameter names)."""
-    return one_line(error.spelled(lambda parameter: f"--{parameter}"))
+    """The one line the command line prints for `error`: each parameter it names as its flag."""
+    return one_line(error.spelled(as_flag))
 
 
 def check_text(name: str, value: object) -> str | None:

@@ -33,7 +33,7 @@ from tagger.commands.nodetags import NodeTag, model_tags
 from tagger.model.modelio import load_model
 from tagger.model.paths import is_within
 from tagger.reporting.certainty import MOSTLY_CHOSEN
-from tagger.text import LIST_LIMIT, JsonReport, listing
+from tagger.text import LIST_LIMIT, JsonReport, listing, param, spelled
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
 from tagger.text import terminal as _safe
@@ -153,7 +153,7 @@ class DiffReport(JsonReport):
                 f"  {label:<{width}} {m.a:>5} -> {m.b:<5} kept {m.kept}, -{m.removed}, +{m.added}, >{m.moved_out}, <{m.moved_in}"
             )
         if len(changed) > LIST_LIMIT:
-            parts.append(f"  … {len(changed) - LIST_LIMIT} more (full list in --json)")
+            parts.append(spelled(f"  … {len(changed) - LIST_LIMIT} more (full list in {param('json')})"))
         if not changed:
             parts.append("  none")
         parts += listing("disappeared modules", [_safe(m) or "(root)" for m in self.disappeared])
@@ -211,8 +211,10 @@ def diff(
     report = compare(tags_a.nodes, tags_b.nodes, path_a.name, path_b.name, retagged)
     if reference is None and report.mostly_chosen:
         report.notes.append(
-            f"{report.chosen_changes} of {len(report.changes)} module changes are on tags the tagger chose (not evidence "
-            f"or facts): they may be its own choices, not the tool's; tag B with A as its reference: --reference {a}"
+            spelled(
+                f"{report.chosen_changes} of {len(report.changes)} module changes are on tags the tagger chose (not evidence "
+                f"or facts): they may be its own choices, not the tool's; tag B with A as its reference: {param('reference')} {a}"
+            )
         )
     return report
 

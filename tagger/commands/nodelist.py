@@ -39,7 +39,7 @@ from tagger.commands.selection import not_selected, selects
 from tagger.errors import InputError, ParameterError, param
 from tagger.model.index import ModelIndex
 from tagger.model.modelio import load_model
-from tagger.text import terminal
+from tagger.text import spelled, terminal
 from tagger.transfer.module_tree import read_module_tree
 
 __all__ = ["ListedNode", "NodeList", "module_nodes"]
@@ -122,11 +122,12 @@ class NodeList:
             how = "give" if self.retagged else "retag MODEL with"
             lines.append(
                 f"warning: {self.chosen} of the {len(self.nodes)} listed nodes are in {self.selection} by the tagger's choice "
-                f"(chosen tags), not by evidence: {how} --reference ORIG.onnx or --modules FILE to decide them from evidence"
+                f"(chosen tags), not by evidence: {how} {param('reference')} ORIG.onnx or {param('modules')} FILE to decide them "
+                "from evidence"
             )
         if not self.nodes and self.op_types:
             lines.append(f"note: no listable node of {self.selection} has op type {', '.join(self.op_types)}")
-        return [terminal(line) for line in lines]
+        return [terminal(spelled(line)) for line in lines]
 
     def _left_out(self, text: bool) -> list[str]:
         lines = []
@@ -143,7 +144,7 @@ class NodeList:
         if text and self.unprintable:
             lines.append(
                 f"warning: {_count(len(self.unprintable), 'name', 'holds', 'hold')} control characters, not printed "
-                "(escaped, they would match nothing): --json lists them exactly"
+                f"(escaped, they would match nothing): {param('json')} lists them exactly"
             )
         return lines
 

@@ -204,8 +204,8 @@ class ExternalSource(EvidenceSource, Protocol):
     and where its claims may outrank the file's own.
     """
 
-    FLAG: str
-    """The option that gave it (`--reference`, `--weights`): the report's advice names the ones in use."""
+    PARAMETER: str
+    """The parameter that gave it (`reference`, `weights`): the report's advice names the others."""
     notes: list[str]
     """Lines for the report (what was matched, what was found)."""
     decided_by: dict[int, str]

@@ -18,7 +18,7 @@ from tagger.model.paths import MAX_DEPTH, ancestors
 from tagger.pipeline.display import TagFormatter
 from tagger.pipeline.tagging import Assignment, TaggingResult
 from tagger.reporting.certainty import LEGEND, Certainty
-from tagger.text import JsonReport, listing
+from tagger.text import JsonReport, listing, param, spelled
 from tagger.text import markdown as _md
 from tagger.text import natural as _natural
 from tagger.text import pct as _pct
@@ -218,7 +218,8 @@ def build_report(
     """Count a tagging result by category, source, op type and module; `notes`, `changed_nodes`
     and `output` are what the caller knows beside it (validation notes, what a retag wrote);
     `inferred` also lists every inherited node with the bound its tag was chosen in; `given` are
-    the transfer flags the tagging already had (the advice names only the others).
+    the transfer parameters the tagging already had (the advice names only the others). Notes name
+    parameters with `param`, spelled here for the reader (`tagger.text.spelled`).
 
     Counted by assignment identity (`tag_model` shares one `Assignment` per distinct tag), so
     the per-node work is C-level counting and everything else runs once per distinct tag.
@@ -267,17 +268,17 @@ def build_report(
         report.notes.append("no scope evidence found in this model: every node fell back to the root module")
     elif report.nodes and report.inherited + report.fallback >= INFERENCE_ADVICE * report.nodes:
         share = _pct(report.inherited + report.fallback, report.nodes)
-        report.notes.append(f"{share} of nodes were placed by inference only; {_advice(given)}")
-    report.notes += notes
+        report.notes.append(spelled(f"{share} of nodes were placed by inference only; {_advice(given)}"))
+    report.notes += [spelled(note) for note in notes]
     return report
 
 
 def _advice(given: Iterable[str]) -> str:
-    """What would name more nodes, leaving out the transfer flags that were already given."""
-    missing = [flag for flag in ("--reference", "--weights") if flag not in set(given)]
+    """What would name more nodes, leaving out the transfer parameters that were already given."""
+    missing = [name for name in ("reference", "weights") if name not in set(given)]
     if not missing:
         return "the file, its reference and its checkpoint name no more: export with shim.export"
-    return f"pass {' or '.join(missing)}, or export with shim.export"
+    return f"pass {' or '.join(map(param, missing))}, or export with shim.export"
 
 
 def _by_source_and_module(

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagger.errors import InputError
+from tagger.errors import InputError, param
 
 if TYPE_CHECKING:
     from tagger.evidence import Context
@@ -73,7 +73,7 @@ def tree_notes(context: Context) -> list[str]:
             return []  # nothing named a module: nothing to check
         return [
             "module names are the file's own, not checked against the model's module tree "
-            "(give --modules FILE, written by shim.write_modules(model, FILE))"
+            f"(give {param('modules')} FILE, written by shim.write_modules(model, FILE))"
         ]
     claims = context.unknown_claims
     if not claims:

@@ -59,7 +59,7 @@ class ReferenceSource:
     """Proposes, for each node matched to the reference, the reference node's module."""
 
     SOURCE = SOURCE
-    FLAG = "--reference"
+    PARAMETER = "reference"
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from bisect import bisect_left
 from collections import Counter
 from pathlib import Path
 
+from tagger.errors import param as _param
 from tagger.evidence import Context
 from tagger.evidence.initializers import module_of_parameter, parameter_owners
 from tagger.model.index import ModelIndex
@@ -45,7 +46,7 @@ class WeightsSource:
     """Proposes the modules of nodes reading initializers found in a checkpoint."""
 
     SOURCE = SOURCE
-    FLAG = "--weights"
+    PARAMETER = "weights"
 
     def __init__(self, checkpoint: str | Path, base_dir: Path | None) -> None:
         self.checkpoint = Path(checkpoint)
@@ -89,7 +90,7 @@ class WeightsSource:
         return proposals
 
 
-_TREE_ORIGIN = "the checkpoint's parameter names (--weights; the file's own weight names are a converter's)"
+_TREE_ORIGIN = f"the checkpoint's parameter names ({_param('weights')}; the file's own weight names are a converter's)"
 _STRONG = "metadata"
 """The source whose rank a weight found by value in the checkpoint takes over a converter's name:
 like the dynamo exporter's metadata, it names the module the values came from."""
