@@ -12,6 +12,7 @@ import gc
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -20,13 +21,15 @@ from tagger.evidence import ExternalSource
 from tagger.model.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.pipeline.tagging import TaggingResult, tag_model
 from tagger.reporting.coverage_report import CoverageReport, build_report
-from tagger.transfer import transfer_sources
 from tagger.transfer.module_tree import read_module_tree, tree_notes
 from tagger.writing.namespace import write_namespaces
 from tagger.writing.validate import check_index, diagnose
 from tagger.writing.write import write_tags
 
-__all__ = ["retag", "report", "tag_proto"]
+if TYPE_CHECKING:
+    from tagger.transfer.reference import ReferenceSource
+
+__all__ = ["reference_source", "report", "retag", "tag_proto", "transfer_sources"]
 
 
 def tag_proto(
@@ -67,6 +70,44 @@ def _gc_paused():
 
 def _tree(modules: str | os.PathLike | None) -> dict[str, str | None] | None:
     return None if modules is None else read_module_tree(modules)
+
+
+def transfer_sources(
+    reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None
+) -> list[ExternalSource]:
+    """The sources for `reference` and `weights` (none when neither is given); `base_dir` is
+    the tagged model's directory (its external data), None for a model only in memory. A bad
+    reference or checkpoint raises `InputError` here, before any work."""
+    from tagger.transfer.weights import WeightsSource  # imported by the runs that use it
+
+    sources: list[ExternalSource] = []
+    if reference is not None:
+        sources.append(reference_source(_path(reference, "reference"), base_dir))
+    if weights is not None:
+        sources.append(WeightsSource(_path(weights, "weights"), base_dir))
+    return sources
+
+
+def reference_source(
+    reference: Path, base_dir: Path | None, model: onnx.ModelProto | None = None, tagged: TaggingResult | None = None
+) -> ReferenceSource:
+    """The file `reference` as a source: loaded now (a bad reference fails before any work), tagged
+    here as `retag` tags it (with its directory, where its weights' values are read) when the source
+    proposes. `model`: its structure when it is not the file's as stored (`profile` runs a copy with
+    unique node names), its weights still read beside `reference`; `tagged`: `model` already tagged
+    that way by the caller, not tagged again."""
+    from tagger.transfer.reference import ReferenceSource
+
+    model = load_model(reference) if model is None else model
+    if tagged is not None:
+        return ReferenceSource(reference, base_dir, lambda: tagged)
+    return ReferenceSource(reference, base_dir, lambda: tag_model(model, base_dir=reference.parent))
+
+
+def _path(value: object, parameter: str) -> Path:
+    if isinstance(value, bool | list | tuple | dict) or value == "":
+        raise ParameterError(parameter, f"needs one path, got {value!r}")
+    return Path(str(value))
 
 
 def _tag_checked(

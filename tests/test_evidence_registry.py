@@ -6,8 +6,8 @@ import json
 import struct
 
 from tagger import evidence
+from tagger.api import transfer_sources
 from tagger.model.keys import DIRECT_SOURCES
-from tagger.transfer import transfer_sources
 from tests.conftest import REPO_ROOT
 
 

@@ -199,7 +199,7 @@ def diff(
 
     A side tagged in memory uses `weights` (the checkpoint), and B also `reference` (the file it
     was made from; often `a` itself) as evidence (`tagger.transfer`)."""
-    from tagger.transfer import transfer_sources
+    from tagger.api import transfer_sources
 
     path_a, path_b = Path(a), Path(b)
     model_a, model_b = load_model(path_a), load_model(path_b)

@@ -173,7 +173,7 @@ def module_nodes(
     (`quantize_dynamic(..., nodes_to_exclude=module_nodes(path, "m.encoder.layer.0").names)`);
     `op_types` (a list, or names separated by commas) keeps those op types. Untagged models are tagged in memory, with `reference`,
     `weights` and `modules` as for `retag`. See the module docstring for the rules."""
-    from tagger.transfer import transfer_sources
+    from tagger.api import transfer_sources
 
     if (module is None) == (tag is None):
         raise InputError(f"give exactly one of {param('module')} PATH or {param('tag')} PATTERN")

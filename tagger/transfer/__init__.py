@@ -1,47 +1,16 @@
 """Tag transfer: evidence from what a tool started from, outside the file being tagged.
 
-- `--reference ORIGINAL.onnx` (`reference`): the model before the tool, tagged with its own
-  evidence (as `retag` tags it), matched node to node (`matching`), its tags carried over.
-- `--weights CHECKPOINT` (`weights`): the checkpoint the model was exported from; an anonymous
-  initializer holding a checkpoint tensor's values gets its name.
+- `reference` (`--reference ORIGINAL.onnx`, `reference.ReferenceSource`): the model before the
+  tool, tagged with its own evidence by the caller (as `retag` tags it), matched node to node
+  (`matching`), its tags carried over.
+- `weights` (`--weights CHECKPOINT`, `weights.WeightsSource`): the checkpoint the model was
+  exported from; an anonymous initializer holding a checkpoint tensor's values gets its name.
+- `modules` (`--modules FILE`, `module_tree`): the model's true module tree, which checks every
+  module name the file claims.
 
-Both are evidence sources from outside the file (`tagger.evidence.ExternalSource`), given to
-`tagger.evidence.collect` by the caller. This package sits above `tagger.evidence` and
-`tagger.pipeline.tagging` (a reference is tagged as the file is); both compare weights by value
-(`content`, `composite`), read lazily through `tagger.tensorbytes`: no model's or checkpoint's
-weights are loaded whole.
+The first two are evidence sources from outside the file (`tagger.evidence.ExternalSource`), built
+by the API (`tagger.api.transfer_sources`) and given to `tagger.evidence.collect`. This package
+sits above `tagger.evidence` and below the pipeline (a reference is tagged by the caller, who hands
+the result in); both compare weights by value (`content`, `composite`), read lazily through
+`tagger.tensorbytes`: no model's or checkpoint's weights are loaded whole.
 """
-
-from __future__ import annotations
-
-import os
-from pathlib import Path
-
-from tagger.evidence import ExternalSource
-
-__all__ = ["transfer_sources"]
-
-
-def transfer_sources(
-    reference: str | os.PathLike | None, weights: str | os.PathLike | None, base_dir: Path | None
-) -> list[ExternalSource]:
-    """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
-    the tagged model's directory (its external data), None for a model only in memory. A bad
-    reference or checkpoint raises `InputError` here, before any work."""
-    from tagger.transfer.reference import ReferenceSource
-    from tagger.transfer.weights import WeightsSource
-
-    sources: list[ExternalSource] = []
-    if reference is not None:
-        sources.append(ReferenceSource(_path(reference, "reference"), base_dir))
-    if weights is not None:
-        sources.append(WeightsSource(_path(weights, "weights"), base_dir))
-    return sources
-
-
-def _path(value: object, parameter: str) -> Path:
-    from tagger.errors import ParameterError
-
-    if isinstance(value, bool | list | tuple | dict) or value == "":
-        raise ParameterError(parameter, f"needs one path, got {value!r}")
-    return Path(str(value))

@@ -1,7 +1,8 @@
-"""`--reference ORIGINAL.onnx`: tags carried over from the model a tool started from.
+"""`reference` (`--reference ORIGINAL.onnx`): tags carried over from the model a tool started from.
 
 The reference is tagged first with its own evidence (as `retag` would tag it: dynamo metadata,
-names, parameter names, inference), then its nodes are matched to the model's
+names, parameter names, inference; the caller tags it, `tagger.api.reference_source`, and hands
+the result in: `TaggedReference`), then its nodes are matched to the model's
 (`tagger.transfer.matching`) and each matched node proposes its reference node's module as
 source `reference`. It is direct evidence that ranks below the file's own: where they disagree,
 the file wins and the report lists the conflict, with one exception (`decided_by`): a node that
@@ -24,8 +25,9 @@ hashed from their files (`tagger.transfer.content`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tagger.errors import InputError, param
 from tagger.evidence import Context
@@ -35,13 +37,8 @@ from tagger.tensorbytes.stored import FLOAT_DTYPES, onnx_initializers
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
 
-if TYPE_CHECKING:
-    import onnx
-
-    from tagger.pipeline.tagging import TaggingResult
-
 SOURCE = "reference"
-__all__ = ["MIN_KEPT_EDGES", "MIN_WEIGHTS", "SOURCE", "ReferenceSource"]
+__all__ = ["MIN_KEPT_EDGES", "MIN_WEIGHTS", "SOURCE", "ReferenceSource", "TaggedReference"]
 
 MIN_KEPT_EDGES = 0.5
 """Share of the dataflow edges between name-matched nodes that the reference must have too
@@ -55,27 +52,42 @@ _SAMPLE = 32
 """Same-named weights whose values are compared to tell the model's origin from a look-alike."""
 
 
+class Decided(Protocol):
+    """A node's decided tag, as far as the reference source reads it."""
+
+    @property
+    def module(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+class TaggedReference(Protocol):
+    """What the reference source reads of the reference tagged by the caller (the pipeline's
+    `TaggingResult`): its index, what its sources learnt, and each node's decided tag."""
+
+    @property
+    def index(self) -> ModelIndex: ...
+
+    @property
+    def context(self) -> Context: ...
+
+    @property
+    def assignments(self) -> Sequence[Decided]: ...
+
+
 class ReferenceSource:
     """Proposes, for each node matched to the reference, the reference node's module."""
 
     SOURCE = SOURCE
     PARAMETER = "reference"
 
-    def __init__(
-        self,
-        reference: str | Path,
-        base_dir: Path | None,
-        model: onnx.ModelProto | None = None,
-        tagged: TaggingResult | None = None,
-    ) -> None:
-        """`model`: the reference's structure when it is not the file's as stored (`profile` runs
-        a copy with unique node names); its weights are still read beside `reference`. `tagged`:
-        `model` already tagged by the caller (as `tag_model` with its directory), not tagged again."""
-        from tagger.model.modelio import load_model
-
+    def __init__(self, reference: str | Path, base_dir: Path | None, tagged: Callable[[], TaggedReference]) -> None:
+        """`reference`: the file (its weights are read beside it); `tagged`: the reference tagged
+        by the caller, asked for when the source proposes (a caller that reads a file's tags and
+        tags nothing never asks)."""
         self.path = Path(reference)
         self.base_dir = base_dir
-        self.model = load_model(self.path) if model is None else model  # a bad reference fails before any work
         self.tagged = tagged
         self.notes: list[str] = []
         self.matching: Matching | None = None
@@ -83,10 +95,7 @@ class ReferenceSource:
         """Node matched by name or output -> the source that decided its reference node's module."""
 
     def propose(self, index: ModelIndex, context: Context) -> dict[int, str]:
-        from tagger.pipeline.tagging import tag_model
-
-        # tagged as `tagger retag` tags it: with its directory, where its weights' values are read
-        tagged = self.tagged if self.tagged is not None else tag_model(self.model, base_dir=self.path.parent)
+        tagged = self.tagged()
         modules = [None if a.source in _UNTRANSFERABLE else a.module for a in tagged.assignments]
         for path, name in tagged.context.classes.items():
             context.classes.setdefault(path, name)
@@ -131,7 +140,7 @@ class ReferenceSource:
             )
 
 
-def _decided_by(tagged: TaggingResult, matching: Matching) -> dict[int, str]:
+def _decided_by(tagged: TaggedReference, matching: Matching) -> dict[int, str]:
     """Node matched by name or output -> the source that decided its reference node's module from
     the reference's own evidence (not for reference nodes that carried a tag already)."""
     views = tagged.index.views

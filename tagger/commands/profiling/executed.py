@@ -161,13 +161,13 @@ def executed_graph(
     if not written.exists():
         tags = file_tags if file_tags is not None else model_tags(ran, base_dir=source.parent)
         return ExecutedGraph(tags, _by_name(run_names), written=False)
+    from tagger.api import reference_source
     from tagger.model.modelio import load_model
-    from tagger.transfer.reference import ReferenceSource
 
     graph = load_model(written)
     _drop_copied_entries(graph)
     decided = file_tags.result if file_tags is not None and file_tags.index.model is ran else None  # tagged once
-    reference = ReferenceSource(source, workdir, model=ran, tagged=decided)
+    reference = reference_source(source, workdir, model=ran, tagged=decided)
     notes: list[str] = []
     try:
         tags = model_tags(graph, [reference], base_dir=workdir, tree=file_modules(file_tags) if file_tags is not None else None)
