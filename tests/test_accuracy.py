@@ -113,7 +113,7 @@ def test_no_tag_names_a_wrong_module_on_nameless_dynamo_exports(case, tagged):
     """Issue 14's bar: with names and metadata gone (a strip, onnxslim, a graphsurgeon round
     trip), at most 1% of the nodes of a dynamo export are tagged outside their true module's
     ancestry (measured: 0% on every architecture, docs/accuracy.md). The same after onnxruntime's
-    optimizer, on either exporter: its fused nodes compute ops of two modules (`tagger.model.fused`)."""
+    optimizer, on either exporter: its fused nodes compute ops of two modules (`tagger.pipeline.fused`)."""
     nameless = case.exporter == "dynamo" and case.degradation in ("strip_all", "onnxslim", "gs_roundtrip")
     if not nameless and case.degradation != "ort_optimizer":
         pytest.skip("the bar is set for nameless dynamo exports and onnxruntime's fused nodes")

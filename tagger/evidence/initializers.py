@@ -35,7 +35,7 @@ such an attention; its `out_proj` parameters are read by it. (A custom attention
 that does call `out_proj` gets its caller: an ancestor of the truth, never another branch.)
 
 onnxruntime's contrib ops that apply an activation after the weights or bias they read
-(`BiasGelu`, `FusedConv`: `tagger.model.fused`) compute the activation's value too: they belong to the
+(`BiasGelu`, `FusedConv`: `tagger.model.contrib`) compute the activation's value too: they belong to the
 weights' module's caller.
 
 An initializer that may stand for several parameters an exporter merged because they were equal
@@ -52,7 +52,7 @@ from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context, ParameterFacts
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
-from tagger.model.fused import applies_activation
+from tagger.model.contrib import applies_activation
 from tagger.model.index import ModelIndex, graphs_within
 from tagger.model.paths import lca_all, parent
 

@@ -1,3 +1,4 @@
 """The tagging pipeline: evidence, inference, structure, fallback (`tagging`), with control-flow
-owners (`bodies`) and the display path (`display`).
+owners (`bodies`), the display path (`display`), and fused residual norms widened after inference
+(`fused`).
 """

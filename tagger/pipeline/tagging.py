@@ -17,11 +17,11 @@ from tagger.evidence import Conflict, Context, ExternalSource, build_context, co
 from tagger.evidence.initializers import SOURCE as INITIALIZER_SOURCE
 from tagger.evidence.initializers import module_of_parameter
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
-from tagger.model.fused import widen_residual_norms
 from tagger.model.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.model.paths import lca, lca_all, parent
 from tagger.pipeline.bodies import body_modules, settle_owners
 from tagger.pipeline.display import TagFormatter
+from tagger.pipeline.fused import widen_residual_norms
 
 __all__ = ["Assignment", "Bound", "Infer", "TaggingResult", "tag_model"]
 

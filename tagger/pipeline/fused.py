@@ -3,6 +3,8 @@
 Its transformer optimizer (and a session saving its optimized graph) replaces chains of ops by
 `com.microsoft` contrib ops that read the parameters of one module but also do the work of
 another. The parameters name only the first; a tag on it alone points into the wrong branch.
+Which ops they are is `tagger.model.contrib`; the first kind below is placed by the initializer
+source (`tagger.evidence.initializers`), the second is widened here, after inference.
 
 - An activation fused after a weighted op or its bias (`BiasGelu`, `FastGelu` with a bias,
   `GemmFastGelu`, `BiasSplitGelu`, `FusedConv`, `FusedGemm`): the node's result is the
@@ -37,21 +39,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence, Set
 
+from tagger.model.contrib import is_residual_norm
 from tagger.model.index import NodeView
 from tagger.model.paths import is_within, lca, lca_all, parent
 
-__all__ = ["ACTIVATION_AFTER", "CONTRIB_DOMAIN", "applies_activation", "widen_inferred_residual_norms", "widen_residual_norms"]
+__all__ = ["widen_inferred_residual_norms", "widen_residual_norms"]
 
-CONTRIB_DOMAIN = "com.microsoft"
-ACTIVATION_AFTER = frozenset({"BiasGelu", "FastGelu", "GemmFastGelu", "BiasSplitGelu", "FusedConv", "FusedGemm"})
-_RESIDUAL_NORMS = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"})
 _SUM_OUTPUT = 3
 _MAX_CHOICES = 64
-
-
-def applies_activation(view: NodeView) -> bool:
-    """Whether the node is a contrib op applying an activation after the parameters it reads."""
-    return view.op_type in ACTIVATION_AFTER and view.domain == CONTRIB_DOMAIN
 
 
 def widen_residual_norms(
@@ -78,7 +73,7 @@ def widen_residual_norms(
 
 def _fused_norms(views: Sequence[NodeView], ids: Sequence[int], sources: Sequence[str], source: str) -> list[int]:
     """The fused residual norms among `ids` that `source` placed."""
-    return [i for i in ids if views[i].op_type in _RESIDUAL_NORMS and views[i].domain == CONTRIB_DOMAIN and sources[i] == source]
+    return [i for i in ids if is_residual_norm(views[i]) and sources[i] == source]
 
 
 def _widen_named(views: Sequence[NodeView], fused: list[int], modules: list[str | None], flow, sequences: Set[str]) -> None:
