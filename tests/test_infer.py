@@ -1024,3 +1024,68 @@ def test_the_rank_a_linear_flattened_is_read_through_a_norm_before_it():
         model = _model(nodes, params, ["val_1", "val_8", "val_9"], {"flat": [-1, 4], "restore": restore}, info)
         result = tag_model(model)
         assert result.assignments[4].module == expected and result.bounds[4].certain
+
+
+def test_a_shape_read_of_a_modules_output_is_not_carried_into_its_caller():
+    """ALBERT builds its mask from the shape of its embeddings' output: a shape is read wherever
+    the value is held, so it does not say that the embeddings are still running."""
+    nodes = [
+        ("Add", ["x", "emb.norm.bias"], ["e"], None),
+        ("Shape", ["e"], ["s"], None),
+        ("Gather", ["s", "index"], ["g"], {"axis": 0}),
+        ("Cast", ["g"], ["c"], {"to": TensorProto.FLOAT}),
+        ("MatMul", ["e", "val_1"], ["a"], None),  # the encoder's first Linear: a fresh export names none
+        ("Mul", ["c", "enc.attn.scale"], ["m"], None),
+        ("Add", ["a", "m"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.norm.bias", "enc.attn.scale"], ["val_1"], shapes={"index": 1})
+    assert "emb" not in _modules(model)[1:4]
+
+
+def test_a_shape_taken_to_reshape_the_same_value_goes_with_the_reshape():
+    """`x.flatten(2)` with dynamic shapes: the shape of x is taken in the statement that reshapes
+    x, inside the module that does it, even where the next named module is its caller's."""
+    nodes = [
+        ("MatMul", ["x", "emb.patch.proj.weight"], ["t"], None),
+        ("Shape", ["t"], ["s"], None),
+        ("Concat", ["s", "tail"], ["sh"], {"axis": 0}),
+        ("Reshape", ["t", "sh"], ["r"], None),
+        ("Add", ["r", "emb.cls"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.patch.proj.weight", "emb.cls"], shapes={"tail": [-1]})
+    assert _modules(model)[1:4] == ["emb.patch"] * 3
+
+
+def _two_layers_reading_one_weight() -> onnx.ModelProto:
+    """Two list entries whose equal weights the exporter kept once, named after the first
+    (`copy.deepcopy` clones of a fresh layer): each reads `enc.layers.0.lin.weight`."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "enc.layers.0.lin.weight")
+    nodes = [
+        helper.make_node("MatMul", ["x", "enc.layers.0.lin.weight"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "enc.layers.0.lin.weight"], ["b"]),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_clones_merged_into_the_first_entrys_names_are_told_apart_by_the_module_tree():
+    tree = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin", "enc.layers.1", "enc.layers.1.lin"])
+    result = tag_model(_two_layers_reading_one_weight(), tree=tree)
+    assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin", "enc.layers.1.lin"]
+
+
+def test_without_a_tree_or_with_one_entry_a_weight_read_twice_is_one_module_called_again():
+    """ALBERT's shared layer reads its weights once per call; without the tree, or when the list
+    holds one entry, the name stands for every read."""
+    one_entry = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin"])
+    for tree in (None, one_entry):
+        result = tag_model(_two_layers_reading_one_weight(), tree=tree)
+        assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2

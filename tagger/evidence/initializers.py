@@ -51,6 +51,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context, ParameterFacts
+from tagger.evidence.clones import clone_reads
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
 from tagger.fused import applies_activation
 from tagger.index import ModelIndex, graphs_within
@@ -150,9 +151,10 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
+    clones = clone_reads({name: readers[name] for name in named}, named, context.modules) if context.tree_origin else {}
     for node_id in sorted({node for nodes in readers.values() for node in nodes}):
         inputs = index.views[node_id].input
-        owned = [owners[name] for name in inputs if name in owners and name not in merged]
+        owned = [clones.get((node_id, name), owners[name]) for name in inputs if name in owners and name not in merged]
         if owned and (applies_activation(index.views[node_id]) or not folded.isdisjoint(merged.intersection(inputs))):
             owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
         if owned:
