@@ -40,13 +40,29 @@ from collections.abc import Sequence, Set
 from tagger.index import NodeView
 from tagger.paths import is_within, lca, lca_all, parent
 
-__all__ = ["ACTIVATION_AFTER", "CONTRIB_DOMAIN", "applies_activation", "widen_inferred_residual_norms", "widen_residual_norms"]
+__all__ = [
+    "ACTIVATION_AFTER",
+    "CONTRIB_DOMAIN",
+    "applies_activation",
+    "fused_bias",
+    "widen_inferred_residual_norms",
+    "widen_residual_norms",
+]
 
 CONTRIB_DOMAIN = "com.microsoft"
 ACTIVATION_AFTER = frozenset({"BiasGelu", "FastGelu", "GemmFastGelu", "BiasSplitGelu", "FusedConv", "FusedGemm"})
 _RESIDUAL_NORMS = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"})
 _SUM_OUTPUT = 3
+_BIAS_INPUT = 4
 _MAX_CHOICES = 64
+
+
+def fused_bias(view: NodeView) -> str | None:
+    """The bias a fused residual norm adds before the sum (its fifth input), if any: the last op
+    of the Linear whose output it sums, fused in by onnxruntime (`SkipLayerNorm_AddBias`)."""
+    if view.op_type in _RESIDUAL_NORMS and view.domain == CONTRIB_DOMAIN and len(view.input) > _BIAS_INPUT:
+        return view.input[_BIAS_INPUT] or None
+    return None
 
 
 def applies_activation(view: NodeView) -> bool:

@@ -1089,3 +1089,16 @@ def test_without_a_tree_or_with_one_entry_a_weight_read_twice_is_one_module_call
     for tree in (None, one_entry):
         result = tag_model(_two_layers_reading_one_weight(), tree=tree)
         assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2
+
+
+def test_a_fused_residual_norm_adding_a_linears_bias_is_that_linears_callers():
+    """onnxruntime's `SkipLayerNorm_AddBias` also adds the Linear's bias before the residual sum:
+    with the norm's weights merged (fresh), the bias alone names a module, and the node computes
+    its last op and its caller's sum."""
+    skip = helper.make_node(
+        "SkipLayerNormalization", ["m", "x", "val_2", "val_3", "layer.linear2.bias"], ["y"], domain="com.microsoft"
+    )
+    model = _model([("MatMul", ["x", "val_1"], ["m"], None)], ["layer.linear2.bias"], ["val_1", "val_2", "val_3"])
+    model.graph.node.append(skip)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(model)[1] == "layer"
