@@ -940,3 +940,165 @@ def test_a_fused_residual_norm_whose_result_nothing_reads_takes_the_adders_calle
     model.graph.node.append(_contrib("SkipLayerNormalization", ["y", "r1", "val_0"], ["dead"]))
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     assert _modules(model)[4] == "m"
+
+
+def test_a_node_a_tool_made_is_not_placed_by_where_its_sort_put_it():
+    """onnxruntime appends the norm it fuses and sorts again: the attention's nodes that do not
+    depend on it move ahead of it, so it sits inside the attention's stretch. An op no exporter
+    writes (no ONNX schema) is bounded by its producers and consumers alone."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["x", "layer.attn.scale"], ["s"], None),  # the attention's own, independent of the norm
+        ("SimplifiedLayerNormalization", ["e", "val_1"], ["n"], None),
+        ("MatMul", ["n", "layer.attn.q.weight"], ["q"], None),
+        ("Add", ["q", "s"], ["y"], None),
+    ]
+    result = tag_model(_model(nodes, ["embed.bias", "layer.attn.scale", "layer.attn.q.weight"], ["val_1"]))
+    assert result.bounds[2].bound == ""
+    assert not (result.bounds[2].certain and result.assignments[2].module.startswith("layer.attn"))
+
+
+def test_a_reshape_reading_its_inputs_shape_is_no_fork_into_the_next_leaf():
+    """`x.flatten(2).transpose(1, 2)` with dynamic shapes reads x twice (its shape and its data)
+    before the next norm: that is no computation forking from x and converging into the norm."""
+    nodes = [
+        ("MatMul", ["x", "patch.proj.weight"], ["t"], None),
+        ("Shape", ["t"], ["s"], None),
+        ("Reshape", ["t", "s"], ["r"], None),
+        ("Transpose", ["r"], ["tr"], {"perm": [0, 2, 1]}),
+        ("LayerNormalization", ["tr", "norm.weight", "norm.bias"], ["y"], None),
+        ("Shape", ["t"], ["s2"], None),  # the patches' size, read further on
+    ]
+    result = tag_model(_model(nodes, ["patch.proj.weight", "norm.weight", "norm.bias"], outputs=("y", "s2")))
+    for k in (1, 2, 3):
+        assert not (result.bounds[k].certain and result.assignments[k].module == "norm")
+
+
+def test_one_flatten_read_by_a_gemm_the_file_does_not_name_is_not_the_named_ones():
+    """onnxslim's merged flatten also feeds Linears whose weights it fused into unnamed ones: which
+    module flattens for all of them is not known from the one that is named."""
+    nodes = [
+        ("Add", ["x", "enc.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "val_2"], ["g1"], None),
+        ("Gemm", ["f", "val_3", "enc.attn.v.bias"], ["g2"], None),
+        ("Reshape", ["g2", "restore"], ["r2"], None),
+        ("Add", ["g1", "r2"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    shapes = {"flat": [-1, 4], "restore": [1, 8, 4]}
+    result = tag_model(_model(nodes, ["enc.norm.bias", "enc.attn.v.bias"], ["val_1", "val_2", "val_3"], shapes, info))
+    assert not (result.bounds[1].certain and result.assignments[1].module == "enc.attn.v")
+
+
+def test_a_split_into_heads_after_a_chain_of_gemms_is_the_callers():
+    """A tool drops the restore and flatten between two Linears (Gemm -> Gemm in 2-D): the last
+    Linear's reshape is compared with the rank flattened before the first."""
+    nodes = [
+        ("Add", ["x", "enc.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "enc.bottleneck.bias"], ["g1"], None),
+        ("Gemm", ["g1", "val_2", "enc.attn.q.bias"], ["g2"], None),
+        ("Reshape", ["g2", "heads"], ["h"], None),
+        ("Add", ["h", "enc.attn.out.bias"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    params = ["enc.norm.bias", "enc.bottleneck.bias", "enc.attn.q.bias", "enc.attn.out.bias"]
+    model = _model(nodes, params, ["val_1", "val_2"], {"flat": [-1, 4], "heads": [1, 8, 2, 2]}, info)
+    assert _modules(model)[4] == "enc.attn"
+
+
+def test_the_rank_a_linear_flattened_is_read_through_a_norm_before_it():
+    """onnxruntime's output records no shapes: the flattened value's rank is its norm's input's."""
+    for restore, expected in (([1, 8, 4], "attn.q"), ([1, 8, 2, 2], "attn")):
+        nodes = [
+            ("Add", ["x", "attn.in.bias"], ["a"], None),
+            ("LayerNormalization", ["a", "val_9", "val_8"], ["n"], None),
+            ("Reshape", ["n", "flat"], ["f"], None),
+            ("Gemm", ["f", "val_1", "attn.q.bias"], ["g"], None),
+            ("Reshape", ["g", "restore"], ["r"], None),
+            ("Add", ["r", "attn.out.bias"], ["y"], None),
+        ]
+        info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+        params = ["attn.in.bias", "attn.q.bias", "attn.out.bias"]
+        model = _model(nodes, params, ["val_1", "val_8", "val_9"], {"flat": [-1, 4], "restore": restore}, info)
+        result = tag_model(model)
+        assert result.assignments[4].module == expected and result.bounds[4].certain
+
+
+def test_a_shape_read_of_a_modules_output_is_not_carried_into_its_caller():
+    """ALBERT builds its mask from the shape of its embeddings' output: a shape is read wherever
+    the value is held, so it does not say that the embeddings are still running."""
+    nodes = [
+        ("Add", ["x", "emb.norm.bias"], ["e"], None),
+        ("Shape", ["e"], ["s"], None),
+        ("Gather", ["s", "index"], ["g"], {"axis": 0}),
+        ("Cast", ["g"], ["c"], {"to": TensorProto.FLOAT}),
+        ("MatMul", ["e", "val_1"], ["a"], None),  # the encoder's first Linear: a fresh export names none
+        ("Mul", ["c", "enc.attn.scale"], ["m"], None),
+        ("Add", ["a", "m"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.norm.bias", "enc.attn.scale"], ["val_1"], shapes={"index": 1})
+    assert "emb" not in _modules(model)[1:4]
+
+
+def test_a_shape_taken_to_reshape_the_same_value_goes_with_the_reshape():
+    """`x.flatten(2)` with dynamic shapes: the shape of x is taken in the statement that reshapes
+    x, inside the module that does it, even where the next named module is its caller's."""
+    nodes = [
+        ("MatMul", ["x", "emb.patch.proj.weight"], ["t"], None),
+        ("Shape", ["t"], ["s"], None),
+        ("Concat", ["s", "tail"], ["sh"], {"axis": 0}),
+        ("Reshape", ["t", "sh"], ["r"], None),
+        ("Add", ["r", "emb.cls"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.patch.proj.weight", "emb.cls"], shapes={"tail": [-1]})
+    assert _modules(model)[1:4] == ["emb.patch"] * 3
+
+
+def _two_layers_reading_one_weight() -> onnx.ModelProto:
+    """Two list entries whose equal weights the exporter kept once, named after the first
+    (`copy.deepcopy` clones of a fresh layer): each reads `enc.layers.0.lin.weight`."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "enc.layers.0.lin.weight")
+    nodes = [
+        helper.make_node("MatMul", ["x", "enc.layers.0.lin.weight"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "enc.layers.0.lin.weight"], ["b"]),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_clones_merged_into_the_first_entrys_names_are_told_apart_by_the_module_tree():
+    tree = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin", "enc.layers.1", "enc.layers.1.lin"])
+    result = tag_model(_two_layers_reading_one_weight(), tree=tree)
+    assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin", "enc.layers.1.lin"]
+
+
+def test_without_a_tree_or_with_one_entry_a_weight_read_twice_is_one_module_called_again():
+    """ALBERT's shared layer reads its weights once per call; without the tree, or when the list
+    holds one entry, the name stands for every read."""
+    one_entry = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin"])
+    for tree in (None, one_entry):
+        result = tag_model(_two_layers_reading_one_weight(), tree=tree)
+        assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2
+
+
+def test_a_fused_residual_norm_adding_a_linears_bias_is_that_linears_callers():
+    """onnxruntime's `SkipLayerNorm_AddBias` also adds the Linear's bias before the residual sum:
+    with the norm's weights merged (fresh), the bias alone names a module, and the node computes
+    its last op and its caller's sum."""
+    skip = helper.make_node(
+        "SkipLayerNormalization", ["m", "x", "val_2", "val_3", "layer.linear2.bias"], ["y"], domain="com.microsoft"
+    )
+    model = _model([("MatMul", ["x", "val_1"], ["m"], None)], ["layer.linear2.bias"], ["val_1", "val_2", "val_3"])
+    model.graph.node.append(skip)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert _modules(model)[1] == "layer"

@@ -36,7 +36,9 @@ that does call `out_proj` gets its caller: an ancestor of the truth, never anoth
 
 onnxruntime's contrib ops that apply an activation after the weights or bias they read
 (`BiasGelu`, `FusedConv`: `tagger.model.contrib`) compute the activation's value too: they belong to the
-weights' module's caller.
+weights' module's caller. A fused residual norm that also adds a Linear's bias (its fifth input:
+`SkipLayerNormalization` of an `AddBias` fusion) computes that Linear's last op and its caller's
+residual sum: the bias names the caller.
 
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
@@ -51,8 +53,9 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context, ParameterFacts
+from tagger.evidence.clones import clone_reads
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
-from tagger.model.contrib import applies_activation
+from tagger.model.contrib import applies_activation, fused_bias
 from tagger.model.index import ModelIndex, graphs_within
 from tagger.model.paths import lca_all, parent
 
@@ -150,9 +153,16 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
+    clones = clone_reads({name: readers[name] for name in named}, named, context.modules) if context.tree_origin else {}
     for node_id in sorted({node for nodes in readers.values() for node in nodes}):
         inputs = index.views[node_id].input
-        owned = [owners[name] for name in inputs if name in owners and name not in merged]
+        bias = fused_bias(index.views[node_id])
+        owned = [
+            parent(owner) if name == bias else owner
+            for name in inputs
+            if name in owners and name not in merged
+            for owner in [clones.get((node_id, name), owners[name])]
+        ]
         if owned and (applies_activation(index.views[node_id]) or not folded.isdisjoint(merged.intersection(inputs))):
             owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
         if owned:

@@ -46,8 +46,9 @@ What a merged name leaves is a body that names nothing between a fresh model's f
 module (the embedding lookup) and the next (a pooler): placing that body is inference's job, and
 `infer` stops its choices at the body's unnamed weighted ops (rules 4 and 5; issue 22).
 
-Not told apart: layers cloned from one (`copy.deepcopy`, as `nn.TransformerEncoder` does) are
-equal without being constant; merged, they read as one module called several times (case 1).
+Not told apart from the file alone: layers cloned from one (`copy.deepcopy`, as
+`nn.TransformerEncoder` does) are equal without being constant; merged, they read as one module
+called several times (case 1). The true module tree tells them apart (`clones.py`).
 """
 
 from __future__ import annotations

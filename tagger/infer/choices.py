@@ -64,9 +64,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tagger.infer.flows import bound as bound_of
+from tagger.infer.graph import RESHAPES
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
+
+_SHAPE_READS = frozenset({"Shape", "Size"})
 
 
 @dataclass
@@ -90,13 +93,14 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     cut = _tail_cut(state, after)
     memo = _Memo()
     behind, ahead = _unnamed_leaves(state, labels)
+    shapes = _shape_only(state, labels)
     for i, label in enumerate(labels):
         if label >= 0:
             continue
         bound = bound_of(state, i, before, after, up, down)
         nxt = after[i] if state.ordered else -1
         tail = state.ordered and nxt < 0 and i >= cut
-        module, certain = _choose(state, i, up[i], down[i], nxt, bound, tail, (behind[i], ahead[i]), origins[i])
+        module, certain = _choose(state, i, up[i], down[i], nxt, bound, tail, (behind[i], ahead[i]), origins[i], shapes[i])
         result[i] = module
         state.bounds[i] = bound if t.within(module, bound) else module
         state.certain[i] = certain
@@ -104,6 +108,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
             if _moved_and_shared(state, memo, i, before, after, down[i], users[i]):
                 result[i] = module = _holder_of_all(state, memo, labels)
             state.bounds[i], state.certain[i] = t.root, module == t.root
+    _shapes_with_their_reshape(state, result, shapes)
     state.labels[:] = result
 
 
@@ -177,6 +182,64 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     )
 
 
+def _shapes_with_their_reshape(state: State, result: list[int], shapes: list[bool]) -> None:
+    """A shape taken of a value only to reshape that same value (`x.view(x.size(0), -1)`,
+    `x.flatten(2)` of a dynamic-shape export) is computed in the statement that reshapes it: it
+    goes with the reshape, as a choice. A shape read for anything else (a mask built from the
+    embeddings' output shape) stays where rules 4-6 left it."""
+    g, t = state.graph, state.tree
+    for r in range(len(result)):
+        if g.op[r] not in RESHAPES or result[r] < 0 or len(g.nodes[r].input) < 2:
+            continue
+        chain = _shape_chain(state, r, shapes)
+        if not chain:
+            continue
+        for j in sorted(chain, reverse=True):
+            if all(k == r or k in chain for k in g.readers[j]) and t.within(result[r], state.bounds[j]):
+                if result[j] != result[r]:
+                    result[j], state.certain[j] = result[r], False
+
+
+def _shape_chain(state: State, r: int, shapes: list[bool]) -> set[int]:
+    """The shape-only nodes that compute reshape `r`'s target shape, when every shape they read
+    is of the value `r` reshapes (empty otherwise)."""
+    g = state.graph
+    data = g.nodes[r].input[0]
+    chain: set[int] = set()
+    frontier = [w for w in g.writers[r] if data not in g.nodes[w].output]
+    while frontier:
+        j = frontier.pop()
+        if j in chain or g.constant[j]:
+            continue
+        if not shapes[j]:
+            return set()
+        chain.add(j)
+        if g.op[j] not in _SHAPE_READS:
+            frontier.extend(g.writers[j])
+        elif g.nodes[j].input[0] != data:
+            return set()
+    return chain
+
+
+def _shape_only(state: State, labels: list[int]) -> list[bool]:
+    """Per node, whether it reads its tagged producers only through their shape: a `Shape` or
+    `Size` op, or an untagged node computed from such ops and constants alone. A shape is read
+    wherever the value is held, after its producer's caller returned it as well as before
+    (ALBERT builds its mask from the shape of its embeddings' output), so it says nothing of
+    which module is still running."""
+    g = state.graph
+    found = [False] * len(labels)
+    for i, label in enumerate(labels):
+        if label >= 0:
+            continue
+        if g.op[i] in _SHAPE_READS:
+            found[i] = True
+            continue
+        computed = [j for j in g.writers[i] if not g.constant[j]]
+        found[i] = bool(computed) and all(found[j] for j in computed)
+    return found
+
+
 def _reach(links, leaves: list[bool], labels: list[int], order) -> list[bool]:
     """Per untagged node, whether a `leaves` node lies among its `links` (writers or readers),
     through untagged nodes only; `order` visits every node after its links."""
@@ -211,9 +274,11 @@ def _choose(
     tail: bool = False,
     leaves: tuple[bool, bool] = (False, False),
     origins=(),
+    shape_only: bool = False,
 ) -> tuple[int, bool]:
     """Rules 4-6 for one node; `leaves`: whether an unnamed leaf's weighted op lies behind it
-    and ahead of it (`_unnamed_leaves`); `origins`: its nearest tagged producers."""
+    and ahead of it (`_unnamed_leaves`); `origins`: its nearest tagged producers; `shape_only`:
+    whether it reads them only through their shape (`_shape_only`)."""
     behind, ahead = leaves
     t = state.tree
     inside = [m for m in produced if t.within(m, bound)] if produced else []
@@ -225,7 +290,8 @@ def _choose(
         behind = behind and not _list_entry(state, caller)  # the list's caller only hands its value on
         returned = _handed_out(state, origins or (), caller)
         tail = tail or (behind and nxt < 0)  # past an unnamed leaf, nothing named after: nothing says it runs on
-        if _still_open(state, caller, nxt, consumed, tail, weighted or behind or returned, own) and t.within(caller, bound):
+        next_only = weighted or behind or returned or shape_only
+        if _still_open(state, caller, nxt, consumed, tail, next_only, own) and t.within(caller, bound):
             return caller, caller == bound
     if consumed and len(consumed) == 1 and not inside and not ahead:  # rule 5
         (module,) = consumed

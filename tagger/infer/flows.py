@@ -22,6 +22,10 @@ calls of one module) it exists before the first of them, built by whichever modu
 graph inputs; if its position cannot be where it ran (a tool moved it, or it sits inside its
 consumers' module), nothing certain places it below the root, and it is placed, as a choice, in
 the lowest module holding every tagged node of the graph: the model the graph inputs enter.
+A node of an op no exporter writes (onnxruntime's contrib ops, a fused `SimplifiedLayerNormalization`)
+was made by a later tool, which put it where its own sort landed it (onnxruntime's optimizer
+appends what it fuses and sorts again: the nodes that do not depend on it move ahead of it): its
+place says nothing, and it is bounded as in a re-sorted file.
 """
 
 from __future__ import annotations
@@ -151,7 +155,7 @@ class Dataflow:
 def bound(state: State, i: int, before, after, up, down) -> int:
     """Fact A's bound of untagged node `i`: what is certain about where it ran."""
     t = state.tree
-    if not state.ordered:  # between its tagged producers and consumers; one side alone bounds nothing
+    if not state.ordered or state.graph.tool_made[i]:  # bounded by its tagged producers and consumers alone
         flows = [m for f in (up[i], down[i]) if f for m in f]
         return t.lca_all(flows) if up[i] and down[i] else t.root
     b, a = before[i], after[i]

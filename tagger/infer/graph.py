@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from tagger.model.contrib import CONTRIB_DOMAIN
 from tagger.model.index import NodeView
 
-__all__ = ["NORMS", "PRODUCTS", "RESHAPES", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
+__all__ = ["NORMS", "PRODUCTS", "RESHAPES", "SAME_SHAPE", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
 
 _ORDERED_SHARE = 0.3
 RESHAPES = frozenset({"Reshape", "Flatten"})
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
+"""Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
+but applies no weight)."""
 PRODUCTS = WEIGHTED_OPS | {"MatMulNBits"}
 NORMS = frozenset(
     {
@@ -31,8 +34,23 @@ NORMS = frozenset(
     }
 )
 """Norm ops: one applies a norm module's parameters (its weight and bias) to its input."""
-"""Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
-but applies no weight)."""
+SAME_SHAPE = NORMS | {
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "Cast",
+    "Identity",
+    "Dropout",
+    "Relu",
+    "Gelu",
+    "FastGelu",
+    "BiasGelu",
+    "Tanh",
+    "Sigmoid",
+    "Erf",
+    "Softmax",
+    "Neg",
+}
+"""Ops whose (first) output has the shape of their first input (ONNX's and onnxruntime's definitions)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,8 @@ class Graph:
         self.weighted = [node.op_type in WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
         self.normed = [node.op_type in NORMS and not weights.isdisjoint(node.input) for node in nodes]
         """Norm ops applying a weight the file does not name (a fresh export's merged parameters)."""
+        self.tool_made = [_made_by_tool(node.op_type, node.domain) for node in nodes]
+        """Ops no exporter writes: a later tool made the node and put it where its sort landed it."""
         self.nodes = nodes
         self.facts = facts
 
@@ -93,6 +113,16 @@ class Graph:
                 total += 1
                 linked += (i - 1) in writers
         return total == 0 or linked >= _ORDERED_SHARE * total
+
+
+@functools.cache
+def _made_by_tool(op_type: str, domain: str) -> bool:
+    """Whether an op is one no exporter writes: onnxruntime's contrib ops (`com.microsoft`) and
+    the fused ops it registers in the ONNX domain without an ONNX schema
+    (`SimplifiedLayerNormalization`). Its place in the order is the tool's, not the exporter's."""
+    if domain == CONTRIB_DOMAIN:
+        return True
+    return domain in ("", "ai.onnx") and not onnx.defs.has(op_type)
 
 
 def _constants(writers: list[tuple[int, ...]], readers: list[tuple[int, ...]], inputs: list[tuple[str, ...]]) -> list[bool]:

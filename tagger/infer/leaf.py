@@ -27,12 +27,16 @@ converging into a leaf (`_diamonds`) is a `sweep` over every call of every leaf,
 
 from __future__ import annotations
 
-from tagger.infer.graph import PRODUCTS, RESHAPES, WEIGHTED_OPS
+from tagger.infer.graph import PRODUCTS, RESHAPES, SAME_SHAPE, WEIGHTED_OPS
 from tagger.infer.state import Flows, State, Steps
 
 __all__ = ["STEPS"]
 
 _LEAF_REACH = 64
+_GEMM_CHAIN = 8
+_SHAPE_READS = frozenset({"Shape", "Size"})
+"""Ops that read only their input's shape: any module holding a value may read it (a reshape to
+`x.shape[0], -1`), so a branch through one is no fork of the leaf's computation."""
 
 
 def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
@@ -129,16 +133,16 @@ def _gemm_wrap(state: State, i: int) -> int | None:
     read by the Gemms of several Linears (onnxslim merges the equal flattens of q, k and v)
     flattens for each of them: their common caller's."""
     g, evidence, t = state.graph, state.evidence, state.tree
-    gemms = {evidence[k] for k in g.readers[i] if g.op[k] == "Gemm" and evidence[k] >= 0}
-    if len(gemms) > 1:
-        return t.lca_all(gemms)  # one flatten for several Linears (a tool merged their equal ones)
+    named = {evidence[k] for k in g.readers[i] if g.op[k] == "Gemm"}
+    if len(named) > 1:  # one flatten for several Linears (a tool merged their equal ones)
+        return None if -1 in named else t.lca_all(named)  # one of them unnamed: their caller is unknown
     for k in g.readers[i]:
         if g.op[k] == "Gemm" and evidence[k] >= 0 and _single_leaf(state, {evidence[k]}) is not None:
             restored = any(g.op[r] in RESHAPES for r in g.readers[k])
             return evidence[k] if restored else t.parent(evidence[k])  # alone: a Flatten of the caller
     for j in g.writers[i]:
         if g.op[j] == "Gemm" and evidence[j] >= 0 and _single_leaf(state, {evidence[j]}) is not None:
-            flattened = [_rank_in(state, w) for w in g.writers[j] if g.op[w] in RESHAPES]
+            flattened = _flattened_ranks(state, j)
             restored = _rank_out(state, i)
             if restored is not None and flattened and all(r is not None and restored > r for r in flattened):
                 return t.parent(evidence[j])
@@ -146,8 +150,33 @@ def _gemm_wrap(state: State, i: int) -> int | None:
     return None
 
 
+def _flattened_ranks(state: State, gemm: int) -> list[int | None]:
+    """The ranks a Linear's input had before its flatten: the flatten before the `Gemm`, or before
+    an unbroken chain of 2-D `Gemm`s (a tool drops the restore and flatten between two Linears)."""
+    g = state.graph
+    for _ in range(_GEMM_CHAIN):
+        writers = [w for w in g.writers[gemm] if not g.constant[w]]
+        flattens = [w for w in writers if g.op[w] in RESHAPES]
+        if flattens:
+            return [_rank_in(state, w) for w in flattens]
+        if len(writers) != 1 or g.op[writers[0]] != "Gemm":
+            return []
+        gemm = writers[0]
+    return []
+
+
 def _rank_in(state: State, node: int) -> int | None:
-    return state.graph.facts.ranks.get(state.graph.nodes[node].input[0])
+    """The rank of a node's first input: recorded in the file, or that of the value an op that
+    keeps its input's shape (a norm, an activation, a cast) was applied to."""
+    g = state.graph
+    for _ in range(_GEMM_CHAIN):
+        name = g.nodes[node].input[0]
+        rank = g.facts.ranks.get(name)
+        writer = next((w for w in g.writers[node] if name in g.nodes[w].output), None)
+        if rank is not None or writer is None or g.op[writer] not in SAME_SHAPE:
+            return rank
+        node = writer
+    return None
 
 
 def _rank_out(state: State, node: int) -> int | None:
@@ -179,14 +208,16 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
     """The untagged nodes whose every result ends in the leaf's nodes, taken from the last value
     that forks into two of them (a decomposed norm's input) - when they read nothing else (an
     attention's probabilities also read the values: no diamond) and the fork is not another
-    leaf's whole output."""
+    leaf's whole output. A value read by a `Shape` forks nothing: a dynamic reshape of it reads
+    its shape wherever it runs."""
     g, t, labels = state.graph, state.tree, state.labels
     members = set(own)
     region = _converging(state, members, start)
     if any(_feeds_weighted_op(state, k, members) for k in members if not region.isdisjoint(g.writers[k])):
         return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
     entries = {w for r in region for w in g.writers[r]}
-    forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in region or k in members) >= 2]
+    inside = region | members
+    forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in inside and g.op[k] not in _SHAPE_READS) >= 2]
     if not forks:
         return set()
     fork = max(forks)
