@@ -32,3 +32,10 @@ def test_every_module_the_architecture_page_names_exists():
     """A path is relative to `tagger/` (`model/index.py`) or to the repository (`tests/test_layering.py`)."""
     gone = [name for name in sorted(_named()) if not (REPO_ROOT / "tagger" / name).is_file() and not (REPO_ROOT / name).is_file()]
     assert gone == [], f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+def test_no_page_holds_a_merge_conflict_marker():
+    """A merge left half-resolved shows both versions to every reader."""
+    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    marked = [page.name for page in pages if re.search(r"^(<{7}|>{7}) ", page.read_text(encoding="utf-8"), re.M)]
+    assert marked == []
