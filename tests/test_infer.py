@@ -1102,3 +1102,18 @@ def test_a_fused_residual_norm_adding_a_linears_bias_is_that_linears_callers():
     model.graph.node.append(skip)
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     assert _modules(model)[1] == "layer"
+
+
+def test_a_shape_read_after_the_last_named_module_is_not_carried_into_its_caller():
+    """ALBERT's mask built from its embeddings' output shape in a fresh export that names nothing
+    after the embeddings: no later name says the embeddings still run."""
+    nodes = [
+        ("Add", ["x", "emb.norm.bias"], ["e"], None),
+        ("Shape", ["e"], ["s"], None),
+        ("Gather", ["s", "index"], ["g"], {"axis": 0}),
+        ("Cast", ["g"], ["c"], {"to": TensorProto.FLOAT}),
+        ("MatMul", ["e", "val_1"], ["a"], None),
+        ("Mul", ["a", "c"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.norm.bias"], ["val_1"], shapes={"index": 1})
+    assert "emb" not in _modules(model)[1:4]

@@ -289,7 +289,7 @@ def _choose(
         own = caller == module and not t.leaf[module]  # the module's own op, not a child's
         behind = behind and not _list_entry(state, caller)  # the list's caller only hands its value on
         returned = _handed_out(state, origins or (), caller)
-        tail = tail or (behind and nxt < 0)  # past an unnamed leaf, nothing named after: nothing says it runs on
+        tail = tail or ((behind or shape_only) and nxt < 0)  # nothing named after: nothing says it runs on
         next_only = weighted or behind or returned or shape_only
         if _still_open(state, caller, nxt, consumed, tail, next_only, own) and t.within(caller, bound):
             return caller, caller == bound
