@@ -192,3 +192,20 @@ def test_write_modules_then_retag_a_plain_export_checks_every_name(tmp_path):
     out = tmp_path / "plain.tagged.onnx"
     retag(path, out, modules=modules)
     assert _written_modules(out) <= cases.module_paths("bert")
+
+
+def test_a_list_entrys_weight_read_twice_is_told_apart_by_the_tree_and_said_to_be_open_without_it(tmp_path):
+    """Equal clones merged into the first entry's names (a fresh nn.TransformerEncoder) read like
+    one module called twice: the report says so without the tree, and the tree tells them apart."""
+    from tests.test_infer import _two_layers_reading_one_weight
+
+    path = tmp_path / "clones.onnx"
+    onnx.save(_two_layers_reading_one_weight(), path)
+    without = report(path)
+    assert any("read more than once" in note for note in without.notes)
+    tree = tmp_path / "modules.txt"
+    tree.write_text("\n".join(["enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin", "enc.layers.1", "enc.layers.1.lin"]))
+    retag(path, output=tmp_path / "tagged.onnx", modules=tree)
+    tags = [t["hierarchy.module"] for t in tags_of(onnx.load(tmp_path / "tagged.onnx"))]
+    assert (tags[0], tags[2]) == ("enc.layers.0.lin", "enc.layers.1.lin")
+    assert not any("read more than once" in note for note in report(path, modules=tree).notes)

@@ -102,6 +102,10 @@ class ParameterFacts:
     tied_lookups: frozenset[int] = frozenset()
     """Nodes looking up a table tied to a head (`merged_parameters.tied_lookup_tables`): the
     table's name may be the head's, so their tag is widened after inference."""
+    rereads: dict[str, int] = field(default_factory=dict)
+    """Parameters of a module list's entry (a `.N.` in their path) read by more than one node, with
+    their readers' count: one module called again, or equal clones an exporter merged into the
+    first entry's names; only the true module tree tells (`clones.py`)."""
 
 
 @dataclass

@@ -147,7 +147,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     merged |= tied
     tables = tied_lookup_tables(index, readers, context.base_dir)
     lookups = frozenset(node for name in tables for node in readers[name])
-    context.parameters = ParameterFacts(named, frozenset(merged), lookups)
+    rereads = {name: len(readers[name]) for name in named if len(readers.get(name, ())) > 1 and _in_list_entry(named[name])}
+    context.parameters = ParameterFacts(named, frozenset(merged), lookups, rereads)
     folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
@@ -169,6 +170,11 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
             one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
     return found
+
+
+def _in_list_entry(module: str) -> bool:
+    """Whether a module path lies in an entry of a module list (a component that is an index)."""
+    return any(part.isdigit() for part in module.split("."))
 
 
 def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:

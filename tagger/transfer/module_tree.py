@@ -73,7 +73,8 @@ def tree_notes(context: Context) -> list[str]:
             return []  # nothing named a module: nothing to check
         return [
             "module names are the file's own, not checked against the model's module tree "
-            f"(give {param('modules')} FILE, written by shim.write_modules(model, FILE))"
+            f"(give {param('modules')} FILE, written by shim.write_modules(model, FILE))",
+            *_reread_notes(context),
         ]
     claims = context.unknown_claims
     if not claims:
@@ -82,4 +83,17 @@ def tree_notes(context: Context) -> list[str]:
     return [
         f"module names checked against {context.tree_origin}: {sum(claims.values())} nodes' evidence named "
         f"{len(claims)} paths that are no module of it ({shown}); those nodes were placed by inference"
+    ]
+
+
+def _reread_notes(context: Context) -> list[str]:
+    """Without the tree, what a list entry's parameter read several times leaves open."""
+    rereads = context.parameters.rereads
+    if not rereads:
+        return []
+    later = sum(rereads.values()) - len(rereads)
+    return [
+        f"{len(rereads)} parameters of module list entries are read more than once ({later} reads after the first "
+        "are tagged with the entry the name gives): one module called again, or equal clones an exporter merged "
+        f"into the first entry's names (a freshly built nn.TransformerEncoder); the module tree tells ({param('modules')})"
     ]
