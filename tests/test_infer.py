@@ -1117,3 +1117,18 @@ def test_a_shape_read_after_the_last_named_module_is_not_carried_into_its_caller
     ]
     model = _model(nodes, ["emb.norm.bias"], ["val_1"], shapes={"index": 1})
     assert "emb" not in _modules(model)[1:4]
+
+
+def test_a_value_reaching_a_module_only_through_a_join_is_not_prepared_by_that_module():
+    """BERT's self-attention reshapes its context to a shape taken from the embeddings' output; the
+    output Linear reads the reshaped context. The shape meets the context in the untagged
+    reshape (a join of two modules' values): it is that join's input, not one the output prepares."""
+    nodes = [
+        ("Add", ["x", "emb.bias"], ["e"], None),
+        ("Add", ["e", "attn.self.bias"], ["c"], None),
+        ("Shape", ["e"], ["s"], None),
+        ("Reshape", ["c", "s"], ["r"], None),
+        ("MatMul", ["r", "attn.out.dense.weight"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.bias", "attn.self.bias", "attn.out.dense.weight"])
+    assert _modules(model)[2] != "attn.out"

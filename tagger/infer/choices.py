@@ -39,7 +39,9 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      fed from inside the bound is left to rule 6: its producer's module may still be running.
      Nor a node ahead of an untagged weighted op (between it and those consumers): it prepares
      the input of a leaf the file does not name, whose place is unknown (an attention mask
-     reaching the pooler only through the encoder's unnamed projections is not the pooler's).
+     reaching the pooler only through the encoder's unnamed projections is not the pooler's);
+     nor one ahead of an untagged join of two modules' values (fact C): it feeds the join,
+     whose place rule 6 leaves at the bound.
   6. Otherwise the bound - widened to include the consumers when the node depends on nothing
      tagged and feeds nothing inside the bound (a tool moved a mask computation).
 
@@ -93,6 +95,8 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     cut = _tail_cut(state, after)
     memo = _Memo()
     behind, ahead = _unnamed_leaves(state, labels)
+    joined = _joins_ahead(state, labels, up)
+    ahead = [a or j for a, j in zip(ahead, joined, strict=True)]
     shapes = _shape_only(state, labels)
     for i, label in enumerate(labels):
         if label >= 0:
@@ -238,6 +242,18 @@ def _shape_only(state: State, labels: list[int]) -> list[bool]:
         computed = [j for j in g.writers[i] if not g.constant[j]]
         found[i] = bool(computed) and all(found[j] for j in computed)
     return found
+
+
+def _joins_ahead(state: State, labels: list[int], up) -> list[bool]:
+    """Per untagged node, whether an untagged join lies between it and its nearest tagged
+    consumers: a node whose nearest tagged producers are two modules or more (fact C: it belongs
+    to neither). What reaches the consumers through it is the join's input, placed with the join,
+    not an input the consumers' module prepares (the shape BERT's self-attention reshapes its
+    context to, joined with that context, before the output Linear reads it)."""
+    joins = [label < 0 and flow is not None and len(flow) > 1 for label, flow in zip(labels, up, strict=True)]
+    if not any(joins):
+        return [False] * len(labels)
+    return _reach(state.graph.readers, joins, labels, range(len(labels) - 1, -1, -1))
 
 
 def _reach(links, leaves: list[bool], labels: list[int], order) -> list[bool]:
