@@ -1132,3 +1132,13 @@ def test_a_value_reaching_a_module_only_through_a_join_is_not_prepared_by_that_m
     ]
     model = _model(nodes, ["emb.bias", "attn.self.bias", "attn.out.dense.weight"])
     assert _modules(model)[2] != "attn.out"
+
+
+def test_a_parameter_name_nothing_reads_leaves_the_clones_alone():
+    """An initializer named like a parameter that no node reads (a graph output named like one, a
+    tool's leftover) is no read of any entry."""
+    model = _two_layers_reading_one_weight()
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(3, dtype=np.float32), "enc.head.unused.weight"))
+    tree = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin", "enc.layers.1", "enc.layers.1.lin"])
+    result = tag_model(model, tree=tree)
+    assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin", "enc.layers.1.lin"]

@@ -154,7 +154,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
-    clones = clone_reads({name: readers[name] for name in named}, named, context.modules) if context.tree_origin else {}
+    clones = clone_reads({n: readers[n] for n in named if n in readers}, named, context.modules) if context.tree_origin else {}
     for node_id in sorted({node for nodes in readers.values() for node in nodes}):
         inputs = index.views[node_id].input
         bias = fused_bias(index.views[node_id])
