@@ -5,8 +5,9 @@ A module path is a dotted string as `nn.Module.named_modules()` spells it; `""` 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+
+from tagger.model.scopes import MAX_DEPTH, ScopeReading
 
 __all__ = [
     "MAX_DEPTH",
@@ -18,14 +19,6 @@ __all__ = [
     "parent",
     "scope_segments",
 ]
-
-_CALL_SUFFIX = re.compile(r"_\d+$")
-
-MAX_DEPTH = 128
-"""Deeper than any module hierarchy anyone builds (real models nest ~10-20 levels). Names with
-more scope levels are not evidence, and a deeper path from other evidence keeps only its first
-`MAX_DEPTH` levels of ancestors: hostile names then cost linear time, not quadratic, and no
-recursion runs deeper than this."""
 
 
 def parent(path: str) -> str:
@@ -68,31 +61,6 @@ def ancestors(path: str) -> list[str]:
     return [""] + [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _unqualified(path: str) -> str:
-    """What TorchScript names a module's scope: its last non-numeric component and any indices
-    after it (`model.decoder.layers.0` -> `layers.0`)."""
-    parts = path.split(".")
-    end = len(parts) - 1
-    while end > 0 and parts[end].isdigit():
-        end -= 1
-    return ".".join(parts[end:])
-
-
-def _another_entry(segments: Sequence[str], module: str) -> bool:
-    """Whether a segment of `segments` names another entry of a list that holds `module` (`layers.1`
-    beside the path's `layers.0`)."""
-    entries = {}
-    parts = module.split(".")
-    for k in range(1, len(parts)):
-        if parts[k].isdigit() and not parts[k - 1].isdigit():
-            entries[parts[k - 1]] = parts[k]
-    for segment in segments:
-        base, _, index = segment.partition(".")
-        if index.isdigit() and entries.get(base, index) != index:
-            return True
-    return False
-
-
 def scope_segments(name: str) -> list[str] | None:
     """The scope part of a `/a/b/Op`-style name, or None when the name carries no scope.
 
@@ -107,7 +75,7 @@ def scope_segments(name: str) -> list[str] | None:
     return segments[:-1]
 
 
-class ModuleSet:
+class ModuleSet(ScopeReading):
     """The module paths known to exist, used to undo exporter naming quirks.
 
     Known paths come from the shim's `hierarchy.modules` map (authoritative: it is the full
@@ -116,11 +84,8 @@ class ModuleSet:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._known: set[str] = {""}
-        self._observed: set[str] = set()
-        self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
-        self._by_unqualified: dict[str, list[str]] | None = None
-        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.authoritative = False
 
     def __contains__(self, path: str) -> bool:
@@ -153,46 +118,6 @@ class ModuleSet:
         changes them, and once the sources have run nothing reads them (22 MB at 300k nodes)."""
         self._memo.clear()
         self._by_unqualified = None
-
-    def observe(self, segments: Sequence[str]) -> None:
-        """Record a literal scope seen in a name: a `_N` reading is preferred when its base was seen."""
-        self._memo.clear()
-        path = ".".join(segments)
-        for segment in reversed(segments):  # deepest first: a seen scope's prefixes are seen too
-            if path in self._observed:
-                return
-            self._observed.add(path)
-            path = path[: len(path) - len(segment) - 1]
-
-    def read_shared(self, segments: Sequence[str], owners: Iterable[str]) -> None:
-        """Read the TorchScript scope `segments`, whose nodes read parameters of the known modules
-        `owners`, as the one owner whose unqualified name is its last segment, when the scope reads
-        as no known module otherwise.
-
-        TorchScript names a module object by one path, its first `named_modules()` path, so a
-        module reached by two (a tied embedding: T5's `shared` is also `decoder.embed_tokens`)
-        appears under every caller with that path's unqualified name (`/decoder/shared/Gather`).
-        The scope's callers' scopes are read as the owner's ancestors too, while their segments are
-        those ancestors' unqualified names and read as no known module.
-
-        Not when a caller's segment is another entry of a list the owner lies in (`/m/layers.1/self_attn`
-        reading `m.layers.0.self_attn.*`): TorchScript names an entry by its own index, so the scope
-        is another object, a clone whose equal parameters (a fresh model's `copy.deepcopy`d layers)
-        the exporter stored once under the first one's names.
-        """
-        if not segments or self.resolve(segments) in self._known:
-            return  # it reads as a known module already (the common case: checked before any owner)
-        named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
-        if len(named) != 1 or _another_entry(segments, named[0]):
-            return
-        segments, module = tuple(segments), named[0]
-        while segments and module and self.resolve(segments) not in self._known:
-            name = _unqualified(module)
-            if segments[-1] != name:
-                return
-            self._shared[segments] = tuple(module.split("."))
-            self._memo.clear()
-            segments, module = segments[:-1], module[: len(module) - len(name)].rstrip(".")
 
     def has_top_level(self, path: str) -> bool:
         """Whether the first component of `path` is a known child of the root (or nothing is known)."""
@@ -227,88 +152,3 @@ class ModuleSet:
         while path not in known:  # up to the first known ancestor (the root always is)
             known.add(path)
             path = path.rpartition(".")[0]
-
-    def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str:
-        """Turn exporter scope segments into a module path.
-
-        Undoes three TorchScript quirks: a segment is the *unqualified* name of a called module
-        (its last non-numeric attribute plus any index: `layers.0`), so a module that its caller
-        reaches through an uncalled container (`self.model.decoder(...)`: `/decoder/...`) is the
-        known module below the caller that ends with the segment, and only when none is known a
-        new child of the caller (`lm_head`, whose weight no parameter name shows); a Sequential's
-        child repeats its parent's segment (`layer/layer.0` is `layer.0`); and a module called
-        again gets `_N` (`attention_1`).
-        Membership in the known set decides between readings, so a real attribute named
-        `fc_1` stays `fc_1`; for modules without parameters, a base scope seen elsewhere in the
-        model's names (`activation` beside `activation_1`) marks the suffix as a second call —
-        only for TorchScript-style names (`/a/b/Op`): in Keras-style `model/dense_1/Relu`,
-        `dense_1` is a layer of its own.
-        """
-        return ".".join(self._resolve_prefix(tuple(segments), torchscript))
-
-    def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...]:
-        """Resolve scope by scope, memoised: sibling names share every prefix."""
-        key = (segments, torchscript)
-        parts = self._memo.get(key)
-        if parts is None and torchscript:
-            parts = self._shared.get(segments)
-        if parts is None:
-            if not segments:
-                parts = ()
-            else:
-                head = self._resolve_prefix(segments[:-1], torchscript)
-                previous = segments[-2] if len(segments) > 1 else ""
-                parts = tuple(self._extend(list(head), previous, segments[-1], torchscript))
-            self._memo[key] = parts
-        return parts
-
-    def _extend(self, parts: list[str], previous: str, segment: str, torchscript: bool) -> list[str]:
-        plain = segment.split(".")
-        if ".".join(parts + plain) in self._known:  # the common case, before any other reading is built
-            return parts + plain
-        stripped = [_CALL_SUFFIX.sub("", p) or p for p in plain]
-        base = parts
-        if previous and segment.startswith(previous + "."):
-            base = parts[: len(parts) - len(previous.split("."))]
-        # every reading extends `base`; a known path's ancestors of up to MAX_DEPTH parts are known
-        # (`add`): below an unknown `base` nothing is known, so only the observed reading is left
-        maybe_known = not base or len(base) > MAX_DEPTH or ".".join(base) in self._known
-        candidates = [parts + plain, base + plain, parts + stripped, base + stripped] if maybe_known else []
-        for candidate in candidates:
-            if ".".join(candidate) in self._known:
-                return candidate
-        if torchscript and maybe_known:
-            below = self._known_below(".".join(parts), segment, stripped)
-            if below is not None:
-                return below
-        if torchscript and stripped != plain and ".".join(base + stripped) in self._observed:
-            return base + stripped
-        return base + plain
-
-    def _known_below(self, caller: str, segment: str, stripped: list[str]) -> list[str] | None:
-        """The shallowest known strict descendant of `caller` whose unqualified name is `segment`
-        (else its `_N`-stripped form), as parts; None when there is none."""
-        if self._by_unqualified is None:
-            self._by_unqualified = {}
-            for path in self._known:
-                if path:
-                    self._by_unqualified.setdefault(_unqualified(path), []).append(path)
-        prefix = caller + "." if caller else ""
-        for name in (segment, ".".join(stripped)):
-            found = [
-                p for p in self._by_unqualified.get(name, ()) if p.startswith(prefix) and not self._skips_called(prefix, p, name)
-            ]
-            if found:
-                return min(found, key=lambda p: (p.count("."), p)).split(".")
-        return None
-
-    def _skips_called(self, prefix: str, path: str, name: str) -> bool:
-        """Whether reaching `path` from the caller skips a module the file's names show was called:
-        the exporter scopes every module it calls, so a skipped module is one reached through an
-        uncalled container (`self.model.decoder`), never one with a scope of its own (`attention`
-        in `/layer.0/attention/self/...` is no container `/layer.0/output/...` reaches through)."""
-        skipped = path[len(prefix) : len(path) - len(name) - 1]
-        if not skipped:
-            return False
-        parts = skipped.split(".")
-        return any(prefix + ".".join(parts[: end + 1]) in self._observed for end in range(len(parts)))
