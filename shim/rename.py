@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from shim.graphs import bodies, graphs_within
 from shim.scopes import Origin, graph_origins
+from tagger import graphs_within, subgraphs
 
 __all__ = ["RenameResult", "scope_names"]
 
@@ -98,7 +98,7 @@ class _State:
             for name in node.output:
                 if name and (rename_all or not name.startswith("/")) and name not in self.protected and name not in self.tensors:
                     self.tensors[name] = _unique(f"{origin.scope}/{name}", self.taken_tensors)
-            for body in bodies(node):
+            for body in subgraphs(node):
                 self.visit(body, default=origin.scope or "")
 
     def _name_nodes(self, graph: onnx.GraphProto, origins: list[Origin]) -> None:

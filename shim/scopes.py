@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from shim.graphs import dataflow
+from tagger import dataflow
 
 __all__ = ["Origin", "graph_origins", "scope_of_path"]
 

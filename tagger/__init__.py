@@ -4,7 +4,8 @@ Works on any ONNX file without torch: evidence (earlier tags, dynamo metadata, s
 tensor names, parameter names, graph structure), context inheritance, and a root fallback that
 is reported apart. Tags land in node `metadata_props` as `hierarchy.module`, `hierarchy.tag`
 and `hierarchy.source`; nothing else in the model changes (`tag_proto` tags a model in memory,
-`write_model` writes it back over its file atomically). `extract` cuts any module out of a
+`write_model` writes it back over its file atomically; `graphs_within`, `subgraphs` and
+`dataflow` walk a model's graphs and their dataflow, as the shim does). `extract` cuts any module out of a
 model as a runnable ONNX model; `module_nodes` lists a module's node names for onnxruntime's
 quantizers. `audit`, `diff` and `profile` look at many models, two versions of one, and where
 its time goes, by module; `numerics` at which module loses the accuracy after quantization or fp16.
@@ -32,6 +33,7 @@ _HOMES = {
     "tagger.commands.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.commands.extract.verify": ("Verification",),
     "tagger.model.modelio": ("write_model",),
+    "tagger.model.index": ("dataflow", "graphs_within", "subgraphs"),
     "tagger.commands.nodelist": ("ListedNode", "NodeList", "module_nodes"),
     "tagger.commands.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
     "tagger.commands.numerics.partition": ("Piece",),
@@ -79,15 +81,18 @@ __all__ = [
     "Verification",
     "VerificationFailed",
     "audit",
+    "dataflow",
     "diff",
     "extract",
     "extract_all",
+    "graphs_within",
     "module_nodes",
     "modules_at_depth",
     "numerics",
     "profile",
     "report",
     "retag",
+    "subgraphs",
     "tag_proto",
     "write_model",
 ]
