@@ -1142,3 +1142,19 @@ def test_a_parameter_name_nothing_reads_leaves_the_clones_alone():
     tree = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin", "enc.layers.1", "enc.layers.1.lin"])
     result = tag_model(model, tree=tree)
     assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin", "enc.layers.1.lin"]
+
+
+def test_a_mask_gathered_at_indices_built_from_a_shape_is_not_carried_into_the_shapes_module():
+    """CLIP's text model gathers its mask at positions computed from the embeddings' output shape:
+    the mask is the model's argument, the embeddings give it only a shape."""
+    nodes = [
+        ("Add", ["x", "emb.norm.bias"], ["e"], None),
+        ("Shape", ["e"], ["s"], None),
+        ("Gather", ["s", "index"], ["g"], {"axis": 0}),
+        ("Flatten", ["x"], ["f"], None),
+        ("Gather", ["f", "g"], ["m"], {"axis": 0}),
+        ("MatMul", ["e", "val_1"], ["a"], None),
+        ("Mul", ["a", "m"], ["y"], None),
+    ]
+    model = _model(nodes, ["emb.norm.bias"], ["val_1"], shapes={"index": 1})
+    assert _modules(model)[4] != "emb"

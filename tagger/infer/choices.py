@@ -97,7 +97,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     behind, ahead = _unnamed_leaves(state, labels)
     joined = _joins_ahead(state, labels, up)
     ahead = [a or j for a, j in zip(ahead, joined, strict=True)]
-    shapes = _shape_only(state, labels)
+    shapes = _shape_only(state, labels, up)
     for i, label in enumerate(labels):
         if label >= 0:
             continue
@@ -225,9 +225,10 @@ def _shape_chain(state: State, r: int, shapes: list[bool]) -> set[int]:
     return chain
 
 
-def _shape_only(state: State, labels: list[int]) -> list[bool]:
+def _shape_only(state: State, labels: list[int], up) -> list[bool]:
     """Per node, whether it reads its tagged producers only through their shape: a `Shape` or
-    `Size` op, or an untagged node computed from such ops and constants alone. A shape is read
+    `Size` op, or an untagged node computed from such ops, constants and values no tagged node
+    made (the model's arguments: a mask gathered at indices built from a shape). A shape is read
     wherever the value is held, after its producer's caller returned it as well as before
     (ALBERT builds its mask from the shape of its embeddings' output), so it says nothing of
     which module is still running."""
@@ -240,7 +241,8 @@ def _shape_only(state: State, labels: list[int]) -> list[bool]:
             found[i] = True
             continue
         computed = [j for j in g.writers[i] if not g.constant[j]]
-        found[i] = bool(computed) and all(found[j] for j in computed)
+        shaped = [j for j in computed if found[j]]
+        found[i] = bool(shaped) and all(found[j] or (labels[j] < 0 and not up[j]) for j in computed)
     return found
 
 
