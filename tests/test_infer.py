@@ -1158,3 +1158,18 @@ def test_a_mask_gathered_at_indices_built_from_a_shape_is_not_carried_into_the_s
     ]
     model = _model(nodes, ["emb.norm.bias"], ["val_1"], shapes={"index": 1})
     assert _modules(model)[4] != "emb"
+
+
+def test_a_node_between_one_list_entrys_last_leaf_and_the_next_entry_is_not_carried_into_the_first():
+    """nn.TransformerEncoderLayer ends with its norm2; what reads it before the next layer's
+    attention runs after the entry returned (the list's caller hands the value on): it is not
+    the first entry's."""
+    nodes = [
+        ("Add", ["x", "enc.layers.0.lin.bias"], ["a"], None),
+        ("Add", ["a", "enc.layers.0.norm2.bias"], ["n"], None),
+        ("Transpose", ["n"], ["t"], {"perm": [1, 0, 2]}),
+        ("Add", ["t", "enc.layers.1.attn.scale"], ["s"], None),
+        ("Add", ["s", "enc.layers.1.attn.out.bias"], ["y"], None),
+    ]
+    params = ["enc.layers.0.lin.bias", "enc.layers.0.norm2.bias", "enc.layers.1.attn.scale", "enc.layers.1.attn.out.bias"]
+    assert _modules(_model(nodes, params))[2] != "enc.layers.0"

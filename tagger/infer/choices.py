@@ -309,7 +309,8 @@ def _choose(
         returned = _handed_out(state, origins or (), caller)
         tail = tail or ((behind or shape_only) and nxt < 0)  # nothing named after: nothing says it runs on
         next_only = weighted or behind or returned or shape_only
-        if _still_open(state, caller, nxt, consumed, tail, next_only, own) and t.within(caller, bound):
+        ends_entry = own or t.leaf[module]  # the caller's own op, or its child leaf's output
+        if _still_open(state, caller, nxt, consumed, tail, next_only, own, ends_entry) and t.within(caller, bound):
             return caller, caller == bound
     if consumed and len(consumed) == 1 and not inside and not ahead:  # rule 5
         (module,) = consumed
@@ -331,7 +332,14 @@ def _handed_out(state: State, origins, caller: int) -> bool:
 
 
 def _still_open(
-    state: State, module: int, nxt: int, consumed, tail: bool = False, next_only: bool = False, own: bool = False
+    state: State,
+    module: int,
+    nxt: int,
+    consumed,
+    tail: bool = False,
+    next_only: bool = False,
+    own: bool = False,
+    ends_entry: bool = False,
 ) -> bool:
     """Whether `module` may still be running: the next tagged node is inside it, or the node's
     result goes no further than its caller (it is the module's own output). After the last
@@ -351,6 +359,8 @@ def _still_open(
     users = t.lca_all(consumed)
     if own and _leaves_its_list(state, module, users):
         return False
+    if ends_entry and _list_entry(state, module) and not t.within(users, module):
+        return False  # the next entry's: the list's caller hands the value from entry to entry
     return t.within(users, t.parent(module))
 
 
