@@ -32,7 +32,13 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      node reading a value its producer's caller has already handed out (a tagged node outside the
      caller reads it too): a module hands its caller only what it returns, so the node may read
      it after the return, in the caller's caller (BertModel takes the shape of its embeddings'
-     output to build the mask of a dynamic-shape export).
+     output to build the mask of a dynamic-shape export). Nor for a node reading its producer's
+     value only through its shape (a `Shape` and what is computed from it, beside values no
+     tagged node made): a shape is read wherever the value is held (ALBERT's and CLIP's masks,
+     built from their embeddings' output shape); a shape taken to reshape that same value goes
+     with the reshape (`_shapes_with_their_reshape`). Nor past a list entry's own op or its
+     leaf's output toward another entry of the list: the list's caller hands the value from
+     entry to entry (a node between nn.TransformerEncoderLayer's norm2 and the next layer).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
      mask) and whose nearest tagged consumers are one module that has already started (the next
      tagged node is inside it) prepares their input inside it (in its caller, if a leaf). A node
