@@ -64,7 +64,8 @@ class Dataflow:
     def down(self, labels: list[int]) -> tuple[list, list]:
         """The same for the nearest tagged consumers; a tagged constant looks on to its readers too."""
         constant = self.g.constant
-        return self._flow("down", labels, self.g.readers, lambda: [i for i in range(len(labels) - 1, -1, -1) if labels[i] < 0 or constant[i]])
+        needed = lambda: [i for i in range(len(labels) - 1, -1, -1) if labels[i] < 0 or constant[i]]  # noqa: E731
+        return self._flow("down", labels, self.g.readers, needed)
 
     def _flow(self, key: str, labels: list[int], links, visit) -> tuple[list, list]:
         """One direction's flow through untagged nodes only: `visit()` lists the nodes whose flow is

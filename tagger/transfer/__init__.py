@@ -28,13 +28,14 @@ def transfer_sources(
     """The sources for `--reference` and `--weights` (none when neither is given); `base_dir` is
     the tagged model's directory (its external data), None for a model only in memory. A bad
     reference or checkpoint raises `InputError` here, before any work."""
-    from tagger.transfer.reference import ReferenceSource
-    from tagger.transfer.weights import WeightsSource
-
     sources: list[ExternalSource] = []
-    if reference is not None:
+    if reference is not None:  # each imported only when asked for: a plain retag does not pay their imports
+        from tagger.transfer.reference import ReferenceSource
+
         sources.append(ReferenceSource(_path(reference, "reference"), base_dir))
     if weights is not None:
+        from tagger.transfer.weights import WeightsSource
+
         sources.append(WeightsSource(_path(weights, "weights"), base_dir))
     return sources
 
