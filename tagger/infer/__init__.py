@@ -78,7 +78,7 @@ def _steps() -> tuple[tuple[str, Steps], ...]:
 
 def _run(state: State) -> Inferred:
     steps = _steps()
-    decide = [(s.decide, s.may_decide) for kind, s in steps if kind == CERTAIN and s.decide is not None]
+    decide = [s.decide for kind, s in steps if kind == CERTAIN and s.decide is not None]
     sweeps = [s.sweep for kind, s in steps if kind == CERTAIN and s.sweep is not None]
     _facts_rounds(state, decide)
     if [sweep for sweep in sweeps if sweep(state)]:  # every sweep runs
@@ -107,27 +107,18 @@ def _facts_rounds(state: State, decide) -> None:
 
 def _facts_pass(state: State, decide) -> bool:
     """The certain rules on every untagged node (the first that decides wins); returns whether
-    anything was decided. `decide`: each rule's step with the nodes it may decide (`Steps.may_decide`):
-    a node no rule may decide is not looked at."""
+    anything was decided."""
     labels = state.labels
     up, up_origins = state.flow.up(labels)
     down, down_origins = state.flow.down(state.evidence)
     before, after = state.flow.neighbours(labels)
     flows = Flows(up, up_origins, down, down_origins)
-    rules = [(rule, may(state, flows) if may is not None else None) for rule, may in decide]
-    if all(mask is not None for _, mask in rules):
-        any_rule = list(map(any, zip(*[mask for _, mask in rules], strict=True)))
-        wanted = [i for i, label in enumerate(labels) if label < 0 and any_rule[i] and (before[i] >= 0 or after[i] >= 0)]
-    else:
-        wanted = [i for i, label in enumerate(labels) if label < 0 and (before[i] >= 0 or after[i] >= 0)]
     decided: dict[int, int] = {}
     writers, root = state.graph.writers, state.tree.root
-    for i in wanted:
+    for i in [i for i, label in enumerate(labels) if label < 0 and (before[i] >= 0 or after[i] >= 0)]:
         # only rule 3 reads the bound, and only for a node with two producers or more
         bound = bound_of(state, i, before, after, up, down) if len(writers[i]) > 1 else root
-        for rule, mask in rules:
-            if mask is not None and not mask[i]:
-                continue  # the rule would not decide it
+        for rule in decide:
             choice = rule(state, i, bound, flows)
             if choice is not None:
                 if choice >= 0:

@@ -41,9 +41,4 @@ def _combining(state: State, i: int, bound: int, up: list) -> int | None:
     return t.lca_all(sides) if len(sides) > 1 else None
 
 
-def _may_decide(state: State, flows: Flows) -> list[bool]:
-    """Inputs from two producers or more, and a flow up."""
-    return [up is not None and len(writers) > 1 for up, writers in zip(flows.up, state.graph.writers, strict=True)]
-
-
-STEPS = Steps(decide=decide, may_decide=_may_decide)
+STEPS = Steps(decide=decide)

@@ -69,8 +69,4 @@ def follow_users(state: State) -> None:
                 state.bounds[i] = users if state.certain[i] or bound < 0 else t.lca(bound, users)
 
 
-def _may_decide(state: State, flows: Flows) -> list[bool]:
-    return state.graph.constant
-
-
-STEPS = Steps(decide=decide, may_decide=_may_decide, settle=follow_users)
+STEPS = Steps(decide=decide, settle=follow_users)

@@ -257,16 +257,4 @@ def _after(state: State, fork: int, region: set[int]) -> set[int]:
     return found
 
 
-def _may_decide(state: State, flows: Flows) -> list[bool]:
-    """What `_inside_leaf` looks at: a reshape, a weighted op, or a flow up that has two nodes
-    or holds the one module of the flow down."""
-    g = state.graph
-    return [
-        op in RESHAPES
-        or weighted
-        or (up is not None and (len(origins) > 1 or (down is not None and len(down) == 1 and down <= up)))
-        for op, weighted, up, origins, down in zip(g.op, g.weighted, flows.up, flows.up_origins, flows.down, strict=True)
-    ]
-
-
-STEPS = Steps(decide=decide, may_decide=_may_decide, sweep=_diamonds)
+STEPS = Steps(decide=decide, sweep=_diamonds)

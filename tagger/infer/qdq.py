@@ -37,11 +37,4 @@ def _output_qdq(state: State, i: int) -> int | None:
     return producer if producer >= 0 else None
 
 
-_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
-
-
-def _may_decide(state: State, flows: Flows) -> list[bool]:
-    return [op in _QDQ for op in state.graph.op]
-
-
-STEPS = Steps(decide=decide, may_decide=_may_decide)
+STEPS = Steps(decide=decide)

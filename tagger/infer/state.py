@@ -70,8 +70,6 @@ class Steps:
     - `decide(state, i, bound, flows)`: a certain rule on one untagged node, in the repeated pass of
       rules 1-3 (the first rule that returns a module id, or `OPEN`, decides); `bound` is fact A's
       bound of a node with two producers or more (the root otherwise);
-    - `may_decide(state, flows)`: per node, whether `decide` may decide it (a superset, made for
-      every node in one comprehension: the pass calls `decide` only there);
     - `sweep(state)`: a certain rule on the whole graph once those passes settle; returns whether it
       decided anything (then the passes run again);
     - `choose(state, certain_labels)`: a choice on what the certain rules left open, given their labels;
@@ -79,7 +77,6 @@ class Steps:
     """
 
     decide: Callable[[State, int, int, Flows], int | None] | None = None
-    may_decide: Callable[[State, Flows], list[bool]] | None = None
     sweep: Callable[[State], bool] | None = None
     choose: Callable[[State, list[int]], None] | None = None
     settle: Callable[[State], None] | None = None
