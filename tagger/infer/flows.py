@@ -78,9 +78,17 @@ class Dataflow:
         origins: list = [None] * len(labels)
         single, tree = self._single, self.t
         for i in visit():
+            linked = links[i]
+            if len(linked) == 1:  # most nodes: the one link's flow as it is
+                j = linked[0]
+                if labels[j] >= 0:
+                    mods[i], origins[i] = single[labels[j]], (j,)
+                else:
+                    mods[i], origins[i] = mods[j], origins[j]
+                continue
             m: frozenset | None = None
             o: tuple | None = None
-            for j in links[i]:
+            for j in linked:
                 if labels[j] >= 0:
                     m2, o2 = single[labels[j]], (j,)
                 else:
