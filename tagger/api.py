@@ -78,12 +78,12 @@ def transfer_sources(
     """The sources for `reference` and `weights` (none when neither is given); `base_dir` is
     the tagged model's directory (its external data), None for a model only in memory. A bad
     reference or checkpoint raises `InputError` here, before any work."""
-    from tagger.transfer.weights import WeightsSource  # imported by the runs that use it
-
     sources: list[ExternalSource] = []
     if reference is not None:
         sources.append(reference_source(_path(reference, "reference"), base_dir))
-    if weights is not None:
+    if weights is not None:  # imported only by the runs that use it: a plain retag does not pay its imports
+        from tagger.transfer.weights import WeightsSource
+
         sources.append(WeightsSource(_path(weights, "weights"), base_dir))
     return sources
 

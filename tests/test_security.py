@@ -35,6 +35,30 @@ def _external_model(location: str) -> onnx.ModelProto:
     return model
 
 
+
+def _constant_outside(model: onnx.ModelProto, location: str) -> onnx.ModelProto:
+    """`model` with a `Constant` whose tensor attribute lies in external data at `location`: the
+    initializers' `location` entries no longer account for every `location` the file spells."""
+    value = onnx.helper.make_tensor("c", TensorProto.FLOAT, [4], [0.0] * 4)
+    value.ClearField("float_data")
+    value.data_location = TensorProto.EXTERNAL
+    value.external_data.add(key="location", value=location)
+    value.external_data.add(key="length", value="16")
+    model.graph.node.insert(0, onnx.helper.make_node("Constant", [], ["c"], name="/a/Constant", value=value))
+    return model
+
+
+def test_an_unsafe_location_in_a_node_attribute_is_refused_beside_safe_initializers(tmp_path):
+    """The locations are read from the initializers alone only when their entries are every
+    `location` the file's bytes spell (`modelio.external_locations`): a tensor attribute's is not missed."""
+    model_dir = tmp_path / "models" / "m"
+    model_dir.mkdir(parents=True)
+    (model_dir / "weights.bin").write_bytes(np.zeros(4, np.float32).tobytes())
+    path = model_dir / "model.onnx"
+    path.write_bytes(_constant_outside(_external_model("weights.bin"), "../../etc/passwd").SerializeToString())
+    with pytest.raises(InputError, match="unsafe external data location"):
+        retag(path, tmp_path / "out.onnx")
+
 @pytest.fixture
 def decoy(tmp_path) -> Path:
     """A secret file beside (not inside) the model directory `tmp_path/models/m`."""

@@ -181,10 +181,9 @@ def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
     """The nodes reading each parameter, in index order."""
     readers: dict[str, list[int]] = {}
     disjoint = owners.keys().isdisjoint  # one view for every node
-    for node_id, node in enumerate(index.views):
-        if disjoint(node.input):
-            continue
-        for name in dict.fromkeys(node.input):
+    views = index.views
+    for node_id in [i for i, view in enumerate(views) if not disjoint(view.input)]:  # a comprehension: most read none
+        for name in dict.fromkeys(views[node_id].input):
             if name in owners:
                 readers.setdefault(name, []).append(node_id)
     return readers

@@ -53,7 +53,9 @@ _OP_NAME_SUFFIX = re.compile(r"(_\d+)?(_output_\d+)?$")
 
 @functools.cache
 def _standard_op_types() -> frozenset[str]:
-    return frozenset(schema.name for schema in onnx.defs.get_all_schemas_with_history())
+    """Every op type the standard domains ever defined: each has a latest schema, and reading
+    those alone takes a tenth of the time of every version's (20 ms at start-up)."""
+    return frozenset(schema.name for schema in onnx.defs.get_all_schemas())
 
 
 def op_names(index: ModelIndex) -> frozenset[str]:
@@ -148,16 +150,14 @@ def _read_shared_modules(
 
 def _scopes(index: ModelIndex) -> tuple[set[str], list[tuple[int, str]]]:
     """Every scope in node and output names, and the nodes whose own name gives theirs."""
-    seen: set[str] = set()
+    views = index.views
+    seen = {output[: output.rfind("/") + 1] for view in views for output in view.output if "/" in output}
     named: list[tuple[int, str]] = []
-    for node_id, node in enumerate(index.views):
-        for output in node.output:
-            if "/" in output:
-                seen.add(output[: output.rfind("/") + 1])
+    for node_id in [i for i, view in enumerate(views) if "/" in view.name]:  # a comprehension: most names have none
+        node = views[node_id]
         name = node.name
-        if "/" in name:
-            scope = name[: name.rfind("/") + 1]
-            seen.add(scope)
-            if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
-                named.append((node_id, scope))
+        scope = name[: name.rfind("/") + 1]
+        seen.add(scope)
+        if name not in node.input and not ("_output_" in name and _borrowed(name, node.output)):
+            named.append((node_id, scope))
     return seen, named

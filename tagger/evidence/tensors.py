@@ -19,8 +19,9 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     (which let the module set observe every scope), sharing its scope cache."""
     found: dict[int, str] = {}
     cache = context.scope_modules
-    for node_id, node in enumerate(index.views):
-        for output in node.output:
+    views = index.views
+    for node_id in [i for i, view in enumerate(views) if "/" in "".join(view.output)]:  # a comprehension: most have none
+        for output in views[node_id].output:
             end = output.rfind("/")
             if end < 0:
                 continue

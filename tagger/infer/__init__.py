@@ -115,9 +115,7 @@ def _facts_pass(state: State, decide) -> bool:
     flows = Flows(up, up_origins, down, down_origins)
     decided: dict[int, int] = {}
     writers, root = state.graph.writers, state.tree.root
-    for i, label in enumerate(labels):
-        if label >= 0 or (before[i] < 0 and after[i] < 0):
-            continue
+    for i in [i for i, label in enumerate(labels) if label < 0 and (before[i] >= 0 or after[i] >= 0)]:
         # only rule 3 reads the bound, and only for a node with two producers or more
         bound = bound_of(state, i, before, after, up, down) if len(writers[i]) > 1 else root
         for rule in decide:

@@ -62,35 +62,45 @@ class Dataflow:
         """For each node, the labels (a frozenset) and the tagged nodes (a sorted tuple: a tenth of a
         frozenset's bytes, and nothing iterates them in an order that matters) that are its
         nearest tagged producers (computed again only when the labels changed since the last call)."""
-        graph = self.g
-        return self._flow("up", labels, graph.writers, range(len(labels)), lambda i: labels[i] >= 0 or not graph.writers[i])
+        writers = self.g.writers
+        return self._flow("up", labels, writers, lambda: [i for i, label in enumerate(labels) if label < 0 and writers[i]])
 
     def down(self, labels: list[int]) -> tuple[list, list]:
         """The same for the nearest tagged consumers; a tagged constant looks on to its readers too."""
         constant = self.g.constant
-        order = range(len(labels) - 1, -1, -1)
-        return self._flow("down", labels, self.g.readers, order, lambda i: labels[i] >= 0 and not constant[i])
+        needed = lambda: [i for i in range(len(labels) - 1, -1, -1) if labels[i] < 0 or constant[i]]  # noqa: E731
+        return self._flow("down", labels, self.g.readers, needed)
 
-    def _flow(self, key: str, labels: list[int], links, order, skip) -> tuple[list, list]:
-        """One direction's flow: nodes visited in `order` (every node after its `links`), through
-        untagged nodes only; `skip(i)`: a node whose own flow is not needed."""
+    def _flow(self, key: str, labels: list[int], links, visit) -> tuple[list, list]:
+        """One direction's flow through untagged nodes only: `visit()` lists the nodes whose flow is
+        needed, each after its `links` (a list made in one comprehension: a call per node to
+        test it costs more than the flow of most nodes)."""
         memo = self._flows.get(key)
         if memo is not None and memo[0] == labels:
             return memo[1]
         mods: list = [None] * len(labels)
         origins: list = [None] * len(labels)
         single, tree = self._single, self.t
-        for i in order:
-            if skip(i):
+        for i in visit():
+            linked = links[i]
+            if len(linked) == 1:  # most nodes: the one link's flow as it is
+                j = linked[0]
+                if labels[j] >= 0:
+                    mods[i], origins[i] = single[labels[j]], (j,)
+                else:
+                    mods[i], origins[i] = mods[j], origins[j]
                 continue
             m: frozenset | None = None
-            o: frozenset | None = None
-            for j in links[i]:
+            o: tuple | None = None
+            for j in linked:
                 if labels[j] >= 0:
                     m2, o2 = single[labels[j]], (j,)
                 else:
                     m2, o2 = mods[j], origins[j]
-                m, o = _union(m, m2, tree), _union_origins(o, o2)
+                if m is None and o is None:  # the first link's flow as it is (`_union` with nothing)
+                    m, o = m2, o2
+                else:
+                    m, o = _union(m, m2, tree), _union_origins(o, o2)
             mods[i], origins[i] = m, o
         self._flows[key] = (list(labels), (mods, origins))
         return mods, origins

@@ -72,14 +72,22 @@ def load_model_and_locations(path: str | os.PathLike) -> tuple[onnx.ModelProto, 
         raise InputError(f"not an ONNX model (no graph or no IR version): {file}")
     if model.ir_version >= 3 and not model.opset_import:  # the fields after the graph are gone
         raise InputError(f"not a complete ONNX model (no opset_import; truncated?): {file}")
-    locations = external_locations(model)
+    locations = external_locations(model, data)
     if locations:
         _check_external_data(locations, file.parent.resolve(), file)
     return model, locations
 
 
-def external_locations(model: onnx.ModelProto) -> set[str]:
-    """Every external data `location` the model refers to, as written in the file."""
+def external_locations(model: onnx.ModelProto, data: bytes | None = None) -> set[str]:
+    """Every external data `location` the model refers to, as written in the file. `data`: the
+    bytes it was parsed from, which spare the walk over every node where they show that nothing
+    else can refer to any (`_initializers_say_all`)."""
+    if data is not None and b"location" not in data:
+        return set()  # a key the file does not spell is in no entry
+    if data is not None:
+        found = _initializers_say_all(model, data)
+        if found is not None:
+            return found
     locations: set[str] = set()
     for tensor in _all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -87,6 +95,22 @@ def external_locations(model: onnx.ModelProto) -> set[str]:
                 if entry.key == "location":
                     locations.add(entry.value)
     return locations
+
+
+def _initializers_say_all(model: onnx.ModelProto, data: bytes) -> set[str] | None:
+    """The locations of the main graph's initializers, when their `location` entries account
+    for every `location` the file's bytes spell (each entry's key is its own 8 bytes of the
+    file, so no other tensor can have one); None when the bytes spell more (a tensor attribute,
+    a body's or a sparse initializer, or only a name: then every tensor is read)."""
+    locations: set[str] = set()
+    keys = 0
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                keys += 1
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    locations.add(entry.value)
+    return locations if keys >= data.count(b"location") else None
 
 
 def _all_tensors(model: onnx.ModelProto):

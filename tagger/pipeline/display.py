@@ -84,9 +84,14 @@ class TagFormatter:
 
 def _plain(module: str) -> str:
     """`encoder.layer.0.attention` -> `/encoder/layer.0/attention`: indices stay on their list."""
-    out: list[str] = []
-    for part in module.split(".") if module else []:
-        if part.isdigit() and out:
+    if not module:
+        return "/"
+    parts = module.split(".")
+    if not any(map(str.isdigit, parts)):
+        return "/" + "/".join(parts)  # no index: every part a segment
+    out = [parts[0]]
+    for part in parts[1:]:
+        if part.isdigit():
             out[-1] = f"{out[-1]}.{part}"
         else:
             out.append(part)

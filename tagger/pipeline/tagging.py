@@ -210,19 +210,18 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
     known = modules[ids.start : ids.stop]  # a graph's nodes are consecutive in the index
     inferred = labels.infer(index.views[ids.start : ids.stop], known, facts)
     bounds: dict[tuple[str, bool], Bound] = {}  # one immutable record per distinct bound (a model has few)
-    for k, (node_id, before, after) in enumerate(zip(ids, known, inferred.modules, strict=False)):
-        if before is None and after is not None:
-            while after in facts.sequences:
-                after = parent(after)
-            modules[node_id], sources[node_id] = after, "inherited"
-            bound = inferred.bounds[k]
-            while bound in facts.sequences:
-                bound = parent(bound)
-            key = (bound if bound is not None else after, inferred.certain[k])
-            record = bounds.get(key)
-            if record is None:
-                record = bounds[key] = Bound(*key)
-            labels.bounds[node_id] = record
+    callers = _Callers(facts.sequences)  # each distinct module's caller past module lists found once
+    found = inferred.modules
+    for k in [k for k, (before, after) in enumerate(zip(known, found, strict=False)) if before is None and after is not None]:
+        node_id = ids.start + k
+        after = callers[found[k]]
+        modules[node_id], sources[node_id] = after, "inherited"
+        bound = inferred.bounds[k]
+        key = (callers[bound] if bound is not None else after, inferred.certain[k])
+        record = bounds.get(key)
+        if record is None:
+            record = bounds[key] = Bound(*key)
+        labels.bounds[node_id] = record
     structural = _structural_module(scope, modules, labels.callers)
     if structural is None:
         return
@@ -230,6 +229,21 @@ def _resolve_graph(index: ModelIndex, scope: GraphScope, labels: _Labels) -> Non
     for node_id in ids:
         if modules[node_id] is None:
             modules[node_id], sources[node_id] = module, source
+
+
+class _Callers(dict):
+    """A module path, or its nearest ancestor that is no module list (a list runs no op), by path."""
+
+    def __init__(self, sequences: set[str]) -> None:
+        super().__init__()
+        self._sequences = sequences
+
+    def __missing__(self, path: str) -> str:
+        module = path
+        while module in self._sequences:
+            module = parent(module)
+        self[path] = module
+        return module
 
 
 def _structural_module(
