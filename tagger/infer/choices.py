@@ -365,7 +365,7 @@ def _still_open(
     users = t.lca_all(consumed)
     if own and _leaves_its_list(state, module, users):
         return False
-    if ends_entry and _list_entry(state, module) and not t.within(users, module):
+    if ends_entry and _list_entry(state, module) and _another_entry(state, module, users):
         return False  # the next entry's: the list's caller hands the value from entry to entry
     return t.within(users, t.parent(module))
 
@@ -374,6 +374,13 @@ def _list_entry(state: State, module: int) -> bool:
     """Whether `module` is an entry of a module list."""
     holder = state.tree.paths[module].rpartition(".")[0]
     return bool(holder) and state.tree.is_sequence(state.tree.id(holder))
+
+
+def _another_entry(state: State, entry: int, users: int) -> bool:
+    """Whether `users` lie in another entry of the list that holds `entry`."""
+    t = state.tree
+    holder = t.id(t.paths[entry].rpartition(".")[0])
+    return t.within(users, holder) and users != holder and not t.within(users, entry)
 
 
 def _leaves_its_list(state: State, module: int, users: int) -> bool:
