@@ -209,3 +209,31 @@ def test_a_list_entrys_weight_read_twice_is_told_apart_by_the_tree_and_said_to_b
     tags = [t["hierarchy.module"] for t in tags_of(onnx.load(tmp_path / "tagged.onnx"))]
     assert (tags[0], tags[2]) == ("enc.layers.0.lin", "enc.layers.1.lin")
     assert not any("read more than once" in note for note in report(path, modules=tree).notes)
+
+
+def test_the_trees_class_names_show_an_attention_whose_own_parameters_a_tool_folded_away(tmp_path):
+    """nn.MultiheadAttention applies its out_proj's weights itself; onnxslim folds the in_proj_bias
+    that would show it. The shim's map names the class: out_proj's Gemm is the attention's."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(1).normal(size=(4, 4)).astype(np.float32), "m.attn.out_proj.weight")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "val_1"], ["q"]),
+            helper.make_node("Gemm", ["q", "m.attn.out_proj.weight"], ["y"], transB=1),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight, numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "val_1")],
+    )
+    path = tmp_path / "mha.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    tree = tmp_path / "modules.json"
+    classes = {"": "Wrapper", "m": "Encoder", "m.attn": "MultiheadAttention", "m.attn.out_proj": "NonDynamicallyQuantizableLinear"}
+    tree.write_text(json.dumps(classes))
+    retag(path, output=tmp_path / "with_tree.onnx", modules=tree)
+    assert tags_of(onnx.load(tmp_path / "with_tree.onnx"))[1]["hierarchy.module"] == "m.attn"
+    retag(path, output=tmp_path / "without.onnx")
+    assert tags_of(onnx.load(tmp_path / "without.onnx"))[1]["hierarchy.module"] == "m.attn.out_proj"

@@ -60,6 +60,7 @@ from tagger.model.index import ModelIndex, graphs_within
 from tagger.model.paths import lca_all, parent
 
 SOURCE = "initializer"
+_ATTENTION_CLASS = "MultiheadAttention"
 __all__ = ["SOURCE", "attention_modules", "module_of_parameter", "parameter_owners", "propose"]
 
 _PARAMETER = re.compile(r"^[A-Za-z_]\w*(\.([A-Za-z_]\w*|\d+))+$")
@@ -90,13 +91,16 @@ def attention_modules(names: Iterable[str]) -> frozenset[str]:
     return frozenset(found)
 
 
-def parameter_owners(index: ModelIndex) -> dict[str, str]:
+def parameter_owners(index: ModelIndex, classes: dict[str, str] | None = None) -> dict[str, str]:
     """The module applying each initializer the file names by a parameter path, leaving out the
-    names derived from a tensor the graph computes or receives (see the module docstring)."""
+    names derived from a tensor the graph computes or receives (see the module docstring).
+    `classes`: the true tree's class names, where known: an `nn.MultiheadAttention` is one even
+    when a tool folded away the parameters that show it (onnxslim's `in_proj_bias`)."""
     computed: set[str] | None = None
     owners: dict[str, str] = {}
     shared: dict[str, str] = {}  # one copy of each owner: a module owns several parameters
     attentions = attention_modules(name for scope in index.graphs for name in scope.initializers)
+    attentions |= {path for path, name in (classes or {}).items() if name == _ATTENTION_CLASS}
     for scope in index.graphs:
         for name in scope.initializers:
             owner = module_of_parameter(name)
@@ -138,7 +142,7 @@ def _derived_from_tensor(name: str, tensors: set[str]) -> bool:
 
 def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     found: dict[int, str] = {}
-    owners = parameter_owners(index)
+    owners = parameter_owners(index, context.classes if context.tree_origin else None)
     for owner in dict.fromkeys(name.rpartition(".")[0] for name in owners):  # each a parameter path: `module_of_parameter`
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     readers = _readers(index, owners)
