@@ -20,6 +20,7 @@ from tagger.errors import InputError, OutputError, ParameterError, TaggerError, 
 from tagger.evidence import ExternalSource
 from tagger.model.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.pipeline.tagging import TaggingResult, tag_model
+from tagger.reporting.certainty import result_kinds
 from tagger.reporting.coverage_report import CoverageReport, build_report
 from tagger.transfer.module_tree import read_module_tree, tree_notes
 from tagger.writing.namespace import write_namespaces
@@ -54,6 +55,18 @@ def tag_proto(
     sources = transfer_sources(reference, weights, base)
     with _gc_paused():
         return _tag_proto(model, name, namespace, sources=sources, base_dir=base, tree=tree)
+
+
+def tag_proto_kinds(model: onnx.ModelProto, name: str = "") -> list[str]:
+    """Tag an in-memory model in place, as `tag_proto` does, and return every node's kind (direct,
+    certain, chosen, fallback; `tagger.model.index` order): a caller that also reports kinds
+    (`extract`) then does not tag the model a second time to learn them (twice the time and the
+    peak memory at 100k nodes)."""
+    base = Path(name).parent if name and Path(name).is_file() else None
+    with _gc_paused():
+        result, _ = _tag_checked(model, (), base)
+        write_tags(result.index.nodes, result.index.views, result.assignments)
+        return result_kinds(result)
 
 
 @contextlib.contextmanager

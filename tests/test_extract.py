@@ -340,3 +340,24 @@ def test_the_summary_counts_chosen_nodes_inside_and_at_the_boundary(module, buil
 def test_an_export_with_scoped_names_extracts_without_a_note_on_choices(built_cases, tmp_path):
     result = extract(built_cases[("bert", "torchscript", "none")].path, module="m.encoder.layer.0", output=tmp_path / "l.onnx")
     assert (result.chosen, result.boundary_chosen) == (0, 0) and "note:" not in result.summary()
+
+
+def test_an_untagged_model_is_tagged_once_for_its_cut_and_its_report(built_cases, tmp_path, monkeypatch):
+    """The kinds the report counts come from the tagging the cut used: deciding them again tagged
+    the whole model twice (twice the time and the peak memory of a 100k-node graph)."""
+    import tagger.api
+    import tagger.reporting.certainty
+    from tagger.pipeline import tagging
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return tagging.tag_model(*args, **kwargs)
+
+    monkeypatch.setattr(tagger.api, "tag_model", counted)
+    monkeypatch.setattr(tagger.reporting.certainty, "tag_model", counted)
+    path = built_cases[("bert", "dynamo", "strip_all")].path
+    result = extract(path, module="m.encoder.layer.0", output=tmp_path / "cut.onnx")
+    assert result.chosen + result.boundary_chosen > 0
+    assert len(calls) == 1

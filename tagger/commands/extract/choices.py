@@ -69,8 +69,10 @@ def _kinds(src: Source) -> list[str]:
 
 def _kinds_by_graph(root: Source) -> dict[_GraphKey, list[str]]:
     index = build_index(root.model)
-    found = [tags_of(view.metadata) or ("", "", "") for view in index.views]
-    kinds = file_kinds(root.model, found, base_dir=root.path.parent)
+    kinds = root.node_kinds
+    if kinds is None:  # the file came tagged: its inherited tags are decided again once
+        found = [tags_of(view.metadata) or ("", "", "") for view in index.views]
+        kinds = file_kinds(root.model, found, base_dir=root.path.parent)
     keys: dict[int, _GraphKey] = {}
     by_graph: dict[_GraphKey, list[str]] = {}
     for graph_id, scope in enumerate(index.graphs):  # an owner's graph is indexed before its bodies

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from tagger.api import tag_proto
+from tagger.api import tag_proto_kinds
 from tagger.commands.extract.types import TensorTypes
 from tagger.model.index import STANDARD_DOMAINS, graphs_within, may_own_bodies, subgraphs
 from tagger.model.keys import read_entries, read_tags, tags_of
@@ -62,6 +62,8 @@ class Source:
     """Node position -> its bodies as sources, built on first use (`tagger.commands.extract.body.body_sources`)."""
     kinds: dict[tuple[tuple[int, str], ...], list[str]] | None = None
     """The root source's nodes by kind per graph, decided on first use (`tagger.commands.extract.choices`)."""
+    node_kinds: list[str] | None = None
+    """Every node's kind (index order) when this run tagged the model: known, not decided again."""
 
     @property
     def nodes(self):
@@ -72,9 +74,10 @@ def load_source(path: str | os.PathLike) -> Source:
     source = Path(path)
     model, locations = load_model_and_locations(source)
     retagged = any(read_tags(node.metadata_props) is None for graph in graphs_within(model.graph) for node in graph.node)
-    if retagged:
-        tag_proto(model, source.name)
-    return make_source(model, source, locations, retagged)
+    kinds = tag_proto_kinds(model, source.name) if retagged else None
+    found = make_source(model, source, locations, retagged)
+    found.node_kinds = kinds
+    return found
 
 
 def make_source(model: onnx.ModelProto, path: Path, locations: set[str], retagged: bool, body: Body | None = None) -> Source:
