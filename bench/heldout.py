@@ -34,6 +34,7 @@ from bench import cases, metrics
 from bench.docs import ROOT, publish
 from tagger import tag_proto
 from tagger.pipeline.tagging import tag_model
+from tagger.reporting.certainty import kind_of
 
 __all__ = ["FAMILIES", "HeldOut", "Row", "run"]
 
@@ -320,6 +321,9 @@ class WrongNode:
     source: str
     bound: str | None
     inputs: list[str]
+    certain: bool = False
+    """Whether the tagger states this tag as known: direct evidence, or inferred with certainty
+    (`tagger.reporting.certainty`): the worst kind of wrong tag, since nothing marks it as a guess."""
 
 
 @dataclass
@@ -333,6 +337,10 @@ class Row:
     invented: Counter[str] = field(default_factory=Counter)
     wrong: list[WrongNode] = field(default_factory=list)
     failure: str = ""
+
+    def certain_wrong(self) -> int:
+        """Wrong nodes (truth known, tag not it nor an ancestor) whose tag is stated as known."""
+        return sum(w.certain for w in self.wrong if w.truth is not None and not metrics.is_sound(w.tag, w.truth))
 
     def top_wrong(self, k: int = 3) -> str:
         wrong = [w for w in self.wrong if w.truth is not None and not metrics.is_sound(w.tag, w.truth)]
@@ -363,7 +371,8 @@ def score_row(name: str, exporter: str, init: str, degradation: str, work: Path,
         if invented or (i in truth and not metrics.is_sound(tag, truth[i])):
             source = next((p.value for p in node.metadata_props if p.key == _SOURCE_KEY), "-")
             bound = bounds[i].bound if i in bounds else None
-            row.wrong.append(WrongNode(i, node.op_type, node.name, truth.get(i), tag, source, bound, list(node.input)))
+            certain = kind_of(source, i in bounds and bounds[i].certain) in ("direct", "certain")
+            row.wrong.append(WrongNode(i, node.op_type, node.name, truth.get(i), tag, source, bound, list(node.input), certain))
     return row
 
 
@@ -393,8 +402,9 @@ def _line(row: Row) -> str:
 def _summary(rows: list[Row]) -> str:
     """Per exporter x degradation x init: mean exact, mean best, worst wrong (family), invented nodes."""
     lines = [
-        "| exporter | degradation | init | rows | mean exact | mean best | worst wrong (family) | invented nodes |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| exporter | degradation | init | rows | mean exact | mean best | worst wrong (family) | wrong nodes stated as known "
+        "| invented nodes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for exporter in EXPORTERS:
         for degradation in DEGRADATIONS:
@@ -407,11 +417,12 @@ def _summary(rows: list[Row]) -> str:
                 best = sum(r.metrics.best for r in good) / len(good)
                 worst = max(good, key=lambda r: (r.metrics.wrong - r.metrics.folded, r.metrics.wrong))
                 invented = sum(sum(r.invented.values()) for r in good)
+                stated = sum(r.certain_wrong() for r in good)
                 failed = len(group) - len(good)
                 lines.append(
                     f"| {exporter} | {degradation} | {init} | {len(good)}{f' (+{failed} failed)' if failed else ''} "
                     f"| {100 * exact:.1f}% | {100 * best:.1f}% "
-                    f"| {metrics.wrong_cell(worst.metrics)} ({worst.family}) | {invented} |"
+                    f"| {metrics.wrong_cell(worst.metrics)} ({worst.family}) | {stated} | {invented} |"
                 )
     return "\n".join(lines)
 
@@ -440,7 +451,10 @@ the export's own scope; *sound* the tag is the truth or an ancestor; *wrong* = 1
 *(x% folded)* the part of it that is a weighted op the exporter folded a sibling module into (a
 BatchNorm into its Conv: the node computes both, either is its truth);
 *best* the tag is the deepest ancestor of the truth the file still names; *reachable* the truth
-itself is named. *Invented*: nodes tagged with a module that is no `named_modules()` path of the
+itself is named. *Wrong nodes stated as known*: wrong tags the tagger marks direct or certain
+(not a choice), the worst kind: nothing in the report says they are guesses (the exporter's
+folded BatchNorm counts here, and so do a fresh nn.TransformerEncoder's merged clones, which only
+the module tree tells apart: `--modules`). *Invented*: nodes tagged with a module that is no `named_modules()` path of the
 exported module. ort_optimizer uses model type `bert` for encoders, `gpt2` for decoders, `bart`
 for BART (num_heads 2, hidden 32)."""
 
