@@ -50,7 +50,7 @@ def tag_proto(
     `name` when that is the path of its file. `modules` (a file of the model's `named_modules()`
     paths, `tagger.transfer.module_tree`) checks every module name against the real tree.
     """
-    base = Path(name).parent if name and Path(name).is_file() else None
+    base = _base_dir(name)
     tree = _tree(modules)
     sources = transfer_sources(reference, weights, base)
     with _gc_paused():
@@ -62,11 +62,16 @@ def tag_proto_kinds(model: onnx.ModelProto, name: str = "") -> list[str]:
     certain, chosen, fallback; `tagger.model.index` order): a caller that also reports kinds
     (`extract`) then does not tag the model a second time to learn them (twice the time and the
     peak memory at 100k nodes)."""
-    base = Path(name).parent if name and Path(name).is_file() else None
+    base = _base_dir(name)
     with _gc_paused():
         result, _ = _tag_checked(model, (), base)
         write_tags(result.index.nodes, result.index.views, result.assignments)
         return result_kinds(result)
+
+
+def _base_dir(name: str) -> Path | None:
+    """Where a model's external data lies: beside `name` when that is the path of its file."""
+    return Path(name).parent if name and Path(name).is_file() else None
 
 
 @contextlib.contextmanager

@@ -72,12 +72,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tagger.infer.flows import bound as bound_of
-from tagger.infer.graph import RESHAPES
+from tagger.infer.graph import RESHAPES, SHAPE_READS
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
-
-_SHAPE_READS = frozenset({"Shape", "Size"})
 
 
 @dataclass
@@ -224,7 +222,7 @@ def _shape_chain(state: State, r: int, shapes: list[bool]) -> set[int]:
         if not shapes[j]:
             return set()
         chain.add(j)
-        if g.op[j] not in _SHAPE_READS:
+        if g.op[j] not in SHAPE_READS:
             frontier.extend(g.writers[j])
         elif g.nodes[j].input[0] != data:
             return set()
@@ -243,7 +241,7 @@ def _shape_only(state: State, labels: list[int], up) -> list[bool]:
     for i, label in enumerate(labels):
         if label >= 0:
             continue
-        if g.op[i] in _SHAPE_READS:
+        if g.op[i] in SHAPE_READS:
             found[i] = True
             continue
         computed = [j for j in g.writers[i] if not g.constant[j]]

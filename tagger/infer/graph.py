@@ -15,10 +15,13 @@ import onnx
 from tagger.model.contrib import CONTRIB_DOMAIN
 from tagger.model.index import NodeView
 
-__all__ = ["NORMS", "PRODUCTS", "RESHAPES", "SAME_SHAPE", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
+__all__ = ["NORMS", "PRODUCTS", "RESHAPES", "SAME_SHAPE", "SHAPE_READS", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
 
 _ORDERED_SHARE = 0.3
 RESHAPES = frozenset({"Reshape", "Flatten"})
+SHAPE_READS = frozenset({"Shape", "Size"})
+"""Ops that read only their input's shape: any module holding a value may read it, so such a
+read is no computation of the value's module (rules 2 and 4)."""
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
 """Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
 but applies no weight)."""

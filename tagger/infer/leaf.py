@@ -27,16 +27,13 @@ converging into a leaf (`_diamonds`) is a `sweep` over every call of every leaf,
 
 from __future__ import annotations
 
-from tagger.infer.graph import PRODUCTS, RESHAPES, SAME_SHAPE, WEIGHTED_OPS
+from tagger.infer.graph import PRODUCTS, RESHAPES, SAME_SHAPE, SHAPE_READS, WEIGHTED_OPS
 from tagger.infer.state import Flows, State, Steps
 
 __all__ = ["STEPS"]
 
 _LEAF_REACH = 64
 _GEMM_CHAIN = 8
-_SHAPE_READS = frozenset({"Shape", "Size"})
-"""Ops that read only their input's shape: any module holding a value may read it (a reshape to
-`x.shape[0], -1`), so a branch through one is no fork of the leaf's computation."""
 
 
 def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
@@ -217,7 +214,7 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
         return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
     entries = {w for r in region for w in g.writers[r]}
     inside = region | members
-    forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in inside and g.op[k] not in _SHAPE_READS) >= 2]
+    forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in inside and g.op[k] not in SHAPE_READS) >= 2]
     if not forks:
         return set()
     fork = max(forks)
