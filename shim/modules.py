@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 
-import onnx
 import torch
+
+from tagger import write_module_map
 
 __all__ = ["MODULES_KEY", "module_classes", "write_module_map", "write_modules"]
 
 MODULES_KEY = "hierarchy.modules"
+"""The key of the entry (`tagger.writing.module_map` writes it)."""
 
 
 def module_classes(model: object) -> dict[str, str] | None:
@@ -32,17 +34,6 @@ def _class_name(module: torch.nn.Module) -> str:
     if isinstance(module, torch.jit.ScriptModule) and isinstance(getattr(module, "original_name", None), str):
         return module.original_name
     return type(module).__qualname__
-
-
-def write_module_map(model: onnx.ModelProto, classes: dict[str, str]) -> None:
-    """Set the `hierarchy.modules` entry of `model` (replacing an earlier one, others untouched)."""
-    text = json.dumps(classes, sort_keys=False)
-    for prop in model.metadata_props:
-        if prop.key == MODULES_KEY:
-            prop.value = text
-            return
-    entry = model.metadata_props.add()
-    entry.key, entry.value = MODULES_KEY, text
 
 
 def write_modules(model: torch.nn.Module, path: str) -> None:

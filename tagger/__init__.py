@@ -33,6 +33,7 @@ _HOMES = {
     "tagger.commands.extract": ("ExtractAllReport", "ExtractReport", "TensorSpec", "extract", "extract_all", "modules_at_depth"),
     "tagger.commands.extract.verify": ("Verification",),
     "tagger.model.modelio": ("write_model",),
+    "tagger.writing.module_map": ("write_module_map",),
     "tagger.model.index": ("dataflow", "graphs_within", "subgraphs"),
     "tagger.commands.nodelist": ("ListedNode", "NodeList", "module_nodes"),
     "tagger.commands.numerics": ("ModuleNumerics", "NumericsReport", "numerics"),
@@ -95,6 +96,7 @@ __all__ = [
     "subgraphs",
     "tag_proto",
     "write_model",
+    "write_module_map",
 ]
 
 

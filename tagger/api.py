@@ -18,11 +18,13 @@ import onnx
 
 from tagger.errors import InputError, OutputError, ParameterError, TaggerError, param
 from tagger.evidence import ExternalSource
+from tagger.model.keys import MODULE_MAP_KEY
 from tagger.model.modelio import check_output_path, default_output, load_model, load_model_and_locations, save_model, save_text
 from tagger.pipeline.tagging import TaggingResult, tag_model
 from tagger.reporting.certainty import result_kinds
 from tagger.reporting.coverage_report import CoverageReport, build_report
 from tagger.transfer.module_tree import read_module_tree, tree_notes
+from tagger.writing.module_map import record_module_tree
 from tagger.writing.namespace import write_namespaces
 from tagger.writing.validate import check_index, diagnose
 from tagger.writing.write import write_tags
@@ -167,6 +169,8 @@ def _tag_proto(
     changed = write_tags(result.index.nodes, result.index.views, result.assignments)
     if namespaced:
         notes.append(f"wrote Model Explorer's namespace on {namespaced} nodes")
+    if record_module_tree(model, result.context.tree):
+        notes.append(f"recorded the module tree the names were checked against in the model's {MODULE_MAP_KEY} entry")
     return build_report(result, name, notes, changed, output, inferred, _given(sources))
 
 

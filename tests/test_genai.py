@@ -279,3 +279,26 @@ def test_builder_slices_of_a_fused_checkpoint_tensor(rng, tmp_path, int4):
     assert tags[f"/model/layers.0/attn/o_proj/{suffix}"] == "model.layers.0.self_attn.o_proj"
     assert tags["/model/layers.0/attn/GroupQueryAttention"] == "model.layers.0.self_attn"
     assert tags["/model/layers.0/input_layernorm/LayerNorm"] == "model.layers.0.input_layernorm"
+
+
+def test_a_file_tagged_with_weights_is_read_back_against_the_tree_its_names_were_checked_against(tmp_path, capsys):
+    """`retag --weights` records the checkpoint's tree in the file (`hierarchy.modules`): `report`
+    and `tree` of the tagged file, which decide its inherited tags again without the checkpoint,
+    then reject the builder's names as the retag did (they showed `model.attn_mask_reformat` as a
+    direct module before), and a second retag writes the same bytes."""
+    from tagger import report, retag
+    from tagger.cli import main
+
+    first = tmp_path / "tagged.onnx"
+    retag(DATA / "llama-fp32-fused.onnx", output=first, weights=DATA / "model.safetensors")
+    written = onnx.load(str(first))
+    assert "hierarchy.modules" in {prop.key for prop in written.metadata_props}
+    again = report(first)
+    assert set(again.modules) <= true_modules(), set(again.modules) - true_modules()
+    assert any("checked against the model's hierarchy.modules map" in note for note in again.notes)
+    assert main(["tree", str(first)]) == 0
+    shown = capsys.readouterr().out
+    assert "attn_mask_reformat" not in shown and "constant_nodes" not in shown
+    second = tmp_path / "retagged.onnx"
+    retag(first, output=second)
+    assert second.read_bytes() == first.read_bytes()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from tagger.model.index import ModelIndex
+from tagger.model.keys import MODULE_MAP_KEY
 from tagger.model.paths import ModuleSet
 
 __all__ = [
@@ -67,7 +68,6 @@ words (`tagger.transfer.weights`)."""
 PRECEDENCE = tuple(name for name, _, _ in REGISTRY) + EXTERNAL
 RUN_ORDER = tuple(name for name, _, _ in sorted(REGISTRY, key=lambda entry: entry[2]))
 """`tag, metadata, initializer, name, tensor`: teachers first, each phase in precedence order."""
-MODULE_MAP_KEY = "hierarchy.modules"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +127,9 @@ class Context:
     """Set once by the initializer source, which runs before every source that reads it."""
     tree_origin: str | None = None
     """Where the true module tree came from (`adopt_tree`); None: the file's names are unchecked."""
+    tree: dict[str, str | None] | None = None
+    """The true module tree as adopted (path -> class name or None), recorded in the tagged file
+    (`tagger.writing.module_map`)."""
     unknown_claims: Counter[str] = field(default_factory=Counter)
     """Claimed module paths outside the true tree -> how many nodes claimed each (not written)."""
 
@@ -135,6 +138,7 @@ class Context:
         self.modules.adopt(tree)
         self.classes.update({path: name for path, name in tree.items() if name is not None})
         self.tree_origin = origin
+        self.tree = dict(tree)
 
 
 def build_context(index: ModelIndex, base_dir: Path | None = None, tree: dict[str, str | None] | None = None) -> Context:
@@ -153,14 +157,15 @@ def build_context(index: ModelIndex, base_dir: Path | None = None, tree: dict[st
 
 
 def read_module_map(text: str) -> dict[str, str | None] | None:
-    """The shim's `hierarchy.modules` entry as path -> class name; None when it is no such map."""
+    """The `hierarchy.modules` entry as path -> class name (None: a path whose class nobody knew,
+    as in a tree the tagger recorded from a checkpoint); None when it is no such map."""
     try:
         mapping = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(mapping, dict):
         return None
-    return {path: name for path, name in mapping.items() if isinstance(path, str) and isinstance(name, str)}
+    return {path: name for path, name in mapping.items() if isinstance(path, str) and isinstance(name, str | None)}
 
 
 def _within_tree(proposals: dict[str, dict[int, str]], context: Context) -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "CLASS_HIERARCHY_KEY",
     "DIRECT_SOURCES",
     "MODULE_KEY",
+    "MODULE_MAP_KEY",
     "NAME_SCOPES_KEY",
     "OWNED_KEYS",
     "READ_KEYS",
@@ -25,6 +26,8 @@ MODULE_KEY = "hierarchy.module"
 TAG_KEY = "hierarchy.tag"
 SOURCE_KEY = "hierarchy.source"
 OWNED_KEYS = (MODULE_KEY, TAG_KEY, SOURCE_KEY)
+MODULE_MAP_KEY = "hierarchy.modules"
+"""The model-level entry: module path -> class name (`tagger.writing.module_map`)."""
 
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"

@@ -2,7 +2,9 @@
 
 Guarantees:
 1. Only `hierarchy.module`, `hierarchy.tag` and `hierarchy.source` entries of node
-   `metadata_props` change; removing them from the output gives the input back byte for byte.
+   `metadata_props` change; removing them from the output gives the input back byte for byte
+   (`tagger.api` may add one model-level entry, the `hierarchy.modules` tree the names were
+   checked against: `tagger.writing.module_map`).
 2. Existing tag entries are updated where they stand, missing ones appended in a fixed order,
    so retagging a tagged model gives identical bytes; a second entry of one key (another tool
    appended it) is removed, so every node carries each key exactly once.

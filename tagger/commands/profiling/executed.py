@@ -57,8 +57,8 @@ import onnx
 
 from tagger.commands.nodetags import ModelTags, model_tags
 from tagger.errors import InputError, ParameterError
-from tagger.evidence import EXTERNAL, MODULE_MAP_KEY, read_module_map
-from tagger.model.keys import READ_KEYS
+from tagger.evidence import EXTERNAL, read_module_map
+from tagger.model.keys import MODULE_MAP_KEY, READ_KEYS
 from tagger.model.paths import lca_all
 
 __all__ = [
