@@ -36,7 +36,7 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      value only through its shape (a `Shape` and what is computed from it, beside values no
      tagged node made): a shape is read wherever the value is held (ALBERT's and CLIP's masks,
      built from their embeddings' output shape); a shape taken to reshape that same value goes
-     with the reshape (`_shapes_with_their_reshape`). Nor past a list entry's own op or its
+     with the reshape (`shape_reads.shapes_with_their_reshape`). Nor past a list entry's own op or its
      leaf's output toward another entry of the list: the list's caller hands the value from
      entry to entry (a node between nn.TransformerEncoderLayer's norm2 and the next layer).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
@@ -71,8 +71,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tagger.infer import shape_reads
 from tagger.infer.flows import bound as bound_of
-from tagger.infer.graph import RESHAPES, SHAPE_READS
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
@@ -101,7 +101,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     behind, ahead = _unnamed_leaves(state, labels)
     joined = _joins_ahead(state, labels, up)
     ahead = [a or j for a, j in zip(ahead, joined, strict=True)]
-    shapes = _shape_only(state, labels, up)
+    shapes = shape_reads.shape_only(state, labels, up)
     for i, label in enumerate(labels):
         if label >= 0:
             continue
@@ -116,7 +116,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
             if _moved_and_shared(state, memo, i, before, after, down[i], users[i]):
                 result[i] = module = _holder_of_all(state, memo, labels)
             state.bounds[i], state.certain[i] = t.root, module == t.root
-    _shapes_with_their_reshape(state, result, shapes)
+    shape_reads.shapes_with_their_reshape(state, result, shapes)
     state.labels[:] = result
 
 
@@ -190,66 +190,6 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     )
 
 
-def _shapes_with_their_reshape(state: State, result: list[int], shapes: list[bool]) -> None:
-    """A shape taken of a value only to reshape that same value (`x.view(x.size(0), -1)`,
-    `x.flatten(2)` of a dynamic-shape export) is computed in the statement that reshapes it: it
-    goes with the reshape, as a choice. A shape read for anything else (a mask built from the
-    embeddings' output shape) stays where rules 4-6 left it."""
-    g, t = state.graph, state.tree
-    for r in range(len(result)):
-        if g.op[r] not in RESHAPES or result[r] < 0 or len(g.nodes[r].input) < 2:
-            continue
-        chain = _shape_chain(state, r, shapes)
-        if not chain:
-            continue
-        for j in sorted(chain, reverse=True):
-            if all(k == r or k in chain for k in g.readers[j]) and t.within(result[r], state.bounds[j]):
-                if result[j] != result[r]:
-                    result[j], state.certain[j] = result[r], False
-
-
-def _shape_chain(state: State, r: int, shapes: list[bool]) -> set[int]:
-    """The shape-only nodes that compute reshape `r`'s target shape, when every shape they read
-    is of the value `r` reshapes (empty otherwise)."""
-    g = state.graph
-    data = g.nodes[r].input[0]
-    chain: set[int] = set()
-    frontier = [w for w in g.writers[r] if data not in g.nodes[w].output]
-    while frontier:
-        j = frontier.pop()
-        if j in chain or g.constant[j]:
-            continue
-        if not shapes[j]:
-            return set()
-        chain.add(j)
-        if g.op[j] not in SHAPE_READS:
-            frontier.extend(g.writers[j])
-        elif g.nodes[j].input[0] != data:
-            return set()
-    return chain
-
-
-def _shape_only(state: State, labels: list[int], up) -> list[bool]:
-    """Per node, whether it reads its tagged producers only through their shape: a `Shape` or
-    `Size` op, or an untagged node computed from such ops, constants and values no tagged node
-    made (the model's arguments: a mask gathered at indices built from a shape). A shape is read
-    wherever the value is held, after its producer's caller returned it as well as before
-    (ALBERT builds its mask from the shape of its embeddings' output), so it says nothing of
-    which module is still running."""
-    g = state.graph
-    found = [False] * len(labels)
-    for i, label in enumerate(labels):
-        if label >= 0:
-            continue
-        if g.op[i] in SHAPE_READS:
-            found[i] = True
-            continue
-        computed = [j for j in g.writers[i] if not g.constant[j]]
-        shaped = [j for j in computed if found[j]]
-        found[i] = bool(shaped) and all(found[j] or (labels[j] < 0 and not up[j]) for j in computed)
-    return found
-
-
 def _joins_ahead(state: State, labels: list[int], up) -> list[bool]:
     """Per untagged node, whether an untagged join lies between it and its nearest tagged
     consumers: a node whose nearest tagged producers are two modules or more (fact C: it belongs
@@ -300,7 +240,7 @@ def _choose(
 ) -> tuple[int, bool]:
     """Rules 4-6 for one node; `leaves`: whether an unnamed leaf's weighted op lies behind it
     and ahead of it (`_unnamed_leaves`); `origins`: its nearest tagged producers; `shape_only`:
-    whether it reads them only through their shape (`_shape_only`)."""
+    whether it reads them only through their shape (`shape_reads.shape_only`)."""
     behind, ahead = leaves
     t = state.tree
     inside = [m for m in produced if t.within(m, bound)] if produced else []
