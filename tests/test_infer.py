@@ -1056,22 +1056,25 @@ def test_a_shape_taken_to_reshape_the_same_value_goes_with_the_reshape():
     assert _modules(model)[1:4] == ["emb.patch"] * 3
 
 
-def _two_layers_reading_one_weight() -> onnx.ModelProto:
+def _two_layers_reading_one_weight(fresh: bool = True) -> onnx.ModelProto:
     """Two list entries whose equal weights the exporter kept once, named after the first
-    (`copy.deepcopy` clones of a fresh layer): each reads `enc.layers.0.lin.weight`."""
+    (`copy.deepcopy` clones of a fresh layer): each reads `enc.layers.0.lin.weight`. `fresh`: the
+    file also shows its untrained init, a zero bias of every entry merged into one constant
+    (`enc.layers.0.lin.bias`, read by both); without it the weights look trained."""
     weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "enc.layers.0.lin.weight")
+    bias = np.zeros(4, np.float32) if fresh else np.random.default_rng(1).normal(size=4).astype(np.float32)
     nodes = [
         helper.make_node("MatMul", ["x", "enc.layers.0.lin.weight"], ["a"]),
-        helper.make_node("Relu", ["a"], ["r"]),
-        helper.make_node("MatMul", ["r", "enc.layers.0.lin.weight"], ["b"]),
-        helper.make_node("Relu", ["b"], ["y"]),
+        helper.make_node("Add", ["a", "enc.layers.0.lin.bias"], ["a2"]),
+        helper.make_node("MatMul", ["a2", "enc.layers.0.lin.weight"], ["b"]),
+        helper.make_node("Add", ["b", "enc.layers.0.lin.bias"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [weight],
+        [weight, numpy_helper.from_array(bias, "enc.layers.0.lin.bias")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -1082,13 +1085,28 @@ def test_clones_merged_into_the_first_entrys_names_are_told_apart_by_the_module_
     assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin", "enc.layers.1.lin"]
 
 
-def test_without_a_tree_or_with_one_entry_a_weight_read_twice_is_one_module_called_again():
-    """ALBERT's shared layer reads its weights once per call; without the tree, or when the list
-    holds one entry, the name stands for every read."""
+def test_a_tree_whose_list_holds_one_entry_says_a_weight_read_twice_is_one_module_called_again():
+    """ALBERT's shared layer reads its weights once per call: a list of one entry in the tree is
+    one module, and its name stands for every read."""
     one_entry = dict.fromkeys(["", "enc", "enc.layers", "enc.layers.0", "enc.layers.0.lin"])
-    for tree in (None, one_entry):
-        result = tag_model(_two_layers_reading_one_weight(), tree=tree)
-        assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2
+    result = tag_model(_two_layers_reading_one_weight(), tree=one_entry)
+    assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2
+
+
+def test_without_a_tree_an_untrained_list_entrys_weight_read_again_names_the_outermost_list():
+    """Without the tree, in an untrained file a second read is a clone's (`enc.layers.1.lin`) or the
+    same module called again (`enc.layers.0.lin`): the first read keeps the entry, later ones name
+    the list holding both, `enc.layers` - shallow for either truth, wrong for neither."""
+    result = tag_model(_two_layers_reading_one_weight())
+    assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin", "enc.layers"]
+    assert result.assignments[2].source == "initializer"
+
+
+def test_without_a_tree_a_trained_list_entrys_weight_read_again_is_one_module_called_again():
+    """Trained entries never stay byte-equal, so in a file without a merged constant a weight read
+    twice is ALBERT's shared layer called twice: its name stands for every read."""
+    result = tag_model(_two_layers_reading_one_weight(fresh=False))
+    assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2
 
 
 def test_a_fused_residual_norm_adding_a_linears_bias_is_that_linears_callers():

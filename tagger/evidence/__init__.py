@@ -105,7 +105,12 @@ class ParameterFacts:
     rereads: dict[str, int] = field(default_factory=dict)
     """Parameters of a module list's entry (a `.N.` in their path) read by more than one node, with
     their readers' count: one module called again, or equal clones an exporter merged into the
-    first entry's names; only the true module tree tells (`clones.py`)."""
+    first entry's names (`clones.py`)."""
+    untrained: bool = False
+    """Whether the file shows an untrained init: several parameters merged into one constant
+    (`merged_parameters`), so a list's entries may be equal clones merged into the first's names;
+    trained entries never stay byte-equal, so in a trained file a parameter read again is one
+    module called again (`clones.py`)."""
 
 
 @dataclass

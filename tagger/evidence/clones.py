@@ -11,13 +11,24 @@ self.layers`), each once per forward. So when the tree holds a list of N entries
 parameters of none but the first, and a parameter of the first is read exactly N times, the k-th
 read is the k-th entry's. A list of one entry (ALBERT's layer group, or `[layer] * N`, which
 `named_modules()` lists once) is one module called again, and keeps its name.
+
+Without the tree, the weights' values still tell a trained file: training never leaves two
+entries byte-equal, so clones can be merged only in an untrained one, and that shows elsewhere:
+a fresh init fills norm weights and biases with one constant, which exporters merge across
+modules (`merged_parameters`). In a trained file a parameter read again is one module called
+again, and its name stands for every read. In an untrained one (`later_reads`), the first read
+keeps the entry's name (the first entry's work, or the first call's: the same module either way)
+and every later read names the outermost module list the entry lies in: the one module both
+readings agree it ran inside. Equal clones differ from the first entry only in list indices, and a
+module called again is the entry itself, so that list is an ancestor of the truth in both: shallow,
+never wrong.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable
 
-__all__ = ["clone_reads"]
+__all__ = ["clone_reads", "later_reads"]
 
 
 def clone_reads(readers: dict[str, list[int]], owners: dict[str, str], tree: Container[str]) -> dict[tuple[int, str], str]:
@@ -35,6 +46,23 @@ def clone_reads(readers: dict[str, list[int]], owners: dict[str, str], tree: Con
                 found.update(((node, name), entry) for node, entry in zip(nodes, entries, strict=True))
                 break
     return found
+
+
+def later_reads(readers: dict[str, list[int]], owners: dict[str, str], reread: Iterable[str]) -> dict[tuple[int, str], str]:
+    """(node, parameter) -> the outermost module list holding the parameter's owner, for every read
+    after the first of each `reread` parameter (a list entry's, read more than once)."""
+    found: dict[tuple[int, str], str] = {}
+    for name in reread:
+        outermost = outermost_list(owners[name])
+        found.update(((node, name), outermost) for node in readers[name][1:])
+    return found
+
+
+def outermost_list(module: str) -> str:
+    """The module list the outermost entry of `module` belongs to (`m.layers.0.attn` -> `m.layers`)."""
+    parts = module.split(".")
+    cut = next(i for i, part in enumerate(parts) if part.isdigit())
+    return ".".join(parts[:cut])
 
 
 def _lists_holding(owner: str, tree: Container[str]) -> Iterable[tuple[list[str], list[str]]]:

@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context, ParameterFacts
-from tagger.evidence.clones import clone_reads
+from tagger.evidence.clones import clone_reads, later_reads
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
 from tagger.model.contrib import applies_activation, fused_bias
 from tagger.model.index import ModelIndex, graphs_within
@@ -148,17 +148,18 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     readers = _readers(index, owners)
     merged, tied = merged_parameters(index, readers, owners, context.base_dir)
     named = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
+    untrained = bool(merged)  # constants merged across modules: only a fresh init makes them
     merged |= tied
     tables = tied_lookup_tables(index, readers, context.base_dir)
     lookups = frozenset(node for name in tables for node in readers[name])
     rereads = {name: len(readers[name]) for name in named if len(readers.get(name, ())) > 1 and _in_list_entry(named[name])}
-    context.parameters = ParameterFacts(named, frozenset(merged), lookups, rereads)
+    context.parameters = ParameterFacts(named, frozenset(merged), lookups, rereads, untrained)
     folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
         return found
-    clones = clone_reads({n: readers[n] for n in named if n in readers}, named, context.modules) if context.tree_origin else {}
+    clones = _entry_reads(context, readers, named)
     for node_id in sorted({node for nodes in readers.values() for node in nodes}):
         inputs = index.views[node_id].input
         bias = fused_bias(index.views[node_id])
@@ -174,6 +175,16 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
             one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
     return found
+
+
+def _entry_reads(context: Context, readers: dict[str, list[int]], named: dict[str, str]) -> dict[tuple[int, str], str]:
+    """(node, parameter) -> the module a read of a list entry's parameter names where not its
+    owner (`clones.py`): told by the true tree when known; else, in an untrained file (where
+    clones may be merged), the outermost list for the reads after the first; else none."""
+    facts = context.parameters
+    if context.tree_origin:
+        return clone_reads({n: readers[n] for n in named if n in readers}, named, context.modules)
+    return later_reads(readers, named, facts.rereads) if facts.untrained else {}
 
 
 def _in_list_entry(module: str) -> bool:

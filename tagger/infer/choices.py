@@ -315,10 +315,12 @@ def _list_entry(state: State, module: int) -> bool:
 
 
 def _another_entry(state: State, entry: int, users: int) -> bool:
-    """Whether `users` lie in another entry of the list that holds `entry`."""
+    """Whether `users` may lie in another entry of the list that holds `entry`: inside the list
+    and not inside `entry`. Users at the list itself count: the list runs no op, so a node tagged
+    with it ran in some entry (a later read of a merged clone's weight, `evidence.clones`)."""
     t = state.tree
     holder = t.id(t.paths[entry].rpartition(".")[0])
-    return t.within(users, holder) and users != holder and not t.within(users, entry)
+    return t.within(users, holder) and not t.within(users, entry)
 
 
 def _leaves_its_list(state: State, module: int, users: int) -> bool:

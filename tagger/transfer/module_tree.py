@@ -88,12 +88,13 @@ def tree_notes(context: Context) -> list[str]:
 
 def _reread_notes(context: Context) -> list[str]:
     """Without the tree, what a list entry's parameter read several times leaves open."""
-    rereads = context.parameters.rereads
-    if not rereads:
-        return []
-    later = sum(rereads.values()) - len(rereads)
+    facts = context.parameters
+    if not facts.rereads or not facts.untrained:
+        return []  # trained weights: equal clones would have diverged, so one module is called again
+    later = sum(facts.rereads.values()) - len(facts.rereads)
     return [
-        f"{len(rereads)} parameters of module list entries are read more than once ({later} reads after the first "
-        "are tagged with the entry the name gives): one module called again, or equal clones an exporter merged "
-        f"into the first entry's names (a freshly built nn.TransformerEncoder); the module tree tells ({param('modules')})"
+        f"{len(facts.rereads)} parameters of module list entries are read more than once in an untrained file: "
+        "one module called again, or equal clones an exporter merged into the first entry's names (a freshly "
+        f"built nn.TransformerEncoder); the {later} reads after the first are tagged with the outermost module "
+        f"list, which holds both; the module tree tells which entry ({param('modules')})"
     ]
