@@ -33,7 +33,8 @@ def _evidenced(case: cases.Case) -> set[str]:
 def _score(case: cases.Case, infer: Infer, evidenced: set[str]) -> tuple[cases.Score, metrics.Metrics]:
     model = onnx.load(case.path, load_external_data=False)
     tag_with(model, infer, case.path.parent)
-    measured = metrics.measure(metrics.node_modules(model), case.truth, evidenced, cases.folded_of(case.path))
+    apart = cases.folded_of(case.path), cases.tool_made_of(case.path)
+    measured = metrics.measure(metrics.node_modules(model), case.truth, evidenced, *apart)
     return cases.score(model, case), measured
 
 
@@ -64,7 +65,7 @@ def _summary(results: dict[tuple[str, str], list[tuple[str, cases.Score, metrics
         arch, worst, _ = min(graded, key=lambda item: item[1].accuracy)
         reach = sum(s.reachable for _, s, _ in graded)
         hit = sum(s.reachable_correct for _, s, _ in graded)
-        wrong_arch, _, most_wrong = max(graded, key=lambda item: (item[2].wrong - item[2].folded, item[2].wrong))
+        wrong_arch, _, most_wrong = max(graded, key=lambda item: (item[2].unexplained, item[2].wrong))
         best_arch, _, least_best = min(graded, key=lambda item: item[2].best)
         sound, best, reachable = (
             sum(getattr(m, key) for _, _, m in graded) / len(graded) for key in ("sound", "best", "reachable")
@@ -183,7 +184,9 @@ file alone, independently of the tagger; 100% means the tagger said everything t
 followed by *(x% folded)*: of the wrong nodes, x% are a weighted op the exporter folded a
 sibling module into (a BatchNorm into the Conv before it): the node computes both modules, it is
 tagged with the one whose weight it reads and the exporter records the other, so its truth is
-either (`bench/metrics.py`, `folded_modules`).
+either (`bench/metrics.py`, `folded_modules`); *(x% tool-made)*: x% are a node a tool made anew
+in place of several modules' ops (a name the export does not have), whose truth the benchmark
+takes from the one output name it kept, so either module is its truth (`bench/cases.py`, `tool_made_of`).
 *On reachable modules*: accuracy over
 the nodes whose true module carries direct evidence somewhere in the model (it or a descendant);
 the rest belong to modules nothing in the file names — typically parameter-free activations

@@ -500,6 +500,25 @@ def folded_of(path: Path) -> dict[int, str]:
     return carry_truth(original, folded_modules(original), result)
 
 
+def tool_made_of(path: Path) -> set[int]:
+    """Nodes of a tool's output (not the export, not a strip, which keeps every node) that the tool
+    made anew - a name the export does not have - and that carry an output of the export's: their
+    truth (`carry_truth`) is that output's producer, one of the several modules whose ops the tool
+    replaced (`bench.metrics`: tool-made)."""
+    source = path.parent / "model.onnx"
+    if path.name == source.name or not source.exists() or path.stem in ("strip_aux", "strip_all"):
+        return set()
+    original = onnx.load(source, load_external_data=False)
+    names = {node.name for node in original.graph.node if node.name}
+    outputs = {out for node in original.graph.node for out in node.output if out}
+    result = onnx.load(path, load_external_data=False)
+    return {
+        j
+        for j, node in enumerate(result.graph.node)
+        if node.name not in names and any(out in outputs for out in node.output)
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # degradations
 

@@ -13,7 +13,12 @@ nodes that have a truth:
   module's affine op (a BatchNorm) into the weighted op before it, so the node computes both; it
   reads the weight of the one (named `<module>.weight`), the exporter records the other as its
   scope. Either module is its truth; the row shows them apart instead of counting them as errors
-  of the tagger or hiding them (`folded_modules`).
+  of the tagger or hiding them (`folded_modules`);
+- `tool-made` - of the wrong ones, the nodes a tool made anew (a name the export does not have) in
+  place of a chain of the export's ops, whose truth the benchmark can only take from the output
+  name it kept (onnxslim's `..._post_reshape` after the Gemm it made of a MatMul, carrying the
+  output of a block's residual reshape or of a norm it removed as an identity): the node does the
+  work of several modules, so its truth is either; shown apart like `folded`, never hidden.
 
 What a file "evidences" is computed here from the file alone, independently of the tagger: a
 module is evidenced when any initializer name, node name, tensor name or metadata value (node,
@@ -63,6 +68,8 @@ class Metrics:
     reachable_count: int
     folded_count: int = 0
     """Wrong nodes whose tag is the other module of an exporter's fold (see the module docstring)."""
+    tool_made_count: int = 0
+    """Wrong nodes a tool made in place of a chain of the export's ops (see the module docstring)."""
 
     def _share(self, count: int) -> float:
         return count / self.graded if self.graded else 0.0
@@ -84,6 +91,15 @@ class Metrics:
         return self._share(self.folded_count)
 
     @property
+    def tool_made(self) -> float:
+        return self._share(self.tool_made_count)
+
+    @property
+    def unexplained(self) -> float:
+        """The wrong share that is neither an exporter's fold nor a tool-made node: the tagger's."""
+        return max(0.0, self.wrong - self.folded - self.tool_made)
+
+    @property
     def best(self) -> float:
         return self._share(self.best_count)
 
@@ -100,6 +116,7 @@ class Metrics:
             self.best_count + other.best_count,
             self.reachable_count + other.reachable_count,
             self.folded_count + other.folded_count,
+            self.tool_made_count + other.tool_made_count,
         )
 
 
@@ -124,11 +141,16 @@ def deepest_evidenced(truth: str, evidenced: Set[str]) -> str:
 
 
 def measure(
-    predicted: Mapping[K, str | None], truth: Mapping[K, str], evidenced: Set[str], folded: Mapping[K, str] | None = None
+    predicted: Mapping[K, str | None],
+    truth: Mapping[K, str],
+    evidenced: Set[str],
+    folded: Mapping[K, str] | None = None,
+    tool_made: Set[K] = frozenset(),
 ) -> Metrics:
     """Score predicted tags against the truth; nodes absent from `predicted` count as untagged.
-    `folded` (`folded_modules`): per node, the module whose weight it reads, for `folded_count`."""
-    exact = sound = best = reachable = fold = 0
+    `folded` (`folded_modules`): per node, the module whose weight it reads, for `folded_count`;
+    `tool_made` (`bench.cases.tool_made_of`): the nodes a tool made anew, for `tool_made_count`."""
+    exact = sound = best = reachable = fold = made = 0
     for key, true_module in truth.items():
         tag = predicted.get(key)
         exact += tag == true_module
@@ -136,8 +158,10 @@ def measure(
         sound += right
         best += tag == deepest_evidenced(true_module, evidenced)
         reachable += true_module in evidenced
-        fold += not right and tag is not None and tag == (folded or {}).get(key) and _siblings(tag, true_module)
-    return Metrics(len(truth), exact, sound, best, reachable, fold)
+        folds = not right and tag is not None and tag == (folded or {}).get(key) and _siblings(tag, true_module)
+        fold += folds
+        made += not right and not folds and key in tool_made
+    return Metrics(len(truth), exact, sound, best, reachable, fold, made)
 
 
 _WEIGHTED_OPS = frozenset(
@@ -161,11 +185,13 @@ def folded_modules(model: onnx.ModelProto) -> dict[int, str]:
 
 
 def wrong_cell(m: Metrics) -> str:
-    """The wrong share as the tables print it, the folded nodes said apart: `37.0% (37.0% folded)`."""
+    """The wrong share as the tables print it, folded and tool-made nodes said apart: `37.0% (37.0% folded)`."""
     if not m.graded:
         return "n/a"
     cell = f"{100.0 * m.wrong:.1f}%"
-    return f"{cell} ({100.0 * m.folded:.1f}% folded)" if m.folded_count else cell
+    apart = [f"{100.0 * m.folded:.1f}% folded"] if m.folded_count else []
+    apart += [f"{100.0 * m.tool_made:.1f}% tool-made"] if m.tool_made_count else []
+    return f"{cell} ({', '.join(apart)})" if apart else cell
 
 
 def _siblings(a: str, b: str) -> bool:

@@ -99,3 +99,43 @@ def test_a_conv_tagged_with_the_sibling_whose_weight_it_reads_is_wrong_and_count
     cousin = metrics.measure({0: "block.conv"}, {0: "other.norm"}, {""}, folded)
     assert cousin.folded_count == 0  # not a sibling: a wrong tag, however it reads the weight
     assert metrics.wrong_cell(metrics.measure({0: "block", 1: "block"}, truth, {""}, folded)) == "0.0%"
+
+
+def test_a_node_onnxslim_makes_anew_is_counted_tool_made_and_kept_nodes_are_not(tmp_path):
+    """onnxslim turns a MatMul + bias Add on a 3-D input into Reshape -> Gemm -> Reshape: new
+    names, the last one carrying the Add's output. Its truth is that output's producer, one of
+    the modules whose ops the tool replaced, so a wrong tag on it is shown apart, still wrong."""
+    import onnxslim
+
+    from bench import cases
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="/enc/q/MatMul"),
+        helper.make_node("Add", ["m", "b"], ["a"], name="/enc/q/Add"),
+        helper.make_node("Relu", ["a"], ["y"], name="/enc/act/Relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 4)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b"),
+        ],
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(original, tmp_path / "model.onnx")
+    onnx.save(onnxslim.slim(original), tmp_path / "onnxslim.onnx")
+    result = onnx.load(tmp_path / "onnxslim.onnx")
+    made = cases.tool_made_of(tmp_path / "onnxslim.onnx")
+    names = {j: node.name for j, node in enumerate(result.graph.node)}
+    assert made and all(names[j] not in {n.name for n in nodes} for j in made)
+    relu = next(j for j, node in enumerate(result.graph.node) if node.op_type == "Relu")
+    assert relu not in made  # kept by name: its truth is its own
+    carried = next(iter(made))
+    m = metrics.measure({carried: "enc.other", relu: "enc.x"}, {carried: "enc.q", relu: "enc.act"}, {""}, None, made)
+    assert (m.wrong, m.tool_made_count) == (1.0, 1)
+    assert metrics.wrong_cell(m) == "100.0% (50.0% tool-made)"
+    assert cases.tool_made_of(tmp_path / "model.onnx") == set()  # the export itself: nothing made
