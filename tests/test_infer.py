@@ -1191,3 +1191,36 @@ def test_a_node_between_one_list_entrys_last_leaf_and_the_next_entry_is_not_carr
     ]
     params = ["enc.layers.0.lin.bias", "enc.layers.0.norm2.bias", "enc.layers.1.attn.scale", "enc.layers.1.attn.out.bias"]
     assert _modules(_model(nodes, params))[2] != "enc.layers.0"
+
+
+def test_a_quantizers_fork_joined_before_an_activation_module_is_not_that_modules():
+    """onnxruntime's dynamic quantizer computes a Linear as a fork from its quantized input (the
+    integer product and the product of the scales) joined before what reads the result. When that
+    reader is an activation module's ReLU, the fork converges into a leaf without parameters:
+    fact B (a leaf owns what converges into its parameter uses) says nothing, and the product is
+    not the activation's (T5's DenseReluDense.wi, tagged `act` before)."""
+    weight_q = numpy_helper.from_array(np.ones((4, 4), np.uint8), "val_1_quantized")
+    scale = numpy_helper.from_array(np.float32(0.1), "val_1_scale")
+    norm = numpy_helper.from_array(np.ones(4, np.float32), "blk.norm.weight")
+    bias = numpy_helper.from_array(np.zeros(4, np.float32), "blk.out.bias")
+    nodes = [
+        helper.make_node("Mul", ["x", "blk.norm.weight"], ["n"], name="/blk/norm/Mul"),
+        helper.make_node("DynamicQuantizeLinear", ["n"], ["q", "s", "z"], name="n_QuantizeLinear"),
+        helper.make_node("Mul", ["s", "val_1_scale"], ["ws"], name="lin_quant_scales_mul"),
+        helper.make_node("MatMulInteger", ["q", "val_1_quantized", "z"], ["mi"], name="lin_quant"),
+        helper.make_node("Cast", ["mi"], ["c"], to=TensorProto.FLOAT, name="lin_cast"),
+        helper.make_node("Mul", ["c", "ws"], ["lin"], name="lin_output_scale_mul"),
+        helper.make_node("Relu", ["lin"], ["r"], name="/blk/act/Relu"),
+        helper.make_node("Add", ["r", "blk.out.bias"], ["y"], name="/blk/out/Add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight_q, scale, norm, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    modules = _modules(model)
+    assert modules[6] == "blk.act"
+    assert "blk.act" not in modules[1:6], modules

@@ -27,7 +27,9 @@ converging into a leaf (`_diamonds`) is a `sweep` over every call of every leaf,
 
 from __future__ import annotations
 
-from tagger.infer.graph import PRODUCTS, RESHAPES, SAME_SHAPE, SHAPE_READS, WEIGHTED_OPS
+from collections.abc import Container
+
+from tagger.infer.graph import NORMS, PRODUCTS, RESHAPES, SAME_SHAPE, SHAPE_READS, WEIGHTED_OPS
 from tagger.infer.state import Flows, State, Steps
 
 __all__ = ["STEPS"]
@@ -186,19 +188,32 @@ def _rank_out(state: State, node: int) -> int | None:
 
 def _diamonds(state: State) -> bool:
     """Rule 2's fork converging into a leaf, for every call of every leaf with parameter uses."""
-    t, labels = state.tree, state.labels
-    members: dict[int, list[int]] = {}  # the leaves with parameter uses
-    for label in state.evidence:
-        if label >= 0 and t.leaf[label] and label != t.root:
-            members.setdefault(label, [])
+    labels = state.labels
+    leaves = _applying_parameters(state)
     decided = False
-    for leaf, own, start in _calls(state, members) if members else ():
+    for leaf, own, start in _calls(state, leaves) if leaves else ():
         for d in _diamond(state, leaf, own, start):
             if labels[d] < 0:
                 labels[d] = leaf
                 state.bounds[d] = leaf
                 decided = True
     return decided
+
+
+def _applying_parameters(state: State) -> set[int]:
+    """The leaves some node of which, tagged by evidence, applies a parameter: a weighted op or a
+    norm, or an op reading a parameter or a weight-like initializer. Fact B is about those: a leaf
+    without parameters (an activation module) has no parameter use for ops to converge into, and
+    a quantizer's fork (the product and its scale, joined before a ReLU) is not its work."""
+    g, t = state.graph, state.tree
+    held = g.facts.parameters | g.facts.weights
+    found: set[int] = set()
+    for i, label in enumerate(state.evidence):
+        if label < 0 or label in found or not t.leaf[label] or label == t.root:
+            continue
+        if g.op[i] in PRODUCTS or g.op[i] in NORMS or not held.isdisjoint(g.nodes[i].input):
+            found.add(label)
+    return set(found)
 
 
 def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
@@ -236,7 +251,7 @@ def _feeds_weighted_op(state: State, k: int, members: set[int]) -> bool:
     return g.op[k] in RESHAPES and bool(readers) and all(r in members and g.op[r] in WEIGHTED_OPS for r in readers)
 
 
-def _calls(state: State, members: dict[int, list[int]]):
+def _calls(state: State, members: Container[int]):
     """Each leaf's nodes split into calls: runs of tagged nodes with no other module's between.
     With each, the position before which its ops are not looked for: a leaf's ops lie close
     before its parameter use (`_LEAF_REACH` nodes bounds the walk; tools that group ops by
