@@ -6,7 +6,8 @@ It rests on fact B:
 parameters (a `Linear`, a norm) runs its ops from its input to its last parameter use. So a node
 lying between two uses of one leaf belongs to it; a matrix product on an unnamed weight whose
 result goes straight into a leaf's parameter use is that leaf's (a `Linear`'s MatMul before its
-bias Add); the ops that fork from one value and converge into a leaf, reading nothing else, are
+bias Add); the ops that fork from one value and converge into a leaf applying parameters
+(a weighted op, a norm, a parameter read), reading nothing else, are
 the leaf's (a decomposed RMSNorm: `Pow -> ReduceMean -> ... -> Mul(x, .) -> Mul(weight)`) -
 unless the fork's value is the whole output of another tagged leaf (an activation between two
 Linears has the same shape and may run in the first leaf, the caller, or a module between).
