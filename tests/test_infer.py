@@ -1224,3 +1224,22 @@ def test_a_quantizers_fork_joined_before_an_activation_module_is_not_that_module
     modules = _modules(model)
     assert modules[6] == "blk.act"
     assert "blk.act" not in modules[1:6], modules
+
+
+def test_a_product_on_a_leafs_result_read_by_a_sibling_is_not_carried_into_the_leafs_caller():
+    """A bias-free Linear on the encoder's final norm output (T5's cross-attention k/v, which
+    onnxslim hoists next to the encoder): its weight is a leaf's of its own (fact B), so the
+    result going to the decoder says nothing of the encoder still running; only a next tagged
+    node inside the encoder would."""
+    nodes = [
+        ("Add", ["x", "enc.layer.bias"], ["e"], None),
+        ("Mul", ["e", "enc.final_norm.weight"], ["n"], None),
+        ("MatMul", ["n", "val_1"], ["k"], None),
+        ("Add", ["x", "dec.embed.bias"], ["d"], None),
+        ("Mul", ["d", "k"], ["m"], None),
+        ("Add", ["m", "dec.out.bias"], ["y"], None),
+    ]
+    model = _model(nodes, params=["enc.layer.bias", "enc.final_norm.weight", "dec.embed.bias", "dec.out.bias"], anonymous=["val_1"])
+    modules = _modules(model)
+    assert modules[1] == "enc.final_norm" and modules[3] == "dec.embed"
+    assert not modules[2].startswith("enc"), modules
