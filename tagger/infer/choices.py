@@ -14,7 +14,7 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      a module's result (its weight a leaf's of its own) is put in the producer's caller only when
      the next tagged node is inside it, not because its result goes to a sibling (a
      cross-attention's k/v projections on an encoder's output or its final norm's, hoisted next
-     to it). Nor, after the
+     to it) - except after a list entry's leaf (below). Nor, after the
      last tagged node, from the first weighted op on: its weight is a leaf's of its own, and
      nothing after it says the producer's caller is still running (an output head on a tied or
      transposed weight runs after the model body, in another module; in a fresh export whose
@@ -248,7 +248,9 @@ def _choose(
     if len(inside) == 1 and len(produced) == 1 and not _brings_data(state, i):  # rule 4
         module = inside[0]
         caller = t.parent(module) if t.leaf[module] else module
-        weighted = state.graph.weighted[i]  # a product: its weight is a leaf's of its own (fact B)
+        # a product: its weight is a leaf's of its own (fact B); after a list entry's leaf, the
+        # list's caller only hands the value on, so what follows up to the next entry is the entry's
+        weighted = state.graph.weighted[i] and (caller == module or not _list_entry(state, caller))
         own = caller == module and not t.leaf[module]  # the module's own op, not a child's
         behind = behind and not _list_entry(state, caller)  # the list's caller only hands its value on
         returned = _handed_out(state, origins or (), caller)
