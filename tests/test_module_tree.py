@@ -237,3 +237,26 @@ def test_the_trees_class_names_show_an_attention_whose_own_parameters_a_tool_fol
     assert tags_of(onnx.load(tmp_path / "with_tree.onnx"))[1]["hierarchy.module"] == "m.attn"
     retag(path, output=tmp_path / "without.onnx")
     assert tags_of(onnx.load(tmp_path / "without.onnx"))[1]["hierarchy.module"] == "m.attn.out_proj"
+
+
+def test_the_tree_a_retag_checked_against_is_recorded_and_a_files_own_map_is_kept(tmp_path):
+    """`--modules` on a file without a map: the tagged file records the tree, so reading it back
+    without the file checks the same names. A file with its own map (the shim's) keeps it."""
+    modules = tmp_path / "modules.json"
+    modules.write_text(json.dumps(TREE), encoding="utf-8")
+    source = tmp_path / "builder.onnx"
+    onnx.save(builder_model(), source)
+    out = tmp_path / "tagged.onnx"
+    retag(source, output=out, modules=modules)
+    recorded = {p.key: p.value for p in onnx.load(out).metadata_props}["hierarchy.modules"]
+    assert set(json.loads(recorded)) == set(TREE)
+    again = report(out)
+    assert set(again.modules) <= set(TREE)
+    assert any(note.startswith("module names checked against the model's hierarchy.modules map") for note in again.notes)
+    own = builder_model()
+    entry = own.metadata_props.add()
+    entry.key, entry.value = "hierarchy.modules", json.dumps({path: "C" for path in TREE + ["model.layers.0.attn"]})
+    onnx.save(own, source)
+    retag(source, output=out, modules=modules, force=True)
+    kept = {p.key: p.value for p in onnx.load(out).metadata_props}["hierarchy.modules"]
+    assert kept == entry.value
