@@ -24,6 +24,9 @@ recursion runs deeper than this."""
 def _unqualified(path: str) -> str:
     """What TorchScript names a module's scope: its last non-numeric component and any indices
     after it (`model.decoder.layers.0` -> `layers.0`)."""
+    last = path.rpartition(".")[2]
+    if not last.isdigit():
+        return last  # most paths end in an attribute: no list to split
     parts = path.split(".")
     end = len(parts) - 1
     while end > 0 and parts[end].isdigit():
