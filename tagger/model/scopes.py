@@ -116,6 +116,12 @@ class ScopeReading:
         only for TorchScript-style names (`/a/b/Op`): in Keras-style `model/dense_1/Relu`,
         `dense_1` is a layer of its own.
         """
+        path = ".".join(segments)
+        if path in self._known and (not torchscript or not self._shared) and path.count(".") < MAX_DEPTH:
+            # every prefix of such a path is known (`add` and `adopt` record ancestors), so each segment
+            # reads as itself (`_extend`'s first test) unless a TorchScript prefix is a shared module's:
+            # the readings below give the literal path; most scopes of a large model are read here
+            return path
         return ".".join(self._resolve_prefix(tuple(segments), torchscript))
 
     def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...]:
