@@ -55,8 +55,8 @@ from collections.abc import Collection, Iterable
 from tagger.evidence import Context, ParameterFacts
 from tagger.evidence.clones import clone_reads, later_reads
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
-from tagger.model.contrib import applies_activation, fused_bias
-from tagger.model.index import ModelIndex, graphs_within
+from tagger.model.contrib import CONTRIB_DOMAIN, applies_activation, fused_bias
+from tagger.model.index import ModelIndex, NodeView, graphs_within
 from tagger.model.paths import lca_all, parent
 
 SOURCE = "initializer"
@@ -160,17 +160,14 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     if not owners:
         return found
     clones = _entry_reads(context, readers, named)
+    views = index.views
+    plain = not clones and not folded  # then only a contrib op's node needs `_owned`
     for node_id in sorted({node for nodes in readers.values() for node in nodes}):
-        inputs = index.views[node_id].input
-        bias = fused_bias(index.views[node_id])
-        owned = [
-            parent(owner) if name == bias else owner
-            for name in inputs
-            if name in owners and name not in merged
-            for owner in [clones.get((node_id, name), owners[name])]
-        ]
-        if owned and (applies_activation(index.views[node_id]) or not folded.isdisjoint(merged.intersection(inputs))):
-            owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
+        view = views[node_id]
+        if plain and view.domain != CONTRIB_DOMAIN:
+            owned = [owners[name] for name in view.input if name in owners and name not in merged]
+        else:
+            owned = _owned(node_id, view, owners, merged, folded, clones)
         if owned:
             one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
@@ -187,6 +184,24 @@ def _entry_reads(context: Context, readers: dict[str, list[int]], named: dict[st
     return later_reads(readers, named, facts.rereads) if facts.untrained else {}
 
 
+def _owned(node_id: int, view: NodeView, owners: dict[str, str], merged: set[str], folded: set[str], clones) -> list[str]:
+    """The modules whose parameters node `node_id` applies, one per parameter it reads (in input
+    order): a clone's read goes to its list entry, a fused op's to its weight module's caller.
+    (`propose` reads a node of the standard domain without clones or folded biases directly: none
+    of that applies to it, and a call per node costs more at 100k nodes than the claims.)"""
+    inputs = view.input
+    bias = fused_bias(view)
+    owned = [
+        parent(owner) if name == bias else owner
+        for name in inputs
+        if name in owners and name not in merged
+        for owner in [clones.get((node_id, name), owners[name])]
+    ]
+    if owned and (applies_activation(view) or not folded.isdisjoint(merged.intersection(inputs))):
+        owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
+    return owned
+
+
 def _in_list_entry(module: str) -> bool:
     """Whether a module path lies in an entry of a module list (a component that is an index)."""
     return any(part.isdigit() for part in module.split("."))
@@ -198,9 +213,13 @@ def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
     disjoint = owners.keys().isdisjoint  # one view for every node
     views = index.views
     for node_id in [i for i, view in enumerate(views) if not disjoint(view.input)]:  # a comprehension: most read none
-        for name in dict.fromkeys(views[node_id].input):
+        for name in views[node_id].input:
             if name in owners:
-                readers.setdefault(name, []).append(node_id)
+                found = readers.get(name)
+                if found is None:
+                    readers[name] = [node_id]
+                elif found[-1] != node_id:  # a node reading it twice is one reader (ids ascend)
+                    found.append(node_id)
     return readers
 
 

@@ -28,6 +28,8 @@ import importlib
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
+
 from tagger.infer.flows import bound as bound_of
 from tagger.infer.graph import Graph, GraphFacts, tensor_shapes
 from tagger.infer.state import CERTAIN, CHOICE, Flows, Inferred, State, Steps
@@ -78,7 +80,7 @@ def _steps() -> tuple[tuple[str, Steps], ...]:
 
 def _run(state: State) -> Inferred:
     steps = _steps()
-    decide = [s.decide for kind, s in steps if kind == CERTAIN and s.decide is not None]
+    decide = _dispatch(state, [s for kind, s in steps if kind == CERTAIN and s.decide is not None])
     sweeps = [s.sweep for kind, s in steps if kind == CERTAIN and s.sweep is not None]
     _facts_rounds(state, decide)
     if [sweep for sweep in sweeps if sweep(state)]:  # every sweep runs
@@ -98,6 +100,18 @@ def _run(state: State) -> Inferred:
     )
 
 
+def _dispatch(state: State, certain: list[Steps]) -> tuple[list[int], list[tuple]]:
+    """Per node, which certain rules' `decide` can decide it (`Steps.may`, in `RULES` order): a
+    key into the distinct tuples of them. Most nodes are no constant, no QDQ op and have one
+    producer: a rule that would return None at once is not called, in every pass."""
+    keys = np.zeros(len(state.labels), dtype=np.int64)
+    for bit, steps in enumerate(certain):
+        may = steps.may(state.graph) if steps.may is not None else True
+        keys |= np.asarray(may, dtype=np.int64) << bit
+    table = [tuple(s.decide for bit, s in enumerate(certain) if key >> bit & 1) for key in range(1 << len(certain))]
+    return keys.tolist(), table
+
+
 def _facts_rounds(state: State, decide) -> None:
     """The certain rules' passes, until one decides nothing (at most `_ROUNDS`)."""
     for _ in range(_ROUNDS):
@@ -115,10 +129,11 @@ def _facts_pass(state: State, decide) -> bool:
     flows = Flows(up, up_origins, down, down_origins)
     decided: dict[int, int] = {}
     writers, root = state.graph.writers, state.tree.root
+    keys, table = decide  # the rules that can decide each node (`_dispatch`)
     for i in [i for i, label in enumerate(labels) if label < 0 and (before[i] >= 0 or after[i] >= 0)]:
         # only rule 3 reads the bound, and only for a node with two producers or more
         bound = bound_of(state, i, before, after, up, down) if len(writers[i]) > 1 else root
-        for rule in decide:
+        for rule in table[keys[i]]:
             choice = rule(state, i, bound, flows)
             if choice is not None:
                 if choice >= 0:

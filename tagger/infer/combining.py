@@ -12,6 +12,7 @@ placed in neither unless fact B puts it there; its bound is what is certain.
 
 from __future__ import annotations
 
+from tagger.infer.graph import Graph
 from tagger.infer.state import Flows, State, Steps
 
 __all__ = ["STEPS"]
@@ -41,4 +42,9 @@ def _combining(state: State, i: int, bound: int, up: list) -> int | None:
     return t.lca_all(sides) if len(sides) > 1 else None
 
 
-STEPS = Steps(decide=decide)
+def _may(graph: Graph) -> list[bool]:
+    """`decide` looks at nodes with two producers or more (one side at most joins nothing)."""
+    return [len(writers) > 1 for writers in graph.writers]
+
+
+STEPS = Steps(decide=decide, may=_may)

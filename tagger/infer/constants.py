@@ -11,6 +11,7 @@ users are choices.
 
 from __future__ import annotations
 
+from tagger.infer.graph import Graph
 from tagger.infer.state import OPEN, Flows, State, Steps
 
 __all__ = ["STEPS", "home"]
@@ -69,4 +70,9 @@ def follow_users(state: State) -> None:
                 state.bounds[i] = users if state.certain[i] or bound < 0 else t.lca(bound, users)
 
 
-STEPS = Steps(decide=decide, settle=follow_users)
+def _may(graph: Graph) -> list[bool]:
+    """`decide` looks at nodes made of constants alone."""
+    return graph.constant
+
+
+STEPS = Steps(decide=decide, settle=follow_users, may=_may)

@@ -226,6 +226,8 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
     g, t, labels = state.graph, state.tree, state.labels
     members = set(own)
     region = _converging(state, members, start)
+    if not region:
+        return region  # nothing converges into the leaf (most calls): no fork to look for
     if any(_feeds_weighted_op(state, k, members) for k in members if not region.isdisjoint(g.writers[k])):
         return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
     entries = {w for r in region for w in g.writers[r]}

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+from tagger.infer.graph import Graph
 from tagger.infer.state import Flows, State, Steps
+
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 __all__ = ["STEPS"]
 
@@ -37,4 +40,9 @@ def _output_qdq(state: State, i: int) -> int | None:
     return producer if producer >= 0 else None
 
 
-STEPS = Steps(decide=decide)
+def _may(graph: Graph) -> list[bool]:
+    """`decide` looks at QuantizeLinear and DequantizeLinear nodes alone."""
+    return [op in _QDQ for op in graph.op]
+
+
+STEPS = Steps(decide=decide, may=_may)

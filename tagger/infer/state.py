@@ -73,10 +73,14 @@ class Steps:
     - `sweep(state)`: a certain rule on the whole graph once those passes settle; returns whether it
       decided anything (then the passes run again);
     - `choose(state, certain_labels)`: a choice on what the certain rules left open, given their labels;
-    - `settle(state)`: last, on every decided node (a constant follows its users; what is certain).
+    - `settle(state)`: last, on every decided node (a constant follows its users; what is certain);
+    - `may(graph)`: per node, whether `decide` can decide it at all, from what never changes in
+      a run (op kinds, constants, writer counts); `decide` is not called where it says False
+      (it would return None there). None: any node.
     """
 
     decide: Callable[[State, int, int, Flows], int | None] | None = None
+    may: Callable[[Graph], list[bool]] | None = None
     sweep: Callable[[State], bool] | None = None
     choose: Callable[[State, list[int]], None] | None = None
     settle: Callable[[State], None] | None = None

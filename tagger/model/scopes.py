@@ -24,6 +24,9 @@ recursion runs deeper than this."""
 def _unqualified(path: str) -> str:
     """What TorchScript names a module's scope: its last non-numeric component and any indices
     after it (`model.decoder.layers.0` -> `layers.0`)."""
+    last = path.rpartition(".")[2]
+    if not last.isdigit():
+        return last  # most paths end in an attribute: no list to split
     parts = path.split(".")
     end = len(parts) - 1
     while end > 0 and parts[end].isdigit():
@@ -113,6 +116,12 @@ class ScopeReading:
         only for TorchScript-style names (`/a/b/Op`): in Keras-style `model/dense_1/Relu`,
         `dense_1` is a layer of its own.
         """
+        path = ".".join(segments)
+        if path in self._known and (not torchscript or not self._shared) and path.count(".") < MAX_DEPTH:
+            # every prefix of such a path is known (`add` and `adopt` record ancestors), so each segment
+            # reads as itself (`_extend`'s first test) unless a TorchScript prefix is a shared module's:
+            # the readings below give the literal path; most scopes of a large model are read here
+            return path
         return ".".join(self._resolve_prefix(tuple(segments), torchscript))
 
     def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...]:

@@ -10,7 +10,9 @@ itself: `/encoder/layer.0/attention/self`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from tagger.model.paths import MAX_DEPTH, parent
 
@@ -50,6 +52,19 @@ class TagFormatter:
             self._cache[module] = tag
         return tag
 
+    def prepare(self, modules: Iterable[str]) -> None:
+        """Format many module paths ahead of their calls (a model may have a module per four
+        nodes: 84k at 300k): without class names, ASCII paths by one substitution over their
+        joined text instead of a `_plain` call each (a third of the time)."""
+        if self._classes:
+            return  # formatted on demand, from the parent's tag
+        todo = [module for module in dict.fromkeys(modules) if module not in self._cache]
+        text = "\n".join(todo)
+        if not text.isascii() or text.count("\n") != len(todo) - 1:  # a path holding a newline: one by one
+            return
+        tags = ("/" + _NOT_AN_INDEX_JOINED.sub("/", text).replace("\n", "\n/")).split("\n")
+        self._cache.update(zip(todo, tags, strict=True))
+
     def _format(self, module: str) -> str:
         """Parent's tag plus this module's segment (memoised through `__call__`)."""
         if not module:
@@ -80,6 +95,11 @@ class TagFormatter:
             return False
         cls = self._classes.get(path)
         return cls in _TRANSPARENT or (cls is None and path in self._numbered_parents)
+
+
+_NOT_AN_INDEX_JOINED = re.compile(r"\.(?![0-9]+(?:[.\n]|\Z))")
+"""In paths joined by newlines: a dot before a part that is no list index (ASCII digits up to
+the next dot, the path's end or the text's), which `_plain` makes a `/`."""
 
 
 def _plain(module: str) -> str:

@@ -171,8 +171,10 @@ def _assignments(modules: list[str | None], sources: list[str], formatter: TagFo
     """One shared `Assignment` per distinct (module, source): a model has far fewer of those
     than nodes, and the writer and the report handle each distinct one once."""
     keys = list(zip(modules, sources, strict=True))
+    distinct = dict.fromkeys(keys)  # in order of appearance
+    formatter.prepare(module if module is not None else "" for module, _ in distinct)
     shared: dict[tuple[str | None, str], Assignment] = {}
-    for key in dict.fromkeys(keys):  # in order of appearance
+    for key in distinct:
         module, source = key
         final = module if module is not None else ""
         shared[key] = Assignment(final, formatter(final), source)
