@@ -103,6 +103,25 @@ class _TorchCNN(torch.nn.Module):
         return self.head(torch.flatten(self.pool(self.block(self.stem(x))), 1))
 
 
+class _SharedBlock(torch.nn.Module):
+    """One residual MLP block kept in a module list of one entry and applied twice (ALBERT's
+    sharing, written by hand): a parameter read twice is one module called again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.embed = nn.Linear(8, HIDDEN)
+        block = nn.Sequential(nn.LayerNorm(HIDDEN), nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(), nn.Linear(2 * HIDDEN, HIDDEN))
+        self.blocks = nn.ModuleList([block])
+        self.head = nn.Linear(HIDDEN, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for _ in range(2):
+            h = h + self.blocks[0](h)
+        return self.head(h)
+
+
 def _torch_encoder() -> torch.nn.Module:
     layer = torch.nn.TransformerEncoderLayer(HIDDEN, HEADS, dim_feedforward=2 * HIDDEN, batch_first=True)
     return torch.nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
@@ -165,6 +184,19 @@ FAMILIES: dict[str, HeldOut] = {
         HeldOut("torch-encoder", _torch_encoder, ("src",), None, "bert",
             "plain nn.TransformerEncoder: nn.MultiheadAttention's fused in_proj, no transformers code"),
         HeldOut("torch-cnn", _TorchCNN, ("image",), None, "bert", "hand-written CNN: Conv+BatchNorm in Sequentials, Linear head"),
+        # added in the eleventh session, before any of their scores was seen
+        HeldOut("opt", lambda: _tf().OPTModel(_tf().OPTConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, ffn_dim=2 * HIDDEN,
+            vocab_size=VOCAB, max_position_embeddings=64, word_embed_proj_dim=16)),
+            _TEXT_IN, "last_hidden_state", "gpt2", "positions offset by 2 from the mask's cumsum, project_in/out "
+            "Linears around the decoder layers", decoder=True),
+        HeldOut("segformer", lambda: _tf().SegformerModel(_tf().SegformerConfig(
+            num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3],
+            strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], image_size=IMAGE)),
+            ("pixel_values",), "last_hidden_state", "bert", "overlapping conv patch embeddings, attention over "
+            "a strided-conv reduced sequence, depthwise conv inside the MLP, per-stage LayerNorm"),
+        HeldOut("torch-shared", _SharedBlock, ("features",), None, "bert",
+            "one block in a module list of one entry applied twice by hand (trained: its name stands for both calls)"),
     )
 }  # fmt: skip
 
@@ -196,6 +228,8 @@ def _example_inputs(family: HeldOut) -> tuple[torch.Tensor, ...]:
             out.append(torch.randn(1, 16, 32, generator=gen))  # mel bins x 2 * max_source_positions
         elif name == "src":
             out.append(torch.randn(1, SEQ, HIDDEN, generator=gen))
+        elif name == "features":
+            out.append(torch.randn(1, SEQ, 8, generator=gen))
         else:
             raise ValueError(name)
     return tuple(out)

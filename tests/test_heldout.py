@@ -10,7 +10,10 @@ nn.TransformerEncoder dynamo + onnxslim (10.9%: nn.MultiheadAttention's out_proj
 out_proj, which never runs), fresh TorchScript + onnxruntime's optimizer (4.0%: a deep-copied
 layer's scopes read as layer 0's, whose equal parameters the exporter kept once), and MobileBERT
 fresh dynamo + onnxslim (84.3%: the embedding's caller carried through the unnamed encoder to
-the pooler, the next named module).
+the pooler, the next named module), nn.TransformerEncoder fresh dynamo stripped (48.7%: its
+clones, merged into the first layer's names, each read as the first layer), and a hand-written
+block in a module list of one entry applied twice, TorchScript (5.6%, one invented module: the
+second call of its parameter-free GELU, scoped `blocks.0.2_1`, read as a module of that name).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ ROWS = [
     ("torch-encoder", "dynamo", "noisy", "onnxslim"),
     ("torch-encoder", "torchscript", "fresh", "ort_optimizer"),
     ("mobilebert", "dynamo", "fresh", "onnxslim"),
+    ("torch-encoder", "dynamo", "fresh", "strip_all"),
+    ("torch-shared", "torchscript", "noisy", "none"),
 ]
 
 

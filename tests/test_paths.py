@@ -23,6 +23,17 @@ def test_second_call_suffix_is_stripped_only_when_the_stripped_path_exists():
     assert modules.resolve(["fc_1"]) == "fc_1"
 
 
+def test_a_parameter_free_child_of_a_sequential_called_twice_is_its_first_call_module():
+    """TorchScript scopes the second call of a Sequential `blocks.0` as `/blocks.0/blocks.0.2_1`
+    (its GELU, which no parameter names): the literal base scope `/blocks.0/blocks.0.2` seen under
+    the same caller makes the suffix a second call, not a module `blocks.0.2_1`."""
+    modules = ModuleSet()
+    modules.add("m.blocks.0.1")
+    modules.observe(["m", "blocks.0", "blocks.0.2"])
+    assert modules.resolve(["m", "blocks.0", "blocks.0.2_1"]) == "m.blocks.0.2"
+    assert ModuleSet().resolve(["m", "blocks.0", "blocks.0.2_1"]) == "m.blocks.0.2_1"  # nothing seen: literal
+
+
 def test_unknown_suffix_is_kept_literally_when_nothing_says_otherwise():
     assert ModuleSet().resolve(["block_2", "conv"]) == "block_2.conv"
 

@@ -136,11 +136,13 @@ class ScopeReading:
             else:
                 head = self._resolve_prefix(segments[:-1], torchscript)
                 previous = segments[-2] if len(segments) > 1 else ""
-                parts = tuple(self._extend(list(head), previous, segments[-1], torchscript))
+                parts = tuple(self._extend(list(head), previous, segments, torchscript))
             self._memo[key] = parts
         return parts
 
-    def _extend(self, parts: list[str], previous: str, segment: str, torchscript: bool) -> list[str]:
+    def _extend(self, parts: list[str], previous: str, segments: tuple[str, ...], torchscript: bool) -> list[str]:
+        """`parts` (the resolved caller) extended by the last of the literal `segments`."""
+        segment = segments[-1]
         plain = segment.split(".")
         if ".".join(parts + plain) in self._known:  # the common case, before any other reading is built
             return parts + plain
@@ -159,9 +161,15 @@ class ScopeReading:
             below = self._known_below(".".join(parts), segment, stripped)
             if below is not None:
                 return below
-        if torchscript and stripped != plain and ".".join(base + stripped) in self._observed:
+        if torchscript and stripped != plain and self._second_call(base + stripped, segments, stripped):
             return base + stripped
         return base + plain
+
+    def _second_call(self, reading: list[str], segments: tuple[str, ...], stripped: list[str]) -> bool:
+        """Whether a `_N` scope is a second call of the base scope: the base was seen, read as it
+        resolves or literally under the same literal caller (a parameter-free child of a
+        Sequential called twice: `/blocks.0/blocks.0.2_1` beside `/blocks.0/blocks.0.2`)."""
+        return ".".join(reading) in self._observed or ".".join((*segments[:-1], *stripped)) in self._observed
 
     def _known_below(self, caller: str, segment: str, stripped: list[str]) -> list[str] | None:
         """The shallowest known strict descendant of `caller` whose unqualified name is `segment`
