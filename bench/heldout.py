@@ -490,8 +490,9 @@ removed norm's output: either module is its truth);
 *best* the tag is the deepest ancestor of the truth the file still names; *reachable* the truth
 itself is named. *Wrong nodes stated as known*: wrong tags the tagger marks direct or certain
 (not a choice), the worst kind: nothing in the report says they are guesses (the exporter's
-folded BatchNorm counts here, and so do a fresh nn.TransformerEncoder's merged clones, which only
-the module tree tells apart: `--modules`). *Invented*: nodes tagged with a module that is no `named_modules()` path of the
+folded BatchNorm counts here, so do tool-made nodes, and so does a fresh nn.TransformerEncoder's
+`out_proj` Gemm after onnxslim folded the `in_proj_bias` that shows its nn.MultiheadAttention:
+only the module tree's class names tell, `--modules`). *Invented*: nodes tagged with a module that is no `named_modules()` path of the
 exported module. ort_optimizer uses model type `bert` for encoders, `gpt2` for decoders, `bart`
 for BART (num_heads 2, hidden 32)."""
 
