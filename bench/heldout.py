@@ -492,9 +492,9 @@ itself is named. *Wrong nodes stated as known*: wrong tags the tagger marks dire
 (not a choice), the worst kind: nothing in the report says they are guesses (the exporter's
 folded BatchNorm counts here, so do tool-made nodes, and so does a fresh nn.TransformerEncoder's
 `out_proj` Gemm after onnxslim folded the `in_proj_bias` that shows its nn.MultiheadAttention:
-only the module tree's class names tell, `--modules`). *Invented*: nodes tagged with a module that is no `named_modules()` path of the
-exported module. ort_optimizer uses model type `bert` for encoders, `gpt2` for decoders, `bart`
-for BART (num_heads 2, hidden 32)."""
+only the module tree's class names tell, `--modules`). *Invented*: nodes tagged with a module
+that is no `named_modules()` path of the exported module. ort_optimizer uses model type `bert`
+for encoders, `gpt2` for decoders, `bart` for BART (num_heads 2, hidden 32)."""
 
 
 def _selected(families: str | None, shapes: str) -> tuple[str, ...]:
