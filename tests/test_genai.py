@@ -302,3 +302,13 @@ def test_a_file_tagged_with_weights_is_read_back_against_the_tree_its_names_were
     second = tmp_path / "retagged.onnx"
     retag(first, output=second)
     assert second.read_bytes() == first.read_bytes()
+
+
+def test_tree_takes_the_checkpoint_like_report(capsys):
+    """`tree MODEL --weights CKPT` on a builder output checks names against the checkpoint, as
+    `report` does: the builder's own vocabulary (`attn_mask_reformat`) is no module in it."""
+    from tagger.cli import main
+
+    assert main(["tree", str(DATA / "llama-fp32-fused.onnx"), "--weights", str(DATA / "model.safetensors")]) == 0
+    shown = capsys.readouterr().out
+    assert "embed_tokens" in shown and "attn_mask_reformat" not in shown and "qkv_proj" not in shown

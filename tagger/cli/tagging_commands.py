@@ -72,15 +72,25 @@ class TaggingCommands:
         else:
             show(result, json, markdown)
 
-    def tree(self, model: str, depth: int | None = None, modules: str | None = None) -> None:
-        """Print MODEL's module tree with node counts, down to --depth N levels (--modules FILE: as for retag).
+    def tree(
+        self,
+        model: str,
+        depth: int | None = None,
+        modules: str | None = None,
+        reference: str | None = None,
+        weights: str | None = None,
+    ) -> None:
+        """Print MODEL's module tree with node counts, down to --depth N levels.
 
         Per module: its subtree's nodes (its own nodes: direct, certain, chosen, fallback); a module
         whose own nodes are mostly chosen (inferred by choice, not from facts) is marked [mostly chosen].
+        --reference ORIG.onnx and --weights CKPT add evidence and --modules FILE checks names, as for retag
+        (a file tagged with them records the tree it was checked against: they are not needed again).
         Example: tagger tree model.tagged.onnx --depth 3
         """
         depth = check_integer("depth", depth)
-        print(api.report(str(model), modules=check_text("modules", modules)).tree(depth, legend=True))
+        evidence = {"reference": check_text("reference", reference), "weights": check_text("weights", weights)}
+        print(api.report(str(model), modules=check_text("modules", modules), **evidence).tree(depth, legend=True))
 
     def audit(
         self,
