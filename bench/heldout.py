@@ -197,6 +197,20 @@ FAMILIES: dict[str, HeldOut] = {
             "a strided-conv reduced sequence, depthwise conv inside the MLP, per-stage LayerNorm"),
         HeldOut("torch-shared", _SharedBlock, ("features",), None, "bert",
             "one block in a module list of one entry applied twice by hand (trained: its name stands for both calls)"),
+        HeldOut("efficientnet", lambda: _tf().EfficientNetModel(_tf().EfficientNetConfig(
+            image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.3, hidden_dim=320,
+            in_channels=(32, 16), out_channels=(16, 24), kernel_sizes=(3, 3), strides=(1, 2),
+            num_block_repeats=(1, 1), expand_ratios=(1, 2))),
+            ("pixel_values",), "last_hidden_state", "bert", "MBConv: depthwise convs, squeeze-and-excitation, "
+            "BatchNorm after every conv (the dynamo exporter folds them)"),
+        HeldOut("wav2vec2", lambda: _tf().Wav2Vec2Model(_tf().Wav2Vec2Config(
+            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+            num_conv_pos_embedding_groups=2, **_text())),
+            ("input_values",), "last_hidden_state", "bert", "audio: conv feature encoder with GroupNorm, a grouped "
+            "positional conv, feature projection"),
+        HeldOut("mistral", lambda: _tf().MistralModel(_tf().MistralConfig(
+            num_key_value_heads=1, sliding_window=4, **_text())),
+            _TEXT_IN, "last_hidden_state", "gpt2", "sliding-window causal mask, grouped-query attention", decoder=True),
     )
 }  # fmt: skip
 
@@ -230,6 +244,8 @@ def _example_inputs(family: HeldOut) -> tuple[torch.Tensor, ...]:
             out.append(torch.randn(1, SEQ, HIDDEN, generator=gen))
         elif name == "features":
             out.append(torch.randn(1, SEQ, 8, generator=gen))
+        elif name == "input_values":
+            out.append(torch.randn(1, 60, generator=gen))  # raw audio samples (11 frames, then 5)
         else:
             raise ValueError(name)
     return tuple(out)
