@@ -33,7 +33,7 @@ def _evidenced(case: cases.Case) -> set[str]:
 def _score(case: cases.Case, infer: Infer, evidenced: set[str]) -> tuple[cases.Score, metrics.Metrics]:
     model = onnx.load(case.path, load_external_data=False)
     tag_with(model, infer, case.path.parent)
-    apart = cases.folded_of(case.path), cases.tool_made_of(case.path)
+    apart = cases.shown_apart(case.path)
     measured = metrics.measure(metrics.node_modules(model), case.truth, evidenced, *apart)
     return cases.score(model, case), measured
 
@@ -186,7 +186,7 @@ sibling module into (a BatchNorm into the Conv before it): the node computes bot
 tagged with the one whose weight it reads and the exporter records the other, so its truth is
 either (`bench/metrics.py`, `folded_modules`); *(x% tool-made)*: x% are a node a tool made anew
 in place of several modules' ops (a name the export does not have), whose truth the benchmark
-takes from the one output name it kept, so either module is its truth (`bench/cases.py`, `tool_made_of`).
+takes from the one output name it kept, so either module is its truth (`bench/cases.py`, `tool_made`).
 *On reachable modules*: accuracy over
 the nodes whose true module carries direct evidence somewhere in the model (it or a descendant);
 the rest belong to modules nothing in the file names — typically parameter-free activations

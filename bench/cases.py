@@ -484,34 +484,30 @@ def carry_truth(original: onnx.ModelProto, truth: dict[int, str], result: onnx.M
     return carried
 
 
-def folded_of(path: Path) -> dict[int, str]:
-    """`bench.metrics.folded_modules` of the export the file at `path` was made from (`model.onnx`
-    beside it), carried to the file as its truth is: by position after a strip (the node order is
-    kept), by node name or output tensor after a tool (a quantized Conv's Mul carries its fold)."""
+def shown_apart(path: Path) -> tuple[dict[int, str], set[int]]:
+    """The file at `path`'s nodes whose wrong tags `bench.metrics` shows apart, each file loaded
+    once: `folded_modules` of the export it was made from (`model.onnx` beside it), carried to the
+    file as its truth is (by position after a strip, which keeps the node order; by node name or
+    output tensor after a tool: a quantized Conv's Mul carries its fold), and the nodes a tool made
+    anew (`tool_made`; none in the export itself or a strip)."""
     from bench.metrics import folded_modules
 
     result = onnx.load(path, load_external_data=False)
     source = path.parent / "model.onnx"
     if path.name == source.name or not source.exists():
-        return folded_modules(result)
+        return folded_modules(result), set()
     original = onnx.load(source, load_external_data=False)
     if path.stem in ("strip_aux", "strip_all"):
-        return folded_modules(original)
-    return carry_truth(original, folded_modules(original), result)
+        return folded_modules(original), set()
+    return carry_truth(original, folded_modules(original), result), tool_made(original, result)
 
 
-def tool_made_of(path: Path) -> set[int]:
-    """Nodes of a tool's output (not the export, not a strip, which keeps every node) that the tool
-    made anew - a name the export does not have - and that carry an output of the export's: their
-    truth (`carry_truth`) is that output's producer, one of the several modules whose ops the tool
-    replaced (`bench.metrics`: tool-made)."""
-    source = path.parent / "model.onnx"
-    if path.name == source.name or not source.exists() or path.stem in ("strip_aux", "strip_all"):
-        return set()
-    original = onnx.load(source, load_external_data=False)
+def tool_made(original: onnx.ModelProto, result: onnx.ModelProto) -> set[int]:
+    """Nodes of a tool's output that the tool made anew - a name the export does not have - and
+    that carry an output of the export's: their truth (`carry_truth`) is that output's producer,
+    one of the several modules whose ops the tool replaced (`bench.metrics`: tool-made)."""
     names = {node.name for node in original.graph.node if node.name}
     outputs = {out for node in original.graph.node for out in node.output if out}
-    result = onnx.load(path, load_external_data=False)
     return {
         j
         for j, node in enumerate(result.graph.node)

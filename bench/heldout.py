@@ -412,7 +412,7 @@ def score_row(name: str, exporter: str, init: str, degradation: str, work: Path,
     tag_proto(model, str(path))
     tags = metrics.node_modules(model)
     row.nodes = len(model.graph.node)
-    row.metrics = metrics.measure(tags, truth, evidenced, cases.folded_of(path), cases.tool_made_of(path))
+    row.metrics = metrics.measure(tags, truth, evidenced, *cases.shown_apart(path))
     for i, node in enumerate(model.graph.node):
         tag = tags[i]
         invented = tag is not None and tag not in modules

@@ -149,7 +149,7 @@ def measure(
 ) -> Metrics:
     """Score predicted tags against the truth; nodes absent from `predicted` count as untagged.
     `folded` (`folded_modules`): per node, the module whose weight it reads, for `folded_count`;
-    `tool_made` (`bench.cases.tool_made_of`): the nodes a tool made anew, for `tool_made_count`."""
+    `tool_made` (`bench.cases.tool_made`): the nodes a tool made anew, for `tool_made_count`."""
     exact = sound = best = reachable = fold = made = 0
     for key, true_module in truth.items():
         tag = predicted.get(key)

@@ -129,7 +129,7 @@ def test_a_node_onnxslim_makes_anew_is_counted_tool_made_and_kept_nodes_are_not(
     onnx.save(original, tmp_path / "model.onnx")
     onnx.save(onnxslim.slim(original), tmp_path / "onnxslim.onnx")
     result = onnx.load(tmp_path / "onnxslim.onnx")
-    made = cases.tool_made_of(tmp_path / "onnxslim.onnx")
+    made = cases.shown_apart(tmp_path / "onnxslim.onnx")[1]
     names = {j: node.name for j, node in enumerate(result.graph.node)}
     assert made and all(names[j] not in {n.name for n in nodes} for j in made)
     relu = next(j for j, node in enumerate(result.graph.node) if node.op_type == "Relu")
@@ -138,4 +138,4 @@ def test_a_node_onnxslim_makes_anew_is_counted_tool_made_and_kept_nodes_are_not(
     m = metrics.measure({carried: "enc.other", relu: "enc.x"}, {carried: "enc.q", relu: "enc.act"}, {""}, None, made)
     assert (m.wrong, m.tool_made_count) == (1.0, 1)
     assert metrics.wrong_cell(m) == "100.0% (50.0% tool-made)"
-    assert cases.tool_made_of(tmp_path / "model.onnx") == set()  # the export itself: nothing made
+    assert cases.shown_apart(tmp_path / "model.onnx")[1] == set()  # the export itself: nothing made
