@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 
-__all__ = ["clone_reads", "later_reads"]
+__all__ = ["clone_reads", "later_reads", "outermost_list"]
 
 
 def clone_reads(readers: dict[str, list[int]], owners: dict[str, str], tree: Container[str]) -> dict[tuple[int, str], str]:
@@ -54,15 +54,17 @@ def later_reads(readers: dict[str, list[int]], owners: dict[str, str], reread: I
     found: dict[tuple[int, str], str] = {}
     for name in reread:
         outermost = outermost_list(owners[name])
-        found.update(((node, name), outermost) for node in readers[name][1:])
+        if outermost is not None:
+            found.update(((node, name), outermost) for node in readers[name][1:])
     return found
 
 
-def outermost_list(module: str) -> str:
-    """The module list the outermost entry of `module` belongs to (`m.layers.0.attn` -> `m.layers`)."""
+def outermost_list(module: str) -> str | None:
+    """The module list the outermost entry of `module` belongs to (`m.layers.0.attn` -> `m.layers`);
+    None when `module` lies in no list entry (no component is an index)."""
     parts = module.split(".")
-    cut = next(i for i, part in enumerate(parts) if part.isdigit())
-    return ".".join(parts[:cut])
+    cut = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    return None if cut is None else ".".join(parts[:cut])
 
 
 def _lists_holding(owner: str, tree: Container[str]) -> Iterable[tuple[list[str], list[str]]]:

@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 
 from tagger.evidence import Context, ParameterFacts
-from tagger.evidence.clones import clone_reads, later_reads
+from tagger.evidence.clones import clone_reads, later_reads, outermost_list
 from tagger.evidence.merged_parameters import merged_parameters, tied_lookup_tables
 from tagger.model.contrib import CONTRIB_DOMAIN, applies_activation, fused_bias
 from tagger.model.index import ModelIndex, NodeView, graphs_within
@@ -152,7 +152,9 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     merged |= tied
     tables = tied_lookup_tables(index, readers, context.base_dir)
     lookups = frozenset(node for name in tables for node in readers[name])
-    rereads = {name: len(readers[name]) for name in named if len(readers.get(name, ())) > 1 and _in_list_entry(named[name])}
+    rereads = {
+        name: len(readers[name]) for name in named if len(readers.get(name, ())) > 1 and outermost_list(named[name]) is not None
+    }
     context.parameters = ParameterFacts(named, frozenset(merged), lookups, rereads, untrained)
     folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
     for name in folded:
@@ -200,11 +202,6 @@ def _owned(node_id: int, view: NodeView, owners: dict[str, str], merged: set[str
     if owned and (applies_activation(view) or not folded.isdisjoint(merged.intersection(inputs))):
         owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
     return owned
-
-
-def _in_list_entry(module: str) -> bool:
-    """Whether a module path lies in an entry of a module list (a component that is an index)."""
-    return any(part.isdigit() for part in module.split("."))
 
 
 def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
