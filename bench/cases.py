@@ -416,28 +416,50 @@ class _ScopeResolver:
             self.cache[key] = self._child(parent, segment)
         return self.cache[key]
 
-    def _child(self, parent: str, segment: str) -> str | None:
+    def _child(self, parent: str, segment: str, call: int = 0) -> str | None:
         variants = [segment]
         m = _CALL_SUFFIX.match(segment)
         if m:
             variants.append(m.group(1))
         prefix = parent + "." if parent else ""
         for seg in variants:
-            for path in self.modules:  # shallowest first
-                if path.startswith(prefix) and (path == seg or path.endswith("." + seg)):
-                    return path
+            found = [p for p in self.modules if p.startswith(prefix) and (p == seg or p.endswith("." + seg))]
+            if found:
+                depth = found[0].count(".")  # shallowest first
+                alike = [p for p in found if p.count(".") == depth]
+                if len(alike) == 1:
+                    return alike[0]
+                return _nth_entry(alike, call)
         return None
 
     def resolve(self, node_name: str) -> str | None:
         if not node_name.startswith("/"):
             return None
         path = ""
-        for segment in node_name.split("/")[1:-1]:
-            nxt = self.child(path, segment)
+        segments = node_name.split("/")[1:-1]
+        call = _call_index(segments[-1]) if segments else 0
+        for segment in segments:
+            nxt = self._child(path, segment, call) if call else self.child(path, segment)
             if nxt is None:
                 return None
             path = nxt
         return path
+
+
+def _call_index(segment: str) -> int:
+    """The `_N` of a scope's last segment: how many times the exporter saw that scope before."""
+    m = _CALL_SUFFIX.match(segment)
+    return int(m.group(2)) if m else 0
+
+
+def _nth_entry(alike: list[str], call: int) -> str | None:
+    """Several modules read alike by one segment: entries of a list run without a scope of their
+    own (`for layer in self.layers: layer.forward(x)`), so TorchScript scopes each entry's modules
+    by the same path and counts the calls of that path (`attention`, `attention_1`). In the trace
+    the entries run in order, each once, so the N-th call of a scope is in the N-th entry
+    (SqueezeBERT's `/encoder/attention_1` is `encoder.layers.1.attention`)."""
+    ordered = sorted(alike, key=lambda p: [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.split(".")])
+    return ordered[call] if call < len(ordered) else None
 
 
 def truth_of_export(model: onnx.ModelProto, exporter: str, modules: set[str]) -> dict[int, str]:

@@ -211,6 +211,31 @@ FAMILIES: dict[str, HeldOut] = {
         HeldOut("mistral", lambda: _tf().MistralModel(_tf().MistralConfig(
             num_key_value_heads=1, sliding_window=4, **_text())),
             _TEXT_IN, "last_hidden_state", "gpt2", "sliding-window causal mask, grouped-query attention", decoder=True),
+        # added in the twelfth session, before any of their scores was seen
+        HeldOut("gemma", lambda: _tf().GemmaModel(_tf().GemmaConfig(num_key_value_heads=1, head_dim=16, **_text())),
+            _TEXT_IN, "last_hidden_state", "gpt2", "RMSNorm scaling by (1 + weight), embeddings scaled by "
+            "sqrt(hidden) in the model's own forward, GeGLU MLP", decoder=True),
+        HeldOut("falcon", lambda: _tf().FalconModel(_tf().FalconConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, vocab_size=VOCAB,
+            multi_query=True, parallel_attn=True, new_decoder_architecture=False, alibi=False)),
+            _TEXT_IN, "last_hidden_state", "gpt2", "multi-query attention in one fused projection, parallel "
+            "attention and MLP", decoder=True),
+        HeldOut("squeezebert", lambda: _tf().SqueezeBertModel(_tf().SqueezeBertConfig(
+            embedding_size=HIDDEN, q_groups=2, k_groups=2, v_groups=2, post_attention_groups=2,
+            intermediate_groups=2, output_groups=2, **_text())), _TEXT_IN, "last_hidden_state", "bert",
+            "grouped Conv1d projections in a channels-first layout, transposes between the layers"),
+        HeldOut("dinov2", lambda: _tf().Dinov2Model(_tf().Dinov2Config(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, mlp_ratio=2,
+            image_size=IMAGE, patch_size=8)), ("pixel_values",), "last_hidden_state", "bert",
+            "layer scale parameters, positional embeddings interpolated to the input size"),
+        HeldOut("mobilevit", lambda: _tf().MobileViTModel(_tf().MobileViTConfig(
+            image_size=IMAGE, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 48],
+            num_attention_heads=2, patch_size=2, expand_ratio=2.0)), ("pixel_values",), "last_hidden_state",
+            "bert", "convolutions and transformers interleaved: feature maps unfolded into patches and folded back"),
+        HeldOut("mobilenet-v2", lambda: _tf().MobileNetV2Model(_tf().MobileNetV2Config(
+            image_size=IMAGE, depth_multiplier=0.25, min_depth=4, finegrained_output=False)),
+            ("pixel_values",), "last_hidden_state", "bert", "inverted residuals, ReLU6 (a Clip), BatchNorm folded "
+            "or kept per exporter"),
     )
 }  # fmt: skip
 

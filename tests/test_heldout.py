@@ -13,7 +13,12 @@ fresh dynamo + onnxslim (84.3%: the embedding's caller carried through the unnam
 the pooler, the next named module), nn.TransformerEncoder fresh dynamo stripped (48.7%: its
 clones, merged into the first layer's names, each read as the first layer), and a hand-written
 block in a module list of one entry applied twice, TorchScript (5.6%, one invented module: the
-second call of its parameter-free GELU, scoped `blocks.0.2_1`, read as a module of that name).
+second call of its parameter-free GELU, scoped `blocks.0.2_1`, read as a module of that name),
+SqueezeBERT noisy TorchScript (30.8% stated as known: its encoder runs each layer by
+`layer.forward(...)`, which leaves the layer out of every scope, so `/encoder/attention_1` was read
+as layer 0's attention called again), and EfficientNet noisy dynamo stripped (6.5%: the
+squeeze-and-excitation's pooling put in the depthwise conv block, whose activation the
+excitation's scaling reads after a later module ran).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ ROWS = [
     ("mobilebert", "dynamo", "fresh", "onnxslim"),
     ("torch-encoder", "dynamo", "fresh", "strip_all"),
     ("torch-shared", "torchscript", "noisy", "none"),
+    ("squeezebert", "torchscript", "noisy", "none"),
+    ("efficientnet", "dynamo", "noisy", "strip_all"),
 ]
 
 

@@ -783,6 +783,30 @@ def test_a_node_reading_a_value_already_handed_out_of_its_producers_caller_is_le
     assert _modules(without_hand_off)[1] == "m.emb"  # still chosen: the caller may still be running
 
 
+def test_a_node_reading_a_value_a_later_module_joins_is_left_at_its_bound():
+    """A value joined with the output of a module that ran after its producer, outside the
+    producer's caller, has left that caller: while a module runs only its own subtree does, so it
+    had returned before. A node reading the value may run after the return (EfficientNet's
+    squeeze-and-excitation pools its block's activation, which its excitation scales after the
+    reduce conv ran: the pooling was filed under the depthwise conv block, a wrong branch)."""
+    nodes = [
+        ("Add", ["x", "m.blk.dw.conv.bias"], ["h"], None),  # the depthwise conv (leaf of m.blk.dw)
+        ("Sigmoid", ["h"], ["s"], None),  # its caller's activation
+        ("Mul", ["h", "s"], ["a"], None),
+        ("ReduceMean", ["a"], ["p"], {"keepdims": 1}),  # the squeeze: the caller's or after it?
+        ("Add", ["p", "m.blk.se.reduce.bias"], ["r"], None),
+        ("Sigmoid", ["r"], ["g"], None),
+        ("Mul", ["a", "g"], ["z"], None),  # the excitation joins the activation after the reduce ran
+        ("Add", ["z", "m.blk.proj.bias"], ["y"], None),
+    ]
+    params = ["m.blk.dw.conv.bias", "m.blk.se.reduce.bias", "m.blk.proj.bias"]
+    modules = _modules(_model(nodes, params=params))
+    assert modules[1] == modules[2] == "m.blk.dw"  # chosen: nothing says the block returned before them
+    assert modules[3] == "m.blk"  # the bound (was m.blk.dw, a wrong branch)
+    unjoined = [*nodes[:6], ("Mul", ["p", "g"], ["z"], None), nodes[7]]  # nothing joins `a` later
+    assert _modules(_model(unjoined, params=params))[3] == "m.blk.dw"  # still chosen
+
+
 def test_work_behind_an_unnamed_leafs_matrix_product_is_not_carried_into_the_first_modules_caller():
     """A fresh export names only the embedding and the pooler (every bias and norm weight merged):
     between them run the encoder's Linears on unnamed weights. A node behind such a product reads

@@ -79,3 +79,16 @@ def test_a_scope_reading_a_known_module_by_another_path_is_that_module_but_not_a
     modules.read_shared(["m", "layers.1", "self_attn"], ["m.layers.0.self_attn"])
     assert modules.resolve(["decoder", "shared"]) == "shared"
     assert modules.resolve(["m", "layers.1", "self_attn"]) == "m.layers.1.self_attn"
+
+
+def test_a_scope_naming_several_list_entries_alike_is_read_as_none_of_them():
+    """A list its caller runs by `layer.forward(x)` leaves the entries out of every TorchScript
+    scope (SqueezeBERT's `/encoder/attention_1`): the segment is the unqualified name of the same
+    module in every entry, and `_1` counts calls of that name, so the scope names no one module."""
+    modules = ModuleSet()
+    for path in ("m.encoder.layers.0.attention.query", "m.encoder.layers.1.attention.query"):
+        modules.add(path)
+    assert modules.resolve(["m", "encoder", "attention_1"]) is None
+    assert modules.resolve(["m", "encoder", "attention", "query_1"]) is None
+    modules.add("m.decoder.attention")  # one entry only: the name says which
+    assert modules.resolve(["m", "decoder", "attention"]) == "m.decoder.attention"

@@ -109,7 +109,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
         bound = bound_of(state, i, before, after, up, down)
         nxt = after[i] if state.ordered else -1
         tail = state.ordered and nxt < 0 and i >= cut
-        module, certain = _choose(state, i, up[i], down[i], nxt, bound, tail, (behind[i], ahead[i]), origins[i], shapes[i])
+        module, certain = _choose(state, i, up[i], down[i], nxt, bound, tail, (behind[i], ahead[i]), origins, shapes[i])
         result[i] = module
         state.bounds[i] = bound if t.within(module, bound) else module
         state.certain[i] = certain
@@ -236,11 +236,11 @@ def _choose(
     bound: int,
     tail: bool = False,
     leaves: tuple[bool, bool] = (False, False),
-    origins=(),
+    origins=None,
     shape_only: bool = False,
 ) -> tuple[int, bool]:
     """Rules 4-6 for one node; `leaves`: whether an unnamed leaf's weighted op lies behind it
-    and ahead of it (`_unnamed_leaves`); `origins`: its nearest tagged producers; `shape_only`:
+    and ahead of it (`_unnamed_leaves`); `origins`: every node's nearest tagged producers; `shape_only`:
     whether it reads them only through their shape (`shape_reads.shape_only`)."""
     behind, ahead = leaves
     t = state.tree
@@ -253,7 +253,7 @@ def _choose(
         weighted = state.graph.weighted[i] and (caller == module or not _list_entry(state, caller))
         own = caller == module and not t.leaf[module]  # the module's own op, not a child's
         behind = behind and not _list_entry(state, caller)  # the list's caller only hands its value on
-        returned = _handed_out(state, origins or (), caller)
+        returned = _handed_out(state, i, origins, caller)
         tail = tail or ((behind or shape_only) and nxt < 0)  # nothing named after: nothing says it runs on
         next_only = weighted or behind or returned or shape_only
         ends_entry = own or t.leaf[module]  # the caller's own op, or its child leaf's output
@@ -269,13 +269,31 @@ def _choose(
     return bound, True
 
 
-def _handed_out(state: State, origins, caller: int) -> bool:
-    """Whether a tagged producer's value is already read by a tagged node outside `caller`:
-    then it is what `caller` returned (a module hands its caller only its return values), and
-    a node reading it may run after the return, in the caller's caller (BertModel takes the
-    embeddings' output's shape to build the mask of a dynamic-shape export)."""
+def _handed_out(state: State, i: int, origins, caller: int) -> bool:
+    """Whether a value node `i` reads (its tagged producer's, or what an input carries on from it) has
+    left `caller`: a module hands its caller only its return values, so node `i` may read it
+    after the return, in the caller's caller (BertModel takes the embeddings' output's shape to
+    build the mask of a dynamic-shape export). A value has left `caller` when a tagged node
+    outside it reads the value, or when a join reads it together with the value of a tagged node
+    outside `caller` that ran after `i`'s producer: while `caller` runs, only its own subtree's
+    ops run, so it had returned before that node (fact A's order), and the join after it
+    (EfficientNet's squeeze-and-excitation scales its block's activation, Wav2Vec2's encoder adds
+    its positional conv to the projection's output: neither is the producer's caller's)."""
     labels, readers, t = state.labels, state.graph.readers, state.tree
-    return any(labels[r] >= 0 and not t.within(labels[r], caller) for o in origins for r in readers[o])
+    mine = origins[i] or ()
+    carried = [w for w in state.graph.writers[i] if labels[w] < 0 and origins[w]]  # the producer's value on its way
+    values = set(mine).union(carried)
+    last = max(mine, default=-1)
+    for v in values:
+        for r in readers[v]:
+            if r == i:
+                continue
+            if labels[r] >= 0:
+                if not t.within(labels[r], caller):
+                    return True
+            elif state.ordered and any(q > last and not t.within(labels[q], caller) for q in origins[r] or ()):
+                return True
+    return False
 
 
 def _still_open(

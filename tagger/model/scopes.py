@@ -56,7 +56,7 @@ class ScopeReading:
 
     def __init__(self) -> None:
         self._observed: set[str] = set()
-        self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
+        self._memo: dict[tuple[tuple[str, ...], bool], tuple[str, ...] | None] = {}
         self._by_unqualified: dict[str, list[str]] | None = None
         self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
 
@@ -86,13 +86,14 @@ class ScopeReading:
         is another object, a clone whose equal parameters (a fresh model's `copy.deepcopy`d layers)
         the exporter stored once under the first one's names.
         """
-        if not segments or self.resolve(segments) in self._known:
-            return  # it reads as a known module already (the common case: checked before any owner)
+        resolved = self.resolve(segments) if segments else None
+        if resolved is None or resolved in self._known:
+            return  # it reads as a known module already (the common case), or as several alike
         named = [owner for owner in owners if owner in self._known and _unqualified(owner) == segments[-1]]
         if len(named) != 1 or _another_entry(segments, named[0]):
             return
         segments, module = tuple(segments), named[0]
-        while segments and module and self.resolve(segments) not in self._known:
+        while segments and module and (resolved := self.resolve(segments)) is not None and resolved not in self._known:
             name = _unqualified(module)
             if segments[-1] != name:
                 return
@@ -100,8 +101,9 @@ class ScopeReading:
             self._memo.clear()
             segments, module = segments[:-1], module[: len(module) - len(name)].rstrip(".")
 
-    def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str:
-        """Turn exporter scope segments into a module path.
+    def resolve(self, segments: Sequence[str], torchscript: bool = True) -> str | None:
+        """Turn exporter scope segments into a module path; None when the scope names several
+        known modules alike (`_known_below`).
 
         Undoes three TorchScript quirks: a segment is the *unqualified* name of a called module
         (its last non-numeric attribute plus any index: `layers.0`), so a module that its caller
@@ -122,26 +124,30 @@ class ScopeReading:
             # reads as itself (`_extend`'s first test) unless a TorchScript prefix is a shared module's:
             # the readings below give the literal path; most scopes of a large model are read here
             return path
-        return ".".join(self._resolve_prefix(tuple(segments), torchscript))
+        parts = self._resolve_prefix(tuple(segments), torchscript)
+        return None if parts is None else ".".join(parts)
 
-    def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...]:
-        """Resolve scope by scope, memoised: sibling names share every prefix."""
+    def _resolve_prefix(self, segments: tuple[str, ...], torchscript: bool) -> tuple[str, ...] | None:
+        """Resolve scope by scope, memoised: sibling names share every prefix. None from the first
+        segment that names several known modules alike on (`_known_below`)."""
         key = (segments, torchscript)
-        parts = self._memo.get(key)
-        if parts is None and torchscript:
-            parts = self._shared.get(segments)
+        if key in self._memo:
+            return self._memo[key]
+        parts = self._shared.get(segments) if torchscript else None
         if parts is None:
             if not segments:
                 parts = ()
             else:
                 head = self._resolve_prefix(segments[:-1], torchscript)
                 previous = segments[-2] if len(segments) > 1 else ""
-                parts = tuple(self._extend(list(head), previous, segments, torchscript))
-            self._memo[key] = parts
+                extended = None if head is None else self._extend(list(head), previous, segments, torchscript)
+                parts = None if extended is None else tuple(extended)
+        self._memo[key] = parts
         return parts
 
-    def _extend(self, parts: list[str], previous: str, segments: tuple[str, ...], torchscript: bool) -> list[str]:
-        """`parts` (the resolved caller) extended by the last of the literal `segments`."""
+    def _extend(self, parts: list[str], previous: str, segments: tuple[str, ...], torchscript: bool) -> list[str] | None:
+        """`parts` (the resolved caller) extended by the last of the literal `segments`; None when
+        the segment names several known modules below the caller alike (`_known_below`)."""
         segment = segments[-1]
         plain = segment.split(".")
         if ".".join(parts + plain) in self._known:  # the common case, before any other reading is built
@@ -159,8 +165,8 @@ class ScopeReading:
                 return candidate
         if torchscript and maybe_known:
             below = self._known_below(".".join(parts), segment, stripped)
-            if below is not None:
-                return below
+            if below:
+                return below[0].split(".") if len(below) == 1 else None
         if torchscript and stripped != plain and self._second_call(base + stripped, segments, stripped):
             return base + stripped
         return base + plain
@@ -171,9 +177,16 @@ class ScopeReading:
         Sequential called twice: `/blocks.0/blocks.0.2_1` beside `/blocks.0/blocks.0.2`)."""
         return ".".join(reading) in self._observed or ".".join((*segments[:-1], *stripped)) in self._observed
 
-    def _known_below(self, caller: str, segment: str, stripped: list[str]) -> list[str] | None:
-        """The shallowest known strict descendant of `caller` whose unqualified name is `segment`
-        (else its `_N`-stripped form), as parts; None when there is none."""
+    def _known_below(self, caller: str, segment: str, stripped: list[str]) -> list[str]:
+        """The shallowest known strict descendants of `caller` whose unqualified name is `segment`
+        (else its `_N`-stripped form); empty when there is none.
+
+        More than one means the name does not say which: TorchScript scopes a module by its
+        unqualified name only, so entries of a list their caller runs without a scope of their own
+        (`for layer in self.layers: layer.forward(x)`: SqueezeBERT's `/encoder/attention_1`) or
+        equal names on two branches reached through uncalled containers read alike, and an `_N`
+        suffix counts calls of that name, not entries. The scope is then no evidence (`resolve`
+        gives None): the nodes' parameters and inference place them."""
         if self._by_unqualified is None:
             self._by_unqualified = {}
             for path in self._known:
@@ -185,8 +198,9 @@ class ScopeReading:
                 p for p in self._by_unqualified.get(name, ()) if p.startswith(prefix) and not self._skips_called(prefix, p, name)
             ]
             if found:
-                return min(found, key=lambda p: (p.count("."), p)).split(".")
-        return None
+                depth = min(p.count(".") for p in found)
+                return sorted(p for p in found if p.count(".") == depth)
+        return []
 
     def _skips_called(self, prefix: str, path: str, name: str) -> bool:
         """Whether reaching `path` from the caller skips a module the file's names show was called:
