@@ -135,6 +135,10 @@ class Context:
     tree: dict[str, str | None] | None = None
     """The true module tree as adopted (path -> class name or None), recorded in the tagged file
     (`tagger.writing.module_map`)."""
+    alike: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """Nodes whose TorchScript scope names several known modules alike (a list's entries run
+    without a scope of their own) -> the paths it may name (`ModuleSet.alike_readings`); the
+    name source sets it, `tagger.pipeline.alike` refines their inferred tags with it."""
     unknown_claims: Counter[str] = field(default_factory=Counter)
     """Claimed module paths outside the true tree -> how many nodes claimed each (not written)."""
 

@@ -21,7 +21,9 @@ node's name, not a module. Hence:
    unqualified name of (`/decoder/…` is `model.decoder` when `self.model.decoder(...)` skipped
    `model`), and only when none is known to a new child of the caller: an output head whose
    weight is tied or transposed (`/lm_head/MatMul` beside `onnx::MatMul_803`) keeps its scope,
-   since the exporter names only modules that ran. Any other scoped name (a tool's suffix on a
+   since the exporter names only modules that ran. A segment that reads as several known modules
+   alike is no evidence (`ScopeReading._known_below`: entries of a list run by `layer.forward(x)`
+   share one scope; parameters and inference place those nodes). Any other scoped name (a tool's suffix on a
    dynamo name, `node_MatMul_34/MatMulAddFusion`) counts only when its first module is a known
    child of the root.
 3. A module reached by two paths (a tied embedding: T5's `shared` is also `decoder.embed_tokens`)
@@ -137,10 +139,17 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     _read_shared_modules(index, named, segments_of, context)
     found: dict[int, str] = {}
     cache = context.scope_modules
+    alike: dict[str, tuple[str, ...]] = {}
     for node_id, scope in named:
         module = cache[scope] if scope in cache else module_of_scope(scope, context, segments_of[scope])
         if module is not None:
             found[node_id] = module
+        elif scope.startswith("/") and segments_of[scope]:
+            if scope not in alike:
+                readings = context.modules.alike_readings(segments_of[scope])
+                alike[scope] = readings if context.tree is None else tuple(r for r in readings if r in context.modules)
+            if len(alike[scope]) > 1:
+                context.alike[node_id] = alike[scope]
     return found
 
 

@@ -148,10 +148,27 @@ class ScopeReading:
     def _extend(self, parts: list[str], previous: str, segments: tuple[str, ...], torchscript: bool) -> list[str] | None:
         """`parts` (the resolved caller) extended by the last of the literal `segments`; None when
         the segment names several known modules below the caller alike (`_known_below`)."""
+        readings = self._extensions(parts, previous, segments, torchscript)
+        return readings[0] if len(readings) == 1 else None
+
+    def alike_readings(self, segments: Sequence[str], limit: int = 64) -> tuple[str, ...]:
+        """The known module paths a TorchScript scope may name when a segment of it names several
+        known modules alike (`_known_below`): one per such module, the rest of the scope read
+        below each (a module the file does not name may be a new child, as `resolve` reads one:
+        TorchScript scopes only modules that ran). Fewer than two: the scope is no such scope."""
+        partial: list[list[str]] = [[]]
+        for end in range(len(segments)):
+            literal, previous = tuple(segments[: end + 1]), segments[end - 1] if end else ""
+            partial = [reading for parts in partial for reading in self._extensions(parts, previous, literal, True)][:limit]
+        return tuple(dict.fromkeys(".".join(parts) for parts in partial))
+
+    def _extensions(self, parts: list[str], previous: str, segments: tuple[str, ...], torchscript: bool) -> list[list[str]]:
+        """The readings of `parts` extended by the last of the literal `segments`: one, or the
+        several known modules the segment names alike (`_known_below`)."""
         segment = segments[-1]
         plain = segment.split(".")
         if ".".join(parts + plain) in self._known:  # the common case, before any other reading is built
-            return parts + plain
+            return [parts + plain]
         stripped = [_CALL_SUFFIX.sub("", p) or p for p in plain]
         base = parts
         if previous and segment.startswith(previous + "."):
@@ -162,14 +179,14 @@ class ScopeReading:
         candidates = [parts + plain, base + plain, parts + stripped, base + stripped] if maybe_known else []
         for candidate in candidates:
             if ".".join(candidate) in self._known:
-                return candidate
+                return [candidate]
         if torchscript and maybe_known:
             below = self._known_below(".".join(parts), segment, stripped)
             if below:
-                return below[0].split(".") if len(below) == 1 else None
+                return [path.split(".") for path in below]
         if torchscript and stripped != plain and self._second_call(base + stripped, segments, stripped):
-            return base + stripped
-        return base + plain
+            return [base + stripped]
+        return [base + plain]
 
     def _second_call(self, reading: list[str], segments: tuple[str, ...], stripped: list[str]) -> bool:
         """Whether a `_N` scope is a second call of the base scope: the base was seen, read as it

@@ -19,6 +19,7 @@ from tagger.evidence.initializers import module_of_parameter
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.model.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.model.paths import lca, lca_all, parent
+from tagger.pipeline.alike import refine_alike
 from tagger.pipeline.bodies import body_modules, settle_owners
 from tagger.pipeline.display import TagFormatter
 from tagger.pipeline.fused import widen_residual_norms
@@ -141,6 +142,7 @@ def tag_model(
             labels.facts.sequences,
         )
     _widen_tied_lookups(index, labels.modules, labels.sources, context.parameters.tied_lookups)
+    refine_alike(labels.modules, labels.sources, context.alike)
     formatter = TagFormatter(context.classes)
     assignments = _assignments(labels.modules, labels.sources, formatter)
     bounds = {i: bound for i, bound in labels.bounds.items() if labels.sources[i] == "inherited"}
