@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tagger import tag_proto
+from tagger import report, tag_proto
 from tests.graphs import tags_of
 
 
@@ -44,3 +44,10 @@ def test_a_scope_naming_list_entries_alike_is_placed_by_parameters_and_refined_b
     assert modules[:3] == ["m.enc.layers.0.attn.q", "m.enc.layers.0.attn.softmax", "m.enc.layers.0.attn.o"]
     # layer 1's scopes read `q_1`, `softmax_1`: calls of the same scope, not layer 0's modules called again
     assert modules[3:6] == ["m.enc.layers.1.attn.q", "m.enc.layers.1.attn.softmax", "m.enc.layers.1.attn.o"]
+
+
+def test_the_report_says_why_such_nodes_entry_was_inferred(tmp_path):
+    path = tmp_path / "alike.onnx"
+    onnx.save(_two_layers_run_by_forward(), path)
+    notes = [note for note in report(path).notes if "name several module list entries alike" in note]
+    assert notes and notes[0].startswith("6 nodes have TorchScript scopes")

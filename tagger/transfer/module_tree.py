@@ -75,14 +75,27 @@ def tree_notes(context: Context) -> list[str]:
             "module names are the file's own, not checked against the model's module tree "
             f"(give {param('modules')} FILE, written by shim.write_modules(model, FILE))",
             *_reread_notes(context),
+            *_alike_notes(context),
         ]
     claims = context.unknown_claims
     if not claims:
-        return [f"module names checked against {context.tree_origin}"]
+        return [f"module names checked against {context.tree_origin}", *_alike_notes(context)]
     shown = ", ".join(repr(path) for path, _ in claims.most_common(3)) + (", ..." if len(claims) > 3 else "")
     return [
         f"module names checked against {context.tree_origin}: {sum(claims.values())} nodes' evidence named "
-        f"{len(claims)} paths that are no module of it ({shown}); those nodes were placed by inference"
+        f"{len(claims)} paths that are no module of it ({shown}); those nodes were placed by inference",
+        *_alike_notes(context),
+    ]
+
+
+def _alike_notes(context: Context) -> list[str]:
+    """Scopes that name several list entries alike: why the names did not say their nodes' entry."""
+    if not context.alike:
+        return []
+    return [
+        f"{len(context.alike)} nodes have TorchScript scopes that name several module list entries alike (a list run "
+        "by `layer.forward(x)` leaves the entry out of every scope): their entry comes from the parameters "
+        "they read or from inference, and the scope places them inside it"
     ]
 
 
