@@ -1267,3 +1267,21 @@ def test_a_product_on_a_leafs_result_read_by_a_sibling_is_not_carried_into_the_l
     modules = _modules(model)
     assert modules[1] == "enc.final_norm" and modules[3] == "dec.embed"
     assert not modules[2].startswith("enc"), modules
+
+
+def test_indices_passed_into_a_lookup_are_its_callers_by_choice_not_certain():
+    """A constant read only as an embedding's indices is made by the embedding's caller, or by any
+    module above it that passes it down (SqueezeBERT's model builds the zero token-type ids its
+    embeddings hand to the lookup): the caller is a choice, bounded by the root alone."""
+    ids = numpy_helper.from_array(np.zeros((1, 8), dtype=np.int64))
+    nodes = [
+        ("Constant", [], ["ids"], {"value": ids}),
+        ("Gather", ["m.emb.tok.weight", "ids"], ["e"], None),
+        ("Add", ["x", "e"], ["h"], None),
+        ("Add", ["h", "m.emb.norm.bias"], ["y"], None),
+    ]
+    model = _model(nodes, params=["m.emb.norm.bias"])
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "m.emb.tok.weight"))
+    result = tag_model(model)
+    assert result.assignments[0].module == "m.emb"  # the lookup's caller, as before
+    assert result.bounds[0].bound == "" and not result.bounds[0].certain  # was certain, bound m.emb

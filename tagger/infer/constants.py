@@ -35,10 +35,15 @@ def home(state: State, i: int, users: int) -> int:
     so are the indices an embedding looks up (a `Gather` on a parameter: `F.embedding(input,
     self.weight)` is the leaf's only op, its indices the caller's argument: position ids; an
     embedding subclass computing its own positions, BART's, gets its caller: shallower, sound)."""
+    return state.tree.parent(users) if _passed_in(state, i, users) else users
+
+
+def _passed_in(state: State, i: int, users: int) -> bool:
+    """Whether node `i` is a value a leaf `users` receives as an argument (`home`): made by the
+    leaf's caller, or by any module above it that passes it down (SqueezeBERT's model builds the
+    zero token-type ids its embeddings hand to the token-type lookup), so only the root bounds it."""
     t = state.tree
-    if users >= 0 and t.leaf[users] and users != t.root and (state.graph.nodes[i].input or _looked_up(state, i)):
-        return t.parent(users)
-    return users
+    return users >= 0 and t.leaf[users] and users != t.root and bool(state.graph.nodes[i].input or _looked_up(state, i))
 
 
 def _looked_up(state: State, i: int) -> bool:
@@ -56,12 +61,17 @@ def follow_users(state: State) -> None:
     """Rule 1 once every user is decided: a constant lives in the lowest common ancestor of
     its users' modules (fact A: it has no place of its own in the order), and is as certain
     as they are: a user's choice deeper than its bound leaves the constant that choice, bounded
-    by the users' bounds."""
+    by the users' bounds. A value passed into a leaf (`_passed_in`) is its caller's by choice:
+    any module above may have made it."""
     g, labels, t = state.graph, state.labels, state.tree
     for i in range(len(labels) - 1, -1, -1):
         if state.evidence[i] < 0 and g.constant[i] and g.readers[i]:
             readers = g.readers[i]
-            users = home(state, i, t.lca_all(labels[k] for k in readers))
+            meet = t.lca_all(labels[k] for k in readers)
+            users = home(state, i, meet)
+            if users != meet:  # passed into a leaf: made by its caller or any module above
+                labels[i], state.bounds[i], state.certain[i] = users, t.root, users == t.root
+                continue
             if users >= 0 and users != labels[i]:
                 labels[i] = users
                 # as sure as its users' tags: a user placed by a choice passes on its bound, not its choice
