@@ -33,6 +33,7 @@ import onnx
 import torch
 
 from tagger.model.index import graphs_within
+from tagger.text import natural
 
 ARCHS: tuple[str, ...] = ("bert", "albert", "vit", "resnet", "gpt2")
 """bert: encoder; albert: one shared layer called repeatedly (TorchScript ``_N`` suffix quirk);
@@ -408,15 +409,16 @@ class _ScopeResolver:
 
     def __init__(self, modules: set[str]) -> None:
         self.modules = sorted(modules - {""}, key=lambda p: (p.count("."), p))
-        self.cache: dict[tuple[str, str], str | None] = {}
+        self.cache: dict[tuple[str, str, int], str | None] = {}
 
-    def child(self, parent: str, segment: str) -> str | None:
-        key = (parent, segment)
+    def child(self, parent: str, segment: str, call: int = 0) -> str | None:
+        """The module `segment` names below `parent`; `call`: the scope's call index (`_nth_entry`)."""
+        key = (parent, segment, call)
         if key not in self.cache:
-            self.cache[key] = self._child(parent, segment)
+            self.cache[key] = self._child(parent, segment, call)
         return self.cache[key]
 
-    def _child(self, parent: str, segment: str, call: int = 0) -> str | None:
+    def _child(self, parent: str, segment: str, call: int) -> str | None:
         variants = [segment]
         m = _CALL_SUFFIX.match(segment)
         if m:
@@ -439,7 +441,7 @@ class _ScopeResolver:
         segments = node_name.split("/")[1:-1]
         call = _call_index(segments[-1]) if segments else 0
         for segment in segments:
-            nxt = self._child(path, segment, call) if call else self.child(path, segment)
+            nxt = self.child(path, segment, call)
             if nxt is None:
                 return None
             path = nxt
@@ -458,7 +460,7 @@ def _nth_entry(alike: list[str], call: int) -> str | None:
     by the same path and counts the calls of that path (`attention`, `attention_1`). In the trace
     the entries run in order, each once, so the N-th call of a scope is in the N-th entry
     (SqueezeBERT's `/encoder/attention_1` is `encoder.layers.1.attention`)."""
-    ordered = sorted(alike, key=lambda p: [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.split(".")])
+    ordered = sorted(alike, key=natural)
     return ordered[call] if call < len(ordered) else None
 
 
