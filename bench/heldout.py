@@ -236,6 +236,32 @@ FAMILIES: dict[str, HeldOut] = {
             image_size=IMAGE, depth_multiplier=0.25, min_depth=4, finegrained_output=False)),
             ("pixel_values",), "last_hidden_state", "bert", "inverted residuals, ReLU6 (a Clip), BatchNorm folded "
             "or kept per exporter"),
+        # added in the thirteenth session, before any of their scores was seen
+        HeldOut("convbert", lambda: _tf().ConvBertModel(_tf().ConvBertConfig(
+            embedding_size=16, head_ratio=2, conv_kernel_size=3, **_text())), _TEXT_IN, "last_hidden_state", "bert",
+            "span-based dynamic convolution heads beside self-attention (a kernel computed from the input, unfolded)"),
+        HeldOut("levit", lambda: _tf().LevitModel(_tf().LevitConfig(
+            image_size=IMAGE, patch_size=16, hidden_sizes=[16, 24], num_attention_heads=[1, 2], depths=[1, 1],
+            key_dim=[8, 8], mlp_ratio=[2, 2], attention_ratio=[2, 2], down_ops=[["Subsample", 8, 2, 4, 2, 2]])),
+            ("pixel_values",), "last_hidden_state", "bert", "Linear + BatchNorm1d everywhere, a conv stem, attention "
+            "biases gathered from a table by fixed indices, subsampling attention between stages"),
+        HeldOut("poolformer", lambda: _tf().PoolFormerModel(_tf().PoolFormerConfig(
+            num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2],
+            padding=[2, 1], pool_size=3, mlp_ratio=2.0)), ("pixel_values",), "last_hidden_state", "bert",
+            "average pooling minus its input as the token mixer, GroupNorm, layer scale, 1x1-conv MLP"),
+        HeldOut("gpt-bigcode", lambda: _tf().GPTBigCodeModel(_tf().GPTBigCodeConfig(
+            n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, vocab_size=VOCAB, n_positions=64, multi_query=True,
+            bos_token_id=0, eos_token_id=0)), _TEXT_IN, "last_hidden_state", "gpt2",
+            "multi-query attention in one fused c_attn Linear split unevenly, learned positions", decoder=True),
+        HeldOut("bit", lambda: _tf().BitModel(_tf().BitConfig(
+            embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], layer_type="bottleneck", global_padding="SAME",
+            num_groups=4)), ("pixel_values",), "last_hidden_state", "bert",
+            "weight-standardised convs (the weight normalised in forward), GroupNorm, dynamic SAME padding"),
+        HeldOut("mamba", lambda: _tf().MambaModel(_tf().MambaConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, vocab_size=VOCAB, state_size=4, expand=2, conv_kernel=4,
+            bos_token_id=0, eos_token_id=0, pad_token_id=0)), ("input_ids",), "last_hidden_state", "gpt2",
+            "no attention: a causal depthwise conv and a selective state-space scan unrolled over the sequence",
+            decoder=True),
     )
 }  # fmt: skip
 
