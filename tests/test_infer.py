@@ -1285,3 +1285,24 @@ def test_indices_passed_into_a_lookup_are_its_callers_by_choice_not_certain():
     result = tag_model(model)
     assert result.assignments[0].module == "m.emb"  # the lookup's caller, as before
     assert result.bounds[0].bound == "" and not result.bounds[0].certain  # was certain, bound m.emb
+
+
+def test_a_fork_before_another_leafs_unnamed_product_is_not_claimed_by_the_leaf_after_it():
+    """LeViT's attention (a fork: q, k, v of one value) runs before its projection, a Linear on an
+    unnamed weight and a BatchNorm named in the file. A leaf applies one weight, so the Linear's
+    MatMul is a leaf of its own (fact B), and the fork converging into it is not the BatchNorm's work."""
+    nodes = [
+        ("Add", ["x", "emb.bias"], ["e0"], None),
+        ("Relu", ["e0"], ["e"], None),
+        ("Mul", ["e", "two"], ["a"], None),
+        ("Mul", ["e", "a"], ["b"], None),
+        ("MatMul", ["b", "val_1"], ["m"], None),
+        ("Reshape", ["m", "flat"], ["r"], None),
+        ("BatchNormalization", ["r", "blk.proj.bn.weight", "blk.proj.bn.bias", "blk.proj.bn.mean", "blk.proj.bn.var"], ["y"], None),
+    ]
+    bn = ["blk.proj.bn.weight", "blk.proj.bn.bias", "blk.proj.bn.mean", "blk.proj.bn.var"]
+    model = _model(nodes, params=["emb.bias", *bn], anonymous=["val_1"], shapes={"flat": [8, 4]})
+    result = tag_model(model)
+    for i in (2, 3):
+        assert result.assignments[i].module != "blk.proj.bn"
+        assert result.bounds[i].bound != "blk.proj.bn"

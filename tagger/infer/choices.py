@@ -101,7 +101,6 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     memo = _Memo()
     behind, ahead = _unnamed_leaves(state, labels)
     joined = _joins_ahead(state, labels, up)
-    ahead = [a or j for a, j in zip(ahead, joined, strict=True)]
     shapes = shape_reads.shape_only(state, labels, up)
     for i, label in enumerate(labels):
         if label >= 0:
@@ -109,7 +108,8 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
         bound = bound_of(state, i, before, after, up, down)
         nxt = after[i] if state.ordered else -1
         tail = state.ordered and nxt < 0 and i >= cut
-        module, certain = _choose(state, i, up[i], down[i], nxt, bound, tail, (behind[i], ahead[i]), origins, shapes[i])
+        leaves = (behind[i], ahead[i], joined[i])
+        module, certain = _choose(state, i, up[i], down[i], nxt, bound, tail, leaves, origins, shapes[i])
         result[i] = module
         state.bounds[i] = bound if t.within(module, bound) else module
         state.certain[i] = certain
@@ -235,14 +235,15 @@ def _choose(
     nxt: int,
     bound: int,
     tail: bool = False,
-    leaves: tuple[bool, bool] = (False, False),
+    leaves: tuple[bool, bool, bool] = (False, False, False),
     origins=None,
     shape_only: bool = False,
 ) -> tuple[int, bool]:
     """Rules 4-6 for one node; `leaves`: whether an unnamed leaf's weighted op lies behind it
-    and ahead of it (`_unnamed_leaves`); `origins`: every node's nearest tagged producers; `shape_only`:
-    whether it reads them only through their shape (`shape_reads.shape_only`)."""
-    behind, ahead = leaves
+    and ahead of it (`_unnamed_leaves`), and an untagged join ahead of it (`_joins_ahead`);
+    `origins`: every node's nearest tagged producers; `shape_only`: whether it reads them only
+    through their shape (`shape_reads.shape_only`)."""
+    behind, ahead, joined = leaves
     t = state.tree
     inside = [m for m in produced if t.within(m, bound)] if produced else []
     if len(inside) == 1 and len(produced) == 1 and not _brings_data(state, i):  # rule 4
@@ -259,7 +260,7 @@ def _choose(
         ends_entry = own or t.leaf[module]  # the caller's own op, or its child leaf's output
         if _still_open(state, caller, nxt, consumed, tail, next_only, own, ends_entry) and t.within(caller, bound):
             return caller, caller == bound
-    if consumed and len(consumed) == 1 and not inside and not ahead:  # rule 5
+    if consumed and len(consumed) == 1 and not inside and not ahead and not joined:  # rule 5
         (module,) = consumed
         target = t.parent(module) if t.leaf[module] else module
         if (nxt < 0 or t.within(nxt, target)) and t.within(target, bound):

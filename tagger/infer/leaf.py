@@ -275,13 +275,21 @@ def _calls(state: State, members: Container[int]):
 
 def _converging(state: State, own: set[int], start: int) -> set[int]:
     """Untagged nodes after `start` all of whose readers are in `own` or in the result (walked
-    backwards; by fact A the leaf's stretch holds no other module's tagged node)."""
+    backwards; by fact A the leaf's stretch holds no other module's tagged node). When the leaf's
+    own nodes already apply its weight (a product or a norm op), the walk stops at an op applying
+    a weight the file does not name: a leaf applies one weight, so that op is the parameter use of
+    a leaf of its own, which ran before this call, and so did all that feeds it (LeViT's attention
+    before its projection's unnamed Linear and named BatchNorm). A leaf whose named nodes only add
+    a bias may own the unnamed product before them (a quantized Linear's `MatMulInteger`)."""
     g, labels = state.graph, state.labels
+    applies = any(g.op[i] in PRODUCTS or g.op[i] in NORMS for i in own)
     region: set[int] = set()
     frontier = [w for i in own for w in g.writers[i]]
     while frontier:
         w = frontier.pop()
         if w <= start or w in region or w in own or labels[w] >= 0 or g.constant[w]:
+            continue
+        if applies and (g.weighted[w] or g.normed[w]):
             continue
         readers = g.readers[w]
         if readers and all(k in region or k in own for k in readers):
