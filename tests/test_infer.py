@@ -812,7 +812,8 @@ def test_work_behind_an_unnamed_leafs_matrix_product_is_not_carried_into_the_fir
     between them run the encoder's Linears on unnamed weights. A node behind such a product reads
     that leaf's output, not the embedding's, and the leaf may run anywhere inside the bound: the
     body stays at its bound (the model), never in `model.emb` (a wrong branch). Before the first
-    product the embedding's result is still carried on in its caller."""
+    product the Relu prepares that unnamed leaf's input: where it runs nothing says either (the
+    embedding's caller, or a module around the product), so it stays at its bound too."""
     model = _model(
         [
             ("Add", ["x", "model.emb.word.bias"], ["e"], None),
@@ -827,7 +828,7 @@ def test_work_behind_an_unnamed_leafs_matrix_product_is_not_carried_into_the_fir
         anonymous=["val_1", "val_2"],
     )
     tagged = _modules(model)
-    assert tagged[1] == "model.emb"
+    assert tagged[1] == "model"
     assert tagged[3:6] == ["model"] * 3
 
 
@@ -1306,3 +1307,19 @@ def test_a_fork_before_another_leafs_unnamed_product_is_not_claimed_by_the_leaf_
     for i in (2, 3):
         assert result.assignments[i].module != "blk.proj.bn"
         assert result.bounds[i].bound != "blk.proj.bn"
+
+
+def test_a_node_whose_result_first_meets_an_unnamed_weight_is_not_kept_with_the_module_before():
+    """PoolFormer: a patch embedding's Conv, then the next block's GroupNorm, whose scale the
+    exporter folded into an unnamed initializer. That the result goes no further than the patch
+    embedding's caller says nothing: it first enters an op applying a weight of a module the file
+    does not name, which may run anywhere in the bound. The Relu stays at its certain bound."""
+    nodes = [
+        ("Add", ["x", "enc.pe.proj.bias"], ["a"], None),
+        ("Relu", ["a"], ["r"], None),
+        ("Mul", ["r", "val_1"], ["m"], None),
+        ("Add", ["m", "enc.blk.fc.bias"], ["y"], None),
+    ]
+    result = tag_model(_model(nodes, params=["enc.pe.proj.bias", "enc.blk.fc.bias"], anonymous=["val_1"]))
+    assert result.assignments[1].module == "enc"
+    assert result.bounds[1].certain

@@ -40,6 +40,14 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      with the reshape (`shape_reads.shapes_with_their_reshape`). Nor past a list entry's own op or its
      leaf's output toward another entry of the list: the list's caller hands the value from
      entry to entry (a node between nn.TransformerEncoderLayer's norm2 and the next layer).
+     Likewise the result's going no further does not count for a node ahead of an unnamed
+     leaf's work (in dataflow, between it and its nearest tagged consumers: a product or a norm
+     on an unnamed weight, an op computing with an unnamed weight-like initializer): it prepares
+     the input of a module the file does not name, which may run anywhere in the bound
+     (PoolFormer's GroupNorm, its scale folded, after the patch embedding's conv; LeViT's
+     attention before its projection's unnamed Linear) - except after a list entry, whose
+     caller hands the value to the next entry or returns it, unless the value goes into an
+     entry of another list (PoolFormer's encoder zips its patch embeddings with its blocks).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
      mask) and whose nearest tagged consumers are one module that has already started (the next
      tagged node is inside it) prepares their input inside it (in its caller, if a leaf). A node
@@ -175,15 +183,24 @@ def _tail_cut(state: State, after) -> int:
 
 def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[bool]]:
     """Per node, whether an untagged weighted op (or a norm op applying an unnamed weight: a
-    fresh export's merged norm parameters) lies between it and its nearest tagged producers
-    (behind), and between it and its nearest tagged consumers (ahead), in dataflow through
-    untagged nodes. Such an op is the work of a leaf the file does not name (fact B: an op
-    applying a parameter is a leaf's), which may run anywhere inside the bound: behind it a
-    node reads that leaf's output, not its producer's; ahead of it a node prepares that leaf's
-    input, not only its tagged consumers'."""
+    fresh export's merged norm parameters; or any op computing with an unnamed weight-like
+    initializer: a GroupNorm's folded scale, a layer scale) lies between it and its nearest
+    tagged producers (behind), and between it and its nearest tagged consumers (ahead), in
+    dataflow through untagged nodes. Such an op is the work of a module the file does not name
+    (fact B: an op applying a parameter is that parameter's module's), which may run anywhere
+    inside the bound: behind it a node reads that module's output, not its producer's; ahead of
+    it a node prepares that module's input, not only its tagged consumers'. A `Concat` placing a
+    stored tensor beside the value (a class token) computes nothing with it and counts as none."""
     count = len(labels)
     graph = state.graph
-    leaves = [(w or n) and label < 0 for w, n, label in zip(graph.weighted, graph.normed, labels, strict=True)]
+    weights = graph.facts.weights
+    applied = [
+        not w and node.op_type != "Concat" and not weights.isdisjoint(node.input)
+        for w, node in zip(graph.weighted, graph.nodes, strict=True)
+    ]
+    leaves = [
+        (w or n or a) and label < 0 for w, n, a, label in zip(graph.weighted, graph.normed, applied, labels, strict=True)
+    ]
     if not any(leaves):
         return [False] * count, [False] * count  # every weighted op on an unnamed weight is tagged
     return _reach(state.graph.writers, leaves, labels, range(count)), _reach(
@@ -253,10 +270,12 @@ def _choose(
         # list's caller only hands the value on, so what follows up to the next entry is the entry's
         weighted = state.graph.weighted[i] and (caller == module or not _list_entry(state, caller))
         own = caller == module and not t.leaf[module]  # the module's own op, not a child's
-        behind = behind and not _list_entry(state, caller)  # the list's caller only hands its value on
+        entry = _list_entry(state, caller)
+        behind = behind and not entry  # the list's caller only hands its value on
+        prepares = ahead and not (entry and not _into_another_list(state, caller, consumed))
         returned = _handed_out(state, i, origins, caller)
         tail = tail or ((behind or shape_only) and nxt < 0)  # nothing named after: nothing says it runs on
-        next_only = weighted or behind or returned or shape_only
+        next_only = weighted or behind or prepares or returned or shape_only
         ends_entry = own or t.leaf[module]  # the caller's own op, or its child leaf's output
         if _still_open(state, caller, nxt, consumed, tail, next_only, own, ends_entry) and t.within(caller, bound):
             return caller, caller == bound
@@ -334,6 +353,23 @@ def _list_entry(state: State, module: int) -> bool:
     """Whether `module` is an entry of a module list."""
     holder = state.tree.paths[module].rpartition(".")[0]
     return bool(holder) and state.tree.is_sequence(state.tree.id(holder))
+
+
+def _into_another_list(state: State, entry: int, consumed) -> bool:
+    """Whether the value goes from list entry `entry` into an entry of another module list (one
+    of its nearest tagged consumers lies in one): its
+    caller runs more than one list (PoolFormer's encoder zips its patch embeddings with its
+    blocks), so the hand-off is from one list to the other, not from entry to entry."""
+    t = state.tree
+    holder = t.paths[entry].rpartition(".")[0]
+    for module in consumed or ():
+        while module != t.root and not t.within(entry, module):
+            if _list_entry(state, module):
+                if t.paths[module].rpartition(".")[0] != holder:
+                    return True
+                break
+            module = t.parent(module)
+    return False
 
 
 def _another_entry(state: State, entry: int, users: int) -> bool:
