@@ -1323,3 +1323,22 @@ def test_a_node_whose_result_first_meets_an_unnamed_weight_is_not_kept_with_the_
     result = tag_model(_model(nodes, params=["enc.pe.proj.bias", "enc.blk.fc.bias"], anonymous=["val_1"]))
     assert result.assignments[1].module == "enc"
     assert result.bounds[1].certain
+
+
+def test_a_computation_on_constants_feeding_a_chosen_value_is_no_more_certain_than_it():
+    """ConvBERT's model expands the token-type ids it hands its embeddings: the expand, passed into
+    the lookup, is the embeddings' by choice (any module above may have made it), and the
+    constants that build its shape are as uncertain, even where their tag already stood."""
+    ids = numpy_helper.from_array(np.zeros((1, 8), dtype=np.int64))
+    dims = numpy_helper.from_array(np.array([1, 8], dtype=np.int64))
+    nodes = [
+        ("Constant", [], ["ids"], {"value": ids}),
+        ("Constant", [], ["dims"], {"value": dims}),
+        ("Mul", ["dims", "dims"], ["shape"], None),
+        ("Expand", ["ids", "shape"], ["tt"], None),
+        ("Gather", ["emb.tt.weight", "tt"], ["g"], None),
+        ("Add", ["g", "enc.bias"], ["y"], None),
+    ]
+    result = tag_model(_model(nodes, params=["emb.tt.weight", "enc.bias"]))
+    assert result.assignments[3].module == "emb" and not result.bounds[3].certain
+    assert result.assignments[2].module == "emb" and not result.bounds[2].certain

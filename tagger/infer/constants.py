@@ -72,7 +72,7 @@ def follow_users(state: State) -> None:
             if users != meet:  # passed into a leaf: made by its caller or any module above
                 labels[i], state.bounds[i], state.certain[i] = users, t.root, users == t.root
                 continue
-            if users >= 0 and users != labels[i]:
+            if users >= 0:  # again when its tag stands: a user may have become a choice since
                 labels[i] = users
                 # as sure as its users' tags: a user placed by a choice passes on its bound, not its choice
                 bound = home(state, i, t.lca_all(state.bounds[k] if state.bounds[k] >= 0 else labels[k] for k in readers))
