@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tagger import tag_proto
@@ -1309,20 +1310,25 @@ def test_a_fork_before_another_leafs_unnamed_product_is_not_claimed_by_the_leaf_
         assert result.bounds[i].bound != "blk.proj.bn"
 
 
-def test_a_node_whose_result_first_meets_an_unnamed_weight_is_not_kept_with_the_module_before():
+@pytest.mark.parametrize("copied", [False, True])
+def test_a_node_whose_result_first_meets_an_unnamed_weight_is_not_kept_with_the_module_before(copied):
     """PoolFormer: a patch embedding's Conv, then the next block's GroupNorm, whose scale the
     exporter folded into an unnamed initializer. That the result goes no further than the patch
     embedding's caller says nothing: it first enters an op applying a weight of a module the file
-    does not name, which may run anywhere in the bound. The Relu stays at its certain bound."""
+    does not name, which may run anywhere in the bound. The Relu stays at its certain bound.
+    TorchScript's export of a fresh init reads such a (deduplicated) weight through an Identity."""
+    scale = ("Identity", ["val_1"], ["s"], None)
     nodes = [
+        *([scale] if copied else []),
         ("Add", ["x", "enc.pe.proj.bias"], ["a"], None),
         ("Relu", ["a"], ["r"], None),
-        ("Mul", ["r", "val_1"], ["m"], None),
+        ("Mul", ["r", "s" if copied else "val_1"], ["m"], None),
         ("Add", ["m", "enc.blk.fc.bias"], ["y"], None),
     ]
     result = tag_model(_model(nodes, params=["enc.pe.proj.bias", "enc.blk.fc.bias"], anonymous=["val_1"]))
-    assert result.assignments[1].module == "enc"
-    assert result.bounds[1].certain
+    relu = 2 if copied else 1
+    assert result.assignments[relu].module == "enc"
+    assert result.bounds[relu].certain
 
 
 def test_a_computation_on_constants_feeding_a_chosen_value_is_no_more_certain_than_it():

@@ -193,7 +193,7 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     stored tensor beside the value (a class token) computes nothing with it and counts as none."""
     count = len(labels)
     graph = state.graph
-    weights = graph.facts.weights
+    weights = _weight_values(graph)
     applied = [
         not w and node.op_type != "Concat" and not weights.isdisjoint(node.input)
         for w, node in zip(graph.weighted, graph.nodes, strict=True)
@@ -206,6 +206,14 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     return _reach(state.graph.writers, leaves, labels, range(count)), _reach(
         state.graph.readers, leaves, labels, range(count - 1, -1, -1)
     )
+
+
+def _weight_values(graph) -> frozenset[str]:
+    """The unnamed weight-like initializers, and their copies by `Identity` (TorchScript's export
+    of a fresh init reads one deduplicated tensor through an Identity per use)."""
+    weights = graph.facts.weights
+    copies = [n.output[0] for n in graph.nodes if n.op_type == "Identity" and n.input and n.input[0] in weights]
+    return weights.union(copies) if copies else weights
 
 
 def _joins_ahead(state: State, labels: list[int], up) -> list[bool]:
