@@ -262,6 +262,25 @@ FAMILIES: dict[str, HeldOut] = {
             bos_token_id=0, eos_token_id=0, pad_token_id=0)), ("input_ids",), "last_hidden_state", "gpt2",
             "no attention: a causal depthwise conv and a selective state-space scan unrolled over the sequence",
             decoder=True),
+        # added later in the thirteenth session, before any of their scores was seen, to judge
+        # that session's rule changes on families they were not made on
+        HeldOut("pvt", lambda: _tf().PvtModel(_tf().PvtConfig(
+            image_size=IMAGE, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1],
+            hidden_sizes=[16, 32], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])),
+            ("pixel_values",), "last_hidden_state", "bert", "patch embeddings with their own position "
+            "embeddings per stage, attention over a strided-conv reduced sequence, a class token in the last stage"),
+        HeldOut("gptj", lambda: _tf().GPTJModel(_tf().GPTJConfig(
+            n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, vocab_size=VOCAB, n_positions=64, rotary_dim=8,
+            bos_token_id=0, eos_token_id=0)), _TEXT_IN, "last_hidden_state", "gpt2",
+            "interleaved rotary on part of each head, parallel attention and MLP, q/k/v without bias", decoder=True),
+        HeldOut("convnextv2", lambda: _tf().ConvNextV2Model(_tf().ConvNextV2Config(
+            num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=IMAGE)), ("pixel_values",),
+            "last_hidden_state", "bert", "global response normalisation (gamma and beta applied by the layer's own "
+            "ops), channels-last LayerNorm"),
+        HeldOut("regnet", lambda: _tf().RegNetModel(_tf().RegNetConfig(
+            embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8)), ("pixel_values",),
+            "last_hidden_state", "bert", "grouped convs, squeeze-and-excitation, BatchNorm after every conv, shortcut "
+            "projections"),
     )
 }  # fmt: skip
 
