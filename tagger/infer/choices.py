@@ -82,6 +82,7 @@ import numpy as np
 
 from tagger.infer import shape_reads
 from tagger.infer.flows import bound as bound_of
+from tagger.infer.graph import Graph
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
@@ -208,7 +209,7 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     )
 
 
-def _weight_values(graph) -> frozenset[str]:
+def _weight_values(graph: Graph) -> frozenset[str]:
     """The unnamed weight-like initializers, and their copies by `Identity` (TorchScript's export
     of a fresh init reads one deduplicated tensor through an Identity per use)."""
     weights = graph.facts.weights
@@ -365,9 +366,9 @@ def _list_entry(state: State, module: int) -> bool:
 
 def _into_another_list(state: State, entry: int, consumed) -> bool:
     """Whether the value goes from list entry `entry` into an entry of another module list (one
-    of its nearest tagged consumers lies in one): its
-    caller runs more than one list (PoolFormer's encoder zips its patch embeddings with its
-    blocks), so the hand-off is from one list to the other, not from entry to entry."""
+    of its nearest tagged consumers lies in one): its caller runs more than one list (PoolFormer's
+    encoder zips its patch embeddings with its blocks), so the hand-off is from one list to the
+    other, not from entry to entry."""
     t = state.tree
     holder = t.paths[entry].rpartition(".")[0]
     for module in consumed or ():
