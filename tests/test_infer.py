@@ -1348,3 +1348,23 @@ def test_a_computation_on_constants_feeding_a_chosen_value_is_no_more_certain_th
     result = tag_model(_model(nodes, params=["emb.tt.weight", "enc.bias"]))
     assert result.assignments[3].module == "emb" and not result.bounds[3].certain
     assert result.assignments[2].module == "emb" and not result.bounds[2].certain
+
+
+def test_a_chain_after_a_leafs_join_is_not_that_leafs_own_join():
+    """A quantizer hoists the dequantized weight and bias of a Conv (tagged by their names) to the
+    top; the Conv joins them, so it is the leaf's. What follows carries the Conv's producers on,
+    but joins none of the leaf's branches: a Relu after it, or the pooling minus its input (two
+    paths of one value) are no proof of the leaf (PoolFormer after `quantize_static`)."""
+    nodes = [
+        ("Mul", ["enc.conv.weight", "two"], ["w"], None),
+        ("Mul", ["enc.conv.bias", "two"], ["b"], None),
+        ("Conv", ["x", "w", "b"], ["c"], None),
+        ("Relu", ["c"], ["r"], None),
+        ("Neg", ["r"], ["n"], None),
+        ("Sub", ["n", "r"], ["s"], None),
+        ("Add", ["s", "blk.fc.bias"], ["y"], None),
+    ]
+    result = tag_model(_model(nodes, params=["enc.conv.weight", "enc.conv.bias", "blk.fc.bias"]))
+    assert result.assignments[2].module == "enc.conv"
+    for i in (3, 5):
+        assert not (result.assignments[i].module == "enc.conv" and result.bounds[i].certain)

@@ -40,6 +40,12 @@ weights' module's caller. A fused residual norm that also adds a Linear's bias (
 `SkipLayerNormalization` of an `AddBias` fusion) computes that Linear's last op and its caller's
 residual sum: the bias names the caller.
 
+A static QDQ quantizer replaces a parameter by its quantized copy and a `DequantizeLinear` of it,
+hoisted to the top of the graph; the op applying the parameter reads the DequantizeLinear's
+output, named after no parameter. The pair stands for the tensor it quantizes (the QDQ format),
+so a node that alone reads the dequantized copy of a parameter reads that parameter; a folded
+bias stays one once quantized (`conv.weight_bias_quantized`).
+
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
 bias still says that each node reading it is a fused op: such a node reading its own weight
@@ -156,7 +162,7 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         name: len(readers[name]) for name in named if len(readers.get(name, ())) > 1 and outermost_list(named[name]) is not None
     }
     context.parameters = ParameterFacts(named, frozenset(merged), lookups, rereads, untrained)
-    folded = {name for name in owners if name.endswith("_bias") and _folded_bias(name, owners)}
+    folded = {name for name in owners if _folded_bias(_unquantized(name), owners)}
     for name in folded:
         owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
     if not owners:
@@ -173,7 +179,36 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if owned:
             one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
+    _dequantized_reads(views, found, owners, merged)
     return found
+
+
+def _dequantized_reads(views: list[NodeView], found: dict[int, str], owners: dict[str, str], merged: set[str]) -> None:
+    """A node reading the `DequantizeLinear` of a parameter reads that parameter: in the QDQ format
+    the pair stands for the tensor it quantizes (onnxruntime's `quantize_static` hoists every
+    weight's DequantizeLinear to the top of the graph; the op applying the weight reads its
+    output, named after no parameter). Only a value read once: a parameter read twice is two calls
+    or a table tied into two modules, which the reads of the initializer itself tell apart
+    (`merged_parameters`, `clones`), not those of its one dequantized copy."""
+    stands = {
+        view.output[0]: found[node_id]
+        for node_id, view in [(i, views[i]) for i in found]
+        if view.op_type == "DequantizeLinear" and view.output and view.input
+        and view.input[0] in owners and view.input[0] not in merged
+    }  # fmt: skip
+    if not stands:
+        return
+    reads: dict[str, list[int]] = {}
+    for node_id, view in enumerate(views):
+        for name in view.input:
+            if name in stands:
+                reads.setdefault(name, []).append(node_id)
+    claims: dict[int, list[str]] = {}
+    for name, readers in reads.items():
+        if len(readers) == 1 and readers[0] not in found:  # read again: two calls, or a table tied into two modules
+            claims.setdefault(readers[0], []).append(stands[name])
+    for node_id, owned in claims.items():
+        found[node_id] = owned[0] if owned.count(owned[0]) == len(owned) else _majority(owned)
 
 
 def _entry_reads(context: Context, readers: dict[str, list[int]], named: dict[str, str]) -> dict[tuple[int, str], str]:
@@ -227,6 +262,18 @@ def _folded_bias(name: str, owners: dict[str, str]) -> bool:
         return False
     stem = name[: -len("_bias")]
     return any(other == stem or (other.startswith(stem + "_") and other != name) for other in owners)
+
+
+_QUANTIZED = ("_quantized", "_quantized_scale", "_quantized_zero_point")
+
+
+def _unquantized(name: str) -> str:
+    """The name a static quantizer derived `name` from (`w_bias_quantized` and its scale and zero
+    point: `w_bias`), or `name` itself."""
+    for suffix in _QUANTIZED:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _majority(owners: list[str]) -> str:

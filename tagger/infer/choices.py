@@ -82,7 +82,6 @@ import numpy as np
 
 from tagger.infer import shape_reads
 from tagger.infer.flows import bound as bound_of
-from tagger.infer.graph import Graph
 from tagger.infer.state import State, Steps
 
 __all__ = ["STEPS"]
@@ -194,7 +193,7 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     stored tensor beside the value (a class token) computes nothing with it and counts as none."""
     count = len(labels)
     graph = state.graph
-    weights = _weight_values(graph)
+    weights = graph.weight_values
     applied = [
         not w and node.op_type != "Concat" and not weights.isdisjoint(node.input)
         for w, node in zip(graph.weighted, graph.nodes, strict=True)
@@ -207,14 +206,6 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     return _reach(state.graph.writers, leaves, labels, range(count)), _reach(
         state.graph.readers, leaves, labels, range(count - 1, -1, -1)
     )
-
-
-def _weight_values(graph: Graph) -> frozenset[str]:
-    """The unnamed weight-like initializers, and their copies by `Identity` (TorchScript's export
-    of a fresh init reads one deduplicated tensor through an Identity per use)."""
-    weights = graph.facts.weights
-    copies = [n.output[0] for n in graph.nodes if n.op_type == "Identity" and n.input and n.input[0] in weights]
-    return weights.union(copies) if copies else weights
 
 
 def _joins_ahead(state: State, labels: list[int], up) -> list[bool]:
@@ -250,7 +241,7 @@ def _brings_data(state: State, i: int) -> bool:
     join of a layer's input with its attention's output)."""
     g = state.graph
     inputs = g.nodes[i].input
-    return (not g.weighted[i] and not g.facts.weights.isdisjoint(inputs)) or not g.facts.arguments.isdisjoint(inputs)
+    return (not g.weighted[i] and not g.weight_values.isdisjoint(inputs)) or not g.facts.arguments.isdisjoint(inputs)
 
 
 def _choose(

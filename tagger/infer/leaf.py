@@ -40,10 +40,10 @@ _GEMM_CHAIN = 8
 
 
 def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
-    return _inside_leaf(state, i, flows.up[i], flows.up_origins[i], flows.down[i], flows.down_origins[i])
+    return _inside_leaf(state, i, flows.up[i], flows.up_origins[i], flows.down[i], flows.down_origins[i], flows.up_origins)
 
 
-def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by) -> int | None:
+def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by, origins=None) -> int | None:
     """Rule 2 (fact B): the leaf whose ops this node lies among, if any."""
     g = state.graph
     if g.op[i] in RESHAPES:
@@ -58,11 +58,23 @@ def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by
     if consumer_leaf is not None and produced is not None and consumer_leaf in produced:
         if not _one_parameter(state, produced_from, consumed_by):
             return consumer_leaf  # between two uses of one leaf (two reads of one parameter: two calls)
-    if produced is not None and len(produced_from) >= 2:
+    if produced is not None and len(produced_from) >= 2 and _branches(state, i, origins) >= 2:
         leaf = _single_leaf(state, produced)
         if leaf is not None and not _split_products(state, produced_from):
-            return leaf  # joins one leaf's own branches (a quantized MatMul's rescale)
+            return leaf  # joins one leaf's own branches (a quantized MatMul's rescale), itself
     return None
+
+
+def _branches(state: State, i: int, origins) -> int:
+    """How many different branches node `i` joins: inputs that carry different tagged nodes'
+    values (a tagged writer, or the tagged nodes its value comes from). A chain after a join
+    carries the join's producers on but joins nothing (the Reshape after a quantized Conv that
+    read its leaf's weight and bias dequantized), and nor does a node joining two paths of one
+    value forked after it (PoolFormer's pooling minus its input)."""
+    labels = state.labels
+    found = {(j,) if labels[j] >= 0 else origins[j] for j in state.graph.writers[i]} if origins is not None else set()
+    found.discard(None)
+    return len(found)
 
 
 def _single_leaf(state: State, modules) -> int | None:
