@@ -193,7 +193,7 @@ def _unnamed_leaves(state: State, labels: list[int]) -> tuple[list[bool], list[b
     stored tensor beside the value (a class token) computes nothing with it and counts as none."""
     count = len(labels)
     graph = state.graph
-    weights = graph.weight_values
+    weights = graph.facts.weights
     applied = [
         not w and node.op_type != "Concat" and not weights.isdisjoint(node.input)
         for w, node in zip(graph.weighted, graph.nodes, strict=True)
@@ -241,7 +241,7 @@ def _brings_data(state: State, i: int) -> bool:
     join of a layer's input with its attention's output)."""
     g = state.graph
     inputs = g.nodes[i].input
-    return (not g.weighted[i] and not g.weight_values.isdisjoint(inputs)) or not g.facts.arguments.isdisjoint(inputs)
+    return (not g.weighted[i] and not g.facts.weights.isdisjoint(inputs)) or not g.facts.arguments.isdisjoint(inputs)
 
 
 def _choose(

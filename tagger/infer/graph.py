@@ -64,7 +64,8 @@ class GraphFacts:
     containers: set[str] = field(default_factory=set)
     weights: frozenset[str] = frozenset()
     """Initializers that are weights of no module the file names: unnamed folded or transposed
-    parameters (`val_103`), and names that may stand for several merged parameters."""
+    parameters (`val_103`), and names that may stand for several merged parameters; and the values
+    standing for one of them (an `Identity` or `DequantizeLinear` of it)."""
     sequences: set[str] = field(default_factory=set)
     ranks: dict[str, int] = field(default_factory=dict)
     """Rank of a tensor where the file records its shape (value_info, graph inputs/outputs)."""
@@ -99,7 +100,7 @@ class Graph:
         self.readers: list[tuple[int, ...]] = list(map(tuple, readers))  # half a list's bytes; most nodes have one reader
         self.op = [node.op_type for node in nodes]
         self.constant = _constants(writers, self.readers, [node.input for node in nodes])
-        weights = self.weight_values = _weight_values(nodes, facts.weights)
+        weights = facts.weights
         self.weighted = [node.op_type in WEIGHTED_OPS and not weights.isdisjoint(node.input) for node in nodes]
         self.normed = [node.op_type in NORMS and not weights.isdisjoint(node.input) for node in nodes]
         """Norm ops applying a weight the file does not name (a fresh export's merged parameters)."""
@@ -116,18 +117,6 @@ class Graph:
                 total += 1
                 linked += (i - 1) in writers
         return total == 0 or linked >= _ORDERED_SHARE * total
-
-
-_STAND_INS = frozenset({"Identity", "DequantizeLinear"})
-
-
-def _weight_values(nodes: Sequence[NodeView], weights: frozenset[str]) -> frozenset[str]:
-    """The unnamed weight-like initializers and the values that stand for them: an `Identity` of
-    one (TorchScript's export of a fresh init reads one deduplicated tensor through an Identity per
-    use) or its `DequantizeLinear` (in the QDQ format the pair stands for the tensor it quantizes:
-    `quantize_static` dequantizes each weight once, at the top of the graph)."""
-    stand_ins = [n.output[0] for n in nodes if n.op_type in _STAND_INS and n.input and n.output and n.input[0] in weights]
-    return weights.union(stand_ins) if stand_ins else weights
 
 
 @functools.cache

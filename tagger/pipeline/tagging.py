@@ -183,14 +183,19 @@ def _assignments(modules: list[str | None], sources: list[str], formatter: TagFo
     return list(map(shared.__getitem__, keys))
 
 
+_STAND_INS = frozenset({"Identity", "DequantizeLinear"})
+
+
 def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
     """Weights of no module the file names: unnamed initializers of rank >= 2 (folded or
-    transposed parameters, `val_103`), initializers that may stand for merged parameters, and
-    the `Identity` copies TorchScript's deduplication reads them through."""
+    transposed parameters, `val_103`), initializers that may stand for merged parameters, and the
+    values that stand for one of them: the `Identity` copies TorchScript's deduplication reads
+    them through, and their `DequantizeLinear` (in the QDQ format the pair stands for the tensor
+    it quantizes: `quantize_static` dequantizes each weight once, at the top of the graph)."""
     weights = {name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None}
     weights.update(merged)
-    for view in index.views if merged else ():  # without merged parameters no copy reads one
-        if view.op_type == "Identity" and view.input and view.input[0] in merged:
+    for view in index.views:
+        if view.op_type in _STAND_INS and view.input and view.input[0] in weights:
             weights.update(view.output)
     return frozenset(weights)
 
