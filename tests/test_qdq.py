@@ -82,15 +82,18 @@ def test_a_folded_bias_keeps_naming_the_caller_once_quantized():
     assert result.assignments[2].module == "blk"
 
 
-@pytest.mark.parametrize("family", ["distilbert", "efficientnet"])
-def test_a_stripped_export_quantized_to_qdq_is_tagged_soundly(family, tmp_path):
+@pytest.mark.parametrize(("family", "init"), [("distilbert", "noisy"), ("efficientnet", "noisy"), ("distilbert", "fresh")])
+def test_a_stripped_export_quantized_to_qdq_is_tagged_soundly(family, init, tmp_path):
     """Real exports (dynamo, names and metadata stripped), then `quantize_static` (QDQ): no wrong
-    tag, and most nodes exact (before the copies counted, 3 of 79 DistilBERT nodes were exact and
-    EfficientNet's folded Convs were stated in their conv, not their block)."""
+    tag, and most nodes exact on trained-like weights (before the copies counted, 3 of 79
+    DistilBERT nodes were exact and EfficientNet's folded Convs were stated in their conv, not
+    their block). Fresh: the exporter merged the equal zero biases into one name, and the
+    quantizer gives each node reading it a numbered copy of its own (`bias0`, `bias00`): 29 of 79
+    nodes were stated in the embeddings' LayerNorm, whose name the merged bias has."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    path, truth, _ = heldout.degraded(family, "dynamo", "noisy", "strip_all", tmp_path)
-    _, example = heldout.build(family, "noisy")
+    path, truth, _ = heldout.degraded(family, "dynamo", init, "strip_all", tmp_path)
+    _, example = heldout.build(family, init)
     feeds = dict(zip(heldout.FAMILIES[family].inputs, [t.numpy() for t in example], strict=True))
 
     class Calibration:
@@ -105,5 +108,5 @@ def test_a_stripped_export_quantized_to_qdq_is_tagged_soundly(family, tmp_path):
     graded = cases.carry_truth(onnx.load(str(path), load_external_data=False), truth, model)
     tags = [a.module for a in tag_model(model).assignments]
     assert all(metrics.is_sound(tags[i], t) for i, t in graded.items())
-    if family == "distilbert":
+    if family == "distilbert" and init == "noisy":
         assert sum(tags[i] == t for i, t in graded.items()) >= 0.7 * len(graded)

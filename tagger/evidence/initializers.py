@@ -44,7 +44,9 @@ A static QDQ quantizer replaces a parameter by its quantized copy and a `Dequant
 hoisted to the top of the graph; the op applying the parameter reads the DequantizeLinear's
 output, named after no parameter. The pair stands for the tensor it quantizes (the QDQ format),
 so a node that alone reads the dequantized copy of a parameter reads that parameter; a folded
-bias stays one once quantized (`conv.weight_bias_quantized`).
+bias stays one once quantized (`conv.weight_bias_quantized`). Merges and ties are judged on who
+reads the copy (`_through_dequantize`), and the quantizer's numbered copies of a shared bias
+(`bias0`, `bias00`: one per reader) stand for what the merged one stands for (`_quantizer_copies`).
 
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
@@ -152,7 +154,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     for owner in dict.fromkeys(name.rpartition(".")[0] for name in owners):  # each a parameter path: `module_of_parameter`
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     readers = _readers(index, owners)
-    merged, tied = merged_parameters(index, readers, owners, context.base_dir)
+    merged, tied = merged_parameters(index, _through_dequantize(index.views, readers), owners, context.base_dir)
+    merged |= _quantizer_copies(owners, merged)
     named = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     untrained = bool(merged)  # constants merged across modules: only a fresh init makes them
     merged |= tied
@@ -181,6 +184,40 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
     _dequantized_reads(views, found, owners, merged)
     return found
+
+
+def _through_dequantize(views: list[NodeView], readers: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Each parameter's readers, a `DequantizeLinear` of it replaced by the nodes reading its output
+    (the pair stands for the parameter): a static quantizer leaves one reader, the DequantizeLinear,
+    on each initializer, and merges and ties show only in who reads the copy."""
+    copies: dict[str, int] = {}
+    for nodes in readers.values():
+        for node_id in nodes:
+            view = views[node_id]
+            if view.op_type == "DequantizeLinear" and view.output:
+                copies[view.output[0]] = node_id
+    if not copies:
+        return readers
+    through: dict[int, list[int]] = {node_id: [] for node_id in copies.values()}
+    for node_id, view in enumerate(views):
+        for name in view.input:
+            if name in copies:
+                through[copies[name]].append(node_id)
+    return {
+        name: sorted({r for node_id in nodes for r in (through.get(node_id) or [node_id])})
+        for name, nodes in readers.items()
+    }
+
+
+def _quantizer_copies(owners: dict[str, str], merged: set[str]) -> set[str]:
+    """The static quantizer's copies of a merged initializer, and the one they were made from: it
+    gives each node reading a shared bias a copy of its own, named after it with a number (`bias`
+    -> `bias0`, `bias00`: `qdq_quantizer._dup_initializer`), so when one of them stands for several
+    parameters (read by many), all of them do, though the others are read once."""
+    if not merged:
+        return set()
+    families = {_unquantized(name).rstrip("0123456789") for name in merged}
+    return {name for name in owners if _unquantized(name).rstrip("0123456789") in families}
 
 
 def _dequantized_reads(views: list[NodeView], found: dict[int, str], owners: dict[str, str], merged: set[str]) -> None:
