@@ -154,7 +154,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     for owner in dict.fromkeys(name.rpartition(".")[0] for name in owners):  # each a parameter path: `module_of_parameter`
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     readers = _readers(index, owners)
-    merged, tied = merged_parameters(index, _through_dequantize(index.views, readers), owners, context.base_dir)
+    copies = _dequantized_copies(index.views, readers)
+    merged, tied = merged_parameters(index, _through_dequantize(readers, copies), owners, context.base_dir)
     merged |= _quantizer_copies(owners, merged)
     named = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     untrained = bool(merged)  # constants merged across modules: only a fresh init makes them
@@ -182,31 +183,35 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         if owned:
             one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
-    _dequantized_reads(views, found, owners, merged)
+    _dequantized_reads(views, found, copies, owners, merged)
     return found
 
 
-def _through_dequantize(views: list[NodeView], readers: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Each parameter's readers, a `DequantizeLinear` of it replaced by the nodes reading its output
-    (the pair stands for the parameter): a static quantizer leaves one reader, the DequantizeLinear,
-    on each initializer, and merges and ties show only in who reads the copy."""
-    copies: dict[str, int] = {}
-    for nodes in readers.values():
-        for node_id in nodes:
-            view = views[node_id]
-            if view.op_type == "DequantizeLinear" and view.output:
-                copies[view.output[0]] = node_id
-    if not copies:
-        return readers
-    through: dict[int, list[int]] = {node_id: [] for node_id in copies.values()}
-    for node_id, view in enumerate(views):
+def _dequantized_copies(views: list[NodeView], readers: dict[str, list[int]]) -> dict[int, list[int]]:
+    """Each `DequantizeLinear` reading a parameter, with the nodes reading its output: the pair
+    stands for the tensor it quantizes (the QDQ format). One walk over the graph for both uses."""
+    copies = {
+        view.output[0]: node_id
+        for nodes in readers.values()
+        for node_id in nodes
+        for view in [views[node_id]]
+        if view.op_type == "DequantizeLinear" and view.output and view.input
+    }  # fmt: skip
+    found: dict[int, list[int]] = {node_id: [] for node_id in copies.values()}
+    for node_id, view in enumerate(views) if copies else ():
         for name in view.input:
             if name in copies:
-                through[copies[name]].append(node_id)
-    return {
-        name: sorted({r for node_id in nodes for r in (through.get(node_id) or [node_id])})
-        for name, nodes in readers.items()
-    }
+                found[copies[name]].append(node_id)
+    return found
+
+
+def _through_dequantize(readers: dict[str, list[int]], copies: dict[int, list[int]]) -> dict[str, list[int]]:
+    """Each parameter's readers, a `DequantizeLinear` of it replaced by the nodes reading its output:
+    a static quantizer leaves one reader, the DequantizeLinear, on each initializer, and merges and
+    ties show only in who reads the copy."""
+    if not copies:
+        return readers
+    return {name: sorted({r for node_id in nodes for r in copies.get(node_id, [node_id])}) for name, nodes in readers.items()}
 
 
 def _quantizer_copies(owners: dict[str, str], merged: set[str]) -> set[str]:
@@ -220,30 +225,21 @@ def _quantizer_copies(owners: dict[str, str], merged: set[str]) -> set[str]:
     return {name for name in owners if _unquantized(name).rstrip("0123456789") in families}
 
 
-def _dequantized_reads(views: list[NodeView], found: dict[int, str], owners: dict[str, str], merged: set[str]) -> None:
+def _dequantized_reads(
+    views: list[NodeView], found: dict[int, str], copies: dict[int, list[int]], owners: dict[str, str], merged: set[str]
+) -> None:
     """A node reading the `DequantizeLinear` of a parameter reads that parameter: in the QDQ format
     the pair stands for the tensor it quantizes (onnxruntime's `quantize_static` hoists every
     weight's DequantizeLinear to the top of the graph; the op applying the weight reads its
     output, named after no parameter). Only a value read once: a parameter read twice is two calls
     or a table tied into two modules, which the reads of the initializer itself tell apart
     (`merged_parameters`, `clones`), not those of its one dequantized copy."""
-    stands = {
-        view.output[0]: found[node_id]
-        for node_id, view in [(i, views[i]) for i in found]
-        if view.op_type == "DequantizeLinear" and view.output and view.input
-        and view.input[0] in owners and view.input[0] not in merged
-    }  # fmt: skip
-    if not stands:
-        return
-    reads: dict[str, list[int]] = {}
-    for node_id, view in enumerate(views):
-        for name in view.input:
-            if name in stands:
-                reads.setdefault(name, []).append(node_id)
     claims: dict[int, list[str]] = {}
-    for name, readers in reads.items():
-        if len(readers) == 1 and readers[0] not in found:  # read again: two calls, or a table tied into two modules
-            claims.setdefault(readers[0], []).append(stands[name])
+    for dequantize, readers in copies.items():
+        quantized = views[dequantize].input[0]  # a copy of a parameter, not an activation's with a parameter's scale
+        once = len(readers) == 1 and readers[0] not in found
+        if once and dequantize in found and quantized in owners and quantized not in merged:
+            claims.setdefault(readers[0], []).append(found[dequantize])
     for node_id, owned in claims.items():
         found[node_id] = owned[0] if owned.count(owned[0]) == len(owned) else _majority(owned)
 

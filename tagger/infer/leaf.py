@@ -43,7 +43,7 @@ def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
     return _inside_leaf(state, i, flows.up[i], flows.up_origins[i], flows.down[i], flows.down_origins[i], flows.up_origins)
 
 
-def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by, origins=None) -> int | None:
+def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by, origins) -> int | None:
     """Rule 2 (fact B): the leaf whose ops this node lies among, if any."""
     g = state.graph
     if g.op[i] in RESHAPES:
@@ -72,7 +72,7 @@ def _branches(state: State, i: int, origins) -> int:
     read its leaf's weight and bias dequantized), and nor does a node joining two paths of one
     value forked after it (PoolFormer's pooling minus its input)."""
     labels = state.labels
-    found = {(j,) if labels[j] >= 0 else origins[j] for j in state.graph.writers[i]} if origins is not None else set()
+    found = {(j,) if labels[j] >= 0 else origins[j] for j in state.graph.writers[i]}
     found.discard(None)
     return len(found)
 
