@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -512,7 +513,8 @@ def shown_apart(path: Path) -> tuple[dict[int, str], set[int]]:
     """The file at `path`'s nodes whose wrong tags `bench.metrics` shows apart, each file loaded
     once: `folded_modules` of the export it was made from (`model.onnx` beside it), carried to the
     file as its truth is (by position after a strip, which keeps the node order; by node name or
-    output tensor after a tool: a quantized Conv's Mul carries its fold), and the nodes a tool made
+    output tensor after a tool: a quantized Conv's Mul carries its fold; by `sources` after a strip
+    then a tool), and the nodes a tool made
     anew (`tool_made`; none in the export itself or a strip)."""
     from bench.metrics import folded_modules
 
@@ -523,7 +525,30 @@ def shown_apart(path: Path) -> tuple[dict[int, str], set[int]]:
     original = onnx.load(source, load_external_data=False)
     if path.stem in ("strip_aux", "strip_all"):
         return folded_modules(original), set()
+    if sources_path(path).exists():
+        return carry_by_position(folded_modules(original), sources(path)), set()
     return carry_truth(original, folded_modules(original), result), tool_made(original, result)
+
+
+def sources_path(path: Path) -> Path:
+    """Where a degraded file made from a strip keeps the export position of each of its nodes."""
+    return path.with_suffix(".sources.json")
+
+
+def write_sources(path: Path, positions: list[int | None]) -> None:
+    """Record `sources` for the file about to be saved at `path` (written first: the file's
+    presence says both are complete)."""
+    sources_path(path).write_text(json.dumps(positions), encoding="utf-8")
+
+
+def sources(path: Path) -> list[int | None]:
+    """The export position of each node of the file at `path` (None: a node the tool made)."""
+    return json.loads(sources_path(path).read_text(encoding="utf-8"))
+
+
+def carry_by_position(truth: dict[int, str], positions: list[int | None]) -> dict[int, str]:
+    """Truth for a file whose node j came from the export's node `positions[j]`."""
+    return {j: truth[i] for j, i in enumerate(positions) if i is not None and i in truth}
 
 
 def tool_made(original: onnx.ModelProto, result: onnx.ModelProto) -> set[int]:

@@ -4,7 +4,8 @@ The project is judged on architectures it has never seen; `bench.cases` (bert, a
 gpt2) and `bench.families` (bert, llama, t5, vit) must not be the only evidence. Here tiny
 `transformers` configs of other families (random weights, nothing downloaded) and two plain torch
 models go through both exporters, both inits (`bench.cases.INITS`) and the degradations none /
-strip_all / onnxslim / gs_roundtrip / ort_optimizer, and every row is scored with the metrics of
+strip_all / strip_qdq (stripped, then onnxruntime's static QDQ quantizer) / onnxslim / gs_roundtrip /
+ort_optimizer, and every row is scored with the metrics of
 `bench.metrics` against the export's own scopes (`bench.cases.truth_of_export`, carried through
 tools by `bench.cases.carry_truth`).
 
@@ -43,7 +44,7 @@ HELDOUT_VERSION = 1
 
 EXPORTERS = cases.EXPORTERS
 INITS = cases.INITS
-DEGRADATIONS = ("none", "strip_all", "onnxslim", "gs_roundtrip", "ort_optimizer")
+DEGRADATIONS = ("none", "strip_all", "strip_qdq", "onnxslim", "gs_roundtrip", "ort_optimizer")
 
 HIDDEN = 32
 HEADS = 2
@@ -410,6 +411,8 @@ def degraded(
     name: str, exporter: str, init: str, degradation: str, work: Path, shapes: str = "static"
 ) -> tuple[Path, dict[int, str], frozenset[str]]:
     """The degraded file (cached beside the export), its truth by node position, and the modules."""
+    if degradation == "strip_qdq":
+        return _stripped_qdq(name, exporter, init, work, shapes)
     src, modules = export(name, exporter, init, work, shapes)
     original = onnx.load(src, load_external_data=False)
     truth = cases.truth_of_export(original, exporter, set(modules))
@@ -427,6 +430,56 @@ def degraded(
     if degradation != "strip_all":
         truth = cases.carry_truth(original, truth, result)
     return path, truth, modules
+
+
+_OPAQUE = "strip_qdq."
+"""Prefix of the node names `_stripped_qdq` gives a stripped file before quantizing, then clears."""
+
+
+def _stripped_qdq(name: str, exporter: str, init: str, work: Path, shapes: str) -> tuple[Path, dict[int, str], frozenset[str]]:
+    """The stripped file through onnxruntime's `quantize_static` (QDQ, its defaults, calibrated on the
+    family's example inputs): a user quantizing a file that lost its names. Truth rides on opaque node
+    names given before quantizing and cleared after, since the quantizer keeps a node's name where it
+    fuses the activation after it (its output name would grade a Conv against its ReLU); the source
+    position of every node is cached beside the file (`<stem>.sources.json`, `bench.cases.sources`)."""
+    stripped, truth, modules = degraded(name, exporter, init, "strip_all", work, shapes)
+    path = stripped.parent / "strip_qdq.onnx"
+    if not (path.exists() and cases.sources_path(path).exists()):
+        try:
+            quantized = _quantize_static(onnx.load(stripped), FAMILIES[name])
+        except Exception as exc:
+            raise cases.ToolFailed(_one_line(exc)) from exc
+        positions = [int(n.name[len(_OPAQUE) :]) if n.name.startswith(_OPAQUE) else None for n in quantized.graph.node]
+        for node in quantized.graph.node:
+            if node.name.startswith(_OPAQUE):
+                node.name = ""
+        cases.write_sources(path, positions)
+        cases._save_atomic(quantized, path)
+    return path, cases.carry_by_position(truth, cases.sources(path)), modules
+
+
+def _quantize_static(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto:
+    """`quantize_static` with its default types on `model`, its nodes named `_OPAQUE` + position."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    for i, node in enumerate(model.graph.node):
+        node.name = f"{_OPAQUE}{i}"
+    initializers = {t.name for t in model.graph.initializer}
+    names = [v.name for v in model.graph.input if v.name not in initializers]
+    feeds = dict(zip(names, (t.numpy() for t in _example_inputs(family)), strict=True))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([feeds])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp, cases._quiet():
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
+        onnx.save(model, src)
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ)
+        return onnx.load(dst)
 
 
 @dataclass
