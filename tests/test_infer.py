@@ -1368,3 +1368,53 @@ def test_a_chain_after_a_leafs_join_is_not_that_leafs_own_join():
     assert result.assignments[2].module == "enc.conv"
     for i in (3, 5):
         assert not (result.assignments[i].module == "enc.conv" and result.bounds[i].certain)
+
+
+def test_a_file_a_quantizer_sorted_breadth_first_is_not_placed_by_its_order():
+    """onnxruntime's quantization tools sort every graph breadth-first before saving (stamped
+    `producer_name` `onnx.quantize`): a value the model computes once and hands to two layers
+    (a mask) lands beside whatever has its depth, inside the first layer's stretch. Its bound
+    rests on its producers and consumers alone, not on that place (before: stated as certain
+    in the first layer's attention, DistilBERT's dynamic-shape mask after `quantize_static`)."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["e", "layers.0.attn.a"], ["a"], None),
+        ("Neg", ["e"], ["m"], None),  # the model's, read by both layers
+        ("Mul", ["a", "m"], ["b"], None),
+        ("Add", ["b", "layers.0.attn.c"], ["o"], None),
+        ("Add", ["o", "layers.1.attn.a"], ["p"], None),
+        ("Mul", ["p", "m"], ["q"], None),
+        ("Add", ["q", "layers.1.attn.c"], ["y"], None),
+    ]
+    params = ["embed.bias", "layers.0.attn.a", "layers.0.attn.c", "layers.1.attn.a", "layers.1.attn.c"]
+    exported = tag_model(_model(nodes, params))
+    assert (exported.bounds[2].bound, exported.bounds[2].certain) == ("layers.0.attn", True)  # fact A, in an exporter's order
+    quantized = _model(nodes, params)
+    quantized.producer_name = "onnx.quantize"
+    result = tag_model(quantized)
+    assert not result.bounds[2].bound.startswith("layers.0")
+    assert not (result.bounds[2].certain and result.assignments[2].module.startswith("layers.0"))
+
+
+def test_a_bound_from_dataflow_rests_on_certain_tags_not_on_choices():
+    """Where the order says nothing, the bound is where the node's tagged producers and consumers
+    meet: tagged for certain. A join that rule 4a put in a norm as a choice (it joins two reads of
+    the norm's output shape) does not make those shape reads the norm's for certain (before:
+    DistilBERT's next layer read its input's shape twice, joined the reads, and the chain was
+    stated in the last layer's norm)."""
+    nodes = [
+        ("Add", ["x", "embed.bias"], ["e"], None),
+        ("Add", ["e", "layers.0.norm.b"], ["n"], None),
+        ("Shape", ["n"], ["s1"], None),
+        ("Shape", ["n"], ["s2"], None),
+        ("Concat", ["s1", "s2"], ["c"], {"axis": 0}),
+        ("Add", ["n", "layers.1.attn.a"], ["p"], None),
+        ("Reshape", ["p", "c"], ["r"], None),
+        ("Add", ["r", "layers.1.attn.c"], ["y"], None),
+    ]
+    model = _model(nodes, ["embed.bias", "layers.0.norm.b", "layers.1.attn.a", "layers.1.attn.c"])
+    model.producer_name = "onnx.quantize"
+    result = tag_model(model)
+    assert (result.assignments[4].module, result.bounds[4].certain) == ("layers.0.norm", False)  # rule 4a's choice
+    for shape in (2, 3):
+        assert not (result.bounds[shape].certain and result.assignments[shape].module == "layers.0.norm")

@@ -43,10 +43,10 @@ residual sum: the bias names the caller.
 A static QDQ quantizer replaces a parameter by its quantized copy and a `DequantizeLinear` of it,
 hoisted to the top of the graph; the op applying the parameter reads the DequantizeLinear's
 output, named after no parameter. The pair stands for the tensor it quantizes (the QDQ format),
-so a node that alone reads the dequantized copy of a parameter reads that parameter; a folded
-bias stays one once quantized (`conv.weight_bias_quantized`). Merges and ties are judged on who
-reads the copy (`_through_dequantize`), and the quantizer's numbered copies of a shared bias
-(`bias0`, `bias00`: one per reader) stand for what the merged one stands for (`_quantizer_copies`).
+so a node reading the dequantized copy of a parameter reads that parameter, as merges, ties,
+repeated calls and clones are judged (`_through_dequantize`); the quantizer's numbered copies of a
+bias several nodes read (`bias0`, `bias00`: one per reader) are read as the one they were made
+from; a folded bias stays one once quantized (`conv.weight_bias_quantized`).
 
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
@@ -93,7 +93,7 @@ def attention_modules(names: Iterable[str]) -> frozenset[str]:
     """The modules that parameter names show to be `nn.MultiheadAttention`s (see the module docstring)."""
     found = set()
     for name in names:
-        owner, _, attribute = name.rpartition(".")
+        owner, _, attribute = _unquantized(name).rpartition(".")
         if attribute in _ATTENTION_OWN and _PARAMETER.match(name):
             found.add(owner)
     return frozenset(found)
@@ -153,15 +153,17 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     owners = parameter_owners(index, context.classes if context.tree_origin else None)
     for owner in dict.fromkeys(name.rpartition(".")[0] for name in owners):  # each a parameter path: `module_of_parameter`
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
-    readers = _readers(index, owners)
-    copies = _dequantized_copies(index.views, readers)
-    merged, tied = merged_parameters(index, _through_dequantize(readers, copies), owners, context.base_dir)
-    merged |= _quantizer_copies(owners, merged)
+    plain_readers = _readers(index, owners)
+    copies = _dequantized_copies(index.views, plain_readers)
+    readers = _through_dequantize(plain_readers, copies)
+    stand_ins = _stand_ins(index.views, copies, owners)
+    merged, tied = merged_parameters(index, readers, owners, context.base_dir)
+    merged |= _made_for(owners, merged)
     named = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     untrained = bool(merged)  # constants merged across modules: only a fresh init makes them
     merged |= tied
-    tables = tied_lookup_tables(index, readers, context.base_dir)
-    lookups = frozenset(node for name in tables for node in readers[name])
+    tables = tied_lookup_tables(index, plain_readers, context.base_dir)
+    lookups = frozenset(node for name in tables for node in plain_readers[name])
     rereads = {
         name: len(readers[name]) for name in named if len(readers.get(name, ())) > 1 and outermost_list(named[name]) is not None
     }
@@ -173,23 +175,21 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         return found
     clones = _entry_reads(context, readers, named)
     views = index.views
-    plain = not clones and not folded  # then only a contrib op's node needs `_owned`
-    for node_id in sorted({node for nodes in readers.values() for node in nodes}):
+    plain = not clones and not folded and not stand_ins  # then only a contrib op's node needs `_owned`
+    for node_id in sorted({node for nodes in (*plain_readers.values(), *readers.values()) for node in nodes}):
         view = views[node_id]
         if plain and view.domain != CONTRIB_DOMAIN:
             owned = [owners[name] for name in view.input if name in owners and name not in merged]
         else:
-            owned = _owned(node_id, view, owners, merged, folded, clones)
+            owned = _owned(node_id, view, owners, merged, folded, clones, stand_ins)
         if owned:
             one = len(owned) == 1 or owned.count(owned[0]) == len(owned)  # a weight and a bias of one module
             found[node_id] = owned[0] if one else _majority(owned)  # w + w_bias: a tie, their LCA
-    _dequantized_reads(views, found, copies, owners, merged)
     return found
 
 
 def _dequantized_copies(views: list[NodeView], readers: dict[str, list[int]]) -> dict[int, list[int]]:
-    """Each `DequantizeLinear` reading a parameter, with the nodes reading its output: the pair
-    stands for the tensor it quantizes (the QDQ format). One walk over the graph for both uses."""
+    """Each `DequantizeLinear` reading a parameter (or its scale), with the nodes reading its output."""
     copies = {
         view.output[0]: node_id
         for nodes in readers.values()
@@ -206,42 +206,50 @@ def _dequantized_copies(views: list[NodeView], readers: dict[str, list[int]]) ->
 
 
 def _through_dequantize(readers: dict[str, list[int]], copies: dict[int, list[int]]) -> dict[str, list[int]]:
-    """Each parameter's readers, a `DequantizeLinear` of it replaced by the nodes reading its output:
-    a static quantizer leaves one reader, the DequantizeLinear, on each initializer, and merges and
-    ties show only in who reads the copy."""
+    """Each parameter's readers, a `DequantizeLinear` of it replaced by the nodes reading its
+    output (a static quantizer leaves that one reader on each initializer), and the readers of
+    its quantizer copies joined to it (it gives each node reading a bias several nodes read a copy
+    of its own): merges, ties and repeated calls show only in who reads all of them."""
     if not copies:
         return readers
-    return {name: sorted({r for node_id in nodes for r in copies.get(node_id, [node_id])}) for name, nodes in readers.items()}
+    through = {name: {r for node_id in nodes for r in copies.get(node_id, [node_id])} for name, nodes in readers.items()}
+    for family in _quantizer_copies(through):
+        joined = set().union(*(through[name] for name in family))
+        for name in family:
+            through[name] = joined
+    return {name: sorted(nodes) for name, nodes in through.items()}
 
 
-def _quantizer_copies(owners: dict[str, str], merged: set[str]) -> set[str]:
-    """The static quantizer's copies of a merged initializer, and the one they were made from: it
-    gives each node reading a shared bias a copy of its own, named after it with a number (`bias`
-    -> `bias0`, `bias00`: `qdq_quantizer._dup_initializer`), so when one of them stands for several
-    parameters (read by many), all of them do, though the others are read once."""
-    if not merged:
-        return set()
-    families = {_unquantized(name).rstrip("0123456789") for name in merged}
-    return {name for name in owners if _unquantized(name).rstrip("0123456789") in families}
+def _stand_ins(views: list[NodeView], copies: dict[int, list[int]], owners: dict[str, str]) -> dict[str, str]:
+    """The output of each `DequantizeLinear` of a parameter, with the parameter it stands for: in
+    the QDQ format the pair stands for the tensor it quantizes (onnxruntime's `quantize_static`
+    hoists every weight's DequantizeLinear to the top of the graph, and the ops applying the
+    weight read its output, named after no parameter)."""
+    return {views[dq].output[0]: views[dq].input[0] for dq in copies if views[dq].input[0] in owners}
 
 
-def _dequantized_reads(
-    views: list[NodeView], found: dict[int, str], copies: dict[int, list[int]], owners: dict[str, str], merged: set[str]
-) -> None:
-    """A node reading the `DequantizeLinear` of a parameter reads that parameter: in the QDQ format
-    the pair stands for the tensor it quantizes (onnxruntime's `quantize_static` hoists every
-    weight's DequantizeLinear to the top of the graph; the op applying the weight reads its
-    output, named after no parameter). Only a value read once: a parameter read twice is two calls
-    or a table tied into two modules, which the reads of the initializer itself tell apart
-    (`merged_parameters`, `clones`), not those of its one dequantized copy."""
-    claims: dict[int, list[str]] = {}
-    for dequantize, readers in copies.items():
-        quantized = views[dequantize].input[0]  # a copy of a parameter, not an activation's with a parameter's scale
-        once = len(readers) == 1 and readers[0] not in found
-        if once and dequantize in found and quantized in owners and quantized not in merged:
-            claims.setdefault(readers[0], []).append(found[dequantize])
-    for node_id, owned in claims.items():
-        found[node_id] = owned[0] if owned.count(owned[0]) == len(owned) else _majority(owned)
+def _quantizer_copies(names: Iterable[str]) -> list[list[str]]:
+    """The tensors a static quantizer made for one tensor several nodes read, each family with a
+    numbered copy: it gives each further node reading a bias a copy named after it with a number
+    (`bias` -> `bias0`, `bias1`; `qdq_quantizer._dup_initializer`), and each its quantized values,
+    scale and zero point, so the tensor was read by all of their readers (parameter paths end in
+    an attribute name, never a digit)."""
+    families: dict[str, list[str]] = {}
+    for name in names:
+        families.setdefault(_copied_from(name), []).append(name)
+    return [members for members in families.values() if len({_quantized_from(name) for name in members}) > 1]
+
+
+def _made_for(owners: Iterable[str], merged: set[str]) -> set[str]:
+    """The tensors a static quantizer made for a merged one (its copies, quantized values, scales
+    and zero points): they stand for what it stands for, though each is read once."""
+    stems = {_copied_from(name) for name in merged}
+    return {name for name in owners if _copied_from(name) in stems} if stems else set()
+
+
+def _copied_from(name: str) -> str:
+    """The tensor a static quantizer made `name` for, before it numbered a copy of it."""
+    return _quantized_from(name).rstrip("0123456789")
 
 
 def _entry_reads(context: Context, readers: dict[str, list[int]], named: dict[str, str]) -> dict[tuple[int, str], str]:
@@ -254,13 +262,17 @@ def _entry_reads(context: Context, readers: dict[str, list[int]], named: dict[st
     return later_reads(readers, named, facts.rereads) if facts.untrained else {}
 
 
-def _owned(node_id: int, view: NodeView, owners: dict[str, str], merged: set[str], folded: set[str], clones) -> list[str]:
+def _owned(
+    node_id: int, view: NodeView, owners: dict[str, str], merged: set[str], folded: set[str], clones, stand_ins: dict[str, str]
+) -> list[str]:
     """The modules whose parameters node `node_id` applies, one per parameter it reads (in input
-    order): a clone's read goes to its list entry, a fused op's to its weight module's caller.
+    order; a parameter's dequantized copy reads as the parameter): a clone's read goes to its list
+    entry, a fused op's to its weight module's caller.
     (`propose` reads a node of the standard domain without clones or folded biases directly: none
     of that applies to it, and a call per node costs more at 100k nodes than the claims.)"""
-    inputs = view.input
+    inputs = [stand_ins.get(name, name) for name in view.input] if stand_ins else view.input
     bias = fused_bias(view)
+    bias = stand_ins.get(bias, bias) if bias else bias
     owned = [
         parent(owner) if name == bias else owner
         for name in inputs
@@ -294,10 +306,20 @@ def _folded_bias(name: str, owners: dict[str, str]) -> bool:
     if not name.endswith("_bias"):
         return False
     stem = name[: -len("_bias")]
-    return any(other == stem or (other.startswith(stem + "_") and other != name) for other in owners)
+    return any(_quantized_from(other) == stem for other in owners)
 
 
 _QUANTIZED = ("_quantized", "_quantized_scale", "_quantized_zero_point")
+_QUANTIZER_TENSORS = ("_quantized", "_quantized_scale", "_quantized_zero_point", "_scale", "_zero_point")
+
+
+def _quantized_from(name: str) -> str:
+    """The tensor a static quantizer made `name` for (`w_quantized`, `w_scale`, `w_zero_point`,
+    a bias's `b_quantized_scale`: `w`, `b`), or `name` itself."""
+    for suffix in _QUANTIZER_TENSORS:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _unquantized(name: str) -> str:

@@ -70,7 +70,11 @@ flattens in the model's own forward; transformers' ResNet has them in `embedder`
 and a deeper choice is wrong for one of them.
 
 A node made of graph inputs alone, shared by separate stretches and out of place (fact A in
-`flows.py`), goes, as a choice, to the lowest module holding every tagged node (`_moved_and_shared`).
+`flows.py`), goes, as a choice, to the lowest module holding every tagged node (`_moved_and_shared`);
+not in a file a tool sorted breadth-first (`tagger.model.producers`), where no place is where a
+node ran: there the first op of the model's main chain reads as such a value (EfficientNet's
+stem padding, read by every block through the unnamed stem, went to the encoder, the lowest
+module holding the only named ones).
 `settle` marks a tool's fused op a choice (`_fused_ops_uncertain`).
 """
 
@@ -98,8 +102,10 @@ class _Memo:
 
 def _choices_pass(state: State, certain_labels: list[int]) -> None:
     """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
-    neighbours only what is certain)."""
+    neighbours and the bound only what is certain)."""
     labels = state.labels
+    sure_up, _ = state.flow.up(certain_labels)  # the bound rests on what is certain, not on rule 4a's choices
+    sure_down, _ = state.flow.down(certain_labels)
     up, origins = state.flow.up(labels)
     down, users = state.flow.down(labels)
     before, after = state.flow.neighbours(certain_labels)
@@ -113,7 +119,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     for i, label in enumerate(labels):
         if label >= 0:
             continue
-        bound = bound_of(state, i, before, after, up, down)
+        bound = bound_of(state, i, before, after, sure_up, sure_down)
         nxt = after[i] if state.ordered else -1
         tail = state.ordered and nxt < 0 and i >= cut
         leaves = (behind[i], ahead[i], joined[i])
@@ -122,7 +128,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
         state.bounds[i] = bound if t.within(module, bound) else module
         state.certain[i] = certain
         if state.ordered and not up[i] and down[i]:  # made of graph inputs alone: a tool may have moved it
-            if _moved_and_shared(state, memo, i, before, after, down[i], users[i]):
+            if not state.graph.facts.resorted and _moved_and_shared(state, memo, i, before, after, down[i], users[i]):
                 result[i] = module = _holder_of_all(state, memo, labels)
             state.bounds[i], state.certain[i] = t.root, module == t.root
     shape_reads.shapes_with_their_reshape(state, result, shapes)

@@ -75,6 +75,9 @@ class GraphFacts:
     """Initializers named by a parameter path (and not merged): two nodes reading one are two calls."""
     arguments: frozenset[str] = frozenset()
     """Graph inputs that are no initializer: the model's arguments, values from outside every module."""
+    resorted: bool = False
+    """The file was saved by a tool that sorts every graph breadth-first (`tagger.model.producers`):
+    its order is not the exporter's."""
 
 
 class Graph:

@@ -6,7 +6,7 @@ the report consume the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -19,6 +19,7 @@ from tagger.evidence.initializers import module_of_parameter
 from tagger.infer import GraphFacts, Inferred, infer_graph, tensor_shapes
 from tagger.model.index import GraphScope, ModelIndex, NodeView, build_index
 from tagger.model.paths import lca, lca_all, parent
+from tagger.model.producers import sorted_breadth_first
 from tagger.pipeline.alike import refine_alike
 from tagger.pipeline.bodies import body_modules, settle_owners
 from tagger.pipeline.display import TagFormatter
@@ -106,8 +107,9 @@ def tag_model(
             _weight_like(index, context.parameters.merged),
             context.modules.sequences(),
             *tensor_shapes(model),
-            parameters=frozenset(context.parameters.owners),
+            parameters=_stood_for(index, context.parameters.owners),
             arguments=frozenset(name for scope in index.graphs for name in scope.inputs - scope.initializers),
+            resorted=sorted_breadth_first(model),
         ),
         callers=_function_callers(index),
     )
@@ -189,15 +191,22 @@ _STAND_INS = frozenset({"Identity", "DequantizeLinear"})
 def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
     """Weights of no module the file names: unnamed initializers of rank >= 2 (folded or
     transposed parameters, `val_103`), initializers that may stand for merged parameters, and the
-    values that stand for one of them: the `Identity` copies TorchScript's deduplication reads
-    them through, and their `DequantizeLinear` (in the QDQ format the pair stands for the tensor
-    it quantizes: `quantize_static` dequantizes each weight once, at the top of the graph)."""
+    values that stand for one of them (`_stood_for`: `quantize_static` dequantizes each weight
+    once, at the top of the graph)."""
     weights = {name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None}
-    weights.update(merged)
+    return _stood_for(index, weights | merged)
+
+
+def _stood_for(index: ModelIndex, names: Iterable[str]) -> frozenset[str]:
+    """`names` and the values that stand for one of them: the `Identity` copies TorchScript's
+    deduplication reads them through, and their `DequantizeLinear` (in the QDQ format the pair
+    stands for the tensor it quantizes), so inference sees a tensor's reads where the ops read
+    its copy (two calls of a module reading its one dequantized weight)."""
+    found = set(names)
     for view in index.views:
-        if view.op_type in _STAND_INS and view.input and view.input[0] in weights:
-            weights.update(view.output)
-    return frozenset(weights)
+        if view.op_type in _STAND_INS and view.input and view.input[0] in found:
+            found.update(view.output)
+    return frozenset(found)
 
 
 def _function_callers(index: ModelIndex) -> dict[tuple[str, str], list[int]]:
