@@ -102,10 +102,8 @@ class _Memo:
 
 def _choices_pass(state: State, certain_labels: list[int]) -> None:
     """Rules 4-6 on what the facts left open (flows read the joins of rule 4a; the order's
-    neighbours and the bound only what is certain)."""
+    neighbours only what is certain)."""
     labels = state.labels
-    sure_up, _ = state.flow.up(certain_labels)  # the bound rests on what is certain, not on rule 4a's choices
-    sure_down, _ = state.flow.down(certain_labels)
     up, origins = state.flow.up(labels)
     down, users = state.flow.down(labels)
     before, after = state.flow.neighbours(certain_labels)
@@ -119,7 +117,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
     for i, label in enumerate(labels):
         if label >= 0:
             continue
-        bound = bound_of(state, i, before, after, sure_up, sure_down)
+        bound = bound_of(state, i, before, after, up, down)
         nxt = after[i] if state.ordered else -1
         tail = state.ordered and nxt < 0 and i >= cut
         leaves = (behind[i], ahead[i], joined[i])

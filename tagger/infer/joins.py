@@ -10,7 +10,9 @@ and fact A (`flows.py`: the next tagged node). A choice.
      list, the deepest inside the earlier entry (a list's caller only hands the running value from
      entry to entry, so the join ends that entry; not for a tool's fused op): a
      residual join runs in the block whose first child read its input and whose last child made
-     the other. A caller holding both is possible too, hence a choice. Values that are all results
+     the other. Where the order says nothing (an unordered file, or one a tool sorted
+     breadth-first: `tagger.model.producers`), the join's nearest tagged consumers must all lie
+     inside the module instead. A caller holding both is possible too, hence a choice. Values that are all results
      of one leaf's own ops are joined after its last parameter use (fact B), in its caller. Its decisions are context
      for rules 4-6 through dataflow, not through the order's neighbours.
 """
@@ -51,7 +53,7 @@ def _joins_pass(state: State, certain_labels: list[int]) -> None:
         if (label >= 0 and i not in state.combined) or (before[i] < 0 and after[i] < 0) or len(writers[i]) < 2:
             continue  # a join reads two values or more
         bound = label if label >= 0 else bound_of(state, i, before, after, up, down)  # rule 3's module, refined
-        join = _join(state, memo, i, bound, before[i], after[i])
+        join = _join(state, memo, i, bound, before[i], after[i], down[i])
         if join is not None:
             decided[i] = (join, bound)
     for i, (module, bound) in decided.items():
@@ -60,8 +62,10 @@ def _joins_pass(state: State, certain_labels: list[int]) -> None:
         state.certain[i] = False
 
 
-def _join(state: State, memo: _Held, i: int, bound: int, before: int, after: int) -> int | None:
-    """Rule 4a for node `i`: the deepest module inside `bound` that holds every value it reads."""
+def _join(state: State, memo: _Held, i: int, bound: int, before: int, after: int, consumers) -> int | None:
+    """Rule 4a for node `i`: the deepest module inside `bound` that holds every value it reads,
+    when its result stays in it: the next tagged node is inside it (fact A), or, where the order
+    says nothing (a re-sorted file), every nearest tagged consumer of the join is."""
     g, t = state.graph, state.tree
     writers = [j for j in dict.fromkeys(g.writers[i]) if not g.constant[j]]
     if len(writers) < 2:
@@ -81,9 +85,18 @@ def _join(state: State, memo: _Held, i: int, bound: int, before: int, after: int
         deepest = t.parent(deepest)
     if deepest == bound or not t.within(deepest, bound) or t.is_sequence(deepest):
         return None
-    if (after < 0 or not t.within(after, deepest)) and not _ends_list_entry(state, i, deepest, before, after):
-        return None  # its result would leave the module: the join may as well be the caller's
-    return deepest
+    return deepest if _stays_in(state, i, deepest, before, after, consumers) else None
+
+
+def _stays_in(state: State, i: int, module: int, before: int, after: int, consumers) -> bool:
+    """Whether join `i`'s result stays in `module` (else the join may as well be the caller's):
+    the next tagged node is inside it, or the join ends a list entry holding it; where the order
+    says nothing (an unordered or re-sorted file: `tagger.model.producers`), every nearest tagged
+    consumer of the join lies inside it."""
+    t = state.tree
+    if not state.ordered or state.graph.facts.resorted:
+        return bool(consumers) and all(t.within(m, module) for m in consumers)
+    return (after >= 0 and t.within(after, module)) or _ends_list_entry(state, i, module, before, after)
 
 
 def _ends_list_entry(state: State, i: int, module: int, before: int, after: int) -> bool:
