@@ -174,3 +174,19 @@ def test_a_stripped_export_quantized_to_qdq_is_tagged_soundly(family, exporter, 
     if family == "distilbert" and init == "noisy":
         assert sum(tags[i] == t for i, t in graded.items()) >= 0.7 * len(graded)
 
+
+
+def test_parameters_that_end_in_digits_are_no_quantizer_copies_of_one_another():
+    """A weight-normed conv's `original0` and `original1` (torch's parametrizations) are two
+    parameters, each read once; the quantizer's copies of one tensor come with the unnumbered
+    name they were made from (`bias`, `bias0`). Read together, their equal values looked like
+    one merged tensor, and neither named its reader (Wav2Vec2's positional conv, TorchScript)."""
+    model = _model(
+        ["pos.conv.original0", "pos.conv.original1"],
+        [
+            helper.make_node("Mul", ["x", "pos.conv.original0_dq"], ["a"]),
+            helper.make_node("Mul", ["a", "pos.conv.original1_dq"], ["y"]),
+        ],
+    )
+    result = tag_model(model)
+    assert [(a.module, a.source) for a in result.assignments[2:]] == [("pos.conv", "initializer")] * 2

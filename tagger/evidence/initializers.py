@@ -230,26 +230,33 @@ def _stand_ins(views: list[NodeView], copies: dict[int, list[int]], owners: dict
 
 def _quantizer_copies(names: Iterable[str]) -> list[list[str]]:
     """The tensors a static quantizer made for one tensor several nodes read, each family with a
-    numbered copy: it gives each further node reading a bias a copy named after it with a number
-    (`bias` -> `bias0`, `bias1`; `qdq_quantizer._dup_initializer`), and each its quantized values,
-    scale and zero point, so the tensor was read by all of their readers (parameter paths end in
-    an attribute name, never a digit)."""
+    numbered copy: it keeps the name for the first reader and gives each further one a copy
+    named after it with a number (`bias` -> `bias0`, `bias1`; `qdq_quantizer._dup_initializer`),
+    each with its quantized values, scale and zero point; so the tensor was read by all of
+    their readers. Two parameters that merely end in digits (`lambda1`, `lambda2`) have no
+    unnumbered one beside them."""
     families: dict[str, list[str]] = {}
     for name in names:
-        families.setdefault(_copied_from(name), []).append(name)
-    return [members for members in families.values() if len({_quantized_from(name) for name in members}) > 1]
+        families.setdefault(_quantized_from(name).rstrip("0123456789"), []).append(name)
+    found = []
+    for stem, members in families.items():
+        made_for = {_quantized_from(name) for name in members}
+        if stem in made_for and len(made_for) > 1:
+            found.append(members)
+    return found
 
 
 def _made_for(owners: Iterable[str], merged: set[str]) -> set[str]:
-    """The tensors a static quantizer made for a merged one (its copies, quantized values, scales
-    and zero points): they stand for what it stands for, though each is read once."""
-    stems = {_copied_from(name) for name in merged}
-    return {name for name in owners if _copied_from(name) in stems} if stems else set()
-
-
-def _copied_from(name: str) -> str:
-    """The tensor a static quantizer made `name` for, before it numbered a copy of it."""
-    return _quantized_from(name).rstrip("0123456789")
+    """The tensors a static quantizer made for a merged one (its numbered copies, quantized
+    values, scales and zero points): they stand for what it stands for, though each is read once."""
+    if not merged:
+        return set()
+    stems = {_quantized_from(name) for name in merged}
+    found = {name for name in owners if _quantized_from(name) in stems}
+    for family in _quantizer_copies(owners):
+        if not merged.isdisjoint(family):
+            found.update(family)
+    return found
 
 
 def _entry_reads(context: Context, readers: dict[str, list[int]], named: dict[str, str]) -> dict[tuple[int, str], str]:

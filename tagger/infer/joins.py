@@ -64,8 +64,7 @@ def _joins_pass(state: State, certain_labels: list[int]) -> None:
 
 def _join(state: State, memo: _Held, i: int, bound: int, before: int, after: int, consumers) -> int | None:
     """Rule 4a for node `i`: the deepest module inside `bound` that holds every value it reads,
-    when its result stays in it: the next tagged node is inside it (fact A), or, where the order
-    says nothing (a re-sorted file), every nearest tagged consumer of the join is."""
+    when its result stays in it (`_stays_in`)."""
     g, t = state.graph, state.tree
     writers = [j for j in dict.fromkeys(g.writers[i]) if not g.constant[j]]
     if len(writers) < 2:
