@@ -4,7 +4,8 @@ The project is judged on architectures it has never seen; `bench.cases` (bert, a
 gpt2) and `bench.families` (bert, llama, t5, vit) must not be the only evidence. Here tiny
 `transformers` configs of other families (random weights, nothing downloaded) and two plain torch
 models go through both exporters, both inits (`bench.cases.INITS`) and the degradations none /
-strip_all / strip_qdq (stripped, then onnxruntime's static QDQ quantizer) / onnxslim / gs_roundtrip /
+strip_all / strip_qdq and strip_qdyn (stripped, then onnxruntime's static QDQ or dynamic quantizer) /
+onnxslim / gs_roundtrip /
 ort_optimizer, and every row is scored with the metrics of
 `bench.metrics` against the export's own scopes (`bench.cases.truth_of_export`, carried through
 tools by `bench.cases.carry_truth`).
@@ -44,7 +45,7 @@ HELDOUT_VERSION = 1
 
 EXPORTERS = cases.EXPORTERS
 INITS = cases.INITS
-DEGRADATIONS = ("none", "strip_all", "strip_qdq", "onnxslim", "gs_roundtrip", "ort_optimizer")
+DEGRADATIONS = ("none", "strip_all", "strip_qdq", "strip_qdyn", "onnxslim", "gs_roundtrip", "ort_optimizer")
 
 HIDDEN = 32
 HEADS = 2
@@ -411,8 +412,8 @@ def degraded(
     name: str, exporter: str, init: str, degradation: str, work: Path, shapes: str = "static"
 ) -> tuple[Path, dict[int, str], frozenset[str]]:
     """The degraded file (cached beside the export), its truth by node position, and the modules."""
-    if degradation == "strip_qdq":
-        return _stripped_qdq(name, exporter, init, work, shapes)
+    if degradation in _AFTER_STRIP:
+        return _stripped_then(name, exporter, init, degradation, work, shapes)
     src, modules = export(name, exporter, init, work, shapes)
     original = onnx.load(src, load_external_data=False)
     truth = cases.truth_of_export(original, exporter, set(modules))
@@ -432,38 +433,50 @@ def degraded(
     return path, truth, modules
 
 
-_OPAQUE = "strip_qdq."
-"""Prefix of the node names `_stripped_qdq` gives a stripped file before quantizing, then clears."""
+_OPAQUE = "heldout."
+"""Prefix of the node names `_stripped_then` gives the twin of a stripped file: position after it."""
 
 
-def _stripped_qdq(name: str, exporter: str, init: str, work: Path, shapes: str) -> tuple[Path, dict[int, str], frozenset[str]]:
-    """The stripped file through onnxruntime's `quantize_static` (QDQ, its defaults, calibrated on the
-    family's example inputs): a user quantizing a file that lost its names. Truth rides on opaque node
-    names given before quantizing and cleared after, since the quantizer keeps a node's name where it
-    fuses the activation after it (its output name would grade a Conv against its ReLU); the source
-    position of every node is cached beside the file (`<stem>.sources.json`, `bench.cases.sources`)."""
+def _stripped_then(
+    name: str, exporter: str, init: str, degradation: str, work: Path, shapes: str
+) -> tuple[Path, dict[int, str], frozenset[str]]:
+    """The stripped file through a quantizer (`_AFTER_STRIP`): a user quantizing a file that lost
+    its names. The tool runs twice: on the stripped file (what the user has, and what is scored)
+    and on a twin whose nodes are named `_OPAQUE` + position. The two outputs hold the same ops
+    in the same order (checked); a node of the twin named after node `i` (kept, or made from it:
+    a dynamically quantized MatMul's `..._quant` ops) carries node `i`'s truth. By name, not by
+    output: the static quantizer keeps a Conv's name where it fuses the activation after it,
+    whose output it takes. The source positions are cached beside the file (`bench.cases.sources`)."""
     stripped, truth, modules = degraded(name, exporter, init, "strip_all", work, shapes)
-    path = stripped.parent / "strip_qdq.onnx"
+    path = stripped.parent / f"{degradation}.onnx"
     if not (path.exists() and cases.sources_path(path).exists()):
+        tool = _AFTER_STRIP[degradation]
+        twin = onnx.load(stripped)
+        for i, node in enumerate(twin.graph.node):
+            node.name = f"{_OPAQUE}{i}"
         try:
-            quantized = _quantize_static(onnx.load(stripped), FAMILIES[name])
+            result, named = tool(onnx.load(stripped), FAMILIES[name]), tool(twin, FAMILIES[name])
         except Exception as exc:
             raise cases.ToolFailed(_one_line(exc)) from exc
-        positions = [int(n.name[len(_OPAQUE) :]) if n.name.startswith(_OPAQUE) else None for n in quantized.graph.node]
-        for node in quantized.graph.node:
-            if node.name.startswith(_OPAQUE):
-                node.name = ""
-        cases.write_sources(path, positions)
-        cases._save_atomic(quantized, path)
+        if [n.op_type for n in result.graph.node] != [n.op_type for n in named.graph.node]:
+            raise cases.ToolFailed("the tool's output depends on node names: no truth by position")
+        cases.write_sources(path, [_source(node.name) for node in named.graph.node])
+        cases._save_atomic(result, path)
     return path, cases.carry_by_position(truth, cases.sources(path)), modules
 
 
-def _quantize_static(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto:
-    """`quantize_static` with its default types on `model`, its nodes named `_OPAQUE` + position."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+def _source(name: str) -> int | None:
+    """The stripped file's node a twin's node was kept as or made from, by its name."""
+    if not name.startswith(_OPAQUE):
+        return None
+    digits = name[len(_OPAQUE) :].split("_", 1)[0]
+    return int(digits) if digits.isdigit() else None
 
-    for i, node in enumerate(model.graph.node):
-        node.name = f"{_OPAQUE}{i}"
+
+def _calibration(model: onnx.ModelProto, family: HeldOut):
+    """A calibration reader of the family's example inputs (`onnxruntime.quantization`)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
     initializers = {t.name for t in model.graph.initializer}
     names = [v.name for v in model.graph.input if v.name not in initializers]
     feeds = dict(zip(names, (t.numpy() for t in _example_inputs(family)), strict=True))
@@ -475,11 +488,35 @@ def _quantize_static(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    return Reader()
+
+
+def _quantize_static(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto:
+    """`quantize_static` (QDQ) with its default types, calibrated on the family's example inputs."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
     with tempfile.TemporaryDirectory() as tmp, cases._quiet():
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
         onnx.save(model, src)
-        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ)
+        quantize_static(src, dst, _calibration(model, family), quant_format=QuantFormat.QDQ)
         return onnx.load(dst)
+
+
+def _quantize_dynamic(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto:
+    """`quantize_dynamic` with its defaults (int8 weights, MatMulInteger and friends)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, cases._quiet():
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
+        onnx.save(model, src)
+        quantize_dynamic(src, dst)
+        return onnx.load(dst)
+
+
+_AFTER_STRIP: dict[str, Callable[[onnx.ModelProto, HeldOut], onnx.ModelProto]] = {
+    "strip_qdq": _quantize_static,
+    "strip_qdyn": _quantize_dynamic,
+}
 
 
 @dataclass

@@ -161,8 +161,9 @@ def test_a_stripped_export_quantized_to_qdq_is_tagged_soundly(family, exporter, 
     tag, and most nodes exact on trained-like weights (before the copies counted, 3 of 79
     DistilBERT nodes were exact and EfficientNet's folded Convs were stated in their conv, not
     their block). Fresh: the exporter merged the equal zero biases into one name, and the
-    quantizer gives each node reading it a numbered copy of its own (`bias0`, `bias00`): 29 of 79
-    nodes were stated in the embeddings' LayerNorm, whose name the merged bias has. TorchScript's
+    quantizer gives each node reading it a numbered copy of its own where nodes have names
+    (`bias0`, `bias00`; in a nameless file every reader gets the first copy): 29 of 79 nodes were
+    stated in the embeddings' LayerNorm, whose name the merged bias has. TorchScript's
     EfficientNet names only its squeeze-excitation convs: the quantizer sorts breadth-first, so
     the stem's padding sits after the blocks' dequantized weights and read like a value the model
     hands to every block (20 of 65 nodes were put in the encoder, the lowest module holding the
