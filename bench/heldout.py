@@ -670,7 +670,11 @@ folded BatchNorm counts here, so do tool-made nodes, and so does a fresh nn.Tran
 `out_proj` Gemm after onnxslim folded the `in_proj_bias` that shows its nn.MultiheadAttention:
 only the module tree's class names tell, `--modules`). *Invented*: nodes tagged with a module
 that is no `named_modules()` path of the exported module. ort_optimizer uses model type `bert`
-for encoders, `gpt2` for decoders, `bart` for BART (num_heads 2, hidden 32)."""
+for encoders, `gpt2` for decoders, `bart` for BART (num_heads 2, hidden 32). strip_qdq and
+strip_qdyn: the stripped file through onnxruntime's `quantize_static` (QDQ, calibrated on the
+family's example inputs) or `quantize_dynamic`, their defaults; the truth comes by position from
+a twin run whose nodes carry opaque names (the same ops in the same order, checked), a node made
+from node i (a dynamically quantized MatMul's helper ops) carrying node i's truth."""
 
 
 def _selected(families: str | None, shapes: str) -> tuple[str, ...]:
