@@ -4,9 +4,8 @@ The project is judged on architectures it has never seen; `bench.cases` (bert, a
 gpt2) and `bench.families` (bert, llama, t5, vit) must not be the only evidence. Here tiny
 `transformers` configs of other families (random weights, nothing downloaded) and two plain torch
 models go through both exporters, both inits (`bench.cases.INITS`) and the degradations none /
-strip_all / strip_qdq and strip_qdyn (stripped, then onnxruntime's static QDQ or dynamic quantizer) /
-onnxslim / gs_roundtrip /
-ort_optimizer, and every row is scored with the metrics of
+strip_all / strip_qdq / strip_qdyn (stripped, then onnxruntime's static QDQ or dynamic quantizer)
+/ onnxslim / gs_roundtrip / ort_optimizer, and every row is scored with the metrics of
 `bench.metrics` against the export's own scopes (`bench.cases.truth_of_export`, carried through
 tools by `bench.cases.carry_truth`).
 
