@@ -494,21 +494,23 @@ def _quantize_static(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto
     """`quantize_static` (QDQ) with its default types, calibrated on the family's example inputs."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    with tempfile.TemporaryDirectory() as tmp, cases._quiet():
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
-        onnx.save(model, src)
-        quantize_static(src, dst, _calibration(model, family), quant_format=QuantFormat.QDQ)
-        return onnx.load(dst)
+    reader = _calibration(model, family)
+    return _through_files(model, lambda src, dst: quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ))
 
 
 def _quantize_dynamic(model: onnx.ModelProto, family: HeldOut) -> onnx.ModelProto:
     """`quantize_dynamic` with its defaults (int8 weights, MatMulInteger and friends)."""
     from onnxruntime.quantization import quantize_dynamic
 
+    return _through_files(model, quantize_dynamic)
+
+
+def _through_files(model: onnx.ModelProto, tool: Callable[[Path, Path], object]) -> onnx.ModelProto:
+    """Run a tool that reads and writes files (onnxruntime's quantizers) on `model`, quietly."""
     with tempfile.TemporaryDirectory() as tmp, cases._quiet():
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "q.onnx"
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, src)
-        quantize_dynamic(src, dst)
+        tool(src, dst)
         return onnx.load(dst)
 
 

@@ -155,10 +155,11 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
         context.modules.add(owner)  # the owner exists even where its caller applies its parameters
     plain_readers = _readers(index, owners)
     copies = _dequantized_copies(index.views, plain_readers)
-    readers = _through_dequantize(plain_readers, copies)
+    families = _quantizer_copies(owners) if copies else []
+    readers = _through_dequantize(plain_readers, copies, families)
     stand_ins = _stand_ins(index.views, copies, owners)
     merged, tied = merged_parameters(index, readers, owners, context.base_dir)
-    merged |= _made_for(owners, merged)
+    merged |= _made_for(owners, merged, families)
     named = {name: owner for name, owner in owners.items() if name not in merged}  # tied: still its owner's
     untrained = bool(merged)  # constants merged across modules: only a fresh init makes them
     merged |= tied
@@ -205,7 +206,9 @@ def _dequantized_copies(views: list[NodeView], readers: dict[str, list[int]]) ->
     return found
 
 
-def _through_dequantize(readers: dict[str, list[int]], copies: dict[int, list[int]]) -> dict[str, list[int]]:
+def _through_dequantize(
+    readers: dict[str, list[int]], copies: dict[int, list[int]], families: list[list[str]]
+) -> dict[str, list[int]]:
     """Each parameter's readers, a `DequantizeLinear` of it replaced by the nodes reading its
     output (a static quantizer leaves that one reader on each initializer), and the readers of
     its quantizer copies joined to it (it gives each node reading a bias several nodes read a copy
@@ -213,9 +216,10 @@ def _through_dequantize(readers: dict[str, list[int]], copies: dict[int, list[in
     if not copies:
         return readers
     through = {name: {r for node_id in nodes for r in copies.get(node_id, [node_id])} for name, nodes in readers.items()}
-    for family in _quantizer_copies(through):
-        joined = set().union(*(through[name] for name in family))
-        for name in family:
+    for family in families:
+        read = [name for name in family if name in through]
+        joined = set().union(*(through[name] for name in read))
+        for name in read:
             through[name] = joined
     return {name: sorted(nodes) for name, nodes in through.items()}
 
@@ -246,14 +250,15 @@ def _quantizer_copies(names: Iterable[str]) -> list[list[str]]:
     return found
 
 
-def _made_for(owners: Iterable[str], merged: set[str]) -> set[str]:
-    """The tensors a static quantizer made for a merged one (its numbered copies, quantized
-    values, scales and zero points): they stand for what it stands for, though each is read once."""
+def _made_for(owners: Iterable[str], merged: set[str], families: list[list[str]]) -> set[str]:
+    """The tensors a static quantizer made for a merged one (its numbered copies, `families`,
+    quantized values, scales and zero points): they stand for what it stands for, though each
+    is read once."""
     if not merged:
         return set()
     stems = {_quantized_from(name) for name in merged}
     found = {name for name in owners if _quantized_from(name) in stems}
-    for family in _quantizer_copies(owners):
+    for family in families:
         if not merged.isdisjoint(family):
             found.update(family)
     return found

@@ -126,7 +126,7 @@ def _choices_pass(state: State, certain_labels: list[int]) -> None:
         state.bounds[i] = bound if t.within(module, bound) else module
         state.certain[i] = certain
         if state.ordered and not up[i] and down[i]:  # made of graph inputs alone: a tool may have moved it
-            if not state.graph.facts.resorted and _moved_and_shared(state, memo, i, before, after, down[i], users[i]):
+            if state.order_bounds and _moved_and_shared(state, memo, i, before, after, down[i], users[i]):
                 result[i] = module = _holder_of_all(state, memo, labels)
             state.bounds[i], state.certain[i] = t.root, module == t.root
     shape_reads.shapes_with_their_reshape(state, result, shapes)

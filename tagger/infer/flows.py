@@ -165,7 +165,7 @@ class Dataflow:
 def bound(state: State, i: int, before, after, up, down) -> int:
     """Fact A's bound of untagged node `i`: what is certain about where it ran."""
     t = state.tree
-    if not state.ordered or state.graph.facts.resorted or state.graph.tool_made[i]:  # by its tagged producers and consumers alone
+    if not state.order_bounds or state.graph.tool_made[i]:  # bounded by its tagged producers and consumers alone
         flows = [m for f in (up[i], down[i]) if f for m in f]
         return t.lca_all(flows) if up[i] and down[i] else t.root
     b, a = before[i], after[i]

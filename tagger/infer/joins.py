@@ -93,7 +93,7 @@ def _stays_in(state: State, i: int, module: int, before: int, after: int, consum
     says nothing (an unordered or re-sorted file: `tagger.model.producers`), every nearest tagged
     consumer of the join lies inside it."""
     t = state.tree
-    if not state.ordered or state.graph.facts.resorted:
+    if not state.order_bounds:
         return bool(consumers) and all(t.within(m, module) for m in consumers)
     return (after >= 0 and t.within(after, module)) or _ends_list_entry(state, i, module, before, after)
 

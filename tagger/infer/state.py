@@ -47,6 +47,12 @@ class State:
     combined: set[int] = field(default_factory=set)
     """The nodes rule 3 decided: rule 4a may refine them."""
 
+    @property
+    def order_bounds(self) -> bool:
+        """Whether the order bounds where a node ran (fact A): the exporter's order, not one a
+        tool sorted breadth-first (`tagger.model.producers`), where it still hints at choices."""
+        return self.ordered and not self.graph.facts.resorted
+
     @classmethod
     def start(cls, graph: Graph, tree: Tree, evidence: list[int]) -> State:
         count = len(evidence)

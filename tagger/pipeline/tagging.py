@@ -98,16 +98,17 @@ def tag_model(
     for module in set(decision.modules.values()):
         context.modules.add(module)
     context.modules.forget_readings()  # the sources have run
+    copies = _copies(index)
     labels = _Labels(
         modules=list(map(decision.modules.get, range(count))),
         sources=list(map(decision.sources.get, range(count), repeat("fallback", count))),
         infer=infer,
         facts=GraphFacts(
             context.modules.containers(),
-            _weight_like(index, context.parameters.merged),
+            _weight_like(index, copies, context.parameters.merged),
             context.modules.sequences(),
             *tensor_shapes(model),
-            parameters=_stood_for(index, context.parameters.owners),
+            parameters=_stood_for(copies, context.parameters.owners),
             arguments=frozenset(name for scope in index.graphs for name in scope.inputs - scope.initializers),
             resorted=sorted_breadth_first(model),
         ),
@@ -188,24 +189,31 @@ def _assignments(modules: list[str | None], sources: list[str], formatter: TagFo
 _STAND_INS = frozenset({"Identity", "DequantizeLinear"})
 
 
-def _weight_like(index: ModelIndex, merged: frozenset[str]) -> frozenset[str]:
+def _weight_like(index: ModelIndex, copies: list[tuple[str, list[str]]], merged: frozenset[str]) -> frozenset[str]:
     """Weights of no module the file names: unnamed initializers of rank >= 2 (folded or
     transposed parameters, `val_103`), initializers that may stand for merged parameters, and the
     values that stand for one of them (`_stood_for`: `quantize_static` dequantizes each weight
     once, at the top of the graph)."""
     weights = {name for scope in index.graphs for name in scope.matrices if module_of_parameter(name) is None}
-    return _stood_for(index, weights | merged)
+    return _stood_for(copies, weights | merged)
 
 
-def _stood_for(index: ModelIndex, names: Iterable[str]) -> frozenset[str]:
+def _copies(index: ModelIndex) -> list[tuple[str, list[str]]]:
+    """Each `Identity` or `DequantizeLinear` as (the tensor it copies, its outputs), in graph
+    order: the values that may stand for another (`_stood_for`), found in one walk."""
+    return [(view.input[0], list(view.output)) for view in index.views if view.op_type in _STAND_INS and view.input]
+
+
+def _stood_for(copies: list[tuple[str, list[str]]], names: Iterable[str]) -> frozenset[str]:
     """`names` and the values that stand for one of them: the `Identity` copies TorchScript's
     deduplication reads them through, and their `DequantizeLinear` (in the QDQ format the pair
     stands for the tensor it quantizes), so inference sees a tensor's reads where the ops read
-    its copy (two calls of a module reading its one dequantized weight)."""
+    its copy (two calls of a module reading its one dequantized weight). `copies` in graph order:
+    a copy of a copy follows it."""
     found = set(names)
-    for view in index.views:
-        if view.op_type in _STAND_INS and view.input and view.input[0] in found:
-            found.update(view.output)
+    for source, outputs in copies:
+        if source in found:
+            found.update(outputs)
     return frozenset(found)
 
 
