@@ -854,6 +854,69 @@ def test_a_mask_prepared_for_an_unnamed_leafs_work_is_not_put_in_the_next_named_
     assert tagged[1] == "model" and tagged[3] == "model"
 
 
+def _zipped_lists() -> onnx.ModelProto:
+    """An encoder running two module lists in step (PoolFormer's patch embeddings and blocks):
+    each patch embedding's named projection, then its block's norm on a weight the file does not
+    name (a fresh export's merged norm weight), a Relu, the block's named Linear."""
+    nodes, params = [], []
+    value = "x"
+    for stage in (0, 1):
+        nodes += [
+            ("Add", [value, f"enc.patch.{stage}.proj.bias"], [f"p{stage}"], None),
+            ("Mul", [f"p{stage}", f"val_{stage}"], [f"n{stage}"], None),
+            ("Relu", [f"n{stage}"], [f"r{stage}"], None),
+            ("Add", [f"r{stage}", f"enc.block.{stage}.fc.bias"], [f"b{stage}"], None),
+        ]
+        params += [f"enc.patch.{stage}.proj.bias", f"enc.block.{stage}.fc.bias"]
+        value = f"b{stage}"
+    nodes.append(("Relu", [value], ["y"], None))
+    return _model(nodes, params=params, anonymous=["val_0", "val_1"])
+
+
+def test_work_behind_an_unnamed_leaf_after_one_lists_entry_bound_for_another_lists_entry_is_not_the_first_entrys():
+    """After a list entry's named leaf, what follows up to the next entry is that entry's or the
+    next one's: the list's caller only hands the value on. When the value goes into an entry of
+    another list (PoolFormer's encoder zips its patch embeddings with its blocks), the next
+    module is that other entry, and the Relu behind its unnamed norm reads that norm's output:
+    it stays at its bound (before: in the patch embedding, 21% of a fresh PoolFormer after a
+    strip and `quantize_static`)."""
+    modules = _modules(_zipped_lists())
+    assert modules[0] == "enc.patch.0.proj" and modules[3] == "enc.block.0.fc"
+    assert modules[2] == modules[6] == "enc"
+
+
+def _interleaved(first: list, second: list) -> list:
+    """Two independent chains' nodes taken in turns: a valid topological order in which almost
+    no node follows one it reads (the order says nothing: `Graph.ordered`)."""
+    return [node for pair in zip(first, second, strict=True) for node in pair]
+
+
+def _beside(length: int) -> list:
+    """An independent chain of `length` nodes in module `side`, from `x` to `s`."""
+    chain = [("Add", ["x", "side.a.bias"], ["s0"], None)]
+    chain += [("Relu", [f"s{k}"], [f"s{k + 1}"], None) for k in range(length - 2)]
+    return chain + [("Add", [f"s{length - 2}", "side.b.bias"], ["s"], None)]
+
+
+def test_in_a_file_whose_order_says_nothing_work_after_a_list_entry_behind_an_unnamed_leaf_is_not_that_entrys():
+    """After a list entry's named leaf the list's caller hands the value to the next entry, so
+    rule 4 may keep what follows in the entry; that rests on the order (the next entry's first
+    tagged node comes next). In a file whose order says nothing, a node behind an unnamed leaf
+    on the entry's output is left at its bound (PVT's first block attention, read by its
+    encoder's own norm, went to the patch embedding before it)."""
+    body = [
+        ("Add", ["x", "enc.patch.0.proj.bias"], ["p"], None),
+        ("MatMul", ["p", "val_1"], ["h"], None),
+        ("Relu", ["h"], ["h2"], None),
+        ("Add", ["h2", "enc.cls"], ["c"], None),
+    ]
+    nodes = _interleaved(body, _beside(4)) + [("Add", ["c", "s"], ["y"], None)]
+    params = ["enc.patch.0.proj.bias", "enc.patch.1.proj.bias", "enc.cls", "side.a.bias", "side.b.bias"]
+    modules = _by_output(_model(nodes, params=params, anonymous=["val_1"]))
+    assert modules["p"] == "enc.patch.0.proj" and modules["c"] == "enc"
+    assert modules["h2"] == "enc"
+
+
 def _mask_model(cast_at: int) -> onnx.ModelProto:
     """Two list entries reading one mask built from a second graph input; the Cast that builds it
     is put at position `cast_at` (1: before the list, as exported; 2: inside entry 0, as a tool

@@ -29,7 +29,8 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      BertModel's mask work on its embeddings' output). Except when that caller
      is an entry of a module list: the list's caller only hands the running value from entry to
      entry (rule 4a), so what follows an entry's named leaf up to the next entry is that entry's
-     or the next one's (a LLaMA layer's MLP on unnamed weights after its named norm). Nor for a
+     or the next one's (a LLaMA layer's MLP on unnamed weights after its named norm) - unless the
+     value goes into an entry of another list (below: the next module is that entry). Nor for a
      node reading a value its producer's caller has already handed out (a tagged node outside the
      caller reads it too): a module hands its caller only what it returns, so the node may read
      it after the return, in the caller's caller (BertModel takes the shape of its embeddings'
@@ -48,6 +49,10 @@ next tagged node) and fact B (`leaf.py`: a weighted op is a leaf's).
      attention before its projection's unnamed Linear) - except after a list entry, whose
      caller hands the value to the next entry or returns it, unless the value goes into an
      entry of another list (PoolFormer's encoder zips its patch embeddings with its blocks).
+     In a file whose order says nothing (`Graph.ordered`) there is no next tagged node, and
+     nothing else says the caller is still running past an unnamed leaf's work: a node behind or
+     ahead of one is left to rules 5 and 6, list entry or not (a fresh PVT's first attention,
+     after onnxruntime's quantizer re-sorted the file, went to the patch embedding before it).
   5. A node that reads nothing tagged inside its bound (it works on values passed in, like a
      mask) and whose nearest tagged consumers are one module that has already started (the next
      tagged node is inside it) prepares their input inside it (in its caller, if a leaf). A node
@@ -275,13 +280,15 @@ def _choose(
         weighted = state.graph.weighted[i] and (caller == module or not _list_entry(state, caller))
         own = caller == module and not t.leaf[module]  # the module's own op, not a child's
         entry = _list_entry(state, caller)
-        behind = behind and not entry  # the list's caller only hands its value on
-        prepares = ahead and not (entry and not _into_another_list(state, caller, consumed))
+        unplaced = not state.ordered and (behind or ahead)  # no order says the caller still runs
+        handed_on = entry and not _into_another_list(state, caller, consumed)  # to the list's next entry
+        behind = behind and not handed_on
+        prepares = ahead and not handed_on
         returned = _handed_out(state, i, origins, caller)
         tail = tail or ((behind or shape_only) and nxt < 0)  # nothing named after: nothing says it runs on
         next_only = weighted or behind or prepares or returned or shape_only
         ends_entry = own or t.leaf[module]  # the caller's own op, or its child leaf's output
-        if _still_open(state, caller, nxt, consumed, tail, next_only, own, ends_entry) and t.within(caller, bound):
+        if not unplaced and _still_open(state, caller, nxt, consumed, tail, next_only, own, ends_entry) and t.within(caller, bound):
             return caller, caller == bound
     if consumed and len(consumed) == 1 and not inside and not ahead and not joined:  # rule 5
         (module,) = consumed
