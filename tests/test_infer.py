@@ -917,6 +917,35 @@ def test_in_a_file_whose_order_says_nothing_work_after_a_list_entry_behind_an_un
     assert modules["h2"] == "enc"
 
 
+def test_a_join_of_sizes_a_module_returned_is_no_certain_tag_of_that_module():
+    """PVT's patch embedding reads its output's height and returns it; its block's attention,
+    on unnamed (fresh, merged) weights, reshapes its query with that height and its own sizes.
+    The join of those sizes reads values of the patch embedding and of its projection, but
+    sizes are handed on like any returned value: rule 3 does not state the patch embedding
+    (before: stated, and fact A then bounded the whole attention in it, 28 nodes of a fresh
+    PVT TorchScript export with dynamic shapes)."""
+    nodes = [
+        ("Add", ["x", "enc.patch.proj.bias"], ["p"], None),
+        ("Add", ["p", "enc.patch.pos"], ["e"], None),  # the patch embedding's own op
+        ("Shape", ["e"], ["s"], None),
+        ("Gather", ["s", "one"], ["h"], None),  # the height it returns with `e`
+        ("MatMul", ["e", "val_1"], ["q"], None),  # the attention's query, on an unnamed weight
+        ("Shape", ["p"], ["sq"], None),
+        ("Gather", ["sq", "zero"], ["b"], None),
+        ("Unsqueeze", ["b", "axes"], ["ub"], None),
+        ("Unsqueeze", ["h", "axes"], ["uh"], None),
+        ("Concat", ["ub", "uh", "minus"], ["shape"], {"axis": 0}),
+        ("Reshape", ["q", "shape"], ["r"], None),
+        ("Add", ["r", "enc.block.attn.out.bias"], ["y"], None),
+    ]
+    params = ["enc.patch.proj.bias", "enc.patch.pos", "enc.block.attn.out.bias"]
+    model = _model(nodes, params=params, anonymous=["val_1"], shapes={"one": 1, "zero": 0, "axes": [0], "minus": [-1]})
+    result = tag_model(model)
+    assert result.assignments[1].module == "enc.patch" and result.assignments[11].module == "enc.block.attn.out"
+    for i in range(4, 11):
+        assert not (result.assignments[i].module.startswith("enc.patch") and result.bounds[i].certain), i
+
+
 def _mask_model(cast_at: int) -> onnx.ModelProto:
     """Two list entries reading one mask built from a second graph input; the Cast that builds it
     is put at position `cast_at` (1: before the list, as exported; 2: inside entry 0, as a tool

@@ -8,12 +8,19 @@ lowest common ancestor. A node that only passes a value from module `A` on to mo
 placed in neither unless fact B puts it there; its bound is what is certain.
 
   3. (C) Inputs from several modules inside the bound: their lowest common ancestor.
+
+Not for a join of shape values alone (`Graph.shape_values`: a `Shape` or `Size` and what is
+computed from them and constants) whose nearest tagged consumers do not all lie inside that
+ancestor: a module hands its caller the sizes it read, and TorchScript records such Python ints
+as graph values passed on as arguments (PVT's and Swin's patch embeddings return the height and
+width their blocks' attention reshapes with), so every side's module may have returned when the
+join runs. The ancestor is kept as rule 4a's choice (`State.shape_joins`), not as certain.
 """
 
 from __future__ import annotations
 
 from tagger.infer.graph import Graph
-from tagger.infer.state import Flows, State, Steps
+from tagger.infer.state import OPEN, Flows, State, Steps
 
 __all__ = ["STEPS"]
 
@@ -22,9 +29,23 @@ def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
     if flows.up[i] is None:
         return None
     combined = _combining(state, i, bound, flows.up)
-    if combined is not None:
-        state.combined.add(i)
+    if combined is None:
+        return None
+    if _passed_on_shapes(state, i, combined, flows.down[i]):
+        state.shape_joins[i] = combined
+        return OPEN
+    state.combined.add(i)
     return combined
+
+
+def _passed_on_shapes(state: State, i: int, common: int, consumers) -> bool:
+    """Whether join `i` reads shape values alone and its nearest tagged consumers do not all
+    lie inside `common`, its sides' lowest common ancestor (nothing holds it there)."""
+    g, t = state.graph, state.tree
+    if consumers and all(t.within(m, common) for m in consumers):
+        return False
+    computed = [j for j in g.writers[i] if not g.constant[j]]
+    return bool(computed) and all(g.shape_values[j] for j in computed)
 
 
 def _combining(state: State, i: int, bound: int, up: list) -> int | None:

@@ -112,6 +112,19 @@ class Graph:
         self.nodes = nodes
         self.facts = facts
 
+    @functools.cached_property
+    def shape_values(self) -> list[bool]:
+        """Per node, whether its value is computed from shape reads alone: a `Shape` or `Size`,
+        or a node whose computed inputs (constants aside) are all such values."""
+        found = [False] * len(self.nodes)
+        for i, writers in enumerate(self.writers):
+            if self.op[i] in SHAPE_READS:
+                found[i] = True
+                continue
+            computed = [j for j in writers if not self.constant[j]]
+            found[i] = bool(computed) and all(found[j] for j in computed)
+        return found
+
     def ordered(self) -> bool:
         """Whether the file keeps the exporter's order (fact A's check, see `flows.py`)."""
         linked = total = 0

@@ -14,7 +14,9 @@ and fact A (`flows.py`: the next tagged node). A choice.
      breadth-first: `tagger.model.producers`), the join's nearest tagged consumers must all lie
      inside the module instead. A caller holding both is possible too, hence a choice. Values that are all results
      of one leaf's own ops are joined after its last parameter use (fact B), in its caller. Its decisions are context
-     for rules 4-6 through dataflow, not through the order's neighbours.
+     for rules 4-6 through dataflow, not through the order's neighbours. A join of shape values
+     that rule 3 left open (`combining.py`) starts as a choice of its sides' lowest common
+     ancestor, refined like rule 3's.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def _joins_pass(state: State, certain_labels: list[int]) -> None:
     that contains the next tagged node (fact A) is a choice, not certain: a caller may
     hold the same values. A module list holds nothing of its own: its caller is taken."""
     labels = state.labels
+    _shape_joins(state, certain_labels)
     up, _ = state.flow.up(labels)
     down, _ = state.flow.down(state.evidence)
     before, after = state.flow.neighbours(labels)
@@ -60,6 +63,22 @@ def _joins_pass(state: State, certain_labels: list[int]) -> None:
         labels[i] = module
         state.bounds[i] = bound
         state.certain[i] = False
+
+
+def _shape_joins(state: State, certain_labels: list[int]) -> None:
+    """The joins of shape values rule 3 left open take their sides' lowest common ancestor as a
+    choice, inside their bound (fact A), before the other joins are refined with them."""
+    labels = state.labels
+    open_joins = {i: m for i, m in state.shape_joins.items() if labels[i] < 0}
+    if not open_joins:
+        return
+    up, _ = state.flow.up(labels)
+    down, _ = state.flow.down(state.evidence)
+    before, after = state.flow.neighbours(certain_labels)
+    bounds = {i: bound_of(state, i, before, after, up, down) for i in open_joins}
+    for i, module in open_joins.items():
+        labels[i], state.bounds[i], state.certain[i] = module, bounds[i], False
+        state.combined.add(i)
 
 
 def _join(state: State, memo: _Held, i: int, bound: int, before: int, after: int, consumers) -> int | None:

@@ -46,6 +46,9 @@ class State:
     flow: Dataflow
     combined: set[int] = field(default_factory=set)
     """The nodes rule 3 decided: rule 4a may refine them."""
+    shape_joins: dict[int, int] = field(default_factory=dict)
+    """Joins of shape values that rule 3 left open, with their sides' lowest common ancestor:
+    rule 4a's choice, as context for rules 4-6 (`combining.py`)."""
 
     @property
     def order_bounds(self) -> bool:
