@@ -14,7 +14,8 @@ computed from them and constants) whose nearest tagged consumers do not all lie 
 ancestor: a module hands its caller the sizes it read, and TorchScript records such Python ints
 as graph values passed on as arguments (PVT's and Swin's patch embeddings return the height and
 width their blocks' attention reshapes with), so every side's module may have returned when the
-join runs. The ancestor is kept as rule 4a's choice (`State.shape_joins`), not as certain.
+join runs. The ancestor is kept as rule 4a's choice (`State.shape_joins`), not as certain
+(where the order says nothing, not even that: `joins._shape_joins`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ and fact A (`flows.py`: the next tagged node). A choice.
      of one leaf's own ops are joined after its last parameter use (fact B), in its caller. Its decisions are context
      for rules 4-6 through dataflow, not through the order's neighbours. A join of shape values
      that rule 3 left open (`combining.py`) starts as a choice of its sides' lowest common
-     ancestor, refined like rule 3's.
+     ancestor, refined like rule 3's, where the order bounds where a node ran.
 """
 
 from __future__ import annotations
@@ -67,10 +67,13 @@ def _joins_pass(state: State, certain_labels: list[int]) -> None:
 
 def _shape_joins(state: State, certain_labels: list[int]) -> None:
     """The joins of shape values rule 3 left open take their sides' lowest common ancestor as a
-    choice, inside their bound (fact A), before the other joins are refined with them."""
+    choice, inside their bound (fact A), before the other joins are refined with them. Not where
+    the order says nothing: a bound there rests on the nearest tagged producers and consumers,
+    and the size reads before such a join would be stated in its module (Swin's first block's
+    reads of the sizes its embeddings returned, after `quantize_static`)."""
     labels = state.labels
     open_joins = {i: m for i, m in state.shape_joins.items() if labels[i] < 0}
-    if not open_joins:
+    if not open_joins or not state.order_bounds:
         return
     up, _ = state.flow.up(labels)
     down, _ = state.flow.down(state.evidence)
