@@ -191,3 +191,41 @@ def test_parameters_that_end_in_digits_are_no_quantizer_copies_of_one_another():
     )
     result = tag_model(model)
     assert [(a.module, a.source) for a in result.assignments[2:]] == [("pos.conv", "initializer")] * 2
+
+
+def test_a_lookup_in_a_quantized_table_is_quantized_with_the_tables_parameters_but_no_later_op_applies_them():
+    """`quantize_dynamic` keeps an embedding table quantized: the lookup's result stays int8 and
+    is quantized with the table's scale and zero point. The next Linear's MatMulInteger reads that
+    zero point as its input's, and the scales' product for its rescale reads the table's scale
+    beside its weight's: neither applies the embedding's parameters (before: both, and the rescale,
+    stated in the embedding, OPT's `project_in`, 3 nodes a row)."""
+    table = [
+        numpy_helper.from_array(np.ones((10, 4), dtype=np.uint8), "dec.embed.weight_quantized"),
+        numpy_helper.from_array(np.float32(0.1), "dec.embed.weight_scale"),
+        numpy_helper.from_array(np.uint8(3), "dec.embed.weight_zero_point"),
+        numpy_helper.from_array(np.ones((4, 4), dtype=np.int8), "val_7_quantized"),  # project_in's unnamed weight
+        numpy_helper.from_array(np.float32(0.2), "val_7_scale"),
+        numpy_helper.from_array(np.int8(0), "val_7_zero_point"),
+        numpy_helper.from_array(np.ones(4, dtype=np.float32), "dec.norm.bias"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["dec.embed.weight_quantized", "ids"], ["looked_up"]),
+        helper.make_node(
+            "MatMulInteger", ["looked_up", "val_7_quantized", "dec.embed.weight_zero_point", "val_7_zero_point"], ["acc"]
+        ),
+        helper.make_node("Mul", ["dec.embed.weight_scale", "val_7_scale"], ["scales"]),
+        helper.make_node("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["acc_f", "scales"], ["h"]),
+        helper.make_node("Add", ["h", "dec.norm.bias"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        table,
+    )
+    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert result.assignments[0].module == "dec.embed"
+    for i in (1, 2, 4):
+        assert not result.assignments[i].module.startswith("dec.embed"), i

@@ -297,19 +297,59 @@ def _owned(
 
 
 def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
-    """The nodes reading each parameter, in index order."""
+    """The nodes reading each parameter, in index order (not a quantization parameter read for
+    an activation: `_activation_quantization`)."""
     readers: dict[str, list[int]] = {}
     disjoint = owners.keys().isdisjoint  # one view for every node
     views = index.views
     for node_id in [i for i, view in enumerate(views) if not disjoint(view.input)]:  # a comprehension: most read none
-        for name in views[node_id].input:
-            if name in owners:
+        view = views[node_id]
+        skipped = _activation_quantization(view, index.graphs[index.graph_of[node_id]].initializers)
+        for name in view.input:
+            if name in owners and name not in skipped:
                 found = readers.get(name)
                 if found is None:
                     readers[name] = [node_id]
                 elif found[-1] != node_id:  # a node reading it twice is one reader (ids ascend)
                     found.append(node_id)
     return readers
+
+
+_OPERAND_QUANTIZATION: dict[str, tuple[tuple[int, tuple[int, ...]], ...]] = {
+    "MatMulInteger": ((0, (2,)), (1, (3,))),
+    "ConvInteger": ((0, (2,)), (1, (3,))),
+    "QLinearMatMul": ((0, (1, 2)), (3, (4, 5)), (-1, (6, 7))),
+    "QLinearConv": ((0, (1, 2)), (3, (4, 5)), (-1, (6, 7))),
+}
+"""Per quantized product (the ONNX definitions): each operand's position (-1: the output) and the
+positions of the scale and zero point it is quantized with. (Not `DequantizeLinear`: its one
+operand's values are what it converts, a lookup's rows of a quantized table are the table's.)"""
+
+
+def _activation_quantization(view: NodeView, initializers: frozenset[str]) -> frozenset[str]:
+    """The inputs of `view` that quantize an activation, not a parameter, whatever they are named:
+    a product's scale or zero point belongs to the operand it quantizes, and one beside a computed
+    operand (or the output) is that value's, while the product applies its other operand, the
+    weight (onnxruntime's `quantize_dynamic` quantizes a lookup in a quantized embedding table
+    with the table's scale and zero point: OPT's `project_in` reads them as its input's, not as
+    the embedding's). A node reading the stored scales or zero points
+    of two tensors and nothing else (the dynamic quantizer's product of its input's and its
+    weight's scale, when the input is such a lookup) combines two operands' quantization: it
+    applies neither's parameters."""
+    inputs = view.input
+    layout = _OPERAND_QUANTIZATION.get(view.op_type)
+    if layout is not None:
+        return frozenset(
+            inputs[k]
+            for operand, params in layout
+            if operand < 0 or (operand < len(inputs) and inputs[operand] not in initializers)
+            for k in params
+            if k < len(inputs)
+        )
+    stored = len(inputs) > 1 and all(name in initializers and name.endswith(("_scale", "_zero_point")) for name in inputs)
+    if stored and len({_quantized_from(name) for name in inputs}) > 1:
+        return frozenset(inputs)
+    return frozenset()
 
 
 def _folded_bias(name: str, owners: dict[str, str]) -> bool:
