@@ -39,6 +39,37 @@ def test_exporter_temporaries_are_not_parameter_evidence():
     assert report.fallback == 2 and report.direct == 0
 
 
+def test_an_index_buffer_read_by_its_owners_caller_is_no_evidence_of_its_owner():
+    """ConvBertModel slices its embeddings' `token_type_ids` buffer (INT64) to build their default
+    argument, in its own forward: an integer buffer holds nothing learned, and reading it applies
+    no weight, so the slice is not stated in the embeddings (before: stated, with the Expand
+    after it, in every dynamic-shape dynamo ConvBERT row)."""
+    inits = [
+        numpy_helper.from_array(np.zeros((1, 8), dtype=np.int64), "m.embeddings.token_type_ids"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+        numpy_helper.from_array(np.ones((2, 4), dtype=np.float32), "m.embeddings.token_type_embeddings.weight"),
+        numpy_helper.from_array(np.ones(4, dtype=np.float32), "m.encoder.dense.bias"),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["m.embeddings.token_type_ids", "zero", "n", "one"], ["types"]),
+        helper.make_node("Gather", ["m.embeddings.token_type_embeddings.weight", "types"], ["e"]),
+        helper.make_node("Add", ["e", "m.encoder.dense.bias"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert result.assignments[1].module == "m.embeddings.token_type_embeddings"
+    slice_ = result.assignments[0]
+    assert slice_.source != "initializer"
+    assert not (slice_.module.startswith("m.embeddings") and result.bounds[0].certain)
+
+
 def test_dynamo_metadata_beats_names_and_the_conflict_is_reported():
     model = chain_model(["/enc/wrong/Relu", "/enc/b/Relu"])
     model.graph.node[0].metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'enc', 'enc.a', 'relu']")

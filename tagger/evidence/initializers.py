@@ -9,6 +9,12 @@ or a list index (digits), as `named_parameters()` spells them. Exporter temporar
 parameters of several modules (a fused op), the module owning most of them wins, and their
 lowest common ancestor on a tie.
 
+An INT64 initializer is no parameter either, whatever its name: nothing learned is stored in
+integers, so it is an index buffer (`position_ids`, `token_type_ids`), and reading it applies no
+weight (fact B is about applying parameters): any module holding its owner may slice it
+(ConvBertModel slices its embeddings' `token_type_ids` to build their default argument). Its
+readers are left to inference. (Quantized weights are 8-bit, their biases 32-bit.)
+
 Initializers a tool derives from a tensor the graph computes or receives are not parameters
 either. The facts: a tool that makes an initializer for a tensor names it after that tensor plus
 a suffix (a static QDQ quantizer's `past_key_values.0.key_scale` and `…_zero_point` for the KV
@@ -111,7 +117,7 @@ def parameter_owners(index: ModelIndex, classes: dict[str, str] | None = None) -
     attentions |= {path for path, name in (classes or {}).items() if name == _ATTENTION_CLASS}
     for scope in index.graphs:
         for name in scope.initializers:
-            owner = module_of_parameter(name)
+            owner = module_of_parameter(name) if name not in scope.indices else None
             if owner is None:
                 continue
             if "_" in name[len(owner) :]:  # only such a name can extend a tensor's name

@@ -76,6 +76,8 @@ class GraphScope:
     initializers: frozenset[str] = frozenset()
     matrices: frozenset[str] = frozenset()
     """Initializers of rank >= 2 (weights, as opposed to shapes, axes and scalars)."""
+    indices: frozenset[str] = frozenset()
+    """INT64 initializers: index buffers (`position_ids`), never a learned parameter."""
     inputs: frozenset[str] = frozenset()
 
 
@@ -161,6 +163,7 @@ def _add_graph(index: ModelIndex, graph: onnx.GraphProto, scope: GraphScope, sha
     names = [t.name for t in graph.initializer]  # read once: both sets share the strings
     scope.initializers = frozenset(names) | frozenset(t.values.name for t in graph.sparse_initializer)
     scope.matrices = frozenset(itertools.compress(names, [len(t.dims) >= 2 for t in graph.initializer]))
+    scope.indices = frozenset(t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT64)
     scope.inputs = frozenset(i.name for i in graph.input)
     _add_nodes(index, graph.node, scope, shared)
 
