@@ -700,6 +700,29 @@ def test_the_indices_an_embedding_looks_up_are_its_callers():
     assert _modules(model)[1:3] == ["emb", "emb.pos"]
 
 
+def test_position_ids_built_by_a_fork_of_the_mask_are_not_the_position_embeddings():
+    """MPNet builds its position ids from the padding mask, `(cumsum(mask) * mask) + pad`, in its
+    embeddings' forward: a fork of the mask converging into the position embedding's lookup. An
+    Embedding's forward is the lookup alone, so the fork is not the leaf's (before: stated in
+    `position_embeddings`, 6 nodes of every stripped MPNet row, a family no benchmark had)."""
+    nodes = [
+        ("Add", ["x", "emb.norm.bias"], ["a"], None),
+        ("Cast", ["ids"], ["mask"], {"to": TensorProto.INT64}),
+        ("CumSum", ["mask", "axis"], ["c"], None),
+        ("Mul", ["c", "mask"], ["m"], None),
+        ("Add", ["m", "pad"], ["positions"], None),
+        ("Gather", ["emb.pos.weight", "positions"], ["g"], None),
+        ("Add", ["a", "g"], ["y"], None),
+    ]
+    model = _model(nodes, params=["emb.norm.bias"], shapes={"axis": 1, "pad": [1]})
+    model.graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8]))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((10, 4), dtype=np.float32), "emb.pos.weight"))
+    result = tag_model(model)
+    assert result.assignments[5].module == "emb.pos"
+    for i in range(1, 5):
+        assert result.assignments[i].module != "emb.pos", i
+
+
 def test_a_node_made_of_graph_inputs_alone_is_no_certain_tag():
     """A mask built from the model's arguments depends on nothing that ran before it: a tool may
     have moved it anywhere, so its position bounds nothing - its tag is a choice, bounded by the root."""

@@ -11,6 +11,10 @@ bias Add); the ops that fork from one value and converge into a leaf applying pa
 the leaf's (a decomposed RMSNorm: `Pow -> ReduceMean -> ... -> Mul(x, .) -> Mul(weight)`) -
 unless the fork's value is the whole output of another tagged leaf (an activation between two
 Linears has the same shape and may run in the first leaf, the caller, or a module between).
+Nor into a matrix product's input (a Linear runs no reduction before its product), nor into a
+lookup's indices: an Embedding's forward is `F.embedding(input, weight)` alone, so the indices it
+looks up are its caller's (MPNet's and RoBERTa's position ids, a cumulative sum of the padding
+mask multiplied by that mask: a fork converging into the position embedding's lookup).
 
   2. (B) Inside one leaf: between two of its uses; a join of its own branches (not of two weighted
      ops on one value: slices of its one product, a converter's q, k, v of a fused `qkv_proj`); a
@@ -242,6 +246,8 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
         return region  # nothing converges into the leaf (most calls): no fork to look for
     if any(_feeds_weighted_op(state, k, members) for k in members if not region.isdisjoint(g.writers[k])):
         return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
+    if any(_looks_up(state, k, region) for k in members):
+        return set()  # it converges into a lookup's indices: an Embedding's forward is the lookup alone
     entries = {w for r in region for w in g.writers[r]}
     inside = region | members
     forks = [f for f in region | entries if sum(1 for k in g.readers[f] if k in inside and g.op[k] not in SHAPE_READS) >= 2]
@@ -255,6 +261,17 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
     if other >= 0 and other != leaf and t.leaf[other] and all(k in diamond for k in g.readers[fork]):
         return set()  # another leaf's whole output: post-processed by it, by the caller, or by this leaf
     return diamond
+
+
+def _looks_up(state: State, k: int, region: set[int]) -> bool:
+    """Whether leaf node `k` is a lookup in a stored table (a `Gather` of an initializer) at
+    indices computed in `region`."""
+    g = state.graph
+    inputs = g.nodes[k].input
+    if g.op[k] != "Gather" or len(inputs) < 2:
+        return False
+    held = g.facts.parameters | g.facts.weights
+    return inputs[0] in held and any(w in region and inputs[1] in g.nodes[w].output for w in g.writers[k])
 
 
 def _feeds_weighted_op(state: State, k: int, members: set[int]) -> bool:
