@@ -723,6 +723,27 @@ def test_position_ids_built_by_a_fork_of_the_mask_are_not_the_position_embedding
         assert result.assignments[i].module != "emb.pos", i
 
 
+def test_a_value_computed_from_constants_is_no_certain_tag_of_its_users_module():
+    """Funnel's encoder builds the relative position embeddings from constants and hands them to
+    each block's attention: the computation ran in the encoder, though only the attention reads
+    it. A value computed from constants may have been made by any module above its users and
+    passed in, so their module is a choice (a literal `Constant` stays where its users meet)."""
+    table = numpy_helper.from_array(np.arange(4, dtype=np.float32), "table_value")
+    nodes = [
+        ("Add", ["x", "enc.embed.bias"], ["e"], None),
+        ("Constant", [], ["t"], {"value": table}),
+        ("Sin", ["t"], ["s"], None),  # computed from constants: the encoder's
+        ("Add", ["e", "enc.block.attn.q.bias"], ["q"], None),
+        ("Mul", ["q", "s"], ["p"], None),
+        ("Add", ["p", "enc.block.attn.o.bias"], ["y"], None),
+    ]
+    params = ["enc.embed.bias", "enc.block.attn.q.bias", "enc.block.attn.o.bias"]
+    result = tag_model(_model(nodes, params=params))
+    assert result.assignments[4].module == "enc.block.attn"
+    sin = result.assignments[2]
+    assert not (sin.module.startswith("enc.block") and result.bounds[2].certain)
+
+
 def test_a_node_made_of_graph_inputs_alone_is_no_certain_tag():
     """A mask built from the model's arguments depends on nothing that ran before it: a tool may
     have moved it anywhere, so its position bounds nothing - its tag is a choice, bounded by the root."""

@@ -1,9 +1,10 @@
 """Rule 1: a constant, or a computation on constants. It rests on fact A (`flows.py`): a node computed
-from constants alone has no place in the order; it lives where it is used. Certain, until its
-users are choices.
+from constants alone has no place in the order; it lives where it is used. Certain for a
+literal until its users are choices; a choice for a computation.
 
   1. (A) A constant, or a computation on constants: where its users meet (their LCA); one
-     built for a single leaf (ids for an embedding) is made by the leaf's caller.
+     built for a single leaf (ids for an embedding) is made by the leaf's caller. A computation
+     (not a literal) ends as a choice: a module above its users may have made it and passed it in.
 
 `decide` places such a node once all its users are tagged (no later rule looks at it before);
 `settle` places it again once every user is decided.
@@ -62,14 +63,19 @@ def follow_users(state: State) -> None:
     its users' modules (fact A: it has no place of its own in the order), and is as certain
     as they are: a user's choice deeper than its bound leaves the constant that choice, bounded
     by the users' bounds. A value passed into a leaf (`_passed_in`) is its caller's by choice:
-    any module above may have made it."""
+    any module above may have made it. So is any value computed from constants (not a literal):
+    it was computed once, wherever the forward computed it, and handed to its users as an
+    argument, maybe by a module above theirs (Funnel's encoder builds the relative position
+    embeddings every block's attention reads: stated in the attention, 43 nodes of a stripped
+    static export); where its users meet is a choice, only the root bounds it."""
     g, labels, t = state.graph, state.labels, state.tree
     for i in range(len(labels) - 1, -1, -1):
         if state.evidence[i] < 0 and g.constant[i] and g.readers[i]:
             readers = g.readers[i]
             meet = t.lca_all(labels[k] for k in readers)
             users = home(state, i, meet)
-            if users != meet:  # passed into a leaf: made by its caller or any module above
+            computed = bool(g.nodes[i].input) and users != t.root  # a value computed, not a literal
+            if users != meet or computed:  # passed in: made by the users' caller or any module above
                 labels[i], state.bounds[i], state.certain[i] = users, t.root, users == t.root
                 continue
             if users >= 0:  # again when its tag stands: a user may have become a choice since
