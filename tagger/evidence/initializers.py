@@ -338,10 +338,9 @@ def _activation_quantization(view: NodeView, initializers: frozenset[str]) -> fr
     operand (or the output) is that value's, while the product applies its other operand, the
     weight (onnxruntime's `quantize_dynamic` quantizes a lookup in a quantized embedding table
     with the table's scale and zero point: OPT's `project_in` reads them as its input's, not as
-    the embedding's). A node reading the stored scales or zero points
-    of two tensors and nothing else (the dynamic quantizer's product of its input's and its
-    weight's scale, when the input is such a lookup) combines two operands' quantization: it
-    applies neither's parameters."""
+    the embedding's). A node reading the stored scales or zero points of two tensors and nothing
+    else (the dynamic quantizer's product of its input's and its weight's scale, when the input
+    is such a lookup) combines two operands' quantization: it applies neither's parameters."""
     inputs = view.input
     layout = _OPERAND_QUANTIZATION.get(view.op_type)
     if layout is not None:

@@ -270,8 +270,8 @@ def _looks_up(state: State, k: int, region: set[int]) -> bool:
     inputs = g.nodes[k].input
     if g.op[k] != "Gather" or len(inputs) < 2:
         return False
-    held = g.facts.parameters | g.facts.weights
-    return inputs[0] in held and any(w in region and inputs[1] in g.nodes[w].output for w in g.writers[k])
+    stored = inputs[0] in g.facts.parameters or inputs[0] in g.facts.weights
+    return stored and any(w in region and inputs[1] in g.nodes[w].output for w in g.writers[k])
 
 
 def _feeds_weighted_op(state: State, k: int, members: set[int]) -> bool:
