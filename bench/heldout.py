@@ -282,8 +282,8 @@ FAMILIES: dict[str, HeldOut] = {
             embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8)), ("pixel_values",),
             "last_hidden_state", "bert", "grouped convs, squeeze-and-excitation, BatchNorm after every conv, shortcut "
             "projections"),
-        # added in the fifteenth session: FocalNet and Funnel before any of their scores was seen;
-        # MPNet after a trial of it showed rule 2 claiming its position ids (fixed then, so tuned on)
+        # added in the fifteenth session: FocalNet, Funnel and Hiera before any of their scores was
+        # seen; MPNet after a trial of it showed rule 2 claiming its position ids (fixed then, so tuned on)
         HeldOut("focalnet", lambda: _tf().FocalNetModel(_tf().FocalNetConfig(
             image_size=IMAGE, patch_size=4, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3])),
             ("pixel_values",), "last_hidden_state", "bert", "focal modulation: depthwise convs at growing "
@@ -292,6 +292,12 @@ FAMILIES: dict[str, HeldOut] = {
             block_sizes=[1, 1], d_model=HIDDEN, n_head=HEADS, d_head=16, d_inner=2 * HIDDEN, vocab_size=VOCAB)),
             _TEXT_IN, "last_hidden_state", "bert", "the encoder pools the query between blocks (a strided "
             "mean over the sequence), relative attention with position and token-type terms"),
+        HeldOut("hiera", lambda: _tf().HieraModel(_tf().HieraConfig(
+            image_size=[IMAGE, IMAGE], patch_size=[7, 7], patch_stride=[4, 4], patch_padding=[3, 3], embed_dim=16,
+            depths=[1, 1], num_heads=[1, 2], query_stride=[2, 2], masked_unit_size=[8, 8],
+            masked_unit_attention=[True, False], mlp_ratio=2.0, num_query_pool=1)), ("pixel_values",),
+            "pooler_output", "bert", "tokens unrolled into mask units and rerolled, mask-unit attention, query "
+            "pooling between stages"),
         HeldOut("mpnet", lambda: _tf().MPNetModel(_tf().MPNetConfig(**_text())), _TEXT_IN, "last_hidden_state",
             "bert", "position ids from the padding mask, a relative position bias computed once by the encoder "
             "for every layer"),
