@@ -229,3 +229,38 @@ def test_a_lookup_in_a_quantized_table_is_quantized_with_the_tables_parameters_b
     assert result.assignments[0].module == "dec.embed"
     for i in (1, 2, 4):
         assert not result.assignments[i].module.startswith("dec.embed"), i
+
+
+def test_the_dequantization_of_a_quantized_tables_permuted_rows_is_not_the_tables():
+    """MPNet's encoder looks up its relative attention bias (an Embedding) and permutes the rows;
+    `quantize_dynamic` keeps the table and the Transpose int8, and dequantizes after it with the
+    table's scale and zero point. The DequantizeLinear of the lookup itself reads the table's
+    values (the embedding's); the one after the permute converts the encoder's value: the
+    Transpose is no node between two uses of the embedding (before: stated in it)."""
+    table = [
+        numpy_helper.from_array(np.ones((10, 4), dtype=np.uint8), "enc.bias_table.weight_quantized"),
+        numpy_helper.from_array(np.float32(0.1), "enc.bias_table.weight_scale"),
+        numpy_helper.from_array(np.uint8(3), "enc.bias_table.weight_zero_point"),
+        numpy_helper.from_array(np.ones(4, dtype=np.float32), "enc.layer.q.bias"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["enc.bias_table.weight_quantized", "ids"], ["rows"]),
+        helper.make_node("DequantizeLinear", ["rows", "enc.bias_table.weight_scale", "enc.bias_table.weight_zero_point"], ["r"]),
+        helper.make_node("Transpose", ["rows"], ["permuted"], perm=[1, 0]),
+        helper.make_node(
+            "DequantizeLinear", ["permuted", "enc.bias_table.weight_scale", "enc.bias_table.weight_zero_point"], ["p"]
+        ),
+        helper.make_node("Add", ["x", "enc.layer.q.bias"], ["q"]),
+        helper.make_node("Add", ["q", "p"], ["y"]),  # the attention scores plus the permuted bias
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(name, elem, [4]) for name, elem in (("ids", TensorProto.INT64), ("x", TensorProto.FLOAT))],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "r")],
+        table,
+    )
+    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [result.assignments[i].module for i in (0, 1)] == ["enc.bias_table"] * 2
+    for i in (2, 3):
+        assert not (result.assignments[i].module == "enc.bias_table" and result.bounds[i].certain), i

@@ -308,9 +308,10 @@ def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:
     readers: dict[str, list[int]] = {}
     disjoint = owners.keys().isdisjoint  # one view for every node
     views = index.views
+    lookups = _lookup_outputs(views)
     for node_id in [i for i, view in enumerate(views) if not disjoint(view.input)]:  # a comprehension: most read none
         view = views[node_id]
-        skipped = _activation_quantization(view, index.graphs[index.graph_of[node_id]].initializers)
+        skipped = _activation_quantization(view, index.graphs[index.graph_of[node_id]].initializers, lookups)
         for name in view.input:
             if name in owners and name not in skipped:
                 found = readers.get(name)
@@ -328,20 +329,30 @@ _OPERAND_QUANTIZATION: dict[str, tuple[tuple[int, tuple[int, ...]], ...]] = {
     "QLinearConv": ((0, (1, 2)), (3, (4, 5)), (-1, (6, 7))),
 }
 """Per quantized product (the ONNX definitions): each operand's position (-1: the output) and the
-positions of the scale and zero point it is quantized with. (Not `DequantizeLinear`: its one
-operand's values are what it converts, a lookup's rows of a quantized table are the table's.)"""
+positions of the scale and zero point it is quantized with."""
 
 
-def _activation_quantization(view: NodeView, initializers: frozenset[str]) -> frozenset[str]:
+def _lookup_outputs(views: list[NodeView]) -> frozenset[str]:
+    """The outputs of the graph's lookups (`Gather`): rows of a table are the table's values."""
+    return frozenset(view.output[0] for view in views if view.op_type == "Gather" and view.output)
+
+
+def _activation_quantization(view: NodeView, initializers: frozenset[str], lookups: frozenset[str]) -> frozenset[str]:
     """The inputs of `view` that quantize an activation, not a parameter, whatever they are named:
     a product's scale or zero point belongs to the operand it quantizes, and one beside a computed
     operand (or the output) is that value's, while the product applies its other operand, the
     weight (onnxruntime's `quantize_dynamic` quantizes a lookup in a quantized embedding table
     with the table's scale and zero point: OPT's `project_in` reads them as its input's, not as
-    the embedding's). A node reading the stored scales or zero points of two tensors and nothing
-    else (the dynamic quantizer's product of its input's and its weight's scale, when the input
-    is such a lookup) combines two operands' quantization: it applies neither's parameters."""
+    the embedding's). A `DequantizeLinear` converts its operand with them: of a stored tensor or
+    of a lookup's rows (the table's values), a use of that tensor; of anything computed after
+    (MPNet's encoder permutes the rows of its quantized `relative_attention_bias`, kept int8 by
+    the quantizer), that value's. A node reading the stored scales or zero points of two
+    tensors and nothing else (the dynamic quantizer's product of its input's and its weight's
+    scale, when the input is such a lookup) combines two operands' quantization: it applies
+    neither's parameters."""
     inputs = view.input
+    if view.op_type == "DequantizeLinear" and inputs and inputs[0] not in initializers and inputs[0] not in lookups:
+        return frozenset(inputs[1:3])
     layout = _OPERAND_QUANTIZATION.get(view.op_type)
     if layout is not None:
         return frozenset(
