@@ -264,3 +264,39 @@ def test_the_dequantization_of_a_quantized_tables_permuted_rows_is_not_the_table
     assert [result.assignments[i].module for i in (0, 1)] == ["enc.bias_table"] * 2
     for i in (2, 3):
         assert not (result.assignments[i].module == "enc.bias_table" and result.bounds[i].certain), i
+
+
+def test_a_quantizer_reusing_a_tables_parameters_for_its_permuted_rows_does_not_apply_the_table():
+    """`quantize_static` gives a lookup's output the table's scale and zero point, and passes them
+    on through a permute (MPNet's encoder permutes the rows of its `relative_attention_bias`):
+    the QuantizeLinear of the permuted rows quantizes the encoder's value, so the Transpose is no
+    node between two uses of the table (before: stated in it, 2-3 nodes a row)."""
+    scale, zero = "enc.bias_table.weight_scale", "enc.bias_table.weight_zero_point"
+    inits = [
+        numpy_helper.from_array(np.ones((10, 4), dtype=np.float32), "enc.bias_table.weight"),
+        numpy_helper.from_array(np.float32(0.1), scale),
+        numpy_helper.from_array(np.uint8(3), zero),
+        numpy_helper.from_array(np.ones(4, dtype=np.float32), "enc.layer.q.bias"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["enc.bias_table.weight", "ids"], ["rows"]),
+        helper.make_node("QuantizeLinear", ["rows", scale, zero], ["rows_q"]),
+        helper.make_node("DequantizeLinear", ["rows_q", scale, zero], ["rows_dq"]),
+        helper.make_node("Transpose", ["rows_dq"], ["permuted"], perm=[1, 0]),
+        helper.make_node("QuantizeLinear", ["permuted", scale, zero], ["permuted_q"]),
+        helper.make_node("DequantizeLinear", ["permuted_q", scale, zero], ["p"]),
+        helper.make_node("Add", ["x", "enc.layer.q.bias"], ["q"]),
+        helper.make_node("Add", ["q", "p"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(name, elem, [4]) for name, elem in (("ids", TensorProto.INT64), ("x", TensorProto.FLOAT))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    quantized = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    quantized.producer_name = "onnx.quantize"  # sorted breadth-first: bounds rest on producers and consumers
+    result = tag_model(quantized)
+    assert [result.assignments[i].module for i in (0, 1)] == ["enc.bias_table"] * 2
+    assert not (result.assignments[3].module == "enc.bias_table" and result.bounds[3].certain)

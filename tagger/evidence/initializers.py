@@ -332,6 +332,10 @@ _OPERAND_QUANTIZATION: dict[str, tuple[tuple[int, tuple[int, ...]], ...]] = {
 positions of the scale and zero point it is quantized with."""
 
 
+_CONVERSIONS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+"""Ops converting their one operand (input 0) with the scale and zero point they read (1, 2)."""
+
+
 def _lookup_outputs(views: list[NodeView]) -> frozenset[str]:
     """The outputs of the graph's lookups (`Gather`): rows of a table are the table's values."""
     return frozenset(view.output[0] for view in views if view.op_type == "Gather" and view.output)
@@ -343,15 +347,16 @@ def _activation_quantization(view: NodeView, initializers: frozenset[str], looku
     operand (or the output) is that value's, while the product applies its other operand, the
     weight (onnxruntime's `quantize_dynamic` quantizes a lookup in a quantized embedding table
     with the table's scale and zero point: OPT's `project_in` reads them as its input's, not as
-    the embedding's). A `DequantizeLinear` converts its operand with them: of a stored tensor or
-    of a lookup's rows (the table's values), a use of that tensor; of anything computed after
-    (MPNet's encoder permutes the rows of its quantized `relative_attention_bias`, kept int8 by
-    the quantizer), that value's. A node reading the stored scales or zero points of two
-    tensors and nothing else (the dynamic quantizer's product of its input's and its weight's
-    scale, when the input is such a lookup) combines two operands' quantization: it applies
-    neither's parameters."""
+    the embedding's). A `QuantizeLinear` or `DequantizeLinear` converts its operand with them: of
+    a stored tensor or of a lookup's rows (the table's values), a use of that tensor; of anything
+    computed after, that value's (MPNet's encoder permutes the rows of its
+    `relative_attention_bias`: `quantize_dynamic` keeps them int8 through the permute and
+    dequantizes after it with the table's parameters, `quantize_static` quantizes the permute's
+    output with them). A node reading the stored scales or zero points of two tensors and
+    nothing else (the dynamic quantizer's product of its input's and its weight's scale, when the
+    input is such a lookup) combines two operands' quantization: it applies neither's parameters."""
     inputs = view.input
-    if view.op_type == "DequantizeLinear" and inputs and inputs[0] not in initializers and inputs[0] not in lookups:
+    if view.op_type in _CONVERSIONS and inputs and inputs[0] not in initializers and inputs[0] not in lookups:
         return frozenset(inputs[1:3])
     layout = _OPERAND_QUANTIZATION.get(view.op_type)
     if layout is not None:
