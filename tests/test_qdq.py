@@ -45,6 +45,18 @@ def _model(weights: list[str], nodes: list[onnx.NodeProto], values: dict[str, np
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _graph_model(nodes, inits, inputs, outputs=("y",)) -> onnx.ModelProto:
+    """A model of `nodes` and `inits` with `inputs` as (name, element type) pairs of shape [4]."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(name, elem, [4]) for name, elem in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def test_a_node_reading_a_dequantized_parameter_reads_that_parameter():
     model = _model(
         ["enc.q.weight", "enc.k.weight"],
@@ -218,14 +230,7 @@ def test_a_lookup_in_a_quantized_table_is_quantized_with_the_tables_parameters_b
         helper.make_node("Mul", ["acc_f", "scales"], ["h"]),
         helper.make_node("Add", ["h", "dec.norm.bias"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        table,
-    )
-    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    result = tag_model(_graph_model(nodes, table, [("ids", TensorProto.INT64)]))
     assert result.assignments[0].module == "dec.embed"
     for i in (1, 2, 4):
         assert not result.assignments[i].module.startswith("dec.embed"), i
@@ -253,14 +258,7 @@ def test_the_dequantization_of_a_quantized_tables_permuted_rows_is_not_the_table
         helper.make_node("Add", ["x", "enc.layer.q.bias"], ["q"]),
         helper.make_node("Add", ["q", "p"], ["y"]),  # the attention scores plus the permuted bias
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(name, elem, [4]) for name, elem in (("ids", TensorProto.INT64), ("x", TensorProto.FLOAT))],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "r")],
-        table,
-    )
-    result = tag_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    result = tag_model(_graph_model(nodes, table, [("ids", TensorProto.INT64), ("x", TensorProto.FLOAT)], ("y", "r")))
     assert [result.assignments[i].module for i in (0, 1)] == ["enc.bias_table"] * 2
     for i in (2, 3):
         assert not (result.assignments[i].module == "enc.bias_table" and result.bounds[i].certain), i
@@ -288,14 +286,7 @@ def test_a_quantizer_reusing_a_tables_parameters_for_its_permuted_rows_does_not_
         helper.make_node("Add", ["x", "enc.layer.q.bias"], ["q"]),
         helper.make_node("Add", ["q", "p"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(name, elem, [4]) for name, elem in (("ids", TensorProto.INT64), ("x", TensorProto.FLOAT))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        inits,
-    )
-    quantized = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    quantized = _graph_model(nodes, inits, [("ids", TensorProto.INT64), ("x", TensorProto.FLOAT)])
     quantized.producer_name = "onnx.quantize"  # sorted breadth-first: bounds rest on producers and consumers
     result = tag_model(quantized)
     assert [result.assignments[i].module for i in (0, 1)] == ["enc.bias_table"] * 2

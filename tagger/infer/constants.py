@@ -51,11 +51,8 @@ def _looked_up(state: State, i: int) -> bool:
     """Whether node `i`'s value is only read as the indices of a `Gather` on a parameter."""
     g = state.graph
     output = g.nodes[i].output[0] if g.nodes[i].output else ""
-    return bool(g.readers[i]) and all(
-        g.op[k] == "Gather" and len(g.nodes[k].input) > 1 and g.nodes[k].input[1] == output
-        and g.nodes[k].input[0] in g.facts.parameters
-        for k in g.readers[i]
-    )  # fmt: skip
+    lookups = [g.lookup(k) for k in g.readers[i]]
+    return bool(lookups) and all(found is not None and found[1] == output and found[0] in g.facts.parameters for found in lookups)
 
 
 def follow_users(state: State) -> None:

@@ -125,6 +125,11 @@ class Graph:
             found[i] = bool(computed) and all(found[j] for j in computed)
         return found
 
+    def lookup(self, k: int) -> tuple[str, str] | None:
+        """Node `k`'s table and indices when it is a lookup (`Gather`), else None."""
+        inputs = self.nodes[k].input
+        return (inputs[0], inputs[1]) if self.op[k] == "Gather" and len(inputs) > 1 else None
+
     def ordered(self) -> bool:
         """Whether the file keeps the exporter's order (fact A's check, see `flows.py`)."""
         linked = total = 0

@@ -267,11 +267,12 @@ def _looks_up(state: State, k: int, region: set[int]) -> bool:
     """Whether leaf node `k` is a lookup in a stored table (a `Gather` of an initializer) at
     indices computed in `region`."""
     g = state.graph
-    inputs = g.nodes[k].input
-    if g.op[k] != "Gather" or len(inputs) < 2:
+    found = g.lookup(k)
+    if found is None:
         return False
-    stored = inputs[0] in g.facts.parameters or inputs[0] in g.facts.weights
-    return stored and any(w in region and inputs[1] in g.nodes[w].output for w in g.writers[k])
+    table, indices = found
+    stored = table in g.facts.parameters or table in g.facts.weights
+    return stored and any(w in region and indices in g.nodes[w].output for w in g.writers[k])
 
 
 def _feeds_weighted_op(state: State, k: int, members: set[int]) -> bool:
