@@ -744,6 +744,33 @@ def test_a_value_computed_from_constants_is_no_certain_tag_of_its_users_module()
     assert not (sin.module.startswith("enc.block") and result.bounds[2].certain)
 
 
+def test_a_value_computed_from_constants_before_another_module_ran_is_made_above_it():
+    """Funnel's encoder builds the second block's position inputs before the first block runs. A
+    value made inside its users' module lies in the same call as its reader, with everything
+    between them: a named node of another module between it and its first reader (fact A, in
+    the exporter's order) shows it was made above both - a module list runs no op, so by the
+    list's caller. With nothing named in between, its users' module stays the choice."""
+    table = numpy_helper.from_array(np.arange(4, dtype=np.float32), "table_value")
+    nodes = [
+        ("Add", ["x", "enc.embed.bias"], ["e"], None),
+        ("Constant", [], ["t"], {"value": table}),
+        ("Sin", ["t"], ["s"], None),  # the encoder's, for block 1 only
+        ("Add", ["e", "enc.blocks.0.attn.q.bias"], ["q0"], None),
+        ("Add", ["q0", "enc.blocks.0.attn.o.bias"], ["h"], None),
+        ("Add", ["h", "enc.blocks.1.attn.q.bias"], ["q1"], None),
+        ("Mul", ["q1", "s"], ["p"], None),
+        ("Add", ["p", "enc.blocks.1.attn.o.bias"], ["y"], None),
+    ]
+    params = ["enc.embed.bias", "enc.blocks.0.attn.q.bias", "enc.blocks.0.attn.o.bias", "enc.blocks.1.attn.q.bias",
+              "enc.blocks.1.attn.o.bias"]  # fmt: skip
+    result = tag_model(_model(nodes, params=params))
+    assert result.assignments[6].module == "enc.blocks.1.attn"
+    assert result.assignments[2].module == "enc"
+    assert result.assignments[1].module == "enc"
+    nothing_between = nodes[:2] + nodes[3:5] + nodes[2:3] + nodes[5:]  # the Sin right before block 1
+    assert tag_model(_model(nothing_between, params=params)).assignments[4].module == "enc.blocks.1.attn"
+
+
 def test_a_node_made_of_graph_inputs_alone_is_no_certain_tag():
     """A mask built from the model's arguments depends on nothing that ran before it: a tool may
     have moved it anywhere, so its position bounds nothing - its tag is a choice, bounded by the root."""

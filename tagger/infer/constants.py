@@ -1,16 +1,21 @@
 """Rule 1: a constant, or a computation on constants. It rests on fact A (`flows.py`): a node computed
-from constants alone has no place in the order; it lives where it is used. Certain for a
-literal until its users are choices; a choice for a computation.
+from constants alone has no place of its own in the order; it lives where it is used, and its
+position says only which modules it ran before. Certain for a literal until its users are
+choices; a choice for a computation.
 
   1. (A) A constant, or a computation on constants: where its users meet (their LCA); one
      built for a single leaf (ids for an embedding) is made by the leaf's caller. A computation
-     (not a literal) ends as a choice: a module above its users may have made it and passed it in.
+     (not a literal) ends as a choice: a module above its users may have made it and passed it in;
+     in the exporter's order, one made before a named node of another module ran (between it and
+     its first reader) was made above both.
 
 `decide` places such a node once all its users are tagged (no later rule looks at it before);
 `settle` places it again once every user is decided.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from tagger.infer.graph import Graph
 from tagger.infer.state import OPEN, Flows, State, Steps
@@ -66,12 +71,15 @@ def follow_users(state: State) -> None:
     embeddings every block's attention reads: stated in the attention, 43 nodes of a stripped
     static export); where its users meet is a choice, only the root bounds it."""
     g, labels, t = state.graph, state.labels, state.tree
+    evidence = np.asarray(state.evidence) if state.order_bounds else None
     for i in range(len(labels) - 1, -1, -1):
         if state.evidence[i] < 0 and g.constant[i] and g.readers[i]:
             readers = g.readers[i]
             meet = t.lca_all(labels[k] for k in readers)
             users = home(state, i, meet)
             computed = bool(g.nodes[i].input) and users != t.root  # a value computed, not a literal
+            if computed and evidence is not None:
+                users = _above_what_ran_between(state, evidence, i, min(readers), users)
             if users != meet or computed:  # passed in: made by the users' caller or any module above
                 labels[i], state.bounds[i], state.certain[i] = users, t.root, users == t.root
                 continue
@@ -81,6 +89,25 @@ def follow_users(state: State) -> None:
                 bound = home(state, i, t.lca_all(state.bounds[k] if state.bounds[k] >= 0 else labels[k] for k in readers))
                 state.certain[i] = all(state.certain[k] for k in readers)
                 state.bounds[i] = users if state.certain[i] or bound < 0 else t.lca(bound, users)
+
+
+def _above_what_ran_between(state: State, evidence: np.ndarray, i: int, first_reader: int, users: int) -> int:
+    """Where a value computed at position `i` for `users` was made, given the modules evidence
+    names between it and its first reader (fact A, in a file whose order bounds). Made inside
+    `users`, it would lie in the same call of `users` as its reader (a call reads what it made;
+    a later call gets it only through the caller), and everything between them would run inside
+    `users`: a node named outside `users` in between (an ancestor's own op too) shows it was made
+    above both (Funnel's encoder builds the second block's position inputs before the first
+    block runs). A module list runs no op: its caller made it."""
+    t = state.tree
+    between = evidence[i + 1 : first_reader]
+    made = users
+    for module in np.unique(between[between >= 0]).tolist():
+        if not t.within(module, users):
+            made = t.lca(made, module)
+    while made != users and t.is_sequence(made):
+        made = t.parent(made)
+    return made
 
 
 def _may(graph: Graph) -> list[bool]:
