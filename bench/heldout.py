@@ -301,6 +301,24 @@ FAMILIES: dict[str, HeldOut] = {
         HeldOut("mpnet", lambda: _tf().MPNetModel(_tf().MPNetConfig(**_text())), _TEXT_IN, "last_hidden_state",
             "bert", "position ids from the padding mask, a relative position bias computed once by the encoder "
             "for every layer"),
+        # added in the sixteenth session: BEiT, DeiT and ESM before any of their scores was seen;
+        # Swinv2 after its trial showed rule 3 stating a value joined with sizes (made a choice then)
+        HeldOut("beit", lambda: _tf().BeitModel(_tf().BeitConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+            image_size=IMAGE, patch_size=8, use_relative_position_bias=True, layer_scale_init_value=0.1,
+            use_mean_pooling=True)), ("pixel_values",), "last_hidden_state", "bert", "layer scale parameters "
+            "applied by the layer's own ops, a relative position bias table per layer, mean pooling"),
+        HeldOut("deit", lambda: _tf().DeiTModel(_tf().DeiTConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+            image_size=IMAGE, patch_size=8)), ("pixel_values",), "last_hidden_state", "bert",
+            "class and distillation tokens concatenated by the embeddings"),
+        HeldOut("swinv2", lambda: _tf().Swinv2Model(_tf().Swinv2Config(
+            image_size=IMAGE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4)),
+            ("pixel_values",), "last_hidden_state", "bert", "cosine attention with a learnt logit scale, a "
+            "continuous position bias computed by an MLP, post-norm blocks, windows padded to the input size"),
+        HeldOut("esm", lambda: _tf().EsmModel(_tf().EsmConfig(**_text(pad_token_id=1, position_embedding_type="rotary"))),
+            _TEXT_IN, "last_hidden_state", "bert", "rotary embeddings, the embeddings' token-dropout rescaling by "
+            "the mask"),
     )
 }  # fmt: skip
 

@@ -1035,6 +1035,45 @@ def test_in_a_re_sorted_file_a_join_of_sizes_is_no_context_for_a_certain_bound()
         assert not (result.assignments[i].module.startswith("enc.patch") and result.bounds[i].certain), i
 
 
+def _value_reshaped_with_sizes(consumer: str, positions: bool = False) -> onnx.ModelProto:
+    """An embedding returning its norm's output and the height its projection's output has; the
+    module at `consumer` reads the norm's output reshaped with that height (with `positions`, a
+    product with positions computed from the height instead: data, not a size)."""
+    nodes = [
+        ("Add", ["x", "emb.proj.bias"], ["p"], None),
+        ("Shape", ["p"], ["s"], None),
+        ("Gather", ["s", "one"], ["h"], None),
+        ("Add", ["p", "emb.norm.bias"], ["n"], None),
+        ("Unsqueeze", ["h", "axes"], ["uh"], None),
+        ("Concat", ["uh", "rest"], ["shape"], {"axis": 0}),
+        ("Reshape", ["n", "shape"], ["r"], None),
+        ("Relu", ["r"], ["q"], None),
+        ("Add", ["q", f"{consumer}.bias"], ["y"], None),
+    ]
+    if positions:
+        nodes[4:7] = [("Range", ["zero", "h", "one"], ["pos"], None), ("Mul", ["n", "pos"], ["r"], None)]
+    shapes = {"one": 1, "zero": 0, "axes": [0], "rest": [-1, 4]}
+    return _model(nodes, params=["emb.proj.bias", "emb.norm.bias", f"{consumer}.bias"], shapes=shapes)
+
+
+def test_a_value_joined_with_sizes_out_of_their_module_is_no_certain_tag():
+    """Swinv2's embeddings return their output with the height and width its projection's output
+    has; the first block reshapes one with the other to pad it into windows. Rule 3 puts that
+    join in the embeddings (their common ancestor), but sizes are handed on like the value, and
+    the join may as well run where its consumers are (a PVT patch embedding's last op is such a
+    join, in it): the tag stays, as a choice, and so does every tag that rested on it (before:
+    98 nodes of a Swinv2 TorchScript dynamic-shape export stated in the embeddings)."""
+    result = tag_model(_value_reshaped_with_sizes("enc.block.attn.q"))
+    assert [result.assignments[i].module for i in (6, 7)] == ["emb", "emb"]
+    for i in range(4, 8):
+        assert not result.bounds[i].certain, i
+    assert result.bounds[2].certain  # between the projection and the norm: fact A
+    inside = tag_model(_value_reshaped_with_sizes("emb.out"))  # consumed inside the embedding: rule 3 holds
+    assert inside.assignments[6].module == "emb" and inside.bounds[6].certain
+    data = tag_model(_value_reshaped_with_sizes("enc.block.attn.q", positions=True))  # positions are no size
+    assert data.assignments[5].module == "emb" and data.bounds[5].certain
+
+
 def _mask_model(cast_at: int) -> onnx.ModelProto:
     """Two list entries reading one mask built from a second graph input; the Cast that builds it
     is put at position `cast_at` (1: before the list, as exported; 2: inside entry 0, as a tool

@@ -13,7 +13,9 @@ it rests on and its exceptions): the certain rules node by node, the first that 
 Rules 1-3 repeat until nothing changes (each decision is context for the next). Then choices:
 (`joins.py`: 4a, `choices.py`: 4, 5, 6).
 Rules 1-3 and 6 are *certain* (they follow from the facts); rules 4a, 4 and 5 choose a module deeper
-than the bound, and say so (`Inferred.certain`, the report's `certain`).
+than the bound, and say so (`Inferred.certain`, the report's `certain`). Where rule 3 rested on a
+premise that may fail (a value joined with sizes, `combining.py`), the graph is inferred again
+without it, and what the two runs do not both give as certain is a choice.
 The graph and its dataflow by position are `graph.py`, module ids `tree.py`, what the rules share
 `state.py`. What each rule won and cost, measured on the benchmarks: `docs/inference.md`.
 
@@ -35,6 +37,7 @@ from tagger.infer.graph import Graph, GraphFacts, tensor_shapes
 from tagger.infer.state import CERTAIN, CHOICE, Flows, Inferred, State, Steps
 from tagger.infer.tree import Tree
 from tagger.model.index import NodeView
+from tagger.model.paths import lca
 
 __all__ = ["RULES", "GraphFacts", "Inferred", "infer_graph", "tensor_shapes"]
 
@@ -63,7 +66,23 @@ def infer_graph(nodes: Sequence[NodeView], labels: list[str | None], facts: Grap
     graph = Graph(nodes, facts)
     ids = {label: tree.id(label) for label in dict.fromkeys(labels) if label is not None}  # numbered in order of appearance
     known = list(map(ids.get, labels, itertools.repeat(-1)))
-    return _run(State.start(graph, tree, known))
+    state = State.start(graph, tree, list(known))
+    inferred = _run(state)
+    if state.sized:  # rule 3 took a join of a value with sizes as certain: only what holds without it is
+        _certain_where_both_agree(inferred, _run(State.start(graph, tree, known, sizes_open=True)), known)
+    return inferred
+
+
+def _certain_where_both_agree(inferred: Inferred, other: Inferred, known: list[int]) -> None:
+    """Keep `inferred`'s modules; a node's module stays certain only where `other` (the same graph
+    with a premise withdrawn) gives it too, as certain; elsewhere it is a choice within both bounds."""
+    for i, module in enumerate(inferred.modules):
+        if known[i] >= 0 or module is None or not inferred.certain[i]:
+            continue
+        if module != other.modules[i] or not other.certain[i]:
+            bounds = [b for b in (inferred.bounds[i], other.bounds[i], other.modules[i], module) if b is not None]
+            inferred.bounds[i] = functools.reduce(lca, bounds)
+            inferred.certain[i] = inferred.bounds[i] == module
 
 
 @functools.cache

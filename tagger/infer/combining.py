@@ -16,6 +16,13 @@ as graph values passed on as arguments (PVT's and Swin's patch embeddings return
 width their blocks' attention reshapes with), so every side's module may have returned when the
 join runs. The ancestor is kept as rule 4a's choice (`State.shape_joins`), not as certain
 (where the order says nothing, not even that: `joins._shape_joins`).
+
+A join of one value with sizes (`Graph.sizes`) under the same condition keeps the ancestor, but
+not as a fact: the sizes may have been handed on with the value (Swinv2's embeddings return
+their output with the height and width its projection's output has, and the first block
+reshapes one with the other), or the join may be the ancestor's own last op. The graph is
+inferred again with such joins left open (`State.sizes_open`), and a tag stays certain only
+where that run gives it as certain too (`tagger.infer.infer_graph`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ def decide(state: State, i: int, bound: int, flows: Flows) -> int | None:
     if _passed_on_shapes(state, i, combined, flows.down[i]):
         state.shape_joins[i] = combined
         return OPEN
+    if _value_with_sizes(state, i, combined, flows.down[i]):
+        if state.sizes_open:
+            state.shape_joins[i] = combined
+            return OPEN
+        state.sized.add(i)
     state.combined.add(i)
     return combined
 
@@ -47,6 +59,17 @@ def _passed_on_shapes(state: State, i: int, common: int, consumers) -> bool:
         return False
     computed = [j for j in g.writers[i] if not g.constant[j]]
     return bool(computed) and all(g.shape_values[j] for j in computed)
+
+
+def _value_with_sizes(state: State, i: int, common: int, consumers) -> bool:
+    """Whether join `i` reads one value and sizes (`Graph.sizes`), and its nearest tagged
+    consumers do not all lie inside `common` (see the module docstring)."""
+    g, t = state.graph, state.tree
+    if consumers and all(t.within(m, common) for m in consumers):
+        return False
+    computed = [j for j in g.writers[i] if not g.constant[j]]
+    sizes = sum(g.sizes[j] for j in computed)
+    return sizes > 0 and len(computed) - sizes == 1
 
 
 def _combining(state: State, i: int, bound: int, up: list) -> int | None:

@@ -20,6 +20,11 @@ __all__ = ["NORMS", "PRODUCTS", "RESHAPES", "SAME_SHAPE", "SHAPE_READS", "WEIGHT
 _ORDERED_SHARE = 0.3
 RESHAPES = frozenset({"Reshape", "Flatten"})
 SHAPE_READS = frozenset({"Shape", "Size"})
+SIZE_ARITHMETIC = frozenset(
+    {"Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Cast", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Min", "Max",
+     "Floor", "Ceil", "Reshape", "Transpose", "Identity", "Equal", "Where", "ConstantOfShape"}
+)  # fmt: skip
+"""Ops that compute a size from sizes (dimensions picked, combined, converted; a pad list built)."""
 """Ops that read only their input's shape: any module holding a value may read it, so such a
 read is no computation of the value's module (rules 2 and 4)."""
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
@@ -123,6 +128,20 @@ class Graph:
                 continue
             computed = [j for j in writers if not self.constant[j]]
             found[i] = bool(computed) and all(found[j] for j in computed)
+        return found
+
+    @functools.cached_property
+    def sizes(self) -> list[bool]:
+        """Per node, whether its value is a size: a `Shape` or `Size`, or index arithmetic
+        (`SIZE_ARITHMETIC`) on sizes and constants alone - not a value computed from sizes, such
+        as the positions a `Range` makes or the rotary table computed from them."""
+        found = [False] * len(self.nodes)
+        for i, writers in enumerate(self.writers):
+            if self.op[i] in SHAPE_READS:
+                found[i] = True
+                continue
+            computed = [j for j in writers if not self.constant[j]]
+            found[i] = self.op[i] in SIZE_ARITHMETIC and bool(computed) and all(found[j] for j in computed)
         return found
 
     def lookup(self, k: int) -> tuple[str, str] | None:

@@ -46,6 +46,11 @@ class State:
     flow: Dataflow
     combined: set[int] = field(default_factory=set)
     """The nodes rule 3 decided: rule 4a may refine them."""
+    sizes_open: bool = False
+    """Whether a join of one value with sizes leaves its sides' common ancestor open (`combining.py`):
+    the second run of a graph where the first one took such a join's ancestor as certain."""
+    sized: set[int] = field(default_factory=set)
+    """Joins of one value with sizes that rule 3 placed in their sides' common ancestor (`combining.py`)."""
     shape_joins: dict[int, int] = field(default_factory=dict)
     """Joins of shape values that rule 3 left open, with their sides' lowest common ancestor:
     rule 4a's choice, as context for rules 4-6 (`combining.py`)."""
@@ -57,9 +62,11 @@ class State:
         return self.ordered and not self.graph.facts.resorted
 
     @classmethod
-    def start(cls, graph: Graph, tree: Tree, evidence: list[int]) -> State:
+    def start(cls, graph: Graph, tree: Tree, evidence: list[int], sizes_open: bool = False) -> State:
         count = len(evidence)
-        return cls(graph, tree, evidence, list(evidence), [-1] * count, [True] * count, graph.ordered(), Dataflow(graph, tree))
+        flow = Dataflow(graph, tree)
+        labels, bounds, certain = list(evidence), [-1] * count, [True] * count
+        return cls(graph, tree, evidence, labels, bounds, certain, graph.ordered(), flow, sizes_open=sizes_open)
 
 
 class Flows(NamedTuple):
