@@ -474,6 +474,45 @@ def test_a_matmul_feeding_a_fused_residual_norm_is_not_that_norms():
     assert _modules(model)[2] != "blk.norm"
 
 
+def test_a_product_feeding_a_norm_op_is_not_that_norms():
+    """Swinv2's patch merging runs its bias-free `reduction` Linear, then its norm: a MatMul on an
+    unnamed weight straight into the LayerNormalization that applies the norm's parameters. A norm
+    op normalizes its input first, so no product runs before it in its leaf: the MatMul is another
+    leaf's (before: stated in the norm). A bias Add after the product is the Linear's own."""
+    nodes = [
+        ("Add", ["x", "enc.blk.out.bias"], ["h"], None),
+        ("MatMul", ["h", "val_0"], ["mm"], None),
+        ("LayerNormalization", ["mm", "enc.down.norm.weight", "enc.down.norm.bias"], ["y"], {"axis": -1}),
+    ]
+    params = ["enc.blk.out.bias", "enc.down.norm.weight", "enc.down.norm.bias"]
+    assert not _modules(_model(nodes, params=params, anonymous=["val_0"]))[1].startswith("enc.down.norm")
+    nodes[2] = ("Add", ["mm", "enc.down.reduction.bias"], ["y"], None)
+    params[1:] = ["enc.down.reduction.bias"]
+    assert _modules(_model(nodes, params=params, anonymous=["val_0"]))[1] == "enc.down.reduction"
+
+
+def test_a_quantized_product_converging_into_a_fused_residual_norm_is_not_that_norms():
+    """After onnxruntime's optimizer and `quantize_dynamic`, a ViT's `o_proj` is a fork from its
+    input's DynamicQuantizeLinear (the product and its scale) converging into the next norm,
+    fused with the residual sum and the projection's bias. The fork converges into a norm op, but
+    a norm normalizes its input first: the product is another leaf's (before: the o_proj's and
+    fc2's four nodes stated in the following norm, 16 of 139 nodes of a DeiT)."""
+    nodes = [
+        ("Add", ["x", "blk.attn.v.bias"], ["a"], None),
+        ("DynamicQuantizeLinear", ["a"], ["q", "s", "z"], None),
+        ("MatMulInteger", ["q", "val_0", "z"], ["mi"], None),
+        ("Cast", ["mi"], ["mf"], {"to": TensorProto.FLOAT}),
+        ("Mul", ["s", "val_1"], ["sc"], None),
+        ("Mul", ["mf", "sc"], ["o"], None),
+    ]
+    norm = ["blk.ln.weight", "blk.ln.bias", "blk.attn.o.bias"]
+    model = _model(nodes, params=["blk.attn.v.bias", *norm], anonymous=["val_0", "val_1"])
+    model.graph.node.append(_contrib("SkipLayerNormalization", ["o", "x", *norm], ["y"]))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    for i in range(1, 6):
+        assert _modules(model)[i] != "blk.ln", i
+
+
 def test_a_quantize_dequantize_pair_writing_a_graph_output_is_its_producers():
     """A static QDQ quantizer puts Q -> DQ on the model's output and gives the DQ that output's
     name: the pair stands for the tensor it quantizes, the producer's."""

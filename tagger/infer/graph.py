@@ -15,7 +15,18 @@ import onnx
 from tagger.model.contrib import CONTRIB_DOMAIN
 from tagger.model.index import NodeView
 
-__all__ = ["NORMS", "PRODUCTS", "RESHAPES", "SAME_SHAPE", "SHAPE_READS", "WEIGHTED_OPS", "Graph", "GraphFacts", "tensor_shapes"]
+__all__ = [
+    "NORMS",
+    "PRODUCTS",
+    "RESHAPES",
+    "RESIDUAL_NORMS",
+    "SAME_SHAPE",
+    "SHAPE_READS",
+    "WEIGHTED_OPS",
+    "Graph",
+    "GraphFacts",
+    "tensor_shapes",
+]
 
 _ORDERED_SHARE = 0.3
 RESHAPES = frozenset({"Reshape", "Flatten"})
@@ -42,9 +53,9 @@ NORMS = frozenset(
     }
 )
 """Norm ops: one applies a norm module's parameters (its weight and bias) to its input."""
-SAME_SHAPE = NORMS | {
-    "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization",
+RESIDUAL_NORMS = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"})
+"""onnxruntime's norms fused with the residual sum before them (`tagger.model.contrib`)."""
+SAME_SHAPE = NORMS | RESIDUAL_NORMS | {
     "Cast",
     "Identity",
     "Dropout",

@@ -11,7 +11,10 @@ bias Add); the ops that fork from one value and converge into a leaf applying pa
 the leaf's (a decomposed RMSNorm: `Pow -> ReduceMean -> ... -> Mul(x, .) -> Mul(weight)`) -
 unless the fork's value is the whole output of another tagged leaf (an activation between two
 Linears has the same shape and may run in the first leaf, the caller, or a module between).
-Nor into a matrix product's input (a Linear runs no reduction before its product), nor into a
+Nor into a matrix product's input (a Linear runs no reduction before its product), nor through
+a product into a norm op (a norm normalizes its input first, so no product runs before it in its
+leaf: Swinv2's bias-free `reduction` Linear before its norm, a projection `quantize_dynamic` made a
+fork of before onnxruntime's fused residual norm), nor into a
 lookup's indices: an Embedding's forward is `F.embedding(input, weight)` alone, so the indices it
 looks up are its caller's (MPNet's and RoBERTa's position ids, a cumulative sum of the padding
 mask multiplied by that mask: a fork converging into the position embedding's lookup).
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from tagger.infer.graph import NORMS, PRODUCTS, RESHAPES, SAME_SHAPE, SHAPE_READS, WEIGHTED_OPS
+from tagger.infer.graph import NORMS, PRODUCTS, RESHAPES, RESIDUAL_NORMS, SAME_SHAPE, SHAPE_READS, WEIGHTED_OPS
 from tagger.infer.state import Flows, State, Steps
 
 __all__ = ["STEPS"]
@@ -124,8 +127,8 @@ def _weight_into_use(state: State, i: int) -> int | None:
     if len({labels[k] for k in g.readers[i]}) != 1:
         return None
     use = g.readers[i][0]
-    if state.evidence[use] < 0 or not all(j == i or g.constant[j] for j in g.writers[use]):
-        return None
+    if state.evidence[use] < 0 or g.op[use] in NORMS or not all(j == i or g.constant[j] for j in g.writers[use]):
+        return None  # a norm op normalizes its input first: no product runs before it in its leaf
     owner = _single_leaf(state, {labels[use]})
     return owner if owner is not None else _own_parameter_use(state, use)
 
@@ -244,8 +247,11 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
     region = _converging(state, members, start)
     if not region:
         return region  # nothing converges into the leaf (most calls): no fork to look for
-    if any(_feeds_weighted_op(state, k, members) for k in members if not region.isdisjoint(g.writers[k])):
+    fed = [k for k in members if not region.isdisjoint(g.writers[k])]
+    if any(_feeds_weighted_op(state, k, members) for k in fed):
         return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
+    if any(g.op[k] in NORMS or g.op[k] in RESIDUAL_NORMS for k in fed) and any(g.op[r] in PRODUCTS for r in region):
+        return set()  # a product into a norm op: a norm normalizes its input first, the product is another leaf's
     if any(_looks_up(state, k, region) for k in members):
         return set()  # it converges into a lookup's indices: an Embedding's forward is the lookup alone
     entries = {w for r in region for w in g.writers[r]}
