@@ -20,7 +20,7 @@ from bench.family_exports import ExportedFile
 
 __all__ = ["TOOLS", "DoesNotLoad", "ToolError", "degraded", "feeds"]
 
-TOOLS = ("none", "onnxslim", "ort_optimizer", "quantize_dynamic", "quantize_static", "gs_roundtrip")
+TOOLS = ("none", "onnxslim", "ort_optimizer", "quantize_dynamic", "quantize_static", "gs_roundtrip", "ort_opt_quantize")
 
 
 class ToolError(RuntimeError):
@@ -148,6 +148,25 @@ def _quantize_static(model: onnx.ModelProto, family: str) -> onnx.ModelProto:
         return onnx.load(dst)
 
 
+def _optimize_then_quantize(model: onnx.ModelProto, family: str) -> onnx.ModelProto:
+    """onnxruntime's optimizer, then `quantize_dynamic` on what it wrote: the deployment recipe
+    onnxruntime documents for transformers (fuse first, then quantize the fused graph), with the
+    pre-processing its quantizer asks for (`quant_pre_process`: symbolic shape inference, which
+    knows the fused ops, without optimizing again)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    optimized = _ort_optimizer(model, family)
+    if not any(entry.domain == "com.microsoft" for entry in optimized.opset_import):
+        optimized.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        src, prepared, dst = Path(tmp) / "opt.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
+        onnx.save(optimized, src)
+        quant_pre_process(str(src), str(prepared), skip_optimization=True)
+        quantize_dynamic(prepared, dst, weight_type=QuantType.QInt8)
+        return onnx.load(dst)
+
+
 def _cases_tool(name: str) -> Callable[[onnx.ModelProto, str], onnx.ModelProto]:
     return lambda model, family: cases._TOOLS[name](model, family)
 
@@ -158,6 +177,7 @@ _TOOL_FUNCTIONS: dict[str, Callable[[onnx.ModelProto, str], onnx.ModelProto]] = 
     "quantize_dynamic": _cases_tool("quantize_dynamic"),
     "quantize_static": _quantize_static,
     "gs_roundtrip": _cases_tool("gs_roundtrip"),
+    "ort_opt_quantize": _optimize_then_quantize,
 }
 
 

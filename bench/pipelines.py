@@ -4,7 +4,9 @@ Families (`bench.families`): BERT encoder, LLaMA with a KV cache, T5 encoder-dec
 merged decoder included), ViT. Exporters (`bench.family_exports`): optimum with and without past,
 plain `torch.onnx.export` with TorchScript and dynamo, `shim.export` with both. Tools: none,
 onnxslim, onnxruntime's transformer optimizer (the fitting `model_type`), `quantize_dynamic`,
-static QDQ (`quantize_static`, a small random calibration reader) and a graphsurgeon round trip.
+static QDQ (`quantize_static`, a small random calibration reader), a graphsurgeon round trip,
+and the optimizer followed by `quantize_dynamic` (`ort_opt_quantize`, onnxruntime's recipe for
+transformers).
 
 Per row: nodes (all graphs), the tagger's direct / inherited / fallback counts, exact / sound /
 wrong / best / reachable against the truth (`bench.metrics`; truth: dynamo `name_scopes`, TorchScript
