@@ -31,13 +31,13 @@ __all__ = [
 _ORDERED_SHARE = 0.3
 RESHAPES = frozenset({"Reshape", "Flatten"})
 SHAPE_READS = frozenset({"Shape", "Size"})
+"""Ops that read only their input's shape: any module holding a value may read it, so such a
+read is no computation of the value's module (rules 2 and 4)."""
 SIZE_ARITHMETIC = frozenset(
     {"Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Cast", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Min", "Max",
      "Floor", "Ceil", "Reshape", "Transpose", "Identity", "Equal", "Where", "ConstantOfShape"}
 )  # fmt: skip
 """Ops that compute a size from sizes (dimensions picked, combined, converted; a pad list built)."""
-"""Ops that read only their input's shape: any module holding a value may read it, so such a
-read is no computation of the value's module (rules 2 and 4)."""
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
 """Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
 but applies no weight)."""

@@ -42,6 +42,9 @@ from tagger.infer.state import Flows, State, Steps
 
 __all__ = ["STEPS"]
 
+_NORM_OPS = NORMS | RESIDUAL_NORMS
+"""Ops that normalize their input before applying a norm's parameters: no product runs before
+them in their leaf."""
 _LEAF_REACH = 64
 _GEMM_CHAIN = 8
 
@@ -127,8 +130,8 @@ def _weight_into_use(state: State, i: int) -> int | None:
     if len({labels[k] for k in g.readers[i]}) != 1:
         return None
     use = g.readers[i][0]
-    if state.evidence[use] < 0 or g.op[use] in NORMS or not all(j == i or g.constant[j] for j in g.writers[use]):
-        return None  # a norm op normalizes its input first: no product runs before it in its leaf
+    if state.evidence[use] < 0 or g.op[use] in _NORM_OPS or not all(j == i or g.constant[j] for j in g.writers[use]):
+        return None
     owner = _single_leaf(state, {labels[use]})
     return owner if owner is not None else _own_parameter_use(state, use)
 
@@ -250,8 +253,8 @@ def _diamond(state: State, leaf: int, own: list[int], start: int) -> set[int]:
     fed = [k for k in members if not region.isdisjoint(g.writers[k])]
     if any(_feeds_weighted_op(state, k, members) for k in fed):
         return set()  # it converges into a matrix product's input: a Linear runs no reduction before it
-    if any(g.op[k] in NORMS or g.op[k] in RESIDUAL_NORMS for k in fed) and any(g.op[r] in PRODUCTS for r in region):
-        return set()  # a product into a norm op: a norm normalizes its input first, the product is another leaf's
+    if any(g.op[k] in _NORM_OPS for k in fed) and any(g.op[r] in PRODUCTS for r in region):
+        return set()  # a product into a norm op: the product is another leaf's
     if any(_looks_up(state, k, region) for k in members):
         return set()  # it converges into a lookup's indices: an Embedding's forward is the lookup alone
     entries = {w for r in region for w in g.writers[r]}
