@@ -491,6 +491,21 @@ def test_a_product_feeding_a_norm_op_is_not_that_norms():
     assert _modules(_model(nodes, params=params, anonymous=["val_0"]))[1] == "enc.down.reduction"
 
 
+def test_a_product_feeding_another_product_is_not_that_products_leaf():
+    """SwiftFormer's depthwise conv, its BatchNorm folded in by the TorchScript exporter (weights
+    unnamed), runs straight into the pointwise conv, whose weights keep their names. A leaf
+    applies its weight once: the first conv is another leaf's, not the pointwise conv's (before:
+    stated in it)."""
+    nodes = [
+        ("Add", ["x", "blk.norm.bias"], ["h"], None),
+        ("Conv", ["h", "val_0"], ["dw"], None),
+        ("Conv", ["dw", "blk.local.pw.weight", "blk.local.pw.bias"], ["pw"], None),
+        ("Relu", ["pw"], ["y"], None),
+    ]
+    model = _model(nodes, params=["blk.norm.bias", "blk.local.pw.weight", "blk.local.pw.bias"], anonymous=["val_0"])
+    assert _modules(model)[1] != "blk.local.pw"
+
+
 def test_a_quantized_product_converging_into_a_fused_residual_norm_is_not_that_norms():
     """After onnxruntime's optimizer and `quantize_dynamic`, a ViT's `o_proj` is a fork from its
     input's DynamicQuantizeLinear (the product and its scale) converging into the next norm,

@@ -125,12 +125,17 @@ def _split_products(state: State, producers) -> bool:
 def _weight_into_use(state: State, i: int) -> int | None:
     """A matrix product on an unnamed weight whose result goes straight into one parameter use
     of a leaf (or of a module applying its own parameter) that reads nothing else computed: a
-    Linear's MatMul before its bias Add (not a fused residual norm, which also reads the residual)."""
+    Linear's MatMul before its bias Add (not a fused residual norm, which also reads the residual;
+    not a norm op or another product: a leaf applies its weight once, and a norm normalizes its
+    input before its parameters - SwiftFormer's depthwise conv, its BatchNorm folded in by the
+    TorchScript exporter, before the pointwise conv)."""
     g, labels = state.graph, state.labels
     if len({labels[k] for k in g.readers[i]}) != 1:
         return None
     use = g.readers[i][0]
-    if state.evidence[use] < 0 or g.op[use] in _NORM_OPS or not all(j == i or g.constant[j] for j in g.writers[use]):
+    if state.evidence[use] < 0 or g.op[use] in _NORM_OPS or g.op[use] in PRODUCTS:
+        return None  # a norm normalizes first, a product is a weight applied again: another leaf's
+    if not all(j == i or g.constant[j] for j in g.writers[use]):
         return None
     owner = _single_leaf(state, {labels[use]})
     return owner if owner is not None else _own_parameter_use(state, use)
