@@ -319,6 +319,26 @@ FAMILIES: dict[str, HeldOut] = {
         HeldOut("esm", lambda: _tf().EsmModel(_tf().EsmConfig(**_text(pad_token_id=1, position_embedding_type="rotary"))),
             _TEXT_IN, "last_hidden_state", "bert", "rotary embeddings, the embeddings' token-dropout rescaling by "
             "the mask"),
+        # then CvT, GPT-Neo and RemBERT before any of their scores was seen, and SwiftFormer, whose
+        # trial led to rule 2's exception for a product feeding another product
+        HeldOut("cvt", lambda: _tf().CvtModel(_tf().CvtConfig(
+            embed_dim=[16, 32], depth=[2, 2], num_heads=[1, 2], patch_sizes=[7, 3], patch_stride=[4, 2],
+            patch_padding=[2, 1], cls_token=[False, True], mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0],
+            drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0], qkv_bias=[True, True],
+            qkv_projection_method=["dw_bn", "dw_bn"], kernel_qkv=[3, 3], padding_q=[1, 1], padding_kv=[1, 1],
+            stride_kv=[2, 2], stride_q=[1, 1])), ("pixel_values",), "last_hidden_state", "bert",
+            "convolutional token embeddings, query/key/value from depthwise conv + BatchNorm projections, a class "
+            "token in the last stage"),
+        HeldOut("gpt-neo", lambda: _tf().GPTNeoModel(_tf().GPTNeoConfig(
+            hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS, vocab_size=VOCAB, max_position_embeddings=64,
+            attention_types=[[["global", "local"], 1]], window_size=4, intermediate_size=2 * HIDDEN)), _TEXT_IN,
+            "last_hidden_state", "gpt2", "global and local (windowed) attention layers alternating", decoder=True),
+        HeldOut("swiftformer", lambda: _tf().SwiftFormerModel(_tf().SwiftFormerConfig(
+            depths=[1, 1], embed_dims=[16, 32], downsamples=[True, True], mlp_ratio=2)), ("pixel_values",),
+            "last_hidden_state", "bert", "conv stem with BatchNorm, efficient additive attention, layer scales"),
+        HeldOut("rembert", lambda: _tf().RemBertModel(_tf().RemBertConfig(
+            **_text(input_embedding_size=16, output_embedding_size=16))), _TEXT_IN, "last_hidden_state", "bert",
+            "embeddings narrower than the hidden size, mapped in by the encoder"),
     )
 }  # fmt: skip
 
