@@ -114,6 +114,42 @@ def test_fused_node_takes_the_module_that_wrote_its_output(degraded):
     assert all(modules_of(alone)[i].endswith(".intermediate") for i in fused)  # what the file alone says
 
 
+def test_a_reference_is_accepted_after_the_optimizer_then_the_quantizer(tmp_path):
+    """RemBERT exported with TorchScript, then onnxruntime's optimizer and `quantize_dynamic` (its
+    pre-processing first): the optimizer fuses the attention (most connections between name-matched
+    nodes change) and the quantizer adds a float scale beside each int8 weight, so fewer than half
+    the float initializers were found in the export and the export was refused as "not the model
+    this one was made from". A scalar is no weight: the reference is accepted and transfers."""
+    import torch
+    import transformers
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = transformers.RemBertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
+        max_position_embeddings=64, input_embedding_size=16, output_embedding_size=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.RemBertModel(config).eval()
+    with torch.no_grad():  # trained-like weights: a fresh init's equal norms and zero biases prove nothing
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    ids, mask = torch.randint(1, 100, (2, 8)), torch.ones(2, 8, dtype=torch.long)
+    export, optimized, prepared, quantized = (tmp_path / f"{n}.onnx" for n in ("export", "opt", "pre", "int8"))
+    axes = {"b": 0, "s": 1}
+    torch.onnx.export(
+        model, (ids, mask), export, dynamo=False, input_names=["ids", "mask"], output_names=["out"], opset_version=17,
+        dynamic_axes={name: {d: a for a, d in axes.items()} for name in ("ids", "mask", "out")},
+    )  # fmt: skip
+    optimize_model(str(export), model_type="bert", num_heads=2, hidden_size=32).save_model_to_file(str(optimized))
+    quant_pre_process(str(optimized), str(prepared), skip_optimization=True)
+    quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8)
+    tagged_model = load_model(quantized)
+    summary = tag_proto(tagged_model, str(quantized), reference=str(export))
+    assert summary.by_source.get("reference", 0) > 0
+
+
 @pytest.mark.parametrize("tool", ["onnxslim", "gs_roundtrip"])
 def test_tied_weight_read_by_the_embeddings_takes_the_references_module(degraded, tool):
     """T5 ties its encoder's and decoder's embeddings: dynamo names the one initializer after one of

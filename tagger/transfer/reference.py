@@ -33,7 +33,7 @@ from tagger.errors import InputError, param
 from tagger.evidence import Context
 from tagger.model.index import ModelIndex
 from tagger.model.keys import MODULE_KEY
-from tagger.tensorbytes.stored import FLOAT_DTYPES, onnx_initializers
+from tagger.tensorbytes.stored import FLOAT_DTYPES, StoredTensor, onnx_initializers
 from tagger.transfer.content import match_contents
 from tagger.transfer.matching import Matching, match_graphs
 
@@ -46,7 +46,9 @@ MIN_KEPT_EDGES = 0.5
 for another model, whose names coincide with the origin's by chance)."""
 MIN_WEIGHTS = 0.5
 """... or share of its float weights the reference must hold, by name or by value (measured:
-0.57-0.98 for the origin unless the tool quantized the weights, 0 for another model)."""
+0.57-0.98 for the origin unless the tool quantized the weights, 0 for another model). Scalars do
+not count (`_weight`): a quantizer adds one float scale per weight it quantizes, and after
+onnxruntime's optimizer and `quantize_dynamic` those alone kept a RemBERT's share at 48%."""
 _UNTRANSFERABLE = frozenset({"fallback"})
 _SAMPLE = 32
 """Same-named weights whose values are compared to tell the model's origin from a look-alike."""
@@ -121,7 +123,7 @@ class ReferenceSource:
         """(target initializer -> reference initializers with its values, for the renamed ones;
         how many keep their reference name and shape; how many float weights the model has)."""
         theirs = {t.name: t for t in onnx_initializers(reference.model, self.path.parent.resolve())}
-        ours = [t for t in onnx_initializers(index.model, self.base_dir) if t.dtype_name in FLOAT_DTYPES]
+        ours = [t for t in onnx_initializers(index.model, self.base_dir) if t.dtype_name in FLOAT_DTYPES and _weight(t)]
         same = [t for t in ours if t.name in theirs and theirs[t.name].shape == t.shape]
         sample = same[:_SAMPLE]  # names alone coincide across dynamo exports (`val_55`): values decide
         verified = match_contents(sample, [theirs[t.name] for t in sample])
@@ -138,6 +140,12 @@ class ReferenceSource:
                 f"{param('reference')} {self.path.name} is not the model this one was made from: {kept:.0%} of the connections "
                 f"between nodes with shared names and {found:.0%} of the weights match it"
             )
+
+
+def _weight(tensor: StoredTensor) -> bool:
+    """Whether a float initializer counts among the weights a reference must hold: not a scalar
+    (a quantizer's scale, an epsilon), which a tool adds and no model's weights include."""
+    return tensor.size > 1
 
 
 def _decided_by(tagged: TaggedReference, matching: Matching) -> dict[int, str]:
