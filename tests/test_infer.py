@@ -294,12 +294,20 @@ def test_a_node_folding_the_next_modules_op_belongs_to_their_caller():
     assert _modules(model)[1] == "block"
 
 
-def test_a_folded_bias_alone_names_the_caller_after_a_quantizer_split_its_node():
+def test_a_folded_convs_weight_and_bias_name_the_caller_after_a_quantizer_split_its_node():
     """onnxruntime's quantizer moves the folded conv's weight into a `ConvInteger` (as
-    `…weight_quantized`) and its bias into an `Add`: the bias is still the norm's, not the conv's."""
-    nodes = [("Mul", ["x", "block.conv.weight_quantized"], ["q"], None), ("Add", ["q", "block.conv.weight_bias"], ["y"], None)]
-    modules = _modules(_model(nodes, params=["block.conv.weight_quantized", "block.conv.weight_bias"]))
-    assert modules == ["block.conv", "block"]
+    `…weight_quantized`, with its `…weight_scale` read by the rescale) and its bias into an `Add`.
+    The `…weight_bias` beside the weight still shows the fold, and the weight is the fold's too
+    (the conv's scaled by the norm's): every node of the split is the two modules' caller
+    (before: the product and its rescale were stated in the conv, 77.6% of a noised dynamo
+    MobileNetV2 after `quantize_dynamic`)."""
+    nodes = [
+        ("Mul", ["x", "block.conv.weight_quantized"], ["q"], None),
+        ("Mul", ["q", "block.conv.weight_scale"], ["s"], None),
+        ("Add", ["s", "block.conv.weight_bias"], ["y"], None),
+    ]
+    params = ["block.conv.weight_quantized", "block.conv.weight_scale", "block.conv.weight_bias"]
+    assert _modules(_model(nodes, params=params)) == ["block", "block", "block"]
 
 
 def test_a_computation_on_constants_used_by_a_leaf_is_made_by_its_caller():

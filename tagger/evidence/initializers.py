@@ -52,7 +52,9 @@ output, named after no parameter. The pair stands for the tensor it quantizes (t
 so a node reading the dequantized copy of a parameter reads that parameter, as merges, ties,
 repeated calls and clones are judged (`_through_dequantize`); the quantizer's numbered copies of a
 bias several nodes read (`bias0`, `bias00`: one per reader) are read as the one they were made
-from; a folded bias stays one once quantized (`conv.weight_bias_quantized`).
+from; a folded bias stays one once quantized (`conv.weight_bias_quantized`), and the weight it
+is named after is the fold's too (the conv's weight scaled by the norm's): once a quantizer split
+the fused op into a product, its rescale and a bias `Add`, each reads only part of the fold.
 
 An initializer that may stand for several parameters an exporter merged because they were equal
 (a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
@@ -176,8 +178,9 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     }
     context.parameters = ParameterFacts(named, frozenset(merged), lookups, rereads, untrained)
     folded = {name for name in owners if _folded_bias(_unquantized(name), owners)}
-    for name in folded:
-        owners[name] = owners[name].rpartition(".")[0]  # the folded op's bias: the two modules' caller
+    fused = {_unquantized(name)[: -len("_bias")] for name in folded}
+    for name in folded | {name for name in owners if _quantized_from(_unquantized(name)) in fused}:
+        owners[name] = owners[name].rpartition(".")[0]  # the folded op's weight and bias: the two modules' caller
     if not owners:
         return found
     clones = _entry_reads(context, readers, named)
