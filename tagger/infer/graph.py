@@ -132,27 +132,27 @@ class Graph:
     def shape_values(self) -> list[bool]:
         """Per node, whether its value is computed from shape reads alone: a `Shape` or `Size`,
         or a node whose computed inputs (constants aside) are all such values."""
-        found = [False] * len(self.nodes)
-        for i, writers in enumerate(self.writers):
-            if self.op[i] in SHAPE_READS:
-                found[i] = True
-                continue
-            computed = [j for j in writers if not self.constant[j]]
-            found[i] = bool(computed) and all(found[j] for j in computed)
-        return found
+        return self._from_shape_reads(None)
 
     @functools.cached_property
     def sizes(self) -> list[bool]:
         """Per node, whether its value is a size: a `Shape` or `Size`, or index arithmetic
         (`SIZE_ARITHMETIC`) on sizes and constants alone - not a value computed from sizes, such
         as the positions a `Range` makes or the rotary table computed from them."""
+        return self._from_shape_reads(SIZE_ARITHMETIC)
+
+    def _from_shape_reads(self, through: frozenset[str] | None) -> list[bool]:
+        """Per node, whether it is a shape read or computes from such values and constants alone,
+        by ops of `through` only (None: any op)."""
         found = [False] * len(self.nodes)
         for i, writers in enumerate(self.writers):
             if self.op[i] in SHAPE_READS:
                 found[i] = True
                 continue
+            if through is not None and self.op[i] not in through:
+                continue
             computed = [j for j in writers if not self.constant[j]]
-            found[i] = self.op[i] in SIZE_ARITHMETIC and bool(computed) and all(found[j] for j in computed)
+            found[i] = bool(computed) and all(found[j] for j in computed)
         return found
 
     def lookup(self, k: int) -> tuple[str, str] | None:
