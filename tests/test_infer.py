@@ -1701,3 +1701,44 @@ def test_in_a_re_sorted_file_a_join_is_put_in_a_module_only_when_its_result_stay
     quantized = _model(nodes, params)
     quantized.producer_name = "onnx.quantize"
     assert tag_model(quantized).assignments[4].module != "layers.0.norm"
+
+
+def test_an_identity_of_a_parameter_whose_output_names_none_is_another_parameters_copy():
+    """TorchScript keeps one initializer for equal tensors, named after the first parameter, and
+    writes each other one as an `Identity` of it named after that other parameter. With the names
+    stripped, the copy names no parameter: it is another module's (Marian's decoder position
+    table, equal to the encoder's), so neither it nor its readers are the named table's (before:
+    a fresh Marian after a strip and `quantize_dynamic`, 554 nodes of its decoder and encoder
+    attention stated in the encoder's position table)."""
+    nodes = [
+        ("Add", ["x", "enc.layer.bias"], ["h"], None),
+        ("Identity", ["enc.pos.weight"], ["t1"], None),  # the decoder's table, its name stripped
+        ("Add", ["h", "t1"], ["d"], None),
+        ("Add", ["d", "dec.layer.bias"], ["y"], None),
+    ]
+    model = _model(nodes, params=["enc.layer.bias", "dec.layer.bias"])
+    table = np.arange(4, dtype=np.float32)  # a sinusoidal table: equal in both, constant in neither
+    model.graph.initializer.append(numpy_helper.from_array(table, "enc.pos.weight"))
+    result = tag_model(model)
+    assert result.assignments[1].module != "enc.pos"
+    assert not (result.assignments[2].module.startswith("enc") and result.bounds[2].certain)
+
+
+def test_a_join_reached_through_another_leafs_product_is_not_the_leafs_own_join():
+    """Fact B: one call of a leaf applies its own weights only. A fresh decoder quantized by
+    `quantize_dynamic` reads the embedding's quantized rows twice: dequantized into the residual,
+    and straight into the first layer's projections on unnamed weights; the residual Add after
+    the whole attention joins two values whose only tagged producers are the embedding's, but
+    one of them came through other leaves' products: not the embedding's own join (before: a
+    fresh OLMo-2 after a strip and `quantize_dynamic`, the first layer stated in the embedding)."""
+    nodes = [
+        ("Mul", ["x", "emb.scale"], ["rows"], None),  # the embedding's output (its quantized rows)
+        ("Add", ["rows", "emb.bias"], ["dq"], None),  # the same rows dequantized with its parameters
+        ("MatMul", ["rows", "val_1"], ["q"], None),  # a projection on an unnamed weight
+        ("Relu", ["q"], ["r"], None),
+        ("Add", ["dq", "r"], ["y"], None),  # the residual join
+    ]
+    result = tag_model(_model(nodes, params=["emb.scale", "emb.bias"], anonymous=["val_1"]))
+    assert result.assignments[1].module == "emb"
+    for i in (2, 3, 4):
+        assert not (result.assignments[i].module == "emb" and result.bounds[i].certain), i

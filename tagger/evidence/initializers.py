@@ -57,9 +57,11 @@ is named after is the fold's too (the conv's weight scaled by the norm's): once 
 the fused op into a product, its rescale and a bias `Add`, each reads only part of the fold.
 
 An initializer that may stand for several parameters an exporter merged because they were equal
-(a fresh model's zero biases) names no reader: `merged_parameters` says which. A merged folded
-bias still says that each node reading it is a fused op: such a node reading its own weight
-belongs to that weight's module's caller.
+(a fresh model's zero biases) names no reader: `merged_parameters` says which. TorchScript
+writes each further equal parameter as an `Identity` of the one it keeps: such a copy whose
+output names no parameter (a stripped file) is another module's, and names none
+(`_copy_of_another`). A merged folded bias still says that each node reading it is a fused op:
+such a node reading its own weight belongs to that weight's module's caller.
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
     plain = not clones and not folded and not stand_ins  # then only a contrib op's node needs `_owned`
     for node_id in sorted({node for nodes in (*plain_readers.values(), *readers.values()) for node in nodes}):
         view = views[node_id]
+        if _copy_of_another(view, owners):
+            continue
         if plain and view.domain != CONTRIB_DOMAIN:
             owned = [owners[name] for name in view.input if name in owners and name not in merged]
         else:
@@ -303,6 +307,22 @@ def _owned(
     if owned and (applies_activation(view) or not folded.isdisjoint(merged.intersection(inputs))):
         owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
     return owned
+
+
+def _copy_of_another(view: NodeView, owners: dict[str, str]) -> bool:
+    """Whether a node is TorchScript's copy of one parameter standing for another that the file
+    no longer names. Its exporter keeps one initializer for equal tensors, named after the first
+    parameter, whose own readers read it directly; each other parameter equal to it becomes an
+    `Identity` of it named after that parameter, which its readers read. So an `Identity` of a
+    parameter whose output names no parameter (a tool renamed it: a stripped file) is another
+    parameter's, equal in value (the encoder's and the decoder's sinusoidal position tables of
+    an encoder-decoder, a fresh model's merged biases): it names no module, nor do its readers."""
+    return (
+        view.op_type == "Identity"
+        and len(view.input) == 1
+        and view.input[0] in owners
+        and all(module_of_parameter(name) is None for name in view.output)
+    )
 
 
 def _readers(index: ModelIndex, owners: dict[str, str]) -> dict[str, list[int]]:

@@ -20,7 +20,9 @@ looks up are its caller's (MPNet's and RoBERTa's position ids, a cumulative sum 
 mask multiplied by that mask: a fork converging into the position embedding's lookup).
 
   2. (B) Inside one leaf: between two of its uses; a join of its own branches (not of two weighted
-     ops on one value: slices of its one product, a converter's q, k, v of a fused `qkv_proj`); a
+     ops on one value: slices of its one product, a converter's q, k, v of a fused `qkv_proj`; nor
+     of a branch that reached the leaf through another leaf's product or norm: one call applies
+     its own weights only); a
      weighted op on an unnamed weight feeding its parameter use when that use reads nothing else
      computed (a bias Add, not a fused residual norm) - also for a module with children applying a
      parameter of its own (fact B holds per parameter use: `nn.MultiheadAttention`'s
@@ -70,7 +72,7 @@ def _inside_leaf(state: State, i, produced, produced_from, consumed, consumed_by
             return consumer_leaf  # between two uses of one leaf (two reads of one parameter: two calls)
     if produced is not None and len(produced_from) >= 2 and _branches(state, i, origins) >= 2:
         leaf = _single_leaf(state, produced)
-        if leaf is not None and not _split_products(state, produced_from):
+        if leaf is not None and not _split_products(state, produced_from) and not _past_unnamed_leaf(state, i):
             return leaf  # joins one leaf's own branches (a quantized MatMul's rescale), itself
     return None
 
@@ -85,6 +87,27 @@ def _branches(state: State, i: int, origins) -> int:
     found = {(j,) if labels[j] >= 0 else origins[j] for j in state.graph.writers[i]}
     found.discard(None)
     return len(found)
+
+
+def _past_unnamed_leaf(state: State, i: int) -> bool:
+    """Whether a branch into node `i` reaches its tagged producers through another leaf's work: an
+    untagged weighted op or norm applying an unnamed weight (fact B: that op is its weight's
+    module's), or more untagged ops than one leaf runs (`_LEAF_REACH`). One call of a leaf applies
+    its own weights only, so such branches are not its own: a fresh decoder's first layer, its
+    projections on unnamed weights, reads the embedding's quantized rows, and joins the residual
+    (the same rows dequantized) after the whole attention."""
+    g, labels = state.graph, state.labels
+    seen: set[int] = set()
+    stack = [j for j in g.writers[i] if labels[j] < 0]
+    while stack:
+        j = stack.pop()
+        if j in seen:
+            continue
+        if g.weighted[j] or g.normed[j] or len(seen) >= _LEAF_REACH:
+            return True
+        seen.add(j)
+        stack.extend(k for k in g.writers[j] if labels[k] < 0)
+    return False
 
 
 def _single_leaf(state: State, modules) -> int | None:
