@@ -22,14 +22,13 @@ mask multiplied by that mask: a fork converging into the position embedding's lo
   2. (B) Inside one leaf: between two of its uses; a join of its own branches (not of two weighted
      ops on one value: slices of its one product, a converter's q, k, v of a fused `qkv_proj`; nor
      of a branch that reached the leaf through another leaf's product or norm: one call applies
-     its own weights only); a
-     weighted op on an unnamed weight feeding its parameter use when that use reads nothing else
-     computed (a bias Add, not a fused residual norm) - also for a module with children applying a
-     parameter of its own (fact B holds per parameter use: `nn.MultiheadAttention`'s
-     `in_proj_bias`); a fork converging into it; a Reshape/Flatten pair wrapping a 2-D `Gemm` (the
-     Linear applied to N-D input; a flatten with no restore after is the caller's, and a restore
-     that splits into more dimensions than were flattened is the caller's reshape a tool merged
-     into it).
+     its own weights only); a weighted op on an unnamed weight feeding its parameter use when that
+     use reads nothing else computed (a bias Add, not a fused residual norm) - also for a module
+     with children applying a parameter of its own (fact B holds per parameter use:
+     `nn.MultiheadAttention`'s `in_proj_bias`); a fork converging into it; a Reshape/Flatten pair
+     wrapping a 2-D `Gemm` (the Linear applied to N-D input; a flatten with no restore after is
+     the caller's, and a restore that splits into more dimensions than were flattened is the
+     caller's reshape a tool merged into it).
 
 `decide` runs it node by node (with the other certain rules, `tagger.infer.RULES`); the fork
 converging into a leaf (`_diamonds`) is a `sweep` over every call of every leaf, once those passes settle.
