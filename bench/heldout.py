@@ -156,6 +156,23 @@ class _AudioSpectrogram(torch.nn.Module):
         return self.ast(input_values=input_features).last_hidden_state
 
 
+class _SpeechToText(torch.nn.Module):
+    """transformers' Speech2TextModel taking `input_features` (mel bins x frames, as Whisper's) and
+    decoder tokens, returning the decoder's hidden states."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s2t = _tf().Speech2TextModel(_tf().Speech2TextConfig(
+            d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
+            decoder_attention_heads=HEADS, encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN, vocab_size=VOCAB,
+            input_feat_per_channel=16, input_channels=1, conv_channels=16, max_source_positions=64,
+            max_target_positions=64, pad_token_id=1, decoder_start_token_id=2))  # fmt: skip
+
+    def forward(self, input_features: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        features = input_features.transpose(1, 2)
+        return self.s2t(input_features=features, decoder_input_ids=decoder_input_ids).last_hidden_state
+
+
 _TEXT_IN = ("input_ids", "attention_mask")
 _DECODER = {"use_cache": False}
 
@@ -396,6 +413,33 @@ FAMILIES: dict[str, HeldOut] = {
             "attention and MLP", decoder=True),
         HeldOut("torch-lstm", lambda: _TorchLSTM(), _TEXT_IN, None, "bert",
             "plain torch: an embedding, a two-layer nn.LSTM (one recurrent op with its weights), a norm and a head"),
+        # a second batch of the seventeenth session, picked before any of their scores was seen
+        # (Nystromformer was picked too; its tiny config does not run)
+        HeldOut("canine", lambda: _tf().CanineModel(_tf().CanineConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+            num_hash_functions=2, num_hash_buckets=64, downsampling_rate=2, local_transformer_stride=4,
+            max_position_embeddings=64)), _TEXT_IN, "last_hidden_state", "bert",
+            "characters: hashed embeddings, a local transformer, a strided downsampling conv, upsampling by repeat"),
+        HeldOut("mobilenet-v1", lambda: _tf().MobileNetV1Model(_tf().MobileNetV1Config(
+            depth_multiplier=0.25, image_size=IMAGE)), ("pixel_values",), "last_hidden_state", "bert",
+            "depthwise-separable convs, each with its BatchNorm and ReLU6 (TensorFlow-style padding)"),
+        HeldOut("pegasus", lambda: _tf().PegasusModel(_tf().PegasusConfig(
+            d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
+            decoder_attention_heads=HEADS, encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN, vocab_size=VOCAB,
+            max_position_embeddings=64, pad_token_id=1, decoder_start_token_id=1)), (*_TEXT_IN, "decoder_input_ids"),
+            "last_hidden_state", "bart", "pre-norm encoder-decoder, sinusoidal position tables in both stacks"),
+        HeldOut("xglm", lambda: _tf().XGLMModel(_tf().XGLMConfig(
+            d_model=HIDDEN, num_layers=LAYERS, attention_heads=HEADS, ffn_dim=2 * HIDDEN, vocab_size=VOCAB,
+            max_position_embeddings=64)), _TEXT_IN, "last_hidden_state", "gpt2",
+            "decoder-only with sinusoidal positions offset by the padding", decoder=True),
+        HeldOut("speech2text", lambda: _SpeechToText(), ("input_features", "decoder_input_ids"), None, "bart",
+            "audio encoder-decoder: a strided Conv1d subsampler with GLU, sinusoidal positions"),
+        HeldOut("ibert", lambda: _tf().IBertModel(_tf().IBertConfig(**_text(pad_token_id=1))), _TEXT_IN,
+            "last_hidden_state", "bert", "integer-only BERT's own activation, softmax and norm modules (float mode)"),
+        HeldOut("glpn", lambda: _tf().GLPNModel(_tf().GLPNConfig(
+            num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3],
+            strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])), ("pixel_values",), "last_hidden_state",
+            "bert", "a SegFormer-like hierarchical encoder for depth estimation"),
     )
 }  # fmt: skip
 
