@@ -1742,3 +1742,22 @@ def test_a_join_reached_through_another_leafs_product_is_not_the_leafs_own_join(
     assert result.assignments[1].module == "emb"
     for i in (2, 3, 4):
         assert not (result.assignments[i].module == "emb" and result.bounds[i].certain), i
+
+
+def test_a_fused_residual_norm_named_by_its_bias_alone_is_not_put_in_the_linears_caller():
+    """onnxruntime's SkipLayerNormalization with an `AddBias` adds fc2's bias, the residual and
+    normalizes. In a pre-norm model the layer adds the residual and the norm is the next one
+    (SigLIP's `post_layernorm`); with the norm's weight and bias merged (a fresh init: read by every
+    norm) only fc2's bias is named, which does not say where the sum and the norm ran (before:
+    stated in `layers.1.mlp`)."""
+    norm = ["enc.layers.0.ln.weight", "enc.layers.0.ln.bias"]
+    model = _model(
+        [("MatMul", ["x", "val_0"], ["a"], None), ("MatMul", ["n0", "val_1"], ["f"], None)],
+        params=[*norm, "enc.layers.0.mlp.fc2.bias", "enc.layers.1.mlp.fc2.bias"],
+        anonymous=["val_0", "val_1"],
+    )
+    model.graph.node.insert(1, _contrib("SkipLayerNormalization", ["a", "x", *norm, "enc.layers.0.mlp.fc2.bias"], ["n0"]))
+    model.graph.node.append(_contrib("SkipLayerNormalization", ["f", "n0", *norm, "enc.layers.1.mlp.fc2.bias"], ["y"]))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    modules = _modules(model)
+    assert modules[1] not in ("enc.layers.0.mlp", "enc.layers.0.mlp.fc2") and modules[3] != "enc.layers.1.mlp", modules

@@ -272,3 +272,43 @@ def test_a_dynamo_export_of_a_tied_lm_does_not_put_the_embedding_lookup_in_the_h
     tag_proto(model)
     tags = {p.key: p.value for p in lookup.metadata_props}
     assert not tags["hierarchy.module"].endswith("lm_head"), tags
+
+
+def _sliced_by_two_layers() -> onnx.ModelProto:
+    """DeBERTa's encoder hands its relative table's weight to every layer, and each layer slices
+    it by its own query's length (`Shape`), so in a dynamic-shape export the second slice depends
+    on the first layer's result through that length only; everything between is a fresh init's
+    merged constant (read as often as the table) or an unnamed matrix."""
+    inits = [
+        numpy_helper.from_array(np.arange(32, dtype=np.float32).reshape(8, 4), "enc.rel.weight"),
+        numpy_helper.from_array(np.zeros(4, dtype=np.float32), "enc.bias"),
+        numpy_helper.from_array(np.eye(4, dtype=np.float32), "val_0"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+    ]
+    nodes = []
+    for k, data in enumerate(("x", "h0")):
+        nodes += [
+            helper.make_node("Relu", [data], [f"q{k}"]),
+            helper.make_node("Shape", [f"q{k}"], [f"n{k}"], start=1),
+            helper.make_node("Slice", ["enc.rel.weight", "zero", f"n{k}", "zero"], [f"r{k}"]),
+            helper.make_node("MatMul", [f"r{k}", "val_0"], [f"p{k}"]),
+            helper.make_node("Add", [f"q{k}", f"p{k}"], [f"s{k}"]),
+            helper.make_node("Add", [f"s{k}", "enc.bias"], ["h0" if k == 0 else "y"]),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_parameter_two_layers_read_by_their_own_lengths_names_neither_reader():
+    """A second call works on the first's values; depending on them through a length only is what
+    a static export would have as constants: two independent reads (before: both slices stated in
+    `enc.rel`, 22 nodes of a fresh DeBERTa with dynamic shapes)."""
+    decided = _decided(_sliced_by_two_layers())
+    slices = [decided[2], decided[8]]
+    assert all(source != "initializer" and module != "enc.rel" for module, source in slices), slices

@@ -253,13 +253,30 @@ def test_a_dequantized_parameter_keeps_naming_its_module():
     assert [(t["hierarchy.module"], t["hierarchy.source"]) for t in tags_of(model)][0] == ("enc.ln", "initializer")
 
 
+def _learnt(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """`model` with initializer `name` holding distinct values, as training leaves a parameter."""
+    tensor = next(t for t in model.graph.initializer if t.name == name)
+    tensor.CopyFrom(numpy_helper.from_array(np.linspace(-1, 1, 4, dtype=np.float32), name))
+    return model
+
+
 def test_a_shared_module_called_from_another_caller_is_the_module_its_parameters_name():
     """TorchScript names a tied module by its first path (`shared`) under every caller: `/decoder/shared/`."""
     model = chain_model(
         ["/encoder/a/Add", "/decoder/shared/Add", "/decoder/shared/Relu", "/decoder/Relu"], {0: "encoder.a.bias", 1: "shared.bias"}
     )
-    tag_proto(model)
+    tag_proto(_learnt(model, "shared.bias"))
     assert [t["hierarchy.module"] for t in tags_of(model)] == ["encoder.a", "shared", "shared", "decoder"]
+
+
+def test_a_merged_constant_read_once_under_another_modules_scope_does_not_make_that_scope_its_module():
+    """A fresh init's zero biases are one initializer named after the first (`embeddings.LayerNorm.bias`);
+    onnxslim drops every zero-bias Add but the one writing a graph output, the last layer's norm
+    (DeBERTa, I-BERT): its scope is its own module, not the embeddings' norm (before: stated there)."""
+    last = "/m/encoder/layer.1/output/LayerNorm/"
+    model = chain_model(["/m/embeddings/LayerNorm/Relu", f"{last}Relu", f"{last}Add_1"], {2: "m.embeddings.LayerNorm.bias"})
+    tag_proto(model)
+    assert [t["hierarchy.module"] for t in tags_of(model)][1:] == ["m.encoder.layer.1.output.LayerNorm"] * 2
 
 
 def test_a_scope_naming_a_known_child_of_its_caller_is_that_child_even_when_it_reads_a_shared_module():

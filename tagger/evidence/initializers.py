@@ -43,8 +43,12 @@ that does call `out_proj` gets its caller: an ancestor of the truth, never anoth
 onnxruntime's contrib ops that apply an activation after the weights or bias they read
 (`BiasGelu`, `FusedConv`: `tagger.model.contrib`) compute the activation's value too: they belong to the
 weights' module's caller. A fused residual norm that also adds a Linear's bias (its fifth input:
-`SkipLayerNormalization` of an `AddBias` fusion) computes that Linear's last op and its caller's
-residual sum: the bias names the caller.
+`SkipLayerNormalization` of an `AddBias` fusion) computes that Linear's last op, a residual sum
+and a norm: the bias names the Linear's caller, and only beside the norm's own parameters. The
+sum and the norm are the caller's in a post-norm block (BERT's output), but in a pre-norm one
+the layer adds the residual and the norm is the next layer's or the final one (SigLIP's
+`post_layernorm`), so where the norm's parameters name nothing (merged) the bias alone would
+place the node below its truth.
 
 A static QDQ quantizer replaces a parameter by its quantized copy and a `DequantizeLinear` of it,
 hoisted to the top of the graph; the op applying the parameter reads the DequantizeLinear's
@@ -304,6 +308,8 @@ def _owned(
         if name in owners and name not in merged
         for owner in [clones.get((node_id, name), owners[name])]
     ]
+    if bias and len(owned) == 1 and bias in owners and bias not in merged:
+        return []  # the fused bias alone: the norm it feeds is unnamed (see the module docstring)
     if owned and (applies_activation(view) or not folded.isdisjoint(merged.intersection(inputs))):
         owned = [parent(module) for module in owned]  # a fused op: its weight's module and the next one
     return owned

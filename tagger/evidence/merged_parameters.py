@@ -65,7 +65,7 @@ from tagger.model.index import ModelIndex, dataflow, graphs_within
 from tagger.model.paths import is_within
 from tagger.tensorbytes.stored import StoredTensor, holds_one_value, stored_tensor
 
-__all__ = ["merged_parameters", "tied_lookup_tables"]
+__all__ = ["merged_parameters", "tied_lookup_tables", "varying"]
 
 _CHUNK = 1 << 20
 """Values read at a time when checking that a tensor is constant (a random one differs at once)."""
@@ -162,13 +162,24 @@ def _tied(index: ModelIndex, candidates: set[str], readers: dict[str, list[int]]
     return tied
 
 
+_SHAPE_OPS = frozenset({"Shape", "Size"})
+"""Ops whose result is a tensor's dimensions, not its values."""
+
+
 def _reaches(index: ModelIndex, consumers: dict[str, list[int]], start: int, goal: int) -> bool:
-    """Whether `goal` depends on `start`'s results (walked forward, never past `goal`)."""
+    """Whether `goal` depends on the values of `start`'s results (walked forward, never past
+    `goal`). Not through a `Shape`: a second call works on the first's values, while a dynamic
+    export reads any later tensor's dimensions (a layer's sequence length) where a static one
+    has constants, so a dependence through dimensions only is what two independent reads show
+    (DeBERTa's layers each slicing the encoder's relative table by their own query's length)."""
     seen = {start}
     frontier = [start]
+    views = index.views
     while frontier:
         node = frontier.pop()
-        for name in index.views[node].output:
+        if node != start and views[node].op_type in _SHAPE_OPS:
+            continue
+        for name in views[node].output:
             for reader in consumers.get(name, ()):
                 if reader == goal:
                     return True
@@ -191,6 +202,12 @@ def _tensors(index: ModelIndex, names: set[str]) -> dict[str, onnx.TensorProto]:
             if tensor.name in names:
                 found.setdefault(tensor.name, tensor)
     return found
+
+
+def varying(index: ModelIndex, names: set[str], base_dir: Path | None) -> set[str]:
+    """The initializers among `names` whose values are known and not one value repeated: no
+    merge of equal parameters can stand behind them (see the module docstring)."""
+    return {name for name, tensor in _tensors(index, names).items() if _varies(tensor, base_dir)}
 
 
 def _varies(tensor: onnx.TensorProto | None, base_dir: Path | None) -> bool:

@@ -42,6 +42,7 @@ import re
 import onnx
 
 from tagger.evidence import Context
+from tagger.evidence.merged_parameters import varying
 from tagger.model.index import ModelIndex
 from tagger.model.paths import scope_segments
 
@@ -156,19 +157,31 @@ def propose(index: ModelIndex, context: Context) -> dict[int, str]:
 def _read_shared_modules(
     index: ModelIndex, named: list[tuple[int, str]], segments_of: dict[str, list[str] | None], context: Context
 ) -> None:
-    """Rule 3: teach the module set the TorchScript scopes that name a known module by its one path."""
+    """Rule 3: teach the module set the TorchScript scopes that name a known module by its one path.
+
+    Only parameters holding learnt values show a tie. Equal parameters are one initializer named
+    after the first (a fresh init's zero biases); read by several nodes it names none of them
+    (`merged_parameters`), but a tool may leave it one reader in another module: onnxslim drops
+    every zero-bias `Add` but the one that writes a graph output, the last layer's norm reading
+    `embeddings.LayerNorm.bias`. One value repeated is no evidence of which module that was."""
     parameters = context.parameters.owners
     if not parameters:
         return
     read: dict[str, set[str]] = {}
-    views, disjoint = index.views, parameters.keys().isdisjoint
+    views, disjoint, modules = index.views, parameters.keys().isdisjoint, context.modules
     for node_id, scope in named:
         inputs = views[node_id].input
         if disjoint(inputs) or not scope.startswith("/") or not segments_of[scope]:
             continue
-        read.setdefault(scope, set()).update(parameters[name] for name in inputs if name in parameters)
-    for scope, owners in read.items():
-        context.modules.read_shared(segments_of[scope], owners)
+        read.setdefault(scope, set()).update(name for name in inputs if name in parameters)
+    unknown = {
+        scope: names
+        for scope, names in read.items()
+        if (module := modules.resolve(segments_of[scope])) is not None and module not in modules
+    }  # the scopes `read_shared` rereads: values are read for their parameters only
+    learnt = varying(index, set().union(*unknown.values()), context.base_dir) if unknown else set()
+    for scope, names in unknown.items():
+        modules.read_shared(segments_of[scope], {parameters[name] for name in names if name in learnt})
 
 
 def _scopes(index: ModelIndex) -> tuple[set[str], list[tuple[int, str]]]:
