@@ -440,6 +440,59 @@ FAMILIES: dict[str, HeldOut] = {
             num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3],
             strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])), ("pixel_values",), "last_hidden_state",
             "bert", "a SegFormer-like hierarchical encoder for depth estimation"),
+        # the eighteenth session's batch, picked before any of their scores was seen (deberta and
+        # siglip-vision then showed that session's rules: tuned on)
+        HeldOut("modernbert", lambda: _tf().ModernBertModel(_tf().ModernBertConfig(
+            global_attn_every_n_layers=2, local_attention=4, **_text(pad_token_id=0))), _TEXT_IN, "last_hidden_state",
+            "bert", "global and sliding-window attention alternating, rotary positions, GeGLU, no biases"),
+        HeldOut("qwen3", lambda: _tf().Qwen3Model(_tf().Qwen3Config(num_key_value_heads=1, head_dim=16, **_text())),
+            _TEXT_IN, "last_hidden_state", "gpt2", "RMSNorms on each head's query and key, grouped-query attention",
+            decoder=True),
+        HeldOut("stablelm", lambda: _tf().StableLmModel(_tf().StableLmConfig(num_key_value_heads=1, **_text())),
+            _TEXT_IN, "last_hidden_state", "gpt2", "LayerNorms with biases, partial rotary, grouped-query attention",
+            decoder=True),
+        HeldOut("starcoder2", lambda: _tf().Starcoder2Model(_tf().Starcoder2Config(num_key_value_heads=1, **_text())),
+            _TEXT_IN, "last_hidden_state", "gpt2", "biased projections, a GELU MLP (c_fc, c_proj), sliding window",
+            decoder=True),
+        HeldOut("deberta", lambda: _tf().DebertaModel(_tf().DebertaConfig(
+            relative_attention=True, max_relative_positions=16, pos_att_type=["p2c", "c2p"], **_text())), _TEXT_IN,
+            "last_hidden_state", "bert", "the encoder hands its relative table's weight to every layer, which slices "
+            "it by its own length; fused in_proj with separate q/v biases"),
+        HeldOut("siglip-vision", lambda: _tf().SiglipVisionModel(_tf().SiglipVisionConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+            image_size=IMAGE, patch_size=8)), ("pixel_values",), "last_hidden_state", "bert",
+            "pre-norm ViT without class token, a final post_layernorm, an attention-pooling head (MAP)"),
+        HeldOut("hubert", lambda: _tf().HubertModel(_tf().HubertConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+            num_conv_pos_embedding_groups=2)), ("input_values",), "last_hidden_state", "bert",
+            "audio: a conv feature encoder (GroupNorm on the first conv), a weight-normed grouped positional conv"),
+        HeldOut("blenderbot-small", lambda: _tf().BlenderbotSmallModel(_tf().BlenderbotSmallConfig(
+            d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
+            decoder_attention_heads=HEADS, encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN, vocab_size=VOCAB,
+            max_position_embeddings=64, pad_token_id=1, decoder_start_token_id=1)), (*_TEXT_IN, "decoder_input_ids"),
+            "last_hidden_state", "bart", "post-norm encoder-decoder, the embedding LayerNorm before the positions"),
+        HeldOut("bigbird", lambda: _tf().BigBirdModel(_tf().BigBirdConfig(attention_type="original_full", **_text())),
+            _TEXT_IN, "last_hidden_state", "bert", "a BERT whose root pads the sequence to its block size and slices "
+            "the result back"),
+        HeldOut("cohere", lambda: _tf().CohereModel(_tf().CohereConfig(num_key_value_heads=1, **_text())), _TEXT_IN,
+            "last_hidden_state", "gpt2", "parallel attention and MLP on one bias-free LayerNorm, interleaved rotary",
+            decoder=True),
+        HeldOut("granite", lambda: _tf().GraniteModel(_tf().GraniteConfig(
+            num_key_value_heads=1, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3,
+            **_text())), _TEXT_IN, "last_hidden_state", "gpt2",
+            "a LLaMA with scalar multipliers on embeddings, residuals and attention scores", decoder=True),
+        HeldOut("xlm-roberta-xl", lambda: _tf().XLMRobertaXLModel(_tf().XLMRobertaXLConfig(**_text(pad_token_id=1))),
+            _TEXT_IN, "last_hidden_state", "bert", "pre-norm RoBERTa: a LayerNorm before attention and MLP, one after "
+            "the encoder"),
+        HeldOut("sew", lambda: _tf().SEWModel(_tf().SEWConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+            num_conv_pos_embedding_groups=2, squeeze_factor=2)), ("input_values",), "last_hidden_state", "bert",
+            "audio: the sequence squeezed by pooling before the layers and upsampled after"),
+        HeldOut("ernie", lambda: _tf().ErnieModel(_tf().ErnieConfig(
+            use_task_id=True, task_type_vocab_size=3, **_text())), _TEXT_IN, "last_hidden_state", "bert",
+            "a BERT with a task-type embedding table"),
     )
 }  # fmt: skip
 

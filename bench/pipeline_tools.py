@@ -2,7 +2,11 @@
 
 onnxslim, `quantize_dynamic` and the graphsurgeon round trip as `bench.cases` applies them;
 onnxruntime's transformer optimizer with the family's `model_type`; static QDQ quantization
-(`quantize_static`) calibrated on a few random feeds that a tiny family model runs on.
+(`quantize_static`) calibrated on a few random feeds that a tiny family model runs on; and the two
+conversions the files people download are made with (transformers.js's `q4` and `fp16` variants):
+onnxruntime's weight-only int4 quantizer (`MatMulNBitsQuantizer`: each MatMul on a constant
+weight becomes a `MatMulNBits` on its block-quantized copy) and its float16 converter
+(`onnxruntime.transformers.float16`, inputs and outputs kept float32).
 """
 
 from __future__ import annotations
@@ -20,7 +24,17 @@ from bench.family_exports import ExportedFile
 
 __all__ = ["TOOLS", "DoesNotLoad", "ToolError", "degraded", "feeds"]
 
-TOOLS = ("none", "onnxslim", "ort_optimizer", "quantize_dynamic", "quantize_static", "gs_roundtrip", "ort_opt_quantize")
+TOOLS = (
+    "none",
+    "onnxslim",
+    "ort_optimizer",
+    "quantize_dynamic",
+    "quantize_static",
+    "gs_roundtrip",
+    "ort_opt_quantize",
+    "matmul_nbits",
+    "float16",
+)
 
 
 class ToolError(RuntimeError):
@@ -167,6 +181,21 @@ def _optimize_then_quantize(model: onnx.ModelProto, family: str) -> onnx.ModelPr
         return onnx.load(dst)
 
 
+def _matmul_nbits(model: onnx.ModelProto, family: str) -> onnx.ModelProto:
+    """int4 weights for every MatMul on a constant (blocks of 16: the tiny models' rows are 32 wide)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, block_size=16, is_symmetric=True)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def _float16(model: onnx.ModelProto, family: str) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True)
+
+
 def _cases_tool(name: str) -> Callable[[onnx.ModelProto, str], onnx.ModelProto]:
     return lambda model, family: cases._TOOLS[name](model, family)
 
@@ -178,6 +207,8 @@ _TOOL_FUNCTIONS: dict[str, Callable[[onnx.ModelProto, str], onnx.ModelProto]] = 
     "quantize_static": _quantize_static,
     "gs_roundtrip": _cases_tool("gs_roundtrip"),
     "ort_opt_quantize": _optimize_then_quantize,
+    "matmul_nbits": _matmul_nbits,
+    "float16": _float16,
 }
 
 

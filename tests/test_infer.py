@@ -1761,3 +1761,27 @@ def test_a_fused_residual_norm_named_by_its_bias_alone_is_not_put_in_the_linears
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     modules = _modules(model)
     assert modules[1] not in ("enc.layers.0.mlp", "enc.layers.0.mlp.fc2") and modules[3] != "enc.layers.1.mlp", modules
+
+
+def test_a_product_feeding_an_activation_module_is_not_put_in_it():
+    """A bias-free Linear (LLaMA's `gate_proj`) feeds its caller's activation module, a leaf that
+    applies no parameter: fact B (a leaf owns what converges into its parameter uses) says
+    nothing there (before: the product, its metadata lost to a tool, stated in `mlp.act_fn`)."""
+    model = _model(
+        [
+            ("Mul", ["x", "layers.0.norm.weight"], ["n"], None),
+            ("MatMul", ["n", "val_0"], ["g"], None),
+            ("Sigmoid", ["g"], ["s"], None),
+            ("Mul", ["g", "s"], ["a"], None),
+            ("MatMul", ["n", "val_1"], ["u"], None),
+            ("Mul", ["a", "u"], ["y"], None),
+        ],
+        params=["layers.0.norm.weight"],
+        anonymous=["val_0", "val_1"],
+    )
+    act = "/layers.0/mlp/act_fn/"
+    names = ["", "", f"{act}Sigmoid", f"{act}Mul", "", "/layers.0/mlp/Mul"]
+    for node, name in zip(model.graph.node, names, strict=True):
+        node.name = name
+    modules = _modules(model)
+    assert modules[1] != "layers.0.mlp.act_fn" and modules[1] in ("", "layers.0", "layers.0.mlp"), modules

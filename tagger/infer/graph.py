@@ -38,10 +38,12 @@ SIZE_ARITHMETIC = frozenset(
      "Floor", "Ceil", "Reshape", "Transpose", "Identity", "Equal", "Where", "ConstantOfShape"}
 )  # fmt: skip
 """Ops that compute a size from sizes (dimensions picked, combined, converted; a pad list built)."""
-WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul"})
+WEIGHTED_OPS = frozenset(
+    {"MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "ConvInteger", "QLinearMatMul", "MatMulNBits"}
+)
 """Ops that apply a weight to their input (a quantized conv's rescale `Mul` reads a weight's scale
-but applies no weight)."""
-PRODUCTS = WEIGHTED_OPS | {"MatMulNBits"}
+but applies no weight; onnxruntime's int4 `MatMulNBits` applies its packed weight as MatMul did)."""
+PRODUCTS = WEIGHTED_OPS
 NORMS = frozenset(
     {
         "LayerNormalization",

@@ -147,7 +147,9 @@ def _split_products(state: State, producers) -> bool:
 def _weight_into_use(state: State, i: int) -> int | None:
     """A matrix product on an unnamed weight whose result goes straight into one parameter use
     of a leaf (or of a module applying its own parameter) that reads nothing else computed: a
-    Linear's MatMul before its bias Add (not a fused residual norm, which also reads the residual;
+    Linear's MatMul before its bias Add (a use that reads a parameter: fact B is about leaves that
+    apply parameters, and a bias-free Linear's product feeds its caller's activation module, a
+    leaf without any - LLaMA's `gate_proj` into `act_fn`; not a fused residual norm, which also reads the residual;
     not a norm op or another product: a leaf applies its weight once, and a norm normalizes its
     input before its parameters - SwiftFormer's depthwise conv, its BatchNorm folded in by the
     TorchScript exporter, before the pointwise conv)."""
@@ -159,6 +161,9 @@ def _weight_into_use(state: State, i: int) -> int | None:
         return None  # a norm normalizes first, a product is a weight applied again: another leaf's
     if not all(j == i or g.constant[j] for j in g.writers[use]):
         return None
+    facts = g.facts
+    if facts.parameters.isdisjoint(g.nodes[use].input) and facts.weights.isdisjoint(g.nodes[use].input):
+        return None  # no parameter use: a leaf without parameters (an activation module) applies no weight
     owner = _single_leaf(state, {labels[use]})
     return owner if owner is not None else _own_parameter_use(state, use)
 
