@@ -5,8 +5,10 @@ merged decoder included), ViT. Exporters (`bench.family_exports`): optimum with 
 plain `torch.onnx.export` with TorchScript and dynamo, `shim.export` with both. Tools: none,
 onnxslim, onnxruntime's transformer optimizer (the fitting `model_type`), `quantize_dynamic`,
 static QDQ (`quantize_static`, a small random calibration reader), a graphsurgeon round trip,
-and the optimizer followed by `quantize_dynamic` (`ort_opt_quantize`, onnxruntime's recipe for
-transformers).
+the optimizer followed by `quantize_dynamic` (`ort_opt_quantize`, onnxruntime's recipe for
+transformers), and the conversions behind the `q4` and `fp16` files people download
+(transformers.js's variants): onnxruntime's int4 weight-only quantizer (`matmul_nbits`) and its
+float16 converter (`float16`).
 
 Per row: nodes (all graphs), the tagger's direct / inherited / fallback counts, exact / sound /
 wrong / best / reachable against the truth (`bench.metrics`; truth: dynamo `name_scopes`, TorchScript
@@ -427,7 +429,12 @@ differently (`encoder.layer.0.output.dense` vs `layers.0.mlp.fc2`), so each expo
 against the module tree of the transformers that exported it; onnxruntime's optimizer turns T5
 into `RelativePositionBias` nodes that have no CPU kernel (rows marked `no CPU load`, tagged
 anyway) and turns the merged decoder into a graph without nodes; `quantize_dynamic` and
-`quantize_static` leave the merged decoder's `If` branches as they are.
+`quantize_static` leave the merged decoder's `If` branches as they are. `matmul_nbits`
+(onnxruntime's `MatMulNBitsQuantizer`, 4 bits, blocks of 16, symmetric) turns every MatMul on a
+constant weight into a `MatMulNBits` named `…_Q4` on a packed copy `…_Q4` and keeps no node
+metadata, so a dynamo export's products lose what named them; `float16` is
+`onnxruntime.transformers.float16.convert_float_to_float16` with float32 inputs and outputs kept
+(it adds the `Cast` nodes around them).
 """
 
 

@@ -1417,19 +1417,6 @@ def test_without_a_tree_a_trained_list_entrys_weight_read_again_is_one_module_ca
     assert [result.assignments[i].module for i in (0, 2)] == ["enc.layers.0.lin"] * 2
 
 
-def test_a_fused_residual_norm_adding_a_linears_bias_is_that_linears_callers():
-    """onnxruntime's `SkipLayerNorm_AddBias` also adds the Linear's bias before the residual sum:
-    with the norm's weights merged (fresh), the bias alone names a module, and the node computes
-    its last op and its caller's sum."""
-    skip = helper.make_node(
-        "SkipLayerNormalization", ["m", "x", "val_2", "val_3", "layer.linear2.bias"], ["y"], domain="com.microsoft"
-    )
-    model = _model([("MatMul", ["x", "val_1"], ["m"], None)], ["layer.linear2.bias"], ["val_1", "val_2", "val_3"])
-    model.graph.node.append(skip)
-    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    assert _modules(model)[1] == "layer"
-
-
 def test_a_shape_read_after_the_last_named_module_is_not_carried_into_its_caller():
     """ALBERT's mask built from its embeddings' output shape in a fresh export that names nothing
     after the embeddings: no later name says the embeddings still run."""
@@ -1749,7 +1736,8 @@ def test_a_fused_residual_norm_named_by_its_bias_alone_is_not_put_in_the_linears
     normalizes. In a pre-norm model the layer adds the residual and the norm is the next one
     (SigLIP's `post_layernorm`); with the norm's weight and bias merged (a fresh init: read by every
     norm) only fc2's bias is named, which does not say where the sum and the norm ran (before:
-    stated in `layers.1.mlp`)."""
+    stated in `layers.1.mlp`, the Linear's caller, which is right for a post-norm block only:
+    BERT's output, nn.TransformerEncoderLayer)."""
     norm = ["enc.layers.0.ln.weight", "enc.layers.0.ln.bias"]
     model = _model(
         [("MatMul", ["x", "val_0"], ["a"], None), ("MatMul", ["n0", "val_1"], ["f"], None)],
