@@ -42,7 +42,12 @@ removed, read as the encoder's table; both stacks' attention was then stated in 
 stripped (9.9%, 28 stated: rule 3 stated the join of the sizes its patch embedding returned
 with its next block's own in the patch embedding, and fact A then the block's attention) and
 Swin noisy TorchScript, static QDQ (2.7%, 11 stated: the sizes its embeddings returned, read
-in its first block, bounded in the embeddings by a choice of that join in a re-sorted file).
+in its first block, bounded in the embeddings by a choice of that join in a re-sorted file);
+DeBERTa fresh TorchScript after onnxslim (3.2%, all stated: onnxslim left the merged zero bias
+one reader, the last layer's output norm, whose scope names rule 3 read as the embeddings' norm)
+and stripped (3.9%, all stated: each layer slices the encoder's relative table by its own length,
+read as one module called twice); SigLIP's vision tower fresh TorchScript after onnxruntime's
+optimizer (1.1%, stated: its last fused residual norm, its norm merged, named by the MLP's bias).
 
 Rows whose wrong tags are all marked as choices (what remains is rule 4's choice between a module
 and its caller, which only names tell): Swinv2 noisy TorchScript with dynamic shapes, static QDQ
@@ -81,6 +86,9 @@ DYNAMIC_ROWS = [
     ("pvt", "torchscript", "fresh", "strip_all"),
     ("swin", "torchscript", "noisy", "strip_qdq"),
     ("marian", "torchscript", "fresh", "strip_qdyn"),
+    ("deberta", "torchscript", "fresh", "onnxslim"),
+    ("deberta", "torchscript", "fresh", "strip_all"),
+    ("siglip-vision", "torchscript", "fresh", "ort_optimizer"),
 ]
 
 

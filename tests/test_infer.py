@@ -1316,6 +1316,43 @@ def test_a_split_into_heads_after_a_chain_of_gemms_is_the_callers():
     assert _modules(model)[4] == "enc.attn"
 
 
+def test_a_restore_merged_with_a_reshape_further_up_is_not_put_in_the_linears_caller():
+    """Swinv2's block reverses its windows after its attention's output module returned: onnxslim
+    and onnx-simplifier merge the output Linear's restore with that reshape, which ran two callers
+    up (before: stated in `attention.output`, the Linear's caller)."""
+    nodes = [
+        ("Add", ["x", "blk.attn.self.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "blk.attn.output.dense.bias"], ["g"], None),
+        ("Reshape", ["g", "windows"], ["w"], None),
+        ("Add", ["w", "blk.norm.bias"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    params = ["blk.attn.self.bias", "blk.attn.output.dense.bias", "blk.norm.bias"]
+    model = _model(nodes, params, ["val_1"], {"flat": [-1, 4], "windows": [1, 2, 4, 4]}, info)
+    assert _modules(model)[3] == "blk"
+
+
+def test_a_split_into_heads_after_2d_work_on_one_flatten_is_the_callers():
+    """onnx-simplifier flattens once and runs the next ops in 2-D (MobileBERT's bottleneck, its
+    NoNorm's scale and shift, the query): the rank is read back through them (before: the split
+    into heads, merged with the query's restore, stated in the query)."""
+    nodes = [
+        ("Add", ["x", "enc.norm.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "enc.bottleneck.bias"], ["g1"], None),
+        ("Mul", ["g1", "enc.nonorm.weight"], ["m"], None),
+        ("Add", ["m", "enc.nonorm.bias"], ["n"], None),
+        ("Gemm", ["n", "val_2", "enc.attn.q.bias"], ["g2"], None),
+        ("Reshape", ["g2", "heads"], ["h"], None),
+        ("Add", ["h", "enc.attn.out.bias"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    params = ["enc.norm.bias", "enc.bottleneck.bias", "enc.nonorm.weight", "enc.nonorm.bias", "enc.attn.q.bias"]
+    model = _model(nodes, [*params, "enc.attn.out.bias"], ["val_1", "val_2"], {"flat": [-1, 4], "heads": [1, 8, 2, 2]}, info)
+    assert _modules(model)[6] == "enc.attn"
+
+
 def test_the_rank_a_linear_flattened_is_read_through_a_norm_before_it():
     """onnxruntime's output records no shapes: the flattened value's rank is its norm's input's."""
     for restore, expected in (([1, 8, 4], "attn.q"), ([1, 8, 2, 2], "attn")):

@@ -182,8 +182,10 @@ def _gemm_wrap(state: State, i: int) -> int | None:
     """A Reshape/Flatten next to a tagged `Gemm` (2-D only: a Linear on N-D input is wrapped in
     a flatten before and a restore after) is the Gemm's leaf. A flatten with no restore after
     the Gemm is the caller's (a `Flatten` module before a classifier). A tool may merge the
-    restore with the caller's next reshape; the merged node computes the caller's value (a
-    split into heads: a higher rank than was flattened), so it is the caller's. One flatten
+    restore with a caller's next reshape; the merged node computes that caller's value (a split
+    into heads: a higher rank than was flattened), and which caller the reshape alone does not
+    say (BERT's attention splits heads right after its query; Swinv2's block reverses its
+    windows after the attention's output module returned), so rule 2 leaves it. One flatten
     read by the Gemms of several Linears (onnxslim merges the equal flattens of q, k and v)
     flattens for each of them: their common caller's."""
     g, evidence, t = state.graph, state.evidence, state.tree
@@ -199,24 +201,36 @@ def _gemm_wrap(state: State, i: int) -> int | None:
             flattened = _flattened_ranks(state, j)
             restored = _rank_out(state, i)
             if restored is not None and flattened and all(r is not None and restored > r for r in flattened):
-                return t.parent(evidence[j])
+                return None  # the restore merged with a reshape of some caller's: which one, the choices say
             return evidence[j]
     return None
 
 
 def _flattened_ranks(state: State, gemm: int) -> list[int | None]:
     """The ranks a Linear's input had before its flatten: the flatten before the `Gemm`, or before
-    an unbroken chain of 2-D `Gemm`s (a tool drops the restore and flatten between two Linears)."""
+    an unbroken chain of 2-D ops on one computed value each - `Gemm`s and ops that keep their
+    input's shape, a norm's scale and shift on constants included (onnxslim drops the restore and
+    flatten between two Linears; onnx-simplifier flattens once and runs MobileBERT's
+    bottleneck, its norms and projections, in 2-D)."""
     g = state.graph
+    node = gemm
     for _ in range(_GEMM_CHAIN):
-        writers = [w for w in g.writers[gemm] if not g.constant[w]]
+        writers = [w for w in g.writers[node] if not g.constant[w]]
         flattens = [w for w in writers if g.op[w] in RESHAPES]
         if flattens:
             return [_rank_in(state, w) for w in flattens]
-        if len(writers) != 1 or g.op[writers[0]] != "Gemm":
+        if len(writers) != 1 or not _keeps_2d(g.op[writers[0]]):
             return []
-        gemm = writers[0]
+        node = writers[0]
     return []
+
+
+def _keeps_2d(op: str) -> bool:
+    """An op whose result has its one computed input's rank (with constants beside it)."""
+    return op == "Gemm" or op in SAME_SHAPE or op in _SCALING
+
+
+_SCALING = frozenset({"Add", "Sub", "Mul", "Div"})
 
 
 def _rank_in(state: State, node: int) -> int | None:
