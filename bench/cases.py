@@ -703,6 +703,17 @@ def _quantize_dynamic(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
         return onnx.load(dst)
 
 
+def _onnxsim(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
+    """onnx-simplifier as users run it (`onnxsim.simplify` with its defaults: constant folding,
+    onnxoptimizer's fusions, a check that the result computes the same); it keeps no node metadata."""
+    import onnxsim
+
+    simplified, same = onnxsim.simplify(model)
+    if not same:
+        raise RuntimeError("onnxsim: the simplified model failed its own check")
+    return simplified
+
+
 def _gs_roundtrip(model: onnx.ModelProto, arch: str) -> onnx.ModelProto:
     import onnx_graphsurgeon as gs
 
@@ -713,6 +724,7 @@ _TOOLS: dict[str, Callable[[onnx.ModelProto, str], onnx.ModelProto]] = {
     "strip_aux": lambda m, _: strip_aux(m),
     "strip_all": lambda m, _: strip_all(m),
     "onnxslim": _onnxslim,
+    "onnxsim": _onnxsim,
     "ort_optimizer": _ort_optimizer,
     "quantize_dynamic": _quantize_dynamic,
     "gs_roundtrip": _gs_roundtrip,

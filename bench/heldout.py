@@ -5,7 +5,7 @@ gpt2) and `bench.families` (bert, llama, t5, vit) must not be the only evidence.
 `transformers` configs of other families (random weights, nothing downloaded) and two plain torch
 models go through both exporters, both inits (`bench.cases.INITS`) and the degradations none /
 strip_all / strip_qdq / strip_qdyn (stripped, then onnxruntime's static QDQ or dynamic quantizer)
-/ onnxslim / gs_roundtrip / ort_optimizer, and every row is scored with the metrics of
+/ onnxslim / onnxsim (onnx-simplifier) / gs_roundtrip / ort_optimizer, and every row is scored with the metrics of
 `bench.metrics` against the export's own scopes (`bench.cases.truth_of_export`, carried through
 tools by `bench.cases.carry_truth`).
 
@@ -44,7 +44,7 @@ HELDOUT_VERSION = 1
 
 EXPORTERS = cases.EXPORTERS
 INITS = cases.INITS
-DEGRADATIONS = ("none", "strip_all", "strip_qdq", "strip_qdyn", "onnxslim", "gs_roundtrip", "ort_optimizer")
+DEGRADATIONS = ("none", "strip_all", "strip_qdq", "strip_qdyn", "onnxslim", "onnxsim", "gs_roundtrip", "ort_optimizer")
 
 HIDDEN = 32
 HEADS = 2
@@ -886,7 +886,9 @@ for encoders, `gpt2` for decoders, `bart` for BART (num_heads 2, hidden 32). str
 strip_qdyn: the stripped file through onnxruntime's `quantize_static` (QDQ, calibrated on the
 family's example inputs) or `quantize_dynamic`, their defaults; the truth comes by position from
 a twin run whose nodes carry opaque names (the same ops in the same order, checked), a node made
-from node i (a dynamically quantized MatMul's helper ops) carrying node i's truth."""
+from node i (a dynamically quantized MatMul's helper ops) carrying node i's truth. onnxsim:
+onnx-simplifier's `simplify` with its defaults (since the eighteenth session); it keeps node names
+but no node metadata, and flattens a Linear's input once for the 2-D ops that follow."""
 
 
 def _selected(families: str | None, shapes: str) -> tuple[str, ...]:

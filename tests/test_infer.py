@@ -1333,6 +1333,49 @@ def test_a_restore_merged_with_a_reshape_further_up_is_not_put_in_the_linears_ca
     assert _modules(model)[3] == "blk"
 
 
+@pytest.mark.parametrize(
+    ("flat_from", "restore", "why"),
+    [
+        ([1, 2, 4, 4], [1, 8, 4], "FocalNet's layer views its modulation's 4-D output as a sequence"),
+        ([1, 8, 4], [4, 8, 1], "ConvBERT's attention views its kernel layer's output as kernels"),
+    ],
+)
+def test_a_restore_giving_the_value_another_shape_is_not_put_in_the_linear(flat_from, restore, why):
+    """A restore gives back the shape its flatten read; another rank or other recorded
+    dimensions are a caller's reshape a tool merged into it (onnx-simplifier), which caller the
+    file does not say (before: stated in the Linear)."""
+    nodes = [
+        ("Add", ["x", "blk.mod.in.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "blk.mod.out.bias"], ["g"], None),
+        ("Reshape", ["g", "restore"], ["r"], None),
+        ("Add", ["r", "blk.norm.bias"], ["y"], None),
+    ]
+    info = [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, flat_from),
+        helper.make_tensor_value_info("r", TensorProto.FLOAT, restore),
+    ]
+    params = ["blk.mod.in.bias", "blk.mod.out.bias", "blk.norm.bias"]
+    model = _model(nodes, params, ["val_1"], {"flat": [-1, 4], "restore": restore}, info)
+    result = tag_model(model)
+    assert result.assignments[3].module != "blk.mod.out", why
+    assert result.bounds[3].bound == "blk", why  # certain only as far as the Linear and the norm's caller
+
+
+def test_a_restore_giving_back_the_recorded_shape_is_the_linears():
+    nodes = [
+        ("Add", ["x", "blk.mod.in.bias"], ["a"], None),
+        ("Reshape", ["a", "flat"], ["f"], None),
+        ("Gemm", ["f", "val_1", "blk.mod.out.bias"], ["g"], None),
+        ("Reshape", ["g", "restore"], ["r"], None),
+        ("Add", ["r", "blk.norm.bias"], ["y"], None),
+    ]
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 8, 4]) for n in ("a", "r")]
+    params = ["blk.mod.in.bias", "blk.mod.out.bias", "blk.norm.bias"]
+    model = _model(nodes, params, ["val_1"], {"flat": [-1, 4], "restore": [1, 8, 4]}, info)
+    assert _modules(model)[1:4] == ["blk.mod.out"] * 3
+
+
 def test_a_split_into_heads_after_2d_work_on_one_flatten_is_the_callers():
     """onnx-simplifier flattens once and runs the next ops in 2-D (MobileBERT's bottleneck, its
     NoNorm's scale and shift, the query): the rank is read back through them (before: the split

@@ -89,6 +89,9 @@ class GraphFacts:
     """Rank of a tensor where the file records its shape (value_info, graph inputs/outputs)."""
     shape_lengths: dict[str, int] = field(default_factory=dict)
     """Length of 1-D integer initializers (Reshape targets): the rank a Reshape produces."""
+    reshaped: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Recorded shapes, every dimension a number, of the tensors a Reshape or Flatten reads or
+    writes: whether a reshape after a Linear restores what its flatten read."""
     parameters: frozenset[str] = frozenset()
     """Initializers named by a parameter path (and not merged): two nodes reading one are two calls."""
     arguments: frozenset[str] = frozenset()
@@ -203,18 +206,26 @@ def _constants(writers: list[tuple[int, ...]], readers: list[tuple[int, ...]], i
     return constant
 
 
-def tensor_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
-    """Ranks of the main graph's tensors whose shape the file records, and the lengths of its 1-D
-    integer initializers (Reshape targets): what `_restores` compares."""
+def tensor_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int], dict[str, tuple[int, ...]]]:
+    """Ranks of the main graph's tensors whose shape the file records, the lengths of its 1-D
+    integer initializers (Reshape targets), and the full recorded shapes around its reshapes:
+    what `_restores` compares."""
     graph = model.graph
-    ranks = {
-        info.name: len(info.type.tensor_type.shape.dim)
+    recorded = [
+        info
         for info in (*graph.value_info, *graph.input, *graph.output)
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")
-    }
+    ]
+    ranks = {info.name: len(info.type.tensor_type.shape.dim) for info in recorded}
     lengths = {
         tensor.name: tensor.dims[0]
         for tensor in graph.initializer
         if len(tensor.dims) == 1 and tensor.data_type == onnx.TensorProto.INT64
     }
-    return ranks, lengths
+    around = {name for node in graph.node if node.op_type in RESHAPES for name in (*node.input[:1], *node.output[:1])}
+    reshaped = {
+        info.name: tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
+        for info in recorded
+        if info.name in around and all(d.HasField("dim_value") and d.dim_value > 0 for d in info.type.tensor_type.shape.dim)
+    }
+    return ranks, lengths, reshaped

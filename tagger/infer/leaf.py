@@ -198,31 +198,45 @@ def _gemm_wrap(state: State, i: int) -> int | None:
             return evidence[k] if restored else t.parent(evidence[k])  # alone: a Flatten of the caller
     for j in g.writers[i]:
         if g.op[j] == "Gemm" and evidence[j] >= 0 and _single_leaf(state, {evidence[j]}) is not None:
-            flattened = _flattened_ranks(state, j)
-            restored = _rank_out(state, i)
-            if restored is not None and flattened and all(r is not None and restored > r for r in flattened):
+            flattens = _flattens(state, j)
+            if flattens and all(_reshaped_elsewise(state, f, i) for f in flattens):
                 return None  # the restore merged with a reshape of some caller's: which one, the choices say
             return evidence[j]
     return None
 
 
-def _flattened_ranks(state: State, gemm: int) -> list[int | None]:
-    """The ranks a Linear's input had before its flatten: the flatten before the `Gemm`, or before
-    an unbroken chain of 2-D ops on one computed value each - `Gemm`s and ops that keep their
-    input's shape, a norm's scale and shift on constants included (onnxslim drops the restore and
-    flatten between two Linears; onnx-simplifier flattens once and runs MobileBERT's
-    bottleneck, its norms and projections, in 2-D)."""
+def _flattens(state: State, gemm: int) -> list[int]:
+    """The flattens a Linear's input went through: the one before the `Gemm`, or before an
+    unbroken chain of 2-D ops on one computed value each - `Gemm`s and ops that keep their input's
+    shape, a norm's scale and shift on constants included (onnxslim drops the restore and flatten
+    between two Linears; onnx-simplifier flattens once and runs MobileBERT's bottleneck, its norms
+    and projections, in 2-D)."""
     g = state.graph
     node = gemm
     for _ in range(_GEMM_CHAIN):
         writers = [w for w in g.writers[node] if not g.constant[w]]
         flattens = [w for w in writers if g.op[w] in RESHAPES]
         if flattens:
-            return [_rank_in(state, w) for w in flattens]
+            return flattens
         if len(writers) != 1 or not _keeps_2d(g.op[writers[0]]):
             return []
         node = writers[0]
     return []
+
+
+def _reshaped_elsewise(state: State, flatten: int, reshape: int) -> bool:
+    """Whether `reshape`, after the Linear, gives its value another shape than `flatten` took
+    from it: a restore gives the shape back, so another rank (a split into heads, a merge of
+    height and width) or other recorded dimensions (ConvBERT's kernel view) are a caller's
+    reshape that a tool merged into the restore."""
+    restored, flattened = _rank_out(state, reshape), _rank_in(state, flatten)
+    if restored is None or flattened is None:
+        return False
+    if restored != flattened:
+        return True
+    shapes = state.graph.facts.reshaped
+    before, after = shapes.get(_input_of_shape(state, flatten)), shapes.get(state.graph.nodes[reshape].output[0])
+    return before is not None and after is not None and before != after
 
 
 def _keeps_2d(op: str) -> bool:
@@ -231,6 +245,18 @@ def _keeps_2d(op: str) -> bool:
 
 
 _SCALING = frozenset({"Add", "Sub", "Mul", "Div"})
+
+
+def _input_of_shape(state: State, node: int) -> str:
+    """The tensor whose shape a node's first input has: through ops that keep it (`_rank_in`)."""
+    g = state.graph
+    for _ in range(_GEMM_CHAIN):
+        name = g.nodes[node].input[0]
+        writer = next((w for w in g.writers[node] if name in g.nodes[w].output), None)
+        if name in g.facts.reshaped or writer is None or g.op[writer] not in SAME_SHAPE:
+            return name
+        node = writer
+    return g.nodes[node].input[0]
 
 
 def _rank_in(state: State, node: int) -> int | None:
