@@ -35,7 +35,10 @@ names the new bias `…weight_bias`; the quantizer splits the fused conv, and it
 rescale, which read only the weight, were stated in the conv); OLMo-2 fresh TorchScript, dynamic
 quantization (30.5%, all stated: the quantizer feeds the embedding's quantized rows both to the
 residual, dequantized, and straight into the first layer's projections, and the residual Add
-after the whole attention was read as the embedding's own join, the layer between stated in it).
+after the whole attention was read as the embedding's own join, the layer between stated in it);
+MobileBERT noisy dynamo through onnx-simplifier (4.4%, all stated: it flattens once and runs the
+bottleneck, norms and projections in 2-D, and merges the query's restore with the attention's
+split into heads, which was stated in the query).
 With dynamic shapes, Marian fresh TorchScript, dynamic quantization (75.0%, 554 stated: the
 decoder's sinusoidal table, equal to the encoder's, is an `Identity` of it whose name the strip
 removed, read as the encoder's table; both stacks' attention was then stated in it); PVT fresh TorchScript
@@ -80,6 +83,7 @@ ROWS = [
     ("poolformer", "torchscript", "fresh", "strip_qdq"),
     ("mobilenet-v2", "dynamo", "noisy", "strip_qdyn"),
     ("olmo2", "torchscript", "fresh", "strip_qdyn"),
+    ("mobilebert", "dynamo", "noisy", "onnxsim"),
 ]
 DYNAMIC_ROWS = [
     ("distilbert", "torchscript", "noisy", "strip_qdyn"),

@@ -1336,8 +1336,8 @@ def test_a_restore_merged_with_a_reshape_further_up_is_not_put_in_the_linears_ca
 @pytest.mark.parametrize(
     ("flat_from", "restore", "why"),
     [
-        ([1, 2, 4, 4], [1, 8, 4], "FocalNet's layer views its modulation's 4-D output as a sequence"),
         ([1, 8, 4], [4, 8, 1], "ConvBERT's attention views its kernel layer's output as kernels"),
+        ([1, 8, 4], [1, 8, 2, 2], "a split into heads"),
     ],
 )
 def test_a_restore_giving_the_value_another_shape_is_not_put_in_the_linear(flat_from, restore, why):

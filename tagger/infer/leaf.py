@@ -226,17 +226,19 @@ def _flattens(state: State, gemm: int) -> list[int]:
 
 def _reshaped_elsewise(state: State, flatten: int, reshape: int) -> bool:
     """Whether `reshape`, after the Linear, gives its value another shape than `flatten` took
-    from it: a restore gives the shape back, so another rank (a split into heads, a merge of
-    height and width) or other recorded dimensions (ConvBERT's kernel view) are a caller's
-    reshape that a tool merged into the restore."""
+    from it: a restore gives the leading dimensions back (the last is the Linear's features), so
+    a higher rank (a split into heads) or other recorded leading dimensions at the same rank
+    (ConvBERT's kernel view) are a caller's reshape that a tool merged into the restore. A lower
+    rank is not: the flatten may be the merged one (an attention's heads merged, then
+    flattened for its output Linear, whose restore is its own)."""
     restored, flattened = _rank_out(state, reshape), _rank_in(state, flatten)
     if restored is None or flattened is None:
         return False
     if restored != flattened:
-        return True
+        return restored > flattened  # a lower rank: the flatten may be the merged one (heads merged, then flattened)
     shapes = state.graph.facts.reshaped
     before, after = shapes.get(_input_of_shape(state, flatten)), shapes.get(state.graph.nodes[reshape].output[0])
-    return before is not None and after is not None and before != after
+    return before is not None and after is not None and before[:-1] != after[:-1]  # the last: the Linear's features
 
 
 def _keeps_2d(op: str) -> bool:
