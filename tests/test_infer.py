@@ -157,7 +157,9 @@ def test_a_matmul_on_an_unnamed_weight_feeding_a_bias_add_is_that_linear():
     assert _modules(model)[1] == "enc.q"
 
 
-def _gemm(restore_shape: list[int]) -> onnx.ModelProto:
+def _gemm(restore_shape: list[int], flat_from: list[int] | None = None, recorded: bool = False) -> onnx.ModelProto:
+    """norm -> flatten -> Gemm (attn.q) -> reshape to `restore_shape` -> attn.out; `flat_from`: the
+    flattened value's recorded shape; `recorded`: the reshape's output shape is recorded too."""
     nodes = [
         ("Add", ["x", "attn.norm.bias"], ["a"], None),
         ("Reshape", ["a", "flat"], ["f"], None),
@@ -165,7 +167,8 @@ def _gemm(restore_shape: list[int]) -> onnx.ModelProto:
         ("Reshape", ["g", "restore"], ["r"], None),
         ("Add", ["r", "attn.out.bias"], ["y"], None),
     ]
-    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 4])]
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, flat_from or [1, 8, 4])]
+    info += [helper.make_tensor_value_info("r", TensorProto.FLOAT, restore_shape)] if recorded else []
     return _model(
         nodes, ["attn.norm.bias", "attn.q.bias", "attn.out.bias"], ["val_1"], {"flat": [-1, 4], "restore": restore_shape}, info
     )
@@ -1334,46 +1337,20 @@ def test_a_restore_merged_with_a_reshape_further_up_is_not_put_in_the_linears_ca
 
 
 @pytest.mark.parametrize(
-    ("flat_from", "restore", "why"),
-    [
-        ([1, 8, 4], [4, 8, 1], "ConvBERT's attention views its kernel layer's output as kernels"),
-        ([1, 8, 4], [1, 8, 2, 2], "a split into heads"),
-    ],
+    ("restore", "why"),
+    [([4, 8, 1], "ConvBERT's attention views its kernel layer's output as kernels"), ([1, 8, 2, 2], "a split into heads")],
 )
-def test_a_restore_giving_the_value_another_shape_is_not_put_in_the_linear(flat_from, restore, why):
-    """A restore gives back the shape its flatten read; another rank or other recorded
-    dimensions are a caller's reshape a tool merged into it (onnx-simplifier), which caller the
-    file does not say (before: stated in the Linear)."""
-    nodes = [
-        ("Add", ["x", "blk.mod.in.bias"], ["a"], None),
-        ("Reshape", ["a", "flat"], ["f"], None),
-        ("Gemm", ["f", "val_1", "blk.mod.out.bias"], ["g"], None),
-        ("Reshape", ["g", "restore"], ["r"], None),
-        ("Add", ["r", "blk.norm.bias"], ["y"], None),
-    ]
-    info = [
-        helper.make_tensor_value_info("a", TensorProto.FLOAT, flat_from),
-        helper.make_tensor_value_info("r", TensorProto.FLOAT, restore),
-    ]
-    params = ["blk.mod.in.bias", "blk.mod.out.bias", "blk.norm.bias"]
-    model = _model(nodes, params, ["val_1"], {"flat": [-1, 4], "restore": restore}, info)
-    result = tag_model(model)
-    assert result.assignments[3].module != "blk.mod.out", why
-    assert result.bounds[3].bound == "blk", why  # certain only as far as the Linear and the norm's caller
+def test_a_restore_giving_the_value_another_shape_is_not_put_in_the_linear(restore, why):
+    """A restore gives back the leading dimensions its flatten read; a higher rank or other
+    recorded leading dimensions are a caller's reshape a tool merged into it (onnx-simplifier),
+    which caller the file does not say (before: stated in the Linear, or in its caller)."""
+    result = tag_model(_gemm(restore, recorded=True))
+    assert result.assignments[3].module != "attn.q", why
+    assert result.bounds[3].bound == "attn", why  # certain only as far as the Linear's and the next module's caller
 
 
-def test_a_restore_giving_back_the_recorded_shape_is_the_linears():
-    nodes = [
-        ("Add", ["x", "blk.mod.in.bias"], ["a"], None),
-        ("Reshape", ["a", "flat"], ["f"], None),
-        ("Gemm", ["f", "val_1", "blk.mod.out.bias"], ["g"], None),
-        ("Reshape", ["g", "restore"], ["r"], None),
-        ("Add", ["r", "blk.norm.bias"], ["y"], None),
-    ]
-    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 8, 4]) for n in ("a", "r")]
-    params = ["blk.mod.in.bias", "blk.mod.out.bias", "blk.norm.bias"]
-    model = _model(nodes, params, ["val_1"], {"flat": [-1, 4], "restore": [1, 8, 4]}, info)
-    assert _modules(model)[1:4] == ["blk.mod.out"] * 3
+def test_a_restore_giving_back_the_recorded_leading_dimensions_is_the_linears():
+    assert _modules(_gemm([1, 8, 6], recorded=True))[1:4] == ["attn.q"] * 3  # the last: the Linear's features
 
 
 def test_a_split_into_heads_after_2d_work_on_one_flatten_is_the_callers():
