@@ -25,10 +25,12 @@ mask multiplied by that mask: a fork converging into the position embedding's lo
      its own weights only); a weighted op on an unnamed weight feeding its parameter use when that
      use reads nothing else computed (a bias Add, not a fused residual norm) - also for a module
      with children applying a parameter of its own (fact B holds per parameter use:
-     `nn.MultiheadAttention`'s `in_proj_bias`); a fork converging into it; a Reshape/Flatten pair
+     `nn.MultiheadAttention`'s `in_proj_bias`; a use that applies no parameter, an activation
+     module's, says nothing); a fork converging into it; a Reshape/Flatten pair
      wrapping a 2-D `Gemm` (the Linear applied to N-D input; a flatten with no restore after is
-     the caller's, and a restore that splits into more dimensions than were flattened is the
-     caller's reshape a tool merged into it).
+     the caller's, and a restore that gives the value another shape than was flattened - more
+     dimensions, or other leading ones - is a caller's reshape a tool merged into it: which
+     caller, the reshape does not say, so rule 2 leaves it to the bound).
 
 `decide` runs it node by node (with the other certain rules, `tagger.infer.RULES`); the fork
 converging into a leaf (`_diamonds`) is a `sweep` over every call of every leaf, once those passes settle.
@@ -241,12 +243,13 @@ def _reshaped_elsewise(state: State, flatten: int, reshape: int) -> bool:
     return before is not None and after is not None and before[:-1] != after[:-1]  # the last: the Linear's features
 
 
+_SCALING = frozenset({"Add", "Sub", "Mul", "Div"})
+"""Element-wise ops: on one computed value and constants (a norm's scale and shift), its rank."""
+
+
 def _keeps_2d(op: str) -> bool:
     """An op whose result has its one computed input's rank (with constants beside it)."""
     return op == "Gemm" or op in SAME_SHAPE or op in _SCALING
-
-
-_SCALING = frozenset({"Add", "Sub", "Mul", "Div"})
 
 
 def _input_of_shape(state: State, node: int) -> str:
