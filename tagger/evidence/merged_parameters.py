@@ -83,11 +83,9 @@ def merged_parameters(
     shared = {name for name, nodes in readers.items() if len(nodes) > 1}
     if not shared:
         return set(), set()
-    tensors = _tensors(index, shared)
-    merged = {name for name in shared if not _varies(tensors.get(name), base_dir)}
-    varying = shared - merged
-    tied = _tied(index, varying, readers, owners) if varying else set()
-    return merged, tied
+    learnt = varying(index, shared, base_dir)
+    tied = _tied(index, learnt, readers, owners) if learnt else set()
+    return shared - learnt, tied
 
 
 def tied_lookup_tables(index: ModelIndex, readers: dict[str, list[int]], base_dir: Path | None) -> set[str]:

@@ -239,7 +239,7 @@ def _reshaped_elsewise(state: State, flatten: int, reshape: int) -> bool:
     if restored != flattened:
         return restored > flattened  # a lower rank: the flatten may be the merged one (heads merged, then flattened)
     shapes = state.graph.facts.reshaped
-    before, after = shapes.get(_input_of_shape(state, flatten)), shapes.get(state.graph.nodes[reshape].output[0])
+    before, after = shapes.get(_recorded_input(state, flatten, shapes)), shapes.get(state.graph.nodes[reshape].output[0])
     return before is not None and after is not None and before[:-1] != after[:-1]  # the last: the Linear's features
 
 
@@ -252,30 +252,26 @@ def _keeps_2d(op: str) -> bool:
     return op == "Gemm" or op in SAME_SHAPE or op in _SCALING
 
 
-def _input_of_shape(state: State, node: int) -> str:
-    """The tensor whose shape a node's first input has: through ops that keep it (`_rank_in`)."""
+def _recorded_input(state: State, node: int, recorded: Container[str]) -> str | None:
+    """The node's first input if the file records it in `recorded`, else that of the value an op
+    that keeps its input's shape (a norm, an activation, a cast) was applied to; None if none is."""
     g = state.graph
     for _ in range(_GEMM_CHAIN):
         name = g.nodes[node].input[0]
-        writer = next((w for w in g.writers[node] if name in g.nodes[w].output), None)
-        if name in g.facts.reshaped or writer is None or g.op[writer] not in SAME_SHAPE:
+        if name in recorded:
             return name
+        writer = next((w for w in g.writers[node] if name in g.nodes[w].output), None)
+        if writer is None or g.op[writer] not in SAME_SHAPE:
+            return None
         node = writer
-    return g.nodes[node].input[0]
+    return None
 
 
 def _rank_in(state: State, node: int) -> int | None:
-    """The rank of a node's first input: recorded in the file, or that of the value an op that
-    keeps its input's shape (a norm, an activation, a cast) was applied to."""
-    g = state.graph
-    for _ in range(_GEMM_CHAIN):
-        name = g.nodes[node].input[0]
-        rank = g.facts.ranks.get(name)
-        writer = next((w for w in g.writers[node] if name in g.nodes[w].output), None)
-        if rank is not None or writer is None or g.op[writer] not in SAME_SHAPE:
-            return rank
-        node = writer
-    return None
+    """The rank of a node's first input (`_recorded_input`)."""
+    ranks = state.graph.facts.ranks
+    name = _recorded_input(state, node, ranks)
+    return None if name is None else ranks[name]
 
 
 def _rank_out(state: State, node: int) -> int | None:
